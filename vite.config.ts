@@ -1,0 +1,27 @@
+import { defineConfig } from 'vitest/config';
+import { resolve } from 'node:path';
+
+// One config for the dev server (`npm start`: the demo at /, the kernel bench at /bench/),
+// the library build and vitest (unit tests beside the code, *.test.ts).
+export default defineConfig({
+  root: 'src/pages',
+  publicDir: resolve(import.meta.dirname, 'public'),
+  server: { port: 5173, strictPort: false, fs: { allow: [resolve(import.meta.dirname)] } },
+  preview: { port: 4173 },
+  build: {
+    outDir: resolve(import.meta.dirname, 'dist/pages'),
+    emptyOutDir: true,
+    rollupOptions: {
+      input: {
+        demo: resolve(import.meta.dirname, 'src/pages/index.html'),
+      },
+    },
+  },
+  test: {
+    root: import.meta.dirname,
+    include: ['src/**/*.test.ts', 'tools/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: 'forks',
+  },
+});
