@@ -33,7 +33,7 @@ export function uploadBuffer(device: GPUDevice, data: ArrayBufferView, label: st
 
 /** writeBuffer that accepts lengths that are not a multiple of 4 by zero-padding the tail. */
 export function writeBufferPadded(device: GPUDevice, buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
   const whole = bytes.byteLength & ~3;
   if (whole > 0) device.queue.writeBuffer(buffer, offset, bytes, 0, whole);
   if (whole < bytes.byteLength) {

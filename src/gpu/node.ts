@@ -33,8 +33,17 @@ async function loadDawn(): Promise<DawnModule> {
   return dawn;
 }
 
+/**
+ * Dawn instances made so far. They must outlive their adapters and devices: a GPU object that
+ * is garbage-collected takes the native instance with it, and the next queue operation of a
+ * device made from it crashes the process (seen as a futex or mutex abort under memory pressure).
+ */
+const instances: GPU[] = [];
+
 async function adapterFrom(d: DawnModule): Promise<GPUAdapter | null> {
-  return d.create(['backend=vulkan']).requestAdapter({ powerPreference: 'high-performance' });
+  const gpu = d.create(['backend=vulkan']);
+  instances.push(gpu);
+  return gpu.requestAdapter({ powerPreference: 'high-performance' });
 }
 
 /** Open a GPU device in Node. */

@@ -1,0 +1,46 @@
+// The `webmoe` command. Each subcommand is one small module; errors a user can cause end in
+// exit status 2 and one line, never a stack trace.
+
+import { WebmoeError } from '../errors.ts';
+import { inspectCommand } from './inspect.ts';
+import { UsageError } from './args.ts';
+
+const USAGE = `usage: webmoe <command> [options]
+
+commands:
+  inspect <dir-or-url> [--json] [--cache-bytes N]   summarise a DeepSeek-V3-family checkpoint`;
+
+const commands: Record<string, (argv: string[]) => Promise<void>> = {
+  inspect: inspectCommand,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(USAGE);
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`webmoe: unknown command "${name}"\n${USAGE}`);
+    return 2;
+  }
+  try {
+    await command(rest);
+    return 0;
+  } catch (err) {
+    if (err instanceof WebmoeError || err instanceof UsageError) {
+      console.error(`webmoe ${name}: ${err.message.split('\n').join(' ')}`);
+      return 2;
+    }
+    // Not a user error: a bug. Say so in one line and keep the detail for a report.
+    console.error(`webmoe ${name}: internal error: ${err instanceof Error ? err.message : String(err)} (set WEBMOE_DEBUG=1 for the stack)`);
+    if (process.env.WEBMOE_DEBUG) console.error(err);
+    return 1;
+  }
+}
+
+const isEntry = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isEntry) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

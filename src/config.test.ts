@@ -1,0 +1,264 @@
+import { officialFixture } from './testing/fixtures.ts';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { isMoeLayer, parseConfig } from './config.ts';
+import { ConfigError, UnsupportedConfigError } from './errors.ts';
+import { DEEPSEEK_V3_671B, TINY } from '../tools/checkpoint/presets.ts';
+
+const FIXTURE = officialFixture();
+const fixtureText = readFileSync(`${FIXTURE}/config.json`, 'utf8');
+const fixtureJson = (): Record<string, unknown> => JSON.parse(fixtureText);
+
+/** The released DeepSeek-V3 (671B) config.json, from DEEPSEEK_V3_MATH.md section 1 (auto_map left out). */
+const DEEPSEEK_V3_671B_CONFIG = {
+  architectures: ['DeepseekV3ForCausalLM'],
+  model_type: 'deepseek_v3',
+  vocab_size: 129280,
+  hidden_size: 7168,
+  intermediate_size: 18432,
+  moe_intermediate_size: 2048,
+  num_hidden_layers: 61,
+  first_k_dense_replace: 3,
+  moe_layer_freq: 1,
+  num_attention_heads: 128,
+  num_key_value_heads: 128,
+  q_lora_rank: 1536,
+  kv_lora_rank: 512,
+  qk_nope_head_dim: 128,
+  qk_rope_head_dim: 64,
+  v_head_dim: 128,
+  n_routed_experts: 256,
+  n_shared_experts: 1,
+  num_experts_per_tok: 8,
+  n_group: 8,
+  topk_group: 4,
+  routed_scaling_factor: 2.5,
+  norm_topk_prob: true,
+  scoring_func: 'sigmoid',
+  topk_method: 'noaux_tc',
+  num_nextn_predict_layers: 1,
+  rms_norm_eps: 1e-6,
+  hidden_act: 'silu',
+  rope_theta: 10000,
+  max_position_embeddings: 163840,
+  rope_scaling: {
+    type: 'yarn',
+    factor: 40,
+    original_max_position_embeddings: 4096,
+    beta_fast: 32,
+    beta_slow: 1,
+    mscale: 1.0,
+    mscale_all_dim: 1.0,
+  },
+  quantization_config: { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128] },
+  attention_bias: false,
+  attention_dropout: 0.0,
+  tie_word_embeddings: false,
+  bos_token_id: 0,
+  eos_token_id: 1,
+  torch_dtype: 'bfloat16',
+  aux_loss_alpha: 0.001,
+  seq_aux: true,
+  ep_size: 1,
+  pretraining_tp: 1,
+  initializer_range: 0.02,
+  use_cache: true,
+  transformers_version: '4.33.1',
+};
+
+/** The fixture config with some keys changed (undefined deletes a key). */
+function variant(changes: Record<string, unknown>, base: Record<string, unknown> = fixtureJson()): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === undefined) delete out[key];
+    else out[key] = value;
+  }
+  return out;
+}
+
+function errorOf(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected an error');
+}
+
+describe('parseConfig', () => {
+  it('parses the fixture config and derives its values', () => {
+    const reference = JSON.parse(readFileSync(`${FIXTURE}/reference.json`, 'utf8'));
+    const c = parseConfig(fixtureText);
+    expect(c.hidden_size).toBe(128);
+    expect(c.q_lora_rank).toBe(128);
+    expect(c.qk_head_dim).toBe(64);
+    expect(c.latent_cache_dim).toBe(256 + 32);
+    expect(c.experts_per_group).toBe(3);
+    expect(c.mtp_layer_index).toBe(4);
+    expect(c.eos_token_ids).toEqual([1]);
+    expect(c.rope_scaling).toEqual({
+      type: 'yarn',
+      factor: 8,
+      original_max_position_embeddings: 64,
+      beta_fast: 32,
+      beta_slow: 1,
+      mscale: 1,
+      mscale_all_dim: 1,
+    });
+    expect(c.softmax_scale).toBe(reference.derived.softmax_scale);
+    expect(c.softmax_scale).toBe(0.18239113494857567);
+    expect([0, 1, 2, 3, 4].map((L) => isMoeLayer(c, L))).toEqual([false, false, true, true, true]);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.rope_scaling)).toBe(true);
+    expect(Object.isFrozen(c.quantization_config)).toBe(true);
+    // Plain data: survives structured cloning (postMessage to the worker).
+    expect(structuredClone(c)).toEqual(c);
+  });
+
+  it('parses the released 671B config', () => {
+    const c = parseConfig(DEEPSEEK_V3_671B_CONFIG);
+    expect(c.yarn_mscale).toBeCloseTo(1 + 0.1 * Math.log(40), 15);
+    expect(c.softmax_scale).toBeCloseTo(0.135234, 6);
+    expect(c.latent_cache_dim).toBe(576);
+    expect(c.qk_head_dim).toBe(192);
+    expect(c.experts_per_group).toBe(32);
+    expect(c.mtp_layer_index).toBe(61);
+    expect(isMoeLayer(c, 2)).toBe(false);
+    expect(isMoeLayer(c, 3)).toBe(true);
+    expect(c.quantization_config.scale_fmt).toBeNull();
+    expect(parseConfig(DEEPSEEK_V3_671B)).toEqual(c);
+  });
+
+  it('reads the tiny generator preset as the fixture config', () => {
+    expect(parseConfig(TINY)).toEqual(parseConfig(fixtureText));
+  });
+
+  it('fills Hugging Face defaults for absent keys', () => {
+    const c = parseConfig(
+      variant({
+        moe_layer_freq: undefined,
+        rope_theta: undefined,
+        rms_norm_eps: undefined,
+        norm_topk_prob: undefined,
+        scoring_func: undefined,
+        topk_method: undefined,
+        hidden_act: undefined,
+        tie_word_embeddings: undefined,
+        num_key_value_heads: undefined,
+        num_nextn_predict_layers: undefined,
+        routed_scaling_factor: undefined,
+        bos_token_id: undefined,
+        eos_token_id: undefined,
+      }),
+    );
+    expect(c.moe_layer_freq).toBe(1);
+    expect(c.rope_theta).toBe(10000);
+    expect(c.rms_norm_eps).toBe(1e-6);
+    expect(c.norm_topk_prob).toBe(true);
+    expect(c.scoring_func).toBe('sigmoid');
+    expect(c.topk_method).toBe('noaux_tc');
+    expect(c.num_key_value_heads).toBe(8);
+    expect(c.num_nextn_predict_layers).toBe(0);
+    expect(c.mtp_layer_index).toBeNull();
+    expect(c.routed_scaling_factor).toBe(2.5);
+    expect(c.bos_token_id).toBe(0);
+    expect(c.eos_token_id).toBe(1);
+  });
+
+  it('reads q_lora_rank 0 or null as a plain q_proj', () => {
+    expect(parseConfig(variant({ q_lora_rank: null })).q_lora_rank).toBeNull();
+    expect(parseConfig(variant({ q_lora_rank: 0 })).q_lora_rank).toBeNull();
+  });
+
+  it('has no YaRN factor without rope_scaling or without mscale_all_dim', () => {
+    const plain = parseConfig(variant({ rope_scaling: null }));
+    expect(plain.rope_scaling).toBeNull();
+    expect(plain.softmax_scale).toBe(0.125);
+    const raw = fixtureJson();
+    const scaling = { ...(raw.rope_scaling as object), mscale_all_dim: undefined };
+    expect(parseConfig(variant({ rope_scaling: JSON.parse(JSON.stringify(scaling)) })).softmax_scale).toBe(0.125);
+    // factor <= 1 is no extension (yarn_get_mscale returns 1).
+    expect(parseConfig(variant({ rope_scaling: { ...(raw.rope_scaling as object), factor: 1 } })).softmax_scale).toBe(0.125);
+  });
+
+  it('reads transformers-5 style rope_parameters', () => {
+    const raw = fixtureJson();
+    const { type: _type, ...rest } = raw.rope_scaling as Record<string, unknown>;
+    const c = parseConfig(variant({ rope_scaling: undefined, rope_theta: undefined, rope_parameters: { ...rest, rope_type: 'yarn', rope_theta: 50000 } }));
+    expect(c.rope_theta).toBe(50000);
+    expect(c.softmax_scale).toBe(0.18239113494857567);
+    expect(parseConfig(variant({ rope_scaling: undefined, rope_parameters: { rope_type: 'default', rope_theta: 10000 } })).rope_scaling).toBeNull();
+  });
+
+  it('accepts eos lists and the V3.1 ue8m0 scale format', () => {
+    const c = parseConfig(
+      variant({
+        eos_token_id: [1, 7],
+        quantization_config: { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128], scale_fmt: 'ue8m0' },
+      }),
+    );
+    expect(c.eos_token_ids).toEqual([1, 7]);
+    expect(c.quantization_config.scale_fmt).toBe('ue8m0');
+  });
+
+  it('rejects text that is not JSON or not an object', () => {
+    expect(errorOf(() => parseConfig('{"hidden_size": 12', 'my/config.json'))).toBeInstanceOf(ConfigError);
+    expect(String(errorOf(() => parseConfig('{"hidden_size": 12', 'my/config.json')))).toContain('my/config.json');
+    expect(errorOf(() => parseConfig('[1, 2]'))).toBeInstanceOf(ConfigError);
+    expect(errorOf(() => parseConfig(null))).toBeInstanceOf(ConfigError);
+  });
+
+  it.each([
+    ['hidden_size', { hidden_size: undefined }],
+    ['hidden_size', { hidden_size: '128' }],
+    ['num_hidden_layers', { num_hidden_layers: 0 }],
+    ['kv_lora_rank', { kv_lora_rank: 1.5 }],
+    ['q_lora_rank', { q_lora_rank: undefined }],
+    ['q_lora_rank', { q_lora_rank: -1 }],
+    ['vocab_size', { vocab_size: undefined }],
+    ['rms_norm_eps', { rms_norm_eps: 0 }],
+    ['eos_token_id', { eos_token_id: [] }],
+    ['architectures', { architectures: 'DeepseekV3ForCausalLM' }],
+    ['first_k_dense_replace', { first_k_dense_replace: 5 }],
+    ['rope_scaling', { rope_scaling: 'yarn' }],
+    ['rope_scaling.factor', { rope_scaling: { type: 'yarn', original_max_position_embeddings: 64 } }],
+    ['rope_scaling.original_max_position_embeddings', { rope_scaling: { type: 'yarn', factor: 8 } }],
+    ['quantization_config.weight_block_size', { quantization_config: { quant_method: 'fp8', fmt: 'e4m3' } }],
+    ['quantization_config.quant_method', { quantization_config: { weight_block_size: [128, 128] } }],
+    ['norm_topk_prob', { norm_topk_prob: 'yes' }],
+  ])('names the bad key %s (ConfigError)', (key, changes) => {
+    const err = errorOf(() => parseConfig(variant(changes)));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe(key);
+    expect((err as Error).message).toContain(key);
+    expect((err as Error).message).toContain('config.json');
+  });
+
+  it.each([
+    ['scoring_func', { scoring_func: 'softmax' }],
+    ['topk_method', { topk_method: 'greedy' }],
+    ['norm_topk_prob', { norm_topk_prob: false }],
+    ['hidden_act', { hidden_act: 'gelu' }],
+    ['tie_word_embeddings', { tie_word_embeddings: true }],
+    ['num_key_value_heads', { num_key_value_heads: 1 }],
+    ['n_group', { n_group: 5 }],
+    ['n_group', { n_group: 12, topk_group: 6 }],
+    ['topk_group', { topk_group: 5 }],
+    ['num_experts_per_tok', { num_experts_per_tok: 10 }],
+    ['qk_rope_head_dim', { qk_rope_head_dim: 31 }],
+    ['num_nextn_predict_layers', { num_nextn_predict_layers: 2 }],
+    ['rope_scaling.type', { rope_scaling: { type: 'linear', factor: 2 } }],
+    ['model_type', { model_type: 'llama', architectures: ['LlamaForCausalLM'] }],
+    ['quantization_config', { quantization_config: undefined }],
+    ['quantization_config.quant_method', { quantization_config: { quant_method: 'gptq', weight_block_size: [128, 128] } }],
+    ['quantization_config.fmt', { quantization_config: { quant_method: 'fp8', fmt: 'e5m2', weight_block_size: [128, 128] } }],
+    ['quantization_config.weight_block_size', { quantization_config: { quant_method: 'fp8', weight_block_size: [64, 64] } }],
+    ['quantization_config.activation_scheme', { quantization_config: { quant_method: 'fp8', activation_scheme: 'static', weight_block_size: [128, 128] } }],
+    ['quantization_config.scale_fmt', { quantization_config: { quant_method: 'fp8', weight_block_size: [128, 128], scale_fmt: 'e8m0x' } }],
+  ])('refuses what the engine cannot run: %s (UnsupportedConfigError)', (key, changes) => {
+    const err = errorOf(() => parseConfig(variant(changes)));
+    expect(err).toBeInstanceOf(UnsupportedConfigError);
+    expect((err as UnsupportedConfigError).key).toBe(key);
+    expect((err as Error).message).toContain(key);
+  });
+});

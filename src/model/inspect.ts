@@ -1,0 +1,119 @@
+// What `webmoe inspect` reports about a checkpoint: the config in brief, parameter counts,
+// bytes by dtype, the latent cache against a per-head cache, and the tensor check. Reads only
+// config.json and the safetensors headers, never the weights.
+
+import { parseConfig, type DeepseekV3Config } from '../config.ts';
+import { openCheckpoint, CONFIG_FILE } from '../io/checkpoint_files.ts';
+import type { CheckpointDir } from '../io/sources.ts';
+import { checkTensors, countParameters, expectedTensors, latentCacheBytesPerToken, mhaCacheBytesPerToken, type TensorMismatch } from './weights.ts';
+
+export interface InspectReport {
+  source: string;
+  layout: 'single' | 'sharded';
+  files: string[];
+  config: {
+    model_type: string;
+    hidden_size: number;
+    num_hidden_layers: number;
+    dense_layers: number;
+    num_attention_heads: number;
+    q_lora_rank: number | null;
+    kv_lora_rank: number;
+    qk_nope_head_dim: number;
+    qk_rope_head_dim: number;
+    v_head_dim: number;
+    n_routed_experts: number;
+    num_experts_per_tok: number;
+    n_shared_experts: number;
+    n_group: number;
+    topk_group: number;
+    vocab_size: number;
+    max_position_embeddings: number;
+    mtp_layers: number;
+  };
+  params_total: number;
+  params_active: number;
+  params_mtp: number;
+  bytes_total: number;
+  bytes_by_dtype: Record<string, number>;
+  /** Bytes per cached value the cache figures assume (2: bf16, as the official deployment caches). */
+  cache_bytes_per_value: number;
+  latent_cache_bytes_per_token: number;
+  mha_cache_bytes_per_token: number;
+  missing: string[];
+  unexpected: string[];
+  mismatched: TensorMismatch[];
+}
+
+export async function inspectCheckpoint(
+  dir: CheckpointDir,
+  options: { cacheBytesPerValue?: number; signal?: AbortSignal } = {},
+): Promise<InspectReport> {
+  const checkpoint = await openCheckpoint(dir, { signal: options.signal });
+  const config = parseConfig(checkpoint.configText, `${dir.description}/${CONFIG_FILE}`);
+  const { missing, unexpected, mismatched } = checkTensors(expectedTensors(config), checkpoint.tensors);
+  const params = countParameters(config);
+  const perValue = options.cacheBytesPerValue ?? 2;
+  return {
+    source: dir.description,
+    layout: checkpoint.layout,
+    files: [...checkpoint.files],
+    config: brief(config),
+    params_total: params.total,
+    params_active: params.activePerToken,
+    params_mtp: params.mtp,
+    bytes_total: checkpoint.totalBytes,
+    bytes_by_dtype: { ...checkpoint.bytesByDtype },
+    cache_bytes_per_value: perValue,
+    latent_cache_bytes_per_token: latentCacheBytesPerToken(config, perValue),
+    mha_cache_bytes_per_token: mhaCacheBytesPerToken(config, perValue),
+    missing,
+    unexpected,
+    mismatched,
+  };
+}
+
+function brief(c: DeepseekV3Config): InspectReport['config'] {
+  return {
+    model_type: c.model_type,
+    hidden_size: c.hidden_size,
+    num_hidden_layers: c.num_hidden_layers,
+    dense_layers: Math.min(c.first_k_dense_replace, c.num_hidden_layers),
+    num_attention_heads: c.num_attention_heads,
+    q_lora_rank: c.q_lora_rank,
+    kv_lora_rank: c.kv_lora_rank,
+    qk_nope_head_dim: c.qk_nope_head_dim,
+    qk_rope_head_dim: c.qk_rope_head_dim,
+    v_head_dim: c.v_head_dim,
+    n_routed_experts: c.n_routed_experts,
+    num_experts_per_tok: c.num_experts_per_tok,
+    n_shared_experts: c.n_shared_experts,
+    n_group: c.n_group,
+    topk_group: c.topk_group,
+    vocab_size: c.vocab_size,
+    max_position_embeddings: c.max_position_embeddings,
+    mtp_layers: c.num_nextn_predict_layers,
+  };
+}
+
+/** The report as a person reads it. */
+export function formatInspectReport(r: InspectReport): string {
+  const c = r.config;
+  const n = (x: number) => x.toLocaleString('en-US');
+  const size = (bytes: number) => (bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(2)} GiB` : bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(2)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`);
+  const lines = [
+    `${r.source} (${r.layout}: ${r.files.length} file${r.files.length === 1 ? '' : 's'})`,
+    `  ${c.model_type}: hidden ${c.hidden_size}, ${c.num_hidden_layers} layers (${c.dense_layers} dense), ${c.num_attention_heads} heads, vocab ${n(c.vocab_size)}, context ${n(c.max_position_embeddings)}`,
+    `  MLA: q_lora_rank ${c.q_lora_rank ?? 'none (q_proj)'}, kv_lora_rank ${c.kv_lora_rank}, head dims nope ${c.qk_nope_head_dim} + rope ${c.qk_rope_head_dim}, v ${c.v_head_dim}`,
+    `  MoE: ${c.n_routed_experts} routed experts, top-${c.num_experts_per_tok} in ${c.topk_group} of ${c.n_group} groups, ${c.n_shared_experts} shared; MTP layers: ${c.mtp_layers}`,
+    `  parameters: ${n(r.params_total)} total, ${n(r.params_active)} active per token, ${n(r.params_mtp)} in the MTP module`,
+    `  bytes: ${size(r.bytes_total)} (${Object.entries(r.bytes_by_dtype).map(([d, b]) => `${d} ${size(b)}`).join(', ')})`,
+    `  KV cache per token (${r.cache_bytes_per_value}-byte values): latent ${n(r.latent_cache_bytes_per_token)} B vs multi-head ${n(r.mha_cache_bytes_per_token)} B (${(r.mha_cache_bytes_per_token / r.latent_cache_bytes_per_token).toFixed(1)}x smaller)`,
+  ];
+  const list = (names: string[]) => names.slice(0, 10).join(', ') + (names.length > 10 ? `, ... (${names.length})` : '');
+  if (r.missing.length) lines.push(`  missing tensors (${r.missing.length}): ${list(r.missing)}`);
+  if (r.unexpected.length) lines.push(`  unexpected tensors (${r.unexpected.length}): ${list(r.unexpected)}`);
+  for (const m of r.mismatched.slice(0, 10)) lines.push(`  mismatched: ${m.name}: expected ${m.expected.dtype} [${m.expected.shape.join(', ')}], found ${m.actual.dtype} [${m.actual.shape.join(', ')}]`);
+  if (!r.missing.length && !r.unexpected.length && !r.mismatched.length) lines.push('  tensors: all present, none unexpected');
+  return lines.join('\n');
+}

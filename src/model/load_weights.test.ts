@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { CheckpointError, AbortError } from '../errors.ts';
+import { readBuffer } from '../gpu/buffers.ts';
+import { testGpu } from '../gpu/testing.ts';
+import { openCheckpoint } from '../io/checkpoint_files.ts';
+import { nodeDir } from '../io/node_source.ts';
+import { memoryDir, type CheckpointDir } from '../io/sources.ts';
+import { writeSafetensors } from '../io/safetensors_write.ts';
+import { officialFixture } from '../testing/fixtures.ts';
+import { loadWeights } from './load_weights.ts';
+
+/** A device whose buffers remember whether they were destroyed, to check nothing leaks. */
+function trackingDevice(device: GPUDevice) {
+  const made: { label: string; destroyed: boolean }[] = [];
+  const proxy = new Proxy(device, {
+    get(target, prop) {
+      if (prop === 'createBuffer') {
+        return (desc: GPUBufferDescriptor) => {
+          const buffer = target.createBuffer(desc);
+          const record = { label: desc.label ?? '', destroyed: false };
+          made.push(record);
+          // Native calls need the real GPUBuffer, so patch its destroy rather than wrap it.
+          const destroy = buffer.destroy.bind(buffer);
+          buffer.destroy = () => ((record.destroyed = true), destroy());
+          return buffer;
+        };
+      }
+      const v = Reflect.get(target, prop);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return { device: proxy as GPUDevice, made };
+}
+
+describe('loadWeights', () => {
+  it.each(['', 'sharded'])('puts every tensor of the official fixture (%s) on the GPU byte for byte, experts stacked', async (sub) => {
+    const { device } = await testGpu();
+    const dir = nodeDir(officialFixture(sub));
+    let last = { bytesDone: 0, bytesTotal: -1 };
+    const weights = await loadWeights(device, dir, { onProgress: (p) => (last = p), chunkBytes: 1 << 20 });
+    try {
+      expect(last.bytesDone).toBe(last.bytesTotal);
+      expect(weights.config.hidden_size).toBe(128);
+      const file = readFileSync(officialFixture('model.safetensors'));
+      const single = await openCheckpoint(nodeDir(officialFixture()));
+      const slice = (name: string) => {
+        const t = single.tensors.get(name)!;
+        return new Uint8Array(file.buffer, file.byteOffset + t.byteOffset, t.byteLength);
+      };
+      // A plain tensor, one with a partial scale block, and expert 10 inside its stacked buffer
+      // (its weight and scale sit in different shards of the sharded layout).
+      for (const name of ['model.layers.0.self_attn.q_a_proj.weight', 'model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv']) {
+        const got = new Uint8Array(await readBuffer(device, weights.buffers.get(name)!, slice(name).byteLength));
+        expect(Buffer.compare(Buffer.from(got), Buffer.from(slice(name)))).toBe(0);
+      }
+      for (const part of ['weight', 'weight_scale_inv']) {
+        const stacked = `model.layers.3.mlp.experts.up_proj.${part}`;
+        const plan = weights.plans.get(stacked)!;
+        const want = slice(`model.layers.3.mlp.experts.10.up_proj.${part}`);
+        const got = new Uint8Array(await readBuffer(device, weights.buffers.get(stacked)!, want.byteLength, 10 * plan.slotBytes!));
+        expect(Buffer.compare(Buffer.from(got), Buffer.from(want))).toBe(0);
+      }
+    } finally {
+      weights.destroy();
+    }
+  });
+
+  it('refuses a checkpoint whose tensors do not match the config, naming them, before allocating', async () => {
+    const { device: base } = await testGpu();
+    const { device, made } = trackingDevice(base);
+    const config = readFileSync(officialFixture('config.json'), 'utf8');
+    const model = writeSafetensors({ 'model.embed_tokens.weight': { dtype: 'BF16', shape: [320, 128], data: new Uint8Array(320 * 128 * 2) } });
+    const dir = memoryDir('broken', { 'config.json': config, 'model.safetensors': model });
+    await expect(loadWeights(device, dir)).rejects.toThrow(CheckpointError);
+    await expect(loadWeights(device, dir)).rejects.toThrow(/missing \d+ tensor\(s\): model\.layers\.0\.input_layernorm\.weight/);
+    expect(made).toHaveLength(0);
+  });
+
+  it('destroys every buffer it made when the load fails or is aborted midway', async () => {
+    const { device: base } = await testGpu();
+    const real = nodeDir(officialFixture());
+    for (const failure of ['truncated', 'aborted'] as const) {
+      const { device, made } = trackingDevice(base);
+      const controller = new AbortController();
+      let reads = 0;
+      // The file's bytes stop (or the caller aborts) after the third read of tensor data.
+      const dir: CheckpointDir = {
+        ...real,
+        description: real.description,
+        exists: real.exists.bind(real),
+        readText: real.readText.bind(real),
+        async open(file, signal) {
+          const source = await real.open(file, signal);
+          return {
+            name: source.name,
+            size: () => source.size(),
+            async read(offset, length, s) {
+              if (length > 4096 && ++reads > 3) {
+                if (failure === 'aborted') controller.abort();
+                else throw new CheckpointError('read past the end of the file: it is truncated', file);
+              }
+              return source.read(offset, length, s);
+            },
+          };
+        },
+      };
+      const error = await loadWeights(device, dir, { chunkBytes: 64 << 10, signal: controller.signal }).catch((e) => e);
+      expect(error).toBeInstanceOf(failure === 'aborted' ? AbortError : CheckpointError);
+      expect(made.length).toBeGreaterThan(100);
+      expect(made.filter((b) => !b.destroyed && b.label !== 'readback')).toEqual([]);
+    }
+  });
+});

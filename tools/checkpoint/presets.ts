@@ -1,0 +1,115 @@
+// config.json contents (Hugging Face keys) for generated test checkpoints, and the released
+// 671B config for arithmetic checks (never generated: it would be 685B parameters).
+
+type RawConfig = Record<string, unknown>;
+
+/** Keys every DeepSeek-V3 config.json carries with the released values, whatever the sizes. */
+const RELEASED_CONVENTIONS: RawConfig = {
+  architectures: ['DeepseekV3ForCausalLM'],
+  model_type: 'deepseek_v3',
+  attention_bias: false,
+  attention_dropout: 0.0,
+  aux_loss_alpha: 0.001,
+  bos_token_id: 0,
+  eos_token_id: 1,
+  ep_size: 1,
+  hidden_act: 'silu',
+  initializer_range: 0.02,
+  moe_layer_freq: 1,
+  norm_topk_prob: true,
+  pretraining_tp: 1,
+  quantization_config: { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [128, 128] },
+  rms_norm_eps: 1e-6,
+  rope_theta: 10000,
+  routed_scaling_factor: 2.5,
+  scoring_func: 'sigmoid',
+  seq_aux: true,
+  tie_word_embeddings: false,
+  topk_method: 'noaux_tc',
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.33.1',
+  use_cache: true,
+};
+
+/** The shape of fixtures/dsv3-tiny-official: 4 layers (2 dense), 12 experts top-6 in 4 groups top-3, MTP. */
+export const TINY: RawConfig = {
+  ...RELEASED_CONVENTIONS,
+  vocab_size: 320,
+  hidden_size: 128,
+  intermediate_size: 384,
+  moe_intermediate_size: 128,
+  num_hidden_layers: 4,
+  first_k_dense_replace: 2,
+  num_attention_heads: 8,
+  num_key_value_heads: 8,
+  q_lora_rank: 128,
+  kv_lora_rank: 256,
+  qk_nope_head_dim: 32,
+  qk_rope_head_dim: 32,
+  v_head_dim: 48,
+  n_routed_experts: 12,
+  n_shared_experts: 2,
+  num_experts_per_tok: 6,
+  n_group: 4,
+  topk_group: 3,
+  num_nextn_predict_layers: 1,
+  max_position_embeddings: 512,
+  rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 8, mscale: 1.0, mscale_all_dim: 1.0, original_max_position_embeddings: 64, type: 'yarn' },
+};
+
+/**
+ * Sizes that are not multiples of 128 anywhere, so every FP8 weight has partial edge blocks, and
+ * no query compression (a plain q_proj). 3 layers (1 dense), 6 experts top-3 in 3 groups top-2.
+ */
+export const ODD: RawConfig = {
+  ...RELEASED_CONVENTIONS,
+  vocab_size: 301,
+  hidden_size: 200,
+  intermediate_size: 300,
+  moe_intermediate_size: 136,
+  num_hidden_layers: 3,
+  first_k_dense_replace: 1,
+  num_attention_heads: 3,
+  num_key_value_heads: 3,
+  q_lora_rank: null,
+  kv_lora_rank: 72,
+  qk_nope_head_dim: 24,
+  qk_rope_head_dim: 16,
+  v_head_dim: 40,
+  n_routed_experts: 6,
+  n_shared_experts: 1,
+  num_experts_per_tok: 3,
+  n_group: 3,
+  topk_group: 2,
+  num_nextn_predict_layers: 1,
+  max_position_embeddings: 256,
+  rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 4, mscale: 1.0, mscale_all_dim: 1.0, original_max_position_embeddings: 32, type: 'yarn' },
+};
+
+export const PRESETS: Readonly<Record<string, RawConfig>> = { tiny: TINY, odd: ODD };
+
+/** The released DeepSeek-V3 (671B) config.json (DEEPSEEK_V3_MATH.md section 1; auto_map left out). */
+export const DEEPSEEK_V3_671B: RawConfig = {
+  ...RELEASED_CONVENTIONS,
+  vocab_size: 129280,
+  hidden_size: 7168,
+  intermediate_size: 18432,
+  moe_intermediate_size: 2048,
+  num_hidden_layers: 61,
+  first_k_dense_replace: 3,
+  num_attention_heads: 128,
+  num_key_value_heads: 128,
+  q_lora_rank: 1536,
+  kv_lora_rank: 512,
+  qk_nope_head_dim: 128,
+  qk_rope_head_dim: 64,
+  v_head_dim: 128,
+  n_routed_experts: 256,
+  n_shared_experts: 1,
+  num_experts_per_tok: 8,
+  n_group: 8,
+  topk_group: 4,
+  num_nextn_predict_layers: 1,
+  max_position_embeddings: 163840,
+  rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 40, mscale: 1.0, mscale_all_dim: 1.0, original_max_position_embeddings: 4096, type: 'yarn' },
+};
