@@ -8,6 +8,9 @@ export default defineConfig({
   publicDir: resolve(import.meta.dirname, 'public'),
   server: { port: 5173, strictPort: false, fs: { allow: [resolve(import.meta.dirname)] } },
   preview: { port: 4173 },
+  // Pre-bundle the browser dependencies at start, so the dev server never reloads a page that
+  // is already running (it would when it discovered one on first import).
+  optimizeDeps: { include: ['@huggingface/tokenizers', '@huggingface/jinja', 'idb-keyval', 'comlink'] },
   build: {
     outDir: resolve(import.meta.dirname, 'dist/pages'),
     emptyOutDir: true,

@@ -11,7 +11,7 @@ export default defineConfig({
   workers: 1,
   retries: 0,
   outputDir: '../test-results/e2e',
-  reporter: [['list'], ['json']],
+  reporter: [['list'], ['json', { outputFile: '../test-results/playwright.json' }]],
   use: {
     baseURL: `http://localhost:${port}`,
     launchOptions: {

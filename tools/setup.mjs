@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Installs what `npm start` and `npm test` need on a fresh Debian machine, and nothing twice:
 //   npm dependencies (when node_modules is missing or older than package-lock.json);
+//   the generated demo checkpoint in public/models/tiny-random (when missing);
 //   with --browser: Debian's chromium (the browser for e2e tests, and SwiftShader, the CPU
 //   Vulkan driver WebGPU runs on without a GPU) and libvulkan1 (the Vulkan loader Dawn uses in Node).
 import { execFileSync } from 'node:child_process';
@@ -9,6 +10,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// Until the trained checkpoint ships, the page serves a generated one (random weights, real layout).
+const DEMO_MODEL = join(root, 'public', 'models', 'tiny-random');
 const wantBrowser = process.argv.includes('--browser');
 
 function run(cmd, args) {
@@ -36,4 +39,8 @@ if (missing.length > 0) {
     console.error(`[setup] missing Debian packages: run  sudo apt-get install -y ${missing.join(' ')}  and try again.`);
     process.exit(1);
   }
+}
+
+if (!existsSync(join(DEMO_MODEL, 'model.safetensors.index.json'))) {
+  run(join(root, 'node_modules', '.bin', 'tsx'), ['tools/checkpoint/main.ts', '--out', DEMO_MODEL, '--preset', 'tiny', '--shards', '2', '--seed', '1']);
 }

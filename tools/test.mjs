@@ -26,7 +26,6 @@ const e2eJson = join(reports, 'playwright.json');
 const e2e = spawnSync(bin('playwright'), ['test', '-c', 'e2e'], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, PLAYWRIGHT_JSON_OUTPUT_NAME: e2eJson },
 }).status === 0;
 
 let passed = 0;

@@ -3,7 +3,7 @@
 // config.json and the safetensors headers, never the weights.
 
 import { parseConfig, type DeepseekV3Config } from '../config.ts';
-import { openCheckpoint, CONFIG_FILE } from '../io/checkpoint_files.ts';
+import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { checkTensors, countParameters, expectedTensors, latentCacheBytesPerToken, mhaCacheBytesPerToken, type TensorMismatch } from './weights.ts';
 
@@ -49,7 +49,12 @@ export async function inspectCheckpoint(
   dir: CheckpointDir,
   options: { cacheBytesPerValue?: number; signal?: AbortSignal } = {},
 ): Promise<InspectReport> {
-  const checkpoint = await openCheckpoint(dir, { signal: options.signal });
+  return checkpointReport(await openCheckpoint(dir, { signal: options.signal }), options);
+}
+
+/** The report of a checkpoint already opened. */
+export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPerValue?: number } = {}): InspectReport {
+  const dir = checkpoint.dir;
   const config = parseConfig(checkpoint.configText, `${dir.description}/${CONFIG_FILE}`);
   const { missing, unexpected, mismatched } = checkTensors(expectedTensors(config), checkpoint.tensors);
   const params = countParameters(config);

@@ -31,9 +31,11 @@ export interface LoadWeightsOptions {
   chunkBytes?: number;
 }
 
-export async function loadWeights(device: GPUDevice, dir: CheckpointDir, options: LoadWeightsOptions = {}): Promise<LoadedWeights> {
+/** Load from a folder, or from a checkpoint already opened (its headers are not read again). */
+export async function loadWeights(device: GPUDevice, from: CheckpointDir | Checkpoint, options: LoadWeightsOptions = {}): Promise<LoadedWeights> {
   const { signal } = options;
-  const checkpoint = await openCheckpoint(dir, { signal });
+  const checkpoint = 'tensors' in from ? from : await openCheckpoint(from, { signal });
+  const dir = checkpoint.dir;
   const config = parseConfig(checkpoint.configText, `${dir.description}/${CONFIG_FILE}`);
   assertTensors(expectedTensors(config), checkpoint.tensors, dir.description);
 

@@ -1,0 +1,95 @@
+import { describe, expect, it, vi, afterEach } from 'vitest';
+import { mkdtempSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { officialFixture } from '../testing/fixtures.ts';
+import { main } from './main.ts';
+
+/** Run the CLI in-process; returns the exit status and what it printed. */
+async function run(...argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  vi.spyOn(console, 'log').mockImplementation((...a) => void out.push(a.join(' ')));
+  vi.spyOn(console, 'error').mockImplementation((...a) => void err.push(a.join(' ')));
+  const code = await main(argv);
+  vi.restoreAllMocks();
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+afterEach(() => vi.restoreAllMocks());
+
+describe('webmoe inspect', () => {
+  it('reports the official fixture in JSON with the documented keys, the same for one file and shards', async () => {
+    const single = await run('inspect', officialFixture(), '--json');
+    const sharded = await run('inspect', officialFixture('sharded'), '--json');
+    expect(single.code).toBe(0);
+    const a = JSON.parse(single.out);
+    const b = JSON.parse(sharded.out);
+    for (const key of ['params_total', 'params_active', 'bytes_by_dtype', 'latent_cache_bytes_per_token', 'mha_cache_bytes_per_token', 'missing', 'unexpected']) {
+      expect(a).toHaveProperty(key);
+    }
+    expect(a.missing).toEqual([]);
+    expect(a.unexpected).toEqual([]);
+    // 4 layers x (256 + 32) values x 2 bytes; per-head: 4 x 8 x (64 + 48) x 2.
+    expect(a.latent_cache_bytes_per_token).toBe(4 * 288 * 2);
+    expect(a.mha_cache_bytes_per_token).toBe(4 * 8 * 112 * 2);
+    expect(a.bytes_by_dtype).toEqual(b.bytes_by_dtype);
+    expect(a.params_total).toBe(b.params_total);
+    expect(b.layout).toBe('sharded');
+  });
+
+  it('prints a readable summary without --json', async () => {
+    const r = await run('inspect', officialFixture());
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('12 routed experts, top-6 in 3 of 4 groups');
+    expect(r.out).toContain('tensors: all present, none unexpected');
+  });
+
+  it('names missing and unexpected tensors', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'webmoe-inspect-'));
+    copyFileSync(officialFixture('model.safetensors'), join(dir, 'model.safetensors'));
+    // One layer fewer in the config: layer 3's tensors become unexpected, the MTP layer moves to 3.
+    const config = JSON.parse(readFileSync(officialFixture('config.json'), 'utf8'));
+    config.num_hidden_layers = 3;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const r = await run('inspect', dir, '--json');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out);
+    expect(report.unexpected).toContain('model.layers.4.enorm.weight');
+    expect(report.missing).toContain('model.layers.3.enorm.weight');
+  });
+
+  it.each([
+    [['inspect', '/no/such/dir'], /config\.json not found in \/no\/such\/dir/],
+    [['inspect'], /expected <dir-or-url>/],
+    [['inspect', '.', '--bogus'], /Unknown option '--bogus'/],
+    [['frobnicate'], /unknown command "frobnicate"/],
+  ])('exits 2 with one line for bad input: %j', async (argv, message) => {
+    const r = await run(...argv);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(message);
+    expect(r.err).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('exits 2 naming the file for a truncated safetensors file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'webmoe-inspect-'));
+    copyFileSync(officialFixture('config.json'), join(dir, 'config.json'));
+    const bytes = readFileSync(officialFixture('model.safetensors'));
+    writeFileSync(join(dir, 'model.safetensors'), bytes.subarray(0, 5000));
+    const r = await run('inspect', dir);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/model\.safetensors/);
+    expect(r.err.split('\n')).toHaveLength(1);
+  });
+
+  it('exits 2 naming the key for a config the engine cannot run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'webmoe-inspect-'));
+    copyFileSync(officialFixture('model.safetensors'), join(dir, 'model.safetensors'));
+    const config = JSON.parse(readFileSync(officialFixture('config.json'), 'utf8'));
+    config.scoring_func = 'softmax';
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const r = await run('inspect', dir);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/scoring_func/);
+  });
+});

@@ -1,0 +1,206 @@
+import { describe, expect, it } from 'vitest';
+import { memoryStore, ShardCache, type KeyValueStore } from './shard_cache.ts';
+import { readSafetensorsHeader } from './safetensors.ts';
+import { writeSafetensors } from './safetensors_write.ts';
+import { memoryDir } from './sources.ts';
+import { streamTensors } from './stream_to_gpu.ts';
+import { UrlSource, urlDir } from './url_source.ts';
+
+const URL_A = 'https://models.example/m/model.safetensors';
+
+/** An HTTP origin in memory: HEAD, Range GET, ETag; logs every request. */
+function origin(files: Record<string, { bytes: Uint8Array; etag?: string; lastModified?: string }>) {
+  const log: string[] = [];
+  const fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const url = String(input);
+    const method = init?.method ?? 'GET';
+    const range = (init?.headers as Record<string, string> | undefined)?.Range;
+    log.push(`${method} ${range ?? ''}`.trim());
+    const file = files[url];
+    if (!file) return new Response('no', { status: 404 });
+    const headers: Record<string, string> = {};
+    if (file.etag) headers.etag = file.etag;
+    if (file.lastModified) headers['last-modified'] = file.lastModified;
+    if (method === 'HEAD') return new Response(null, { status: 200, headers: { ...headers, 'content-length': String(file.bytes.byteLength) } });
+    const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? '')!;
+    const [start, end] = [Number(m[1]), Number(m[2])];
+    return new Response(file.bytes.slice(start, end + 1), {
+      status: 206,
+      headers: { ...headers, 'content-range': `bytes ${start}-${end}/${file.bytes.byteLength}` },
+    });
+  };
+  return { fetch: fetch as typeof globalThis.fetch, log, files };
+}
+
+const fileBytes = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (i * 31 + seed) & 255);
+
+/** Read the whole file in uneven pieces, as a loader would. */
+async function readAll(src: { read(o: number, l: number): Promise<Uint8Array>; size(): Promise<number> }): Promise<number[]> {
+  const size = await src.size();
+  const out: number[] = [];
+  for (let at = 0; at < size; at += 37) out.push(...(await src.read(at, Math.min(37, size - at))));
+  return out;
+}
+
+describe('ShardCache', () => {
+  it('fills on the first load, serves the second from the cache without GETs', async () => {
+    const bytes = fileBytes(1000, 1);
+    const net = origin({ [URL_A]: { bytes, etag: '"v1"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 128, onWarning: (m) => expect.fail(m) });
+
+    const first = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(first.fromCache).toBe(false);
+    expect(await readAll(first)).toEqual(Array.from(bytes));
+    // Whole 128-byte chunks are fetched, each once, and each kept as its own value; the marker is last.
+    expect(net.log.filter((l) => l.startsWith('GET'))).toHaveLength(8);
+    const keys = [...store.map.keys()];
+    expect(keys).toHaveLength(9);
+    expect(keys.at(-1)).toMatch(/\|complete$/);
+    expect(store.map.get(keys[0])).toBeInstanceOf(Blob);
+
+    net.log.length = 0;
+    const second = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(second.fromCache).toBe(true);
+    expect(await readAll(second)).toEqual(Array.from(bytes));
+    expect(Array.from(await second.read(120, 20))).toEqual(Array.from(bytes.subarray(120, 140))); // across chunks
+    expect(net.log).toEqual(['HEAD']);
+  });
+
+  it('never serves a file whose ETag changed; the stale copy is deleted', async () => {
+    const net = origin({ [URL_A]: { bytes: fileBytes(300, 1), etag: '"v1"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 100 });
+    await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
+    expect(store.map.size).toBe(4);
+
+    const changed = fileBytes(300, 2);
+    net.files[URL_A] = { bytes: changed, etag: '"v2"' };
+    const src = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(src.fromCache).toBe(false);
+    expect([...store.map.keys()].some((k) => k.includes('v1'))).toBe(false);
+    expect(await readAll(src)).toEqual(Array.from(changed));
+    const again = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(again.fromCache).toBe(true);
+    expect(await readAll(again)).toEqual(Array.from(changed));
+  });
+
+  it('uses Last-Modified and the size when there is no ETag', async () => {
+    const net = origin({ [URL_A]: { bytes: fileBytes(200, 1), lastModified: 'Mon, 01 Jan 2024 00:00:00 GMT' } });
+    const cache = new ShardCache({ store: memoryStore(), chunkBytes: 64 });
+    await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
+    expect((await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }))).fromCache).toBe(true);
+    net.files[URL_A] = { bytes: fileBytes(201, 1), lastModified: 'Mon, 01 Jan 2024 00:00:00 GMT' };
+    expect((await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }))).fromCache).toBe(false);
+  });
+
+  it('does not cache a file with no validator, and says so', async () => {
+    const net = origin({ [URL_A]: { bytes: fileBytes(50, 1) } });
+    const warnings: string[] = [];
+    const store = memoryStore();
+    const cache = new ShardCache({ store, onWarning: (m) => warnings.push(m) });
+    const src = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(await readAll(src)).toEqual(Array.from(fileBytes(50, 1)));
+    expect(store.map.size).toBe(0);
+    expect(warnings).toEqual([`${URL_A} has no ETag or Last-Modified, so a change could not be detected: it is not cached`]);
+  });
+
+  it('a full quota is one warning, and loading goes on without the cache', async () => {
+    const bytes = fileBytes(500, 3);
+    const net = origin({ [URL_A]: { bytes, etag: '"v1"' } });
+    const inner = memoryStore();
+    let sets = 0;
+    const full: KeyValueStore = {
+      ...inner,
+      async set(key, value) {
+        if (++sets > 2) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+        return inner.set(key, value);
+      },
+    };
+    const warnings: string[] = [];
+    const cache = new ShardCache({ store: full, chunkBytes: 100, onWarning: (m) => warnings.push(m) });
+    const src = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(await readAll(src)).toEqual(Array.from(bytes));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/storage quota is full; loading continues without caching/);
+    expect(cache.writable).toBe(false);
+    // Two chunks made it; no marker: the entry is not complete and is never served as such.
+    expect([...inner.map.keys()].some((k) => k.endsWith('complete'))).toBe(false);
+    const later = await new ShardCache({ store: inner, chunkBytes: 100 }).open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(later.fromCache).toBe(false);
+    // ...but its finished chunks are reused: only the three missing ones are fetched.
+    net.log.length = 0;
+    expect(await readAll(later)).toEqual(Array.from(bytes));
+    expect(net.log.filter((l) => l.startsWith('GET'))).toEqual(['GET bytes=200-299', 'GET bytes=300-399', 'GET bytes=400-499']);
+    expect((await new ShardCache({ store: inner, chunkBytes: 100 }).open(new UrlSource(URL_A, undefined, { fetch: net.fetch }))).fromCache).toBe(true);
+  });
+
+  it('a store that cannot be read at all (no IndexedDB) is a warning, not a failure', async () => {
+    const net = origin({ [URL_A]: { bytes: fileBytes(100, 1), etag: '"v1"' } });
+    const broken: KeyValueStore = {
+      get: async () => { throw new ReferenceError('indexedDB is not defined'); },
+      set: async () => { throw new ReferenceError('indexedDB is not defined'); },
+      del: async () => {},
+      keys: async () => { throw new ReferenceError('indexedDB is not defined'); },
+    };
+    const warnings: string[] = [];
+    const cache = new ShardCache({ store: broken, onWarning: (m) => warnings.push(m) });
+    const src = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(await readAll(src)).toEqual(Array.from(fileBytes(100, 1)));
+    await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(warnings).toEqual(['the shard cache cannot be read (ReferenceError: indexedDB is not defined); loading from the network without it']);
+  });
+
+  it('the default IndexedDB store, absent in Node, is a warning too', async () => {
+    const net = origin({ [URL_A]: { bytes: fileBytes(10, 1), etag: '"v1"' } });
+    const warnings: string[] = [];
+    const src = await new ShardCache({ onWarning: (m) => warnings.push(m) }).open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(await readAll(src)).toEqual(Array.from(fileBytes(10, 1)));
+    expect(warnings[0]).toMatch(/the shard cache cannot be read \(ReferenceError: indexedDB is not defined\)/);
+  });
+
+  it('a damaged chunk in a complete entry is fetched again', async () => {
+    const bytes = fileBytes(300, 4);
+    const net = origin({ [URL_A]: { bytes, etag: '"v1"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 100, onWarning: () => {} });
+    await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
+    const chunk1 = [...store.map.keys()].find((k) => k.endsWith('|1'))!;
+    store.map.set(chunk1, new Blob([new Uint8Array(10)])); // wrong size
+    net.log.length = 0;
+    const src = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(src.fromCache).toBe(true);
+    expect(await readAll(src)).toEqual(Array.from(bytes));
+    expect(net.log).toEqual(['HEAD', 'GET bytes=100-199']);
+  });
+
+  it('wraps a URL folder: safetensors go through the cache, text files do not', async () => {
+    const model = writeSafetensors({ w: { dtype: 'F32', shape: [3], data: new Float32Array([1, 2, 3]) } });
+    const base = 'https://models.example/m/';
+    const net = origin({ [`${base}model.safetensors`]: { bytes: model, etag: '"x"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 64 });
+    const dir = cache.wrap(urlDir(base, { fetch: net.fetch }));
+    const src = await dir.open('model.safetensors');
+    const header = await readSafetensorsHeader(src);
+    const got: number[] = [];
+    await streamTensors(src, [...header.tensors.values()], (_, chunk) => void got.push(...new Float32Array(chunk.slice().buffer)));
+    expect(got).toEqual([1, 2, 3]);
+    expect((await dir.open('model.safetensors')).fromCache).toBe(true);
+    // Non-URL folders pass through untouched.
+    const plain = memoryDir('mem', { 'model.safetensors': model });
+    expect((await cache.wrap(plain).open('model.safetensors')).fromCache).toBeUndefined();
+  });
+
+  it('clear() removes every cached shard', async () => {
+    const net = origin({ [URL_A]: { bytes: fileBytes(100, 1), etag: '"v1"' } });
+    const store = memoryStore();
+    await store.set('someone-else', 1);
+    const cache = new ShardCache({ store, chunkBytes: 64 });
+    await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
+    expect(store.map.size).toBe(4);
+    await cache.clear();
+    expect([...store.map.keys()]).toEqual(['someone-else']);
+    expect((await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }))).fromCache).toBe(false);
+  });
+});
