@@ -39,8 +39,3 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
-
-const isEntry = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (isEntry) {
-  main(process.argv.slice(2)).then((code) => process.exit(code));
-}
