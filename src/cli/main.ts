@@ -2,16 +2,20 @@
 // exit status 2 and one line, never a stack trace.
 
 import { WebmoeError } from '../errors.ts';
+import { benchCommand } from './bench.ts';
 import { inspectCommand } from './inspect.ts';
 import { UsageError } from './args.ts';
 
 const USAGE = `usage: webmoe <command> [options]
 
 commands:
-  inspect <dir-or-url> [--json] [--cache-bytes N]   summarise a DeepSeek-V3-family checkpoint`;
+  inspect <dir-or-url> [--json] [--cache-bytes N]   summarise a DeepSeek-V3-family checkpoint
+  bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--no-peers]
+                                                    time every kernel against the adapter's ceilings and TF.js`;
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   inspect: inspectCommand,
+  bench: benchCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -6,7 +6,7 @@ import { parseConfig } from '../../src/config.ts';
 import { ArgumentError } from '../../src/errors.ts';
 import { DTYPE_SIZE, parseSafetensorsHeader, type TensorInfo } from '../../src/io/safetensors.ts';
 import { checkTensors, expectedTensors } from '../../src/model/weights.ts';
-import { decodeE4m3 } from './e4m3_encode.ts';
+import { e4m3ToF32 as decodeE4m3 } from '../../src/kernels/fp8_e4m3.ref.ts';
 import { EDGE_CODES, generateCheckpoint } from './generate.ts';
 import { DEEPSEEK_V3_671B, ODD, TINY } from './presets.ts';
 import { bf16Bytes, bf16Values, quantizeFp8 } from './tensor_data.ts';

@@ -2,7 +2,7 @@
 // FP8 (DEEPSEEK_V3_MATH.md 3: S = amax(|block|) / 448 per 128x128 block, codes = e4m3(W / S)).
 // All little-endian, as safetensors requires.
 
-import { E4M3_MAX, encodeE4m3 } from './e4m3_encode.ts';
+import { E4M3_MAX, f32ToE4m3 as encodeE4m3 } from '../../src/kernels/fp8_e4m3.ref.ts';
 
 const BLOCK = 128;
 

@@ -1,0 +1,82 @@
+// act_quant for the W8A8 path (official kernel.py act_quant, scale_fmt None; DEEPSEEK_V3_MATH.md 5):
+// per row m and contiguous group g of 128 columns,
+//   amax = max(max |x|, 1e-4),  s = amax / 448,  code = e4m3_rne(x / s).
+// Needs fp8_e4m3.wgsl (prepended by src/kernels/shader_compose.ts). Wrapper: src/kernels/act_quant.ts;
+// reference: src/kernels/act_quant.ref.ts. The codes and scales feed gemv_fp8 / gemm_fp8 (numerics w8a8).
+//
+// Bindings:
+//   0 params  uniform Params
+//   1 x       [M, K] f32, K % 128 == 0
+//   2 codes   [M, K] e4m3 codes, 4 per u32 (byte j of a word = column 4i + j), written
+//   3 scales  [M, K/128] f32, written
+//
+// Dispatch: one invocation per (m, g), numbered g fastest: ceil(M * K/128 / WORKGROUP_SIZE)
+// workgroups over (x, y), flattened as wid.y * nwg.x + wid.x. A group is only 128 values, so one
+// invocation reads it twice (amax, then codes) with no barrier: fine on GPUs and CPU adapters.
+
+struct Params {
+  M: u32,
+  K: u32,
+  groups: u32, // K / 128
+  _pad: u32,
+}
+
+const GROUP = 128u;
+const AMAX_FLOOR = 0x38D1B717u; // the bits of 1e-4 rounded to f32, as torch rounds the official clamp
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> codes: array<u32>;
+@group(0) @binding(3) var<storage, read_write> scales: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+// amax / 448 rounded to nearest as IEEE f32 division does. WGSL's `/` may be 2.5 ulp off, and the
+// scale must match the official one bit for bit, so divide the 24-bit significand by 7 in
+// integers (448 = 7 * 2^6). amax is a positive normal f32 (>= 1e-4).
+fn div_448(amax: f32) -> f32 {
+  let bits = bitcast<u32>(amax);
+  let significand = (bits & 0x7FFFFFu) | 0x800000u; // amax = significand * 2^(E - 150)
+  // amax / 448 = (significand * 8 / 7) * 2^(E - 159); shift by 2 instead of 3 when 8/7 would
+  // carry the quotient past 2^24, so q is always a 24-bit significand.
+  let wide = significand >= (7u << 21u);
+  let numerator = significand << select(3u, 2u, wide);
+  var q = numerator / 7u;
+  if (2u * (numerator % 7u) > 7u) {
+    q += 1u; // nearest; 7 is odd, so there are no ties
+  }
+  var exponent = (bits >> 23u) - select(9u, 8u, wide);
+  if (q == 0x1000000u) {
+    q = 0x800000u;
+    exponent += 1u;
+  }
+  return bitcast<f32>((exponent << 23u) | (q & 0x7FFFFFu));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let group = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid; // m * groups + g
+  if (group >= params.M * params.groups) {
+    return;
+  }
+  let begin = group * GROUP; // = m * K + g * 128
+  var amax = 0.0;
+  for (var j = 0u; j < GROUP; j++) {
+    amax = max(amax, abs(x[begin + j]));
+  }
+  let s = div_448(max(amax, bitcast<f32>(AMAX_FLOOR)));
+  scales[group] = s;
+  for (var j = 0u; j < GROUP; j += 4u) {
+    let q = vec4<u32>(
+      f32_to_e4m3(x[begin + j] / s),
+      f32_to_e4m3(x[begin + j + 1u] / s),
+      f32_to_e4m3(x[begin + j + 2u] / s),
+      f32_to_e4m3(x[begin + j + 3u] / s),
+    );
+    codes[(begin + j) / 4u] = q.x | (q.y << 8u) | (q.z << 16u) | (q.w << 24u);
+  }
+}

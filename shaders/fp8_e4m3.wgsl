@@ -1,0 +1,42 @@
+// e4m3fn (torch.float8_e4m3fn) decode and encode: a shared snippet, prepended to the FP8 kernels
+// by src/kernels/shader_compose.ts. Spec and reference: src/kernels/fp8_e4m3.ref.ts
+// (DEEPSEEK_V3_MATH.md section 3): bits `s eeee mmm`, bias 7, subnormals m/8 * 2^-6,
+// largest finite 0x7E = 448, 0x7F and 0xFF are NaN, no infinities.
+
+// Four codes packed in a u32 (byte j = element j, little-endian) to their f32 values.
+fn e4m3x4_to_f32(word: u32) -> vec4<f32> {
+  let codes = (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFFu);
+  let magnitude = codes & vec4<u32>(0x7Fu);
+  // e >= 1: move `eeee mmm` to the top of the f32 exponent and fraction, then rebias 7 -> 127.
+  let normal = bitcast<vec4<f32>>((magnitude << vec4<u32>(20u)) + vec4<u32>(120u << 23u));
+  // e = 0: m * 2^-9, computed without f32 subnormals (a GPU may flush those to zero).
+  let subnormal = vec4<f32>(magnitude) * (1.0 / 512.0);
+  var value = select(normal, subnormal, magnitude < vec4<u32>(8u));
+  // 0x7F: a quiet NaN built at run time (a constant NaN is a WGSL compile error).
+  value = select(value, bitcast<vec4<f32>>(magnitude | vec4<u32>(0x7FC00000u)), magnitude == vec4<u32>(0x7Fu));
+  return bitcast<vec4<f32>>(bitcast<vec4<u32>>(value) | ((codes & vec4<u32>(0x80u)) << vec4<u32>(24u)));
+}
+
+fn e4m3_to_f32(code: u32) -> f32 {
+  return e4m3x4_to_f32(code & 0xFFu).x;
+}
+
+// The e4m3 code nearest to x, ties to even; |x| > 448 saturates to ±448 (as the official Triton
+// act_quant's conversion does), NaN gives 0x7F, -0 gives 0x80.
+fn f32_to_e4m3(x: f32) -> u32 {
+  let bits = bitcast<u32>(x);
+  let sign = (bits >> 24u) & 0x80u;
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {
+    return 0x7Fu;
+  }
+  let a = min(abs(x), 448.0);
+  if (a < 0.015625) {
+    // below 2^-6: subnormal steps of 2^-9. round() is half-to-even in WGSL; 8 becomes 0x08 = 2^-6.
+    return sign | u32(round(a * 512.0));
+  }
+  // Round the f32 fraction to 3 bits, half to even (a carry correctly bumps the exponent), then
+  // rebias the exponent 127 -> 7: code = (f32 bits >> 20) - (120 << 3).
+  let b = bitcast<u32>(a);
+  let rounded = b + 0x7FFFFu + ((b >> 20u) & 1u);
+  return sign | ((rounded >> 20u) - (120u << 3u));
+}

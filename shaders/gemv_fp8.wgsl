@@ -1,0 +1,106 @@
+// GEMV for decode: y[m, n] = sum_k x[m, k] * W[n, k] for M = 1 .. 4 rows of x (one token, or the
+// current token and the MTP draft verified together). Each decoded weight quad is used for all
+// rows, so the weight bytes are read once whatever M is.
+// Operands, bindings and the weights / numerics variants: matmul_operands.wgsl (prepended with
+// fp8_e4m3.wgsl by src/kernels/shader_compose.ts). Wrapper: src/kernels/gemv_fp8.ts.
+// Reference: src/kernels/gemm_fp8.ref.ts (matmulRef), the same function for any M.
+//
+// Variant axis `strategy`:
+//   thread_per_row     one invocation per output column n, running over all of K; no barrier
+//                      (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive).
+//                      Dispatch: ceil(N / WORKGROUP_SIZE) workgroups.
+//   workgroup_per_row  one workgroup per n; its invocations read consecutive words of the row
+//                      (coalesced) and add up in workgroup memory (GPUs). Dispatch: N workgroups.
+// Workgroups are spread over (x, y) and flattened as wid.y * nwg.x + wid.x (N = 129280 for lm_head
+// exceeds the 65535 per dimension).
+
+// Rows of x this pipeline computes per call: 1, 2 or 4 (the wrapper picks the smallest >= M). A
+// compile-time count, so the loops over rows unroll without a branch (costly on CPU adapters);
+// rows from M to ROWS repeat row M - 1 and are not stored.
+override ROWS: u32 = 1u;
+
+// Invocations per workgroup; a power of two for workgroup_per_row (its reduction halves it).
+override WORKGROUP_SIZE: u32 = 64u;
+
+// sum over k .. k+3 of x[m, k] * W[n, k] (unscaled) for rows m < ROWS, in the lanes of a vec4.
+fn rows_dot_quad(n: u32, k: u32) -> vec4<f32> {
+  let w = weight_quad(n, k);
+  var d = vec4<f32>(0.0);
+  for (var m = 0u; m < ROWS; m++) {
+    d[m] = dot(x_quad(min(m, params.M - 1u), k), w);
+  }
+  return d;
+}
+
+// The act_quant scales of rows m < ROWS in K block kb (1 for weight_only).
+fn rows_block_scale(kb: u32) -> vec4<f32> {
+  var s = vec4<f32>(1.0);
+  for (var m = 0u; m < ROWS; m++) {
+    s[m] = x_block_scale(min(m, params.M - 1u), kb);
+  }
+  return s;
+}
+
+fn store_rows(n: u32, acc: vec4<f32>) {
+  for (var m = 0u; m < min(params.M, ROWS); m++) {
+    y[m * params.N + n] = acc[m];
+  }
+}
+
+#if strategy == thread_per_row
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let n = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+  if (n >= params.N) {
+    return;
+  }
+  var acc = vec4<f32>(0.0);
+  for (var kb = 0u; kb < params.k_blocks; kb++) {
+    // the official fp8_gemm order: a whole 128-wide block, then (sum * x_scale) * S
+    var block = vec4<f32>(0.0);
+    let k_end = min(kb * BLOCK + BLOCK, params.K);
+    for (var k = kb * BLOCK; k < k_end; k += 4u) {
+      block += rows_dot_quad(n, k);
+    }
+    acc += (block * rows_block_scale(kb)) * weight_block_scale(n, kb);
+  }
+  store_rows(n, acc);
+}
+#elif strategy == workgroup_per_row
+var<workgroup> partial: array<vec4<f32>, WORKGROUP_SIZE>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let n = wid.y * nwg.x + wid.x;
+  if (n >= params.N) {
+    return; // the same for the whole workgroup, so the barriers below stay uniform
+  }
+  // Invocation lid takes quads lid, lid + WORKGROUP_SIZE, ...; each quad lies in one K block and
+  // is scaled on its own (the same sum as per block, rounded a little differently).
+  var acc = vec4<f32>(0.0);
+  let quads = (params.K + 3u) / 4u;
+  for (var q = lid; q < quads; q += WORKGROUP_SIZE) {
+    let kb = q / (BLOCK / 4u);
+    acc += (rows_dot_quad(n, q * 4u) * rows_block_scale(kb)) * weight_block_scale(n, kb);
+  }
+  partial[lid] = acc;
+  workgroupBarrier();
+  for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+    if (lid < half) {
+      partial[lid] += partial[lid + half];
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    store_rows(n, partial[0]);
+  }
+}
+#endif

@@ -1,0 +1,107 @@
+// The operands of the matrix kernels gemv_fp8.wgsl and gemm_fp8.wgsl, y[m, n] = sum_k x[m, k] * W[n, k]:
+// bindings and loaders for each named variant. A shared snippet, prepended (after fp8_e4m3.wgsl)
+// by src/kernels/shader_compose.ts; the TS side of these bindings is src/kernels/matmul_operands.ts.
+//
+// Variant axes:
+//   weights   fp8   W = e4m3(Q) * S: Q [N, K] e4m3fn bytes, row-major, rows not padded (byte n*K + k),
+//                   4 per u32; S = weight_scale_inv [ceil(N/128), ceil(K/128)] f32 (DEEPSEEK_V3_MATH.md 3)
+//             bf16  W [N, K] bf16 (the top half of an f32), 2 per u32, element n*K + k
+//             f32   W [N, K] f32 (kept as u32 bits)
+//   numerics  weight_only  x [M, K] f32
+//             w8a8         x [M, K] e4m3 codes from act_quant.wgsl, 4 per u32 (K % 128 == 0),
+//                          x_scale [M, K/128] f32; y adds (block dot * x_scale) * S per 128-wide
+//                          K block, as the official fp8_gemm does (DEEPSEEK_V3_MATH.md 5)
+//
+// Bindings:
+//   0 params           uniform MatmulParams
+//   1 x                [M, K] f32, or [M, K/4] u32 (w8a8)
+//   2 weight           u32 words holding W as above
+//   3 y                [M, N] f32, written
+//   4 weight_scale_inv [ceil(N/128), ceil(K/128)] f32   (fp8 only)
+//   5 x_scale          [M, K/128] f32                   (w8a8 only)
+
+struct MatmulParams {
+  M: u32,
+  N: u32,
+  K: u32,
+  k_blocks: u32, // ceil(K / 128): row stride of weight_scale_inv and x_scale
+}
+
+const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint, 1 x 128 groups of act_quant
+
+@group(0) @binding(0) var<uniform> params: MatmulParams;
+@group(0) @binding(2) var<storage, read> weight: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#if weights == fp8
+@group(0) @binding(4) var<storage, read> weight_scale_inv: array<f32>;
+#endif
+#if numerics == w8a8
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(5) var<storage, read> x_scale: array<f32>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
+
+// Zero the lanes of a quad that lie past the end of a row (k .. k+3 with k + 3 >= K), so the
+// next row's values never enter the sum. Branch-free, as the word splices below: on CPU
+// adapters a branch costs more than the arithmetic it skips.
+fn mask_past_k(v: vec4<f32>, k: u32) -> vec4<f32> {
+  return select(vec4<f32>(0.0), v, vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.K));
+}
+
+// W[n, k .. k+3] without the block scale (k % 4 == 0); zero past K.
+fn weight_quad(n: u32, k: u32) -> vec4<f32> {
+#if weights == fp8
+  // When K % 4 != 0 a row starts inside a word: splice the quad from two words.
+  let byte = n * params.K + k;
+  let shift = (byte % 4u) * 8u;
+  let first = weight[byte / 4u];
+  let second = weight[byte / 4u + 1u];
+  let codes = select((first >> shift) | (second << (32u - shift)), first, shift == 0u);
+  return mask_past_k(e4m3x4_to_f32(codes), k);
+#elif weights == bf16
+  // When K is odd, odd rows start in the upper half of a word: splice the quad from three words.
+  let element = n * params.K + k;
+  let word = element / 2u;
+  var low = weight[word];
+  var high = weight[word + 1u];
+  let next = weight[word + 2u];
+  let odd = (element & 1u) != 0u;
+  low = select(low, (low >> 16u) | (high << 16u), odd);
+  high = select(high, (high >> 16u) | (next << 16u), odd);
+  let bits = vec4<u32>(low << 16u, low & 0xFFFF0000u, high << 16u, high & 0xFFFF0000u);
+  return mask_past_k(bitcast<vec4<f32>>(bits), k);
+#else
+  let element = n * params.K + k;
+  let bits = vec4<u32>(weight[element], weight[element + 1u], weight[element + 2u], weight[element + 3u]);
+  return mask_past_k(bitcast<vec4<f32>>(bits), k);
+#endif
+}
+
+// S[n / 128, kb]; 1 for bf16 and f32 weights.
+fn weight_block_scale(n: u32, kb: u32) -> f32 {
+#if weights == fp8
+  return weight_scale_inv[(n / BLOCK) * params.k_blocks + kb];
+#else
+  return 1.0;
+#endif
+}
+
+// x[m, k .. k+3] (k % 4 == 0); zero past K. w8a8: the e4m3 values of the codes.
+fn x_quad(m: u32, k: u32) -> vec4<f32> {
+#if numerics == w8a8
+  return e4m3x4_to_f32(x[(m * params.K + k) / 4u]); // K % 128 == 0: rows are word aligned
+#else
+  let i = m * params.K + k;
+  return mask_past_k(vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), k);
+#endif
+}
+
+// The act_quant scale of row m in K block kb; 1 for weight_only.
+fn x_block_scale(m: u32, kb: u32) -> f32 {
+#if numerics == w8a8
+  return x_scale[m * params.k_blocks + kb];
+#else
+  return 1.0;
+#endif
+}

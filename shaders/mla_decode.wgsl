@@ -1,0 +1,189 @@
+// MLA decode attention over the latent cache, absorbed form (DEEPSEEK_V3_MATH.md 4.4 "Absorbed"),
+// pass 1 of 2 (flash-decoding): each split of CHUNK cache positions gives, per (row, head), a partial
+// softmax (max m, sum l) and the unnormalised weighted latent sum acc = sum_t exp(s_t - m) c_hat[t].
+// Pass 2 (shaders/mla_decode_reduce.wgsl) merges the splits. Reference: src/kernels/mla_decode.ref.ts.
+// Wrapper: src/kernels/mla_decode.ts.
+//
+//   s_t = (q_lat[r, h] . c_hat[t] + q_pe[r, h] . k_pe[t]) * softmax_scale,   t <= start_pos + r
+//
+// Bindings (f32; rkv and dr are multiples of 4, the arrays are read as vec4 for fewer load instructions):
+//   0 params   uniform Params
+//   1 q_lat    [rows, heads, rkv]
+//   2 q_pe     [rows, heads, dr]        (RoPE already applied)
+//   3 cache    [maxT, rkv + dr]         row t = [c_hat(t) | k_pe(t)]; only rows t <= start_pos + r are read
+//   4 part_o   [rows, heads, splits, rkv]
+//   5 part_ml  [rows, heads, splits, 2] (m, l); l = 0 marks a split with no position for that row
+//
+// Items: item = (split * rows + r) * heads + h, for split < splits = ceil((start_pos + rows) / CHUNK).
+// Dispatch, by the override ONE_PER_INVOCATION:
+//   false (GPUs): one workgroup of WG invocations per item; scores in workgroup memory, each invocation
+//                 then owns the latent vec4 columns lid, lid + WG, ...; workgroups = items over (x, y).
+//   true (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one invocation
+//                 per item, scores in private memory, no barrier; workgroups = ceil(items / WG).
+
+struct Params {
+  rows: u32,
+  heads: u32,
+  rkv: u32,
+  dr: u32,
+  start_pos: u32,
+  splits: u32,
+  softmax_scale: f32,
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q_lat: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> q_pe: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> cache: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> part_o: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;
+
+override WG: u32 = 64;
+override ONE_PER_INVOCATION: bool = false;
+// Cache positions per split; at most MAX_CHUNK (the private score array of the CPU variant).
+override CHUNK: u32 = 256;
+const MAX_CHUNK: u32 = 256u;
+// Latent vec4 columns accumulated together by the CPU variant: each cache row is read in runs of COLS.
+const COLS: u32 = 4u;
+const LOWEST: f32 = -3.4028234e38;
+
+var<workgroup> wg_p: array<f32, CHUNK>;
+
+struct Item {
+  r: u32,
+  h: u32,
+  split: u32,
+  first: u32, // first cache position of the split
+  n: u32,     // positions of the split that row r attends to (0 .. CHUNK)
+}
+
+fn item_of(index: u32) -> Item {
+  var it: Item;
+  it.h = index % params.heads;
+  it.r = (index / params.heads) % params.rows;
+  it.split = index / (params.heads * params.rows);
+  it.first = it.split * CHUNK;
+  let context = params.start_pos + it.r + 1u;
+  it.n = select(0u, min(CHUNK, context - it.first), context > it.first);
+  return it;
+}
+
+// Lengths in vec4.
+fn rkv4() -> u32 {
+  return params.rkv / 4u;
+}
+
+fn width4() -> u32 {
+  return (params.rkv + params.dr) / 4u;
+}
+
+fn score(it: Item, t: u32) -> f32 {
+  let dr4 = params.dr / 4u;
+  let q = (it.r * params.heads + it.h) * rkv4();
+  let qp = (it.r * params.heads + it.h) * dr4;
+  let row = t * width4();
+  var s = vec4(0.0);
+  for (var j = 0u; j < rkv4(); j++) {
+    s += q_lat[q + j] * cache[row + j];
+  }
+  for (var j = 0u; j < dr4; j++) {
+    s += q_pe[qp + j] * cache[row + rkv4() + j];
+  }
+  return (s.x + s.y + s.z + s.w) * params.softmax_scale;
+}
+
+fn part_index(it: Item) -> u32 {
+  return (it.r * params.heads + it.h) * params.splits + it.split;
+}
+
+// CPU variant: the whole item in one invocation.
+fn item_in_one_invocation(it: Item) {
+  var p: array<f32, MAX_CHUNK>;
+  var m = LOWEST;
+  for (var i = 0u; i < it.n; i++) {
+    p[i] = score(it, it.first + i);
+    m = max(m, p[i]);
+  }
+  var l = 0.0;
+  for (var i = 0u; i < it.n; i++) {
+    p[i] = exp(p[i] - m);
+    l += p[i];
+  }
+  let out = part_index(it) * rkv4();
+  for (var j0 = 0u; j0 < rkv4(); j0 += COLS) {
+    // A constant trip count over the columns (the tail clamped to the last column, its sums not
+    // stored) lets the compiler keep acc in registers: SwiftShader spills a dynamically indexed one.
+    let last = rkv4() - 1u;
+    var acc: array<vec4<f32>, COLS>;
+    for (var c = 0u; c < COLS; c++) {
+      acc[c] = vec4(0.0); // explicit: SwiftShader did not re-zero a loop-scoped var on each iteration
+    }
+    for (var i = 0u; i < it.n; i++) {
+      let row = (it.first + i) * width4();
+      for (var c = 0u; c < COLS; c++) {
+        acc[c] += p[i] * cache[row + min(j0 + c, last)];
+      }
+    }
+    for (var c = 0u; c < COLS; c++) {
+      if (j0 + c <= last) {
+        part_o[out + j0 + c] = acc[c];
+      }
+    }
+  }
+  part_ml[part_index(it)] = vec2(m, l);
+}
+
+// GPU variant: one item per workgroup. `it` is uniform over the workgroup.
+fn item_in_workgroup(it: Item, lid: u32) {
+  for (var i = lid; i < it.n; i += WG) {
+    wg_p[i] = score(it, it.first + i);
+  }
+  workgroupBarrier();
+  // Every invocation scans the (at most CHUNK) scores: cheaper than a tree of barriers.
+  var m = LOWEST;
+  for (var i = 0u; i < it.n; i++) {
+    m = max(m, wg_p[i]);
+  }
+  workgroupBarrier();
+  for (var i = lid; i < it.n; i += WG) {
+    wg_p[i] = exp(wg_p[i] - m);
+  }
+  workgroupBarrier();
+  let out = part_index(it) * rkv4();
+  for (var j = lid; j < rkv4(); j += WG) {
+    var acc = vec4(0.0);
+    for (var i = 0u; i < it.n; i++) {
+      acc += wg_p[i] * cache[(it.first + i) * width4() + j];
+    }
+    part_o[out + j] = acc;
+  }
+  if (lid == 0u) {
+    var l = 0.0;
+    for (var i = 0u; i < it.n; i++) {
+      l += wg_p[i];
+    }
+    part_ml[part_index(it)] = vec2(m, l);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn mla_decode(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let group = wid.y * nwg.x + wid.x;
+  let items = params.splits * params.rows * params.heads;
+  if (ONE_PER_INVOCATION) {
+    let index = group * WG + lid;
+    if (index < items) {
+      item_in_one_invocation(item_of(index));
+    }
+    return;
+  }
+  if (group >= items) {
+    return;
+  }
+  item_in_workgroup(item_of(group), lid);
+}

@@ -1,0 +1,237 @@
+// Benchmark cases of the layer kernels: RMSNorm, YaRN RoPE, the router and sampling, at
+// DeepSeek-V3's shapes and at small odd ones, each checked against its CPU reference first.
+
+import { createStorageBuffer, readF32, readU32, uploadBuffer } from '../gpu/buffers.ts';
+import { ropeInvFreq } from '../model/rope.ts';
+import { createMlaDecodePipeline, prepareMlaDecode } from '../kernels/mla_decode.ts';
+import { mlaDecodeRef } from '../kernels/mla_decode.ref.ts';
+import { createMoeExperts, createMoeExpertsScratch, type MoePath } from '../kernels/moe_experts.ts';
+import { moeExpertsRef } from '../kernels/moe_experts.ref.ts';
+import { randomExperts, randomRouting, uploadExperts } from '../kernels/moe_experts_testing.ts';
+import { createMoeRoutePipeline, prepareMoeRoute } from '../kernels/moe_route.ts';
+import { moeRouteRef, type RouterConfig } from '../kernels/moe_route.ref.ts';
+import { createRmsNormPipeline, prepareRmsNorm } from '../kernels/rmsnorm.ts';
+import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
+import { createRopeYarnPipeline, prepareRopeYarn } from '../kernels/rope_yarn.ts';
+import { ropeRef } from '../kernels/rope_yarn.ref.ts';
+import { createSamplePipeline, prepareSample } from '../kernels/sample.ts';
+import { sampleRef, type SamplingParams } from '../kernels/sample.ref.ts';
+import { randn, relError, rng } from '../testing/random.ts';
+import type { BenchCase } from './suite.ts';
+
+const V3_ROPE = { qk_rope_head_dim: 64, rope_theta: 10000, rope_scaling: { type: 'yarn', factor: 40, original_max_position_embeddings: 4096, beta_fast: 32, beta_slow: 1, mscale: 1, mscale_all_dim: 1 } };
+const V3_ROUTER: RouterConfig = { n_routed_experts: 256, n_group: 8, topk_group: 4, num_experts_per_tok: 8, norm_topk_prob: true, routed_scaling_factor: 2.5 };
+const SMALL_ROUTER: RouterConfig = { n_routed_experts: 12, n_group: 4, topk_group: 3, num_experts_per_tok: 6, norm_topk_prob: true, routed_scaling_factor: 2.5 };
+
+function rmsnormCase(rows: number, width: number, note: string): BenchCase {
+  return {
+    name: 'rmsnorm',
+    shape: { rows, width },
+    note,
+    async prepare(gpu) {
+      const next = rng(rows * 31 + width);
+      const x = randn(next, rows * width, 2);
+      const weight = Float32Array.from({ length: width }, () => 1 + 0.1 * (next() - 0.5));
+      const b = { x: uploadBuffer(gpu.device, x, 'x'), weight: uploadBuffer(gpu.device, weight, 'w'), y: createStorageBuffer(gpu.device, 4 * rows * width, 'y') };
+      const kernel = createRmsNormPipeline(gpu.device, { addResidual: false, isSoftware: gpu.adapter.isSoftware });
+      const call = prepareRmsNorm(gpu.device, kernel, { rows, width, eps: 1e-6, ...b });
+      return {
+        call,
+        variant: gpu.adapter.isSoftware ? 'row_per_thread' : 'workgroup_per_row',
+        async check(run) {
+          await run();
+          const want = new Float32Array(rows * width);
+          rmsNormRef({ rows, width, eps: 1e-6, x, weight, y: want });
+          return relError(await readF32(gpu.device, b.y, rows * width), want).rel;
+        },
+        destroy: () => [call, ...Object.values(b)].forEach((r) => r.destroy()),
+      };
+    },
+  };
+}
+
+function ropeCase(rows: number, heads: number, note: string): BenchCase {
+  const ropeDim = 64;
+  const headStride = 192; // qk_nope_head_dim 128 + qk_rope_head_dim 64: the q rows of V3
+  return {
+    name: 'rope_yarn',
+    shape: { rows, heads, ropeDim },
+    note,
+    async prepare(gpu) {
+      const next = rng(rows * 7 + heads);
+      const x = randn(next, rows * heads * headStride);
+      const positions = Uint32Array.from({ length: rows }, (_, t) => 4000 + t);
+      const invFreq = ropeInvFreq(V3_ROPE as never);
+      const slices = { rows, heads, ropeDim, rowStride: heads * headStride, headStride, ropeOffset: 128 };
+      const b = { x: uploadBuffer(gpu.device, x, 'x'), positions: uploadBuffer(gpu.device, positions, 'pos'), invFreq: uploadBuffer(gpu.device, invFreq, 'inv') };
+      const call = prepareRopeYarn(gpu.device, createRopeYarnPipeline(gpu.device), { ...slices, ...b });
+      return {
+        call,
+        async check(run) {
+          await run();
+          const want = x.slice();
+          ropeRef(want, slices, positions, invFreq);
+          return relError(await readF32(gpu.device, b.x, x.length), want).rel;
+        },
+        destroy: () => [call, ...Object.values(b)].forEach((r) => r.destroy()),
+      };
+    },
+  };
+}
+
+function routeCase(tokens: number, config: RouterConfig, note: string): BenchCase {
+  const E = config.n_routed_experts;
+  const K = config.num_experts_per_tok;
+  return {
+    name: 'moe_route',
+    shape: { tokens, experts: E, topk: K, groups: config.n_group },
+    note,
+    async prepare(gpu) {
+      const next = rng(tokens * 13 + E);
+      const logits = randn(next, tokens * E, 1.5);
+      const bias = Float32Array.from({ length: E }, () => (next() - 0.5) * 0.24);
+      const b = {
+        logits: uploadBuffer(gpu.device, logits, 'logits'),
+        bias: uploadBuffer(gpu.device, bias, 'bias'),
+        topkIds: createStorageBuffer(gpu.device, 4 * tokens * K, 'ids'),
+        topkWeights: createStorageBuffer(gpu.device, 4 * tokens * K, 'weights'),
+      };
+      const call = prepareMoeRoute(gpu.device, createMoeRoutePipeline(gpu.device), { tokens, config, ...b });
+      return {
+        call,
+        async check(run) {
+          await run();
+          const want = moeRouteRef(logits, bias, tokens, config);
+          const ids = await readU32(gpu.device, b.topkIds, tokens * K);
+          const idsWrong = ids.some((id, i) => id !== want.ids[i]);
+          return idsWrong ? 1 : relError(await readF32(gpu.device, b.topkWeights, tokens * K), want.weights).rel;
+        },
+        destroy: () => [call, ...Object.values(b)].forEach((r) => r.destroy()),
+      };
+    },
+  };
+}
+
+function sampleCase(rows: number, vocab: number, sampling: SamplingParams, note: string): BenchCase {
+  return {
+    name: sampling.temperature === 0 ? 'sample.argmax' : 'sample',
+    shape: { rows, vocab, top_k: sampling.topK },
+    note,
+    async prepare(gpu) {
+      const next = rng(rows * 5 + vocab);
+      const logits = randn(next, rows * vocab, 3);
+      const b = { logits: uploadBuffer(gpu.device, logits, 'logits'), ids: createStorageBuffer(gpu.device, 4 * rows, 'ids') };
+      const kernel = createSamplePipeline(gpu.device, { isSoftware: gpu.adapter.isSoftware });
+      const call = prepareSample(gpu.device, kernel, { rows, vocab, ...b, sampling });
+      return {
+        call,
+        variant: gpu.adapter.isSoftware ? 'software' : 'gpu',
+        async check(run) {
+          await run();
+          const want = sampleRef({ rows, vocab, logits, params: sampling });
+          const got = await readU32(gpu.device, b.ids, rows);
+          return got.every((id, i) => id === want[i]) ? 0 : 1;
+        },
+        destroy: () => [call, ...Object.values(b)].forEach((r) => r.destroy()),
+      };
+    },
+  };
+}
+
+/** Absorbed MLA decode over `context` cached latent rows (the projections are GEMVs, benched apart). */
+function mlaDecodeCase(rows: number, heads: number, kvLoraRank: number, ropeDim: number, context: number, note: string): BenchCase {
+  return {
+    name: 'mla_decode',
+    shape: { rows, heads, kv_lora_rank: kvLoraRank, rope: ropeDim, context },
+    note,
+    async prepare(gpu) {
+      const next = rng(context * 3 + heads);
+      const width = kvLoraRank + ropeDim;
+      const startPos = context - rows;
+      const qLat = randn(next, rows * heads * kvLoraRank, 0.1);
+      const qPe = randn(next, rows * heads * ropeDim, 0.1);
+      const cache = randn(next, context * width);
+      const softmaxScale = 0.1352;
+      const b = {
+        qLat: uploadBuffer(gpu.device, qLat, 'q_lat'),
+        qPe: uploadBuffer(gpu.device, qPe, 'q_pe'),
+        cache: uploadBuffer(gpu.device, cache, 'cache'),
+        oLat: createStorageBuffer(gpu.device, 4 * rows * heads * kvLoraRank, 'o_lat'),
+      };
+      const kernel = createMlaDecodePipeline(gpu.device, { isSoftware: gpu.adapter.isSoftware });
+      const call = prepareMlaDecode(gpu.device, kernel, { rows, heads, kvLoraRank, ropeDim, maxT: context, startPos, softmaxScale, ...b });
+      return {
+        call,
+        variant: gpu.adapter.isSoftware ? 'invocation_per_head' : 'workgroup_per_head',
+        async check(run) {
+          await run();
+          const want = mlaDecodeRef({ rows, heads, kvLoraRank, ropeDim, startPos, softmaxScale, qLat, qPe, cache });
+          return relError(await readF32(gpu.device, b.oLat, want.length), want).rel;
+        },
+        destroy: () => [call, ...Object.values(b)].forEach((r) => r.destroy()),
+      };
+    },
+  };
+}
+
+/** Routed experts (SwiGLU over stacked FP8 weights) for `tokens` tokens choosing `topk` of `experts`. */
+function moeExpertsCase(tokens: number, hidden: number, inter: number, experts: number, topk: number, path: MoePath, note: string): BenchCase {
+  return {
+    name: `moe_experts.${path}`,
+    shape: { tokens, hidden, moe_inter: inter, experts, topk },
+    note,
+    async prepare(gpu, cache) {
+      const next = rng(tokens * 11 + hidden + experts);
+      const shape = { tokens, hidden_size: hidden, moe_intermediate_size: inter, n_routed_experts: experts, num_experts_per_tok: topk };
+      const x = randn(next, tokens * hidden);
+      // Every expert chosen by some token when topk == experts; else one hot, two cold, as the tests do.
+      const ids = topk === experts ? Uint32Array.from({ length: tokens * topk }, (_, i) => i % topk) : randomRouting(next, tokens, topk, experts);
+      const w = Float32Array.from({ length: tokens * topk }, () => next());
+      const weights = randomExperts(next, experts, hidden, inter);
+      const gpuWeights = uploadExperts(gpu.device, weights);
+      const scratch = createMoeExpertsScratch(gpu.device, shape, path);
+      const b = {
+        x: uploadBuffer(gpu.device, x, 'x'),
+        topkIds: uploadBuffer(gpu.device, ids, 'ids'),
+        topkWeights: uploadBuffer(gpu.device, w, 'w'),
+        out: createStorageBuffer(gpu.device, 4 * tokens * hidden, 'out'),
+      };
+      const call = createMoeExperts({ device: gpu.device, cache }).prepare({ ...shape, path, ...b, weights: gpuWeights, scratch });
+      return {
+        call,
+        async check(run) {
+          await run();
+          const want = moeExpertsRef({ tokens, topk, hidden_size: hidden, moe_intermediate_size: inter, x, topkIds: ids, topkWeights: w, weights });
+          return relError(await readF32(gpu.device, b.out, want.length), want).rel;
+        },
+        destroy: () => [call, gpuWeights, scratch, ...Object.values(b)].forEach((r) => r.destroy()),
+      };
+    },
+  };
+}
+
+export function layerCases({ small, v3 }: { small: boolean; v3: boolean }): BenchCase[] {
+  const cases: BenchCase[] = [];
+  const topP: SamplingParams = { temperature: 0.7, topK: 50, topP: 0.9, seed: 1, step: 0 };
+  if (v3) {
+    cases.push(
+      rmsnormCase(1, 7168, 'attn_norm, decode'),
+      rmsnormCase(512, 7168, 'attn_norm, prefill chunk'),
+      ropeCase(1, 128, 'q_pe, decode'),
+      ropeCase(512, 128, 'q_pe, prefill chunk'),
+      mlaDecodeCase(1, 128, 512, 64, 4096, 'decode over 4096 cached positions'),
+      routeCase(1, V3_ROUTER, 'decode'),
+      moeExpertsCase(1, 7168, 2048, 8, 8, 'decode', 'the 8 chosen experts of one token (8 stacked: 256 do not fit one binding)'),
+      routeCase(512, V3_ROUTER, 'prefill chunk'),
+      sampleCase(1, 129280, { ...topP, temperature: 0 }, 'greedy over the V3 vocabulary'),
+      sampleCase(1, 129280, topP, 'temperature 0.7, top-k 50, top-p 0.9'),
+    );
+  }
+  if (small) {
+    cases.push(
+      moeExpertsCase(1, 128, 128, 12, 6, 'decode', 'fixture expert shape'),
+      moeExpertsCase(33, 128, 128, 12, 6, 'grouped', 'fixture expert shape, prefill'),
+      rmsnormCase(7, 301, 'odd shape'), mlaDecodeCase(2, 8, 256, 32, 300, 'fixture shape, MTP verify rows'), routeCase(33, SMALL_ROUTER, 'fixture router shape'), sampleCase(2, 320, topP, 'fixture vocabulary, MTP verify rows'));
+  }
+  return cases;
+}

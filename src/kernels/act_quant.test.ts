@@ -1,0 +1,129 @@
+// act_quant (W8A8 activation quantisation) against its reference and the official act_quant
+// outputs in the dsv3-tiny-official fixture: scales bit-exact, codes exact except where x / s lies
+// within a few f32 ulps of an e4m3 midpoint (WGSL's division may be off by 2.5 ulp there).
+
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createStorageBuffer, readF32, readU32, uploadBuffer } from '../gpu/buffers.ts';
+import type { Gpu } from '../gpu/device.ts';
+import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
+import { ArgumentError } from '../errors.ts';
+import { createActQuant } from './act_quant.ts';
+import { actQuantRef, AMAX_FLOOR, type ActQuantized } from './act_quant.ref.ts';
+import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
+import { createGemm } from './gemm_fp8.ts';
+import { matmulRef } from './gemm_fp8.ref.ts';
+import { expectClose, fp8GemmCases, poisonedOutput } from './matmul_testing.ts';
+import { PipelineCache } from './pipeline_cache.ts';
+
+let gpu: Gpu;
+let cache: PipelineCache;
+beforeAll(async () => {
+  gpu = await testGpu();
+  cache = new PipelineCache(gpu.device);
+});
+
+/** Run act_quant on the GPU; the codes and scales come back as the reference returns them. */
+async function actQuantGpu(x: Float32Array, M: number, K: number): Promise<ActQuantized & { buffers: GPUBuffer[] }> {
+  const { device } = gpu;
+  const xBuffer = uploadBuffer(device, x, 'x');
+  const codes = uploadBuffer(device, new Uint32Array((M * K) / 4).fill(0xffffffff), 'codes'); // NaN codes: poison
+  const scales = poisonedOutput(device, (M * K) / 128, 'scales');
+  const call = createActQuant({ gpu, cache }).prepare({ M, K, x: xBuffer, codes, scales });
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  call.encode(pass);
+  pass.end();
+  device.queue.submit([encoder.finish()]);
+  const out = {
+    codes: new Uint8Array((await readU32(device, codes, (M * K) / 4)).buffer),
+    scales: await readF32(device, scales, (M * K) / 128),
+    buffers: [xBuffer, codes, scales],
+  };
+  call.destroy();
+  return out;
+}
+
+/** Where x / s (in f64) lies within `ulps` f32 ulps of the midpoint between two e4m3 values. */
+function nearTie(x: number, s: number, ulps = 4): boolean {
+  const q = Math.abs(x / s);
+  for (let c = 0; c < 0x7e; c++) {
+    const mid = (E4M3_VALUES[c] + E4M3_VALUES[c + 1]) / 2;
+    if (Math.abs(q - mid) <= ulps * mid * 2 ** -23) return true;
+  }
+  return false;
+}
+
+function expectSameCodes(got: Uint8Array, want: Uint8Array, allowed: (i: number) => boolean, what: string): number {
+  let excused = 0;
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] === want[i]) continue;
+    expect(allowed(i), `${what}: code [${i}] got 0x${got[i].toString(16)} want 0x${want[i].toString(16)}`).toBe(true);
+    excused++;
+  }
+  return excused;
+}
+
+describe('act_quant', () => {
+  it('matches the reference on every magnitude, all-zero groups included', async () => {
+    const seed = testSeed('act_quant');
+    const next = rng(seed);
+    const M = 96;
+    const K = 384;
+    // each 128-group gets its own magnitude 2^-20 .. 2^20, so amax covers every significand
+    const x = randn(next, M * K).map((v, i) => (Math.floor(i / 128) % 17 === 3 ? 0 : v * 2 ** Math.round(40 * next() - 20)));
+    const ref = actQuantRef(x, M, K);
+    const out = await actQuantGpu(x, M, K);
+    expect(Array.from(out.scales)).toEqual(Array.from(ref.scales));
+    expect(ref.scales).toContain(Math.fround(AMAX_FLOOR / 448)); // the floor of an all-zero group
+    expectSameCodes(out.codes, ref.codes, (i) => nearTie(x[i], ref.scales[Math.floor(i / 128)]), 'random');
+    out.buffers.forEach((b) => b.destroy());
+  });
+
+  it('reproduces the official act_quant codes and scales of the fp8_gemm cases', async () => {
+    for (const c of fp8GemmCases()) {
+      const ties = new Set(c.nearTies.map(([m, k]) => m * c.K + k));
+      const ref = actQuantRef(c.x, c.M, c.K);
+      expect(Array.from(ref.scales), c.hf_weight).toEqual(Array.from(c.scales));
+      expectSameCodes(ref.codes, c.codes, () => false, `${c.hf_weight} reference`); // exact f32 division: every code
+      const out = await actQuantGpu(c.x, c.M, c.K);
+      expect(Array.from(out.scales), c.hf_weight).toEqual(Array.from(c.scales));
+      expectSameCodes(out.codes, c.codes, (i) => ties.has(i), `${c.hf_weight} GPU`);
+      out.buffers.forEach((b) => b.destroy());
+    }
+  });
+
+  it('feeds gemm_fp8 w8a8 in one pass, as the engine records it', async () => {
+    const { device } = gpu;
+    const c = fp8GemmCases()[4]; // o_proj: K = 384, three activation groups
+    const x = uploadBuffer(device, c.x, 'x');
+    const codes = createStorageBuffer(device, c.M * c.K, 'codes');
+    const scales = createStorageBuffer(device, (4 * c.M * c.K) / 128, 'scales');
+    const weight = uploadBuffer(device, c.weight.bytes, 'weight');
+    const weight_scale_inv = uploadBuffer(device, c.weight.scale!, 'weight_scale_inv');
+    const y = poisonedOutput(device, c.M * c.N);
+    const quant = createActQuant({ gpu, cache }).prepare({ M: c.M, K: c.K, x, codes, scales });
+    const gemm = createGemm({ gpu, cache, numerics: 'w8a8' }).prepare({ M: c.M, N: c.N, K: c.K, x: codes, x_scale: scales, weight, weight_scale_inv, y });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    quant.encode(pass);
+    gemm.encode(pass);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    const got = await readF32(device, y, c.M * c.N);
+    const quantized = { codes: new Uint8Array((await readU32(device, codes, (c.M * c.K) / 4)).buffer), scales: await readF32(device, scales, c.M * 3) };
+    expectClose(got, matmulRef({ M: c.M, N: c.N, K: c.K, weight: c.weight, activations: { numerics: 'w8a8', ...quantized } }), 2e-6, 'act_quant -> gemm');
+    for (const b of [x, codes, scales, weight, weight_scale_inv, y]) b.destroy();
+    quant.destroy();
+    gemm.destroy();
+  });
+
+  it('refuses K that is not a multiple of 128, as the official kernel asserts', () => {
+    const buffer = gpu.device.createBuffer({ size: 4096, usage: GPUBufferUsage.STORAGE });
+    const quant = createActQuant({ gpu, cache });
+    expect(() => quant.prepare({ M: 1, K: 200, x: buffer, codes: buffer, scales: buffer })).toThrow(ArgumentError);
+    expect(() => quant.prepare({ M: 1, K: 200, x: buffer, codes: buffer, scales: buffer })).toThrow(/multiple of 128/);
+    expect(() => quant.prepare({ M: 4, K: 384, x: buffer, codes: buffer, scales: buffer })).toThrow(/x holds 4096 bytes, M=4 K=384 needs 6144/);
+    expect(() => actQuantRef(new Float32Array(200), 1, 200)).toThrow(/multiple of 128/);
+    buffer.destroy();
+  });
+});

@@ -1,0 +1,92 @@
+// act_quant for the W8A8 path: x [M, K] f32 -> e4m3 codes [M, K] (4 per u32) and scales
+// [M, K/128], the inputs of gemv_fp8 / gemm_fp8 with numerics "w8a8". One call quantises the
+// input of every Linear that reads it (q_a_proj and kv_a_proj_with_mqa share one).
+// Shader: shaders/act_quant.wgsl (+ fp8_e4m3.wgsl); reference: act_quant.ref.ts.
+
+import actQuantSource from '../../shaders/act_quant.wgsl?raw';
+import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
+import type { Gpu } from '../gpu/device.ts';
+import { ArgumentError } from '../errors.ts';
+import { workgroupGrid } from '../gpu/dispatch.ts';
+import { BLOCK, type PreparedCall } from './matmul_operands.ts';
+import type { CachedPipeline, PipelineCache } from './pipeline_cache.ts';
+import { composeShader } from './shader_compose.ts';
+
+export interface ActQuantArgs {
+  M: number;
+  /** A multiple of 128. */
+  K: number;
+  /** [M, K] f32. */
+  x: GPUBuffer;
+  /** [M, K] e4m3 codes, 4 per u32 (M * K bytes), written. */
+  codes: GPUBuffer;
+  /** [M, K/128] f32, written. */
+  scales: GPUBuffer;
+  label?: string;
+}
+
+export interface ActQuant {
+  prepare(args: ActQuantArgs): PreparedCall;
+}
+
+const WORKGROUP_SIZE = 64;
+
+/** Bytes read and written; about 4 FLOPs per element (abs, max, divide, round). */
+export function actQuantCost({ M, K }: { M: number; K: number }): { bytes: number; flops: number } {
+  return { bytes: 4 * M * K + M * K + (4 * M * K) / BLOCK, flops: 4 * M * K };
+}
+
+export function createActQuant({ gpu, cache }: { gpu: Gpu; cache: PipelineCache }): ActQuant {
+  const storage = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
+    binding,
+    visibility: GPUShaderStage.COMPUTE,
+    buffer: { type },
+  });
+  const kernel: CachedPipeline = cache.get({ kernel: 'act_quant', variant: {}, constants: { WORKGROUP_SIZE } }, () => ({
+    code: composeShader({
+      kernel: { name: 'act_quant.wgsl', code: actQuantSource },
+      snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
+      axes: {},
+      variant: {},
+    }),
+    entries: [storage(0, 'uniform'), storage(1, 'read-only-storage'), storage(2, 'storage'), storage(3, 'storage')],
+  }));
+  const { device } = gpu;
+
+  return {
+    prepare({ M, K, x, codes, scales, label = 'act_quant' }) {
+      if (!Number.isInteger(M) || M < 1) throw new ArgumentError(`${label}: M must be a positive integer, got ${M}`);
+      if (!Number.isInteger(K) || K < 1 || K % BLOCK !== 0) {
+        throw new ArgumentError(`${label}: K must be a multiple of ${BLOCK} (the official act_quant asserts it), got K=${K}`);
+      }
+      const needs: [string, GPUBuffer, number][] = [
+        ['x', x, 4 * M * K],
+        ['codes', codes, M * K],
+        ['scales', scales, (4 * M * K) / BLOCK],
+      ];
+      for (const [name, buffer, bytes] of needs) {
+        if (buffer.size < bytes) throw new ArgumentError(`${label}: ${name} holds ${buffer.size} bytes, M=${M} K=${K} needs ${bytes}`);
+      }
+      const groups = K / BLOCK;
+      const params = device.createBuffer({ label: `${label}.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      device.queue.writeBuffer(params, 0, new Uint32Array([M, K, groups, 0]));
+      const bindGroup = device.createBindGroup({
+        label,
+        layout: kernel.bindGroupLayout,
+        entries: [params, x, codes, scales].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+      const [gx, gy] = workgroupGrid(Math.ceil((M * groups) / WORKGROUP_SIZE), device.limits.maxComputeWorkgroupsPerDimension);
+      return {
+        ...actQuantCost({ M, K }),
+        encode(pass) {
+          pass.setPipeline(kernel.pipeline);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(gx, gy);
+        },
+        destroy() {
+          params.destroy();
+        },
+      };
+    },
+  };
+}

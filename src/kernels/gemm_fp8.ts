@@ -1,0 +1,101 @@
+// GEMM for prefill (M rows of tokens, e.g. up to 512 per chunk): y = x W^T with W block-scaled
+// FP8, bf16 or f32, register-tiled. Shader: shaders/gemm_fp8.wgsl (+ fp8_e4m3.wgsl,
+// matmul_operands.wgsl); reference: gemm_fp8.ref.ts (matmulRef).
+
+import gemmSource from '../../shaders/gemm_fp8.wgsl?raw';
+import type { Gpu } from '../gpu/device.ts';
+import { ArgumentError } from '../errors.ts';
+import {
+  checkMatmulArgs,
+  checkOperandVariant,
+  MATMUL_NUMERICS,
+  matmulPipeline,
+  prepareMatmul,
+  WEIGHT_FORMATS,
+  type MatmulBuffers,
+  type MatmulNumerics,
+  type MatmulShape,
+  type PreparedCall,
+  type WeightFormat,
+} from './matmul_operands.ts';
+import type { PipelineCache } from './pipeline_cache.ts';
+
+export type { MatmulBuffers, MatmulShape, PreparedCall } from './matmul_operands.ts';
+
+/**
+ * thread_tile: each invocation a 4 x 4 tile of y straight from memory, no barrier (CPU adapters);
+ * workgroup_tile: 64 x 64 tiles staged in workgroup memory (GPUs).
+ */
+export const GEMM_STRATEGIES = ['thread_tile', 'workgroup_tile'] as const;
+export type GemmStrategy = (typeof GEMM_STRATEGIES)[number];
+
+export interface GemmVariant {
+  weights: WeightFormat;
+  numerics: MatmulNumerics;
+  strategy: GemmStrategy;
+}
+
+export interface GemmOptions {
+  gpu: Gpu;
+  cache: PipelineCache;
+  /** Default fp8. */
+  weights?: WeightFormat;
+  /** Default weight_only. */
+  numerics?: MatmulNumerics;
+  /** Default: thread_tile on a CPU adapter (adapter.isSoftware), else workgroup_tile. */
+  strategy?: GemmStrategy;
+  /** thread_tile only: invocations per workgroup, default 64 (workgroup_tile is fixed at 16 x 16). */
+  workgroupSize?: number;
+}
+
+export interface GemmArgs extends MatmulShape, MatmulBuffers {
+  label?: string;
+}
+
+export interface Gemm {
+  readonly variant: GemmVariant;
+  /** Check the arguments, write the params, build the bind group: once per plan, not per chunk. */
+  prepare(args: GemmArgs): PreparedCall;
+}
+
+const KERNEL = { name: 'gemm_fp8', source: gemmSource, axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMM_STRATEGIES } };
+const MICRO = 4; // y tile per invocation (MICRO x MICRO), both strategies
+const TILE = 64; // y tile per workgroup, workgroup_tile
+
+export function createGemm(options: GemmOptions): Gemm {
+  const { gpu, cache } = options;
+  const variant: GemmVariant = {
+    weights: options.weights ?? 'fp8',
+    numerics: options.numerics ?? 'weight_only',
+    strategy: options.strategy ?? (gpu.adapter.isSoftware ? 'thread_tile' : 'workgroup_tile'),
+  };
+  checkOperandVariant('gemm_fp8', variant);
+  const tiled = variant.strategy === 'workgroup_tile';
+  if (tiled && options.workgroupSize !== undefined) {
+    throw new ArgumentError('gemm_fp8: workgroup_tile has a fixed 16 x 16 workgroup; workgroupSize is for thread_tile');
+  }
+  const workgroupSize = options.workgroupSize ?? 64;
+  if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`gemm_fp8: workgroupSize ${workgroupSize} must be a positive integer`);
+  const pipeline = matmulPipeline(cache, KERNEL, variant, tiled ? {} : { WORKGROUP_SIZE: workgroupSize });
+
+  return {
+    variant,
+    prepare(args) {
+      const { M, N, K, label } = args;
+      checkMatmulArgs('gemm_fp8', gpu.device, variant, { M, N, K }, args);
+      const workgroups = tiled
+        ? Math.ceil(M / TILE) * Math.ceil(N / TILE)
+        : Math.ceil((Math.ceil(M / MICRO) * Math.ceil(N / MICRO)) / workgroupSize);
+      return prepareMatmul({
+        kernel: 'gemm_fp8',
+        device: gpu.device,
+        pipeline,
+        variant,
+        shape: { M, N, K },
+        buffers: args,
+        workgroups,
+        label,
+      });
+    },
+  };
+}

@@ -1,0 +1,123 @@
+// gemv_fp8 on the GPU (SwiftShader here) against matmulRef: every variant, M = 1 .. 4, shapes whose
+// N and K are multiples of neither 4 nor 128, outputs poisoned with NaN, and the official
+// fp8_gemm cases of the dsv3-tiny-official fixture.
+// Bounds: ‖y − ref‖/‖ref‖ < 1e-5 for f32 accumulation against the f64 reference; w8a8 against the
+// official fp8_gemm (same products, another summation order) < 2e-6.
+
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Gpu } from '../gpu/device.ts';
+import { rng, randn, testGpu, testSeed } from '../gpu/testing.ts';
+import { ArgumentError } from '../errors.ts';
+import { actQuantRef } from './act_quant.ref.ts';
+import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
+import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
+import { createGemv, GEMV_STRATEGIES, type Gemv, type GemvOptions } from './gemv_fp8.ts';
+import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
+import { expectClose, fp8GemmCases, randomWeight, runMatmul } from './matmul_testing.ts';
+import { PipelineCache } from './pipeline_cache.ts';
+
+const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
+  { weights: 'fp8', numerics: 'weight_only' },
+  { weights: 'fp8', numerics: 'w8a8' },
+  { weights: 'bf16', numerics: 'weight_only' },
+  { weights: 'f32', numerics: 'weight_only' },
+];
+
+// K % 4 = 0, 3, 2, 1; N not a multiple of 4 or 128. w8a8 needs K % 128 == 0.
+const SHAPES = { weight_only: [[150, 200], [129, 203], [37, 130], [6, 5]], w8a8: [[150, 256], [129, 128]] } as const;
+
+let gpu: Gpu;
+let cache: PipelineCache;
+beforeAll(async () => {
+  gpu = await testGpu();
+  cache = new PipelineCache(gpu.device);
+});
+
+const gemv = (options: Omit<GemvOptions, 'gpu' | 'cache'>): Gemv => createGemv({ gpu, cache, ...options });
+
+function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: number): RefActivations {
+  return numerics === 'w8a8' ? { numerics, ...actQuantRef(x, M, K) } : { numerics, x };
+}
+
+describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
+  it.each(OPERANDS)('$weights weights, $numerics: M = 1..4 on odd shapes', async ({ weights, numerics }) => {
+    const seed = testSeed(`gemv ${strategy} ${weights} ${numerics}`);
+    const next = rng(seed);
+    const kernel = gemv({ weights, numerics, strategy });
+    for (const [N, K] of SHAPES[numerics]) {
+      const weight = randomWeight(weights, N, K, next);
+      for (let M = 1; M <= 4; M++) {
+        const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
+        expectClose(await runMatmul(gpu.device, kernel, args), matmulRef(args), 1e-5, `M=${M} N=${N} K=${K}`);
+      }
+    }
+  });
+
+  it('decodes every finite e4m3 code exactly, on rows that start inside a word', async () => {
+    // Row n holds code c_n at column n % 5 and +0 elsewhere; x = 1 and power-of-two scales make
+    // y[n] = e4m3(c_n) * S exact. K = 5 puts most rows off a 4-byte boundary.
+    const codes = Array.from({ length: 256 }, (_, c) => c).filter((c) => (c & 0x7f) !== 0x7f);
+    const N = codes.length;
+    const K = 5;
+    const bytes = new Uint8Array(N * K);
+    codes.forEach((c, n) => (bytes[n * K + (n % K)] = c));
+    const scale = Float32Array.from([2 ** -3, 2 ** 4]); // [ceil(254/128), 1]
+    const args = { M: 1, N, K, weight: { format: 'fp8' as const, bytes, scale }, activations: { numerics: 'weight_only' as const, x: new Float32Array(K).fill(1) } };
+    const y = await runMatmul(gpu.device, gemv({ strategy }), args);
+    codes.forEach((c, n) => {
+      const want = E4M3_VALUES[c] * scale[n >> 7];
+      expect(y[n] === want, `code 0x${c.toString(16)}: got ${y[n]}, want ${want}`).toBe(true); // -0 sums to +0
+    });
+  });
+
+  it('reproduces the official fp8_gemm cases (w8a8) and the f32 dequantised Linear (weight_only)', async () => {
+    const fp8 = gemv({ strategy, numerics: 'w8a8' });
+    const f32 = gemv({ strategy, numerics: 'weight_only' });
+    for (const c of fp8GemmCases()) {
+      // the fixture has M = 5 rows: w8a8 on rows 0..3, weight_only on row 4
+      const rows = <T extends Float32Array | Uint8Array>(a: T, first: number, M: number, width: number) =>
+        a.subarray(first * width, (first + M) * width) as T;
+      const kb = c.K / 128;
+      const w8a8 = { numerics: 'w8a8' as const, codes: rows(c.codes, 0, 4, c.K), scales: rows(c.scales, 0, 4, kb) };
+      const yFp8 = await runMatmul(gpu.device, fp8, { M: 4, N: c.N, K: c.K, weight: c.weight, activations: w8a8 });
+      expectClose(yFp8, rows(c.y_fp8, 0, 4, c.N), 2e-6, `${c.hf_weight} w8a8 rows 0..3`);
+      const weightOnly = { numerics: 'weight_only' as const, x: rows(c.x, 4, 1, c.K) };
+      const yF32 = await runMatmul(gpu.device, f32, { M: 1, N: c.N, K: c.K, weight: c.weight, activations: weightOnly });
+      expectClose(yF32, rows(c.y_dequant_f32, 4, 1, c.N), 1e-5, `${c.hf_weight} weight_only row 4`);
+    }
+  });
+});
+
+describe('gemv_fp8 dispatch', () => {
+  it('spreads more workgroups than one dimension allows over two (lm_head has N = 129280 rows)', async () => {
+    // one invocation per workgroup makes N workgroups, past maxComputeWorkgroupsPerDimension
+    const N = gpu.device.limits.maxComputeWorkgroupsPerDimension + 100;
+    const K = 3;
+    const seed = testSeed('gemv 2D dispatch');
+    const next = rng(seed);
+    const args = { M: 2, N, K, weight: randomWeight('bf16', N, K, next), activations: { numerics: 'weight_only' as const, x: randn(next, 2 * K) } };
+    const y = await runMatmul(gpu.device, gemv({ weights: 'bf16', strategy: 'thread_per_row', workgroupSize: 1 }), args);
+    expectClose(y, matmulRef(args), 1e-5, `N=${N}`);
+  });
+});
+
+describe('gemv_fp8 arguments', () => {
+  it('refuses what it cannot compute with typed errors', async () => {
+    const device = gpu.device;
+    const buffer = (bytes: number) => device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
+    const [x, weight, scale, y] = [buffer(4 * 5 * 256), buffer(300 * 256), buffer(3 * 2 * 4), buffer(4 * 5 * 300)];
+    const ok = { N: 300, K: 256, x, weight, weight_scale_inv: scale, y };
+    expect(() => gemv({ weights: 'bf16', numerics: 'w8a8' })).toThrow(/w8a8 quantises activations for FP8 weights only/);
+    expect(() => gemv({ strategy: 'workgroup_per_row', workgroupSize: 96 })).toThrow(/power of two/);
+    const fp8 = gemv({ strategy: 'thread_per_row' });
+    expect(() => fp8.prepare({ ...ok, M: 5 })).toThrow(/at most 4; use gemm_fp8/);
+    expect(() => fp8.prepare({ ...ok, M: 1, weight_scale_inv: undefined })).toThrow(/weight_scale_inv is required/);
+    expect(() => fp8.prepare({ ...ok, M: 1, N: 301 })).toThrow(/weight holds 76800 bytes, M=1 N=301 K=256 needs 77056/);
+    expect(() => fp8.prepare({ ...ok, M: 0 })).toThrow(ArgumentError);
+    const w8a8 = gemv({ strategy: 'thread_per_row', numerics: 'w8a8' });
+    expect(() => w8a8.prepare({ ...ok, M: 1, K: 200, x_scale: scale })).toThrow(/K to be a multiple of 128 .* got K=200/);
+    expect(() => w8a8.prepare({ ...ok, M: 1 })).toThrow(/x_scale is required/);
+    expect(() => gemv({ weights: 'f32' }).prepare({ ...ok, M: 1 })).toThrow(/weight_scale_inv is not used by f32 weights/);
+    for (const b of [x, weight, scale, y]) b.destroy();
+  });
+});

@@ -1,0 +1,364 @@
+// The routed experts of a MoE layer, and the plain SwiGLU MLP (dense layers, shared experts), on
+// block-scaled FP8 weights: pipelines, params, bind groups, dispatches, bytes/FLOPs.
+// Shaders: moe_experts_gate_up.wgsl, moe_experts_down.wgsl, moe_combine.wgsl (+ moe_group.wgsl via
+// moe_group.ts); reference: moe_experts.ref.ts. Expert ids and weights come from moe_route's GPU
+// buffers: nothing is read back.
+//
+//   decode  (T <= 4)  gate_up over the T * topk (token, expert) pairs -> h; down sums the pairs of
+//                     each token, weighted, into out. Two dispatches.
+//   grouped (prefill) moe_group sorts the pairs by expert; gate_up and down run over each expert's
+//                     rows so its weights are read once per 4 rows -> y per pair; moe_combine
+//                     weighs and adds each token's pairs. Four dispatches.
+//   MLP               a dense MLP or the merged shared experts: the grouped kernels on a one-expert
+//                     stack with every token its row (weight 1, no combine).
+// One strategy for now: one invocation per output column, no barrier (chosen for CPU adapters;
+// a tiled GPU variant is future work).
+
+import commonSource from '../../shaders/moe_experts_common.wgsl?raw';
+import combineSource from '../../shaders/moe_combine.wgsl?raw';
+import downSource from '../../shaders/moe_experts_down.wgsl?raw';
+import gateUpSource from '../../shaders/moe_experts_gate_up.wgsl?raw';
+import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
+import { ArgumentError, GpuLimitError } from '../errors.ts';
+import { align4 } from '../gpu/buffers.ts';
+import { workgroupGrid } from '../gpu/dispatch.ts';
+import { prepareMoeGroup } from './moe_group.ts';
+import type { CachedPipeline, PipelineCache } from './pipeline_cache.ts';
+import { composeShader, type WgslSource } from './shader_compose.ts';
+
+export const MOE_PATHS = ['decode', 'grouped'] as const;
+export type MoePath = (typeof MOE_PATHS)[number];
+
+/** The most tokens the decode path takes by default (the current token plus MTP drafts). */
+export const MOE_DECODE_MAX_TOKENS = 4;
+
+const BLOCK = 128;
+const ROWS_PER_TILE = 4; // rows of one expert per invocation in the grouped kernels (a vec4)
+const SNIPPETS: readonly WgslSource[] = [
+  { name: 'fp8_e4m3.wgsl', code: fp8Source },
+  { name: 'moe_experts_common.wgsl', code: commonSource },
+];
+
+/** One FP8 projection: for routed experts the stacked buffers of src/model/placement.ts. */
+export interface FP8Projection {
+  /** e4m3 bytes; expert e's [rows, cols] at byte e * align4(rows * cols). */
+  weight: GPUBuffer;
+  /** f32; expert e's [ceil(rows/128), ceil(cols/128)] at element e * ceil(rows/128) * ceil(cols/128). */
+  weight_scale_inv: GPUBuffer;
+}
+
+export interface MlpWeights {
+  /** [moe_intermediate_size, hidden_size] per expert. */
+  gate_proj: FP8Projection;
+  /** [moe_intermediate_size, hidden_size] per expert. */
+  up_proj: FP8Projection;
+  /** [hidden_size, moe_intermediate_size] per expert. */
+  down_proj: FP8Projection;
+}
+
+export interface MoeExpertsShape {
+  tokens: number;
+  hidden_size: number;
+  moe_intermediate_size: number;
+  n_routed_experts: number;
+  num_experts_per_tok: number;
+}
+
+export interface MoeExpertsArgs extends MoeExpertsShape {
+  /** Default: decode for tokens <= MOE_DECODE_MAX_TOKENS, else grouped. */
+  path?: MoePath;
+  /** [tokens, hidden_size] f32 (after post_attention_layernorm). */
+  x: GPUBuffer;
+  /** [tokens, num_experts_per_tok] u32 from moe_route. */
+  topkIds: GPUBuffer;
+  /** [tokens, num_experts_per_tok] f32 from moe_route. */
+  topkWeights: GPUBuffer;
+  weights: MlpWeights;
+  /** Work buffers, sized by moeExpertsScratchBytes (shared by the layers of a plan). */
+  scratch: MoeExpertsScratch;
+  /** [tokens, hidden_size] f32, written: sum over k of topk_weights * Expert(x). */
+  out: GPUBuffer;
+  label?: string;
+}
+
+export interface MoeExpertsScratch {
+  /** [tokens * topk, moe_intermediate_size] f32. */
+  h: GPUBuffer;
+  /** grouped: [tokens * topk, hidden_size] f32, each pair's expert output. */
+  y?: GPUBuffer;
+  /** grouped: [n_routed_experts + 1] u32. */
+  expertOffsets?: GPUBuffer;
+  /** grouped: [tokens * topk] u32. */
+  sortedPairs?: GPUBuffer;
+}
+
+export interface MlpArgs {
+  tokens: number;
+  hidden_size: number;
+  /** intermediate_size (dense), or n_shared_experts * moe_intermediate_size (shared experts). */
+  intermediate_size: number;
+  x: GPUBuffer;
+  weights: MlpWeights;
+  /** [tokens, intermediate_size] f32 work buffer. */
+  h: GPUBuffer;
+  /** [tokens, hidden_size] f32, written. */
+  out: GPUBuffer;
+  label?: string;
+}
+
+export interface PreparedMoeCall {
+  readonly bytes: number;
+  readonly flops: number;
+  /** Record the dispatches, in order, into a compute pass. */
+  encode(pass: GPUComputePassEncoder): void;
+  destroy(): void;
+}
+
+/** Byte sizes of the scratch buffers of a path (0: not used). */
+export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath): Required<Record<keyof MoeExpertsScratch, number>> {
+  const pairs = shape.tokens * shape.num_experts_per_tok;
+  const grouped = path === 'grouped';
+  return {
+    h: 4 * pairs * shape.moe_intermediate_size,
+    y: grouped ? 4 * pairs * shape.hidden_size : 0,
+    expertOffsets: grouped ? 4 * (shape.n_routed_experts + 1) : 0,
+    sortedPairs: grouped ? 4 * pairs : 0,
+  };
+}
+
+/**
+ * Bytes and FLOPs for the benchmark. Weights: each pair reads its expert's (decode: exact when a
+ * token's experts are distinct and T = 1), or each of min(E, pairs) experts once (grouped, an
+ * upper bound); plus x, routing, h (and y) written and read, out written.
+ */
+export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath): { bytes: number; flops: number } {
+  const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = shape;
+  const pairs = T * K;
+  const expertBytes = 3 * I * d + 4 * 3 * Math.ceil(I / BLOCK) * Math.ceil(d / BLOCK);
+  const reads = path === 'decode' ? pairs : Math.min(E, pairs);
+  const activations = 4 * (2 * T * d + 2 * pairs + 2 * pairs * I) + (path === 'grouped' ? 4 * (2 * pairs * d + E + 1 + 2 * pairs) : 0);
+  return { bytes: reads * expertBytes + activations, flops: 2 * 3 * pairs * I * d + 2 * pairs * d };
+}
+
+export interface MoeExpertsOptions {
+  device: GPUDevice;
+  cache: PipelineCache;
+  /** Invocations per workgroup (each one output column); default 64. */
+  workgroupSize?: number;
+}
+
+export interface MoeExperts {
+  readonly workgroupSize: number;
+  /** The routed experts of one layer for one step: check, write params, build bind groups once. */
+  prepare(args: MoeExpertsArgs): PreparedMoeCall;
+  /** A plain SwiGLU MLP: the dense layers' mlp, or the shared experts. */
+  prepareMlp(args: MlpArgs): PreparedMoeCall;
+}
+
+/** One recorded step of a call: a dispatch, or the grouping kernel. */
+interface Step {
+  encode(pass: GPUComputePassEncoder): void;
+}
+
+const entries = (types: GPUBufferBindingType[]): GPUBindGroupLayoutEntry[] =>
+  types.map((type, binding) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } }));
+
+export function createMoeExperts({ device, cache, workgroupSize = 64 }: MoeExpertsOptions): MoeExperts {
+  if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`moe_experts: workgroupSize must be a positive integer, got ${workgroupSize}`);
+  const constants = { WORKGROUP_SIZE: workgroupSize };
+  const axes = { path: MOE_PATHS };
+  const ro = 'read-only-storage' as const;
+  const layouts = {
+    gate_up: entries(['uniform', ro, ro, ro, ro, ro, 'storage', ro, ro]),
+    down: entries(['uniform', ro, ro, ro, 'storage', ro, ro]),
+  };
+  const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath) =>
+    cache.get({ kernel: `moe_experts_${kind}`, variant: { path }, constants }, () => ({
+      code: composeShader({ kernel: { name: `moe_experts_${kind}.wgsl`, code: kind === 'gate_up' ? gateUpSource : downSource }, snippets: SNIPPETS, axes, variant: { path } }),
+      // the decode gate_up has no binding 8
+      entries: kind === 'gate_up' && path === 'decode' ? layouts.gate_up.slice(0, 8) : layouts[kind],
+    }));
+  const combinePipeline = () =>
+    cache.get({ kernel: 'moe_combine', variant: {}, constants }, () => ({ code: combineSource, entries: entries(['uniform', ro, ro, 'storage']) }));
+
+  const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
+  const maxBinding = device.limits.maxStorageBufferBindingSize;
+  const tiles = (columns: number) => Math.ceil(columns / workgroupSize);
+
+  /** Throws unless each buffer holds its bytes and fits one binding. */
+  function checkBuffers(label: string, need: Record<string, [GPUBuffer | undefined, number]>): void {
+    for (const [name, [buffer, bytes]] of Object.entries(need)) {
+      if (!buffer) throw new ArgumentError(`${label}: ${name} is required`);
+      if (buffer.size < bytes) throw new ArgumentError(`${label}: ${name} is ${buffer.size} bytes, needs ${bytes}`);
+      if (bytes > maxBinding) {
+        throw new GpuLimitError(`${label}: ${name} needs a ${bytes}-byte binding, over this GPU's maxStorageBufferBindingSize (${maxBinding})`);
+      }
+    }
+  }
+
+  /** The bytes of each projection's stacked weight and scales, for E experts. */
+  function weightNeeds(weights: MlpWeights, E: number, d: number, I: number): Record<string, [GPUBuffer, number]> {
+    const need: Record<string, [GPUBuffer, number]> = {};
+    for (const [name, rows, cols] of [['gate_proj', I, d], ['up_proj', I, d], ['down_proj', d, I]] as const) {
+      need[`${name}.weight`] = [weights[name].weight, E * align4(rows * cols)];
+      need[`${name}.weight_scale_inv`] = [weights[name].weight_scale_inv, 4 * E * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)];
+    }
+    return need;
+  }
+
+  /** The ExpertParams uniform of moe_experts_common.wgsl for a linear [n, k]. */
+  function expertParams(label: string, s: { T: number; K: number; E: number; n: number; k: number }, owned: GPUBuffer[]): GPUBuffer {
+    const kBlocks = Math.ceil(s.k / BLOCK);
+    const buffer = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(buffer, 0, new Uint32Array([s.T, s.K, s.E, s.n, s.k, kBlocks, align4(s.n * s.k) / 4, Math.ceil(s.n / BLOCK) * kBlocks]));
+    owned.push(buffer);
+    return buffer;
+  }
+
+  /** A dispatch of `kernel` with `buffers` bound to bindings 0, 1, ... in order. */
+  function bind(label: string, kernel: CachedPipeline, buffers: GPUBuffer[], grid: [number, number, number]): Step {
+    const bindGroup = device.createBindGroup({ label, layout: kernel.bindGroupLayout, entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+    return {
+      encode(pass) {
+        pass.setPipeline(kernel.pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(...grid);
+      },
+    };
+  }
+
+  function call(steps: Step[], cost: { bytes: number; flops: number }, owned: { destroy(): void }[]): PreparedMoeCall {
+    return {
+      ...cost,
+      encode(pass) {
+        for (const step of steps) step.encode(pass);
+      },
+      destroy() {
+        for (const b of owned) b.destroy();
+      },
+    };
+  }
+
+  /** gate_up and down over sorted rows: the grouped path's middle, shared with the MLP. */
+  function groupedDispatches(
+    label: string,
+    s: { T: number; K: number; E: number; d: number; I: number },
+    b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; y: GPUBuffer; offsets: GPUBuffer; sorted: GPUBuffer },
+    owned: GPUBuffer[],
+  ): Step[] {
+    const { weights: w } = b;
+    // Slices of an expert's row tiles run in parallel: enough for an average expert's rows.
+    const slices = Math.min(maxDim, Math.max(1, Math.ceil((s.T * s.K) / (s.E * ROWS_PER_TILE))));
+    const gateUpParams = expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned);
+    const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned);
+    return [
+      bind(`${label}.gate_up`, expertPipeline('gate_up', 'grouped'),
+        [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
+        [tiles(s.I), s.E, slices]),
+      bind(`${label}.down`, expertPipeline('down', 'grouped'),
+        [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
+        [tiles(s.d), s.E, slices]),
+    ];
+  }
+
+  function checkGrid(label: string, counts: Record<string, number>): void {
+    for (const [name, count] of Object.entries(counts)) {
+      if (count > maxDim) throw new GpuLimitError(`${label}: ${name} = ${count} workgroups exceed this GPU's maxComputeWorkgroupsPerDimension (${maxDim})`);
+    }
+  }
+
+  return {
+    workgroupSize,
+    prepare(args) {
+      const label = args.label ?? 'moe_experts';
+      const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = args;
+      for (const [name, v] of Object.entries({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K })) {
+        if (!Number.isInteger(v) || v < 1) throw new ArgumentError(`${label}: ${name} must be a positive integer, got ${v}`);
+      }
+      const path = args.path ?? (T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped');
+      const scratchBytes = moeExpertsScratchBytes(args, path);
+      const { scratch } = args;
+      checkBuffers(label, {
+        x: [args.x, 4 * T * d],
+        topkIds: [args.topkIds, 4 * T * K],
+        topkWeights: [args.topkWeights, 4 * T * K],
+        out: [args.out, 4 * T * d],
+        'scratch.h': [scratch.h, scratchBytes.h],
+        ...weightNeeds(args.weights, E, d, I),
+        ...(path === 'grouped'
+          ? { 'scratch.y': [scratch.y, scratchBytes.y], 'scratch.expertOffsets': [scratch.expertOffsets, scratchBytes.expertOffsets], 'scratch.sortedPairs': [scratch.sortedPairs, scratchBytes.sortedPairs] }
+          : {}),
+      });
+      checkGrid(label, { 'hidden_size tiles': tiles(d), 'moe_intermediate_size tiles': tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { n_routed_experts: E }) });
+      const owned: GPUBuffer[] = [];
+      const w = args.weights;
+      const cost = moeExpertsCost(args, path);
+      const s = { T, K, E, d, I };
+      if (path === 'decode') {
+        return call([
+          bind(`${label}.gate_up`, expertPipeline('gate_up', 'decode'),
+            [expertParams(`${label}.gate_up`, { ...s, n: I, k: d }, owned), args.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, scratch.h, args.topkIds],
+            [tiles(I), T * K, 1]),
+          bind(`${label}.down`, expertPipeline('down', 'decode'),
+            [expertParams(`${label}.down`, { ...s, n: d, k: I }, owned), scratch.h, w.down_proj.weight, w.down_proj.weight_scale_inv, args.out, args.topkIds, args.topkWeights],
+            [tiles(d), T, 1]),
+        ], cost, owned);
+      }
+      const offsets = scratch.expertOffsets!;
+      const sorted = scratch.sortedPairs!;
+      const y = scratch.y!;
+      const group = prepareMoeGroup(device, cache, { pairs: T * K, experts: E, topkIds: args.topkIds, expertOffsets: offsets, sortedPairs: sorted, label: `${label}.group` });
+      const combineParams = device.createBuffer({ label: `${label}.combine.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      device.queue.writeBuffer(combineParams, 0, new Uint32Array([T, K, d, 0]));
+      owned.push(combineParams);
+      const [gx, gy] = workgroupGrid(Math.ceil((T * d) / workgroupSize), maxDim);
+      const steps = [
+        group,
+        ...groupedDispatches(label, s, { x: args.x, weights: w, h: scratch.h, y, offsets, sorted }, owned),
+        bind(`${label}.combine`, combinePipeline(), [combineParams, y, args.topkWeights, args.out], [gx, gy, 1]),
+      ];
+      return call(steps, cost, [...owned, group]);
+    },
+
+    prepareMlp(args) {
+      const label = args.label ?? 'mlp';
+      const { tokens: T, hidden_size: d, intermediate_size: I } = args;
+      for (const [name, v] of Object.entries({ tokens: T, hidden_size: d, intermediate_size: I })) {
+        if (!Number.isInteger(v) || v < 1) throw new ArgumentError(`${label}: ${name} must be a positive integer, got ${v}`);
+      }
+      checkBuffers(label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...weightNeeds(args.weights, 1, d, I) });
+      checkGrid(label, { 'hidden_size tiles': tiles(d), 'intermediate_size tiles': tiles(I) });
+      // One expert whose rows are all tokens in order: a constant grouping, written once here.
+      const owned: GPUBuffer[] = [];
+      const constant = (data: Uint32Array<ArrayBuffer>, name: string) => {
+        const buffer = device.createBuffer({ label: `${label}.${name}`, size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+        device.queue.writeBuffer(buffer, 0, data);
+        owned.push(buffer);
+        return buffer;
+      };
+      const offsets = constant(new Uint32Array([0, T]), 'expert_offsets');
+      const sorted = constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs');
+      const s = { T, K: 1, E: 1, d, I };
+      const dispatches = groupedDispatches(label, s, { x: args.x, weights: args.weights, h: args.h, y: args.out, offsets, sorted }, owned);
+      const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode');
+      return call(dispatches, cost, owned);
+    },
+  };
+}
+
+/** Allocates the scratch buffers of a path for a shape (the model shares one set across layers). */
+export function createMoeExpertsScratch(device: GPUDevice, shape: MoeExpertsShape, path: MoePath, label = 'moe_experts'): MoeExpertsScratch & { destroy(): void } {
+  const bytes = moeExpertsScratchBytes(shape, path);
+  const make = (name: string, size: number) =>
+    size > 0 ? device.createBuffer({ label: `${label}.${name}`, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST }) : undefined;
+  const h = make('h', bytes.h)!;
+  const y = make('y', bytes.y);
+  const expertOffsets = make('expert_offsets', bytes.expertOffsets);
+  const sortedPairs = make('sorted_pairs', bytes.sortedPairs);
+  return {
+    h, y, expertOffsets, sortedPairs,
+    destroy() {
+      for (const b of [h, y, expertOffsets, sortedPairs]) b?.destroy();
+    },
+  };
+}

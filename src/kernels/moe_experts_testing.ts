@@ -1,0 +1,71 @@
+// Test support for the expert kernels (moe_experts, moe_group): random routings shaped like the
+// router's, and random stacked FP8 expert weights laid out as src/model/placement.ts places them.
+
+import { align4, uploadBuffer } from '../gpu/buffers.ts';
+import { randomWeight } from '../testing/random_weights.ts';
+import type { ExpertWeights, StackedExpertWeight } from './moe_experts.ref.ts';
+import type { FP8Projection, MlpWeights } from './moe_experts.ts';
+
+/**
+ * Each token's topk distinct experts in random order (as the router makes them): `hot` is chosen
+ * by every token, the `cold` experts by none.
+ */
+export function randomRouting(next: () => number, tokens: number, topk: number, experts: number, hot = 2, cold = [0, experts - 1]): Uint32Array {
+  const allowed = Array.from({ length: experts }, (_, e) => e).filter((e) => e !== hot && !cold.includes(e));
+  if (allowed.length < topk - 1) throw new RangeError(`randomRouting: ${experts} experts leave too few to choose ${topk}`);
+  const ids = new Uint32Array(tokens * topk);
+  for (let t = 0; t < tokens; t++) {
+    const pool = allowed.slice();
+    const picks = [hot];
+    while (picks.length < topk) picks.push(pool.splice(Math.floor(next() * pool.length), 1)[0]);
+    for (let k = topk - 1; k > 0; k--) {
+      const j = Math.floor(next() * (k + 1));
+      [picks[k], picks[j]] = [picks[j], picks[k]];
+    }
+    ids.set(picks, t * topk);
+  }
+  return ids;
+}
+
+/**
+ * E experts' random [rows, cols] FP8 weights (all finite codes, random block scales), stacked. The
+ * padding bytes between slots hold the NaN code 0x7F: a kernel that reads them as weights shows.
+ */
+export function randomStack(next: () => number, experts: number, rows: number, cols: number): StackedExpertWeight {
+  const slot = align4(rows * cols);
+  const bytes = new Uint8Array(experts * slot).fill(0x7f);
+  const scales: Float32Array[] = [];
+  for (let e = 0; e < experts; e++) {
+    const w = randomWeight('fp8', rows, cols, next);
+    bytes.set(w.bytes, e * slot);
+    scales.push(w.scale!);
+  }
+  const scale = new Float32Array(scales.reduce((n, s) => n + s.length, 0));
+  scales.forEach((s, e) => scale.set(s, e * s.length));
+  return { bytes, scale };
+}
+
+export function randomExperts(next: () => number, experts: number, hidden: number, inter: number): ExpertWeights {
+  return {
+    gate_proj: randomStack(next, experts, inter, hidden),
+    up_proj: randomStack(next, experts, inter, hidden),
+    down_proj: randomStack(next, experts, hidden, inter),
+  };
+}
+
+export function uploadExperts(device: GPUDevice, w: ExpertWeights): MlpWeights & { destroy(): void } {
+  const up = (name: string, s: StackedExpertWeight): FP8Projection => ({
+    weight: uploadBuffer(device, s.bytes, `${name}.weight`),
+    weight_scale_inv: uploadBuffer(device, s.scale, `${name}.weight_scale_inv`),
+  });
+  const gpu = { gate_proj: up('gate_proj', w.gate_proj), up_proj: up('up_proj', w.up_proj), down_proj: up('down_proj', w.down_proj) };
+  return {
+    ...gpu,
+    destroy() {
+      for (const p of Object.values(gpu)) {
+        p.weight.destroy();
+        p.weight_scale_inv.destroy();
+      }
+    },
+  };
+}

@@ -1,0 +1,62 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Gpu } from '../gpu/device.ts';
+import { testGpu } from '../gpu/testing.ts';
+import { createGemm } from './gemm_fp8.ts';
+import { createGemv } from './gemv_fp8.ts';
+import { PipelineCache, pipelineKeyString, type PipelineRecipe } from './pipeline_cache.ts';
+
+let gpu: Gpu;
+beforeAll(async () => {
+  gpu = await testGpu();
+});
+
+// A function: GPUShaderStage exists once Dawn is loaded.
+const recipeOf = (): PipelineRecipe => ({
+  code: `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+override SIZE: u32 = 1u;
+@compute @workgroup_size(SIZE) fn main(@builtin(local_invocation_index) i: u32) { out[i] = i; }`,
+  entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } }],
+});
+
+describe('PipelineCache', () => {
+  it('keys on kernel, variant and constants, whatever their order', () => {
+    const a = pipelineKeyString({ kernel: 'k', variant: { weights: 'fp8', strategy: 'row' }, constants: { A: 1, B: 2 } });
+    const b = pipelineKeyString({ kernel: 'k', variant: { strategy: 'row', weights: 'fp8' }, constants: { B: 2, A: 1 } });
+    expect(a).toBe(b);
+    expect(a).toBe('k[strategy=row,weights=fp8]{A=1,B=2}');
+    expect(pipelineKeyString({ kernel: 'k', variant: { weights: 'bf16', strategy: 'row' }, constants: { A: 1, B: 2 } })).not.toBe(a);
+  });
+
+  it('builds a pipeline once per key and calls the recipe only then', () => {
+    const cache = new PipelineCache(gpu.device);
+    let built = 0;
+    const recipe = () => (built++, recipeOf());
+    const first = cache.get({ kernel: 'test', variant: {}, constants: { SIZE: 4 } }, recipe);
+    const again = cache.get({ kernel: 'test', variant: {}, constants: { SIZE: 4 } }, recipe);
+    const other = cache.get({ kernel: 'test', variant: {}, constants: { SIZE: 8 } }, recipe);
+    expect(again).toBe(first);
+    expect(other.pipeline).not.toBe(first.pipeline);
+    expect(built).toBe(2);
+    expect(cache.size).toBe(2);
+  });
+
+  it('serves every shape of a kernel from one pipeline (shapes travel in uniforms)', () => {
+    const cache = new PipelineCache(gpu.device);
+    const { device } = gpu;
+    const buffer = (size: number) => device.createBuffer({ size, usage: GPUBufferUsage.STORAGE });
+    const x = buffer(4 * 130 * 256);
+    const weight = buffer(300 * 256);
+    const scale = buffer(4 * 3 * 2);
+    const y = buffer(4 * 130 * 300);
+    const gemm = createGemm({ gpu, cache, strategy: 'thread_tile' });
+    for (const [M, N, K] of [[130, 300, 256], [7, 5, 3], [1, 129, 129]]) gemm.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
+    expect(cache.size).toBe(1);
+    createGemm({ gpu, cache, strategy: 'thread_tile' }); // another instance of the same variant
+    expect(cache.size).toBe(1);
+    // gemv: one pipeline per row capacity (1, 2 or 4 rows of x), whatever N and K
+    const gemv = createGemv({ gpu, cache, strategy: 'thread_per_row' });
+    for (const [M, N, K] of [[1, 300, 256], [1, 17, 5], [2, 300, 256], [3, 300, 256], [4, 9, 9]]) gemv.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
+    expect(cache.size).toBe(1 + 3);
+    for (const b of [x, weight, scale, y]) b.destroy();
+  });
+});

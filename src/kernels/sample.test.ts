@@ -1,0 +1,199 @@
+// The sampling kernel on the GPU (SwiftShader here) against the sorting reference: argmax exactly
+// (ties included), sampled ids equal to the reference's for the same (seed, step, row) over many
+// draws and settings, and the frequencies of 4000 draws against the kept distribution.
+// Exact id equality is sound because the logits are well separated: the GPU's f32 masses differ
+// from the f64 reference by ~1e-7 relative, so a uniform or a top-p target landing that close
+// to a boundary is ~1e-6 likely per draw.
+
+import { describe, expect, it } from 'vitest';
+import { ArgumentError } from '../errors.ts';
+import { readU32, uploadBuffer } from '../gpu/buffers.ts';
+import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
+import { createSamplePipeline, prepareSample, sampleCost, type SamplePipeline, type SamplingParams } from './sample.ts';
+import { keptDistribution, pcgHash, sampleRef, sampleUniform } from './sample.ref.ts';
+
+const POISON = 0xdeadbeef;
+const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0, step: 0 };
+
+const pipelines = new Map<boolean, SamplePipeline>();
+async function pipelineFor(isSoftware: boolean): Promise<SamplePipeline> {
+  const { device } = await testGpu();
+  let p = pipelines.get(isSoftware);
+  if (!p) {
+    p = createSamplePipeline(device, { isSoftware });
+    pipelines.set(isSoftware, p);
+  }
+  return p;
+}
+
+/** Runs the kernel once per entry of `steps` (setSampling between), returns the ids of each. */
+async function runGpu(
+  logits: Float32Array,
+  rows: number,
+  vocab: number,
+  sampling: SamplingParams,
+  isSoftware: boolean,
+  steps: number[] = [sampling.step],
+): Promise<Uint32Array[]> {
+  const { device } = await testGpu();
+  const kernel = await pipelineFor(isSoftware);
+  const logitsBuf = uploadBuffer(device, logits, 'logits');
+  const idsBuf = uploadBuffer(device, new Uint32Array(rows).fill(POISON), 'ids');
+  device.pushErrorScope('validation');
+  const op = prepareSample(device, kernel, { rows, vocab, logits: logitsBuf, ids: idsBuf, sampling });
+  const out: Uint32Array[] = [];
+  for (const step of steps) {
+    op.setSampling({ ...sampling, step });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    op.encode(pass);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    out.push(await readU32(device, idsBuf, rows));
+    // Poison again, so that a run that writes nothing cannot pass on the previous ids.
+    device.queue.writeBuffer(idsBuf, 0, new Uint32Array(rows).fill(POISON));
+  }
+  expect((await device.popErrorScope())?.message).toBeUndefined();
+  op.destroy();
+  logitsBuf.destroy();
+  idsBuf.destroy();
+  return out;
+}
+
+function expectIds(got: Uint32Array, want: Uint32Array, what: string): void {
+  const bad = Array.from(want.keys()).filter((r) => got[r] !== want[r]);
+  const first = bad[0];
+  expect(bad.length, `${what}: ${bad.length} rows differ, first row ${first}: got ${got[first]} want ${want[first]}`).toBe(0);
+}
+
+/** Logits with the row maximum repeated at a few random places (argmax ties). */
+function logitsWithTies(next: () => number, rows: number, vocab: number): Float32Array {
+  const x = randn(next, rows * vocab, 2);
+  for (let r = 0; r < rows; r++) {
+    const row = x.subarray(r * vocab, (r + 1) * vocab);
+    const top = Math.max(...row.subarray(0, Math.min(vocab, 4096))) + 1;
+    for (let t = 0; t < 3; t++) row[Math.floor(next() * vocab)] = top;
+  }
+  return x;
+}
+
+describe('sample kernel', () => {
+  for (const isSoftware of [true, false]) {
+    const variant = isSoftware ? 'software tuning' : 'GPU tuning';
+
+    it(`argmax at temperature 0, ties to the lowest index (${variant})`, async () => {
+      const next = rng(testSeed(`sample argmax ${isSoftware}`));
+      for (const [rows, vocab] of [[1, 1], [2, 7], [3, 301], [4, 1000], [4, 129280]]) {
+        const logits = logitsWithTies(next, rows, vocab);
+        const [got] = await runGpu(logits, rows, vocab, GREEDY, isSoftware);
+        expectIds(got, sampleRef({ rows, vocab, logits, params: GREEDY }), `argmax ${rows}x${vocab}`);
+      }
+      // All -inf: the first token.
+      const [got] = await runGpu(new Float32Array(5).fill(-Infinity), 1, 5, GREEDY, isSoftware);
+      expect(got[0]).toBe(0);
+    });
+
+    it(`samples the reference's ids for the same seed and step (${variant})`, async () => {
+      const seed = testSeed(`sample ids ${isSoftware}`);
+      const next = rng(seed);
+      const settings: Partial<SamplingParams>[] = [
+        { temperature: 1, topK: 0, topP: 1 },
+        { temperature: 0.7, topK: 17, topP: 1 },
+        { temperature: 1.3, topK: 0, topP: 0.8 },
+        { temperature: 0.8, topK: 40, topP: 0.9 },
+        { temperature: 1, topK: 1, topP: 1 },
+        { temperature: 1, topK: 0, topP: 0 },
+      ];
+      for (const [i, s] of settings.entries()) {
+        for (const [rows, vocab] of [[1 + (i % 4), 301], [6, 1000], [3, 7]]) {
+          const sampling = { seed: (seed + i) >>> 0, step: 0, topK: 0, topP: 1, temperature: 1, ...s };
+          const logits = randn(next, rows * vocab, 3);
+          const steps = [0, 1000 + i];
+          const got = await runGpu(logits, rows, vocab, sampling, isSoftware, steps);
+          for (const [k, step] of steps.entries()) {
+            const want = sampleRef({ rows, vocab, logits, params: { ...sampling, step } });
+            expectIds(got[k], want, `${JSON.stringify(sampling)} step ${step} ${rows}x${vocab}`);
+          }
+        }
+      }
+    });
+
+    it(`keeps the lowest indices among logits tied at the top-k and top-p cuts (${variant})`, async () => {
+      const next = rng(testSeed(`sample ties ${isSoftware}`));
+      const rows = 8;
+      const vocab = 64;
+      // Logits from 9 levels: many exact ties at every cut.
+      const logits = Float32Array.from({ length: rows * vocab }, () => Math.floor(next() * 9) - 4);
+      for (const s of [{ topK: 10, topP: 1 }, { topK: 0, topP: 0.5 }, { topK: 13, topP: 0.7 }]) {
+        const sampling = { temperature: 1, seed: 7, step: 0, ...s };
+        const got = await runGpu(logits, rows, vocab, sampling, isSoftware, [0, 1]);
+        for (let step = 0; step < 2; step++) {
+          const want = sampleRef({ rows, vocab, logits, params: { ...sampling, step } });
+          expectIds(got[step], want, `ties ${JSON.stringify(s)} step ${step}`);
+        }
+      }
+    });
+  }
+
+  it('draws with the kept distribution (4000 draws, V = 7, T = 0.8, top-k 5, top-p 0.9)', async () => {
+    const vocab = 7;
+    const rows = 1000;
+    const row = Float32Array.from([0.3, 1.2, -0.5, 0.9, 1.5, -1.0, 0.1]);
+    const logits = new Float32Array(rows * vocab);
+    for (let r = 0; r < rows; r++) logits.set(row, r * vocab);
+    const sampling = { temperature: 0.8, topK: 5, topP: 0.9, seed: 12345, step: 0 };
+    const expected = keptDistribution(row, sampling);
+    // Top-k 5 drops tokens 5 and 2; top-p 0.9 then drops token 6 (the 5th), as computed by hand.
+    expect(Array.from(expected, (p) => p > 0)).toEqual([true, true, false, true, true, false, false]);
+    const draws = await runGpu(logits, rows, vocab, sampling, true, [0, 1, 2, 3]);
+    const freq = new Float64Array(vocab);
+    for (const ids of draws) for (const id of ids) freq[id] += 1 / (rows * draws.length);
+    const err = Math.max(...Array.from(freq, (f, j) => Math.abs(f - expected[j])));
+    expect(err, `freq ${Array.from(freq)} want ${Array.from(expected)}`).toBeLessThan(0.03);
+  });
+
+  it('samples a 129280-token row (timed, checked against the reference)', async () => {
+    const vocab = 129280;
+    const next = rng(testSeed('sample full vocab'));
+    const logits = randn(next, vocab, 3);
+    const sampling = { temperature: 0.8, topK: 50, topP: 0.9, seed: 99, step: 5 };
+    await runGpu(logits, 1, vocab, GREEDY, true); // compile and upload outside the timing
+    const t0 = performance.now();
+    const [got] = await runGpu(logits, 1, vocab, sampling, true);
+    console.log(`[time] sample 1x${vocab} top-k 50 top-p 0.9 (software variant): ${(performance.now() - t0).toFixed(0)} ms`);
+    expectIds(got, sampleRef({ rows: 1, vocab, logits, params: sampling }), 'full vocab');
+  });
+
+  it('hashes in u32 arithmetic like a BigInt PCG', () => {
+    const big = (v: number): number => {
+      const M = 0xffffffffn;
+      const state = (BigInt(v) * 747796405n + 2891336453n) & M;
+      const word = (((state >> ((state >> 28n) + 4n)) ^ state) * 277803737n) & M;
+      return Number((word >> 22n) ^ word);
+    };
+    for (const v of [0, 1, 12345, 0x7fffffff, 0x80000000, 0xffffffff]) expect(pcgHash(v)).toBe(big(v));
+    const u = sampleUniform(1, 2, 3);
+    expect(u).toBeGreaterThanOrEqual(0);
+    expect(u).toBeLessThan(1);
+    expect(sampleUniform(1, 3, 3)).not.toBe(u);
+  });
+
+  it('rejects bad settings and too-small buffers', async () => {
+    const { device } = await testGpu();
+    const kernel = await pipelineFor(true);
+    const b = uploadBuffer(device, new Float32Array(8), 'b');
+    const args = { rows: 2, vocab: 4, logits: b, ids: b, sampling: GREEDY };
+    expect(() => prepareSample(device, kernel, { ...args, sampling: { ...GREEDY, topP: 1.5 } })).toThrow(ArgumentError);
+    expect(() => prepareSample(device, kernel, { ...args, sampling: { ...GREEDY, temperature: -1 } })).toThrow(/temperature/);
+    expect(() => prepareSample(device, kernel, { ...args, sampling: { ...GREEDY, topK: 2.5 } })).toThrow(/top_k/);
+    expect(() => prepareSample(device, kernel, { ...args, rows: 3 })).toThrow(/needs 48/);
+    b.destroy();
+  });
+
+  it('counts bytes and FLOPs', () => {
+    expect(sampleCost({ rows: 2, vocab: 10, sampling: GREEDY, radixBits: 2 })).toEqual({ bytes: 4 * 20 + 8, flops: 20 });
+    const sampling = { temperature: 1, topK: 5, topP: 0.9, seed: 0, step: 0 };
+    // 1 max + 1 pick + 2 searches of 32 / 4 digit passes + 3 passes each
+    expect(sampleCost({ rows: 1, vocab: 10, sampling, radixBits: 4 })).toEqual({ bytes: 4 * 10 * 24 + 4, flops: 10 * (1 + 4 * 23) });
+  });
+});

@@ -1,0 +1,87 @@
+// Checkpoint tensors as f32 arrays for the CPU reference forward: FP8 Linear weights
+// dequantised with their block scales exactly as the official weight_dequant does
+// (W[i, j] = e4m3(Q[i, j]) * S[i/128, j/128], the product rounded to float32; DEEPSEEK_V3_MATH.md
+// section 3), BF16/F16/F32 decoded. Everything is read into memory: this is for small
+// checkpoints (tests, the fixture), not for the 671B model.
+
+import type { DeepseekV3Config } from '../../config.ts';
+import { CheckpointError } from '../../errors.ts';
+import type { Checkpoint } from '../../io/checkpoint_files.ts';
+import { shapeSize, type TensorInfo } from '../../io/safetensors.ts';
+import { dequantizeRef } from '../../kernels/gemm_fp8.ref.ts';
+import { assertTensors, expectedTensors, scaleInvName } from '../weights.ts';
+
+/** A checkpoint's tensors by their Hugging Face names, as f32 values (FP8 ones dequantised). */
+export interface ReferenceWeights {
+  /** The tensor's values in row-major order; a CheckpointError names a missing one. */
+  get(name: string): Float32Array;
+  has(name: string): boolean;
+  /** Names held (the `_scale_inv` block scales are folded into their weights, not listed). */
+  readonly names: readonly string[];
+}
+
+/**
+ * Read every tensor of `checkpoint` after checking the set against what `config` implies
+ * (names, shapes, dtypes: model/weights.ts), so a wrong file fails here with its names.
+ */
+export async function loadReferenceWeights(checkpoint: Checkpoint, config: DeepseekV3Config, signal?: AbortSignal): Promise<ReferenceWeights> {
+  const expected = expectedTensors(config);
+  assertTensors(expected, checkpoint.tensors, checkpoint.dir.description);
+  const values = new Map<string, Float32Array>();
+  for (const [name, want] of expected) {
+    if (want.kind === 'scale_inv') continue;
+    const info = checkpoint.tensors.get(name)!;
+    const bytes = await readTensorBytes(checkpoint, info, signal);
+    const [rows, cols] = info.shape.length === 2 ? info.shape : [1, shapeSize(info.shape)];
+    if (info.dtype === 'F8_E4M3') {
+      const scaleInfo = checkpoint.tensors.get(scaleInvName(name))!;
+      const scaleBytes = await readTensorBytes(checkpoint, scaleInfo, signal);
+      const scale = decodeF32(scaleBytes);
+      values.set(name, dequantizeRef({ format: 'fp8', bytes, scale }, rows, cols));
+    } else if (info.dtype === 'BF16') {
+      values.set(name, dequantizeRef({ format: 'bf16', bytes }, rows, cols));
+    } else if (info.dtype === 'F32') {
+      values.set(name, decodeF32(bytes));
+    } else if (info.dtype === 'F16') {
+      values.set(name, decodeF16(bytes));
+    } else {
+      throw new CheckpointError(`tensor "${name}" has dtype ${info.dtype}, which the reference forward cannot read`, info.file);
+    }
+  }
+  const where = checkpoint.dir.description;
+  return {
+    names: Object.freeze([...values.keys()]),
+    has: (name) => values.has(name),
+    get(name) {
+      const v = values.get(name);
+      if (!v) throw new CheckpointError(`tensor "${name}" is missing from the checkpoint in ${where}`);
+      return v;
+    },
+  };
+}
+
+async function readTensorBytes(checkpoint: Checkpoint, info: TensorInfo, signal?: AbortSignal): Promise<Uint8Array> {
+  const source = checkpoint.sources.get(info.file);
+  if (!source) throw new CheckpointError(`no open file for tensor "${info.name}"`, info.file);
+  return source.read(info.byteOffset, info.byteLength, signal);
+}
+
+/** Little-endian f32 values (copied: safetensors offsets need not be 4-byte aligned). */
+export function decodeF32(bytes: Uint8Array): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Float32Array.from({ length: bytes.byteLength / 4 }, (_, i) => view.getFloat32(4 * i, true));
+}
+
+/** Little-endian IEEE half values: sign, 5-bit exponent (bias 15), 10-bit mantissa. */
+export function decodeF16(bytes: Uint8Array): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Float32Array.from({ length: bytes.byteLength / 2 }, (_, i) => {
+    const h = view.getUint16(2 * i, true);
+    const sign = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 0) return sign * m * 2 ** -24;
+    if (e === 31) return m ? NaN : sign * Infinity;
+    return sign * (1 + m / 1024) * 2 ** (e - 15);
+  });
+}
