@@ -11,6 +11,7 @@ import { layerCases } from './layer_cases.ts';
 import { matmulCase } from './matmul_cases.ts';
 import { tfjsMatmulPeer, type MatmulPeer } from './peers.ts';
 import { timeComputePass } from './timing.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 export interface PreparedBench {
   call: { bytes: number; flops: number; encode(pass: GPUComputePassEncoder): void };
@@ -126,11 +127,7 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
     const prepared = await c.prepare(gpu, cache);
     try {
       const runOnce = async () => {
-        const encoder = gpu.device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
-        prepared.call.encode(pass);
-        pass.end();
-        gpu.device.queue.submit([encoder.finish()]);
+        submitPass(gpu.device, prepared.call);
         await gpu.device.queue.onSubmittedWorkDone();
       };
       const relError = await prepared.check(runOnce);

@@ -14,6 +14,7 @@ import { createGemm } from './gemm_fp8.ts';
 import { matmulRef } from './gemm_fp8.ref.ts';
 import { expectClose, fp8GemmCases, poisonedOutput } from './matmul_testing.ts';
 import { PipelineCache } from './pipeline_cache.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 let gpu: Gpu;
 let cache: PipelineCache;
@@ -29,11 +30,7 @@ async function actQuantGpu(x: Float32Array, M: number, K: number): Promise<ActQu
   const codes = uploadBuffer(device, new Uint32Array((M * K) / 4).fill(0xffffffff), 'codes'); // NaN codes: poison
   const scales = poisonedOutput(device, (M * K) / 128, 'scales');
   const call = createActQuant({ gpu, cache }).prepare({ M, K, x: xBuffer, codes, scales });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  call.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, call);
   const out = {
     codes: new Uint8Array((await readU32(device, codes, (M * K) / 4)).buffer),
     scales: await readF32(device, scales, (M * K) / 128),
@@ -103,12 +100,7 @@ describe('act_quant', () => {
     const y = poisonedOutput(device, c.M * c.N);
     const quant = createActQuant({ gpu, cache }).prepare({ M: c.M, K: c.K, x, codes, scales });
     const gemm = createGemm({ gpu, cache, numerics: 'w8a8' }).prepare({ M: c.M, N: c.N, K: c.K, x: codes, x_scale: scales, weight, weight_scale_inv, y });
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    quant.encode(pass);
-    gemm.encode(pass);
-    pass.end();
-    device.queue.submit([encoder.finish()]);
+    submitPass(device, quant, gemm);
     const got = await readF32(device, y, c.M * c.N);
     const quantized = { codes: new Uint8Array((await readU32(device, codes, (c.M * c.K) / 4)).buffer), scales: await readF32(device, scales, c.M * 3) };
     expectClose(got, matmulRef({ M: c.M, N: c.N, K: c.K, weight: c.weight, activations: { numerics: 'w8a8', ...quantized } }), 2e-6, 'act_quant -> gemm');

@@ -7,6 +7,7 @@ import { expect } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { relError } from '../gpu/testing.ts';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
+import { submitPass } from '../gpu/submit.ts';
 export { randomWeight } from '../testing/random_weights.ts';
 import { parseSafetensorsHeader } from '../io/safetensors.ts';
 import type { MatmulRefArgs, RefWeight } from './gemm_fp8.ref.ts';
@@ -25,11 +26,7 @@ export function poisonedOutput(device: GPUDevice, count: number, label = 'y'): G
 
 /** Encode `calls` in one compute pass, submit, and read `count` f32 of `out` back. */
 export async function runAndRead(device: GPUDevice, calls: PreparedCall[], out: GPUBuffer, count: number): Promise<Float32Array> {
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  for (const call of calls) call.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, ...calls);
   return readF32(device, out, count);
 }
 

@@ -10,6 +10,7 @@ import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { createMlaDecodePipeline, mlaDecodeCost, prepareMlaDecode, type MlaDecodePipeline } from './mla_decode.ts';
 import { mlaDecodeRef, type MlaDecodeShape } from './mla_decode.ref.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 const TOL = 1e-5;
 
@@ -56,11 +57,7 @@ async function runGpu(kernel: MlaDecodePipeline, c: Case, d: Data): Promise<Floa
   const oLat = uploadBuffer(device, new Float32Array(n).fill(Number.NaN), 'o_lat');
   device.pushErrorScope('validation');
   const op = prepareMlaDecode(device, kernel, { ...c, maxT: d.maxT, startPos: d.startPos, softmaxScale: d.softmaxScale, qLat, qPe, cache, oLat });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  op.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const out = await readF32(device, oLat, n);
   for (const b of [qLat, qPe, cache, oLat]) b.destroy();
@@ -203,11 +200,7 @@ describe('mla_decode kernel', () => {
     });
     for (const startPos of [0, 255, 256, 299]) {
       op.setStartPos(startPos);
-      const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      op.encode(pass);
-      pass.end();
-      device.queue.submit([encoder.finish()]);
+      submitPass(device, op);
       const want = mlaDecodeRef({ ...c, startPos, softmaxScale: d.softmaxScale, qLat: d.qLat, qPe: d.qPe, cache: d.cache });
       expectClose(await readF32(device, oLat), want, `startPos ${startPos}`);
     }

@@ -15,6 +15,7 @@ import { mlpRef, moeExpertsRef, type ExpertWeights } from './moe_experts.ref.ts'
 import { createMoeExperts, createMoeExpertsScratch, moeExpertsCost, type MoeExperts, type MoePath, type PreparedMoeCall } from './moe_experts.ts';
 import { randomExperts, randomRouting, uploadExperts } from './moe_experts_testing.ts';
 import { PipelineCache } from './pipeline_cache.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 const TOL = 1e-5;
 
@@ -30,11 +31,7 @@ const nan = (n: number) => new Float32Array(n).fill(Number.NaN);
 async function run(call: PreparedMoeCall, out: GPUBuffer, count: number): Promise<Float32Array> {
   const { device } = gpu;
   device.pushErrorScope('validation');
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  call.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, call);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   return readF32(device, out, count);
 }

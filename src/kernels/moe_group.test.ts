@@ -11,6 +11,7 @@ import { groupByExpertRef } from './moe_experts.ref.ts';
 import { randomRouting } from './moe_experts_testing.ts';
 import { prepareMoeGroup } from './moe_group.ts';
 import { PipelineCache } from './pipeline_cache.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 const POISON = 0xdeadbeef;
 
@@ -22,11 +23,7 @@ async function groupOnGpu(ids: Uint32Array, experts: number): Promise<{ offsets:
   const sortedBuf = uploadBuffer(device, new Uint32Array(pairs).fill(POISON), 'sorted_pairs');
   device.pushErrorScope('validation');
   const op = prepareMoeGroup(device, new PipelineCache(device), { pairs, experts, topkIds: idsBuf, expertOffsets: offsetsBuf, sortedPairs: sortedBuf });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  op.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const result = { offsets: await readU32(device, offsetsBuf, experts + 1), sortedPairs: await readU32(device, sortedBuf, pairs) };
   for (const b of [idsBuf, offsetsBuf, sortedBuf]) b.destroy();

@@ -13,6 +13,7 @@ import { readF32, readU32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { checkRouterConfig, createMoeRoutePipeline, moeRouteCost, prepareMoeRoute } from './moe_route.ts';
 import { moeRouteRef, type RouterConfig, type Routing } from './moe_route.ref.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 const MARGIN = 1e-6;
 const WEIGHT_TOL = 1e-6;
@@ -33,11 +34,7 @@ async function routeOnGpu(logits: Float32Array, bias: Float32Array, tokens: numb
   const op = prepareMoeRoute(device, createMoeRoutePipeline(device), {
     tokens, config, logits: logitsBuf, bias: biasBuf, topkIds: idsBuf, topkWeights: weightsBuf,
   });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  op.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const ids = await readU32(device, idsBuf, tokens * K);
   const weights = await readF32(device, weightsBuf, tokens * K);

@@ -8,6 +8,7 @@ import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { createRmsNormPipeline, prepareRmsNorm, rmsNormCost, type RowLayout } from './rmsnorm.ts';
 import { rmsNormRef } from './rmsnorm.ref.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 const TOL = 1e-5;
 
@@ -49,11 +50,7 @@ async function runCase(c: Case, variant: { addResidual: boolean; isSoftware: boo
   const op = prepareRmsNorm(device, kernel, {
     rows: c.rows, width: c.width, eps, x: xBuf, weight: wBuf, y: yBuf, delta: dBuf, xLayout: xl, yLayout: yl,
   });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  op.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
 
   const y = await readF32(device, yBuf, yLen);

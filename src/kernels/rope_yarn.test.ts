@@ -14,6 +14,7 @@ import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { ropeInvFreq } from '../model/rope.ts';
 import { ropeRef, type RopeSlices } from './rope_yarn.ref.ts';
 import { createRopeYarnPipeline, prepareRopeYarn, ropeYarnCost, writeConsecutivePositions } from './rope_yarn.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 const TINY = ropeInvFreq({
   qk_rope_head_dim: 32,
@@ -45,11 +46,7 @@ async function rotateOnGpu(x: Float32Array, s: RopeSlices, positions: Uint32Arra
   const fBuf = uploadBuffer(device, invFreq, 'inv_freq');
   device.pushErrorScope('validation');
   const op = prepareRopeYarn(device, createRopeYarnPipeline(device), { ...s, x: xBuf, positions: pBuf, invFreq: fBuf });
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  op.encode(pass);
-  pass.end();
-  device.queue.submit([encoder.finish()]);
+  submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const out = await readF32(device, xBuf, x.length);
   for (const b of [xBuf, pBuf, fBuf]) b.destroy();

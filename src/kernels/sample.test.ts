@@ -11,6 +11,7 @@ import { readU32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { createSamplePipeline, prepareSample, sampleCost, type SamplePipeline, type SamplingParams } from './sample.ts';
 import { keptDistribution, pcgHash, sampleRef, sampleUniform } from './sample.ref.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 const POISON = 0xdeadbeef;
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0, step: 0 };
@@ -44,11 +45,7 @@ async function runGpu(
   const out: Uint32Array[] = [];
   for (const step of steps) {
     op.setSampling({ ...sampling, step });
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    op.encode(pass);
-    pass.end();
-    device.queue.submit([encoder.finish()]);
+    submitPass(device, op);
     out.push(await readU32(device, idsBuf, rows));
     // Poison again, so that a run that writes nothing cannot pass on the previous ids.
     device.queue.writeBuffer(idsBuf, 0, new Uint32Array(rows).fill(POISON));

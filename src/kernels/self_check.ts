@@ -6,6 +6,7 @@ import { readF32, uploadBuffer, createStorageBuffer } from '../gpu/buffers.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { createRmsNormPipeline, prepareRmsNorm } from './rmsnorm.ts';
 import { rmsNormRef } from './rmsnorm.ref.ts';
+import { submitPass } from '../gpu/submit.ts';
 
 export interface SelfCheckResult {
   kernel: string;
@@ -33,11 +34,7 @@ export async function selfCheck(gpu: Gpu): Promise<SelfCheckResult> {
   const kernel = createRmsNormPipeline(device, { addResidual: false, isSoftware: gpu.adapter.isSoftware });
   const op = prepareRmsNorm(device, kernel, { rows, width, eps: 1e-6, x: xBuf, weight: wBuf, y: yBuf });
   try {
-    const encoder = device.createCommandEncoder({ label: 'self-check' });
-    const pass = encoder.beginComputePass();
-    op.encode(pass);
-    pass.end();
-    device.queue.submit([encoder.finish()]);
+    submitPass(device, op);
     const got = await readF32(device, yBuf, rows * width);
     let num = 0;
     let den = 0;
