@@ -11,6 +11,7 @@ import { createGemm } from '../kernels/gemm_fp8.ts';
 import { createGemv } from '../kernels/gemv_fp8.ts';
 import type { PreparedCall, WeightFormat } from '../kernels/matmul_operands.ts';
 import type { PipelineCache } from '../kernels/pipeline_cache.ts';
+import { chooseGemmStrategy, chooseGemvStrategy, type VariantStore } from '../kernels/variant_choice.ts';
 import type { BenchCase, PreparedBench } from './suite.ts';
 
 const BLOCK = 128;
@@ -23,7 +24,7 @@ export function matmulCase(kernel: 'gemv_fp8' | 'gemm_fp8', weights: WeightForma
     shape,
     note,
     peer: true,
-    async prepare(gpu: Gpu, cache: PipelineCache): Promise<PreparedBench> {
+    async prepare(gpu: Gpu, cache: PipelineCache, variantStore: VariantStore): Promise<PreparedBench> {
       const { M, K, N } = shape;
       const next = rng(M * 7919 + K * 31 + N);
       const x = Float32Array.from({ length: M * K }, () => next() * 2 - 1);
@@ -34,7 +35,11 @@ export function matmulCase(kernel: 'gemv_fp8' | 'gemm_fp8', weights: WeightForma
         weight_scale_inv: w.scale ? uploadBuffer(gpu.device, w.scale, 'weight_scale_inv') : undefined,
         y: createStorageBuffer(gpu.device, 4 * M * N, 'y'),
       };
-      const maker = kernel === 'gemv_fp8' ? createGemv({ gpu, cache, weights }) : createGemm({ gpu, cache, weights });
+      // The strategy this adapter measured fastest (once per adapter, remembered), as the engine will use.
+      const maker =
+        kernel === 'gemv_fp8'
+          ? createGemv({ gpu, cache, weights, strategy: await chooseGemvStrategy(gpu, cache, variantStore, { weights }) })
+          : createGemm({ gpu, cache, weights, strategy: await chooseGemmStrategy(gpu, cache, variantStore, { weights }) });
       const call: PreparedCall = maker.prepare({ M, N, K, ...buffers });
       return {
         call,

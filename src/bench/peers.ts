@@ -7,7 +7,7 @@ import { timeAsync, type Timing } from './timing.ts';
 export interface MatmulPeer {
   name: string;
   /** Wall-clock median of one matMul of x [M, K] by W [K, N]: submit to GPU done, no readback. */
-  time(shape: { M: number; K: number; N: number }, options?: { runs?: number }): Promise<Timing>;
+  time(shape: { M: number; K: number; N: number }, options?: { runs?: number; warmup?: number }): Promise<Timing>;
   dispose(): void;
 }
 
@@ -37,7 +37,7 @@ export async function tfjsMatmulPeer(gpu: Gpu): Promise<MatmulPeer> {
           backend.submitQueue();
           await gpu.device.queue.onSubmittedWorkDone();
           y.dispose();
-        }, { warmup: 2, runs: options.runs ?? 10 });
+        }, { warmup: options.warmup ?? 2, runs: options.runs ?? 10 });
       } finally {
         x.dispose();
         w.dispose();

@@ -6,6 +6,7 @@
 
 import type { Gpu } from '../gpu/device.ts';
 import { PipelineCache } from '../kernels/pipeline_cache.ts';
+import { defaultVariantStore, type VariantStore } from '../kernels/variant_choice.ts';
 import { measureCeilings } from './ceilings.ts';
 import { layerCases } from './layer_cases.ts';
 import { matmulCase } from './matmul_cases.ts';
@@ -28,7 +29,8 @@ export interface BenchCase {
   note?: string;
   /** Also time the TF.js matMul peer on this shape ({M, K, N}). */
   peer?: boolean;
-  prepare(gpu: Gpu, cache: PipelineCache): Promise<PreparedBench>;
+  /** `variants` remembers which kernel variant this adapter measured fastest. */
+  prepare(gpu: Gpu, cache: PipelineCache, variants: VariantStore): Promise<PreparedBench>;
 }
 
 export interface KernelResult {
@@ -38,6 +40,7 @@ export interface KernelResult {
   variant?: string;
   median_ms: number;
   wall_median_ms: number;
+  runs: number;
   timing: 'timestamp' | 'wall';
   bytes: number;
   flops: number;
@@ -52,6 +55,7 @@ export interface PeerResult {
   name: string;
   shape: Record<string, number>;
   median_ms: number;
+  runs: number;
   /** Our kernel's wall-clock median over the peer's on the same shape (> 1: ours is faster). */
   speedup_of_ours?: number;
   versus?: string;
@@ -102,11 +106,21 @@ export interface RunOptions {
   onProgress?: (line: string) => void;
   /** Only cases whose name contains this. */
   filter?: string;
+  /**
+   * Time budget per case and per peer (default 60 s): when one call takes longer than a tenth of
+   * it (big shapes on a CPU adapter), fewer runs are timed, never fewer than 3. `runs` in each
+   * result says how many.
+   */
+  maxSecondsPerCase?: number;
+  /** Where measured variant choices are remembered (default: localStorage in a page, memory in Node). */
+  variants?: VariantStore;
 }
 
 export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promise<BenchReport> {
   const log = options.onProgress ?? (() => {});
   const runs = options.runs ?? (options.quick ? 3 : 10);
+  const budget = options.maxSecondsPerCase ?? 60;
+  const variants = options.variants ?? defaultVariantStore();
   const cache = new PipelineCache(gpu.device);
   log('measuring the adapter ceilings (copy bandwidth, FMA throughput)');
   const ceilings = await measureCeilings(gpu, { quick: options.quick });
@@ -124,16 +138,19 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
   const cases = benchCases(options.shapes ?? 'all').filter((c) => !options.filter || c.name.includes(options.filter));
   for (const c of cases) {
     const shapeText = Object.entries(c.shape).map(([k, v]) => `${k}=${v}`).join(' ');
-    const prepared = await c.prepare(gpu, cache);
+    const prepared = await c.prepare(gpu, cache, variants);
     try {
       const runOnce = async () => {
         submitPass(gpu.device, prepared.call);
         await gpu.device.queue.onSubmittedWorkDone();
       };
+      const checkStart = performance.now();
       const relError = await prepared.check(runOnce);
+      const budgetRuns = (ms: number) => Math.max(3, Math.min(runs, Math.floor((1000 * budget) / Math.max(ms, 1e-3))));
       // A kernel that disagrees with its reference is not timed: its figure would mean nothing.
       if (!(relError < 1e-4)) throw new Error(`${c.name} [${shapeText}] disagrees with its CPU reference (relative error ${relError})`);
-      const t = await timeComputePass(gpu, (pass) => prepared.call.encode(pass), { runs });
+      // The check's time (one run plus the CPU reference) bounds one call's time from above.
+      const t = await timeComputePass(gpu, (pass) => prepared.call.encode(pass), { runs: budgetRuns(performance.now() - checkStart), warmup: 1 });
       const { bytes, flops } = prepared.call;
       const gbps = bytes / (t.medianMs * 1e6);
       const gflops = flops / (t.medianMs * 1e6);
@@ -144,6 +161,7 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
         variant: prepared.variant,
         median_ms: t.medianMs,
         wall_median_ms: t.wallMedianMs,
+        runs: t.runs,
         timing: t.method,
         bytes,
         flops,
@@ -153,10 +171,11 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
         fma_fraction: gflops / ceilings.fmaGflops,
         check_rel_error: relError,
       });
-      log(`${c.name} [${shapeText}] ${t.medianMs.toFixed(3)} ms (${t.method}), ${gbps.toFixed(2)} GB/s, ${gflops.toFixed(2)} GFLOP/s, check ${relError.toExponential(1)}`);
+      log(`${c.name} [${shapeText}] ${t.medianMs.toFixed(3)} ms (${t.method}, ${t.runs} runs), ${gbps.toFixed(2)} GB/s, ${gflops.toFixed(2)} GFLOP/s, check ${relError.toExponential(1)}`);
       if (peer && c.peer) {
-        const pt = await peer.time(c.shape as { M: number; K: number; N: number }, { runs });
-        peers.push({ name: peer.name, shape: c.shape, median_ms: pt.medianMs, speedup_of_ours: pt.medianMs / t.wallMedianMs, versus: c.name });
+        const probe = await peer.time(c.shape as { M: number; K: number; N: number }, { runs: 1, warmup: 0 });
+        const pt = await peer.time(c.shape as { M: number; K: number; N: number }, { runs: budgetRuns(probe.medianMs), warmup: 0 });
+        peers.push({ name: peer.name, shape: c.shape, median_ms: pt.medianMs, runs: pt.runs, speedup_of_ours: pt.medianMs / t.wallMedianMs, versus: c.name });
         log(`  ${peer.name} [${shapeText}] ${pt.medianMs.toFixed(3)} ms (wall); ours ${t.wallMedianMs.toFixed(3)} ms wall: ${(pt.medianMs / t.wallMedianMs).toFixed(2)}x`);
       }
     } finally {

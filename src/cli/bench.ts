@@ -1,4 +1,4 @@
-// webmoe bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--no-peers]
+// webmoe bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
 import { openNodeGpu } from '../gpu/node.ts';
 import { runKernelBench, type ShapeSet } from '../bench/suite.ts';
 import { parse, positiveInt, UsageError } from './args.ts';
@@ -13,6 +13,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
       shapes: { type: 'string' },
       filter: { type: 'string' },
       runs: { type: 'string' },
+      'max-seconds': { type: 'string' },
       'no-peers': { type: 'boolean' },
     },
     [],
@@ -28,6 +29,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
       filter: values.filter as string | undefined,
       runs: values.runs === undefined ? undefined : positiveInt('runs', values.runs as string, 10),
       peers: !values['no-peers'],
+      maxSecondsPerCase: values['max-seconds'] === undefined ? undefined : positiveInt('max-seconds', values['max-seconds'] as string, 60),
       // Progress goes to stderr so that --json output stays one object on stdout.
       onProgress: (line) => console.error(`[bench] ${line}`),
     });

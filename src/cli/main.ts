@@ -10,7 +10,7 @@ const USAGE = `usage: webmoe <command> [options]
 
 commands:
   inspect <dir-or-url> [--json] [--cache-bytes N]   summarise a DeepSeek-V3-family checkpoint
-  bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--no-peers]
+  bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js`;
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {

@@ -1,0 +1,82 @@
+// Embedding lookup (DEEPSEEK_V3_MATH.md 4.1): h[t, j] = embed_tokens[ids[t], j] as f32, for the
+// table `model.embed_tokens.weight` [vocab, d] as stored in the checkpoint. An id >= vocab reads
+// nothing and gives a row of zeros. Reference: src/kernels/embed_gather.ref.ts.
+// Wrapper: src/kernels/embed_gather.ts.
+//
+// Variant axis (src/kernels/shader_compose.ts):
+//   dtype  bf16  table [vocab, d] bf16 (the top half of an f32), 2 per u32, little-endian:
+//                element i in the low half of word i/2 when i is even, the high half when odd
+//                (a row starts inside a word when d is odd)
+//          f16   table [vocab, d] IEEE half, packed the same way
+//          f32   table [vocab, d] f32 (kept as u32 bits)
+// Only integer operations move the bits, so the gather is exact: -0, subnormals and infinities
+// come through unchanged, with no float rounding or flushing in between.
+//
+// Bindings:
+//   0 params  uniform Params
+//   1 ids     [T] u32 token ids (on the GPU: the previous step's sampled id never visits the CPU)
+//   2 table   u32 words holding the table as above
+//   3 h       [T, d] f32, written (as u32 bits)
+//
+// Dispatch: one invocation per element of h; workgroups = ceil(T * d / WORKGROUP_SIZE), laid out
+// over (x, y) as group = wid.y * nwg.x + wid.x.
+
+struct Params {
+  T: u32,
+  d: u32,
+  vocab: u32,
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> table: array<u32>;
+@group(0) @binding(3) var<storage, read_write> h: array<u32>;
+
+override WORKGROUP_SIZE: u32 = 64;
+
+// The f32 bits of an IEEE half: rebias the exponent (15 -> 127) and widen the mantissa; a
+// subnormal half m * 2^-24 becomes a normal f32, 2^p * (m / 2^p) with p its leading bit.
+// Branch-free (a branch costs more than this arithmetic on CPU adapters).
+fn f16_to_f32_bits(half: u32) -> u32 {
+  let sign = (half & 0x8000u) << 16u;
+  let e = (half >> 10u) & 0x1Fu;
+  let m = half & 0x3FFu;
+  let normal = sign | ((e + 112u) << 23u) | (m << 13u);
+  let inf_nan = sign | 0x7F800000u | (m << 13u);
+  let p = firstLeadingBit(m); // garbage when m == 0, and then not selected
+  let subnormal = select(sign, sign | ((p + 103u) << 23u) | ((m << ((23u - p) & 31u)) & 0x7FFFFFu), m != 0u);
+  return select(select(normal, inf_nan, e == 31u), subnormal, e == 0u);
+}
+
+// The f32 bits of table element `i` (= id * d + j).
+fn element_bits(i: u32) -> u32 {
+#if dtype == f32
+  return table[i];
+#elif dtype == bf16
+  return (table[i / 2u] >> ((i & 1u) * 16u)) << 16u;
+#else
+  return f16_to_f32_bits((table[i / 2u] >> ((i & 1u) * 16u)) & 0xFFFFu);
+#endif
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let index = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+  if (index >= params.T * params.d) {
+    return;
+  }
+  let t = index / params.d;
+  let j = index - t * params.d;
+  let id = ids[t];
+  // An id past the table (a corrupt or foreign token) must not read out of bounds: zeros instead.
+  var bits = 0u;
+  if (id < params.vocab) {
+    bits = element_bits(id * params.d + j);
+  }
+  h[index] = bits;
+}

@@ -1,0 +1,158 @@
+// chooseVariant with a fake timer (the fastest wins, a slow candidate is cut after one run, the
+// choice is remembered, adapters do not share keys, a failing candidate drops out), the stores,
+// and one real measurement of gemv_fp8 on SwiftShader (which strategy wins is not asserted:
+// tests do not assert times).
+
+import { describe, expect, it } from 'vitest';
+import type { AdapterReport, Gpu } from '../gpu/device.ts';
+import { testGpu } from '../gpu/testing.ts';
+import type { Timing } from '../bench/timing.ts';
+import { GEMV_STRATEGIES } from './gemv_fp8.ts';
+import { PipelineCache } from './pipeline_cache.ts';
+import {
+  chooseGemvStrategy,
+  chooseVariant,
+  defaultVariantStore,
+  memoryStore,
+  variantKey,
+  webStorageStore,
+  type ChooseVariantOptions,
+  type StorageLike,
+  type TimeFunction,
+} from './variant_choice.ts';
+
+/** A Gpu with an adapter identity and the error scopes chooseVariant uses; nothing runs on it. */
+function fakeGpu(description: string, failing = false): Gpu {
+  const adapter = { vendor: 'acme', architecture: 'arch', device: 'dev', description, isSoftware: false } as AdapterReport;
+  const device = {
+    pushErrorScope() {},
+    popErrorScope: async () => (failing ? { message: 'shader failed to compile' } : null),
+  };
+  return { adapter, device } as unknown as Gpu;
+}
+
+/** A timer where each candidate's run takes a fixed time; it records every call. */
+function fakeTimer(msPerRun: Record<string, number>) {
+  const calls: { candidate: string; runs: number }[] = [];
+  let current = '';
+  const time: TimeFunction = async (_gpu, record, options) => {
+    record({} as GPUComputePassEncoder);
+    const runs = options.runs ?? 10;
+    calls.push({ candidate: current, runs });
+    const ms = msPerRun[current];
+    return { medianMs: ms, wallMedianMs: ms, minMs: ms, runs, method: 'wall' } satisfies Timing;
+  };
+  const build = (candidate: string) => ({
+    encode: () => {
+      current = candidate;
+    },
+    destroy: () => {
+      destroyed.push(candidate);
+    },
+  });
+  const destroyed: string[] = [];
+  return { time, build, calls, destroyed };
+}
+
+function options(gpu: Gpu, timer: ReturnType<typeof fakeTimer>, store = memoryStore()): ChooseVariantOptions<'a' | 'b' | 'c'> {
+  return { gpu, kernel: 'k', shapeClass: 'M=1', candidates: ['a', 'b', 'c'], store, build: timer.build, time: timer.time };
+}
+
+describe('chooseVariant', () => {
+  it('picks the fastest candidate and frees every candidate it built', async () => {
+    const timer = fakeTimer({ a: 2, b: 1, c: 1.5 });
+    const choice = await chooseVariant(options(fakeGpu('x'), timer));
+    expect(choice.variant).toBe('b');
+    expect(choice.measured).toBe(true);
+    expect(choice.times).toEqual({ a: 2, b: 1, c: 1.5 });
+    expect(timer.destroyed).toEqual(['a', 'b', 'c']);
+  });
+
+  it('stops timing a candidate whose first run is over 3x the best so far', async () => {
+    const timer = fakeTimer({ a: 1, b: 3.5, c: 2.9 });
+    await chooseVariant(options(fakeGpu('x'), timer));
+    const runsOf = (c: string) => timer.calls.filter((call) => call.candidate === c).reduce((n, call) => n + call.runs, 0);
+    expect([runsOf('a'), runsOf('b'), runsOf('c')]).toEqual([3, 1, 3]);
+  });
+
+  it('keeps the first (default) candidate on a tie', async () => {
+    const choice = await chooseVariant(options(fakeGpu('x'), fakeTimer({ a: 1, b: 1, c: 1 })));
+    expect(choice.variant).toBe('a');
+  });
+
+  it('remembers the choice: the second call does not measure', async () => {
+    const store = memoryStore();
+    const gpu = fakeGpu('x');
+    const first = fakeTimer({ a: 3, b: 2, c: 1 });
+    expect((await chooseVariant(options(gpu, first, store))).variant).toBe('c');
+    const second = fakeTimer({ a: 1, b: 2, c: 3 });
+    const again = await chooseVariant(options(gpu, second, store));
+    expect(again).toMatchObject({ variant: 'c', measured: false });
+    expect(second.calls).toEqual([]);
+  });
+
+  it('keys by adapter, kernel, shape class and candidates', async () => {
+    const store = memoryStore();
+    const one = await chooseVariant(options(fakeGpu('GPU one'), fakeTimer({ a: 1, b: 2, c: 3 }), store));
+    const two = await chooseVariant(options(fakeGpu('GPU two'), fakeTimer({ a: 3, b: 2, c: 1 }), store));
+    expect(one.key).not.toBe(two.key);
+    expect([one.variant, two.variant, two.measured]).toEqual(['a', 'c', true]);
+    const gpu = fakeGpu('GPU one');
+    const keys = new Set([variantKey(gpu, 'k', 'M=1', ['a', 'b']), variantKey(gpu, 'k2', 'M=1', ['a', 'b']), variantKey(gpu, 'k', 'M=64', ['a', 'b']), variantKey(gpu, 'k', 'M=1', ['a', 'b', 'c'])]);
+    expect(keys.size).toBe(4);
+  });
+
+  it('measures again when the remembered variant is no longer a candidate', async () => {
+    const store = memoryStore();
+    const gpu = fakeGpu('x');
+    const base = options(gpu, fakeTimer({ a: 1, b: 2, c: 3 }), store);
+    store.set(variantKey(gpu, 'k', 'M=1', base.candidates), 'gone');
+    expect(await chooseVariant(base)).toMatchObject({ variant: 'a', measured: true });
+  });
+
+  it('drops a candidate that fails to build, and throws when all fail', async () => {
+    const timer = fakeTimer({ a: 1, b: 2, c: 3 });
+    const build = (c: 'a' | 'b' | 'c') => {
+      if (c === 'a') throw new Error('not on this adapter');
+      return timer.build(c);
+    };
+    expect((await chooseVariant({ ...options(fakeGpu('x'), timer), build })).variant).toBe('b');
+    await expect(chooseVariant(options(fakeGpu('x', true), fakeTimer({ a: 1, b: 2, c: 3 })))).rejects.toThrow(/every variant failed.*shader failed to compile/);
+  });
+});
+
+describe('variant stores', () => {
+  it('web storage: reads back what it wrote, and survives a write that throws', () => {
+    const items = new Map<string, string>();
+    const storage: StorageLike = { getItem: (k) => items.get(k) ?? null, setItem: (k, v) => void items.set(k, v) };
+    const store = webStorageStore(storage);
+    expect(store.get('k')).toBeUndefined();
+    store.set('k', 'v');
+    expect([store.get('k'), items.get('k')]).toEqual(['v', 'v']);
+    const full = webStorageStore({ getItem: () => null, setItem: () => { throw new Error('QuotaExceededError'); } });
+    expect(() => full.set('k', 'v')).not.toThrow();
+  });
+
+  it('default: a working store in Node', () => {
+    const store = defaultVariantStore();
+    store.set('webmoe.test', 'x');
+    expect(store.get('webmoe.test')).toBe('x');
+  });
+});
+
+describe('chooseGemvStrategy on this adapter', () => {
+  it('measures once, returns a strategy, and remembers it', async () => {
+    const gpu = await testGpu();
+    const cache = new PipelineCache(gpu.device);
+    const store = memoryStore();
+    const strategy = await chooseGemvStrategy(gpu, cache, store);
+    expect(GEMV_STRATEGIES).toContain(strategy);
+    let timed = 0;
+    const counting: TimeFunction = async () => {
+      timed++;
+      throw new Error('should not measure');
+    };
+    expect(await chooseGemvStrategy(gpu, cache, store, { time: counting })).toBe(strategy);
+    expect(timed).toBe(0);
+  });
+});

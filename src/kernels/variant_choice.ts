@@ -1,0 +1,242 @@
+// Per-adapter choice of a kernel's strategy by measurement: the first time a kernel runs on an
+// adapter, time one call of each candidate on a small representative shape and keep the fastest,
+// remembered under the adapter's identity so later sessions skip the measurement. The adapter's
+// name alone (isSoftware) picks the defaults in createGemv / createGemm; this replaces a guess
+// with a number where it matters, on GPUs whose strengths we cannot know ahead.
+
+import type { Gpu } from '../gpu/device.ts';
+import { createStorageBuffer, uploadBuffer } from '../gpu/buffers.ts';
+import type { Encodable } from '../gpu/submit.ts';
+import { timeComputePass, type TimeOptions, type Timing } from '../bench/timing.ts';
+import { createGemm, GEMM_STRATEGIES, type GemmStrategy } from './gemm_fp8.ts';
+import { createGemv, GEMV_STRATEGIES, type GemvStrategy } from './gemv_fp8.ts';
+import { BLOCK, operandBytes, type MatmulBuffers, type MatmulShape, type PreparedCall, type WeightFormat } from './matmul_operands.ts';
+import type { PipelineCache } from './pipeline_cache.ts';
+
+/** Where choices are remembered: a key-value store of strings (localStorage in a browser). */
+export interface VariantStore {
+  get(key: string): string | undefined;
+  set(key: string, value: string): void;
+}
+
+/** A store for this process only (Node, tests, or a browser without usable localStorage). */
+export function memoryStore(): VariantStore {
+  const map = new Map<string, string>();
+  return { get: (key) => map.get(key), set: (key, value) => void map.set(key, value) };
+}
+
+/** The minimal part of the Web Storage API used here. */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+/** A store over Web Storage; a failing write (quota, private mode) only loses the memory of it. */
+export function webStorageStore(storage: StorageLike): VariantStore {
+  return {
+    get: (key) => storage.getItem(key) ?? undefined,
+    set: (key, value) => {
+      try {
+        storage.setItem(key, value);
+      } catch {
+        // Not remembered: the next session measures again.
+      }
+    },
+  };
+}
+
+/** localStorage where the page has it (reading it can throw in sandboxed frames), else memory. */
+export function defaultVariantStore(): VariantStore {
+  try {
+    const storage = (globalThis as { localStorage?: StorageLike }).localStorage;
+    if (storage && typeof storage.getItem === 'function') {
+      storage.getItem('webmoe.variant.probe');
+      return webStorageStore(storage);
+    }
+  } catch {
+    // Fall through to memory.
+  }
+  return memoryStore();
+}
+
+/** The time of one candidate's call: the benchmark's timeComputePass, or a fake in tests. */
+export type TimeFunction = (gpu: Gpu, record: (pass: GPUComputePassEncoder) => void, options: TimeOptions) => Promise<Timing>;
+
+export interface ChooseVariantOptions<V extends string> {
+  gpu: Gpu;
+  /** The kernel's name, e.g. "gemv_fp8". */
+  kernel: string;
+  /** What the representative shape stands for, e.g. "fp8 M=1 K=1024 N=1024"; part of the key. */
+  shapeClass: string;
+  /** The variants to choose among, the default first (it wins ties). */
+  candidates: readonly V[];
+  /** One call of `candidate` on the representative shape; destroyed after its measurement. */
+  build(candidate: V): Encodable & { destroy(): void };
+  store: VariantStore;
+  /** Default timeComputePass. */
+  time?: TimeFunction;
+  /** Timed runs of a candidate that survives its first run; default 3. */
+  runs?: number;
+  /** A candidate whose first run is slower than this many times the best so far is not timed further; default 3. */
+  giveUpRatio?: number;
+}
+
+export interface VariantChoice<V extends string> {
+  variant: V;
+  /** The store key. */
+  key: string;
+  /** False when the choice came from the store. */
+  measured: boolean;
+  /** Best time (ms) per candidate measured now; empty when remembered, absent for a failed one. */
+  times: Partial<Record<V, number>>;
+}
+
+/** The store key: adapter identity, kernel, shape class and the candidate list (a new candidate re-measures). */
+export function variantKey(gpu: Gpu, kernel: string, shapeClass: string, candidates: readonly string[]): string {
+  const { vendor, architecture, device, description } = gpu.adapter;
+  return ['webmoe.variant', vendor, architecture, device, description, kernel, shapeClass, candidates.join(',')].join('|');
+}
+
+/** The fastest candidate on this adapter: from the store, else measured now and stored. */
+export async function chooseVariant<V extends string>(options: ChooseVariantOptions<V>): Promise<VariantChoice<V>> {
+  const { gpu, kernel, shapeClass, candidates, build, store } = options;
+  const time = options.time ?? timeComputePass;
+  const runs = options.runs ?? 3;
+  const giveUpRatio = options.giveUpRatio ?? 3;
+  if (candidates.length === 0) throw new Error(`${kernel}: no variants to choose from`);
+  const key = variantKey(gpu, kernel, shapeClass, candidates);
+  const remembered = store.get(key);
+  if (remembered !== undefined && (candidates as readonly string[]).includes(remembered)) {
+    return { variant: remembered as V, key, measured: false, times: {} };
+  }
+
+  const times: Partial<Record<V, number>> = {};
+  const failures: string[] = [];
+  let best: V | undefined;
+  let bestMs = Infinity;
+  const { device } = gpu;
+  for (const candidate of candidates) {
+    // A variant this adapter cannot compile or run is out of the race, not an error.
+    device.pushErrorScope('validation');
+    let ms = Infinity;
+    let thrown: unknown;
+    try {
+      const call = build(candidate);
+      try {
+        const record = (pass: GPUComputePassEncoder) => call.encode(pass);
+        ms = (await time(gpu, record, { warmup: 1, runs: 1 })).minMs;
+        if (ms <= giveUpRatio * bestMs && runs > 1) ms = Math.min(ms, (await time(gpu, record, { warmup: 0, runs: runs - 1 })).minMs);
+      } finally {
+        call.destroy();
+      }
+    } catch (error) {
+      thrown = error;
+    }
+    const invalid = await device.popErrorScope();
+    if (thrown !== undefined || invalid) {
+      failures.push(`${candidate}: ${invalid ? invalid.message : String(thrown)}`);
+      continue;
+    }
+    times[candidate] = ms;
+    if (ms < bestMs) {
+      best = candidate;
+      bestMs = ms;
+    }
+  }
+  if (best === undefined) throw new Error(`${kernel}: every variant failed on this adapter (${failures.join('; ')})`);
+  store.set(key, best);
+  return { variant: best, key, measured: true, times };
+}
+
+export interface ChooseMatmulOptions {
+  /** Default fp8: the Linears of the decode and prefill plans. */
+  weights?: WeightFormat;
+  /** Default timeComputePass. */
+  time?: TimeFunction;
+}
+
+/**
+ * Buffers for a representative y = x W^T, weight_only: W a fixed pattern of finite values (an
+ * all-zero buffer might be compressed by some GPUs), x ones, power-of-two block scales.
+ */
+function matmulOperands(gpu: Gpu, shape: MatmulShape, weights: WeightFormat): MatmulBuffers & { destroy(): void } {
+  const { device } = gpu;
+  const bytes = operandBytes(shape, { weights, numerics: 'weight_only' });
+  // Bytes 0x00 .. 0x3f: finite e4m3 codes, and small finite bf16 / f32 bit patterns.
+  const pattern = Uint8Array.from({ length: bytes.weight }, (_, i) => (i * 37) & 0x3f);
+  const weight = uploadBuffer(device, pattern, 'variant_choice.weight');
+  const x = uploadBuffer(device, new Float32Array(shape.M * shape.K).fill(1), 'variant_choice.x');
+  const y = createStorageBuffer(device, bytes.y, 'variant_choice.y');
+  const scales = Math.ceil(shape.N / BLOCK) * Math.ceil(shape.K / BLOCK);
+  const scale = weights === 'fp8' ? uploadBuffer(device, new Float32Array(scales).fill(0.5), 'variant_choice.scale') : undefined;
+  return {
+    x,
+    weight,
+    y,
+    weight_scale_inv: scale,
+    destroy() {
+      for (const b of [x, weight, y, scale]) b?.destroy();
+    },
+  };
+}
+
+function shapeClass(shape: MatmulShape, weights: WeightFormat): string {
+  return `${weights} weight_only M=${shape.M} K=${shape.K} N=${shape.N}`;
+}
+
+/**
+ * The candidates with the kernel's own default for this adapter first: it is measured in full
+ * first, so a much slower alternative is dropped after one run, and it wins a tie.
+ */
+function defaultFirst<V extends string>(all: readonly V[], preferred: V): V[] {
+  return [preferred, ...all.filter((v) => v !== preferred)];
+}
+
+/** A call that also frees its operand buffers. */
+function owning(call: PreparedCall, operands: { destroy(): void }): Encodable & { destroy(): void } {
+  return {
+    encode: (pass) => call.encode(pass),
+    destroy() {
+      call.destroy();
+      operands.destroy();
+    },
+  };
+}
+
+/** The decode GEMV's strategy for this adapter, measured on M=1, K=1024, N=1024 the first time. */
+export async function chooseGemvStrategy(gpu: Gpu, cache: PipelineCache, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemvStrategy> {
+  const weights = options.weights ?? 'fp8';
+  const shape = { M: 1, K: 1024, N: 1024 };
+  const choice = await chooseVariant({
+    gpu,
+    kernel: 'gemv_fp8',
+    shapeClass: shapeClass(shape, weights),
+    candidates: defaultFirst(GEMV_STRATEGIES, gpu.adapter.isSoftware ? 'thread_per_row' : 'workgroup_per_row'),
+    store,
+    time: options.time,
+    build(strategy) {
+      const operands = matmulOperands(gpu, shape, weights);
+      return owning(createGemv({ gpu, cache, weights, strategy }).prepare({ ...shape, ...operands, label: `gemv_fp8 ${strategy}` }), operands);
+    },
+  });
+  return choice.variant;
+}
+
+/** The prefill GEMM's strategy for this adapter, measured on M=64, K=512, N=512 the first time. */
+export async function chooseGemmStrategy(gpu: Gpu, cache: PipelineCache, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemmStrategy> {
+  const weights = options.weights ?? 'fp8';
+  const shape = { M: 64, K: 512, N: 512 };
+  const choice = await chooseVariant({
+    gpu,
+    kernel: 'gemm_fp8',
+    shapeClass: shapeClass(shape, weights),
+    candidates: defaultFirst(GEMM_STRATEGIES, gpu.adapter.isSoftware ? 'thread_tile' : 'workgroup_tile'),
+    store,
+    time: options.time,
+    build(strategy) {
+      const operands = matmulOperands(gpu, shape, weights);
+      return owning(createGemm({ gpu, cache, weights, strategy }).prepare({ ...shape, ...operands, label: `gemm_fp8 ${strategy}` }), operands);
+    },
+  });
+  return choice.variant;
+}
