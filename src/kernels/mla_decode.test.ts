@@ -1,6 +1,7 @@
 // MLA decode attention: the absorbed CPU reference against the naive form (CPU), then the GPU kernel
 // (SwiftShader here) against the float64 reference, both variants (workgroup per item, item per
-// invocation), on odd shapes, 1 and 2 query rows, contexts from 1 to 1000 positions.
+// invocation), on odd shapes, 1 and 2 query rows, contexts from 1 to 1000 positions, and prefill
+// chunks of 13 to 130 rows (from position 0 and after a cached prefix).
 // Bound: f32 dot products of <= 288 terms, f32 exp and sums over <= 1000 positions stay far below
 // ‖out − ref‖/‖ref‖ < 1e-5. Cache rows past the context and o_lat start as NaN: a read past the
 // causal limit or an unwritten output shows up as NaN.
@@ -85,6 +86,11 @@ const CASES: Case[] = [
   { ...FIXTURE, rows: 2, context: 37 },
   { ...FIXTURE, rows: 1, context: 1000 },
   { ...FIXTURE, rows: 2, context: 1000 },
+  // Prefill chunks (item 5 of the kernel issue): every row r attends causally to 0 .. startPos + r,
+  // so the same kernel serves a chunk from position 0 and a chunk after a cached prefix.
+  { ...SMALL, rows: 33, context: 33 },
+  { ...SMALL, rows: 13, context: 30 },
+  { ...FIXTURE, rows: 130, context: 130 },
 ];
 
 describe('mla_decode reference', () => {

@@ -2,6 +2,10 @@
 // bind groups, params, the two dispatches (per-split partials, then their reduction), bytes/FLOPs.
 // Shaders: shaders/mla_decode.wgsl (pass 1), shaders/mla_decode_reduce.wgsl (pass 2);
 // reference: mla_decode.ref.ts. q_lat = q_nope @ W_UK and o = W_UV @ o_lat are matmuls done elsewhere.
+// Query row r sits at position startPos + r and attends causally to 0 .. startPos + r, so the same
+// kernel serves the decode step (1 row), the MTP verify step (2 rows) and a prefill chunk (T rows,
+// attending to the cached prefix and to itself). For long prefill chunks on GPUs a flash-attention
+// kernel that shares each key tile across query rows would read the cache fewer times.
 
 import partialSource from '../../shaders/mla_decode.wgsl?raw';
 import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
