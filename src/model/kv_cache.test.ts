@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { parseConfig } from '../config.ts';
+import { readF32, uploadBuffer } from '../gpu/buffers.ts';
+import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
+import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
+import { ropeRef } from '../kernels/rope_yarn.ref.ts';
+import { officialFixture } from '../testing/fixtures.ts';
+import { createCacheWriteKernels, createLatentCache, latentCacheBytes, prepareCacheWrite } from './kv_cache.ts';
+import { ropeInvFreq } from './rope.ts';
+
+const config = parseConfig(readFileSync(officialFixture('config.json'), 'utf8'));
+
+describe('latent cache', () => {
+  it('sizes layers at binding-aligned offsets: kv_lora_rank + qk_rope_head_dim values per token', async () => {
+    const { device } = await testGpu();
+    const cache = createLatentCache(device, config, 3, 37);
+    expect(cache.width).toBe(256 + 32);
+    expect(cache.layerStride % device.limits.minStorageBufferOffsetAlignment).toBe(0);
+    expect(cache.buffer.size).toBe(latentCacheBytes(config, 3, 37, device.limits.minStorageBufferOffsetAlignment));
+    expect(cache.buffer.size).toBeGreaterThanOrEqual(3 * 37 * 288 * 4);
+    cache.destroy();
+  });
+
+  it('refuses a cache larger than the GPU allows, with a typed error', async () => {
+    const { device } = await testGpu();
+    expect(() => createLatentCache(device, config, 4, 1e9)).toThrow(/shorter context/);
+  });
+
+  it.each([
+    [0, 1],
+    [17, 13],
+  ])('writes kv_a_layernorm(c_kv) and RoPE(k_pe) rows at positions %i.. (%i rows), touching nothing else', async (startPos, rows) => {
+    const { device, adapter } = await testGpu();
+    const next = rng(testSeed(`latent cache write ${startPos}`));
+    const width = config.latent_cache_dim;
+    const rkv = config.kv_lora_rank;
+    const maxT = 40;
+    const cache = createLatentCache(device, config, 2, maxT);
+    // NaN everywhere first: rows outside the write must stay NaN.
+    device.queue.writeBuffer(cache.buffer, 0, new Float32Array(cache.buffer.size / 4).fill(Number.NaN));
+    const kvA = randn(next, rows * width, 2);
+    const weight = Float32Array.from({ length: rkv }, () => 1 + 0.1 * (next() - 0.5));
+    const positions = Uint32Array.from({ length: rows }, (_, t) => startPos + t);
+    const invFreq = ropeInvFreq(config);
+    const buffers = {
+      kvA: uploadBuffer(device, kvA, 'kv_a'),
+      kvNormWeight: uploadBuffer(device, weight, 'kv_a_layernorm'),
+      positions: uploadBuffer(device, positions, 'positions'),
+      invFreq: uploadBuffer(device, invFreq, 'inv_freq'),
+    };
+    const write = prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 1, startPos, rows, ...buffers });
+    const encoder = device.createCommandEncoder();
+    write.encode(encoder);
+    device.queue.submit([encoder.finish()]);
+    const all = await readF32(device, cache.buffer);
+
+    const want = kvA.slice();
+    rmsNormRef({ rows, width: rkv, eps: config.rms_norm_eps, x: kvA.slice(), weight, y: want, xLayout: { stride: width, offset: 0 }, yLayout: { stride: width, offset: 0 } });
+    ropeRef(want, { rows, heads: 1, ropeDim: config.qk_rope_head_dim, rowStride: width, headStride: width, ropeOffset: rkv }, positions, invFreq);
+    const first = cache.layerOffset(1) / 4 + startPos * width;
+    const got = all.subarray(first, first + rows * width);
+    expect(relError(got, want).rel).toBeLessThan(1e-5);
+    const outside = [...all.subarray(0, first), ...all.subarray(first + rows * width)];
+    expect(outside.every(Number.isNaN)).toBe(true);
+
+    write.destroy();
+    cache.destroy();
+    for (const b of Object.values(buffers)) b.destroy();
+  });
+
+  it('refuses rows past the cache', async () => {
+    const { device, adapter } = await testGpu();
+    const cache = createLatentCache(device, config, 1, 8);
+    const b = uploadBuffer(device, new Float32Array(288 * 4), 'b');
+    expect(() =>
+      prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 0, startPos: 6, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b }),
+    ).toThrow(/do not fit/);
+    cache.destroy();
+    b.destroy();
+  });
+});
