@@ -5,6 +5,7 @@ import { createStorageBuffer, readF32, readU32, uploadBuffer } from '../gpu/buff
 import { ropeInvFreq } from '../model/rope.ts';
 import { createMlaDecodePipeline, prepareMlaDecode } from '../kernels/mla_decode.ts';
 import { mlaDecodeRef } from '../kernels/mla_decode.ref.ts';
+import { createMlaPrefillPipeline, prepareMlaPrefill } from '../kernels/mla_prefill.ts';
 import { createMoeExperts, createMoeExpertsScratch, type MoePath } from '../kernels/moe_experts.ts';
 import { moeExpertsRef } from '../kernels/moe_experts.ref.ts';
 import { randomExperts, randomRouting, uploadExperts } from '../kernels/moe_experts_testing.ts';
@@ -138,6 +139,43 @@ function sampleCase(rows: number, vocab: number, sampling: SamplingParams, note:
   };
 }
 
+/** Absorbed MLA over a prefill chunk of `rows` new positions after `startPos` cached ones. */
+function mlaPrefillCase(rows: number, heads: number, kvLoraRank: number, ropeDim: number, startPos: number, note: string): BenchCase {
+  return {
+    name: 'mla_prefill',
+    shape: { rows, heads, kv_lora_rank: kvLoraRank, rope: ropeDim, start_pos: startPos },
+    note,
+    async prepare(gpu, cache) {
+      const next = rng(rows * 5 + heads + startPos);
+      const context = startPos + rows;
+      const width = kvLoraRank + ropeDim;
+      const qLat = randn(next, rows * heads * kvLoraRank, 0.1);
+      const qPe = randn(next, rows * heads * ropeDim, 0.1);
+      const cacheRows = randn(next, context * width);
+      const softmaxScale = 0.1352;
+      const b = {
+        qLat: uploadBuffer(gpu.device, qLat, 'q_lat'),
+        qPe: uploadBuffer(gpu.device, qPe, 'q_pe'),
+        cache: uploadBuffer(gpu.device, cacheRows, 'cache'),
+        oLat: createStorageBuffer(gpu.device, 4 * rows * heads * kvLoraRank, 'o_lat'),
+      };
+      const kernel = createMlaPrefillPipeline(cache, { isSoftware: gpu.adapter.isSoftware, kvLoraRank });
+      const call = prepareMlaPrefill(gpu.device, kernel, { rows, heads, kvLoraRank, ropeDim, maxT: context, startPos, softmaxScale, ...b });
+      return {
+        call,
+        variant: gpu.adapter.isSoftware ? 'invocation_per_row' : 'flash_tile_16',
+        async check(run) {
+          await run();
+          // mla_decode's reference has the same contract: row r attends to 0 .. startPos + r.
+          const want = mlaDecodeRef({ rows, heads, kvLoraRank, ropeDim, startPos, softmaxScale, qLat, qPe, cache: cacheRows });
+          return relError(await readF32(gpu.device, b.oLat, want.length), want).rel;
+        },
+        destroy: () => [call, ...Object.values(b)].forEach((r) => r.destroy()),
+      };
+    },
+  };
+}
+
 /** Absorbed MLA decode over `context` cached latent rows (the projections are GEMVs, benched apart). */
 function mlaDecodeCase(rows: number, heads: number, kvLoraRank: number, ropeDim: number, context: number, note: string): BenchCase {
   return {
@@ -220,6 +258,7 @@ export function layerCases({ small, v3 }: { small: boolean; v3: boolean }): Benc
       ropeCase(1, 128, 'q_pe, decode'),
       ropeCase(512, 128, 'q_pe, prefill chunk'),
       mlaDecodeCase(1, 128, 512, 64, 4096, 'decode over 4096 cached positions'),
+      mlaPrefillCase(128, 128, 512, 64, 0, 'prefill chunk of 128 from position 0'),
       routeCase(1, V3_ROUTER, 'decode'),
       moeExpertsCase(1, 7168, 2048, 8, 8, 'decode', 'the 8 chosen experts of one token (8 stacked: 256 do not fit one binding)'),
       routeCase(512, V3_ROUTER, 'prefill chunk'),
@@ -231,7 +270,8 @@ export function layerCases({ small, v3 }: { small: boolean; v3: boolean }): Benc
     cases.push(
       moeExpertsCase(1, 128, 128, 12, 6, 'decode', 'fixture expert shape'),
       moeExpertsCase(33, 128, 128, 12, 6, 'grouped', 'fixture expert shape, prefill'),
-      rmsnormCase(7, 301, 'odd shape'), mlaDecodeCase(2, 8, 256, 32, 300, 'fixture shape, MTP verify rows'), routeCase(33, SMALL_ROUTER, 'fixture router shape'), sampleCase(2, 320, topP, 'fixture vocabulary, MTP verify rows'));
+      rmsnormCase(7, 301, 'odd shape'), mlaDecodeCase(2, 8, 256, 32, 300, 'fixture shape, MTP verify rows'),
+      mlaPrefillCase(130, 8, 256, 32, 0, 'fixture shape, 130-token prompt'), routeCase(33, SMALL_ROUTER, 'fixture router shape'), sampleCase(2, 320, topP, 'fixture vocabulary, MTP verify rows'));
   }
   return cases;
 }

@@ -4,8 +4,8 @@
 // reference: mla_decode.ref.ts. q_lat = q_nope @ W_UK and o = W_UV @ o_lat are matmuls done elsewhere.
 // Query row r sits at position startPos + r and attends causally to 0 .. startPos + r, so the same
 // kernel serves the decode step (1 row), the MTP verify step (2 rows) and a prefill chunk (T rows,
-// attending to the cached prefix and to itself). For long prefill chunks on GPUs a flash-attention
-// kernel that shares each key tile across query rows would read the cache fewer times.
+// attending to the cached prefix and to itself). For long prefill chunks mla_prefill shares each
+// key tile across 16 query rows and reads the cache fewer times.
 
 import partialSource from '../../shaders/mla_decode.wgsl?raw';
 import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
