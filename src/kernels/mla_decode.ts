@@ -10,6 +10,7 @@
 import partialSource from '../../shaders/mla_decode.wgsl?raw';
 import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
 import { workgroupGrid } from '../gpu/dispatch.ts';
+import { checkMlaArgs, checkStartPos } from './mla_args.ts';
 import type { MlaDecodeShape } from './mla_decode.ref.ts';
 
 export type { MlaDecodeShape } from './mla_decode.ref.ts';
@@ -127,23 +128,8 @@ export function prepareMlaDecode(device: GPUDevice, kernel: MlaDecodePipeline, a
   const { rows, heads, kvLoraRank: rkv, ropeDim: dr, maxT } = args;
   const label = args.label ?? 'mla_decode';
   const shape = { rows, heads, kvLoraRank: rkv, ropeDim: dr };
-  for (const [name, v] of Object.entries({ rows, heads, kvLoraRank: rkv, maxT })) {
-    if (!(Number.isInteger(v) && v > 0)) throw new RangeError(`${label}: ${name} must be a positive integer, got ${v}`);
-  }
-  if (!(Number.isInteger(dr) && dr >= 0)) throw new RangeError(`${label}: ropeDim must be a non-negative integer, got ${dr}`);
-  // The shader reads vec4s (V3: 512 and 64; the fixture: 256 and 32).
-  if (rkv % 4 !== 0 || dr % 4 !== 0) throw new RangeError(`${label}: kvLoraRank ${rkv} and ropeDim ${dr} must be multiples of 4`);
-  const cacheByteOffset = args.cacheByteOffset ?? 0;
-  const cacheBytes = 4 * maxT * (rkv + dr);
-  if (cacheByteOffset % device.limits.minStorageBufferOffsetAlignment !== 0) {
-    throw new RangeError(`${label}: cacheByteOffset ${cacheByteOffset} is not a multiple of ${device.limits.minStorageBufferOffsetAlignment}`);
-  }
-  checkSize(label, 'cache', args.cache, cacheByteOffset + cacheBytes);
-  checkSize(label, 'qLat', args.qLat, 4 * rows * heads * rkv);
-  checkSize(label, 'qPe', args.qPe, 4 * rows * heads * dr);
-  checkSize(label, 'oLat', args.oLat, 4 * rows * heads * rkv);
-
-  checkStartPos(args.startPos);
+  checkMlaArgs(device, label, args);
+  checkStartPos(label, args.startPos, rows, maxT);
 
   const maxSplits = Math.ceil(maxT / kernel.chunk);
   const partO = device.createBuffer({ label: `${label}.part_o`, size: 4 * rows * heads * maxSplits * rkv, usage: GPUBufferUsage.STORAGE });
@@ -158,7 +144,7 @@ export function prepareMlaDecode(device: GPUDevice, kernel: MlaDecodePipeline, a
       { binding: 1, resource: { buffer: args.qLat, size: 4 * rows * heads * rkv } },
       // dr = 0 would be an empty binding: bind one vec4 that is never read.
       { binding: 2, resource: { buffer: args.qPe, size: 4 * Math.max(4, rows * heads * dr) } },
-      { binding: 3, resource: { buffer: args.cache, offset: cacheByteOffset, size: cacheBytes } },
+      { binding: 3, resource: { buffer: args.cache, offset: args.cacheByteOffset ?? 0, size: 4 * maxT * (rkv + dr) } },
       { binding: 4, resource: { buffer: partO } },
       { binding: 5, resource: { buffer: partMl } },
     ],
@@ -180,14 +166,8 @@ export function prepareMlaDecode(device: GPUDevice, kernel: MlaDecodePipeline, a
   let partialGrid: [number, number] = [0, 0];
   let cost = { bytes: 0, flops: 0 };
 
-  function checkStartPos(next: number): void {
-    if (!(Number.isInteger(next) && next >= 0 && next + rows <= maxT)) {
-      throw new RangeError(`${label}: startPos ${next} + ${rows} query rows does not fit the cache of ${maxT} positions`);
-    }
-  }
-
   function setStartPos(next: number): void {
-    checkStartPos(next);
+    checkStartPos(label, next, rows, maxT);
     startPos = next;
     const splits = Math.ceil((startPos + rows) / kernel.chunk);
     const items = splits * rows * heads;
@@ -220,8 +200,4 @@ export function prepareMlaDecode(device: GPUDevice, kernel: MlaDecodePipeline, a
       for (const b of [paramsBuffer, partO, partMl]) b.destroy();
     },
   };
-}
-
-function checkSize(label: string, name: string, buffer: GPUBuffer, needed: number): void {
-  if (buffer.size < needed) throw new RangeError(`${label}: ${name} is ${buffer.size} bytes, needs ${needed}`);
 }

@@ -11,6 +11,7 @@ import { UnsupportedConfigError } from '../errors.ts';
 import { workgroupGrid } from '../gpu/dispatch.ts';
 import type { CachedPipeline, PipelineCache } from './pipeline_cache.ts';
 import type { MlaPrefillShape } from './mla_prefill.ref.ts';
+import { checkMlaArgs, checkStartPos } from './mla_args.ts';
 
 export type { MlaPrefillShape } from './mla_prefill.ref.ts';
 
@@ -118,28 +119,9 @@ export function prepareMlaPrefill(device: GPUDevice, pipeline: MlaPrefillPipelin
   const { rows, heads, kvLoraRank: rkv, ropeDim: dr, maxT } = args;
   const label = args.label ?? 'mla_prefill';
   const shape = { rows, heads, kvLoraRank: rkv, ropeDim: dr };
-  for (const [name, v] of Object.entries({ rows, heads, kvLoraRank: rkv, maxT })) {
-    if (!(Number.isInteger(v) && v > 0)) throw new RangeError(`${label}: ${name} must be a positive integer, got ${v}`);
-  }
-  if (!(Number.isInteger(dr) && dr >= 0)) throw new RangeError(`${label}: ropeDim must be a non-negative integer, got ${dr}`);
-  if (rkv % 4 !== 0 || dr % 4 !== 0) throw new RangeError(`${label}: kvLoraRank ${rkv} and ropeDim ${dr} must be multiples of 4`);
+  checkMlaArgs(device, label, args);
   if (rkv !== pipeline.kvLoraRank) throw new RangeError(`${label}: kvLoraRank ${rkv}, but the pipeline was built for ${pipeline.kvLoraRank}`);
-  const cacheByteOffset = args.cacheByteOffset ?? 0;
-  const cacheBytes = 4 * maxT * (rkv + dr);
-  if (cacheByteOffset % device.limits.minStorageBufferOffsetAlignment !== 0) {
-    throw new RangeError(`${label}: cacheByteOffset ${cacheByteOffset} is not a multiple of ${device.limits.minStorageBufferOffsetAlignment}`);
-  }
-  checkSize(label, 'cache', args.cache, cacheByteOffset + cacheBytes);
-  checkSize(label, 'qLat', args.qLat, 4 * rows * heads * rkv);
-  checkSize(label, 'qPe', args.qPe, 4 * Math.max(4, rows * heads * dr)); // see binding 2 below
-  checkSize(label, 'oLat', args.oLat, 4 * rows * heads * rkv);
-
-  const checkStartPos = (next: number): void => {
-    if (!(Number.isInteger(next) && next >= 0 && next + rows <= maxT)) {
-      throw new RangeError(`${label}: startPos ${next} + ${rows} query rows does not fit the cache of ${maxT} positions`);
-    }
-  };
-  checkStartPos(args.startPos);
+  checkStartPos(label, args.startPos, rows, maxT);
 
   const paramsBuffer = device.createBuffer({ label: `${label}.params`, size: PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   const bindGroup = device.createBindGroup({
@@ -150,7 +132,7 @@ export function prepareMlaPrefill(device: GPUDevice, pipeline: MlaPrefillPipelin
       { binding: 1, resource: { buffer: args.qLat, size: 4 * rows * heads * rkv } },
       // dr = 0 would be an empty binding: bind one vec4 that is never read.
       { binding: 2, resource: { buffer: args.qPe, size: 4 * Math.max(4, rows * heads * dr) } },
-      { binding: 3, resource: { buffer: args.cache, offset: cacheByteOffset, size: cacheBytes } },
+      { binding: 3, resource: { buffer: args.cache, offset: args.cacheByteOffset ?? 0, size: 4 * maxT * (rkv + dr) } },
       { binding: 4, resource: { buffer: args.oLat, size: 4 * rows * heads * rkv } },
     ],
   });
@@ -160,7 +142,7 @@ export function prepareMlaPrefill(device: GPUDevice, pipeline: MlaPrefillPipelin
   let cost = { bytes: 0, flops: 0 };
 
   function setStartPos(next: number): void {
-    checkStartPos(next);
+    checkStartPos(label, next, rows, maxT);
     cost = mlaPrefillCost({ ...shape, startPos: next });
     const params = new ArrayBuffer(PARAMS_BYTES);
     new Uint32Array(params, 0, 5).set([rows, heads, rkv, dr, next]);
@@ -186,8 +168,4 @@ export function prepareMlaPrefill(device: GPUDevice, pipeline: MlaPrefillPipelin
       paramsBuffer.destroy();
     },
   };
-}
-
-function checkSize(label: string, name: string, buffer: GPUBuffer, needed: number): void {
-  if (buffer.size < needed) throw new RangeError(`${label}: ${name} is ${buffer.size} bytes, needs ${needed}`);
 }
