@@ -94,6 +94,8 @@ export interface RmsNormArgs {
 export interface PreparedRmsNorm {
   readonly bytes: number;
   readonly flops: number;
+  /** Moves the output rows (y's layout offset) for the next submit, e.g. to a new cache position. */
+  setYOffset(offset: number): void;
   /** Record the dispatch into a compute pass. */
   encode(pass: GPUComputePassEncoder): void;
   /** Free the params buffer. */
@@ -115,11 +117,14 @@ export function prepareRmsNorm(device: GPUDevice, kernel: RmsNormPipeline, args:
   if (args.delta) checkRows(label, 'delta', args.delta, rows, width, xl);
   if (args.weight.size < 4 * width) throw new RangeError(`${label}: weight holds fewer than ${width} f32`);
 
-  const params = new ArrayBuffer(32);
-  new Uint32Array(params, 0, 6).set([rows, width, xl.stride, xl.offset, yl.stride, yl.offset]);
-  new Float32Array(params, 24, 1)[0] = args.eps;
   const paramsBuffer = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  device.queue.writeBuffer(paramsBuffer, 0, params);
+  const writeParams = (yOffset: number) => {
+    const params = new ArrayBuffer(32);
+    new Uint32Array(params, 0, 6).set([rows, width, xl.stride, xl.offset, yl.stride, yOffset]);
+    new Float32Array(params, 24, 1)[0] = args.eps;
+    device.queue.writeBuffer(paramsBuffer, 0, params);
+  };
+  writeParams(yl.offset);
 
   const entries: GPUBindGroupEntry[] = [
     { binding: 0, resource: { buffer: paramsBuffer } },
@@ -135,6 +140,10 @@ export function prepareRmsNorm(device: GPUDevice, kernel: RmsNormPipeline, args:
   const cost = rmsNormCost({ rows, width, addResidual: kernel.variant.addResidual });
   return {
     ...cost,
+    setYOffset(offset) {
+      checkRows(label, 'y', args.y, rows, width, { stride: yl.stride, offset });
+      writeParams(offset);
+    },
     encode(pass) {
       if (workgroups === 0) return;
       pass.setPipeline(kernel.pipeline);

@@ -49,7 +49,9 @@ describe('latent cache', () => {
       positions: uploadBuffer(device, positions, 'positions'),
       invFreq: uploadBuffer(device, invFreq, 'inv_freq'),
     };
-    const write = prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 1, startPos, rows, ...buffers });
+    // Prepared at position 0 and moved: the decode plan's way (bind groups once, then setStartPos).
+    const write = prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 1, startPos: 0, rows, ...buffers });
+    write.setStartPos(startPos);
     const encoder = device.createCommandEncoder();
     write.encode(encoder);
     device.queue.submit([encoder.finish()]);
@@ -76,6 +78,9 @@ describe('latent cache', () => {
     expect(() =>
       prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 0, startPos: 6, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b }),
     ).toThrow(/do not fit/);
+    const write = prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 0, startPos: 0, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b });
+    expect(() => write.setStartPos(5)).toThrow(/do not fit/);
+    write.destroy();
     cache.destroy();
     b.destroy();
   });

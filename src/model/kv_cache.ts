@@ -54,10 +54,10 @@ export interface CacheWriteArgs {
   config: DeepseekV3Config;
   cache: LatentCache;
   layer: number;
-  /** Position of the first of the T new rows. */
+  /** Position of the first of the T new rows; moved per step with setStartPos. */
   startPos: number;
   rows: number;
-  /** [rows, kv_lora_rank + qk_rope_head_dim] f32: x @ kv_a_proj_with_mqa^T, the same row layout as the cache. */
+  /** [rows, kv_lora_rank + qk_rope_head_dim] f32: x @ kv_a_proj_with_mqa^T, the same row layout as the cache. RoPE is applied to its k_pe part in place. */
   kvA: GPUBuffer;
   /** [kv_lora_rank] f32 kv_a_layernorm weight. */
   kvNormWeight: GPUBuffer;
@@ -68,24 +68,44 @@ export interface CacheWriteArgs {
 }
 
 export interface PreparedCacheWrite {
-  /** Record the write: a copy of the rows, then kv_a_layernorm into the cache and RoPE on k_pe in place. */
+  /** Moves the write to rows startPos .. startPos + rows - 1 for the next encode (one small params write). */
+  setStartPos(startPos: number): void;
+  /** Record the write: RoPE on kvA's k_pe in place, a copy of the rows into the cache, then kv_a_layernorm over the copied c_kv. */
   encode(encoder: GPUCommandEncoder): void;
   destroy(): void;
 }
 
 /**
  * Writes the new rows of one layer. The kv_a_proj_with_mqa output already has the cache's row layout,
- * so one copy brings k_pe into place; RMSNorm then writes c_hat over the copied c_kv (its input
- * stays in kvA: a kernel may not read and write one buffer), and RoPE rotates k_pe in the cache.
+ * so after RoPE on its k_pe part one copy brings k_pe into place; RMSNorm then writes c_hat over the
+ * copied c_kv (its input stays in kvA: a kernel may not read and write one buffer). The bind groups
+ * are fixed; only the copy's offset and the norm's output offset follow startPos, so a decode plan
+ * prepares this once and moves it every step.
  */
 export function prepareCacheWrite(device: GPUDevice, kernels: CacheWriteKernels, args: CacheWriteArgs): PreparedCacheWrite {
-  const { config, cache, rows, startPos } = args;
+  const { config, cache, rows, layer } = args;
   const rkv = config.kv_lora_rank;
   const width = cache.width;
-  if (!(Number.isInteger(startPos) && startPos >= 0 && startPos + rows <= cache.maxT)) {
-    throw new RangeError(`latent cache: rows ${startPos}..${startPos + rows - 1} do not fit its ${cache.maxT} positions`);
-  }
-  const firstRow = cache.layerOffset(args.layer) / 4 + startPos * width; // element index
+  const layerFirst = cache.layerOffset(layer) / 4; // element index of the layer's row 0
+  const checkStart = (startPos: number) => {
+    if (!(Number.isInteger(startPos) && startPos >= 0 && startPos + rows <= cache.maxT)) {
+      throw new RangeError(`latent cache: rows ${startPos}..${startPos + rows - 1} do not fit its ${cache.maxT} positions`);
+    }
+  };
+  checkStart(args.startPos);
+  let firstRow = layerFirst + args.startPos * width;
+  const rope = prepareRopeYarn(device, kernels.rope, {
+    rows,
+    heads: 1,
+    ropeDim: config.qk_rope_head_dim,
+    rowStride: width,
+    headStride: width,
+    ropeOffset: rkv,
+    x: args.kvA,
+    positions: args.positions,
+    invFreq: args.invFreq,
+    label: `k_pe.${layer}`,
+  });
   const norm = prepareRmsNorm(device, kernels.rmsnorm, {
     rows,
     width: rkv,
@@ -95,27 +115,22 @@ export function prepareCacheWrite(device: GPUDevice, kernels: CacheWriteKernels,
     y: cache.buffer,
     xLayout: { stride: width, offset: 0 },
     yLayout: { stride: width, offset: firstRow },
-    label: `kv_a_layernorm.${args.layer}`,
-  });
-  const rope = prepareRopeYarn(device, kernels.rope, {
-    rows,
-    heads: 1,
-    ropeDim: config.qk_rope_head_dim,
-    rowStride: width,
-    headStride: width,
-    ropeOffset: firstRow + rkv,
-    x: cache.buffer,
-    positions: args.positions,
-    invFreq: args.invFreq,
-    label: `k_pe.${args.layer}`,
+    label: `kv_a_layernorm.${layer}`,
   });
   return {
+    setStartPos(startPos) {
+      checkStart(startPos);
+      firstRow = layerFirst + startPos * width;
+      norm.setYOffset(firstRow);
+    },
     encode(encoder) {
+      const ropePass = encoder.beginComputePass({ label: `k_pe_rope.${layer}` });
+      rope.encode(ropePass);
+      ropePass.end();
       encoder.copyBufferToBuffer(args.kvA, 0, cache.buffer, 4 * firstRow, 4 * rows * width);
-      const pass = encoder.beginComputePass({ label: `latent_cache_write.${args.layer}` });
-      norm.encode(pass);
-      rope.encode(pass);
-      pass.end();
+      const normPass = encoder.beginComputePass({ label: `kv_a_layernorm.${layer}` });
+      norm.encode(normPass);
+      normPass.end();
     },
     destroy() {
       norm.destroy();

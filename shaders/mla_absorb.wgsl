@@ -1,0 +1,110 @@
+// The two per-head products of absorbed MLA attention (DEEPSEEK_V3_MATH.md 4.4; official model.py
+// MLA.forward with attn_impl "absorb"): wkv_b = weight_dequant(kv_b_proj.weight) viewed as
+// [heads, dn + dv, rkv], W_UK[h] = wkv_b[h, :dn], W_UV[h] = wkv_b[h, dn:]. All math f32.
+//   absorb_q  q_lat[r, h, c] = sum_{d < dn} q[r, h, d] * W_UK[h][d, c]     (einsum "shd,hdc->shc")
+//             q_pe[r, h, j]  = q[r, h, dn + j]                             (RoPE already applied)
+//   expand_o  o[r, h, v]     = sum_{c < rkv} o_lat[r, h, c] * W_UV[h][v, c] (einsum "shc,hdc->shd")
+// Reference: src/kernels/mla_absorb.ref.ts. Wrapper: src/kernels/mla_absorb.ts.
+//
+// Variant axes (src/kernels/shader_compose.ts):
+//   step     absorb_q | expand_o (the bindings above)
+//   weights  fp8   kv_b_proj.weight [heads * (dn + dv), rkv] e4m3 bytes, row-major, 4 per u32, times
+//                  weight_scale_inv [ceil(heads * (dn + dv) / 128), ceil(rkv / 128)] f32; the 128-row
+//                  blocks do not align with heads, so each element takes the scale of its own block
+//            bf16  the same matrix in bf16 (the top half of an f32), 2 per u32
+//            f32   the same matrix in f32 (kept as u32 bits)
+//
+// Bindings:
+//   0 params            uniform Params
+//   1 q | o_lat         absorb_q: [rows, heads, dn + dr] f32; expand_o: [rows, heads, rkv] f32
+//   2 kv_b              u32 words holding kv_b_proj.weight as above
+//   3 q_lat | o         absorb_q: [rows, heads, rkv] f32; expand_o: [rows, heads * dv] f32; written
+//   4 weight_scale_inv  fp8 only
+//   5 q_pe              absorb_q only: [rows, heads, dr] f32, written
+//
+// Dispatch: one invocation per output element (absorb_q: rows * heads * (rkv + dr), the last dr of
+// each (row, head) copying q_pe; expand_o: rows * heads * dv); workgroups = ceil(count /
+// WORKGROUP_SIZE), laid out over (x, y) as group = wid.y * nwg.x + wid.x.
+
+struct Params {
+  rows: u32,
+  heads: u32,
+  dn: u32, // qk_nope_head_dim
+  dr: u32, // qk_rope_head_dim
+  dv: u32, // v_head_dim
+  rkv: u32, // kv_lora_rank
+  scale_cols: u32, // ceil(rkv / 128): row stride of weight_scale_inv
+  count: u32, // invocations that write something
+}
+
+const BLOCK = 128u; // the 128 x 128 weight scale blocks of the checkpoint
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> kv_b: array<u32>;
+#if step == absorb_q
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read_write> q_lat: array<f32>;
+@group(0) @binding(5) var<storage, read_write> q_pe: array<f32>;
+#else
+@group(0) @binding(1) var<storage, read> o_lat: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+#endif
+#if weights == fp8
+@group(0) @binding(4) var<storage, read> weight_scale_inv: array<f32>;
+#endif
+
+override WORKGROUP_SIZE: u32 = 64;
+
+// wkv_b[row, c]: element (row, c) of the dequantised kv_b_proj.weight [heads * (dn + dv), rkv].
+fn kv_b_at(row: u32, c: u32) -> f32 {
+  let i = row * params.rkv + c;
+#if weights == fp8
+  let code = (kv_b[i / 4u] >> ((i % 4u) * 8u)) & 0xFFu;
+  return e4m3_to_f32(code) * weight_scale_inv[(row / BLOCK) * params.scale_cols + c / BLOCK];
+#elif weights == bf16
+  return bitcast<f32>((kv_b[i / 2u] >> ((i & 1u) * 16u)) << 16u);
+#else
+  return bitcast<f32>(kv_b[i]);
+#endif
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let index = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+  if (index >= params.count) {
+    return;
+  }
+#if step == absorb_q
+  // index runs over [rows, heads, rkv + dr]: rkv q_lat columns, then dr q_pe columns.
+  let width = params.rkv + params.dr;
+  let rh = index / width; // r * heads + h
+  let j = index - rh * width;
+  let q_row = rh * (params.dn + params.dr);
+  if (j >= params.rkv) {
+    let k = j - params.rkv;
+    q_pe[rh * params.dr + k] = q[q_row + params.dn + k];
+    return;
+  }
+  let w_uk = (rh % params.heads) * (params.dn + params.dv); // row of W_UK[h][0, :] in kv_b_proj
+  var acc = 0.0;
+  for (var d = 0u; d < params.dn; d++) {
+    acc += q[q_row + d] * kv_b_at(w_uk + d, j);
+  }
+  q_lat[rh * params.rkv + j] = acc;
+#else
+  // index runs over [rows, heads, dv], the layout of o.
+  let rh = index / params.dv; // r * heads + h
+  let v = index - rh * params.dv;
+  let w_uv = (rh % params.heads) * (params.dn + params.dv) + params.dn + v; // row of W_UV[h][v, :]
+  let lat = rh * params.rkv;
+  var acc = 0.0;
+  for (var c = 0u; c < params.rkv; c++) {
+    acc += o_lat[lat + c] * kv_b_at(w_uv, c);
+  }
+  o[index] = acc;
+#endif
+}

@@ -1,0 +1,197 @@
+// The DeepSeek-V3 forward pass on the GPU as a plan for a fixed number of rows T (DEEPSEEK_V3_MATH.md 4):
+//
+//   h = embed_tokens[ids];  x = RMSNorm(h; input_layernorm.0)
+//   per layer L:  attnOut = MLA(x)                   (writes the layer's latent cache rows)
+//                 h += attnOut;  x = RMSNorm(h; post_attention_layernorm.L)
+//                 ffnOut = dense MLP(x) or MoE(x)
+//                 h += ffnOut;   x = RMSNorm(h; input_layernorm.L+1)   (hidden = RMSNorm(h; model.norm) after the last)
+//   logits = lm_head(hidden rows) -> sampled ids
+//
+// A plan prepares every call once (params, bind groups, activations for T rows); a step writes the
+// ids and positions, moves the cache offsets and records the whole forward into one command
+// encoder: one submit, and only sampled ids (or, when asked, logits) come back. The decode plan is
+// the plan of T = 1 (T = 2 for the MTP verify step); prefill runs the plan of the chunk size.
+
+import type { DeepseekV3Config } from '../config.ts';
+import { ArgumentError } from '../errors.ts';
+import { readBuffer } from '../gpu/buffers.ts';
+import type { PreparedCall } from '../kernels/matmul_operands.ts';
+import { prepareRmsNorm, type PreparedRmsNorm } from '../kernels/rmsnorm.ts';
+import { writeConsecutivePositions } from '../kernels/rope_yarn.ts';
+import { prepareSample, type PreparedSample, type SamplingParams } from '../kernels/sample.ts';
+import { createActivations, type Activations } from './activations.ts';
+import { prepareFfn } from './ffn.ts';
+import type { LayerWeights, ModelWeights } from './gpu_weights.ts';
+import type { LatentCache } from './kv_cache.ts';
+import { prepareMla, type PreparedMla } from './mla.ts';
+import type { ModelKernels } from './model_kernels.ts';
+
+/** Which rows of a step get logits: the last one (generation) or every one (scoring, MTP verify). */
+export type LogitRows = 'last' | 'all';
+
+export interface ForwardPlanOptions {
+  kernels: ModelKernels;
+  weights: ModelWeights;
+  cache: LatentCache;
+  /** [qk_rope_head_dim / 2] f32 YaRN inverse frequencies. */
+  invFreq: GPUBuffer;
+  rows: number;
+  logitRows: LogitRows;
+}
+
+export interface StepOutput {
+  /** Sampled ids, one per logit row; when sampling was asked for. */
+  ids?: Uint32Array;
+  /** [logit rows, vocab_size]; when asked for. */
+  logits?: Float32Array;
+}
+
+export interface StepInput {
+  ids: ArrayLike<number>;
+  /** Absolute position of ids[0]; the cache must hold rows 0 .. startPos - 1 already. */
+  startPos: number;
+  /** Sample the logit rows on the GPU and read back only the ids. */
+  sample?: SamplingParams;
+  /** Read the logit rows back. */
+  readLogits?: boolean;
+  /** Compute the logits on the GPU without reading them (implied by sample and readLogits). */
+  head?: boolean;
+}
+
+export interface ForwardPlan {
+  readonly rows: number;
+  readonly logitRows: LogitRows;
+  readonly acts: Activations;
+  /** [logit rows, vocab_size] f32, written by every step. */
+  readonly logits: GPUBuffer;
+  /** Writes ids and positions, then records the step into `encoder` (for composing with other work). */
+  encode(encoder: GPUCommandEncoder, input: StepInput): void;
+  /** One step: encode, submit, read back what was asked for. */
+  run(input: StepInput): Promise<StepOutput>;
+  destroy(): void;
+}
+
+interface LayerPlan {
+  mla: PreparedMla;
+  /** add_rmsnorm(attention), FFN calls, add_rmsnorm(FFN into the next norm). */
+  tail: PreparedCall[];
+}
+
+export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows }: ForwardPlanOptions): ForwardPlan {
+  const c: DeepseekV3Config = W.config;
+  const { device } = k.gpu;
+  if (!(Number.isInteger(rows) && rows >= 1)) throw new ArgumentError(`forward plan: rows must be a positive integer, got ${rows}`);
+  const d = c.hidden_size;
+  const V = c.vocab_size;
+  const outRows = logitRows === 'all' ? rows : 1;
+  const owned: { destroy(): void }[] = [];
+  const keep = <P extends { destroy(): void }>(p: P): P => (owned.push(p), p);
+  const buffer = (label: string, size: number, usage: number) => keep(device.createBuffer({ label, size: Math.max(16, size), usage }));
+
+  try {
+    const acts = keep(createActivations(device, c, rows, `plan${rows}`));
+    const embed = keep(k.embed(W.embedDtype).prepare({ T: rows, vocab: V, d, ids: acts.ids, table: W.embed_tokens, h: acts.h, label: 'embed_tokens' }));
+    const firstNorm = keep(prepareNorm(k, c, acts.h, W.layers[0].attention.input_layernorm, acts.x, rows, 'input_layernorm.0'));
+    const layers: LayerPlan[] = W.layers.map((w, L) => prepareLayer(k, c, w, W.layers[L + 1]?.attention.input_layernorm ?? W.norm, acts, cache, L, invFreq, keep, L === W.layers.length - 1));
+
+    // The head: the last row alone (copied out, so the GEMV binds it at offset 0) or every row.
+    const lastHidden = logitRows === 'last' && rows > 1 ? buffer('hidden.last', 4 * d, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST) : undefined;
+    const logits = buffer('logits', 4 * outRows * V, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+    const head = keep(k.linear.prepare(W.lm_head, { M: outRows, x: lastHidden ?? acts.hidden, y: logits, label: 'lm_head' }));
+    const sampledIds = buffer('sampled_ids', 4 * outRows, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+    let sample: PreparedSample | undefined;
+
+    const encode = (encoder: GPUCommandEncoder, input: StepInput) => {
+      checkInput(input, rows, cache.maxT, V);
+      device.queue.writeBuffer(acts.ids, 0, Uint32Array.from(input.ids));
+      writeConsecutivePositions(device, acts.positions, input.startPos, rows);
+      for (const layer of layers) layer.mla.setStartPos(input.startPos);
+
+      const first = encoder.beginComputePass({ label: 'embed' });
+      embed.encode(first);
+      firstNorm.encode(first);
+      first.end();
+      layers.forEach((layer, L) => {
+        layer.mla.encode(encoder);
+        const pass = encoder.beginComputePass({ label: `layer${L}.ffn` });
+        for (const call of layer.tail) call.encode(pass);
+        pass.end();
+      });
+      // A prefill chunk before the last one needs no head.
+      if (!input.sample && !input.readLogits && !input.head) return;
+      if (lastHidden) encoder.copyBufferToBuffer(acts.hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
+      const last = encoder.beginComputePass({ label: 'head' });
+      head.encode(last);
+      if (input.sample) {
+        sample ??= keep(prepareSample(device, k.sample, { rows: outRows, vocab: V, logits, ids: sampledIds, sampling: input.sample, label: 'sample' }));
+        sample.setSampling(input.sample);
+        sample.encode(last);
+      }
+      last.end();
+    };
+
+    return {
+      rows,
+      logitRows,
+      acts,
+      logits,
+      encode,
+      async run(input) {
+        const encoder = device.createCommandEncoder({ label: `forward T=${rows}` });
+        encode(encoder, input);
+        device.queue.submit([encoder.finish()]);
+        const out: StepOutput = {};
+        if (input.sample) out.ids = new Uint32Array(await readBuffer(device, sampledIds, 4 * outRows));
+        if (input.readLogits) out.logits = new Float32Array(await readBuffer(device, logits, 4 * outRows * V));
+        if (!input.sample && !input.readLogits) await device.queue.onSubmittedWorkDone();
+        return out;
+      },
+      destroy() {
+        for (const p of owned.splice(0)) p.destroy();
+      },
+    };
+  } catch (err) {
+    for (const p of owned.splice(0)) p.destroy();
+    throw err;
+  }
+}
+
+function prepareNorm(k: ModelKernels, c: DeepseekV3Config, x: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, rows: number, label: string): PreparedRmsNorm {
+  return prepareRmsNorm(k.gpu.device, k.rmsnorm, { rows, width: c.hidden_size, eps: c.rms_norm_eps, x, weight, y, label });
+}
+
+/** One decoder layer: attention, then the fused residual adds around the FFN. `nextNorm` is the next layer's input_layernorm (model.norm after the last). */
+function prepareLayer(
+  k: ModelKernels,
+  c: DeepseekV3Config,
+  w: LayerWeights,
+  nextNorm: GPUBuffer,
+  acts: Activations,
+  cache: LatentCache,
+  cacheLayer: number,
+  invFreq: GPUBuffer,
+  keep: <P extends { destroy(): void }>(p: P) => P,
+  isLast = false,
+): LayerPlan {
+  const { device } = k.gpu;
+  const T = acts.rows;
+  const label = `layer${w.index}`;
+  const mla = keep(prepareMla({ kernels: k, config: c, weights: w.attention, acts, cache, cacheLayer, invFreq, label }));
+  const addNorm = (delta: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, name: string) =>
+    keep(prepareRmsNorm(device, k.addRmsnorm, { rows: T, width: c.hidden_size, eps: c.rms_norm_eps, x: acts.h, delta, weight, y, label: `${label}.${name}` }));
+  const tail: PreparedCall[] = [addNorm(acts.attnOut, w.attention.post_attention_layernorm, acts.x, 'post_attention_layernorm')];
+  for (const call of prepareFfn(k, c, w, acts, label)) tail.push(keep(call));
+  tail.push(addNorm(acts.ffnOut, nextNorm, isLast ? acts.hidden : acts.x, 'next_norm'));
+  return { mla, tail };
+}
+
+function checkInput(input: StepInput, rows: number, maxT: number, vocab: number): void {
+  if (input.ids.length !== rows) throw new ArgumentError(`forward plan of ${rows} rows got ${input.ids.length} ids`);
+  for (let i = 0; i < input.ids.length; i++) {
+    const id = input.ids[i];
+    if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`token ${i} is ${id}, not an id in [0, ${vocab})`);
+  }
+  if (!(Number.isInteger(input.startPos) && input.startPos >= 0 && input.startPos + rows <= maxT)) {
+    throw new ArgumentError(`positions ${input.startPos}..${input.startPos + rows - 1} do not fit the cache of ${maxT} positions`);
+  }
+}

@@ -1,0 +1,48 @@
+// One layer's feed-forward block on the GPU (DEEPSEEK_V3_MATH.md 4.5-4.6), input acts.x, output
+// acts.ffnOut:
+//   dense layers:  mlp(x) = down(silu(gate(x)) * up(x))
+//   MoE layers:    router (sigmoid, bias for selection, group-limited top-k, on the GPU)
+//                  -> routed experts indexed by the router's ids (no readback) -> + shared experts
+// The official MoE.forward returns y + z (routed + shared), added to the residual afterwards.
+
+import type { DeepseekV3Config } from '../config.ts';
+import type { PreparedCall } from '../kernels/matmul_operands.ts';
+import { prepareMoeRoute } from '../kernels/moe_route.ts';
+import type { Activations } from './activations.ts';
+import type { LayerWeights } from './gpu_weights.ts';
+import type { ModelKernels } from './model_kernels.ts';
+
+/** The calls of one layer's FFN, in order, for one compute pass. */
+export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string): PreparedCall[] {
+  const T = acts.rows;
+  const d = c.hidden_size;
+  const calls: PreparedCall[] = [];
+  try {
+    if (w.mlp) {
+      calls.push(k.experts.prepareMlp({ tokens: T, hidden_size: d, intermediate_size: c.intermediate_size, x: acts.x, weights: w.mlp, h: acts.mlpH, out: acts.ffnOut, label: `${label}.mlp` }));
+      return calls;
+    }
+    const moe = w.moe!;
+    calls.push(k.linear.prepare(moe.gate, { M: T, x: acts.x, y: acts.routerLogits, label: `${label}.gate` }));
+    calls.push(
+      prepareMoeRoute(k.gpu.device, k.route, {
+        tokens: T, config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route`,
+      }),
+    );
+    calls.push(
+      k.experts.prepare({
+        tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,
+        x: acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, weights: moe.experts, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+      }),
+    );
+    if (moe.shared_experts) {
+      const I = c.n_shared_experts * c.moe_intermediate_size;
+      calls.push(k.experts.prepareMlp({ tokens: T, hidden_size: d, intermediate_size: I, x: acts.x, weights: moe.shared_experts, h: acts.mlpH, out: acts.sharedOut, label: `${label}.shared_experts` }));
+      calls.push(k.add.prepare({ n: T * d, a: acts.ffnOut, b: acts.sharedOut, label: `${label}.routed+shared` }));
+    }
+    return calls;
+  } catch (err) {
+    for (const call of calls) call.destroy();
+    throw err;
+  }
+}

@@ -1,0 +1,138 @@
+// A loaded model on the GPU: weights as the kernels read them, the kernels, and per latent cache a
+// set of plans (a plan's bind groups point into one cache buffer). `forward` runs any number of
+// tokens through the plans: prefill in chunks of `prefillChunk` rows (the remainder with a plan of
+// its own size), one row per decode step.
+
+import type { DeepseekV3Config } from '../config.ts';
+import { ArgumentError, throwIfAborted } from '../errors.ts';
+import type { Gpu } from '../gpu/device.ts';
+import { uploadBuffer } from '../gpu/buffers.ts';
+import { PipelineCache } from '../kernels/pipeline_cache.ts';
+import type { SamplingParams } from '../kernels/sample.ts';
+import { createForwardPlan, type ForwardPlan, type LogitRows } from './deepseek_v3.ts';
+import { modelWeights, type ModelWeights } from './gpu_weights.ts';
+import { createLatentCache, type LatentCache } from './kv_cache.ts';
+import type { LinearStrategies } from './linear.ts';
+import type { LoadedWeights } from './load_weights.ts';
+import { createModelKernels, type ModelKernels } from './model_kernels.ts';
+import { ropeInvFreq } from './rope.ts';
+
+/** Rows per prefill chunk by default: large enough for the tiled GEMM, small enough to interleave sessions. */
+export const DEFAULT_PREFILL_CHUNK = 64;
+
+export interface GpuModelOptions {
+  pipelineCache?: PipelineCache;
+  strategies?: LinearStrategies;
+  prefillChunk?: number;
+}
+
+export interface ForwardOptions {
+  /** Sample after the last row (generation). */
+  sample?: SamplingParams;
+  /** 'last': logits of the last row; 'all': of every row (scoring); default none. */
+  logits?: LogitRows;
+  signal?: AbortSignal;
+}
+
+export interface ForwardResult {
+  /** The sampled id after the last row. */
+  id?: number;
+  /** One row per position asked for. */
+  logits?: Float32Array[];
+}
+
+/** The plans of one latent cache, made when first needed. */
+export interface PlanSet {
+  readonly cache: LatentCache;
+  get(rows: number, logitRows: LogitRows): ForwardPlan;
+  /** Destroy the plans (not the cache). */
+  destroy(): void;
+}
+
+export interface GpuModel {
+  readonly config: DeepseekV3Config;
+  readonly gpu: Gpu;
+  readonly weights: ModelWeights;
+  readonly kernels: ModelKernels;
+  readonly prefillChunk: number;
+  /** A latent cache for `maxT` positions with a slot per main layer (and one for the MTP layer). */
+  createCache(maxT: number): LatentCache;
+  plans(cache: LatentCache): PlanSet;
+  /** Runs `ids` at positions startPos .. through the model, chunked; the cache must hold 0 .. startPos - 1. */
+  forward(plans: PlanSet, ids: readonly number[], startPos: number, options?: ForwardOptions): Promise<ForwardResult>;
+  destroy(): void;
+}
+
+export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuModelOptions = {}): GpuModel {
+  const config = loaded.config;
+  const prefillChunk = options.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
+  if (!(Number.isInteger(prefillChunk) && prefillChunk >= 1)) throw new ArgumentError(`prefillChunk must be a positive integer, got ${prefillChunk}`);
+  const pipelineCache = options.pipelineCache ?? new PipelineCache(gpu.device);
+  const kernels = createModelKernels(gpu, pipelineCache, config, options.strategies);
+  const weights = modelWeights(gpu, pipelineCache, loaded);
+  const invFreq = uploadBuffer(gpu.device, ropeInvFreq(config), 'rope.inv_freq');
+  const cacheLayers = config.num_hidden_layers + (weights.mtp ? 1 : 0);
+
+  const plans = (cache: LatentCache): PlanSet => {
+    const made = new Map<string, ForwardPlan>();
+    return {
+      cache,
+      get(rows, logitRows) {
+        const key = `${rows}/${logitRows}`;
+        let plan = made.get(key);
+        if (!plan) {
+          // Remainder chunks come in every size: keep only a few plans of odd sizes.
+          if (made.size >= 6) {
+            for (const [k, p] of made) {
+              if (p.rows !== 1 && p.rows !== prefillChunk) {
+                p.destroy();
+                made.delete(k);
+                break;
+              }
+            }
+          }
+          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows })));
+        }
+        return plan;
+      },
+      destroy() {
+        for (const p of made.values()) p.destroy();
+        made.clear();
+      },
+    };
+  };
+
+  return {
+    config,
+    gpu,
+    weights,
+    kernels,
+    prefillChunk,
+    createCache: (maxT) => createLatentCache(gpu.device, config, cacheLayers, maxT),
+    plans,
+    async forward(set, ids, startPos, opts = {}) {
+      if (ids.length === 0) throw new ArgumentError('forward needs at least one token');
+      const logits: Float32Array[] = [];
+      let id: number | undefined;
+      for (let start = 0; start < ids.length; start += prefillChunk) {
+        throwIfAborted(opts.signal);
+        const chunk = ids.slice(start, start + prefillChunk);
+        const isLast = start + chunk.length === ids.length;
+        const logitRows: LogitRows = opts.logits === 'all' ? 'all' : 'last';
+        const plan = set.get(chunk.length, logitRows);
+        const wantLogits = opts.logits === 'all' || (isLast && opts.logits === 'last');
+        const out = await plan.run({ ids: chunk, startPos: startPos + start, sample: isLast ? opts.sample : undefined, readLogits: wantLogits });
+        if (out.logits) {
+          const rows = out.logits.length / config.vocab_size;
+          for (let r = 0; r < rows; r++) logits.push(out.logits.subarray(r * config.vocab_size, (r + 1) * config.vocab_size));
+        }
+        if (out.ids) id = out.ids[out.ids.length - 1];
+      }
+      return { id, logits: opts.logits ? logits : undefined };
+    },
+    destroy() {
+      weights.destroy();
+      invFreq.destroy();
+    },
+  };
+}

@@ -1,0 +1,124 @@
+// One layer's multi-head latent attention on the GPU, absorbed form (DEEPSEEK_V3_MATH.md 4.3-4.4),
+// for the T rows of a plan at positions startPos .. startPos + T - 1:
+//
+//   q      = q_b_proj(RMSNorm(q_a_proj(x)))   (or q_proj(x)),  RoPE on each head's last dr
+//   kv_a   = kv_a_proj_with_mqa(x)  -> cache row [kv_a_layernorm(c_kv) | RoPE(k_pe)]
+//   q_lat  = q_nope · W_UK                     (kv_b_proj read in place, per head)
+//   o_lat  = softmax((q_lat · c_hat + q_pe · k_pe) · softmax_scale) · c_hat   over 0 .. own position
+//   out    = o_proj(o_lat · W_UVᵀ)
+//
+// Recorded as: pass "before" (projections, RoPE on q), the cache write, pass "after" (absorb,
+// attention, W_UV, o_proj). Small row counts take mla_decode (flash-decoding), larger mla_prefill.
+
+import type { DeepseekV3Config } from '../config.ts';
+import { GEMV_MAX_ROWS } from '../kernels/gemv_fp8.ts';
+import type { PreparedCall } from '../kernels/matmul_operands.ts';
+import { prepareMlaDecode } from '../kernels/mla_decode.ts';
+import { prepareMlaPrefill } from '../kernels/mla_prefill.ts';
+import { prepareRmsNorm } from '../kernels/rmsnorm.ts';
+import { prepareRopeYarn } from '../kernels/rope_yarn.ts';
+import type { Activations } from './activations.ts';
+import type { AttentionWeights } from './gpu_weights.ts';
+import { prepareCacheWrite, type LatentCache } from './kv_cache.ts';
+import type { ModelKernels } from './model_kernels.ts';
+
+export interface PreparedMla {
+  /** Calls of the first pass, in order. */
+  readonly before: readonly PreparedCall[];
+  /** Calls of the second pass, in order (ends with o_proj writing acts.attnOut). */
+  readonly after: readonly PreparedCall[];
+  /** Moves the step to startPos (cache write and attention params). */
+  setStartPos(startPos: number): void;
+  /** Records pass "before", the cache write and pass "after". */
+  encode(encoder: GPUCommandEncoder): void;
+  destroy(): void;
+}
+
+export interface MlaPlanArgs {
+  kernels: ModelKernels;
+  config: DeepseekV3Config;
+  weights: AttentionWeights;
+  acts: Activations;
+  cache: LatentCache;
+  /** The layer's index in `cache` (the MTP layer has its own slot). */
+  cacheLayer: number;
+  /** [qk_rope_head_dim / 2] f32 YaRN inverse frequencies. */
+  invFreq: GPUBuffer;
+  label: string;
+}
+
+/** Prepares the attention of one layer for `acts.rows` rows (input acts.x, output acts.attnOut). */
+export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cacheLayer, invFreq, label }: MlaPlanArgs): PreparedMla {
+  const { device } = k.gpu;
+  const T = acts.rows;
+  const H = c.num_attention_heads;
+  const dq = c.qk_head_dim;
+  const before: PreparedCall[] = [];
+  const after: PreparedCall[] = [];
+  const all: { destroy(): void }[] = [];
+  const keep = <P extends { destroy(): void }>(p: P): P => (all.push(p), p);
+
+  try {
+    if (w.q_proj) {
+      before.push(keep(k.linear.prepare(w.q_proj, { M: T, x: acts.x, y: acts.q, label: `${label}.q_proj` })));
+    } else {
+      before.push(keep(k.linear.prepare(w.q_a_proj!, { M: T, x: acts.x, y: acts.qA!, label: `${label}.q_a_proj` })));
+      before.push(
+        keep(prepareRmsNorm(device, k.rmsnorm, { rows: T, width: c.q_lora_rank!, eps: c.rms_norm_eps, x: acts.qA!, weight: w.q_a_layernorm!, y: acts.qANorm!, label: `${label}.q_a_layernorm` })),
+      );
+      before.push(keep(k.linear.prepare(w.q_b_proj!, { M: T, x: acts.qANorm!, y: acts.q, label: `${label}.q_b_proj` })));
+    }
+    before.push(keep(k.linear.prepare(w.kv_a_proj_with_mqa, { M: T, x: acts.x, y: acts.kvA, label: `${label}.kv_a_proj_with_mqa` })));
+    before.push(
+      keep(
+        prepareRopeYarn(device, k.rope, {
+          rows: T, heads: H, ropeDim: c.qk_rope_head_dim, rowStride: H * dq, headStride: dq, ropeOffset: c.qk_nope_head_dim,
+          x: acts.q, positions: acts.positions, invFreq, label: `${label}.q_rope`,
+        }),
+      ),
+    );
+
+    const cacheWrite = keep(
+      prepareCacheWrite(device, k.cacheWrite, {
+        config: c, cache, layer: cacheLayer, startPos: 0, rows: T, kvA: acts.kvA, kvNormWeight: w.kv_a_layernorm, positions: acts.positions, invFreq,
+      }),
+    );
+
+    const shape = { rows: T, heads: H, qkNopeHeadDim: c.qk_nope_head_dim, qkRopeHeadDim: c.qk_rope_head_dim, vHeadDim: c.v_head_dim, kvLoraRank: c.kv_lora_rank };
+    const absorb = k.absorb(w.kv_b_proj.format);
+    const kvB = { kvB: w.kv_b_proj.weight, kvBScale: w.kv_b_proj.weight_scale_inv };
+    after.push(keep(absorb.prepareQ({ ...shape, ...kvB, q: acts.q, qLat: acts.qLat, qPe: acts.qPe, label: `${label}.q_absorb` })));
+    const attentionArgs = {
+      rows: T, heads: H, kvLoraRank: c.kv_lora_rank, ropeDim: c.qk_rope_head_dim, maxT: cache.maxT, startPos: 0, softmaxScale: c.softmax_scale,
+      qLat: acts.qLat, qPe: acts.qPe, cache: cache.buffer, cacheByteOffset: cache.layerOffset(cacheLayer), oLat: acts.oLat, label: `${label}.attention`,
+    };
+    const attention = keep(T <= GEMV_MAX_ROWS ? prepareMlaDecode(device, k.mlaDecode, attentionArgs) : prepareMlaPrefill(device, k.mlaPrefill, attentionArgs));
+    after.push(attention);
+    after.push(keep(absorb.prepareO({ ...shape, ...kvB, oLat: acts.oLat, o: acts.o, label: `${label}.v_expand` })));
+    after.push(keep(k.linear.prepare(w.o_proj, { M: T, x: acts.o, y: acts.attnOut, label: `${label}.o_proj` })));
+
+    return {
+      before,
+      after,
+      setStartPos(startPos) {
+        cacheWrite.setStartPos(startPos);
+        attention.setStartPos(startPos);
+      },
+      encode(encoder) {
+        const first = encoder.beginComputePass({ label: `${label}.before` });
+        for (const call of before) call.encode(first);
+        first.end();
+        cacheWrite.encode(encoder);
+        const second = encoder.beginComputePass({ label: `${label}.after` });
+        for (const call of after) call.encode(second);
+        second.end();
+      },
+      destroy() {
+        for (const p of all) p.destroy();
+      },
+    };
+  } catch (err) {
+    for (const p of all) p.destroy();
+    throw err;
+  }
+}
