@@ -1,0 +1,66 @@
+// chat.completions.create in the OpenAI shape over the engine's generation: the checkpoint's chat
+// template turns the messages into ids (with a session, the conversation so far shares its prefix
+// with the cache, so a new turn prefills only its new tokens).
+
+import { ArgumentError } from '../errors.ts';
+import type { Tokenizer } from '../text/tokenizer.ts';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Engine, FinishReason, GenerateChunk, GenerateOptions } from './types.ts';
+
+export interface ChatHost {
+  generateIds(ids: number[], options: GenerateOptions): AsyncIterable<GenerateChunk>;
+}
+
+let completionCounter = 0;
+
+export function createChat(host: ChatHost, tokenizer: () => Tokenizer, modelName: string): Engine['chat'] {
+  function start(request: ChatCompletionRequest) {
+    if (!Array.isArray(request.messages) || request.messages.length === 0) throw new ArgumentError('messages must be a non-empty array of {role, content}');
+    const ids = tokenizer().encodeChat(request.messages, { addGenerationPrompt: true });
+    const chunks = host.generateIds(ids, {
+      maxTokens: request.max_tokens,
+      temperature: request.temperature,
+      topP: request.top_p,
+      seed: request.seed,
+      stop: request.stop,
+      session: request.session,
+      signal: request.signal,
+    });
+    return { chunks, id: `chatcmpl-${Date.now().toString(36)}-${++completionCounter}`, created: Math.floor(Date.now() / 1000) };
+  }
+
+  async function* stream(request: ChatCompletionRequest): AsyncGenerator<ChatCompletionChunk> {
+    const { chunks, id, created } = start(request);
+    const base = { id, object: 'chat.completion.chunk' as const, created, model: modelName };
+    yield { ...base, choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }] };
+    for await (const chunk of chunks) {
+      if (chunk.text) yield { ...base, choices: [{ index: 0, delta: { content: chunk.text }, finish_reason: null }] };
+      if (chunk.done) {
+        const { stats, finishReason } = chunk.done;
+        yield {
+          ...base,
+          choices: [{ index: 0, delta: {}, finish_reason: finishReason }],
+          usage: { prompt_tokens: stats.promptTokens, completion_tokens: stats.generatedTokens, total_tokens: stats.promptTokens + stats.generatedTokens },
+        };
+      }
+    }
+  }
+
+  async function complete(request: ChatCompletionRequest): Promise<ChatCompletion> {
+    const { chunks, id, created } = start(request);
+    let content = '';
+    let finish: FinishReason = 'length';
+    let usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+    for await (const chunk of chunks) {
+      content += chunk.text;
+      if (chunk.done) {
+        finish = chunk.done.finishReason;
+        const s = chunk.done.stats;
+        usage = { prompt_tokens: s.promptTokens, completion_tokens: s.generatedTokens, total_tokens: s.promptTokens + s.generatedTokens };
+      }
+    }
+    return { id, object: 'chat.completion', created, model: modelName, choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: finish }], usage };
+  }
+
+  const create = (async (request: ChatCompletionRequest) => (request.stream ? stream(request) : complete(request))) as Engine['chat']['completions']['create'];
+  return { completions: { create } };
+}

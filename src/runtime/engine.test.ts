@@ -1,0 +1,107 @@
+// The engine in this thread on the official fixture (token ids; it has no tokenizer): generation
+// through sessions, limits checked before any GPU work, abort, stop ids, logits, stats, unload.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AbortError, ArgumentError, PromptTooLongError, TokenizerError } from '../errors.ts';
+import { testGpu } from '../gpu/testing.ts';
+import { nodeDir } from '../io/node_source.ts';
+import { officialFixture, officialReference } from '../testing/fixtures.ts';
+import { createLocalEngine } from './engine.ts';
+import type { Engine, GenerateChunk } from './types.ts';
+
+interface OfficialPrompt {
+  prompt: number[];
+  prefill_logits: number[][];
+  greedy: { tokens: number[] };
+}
+const prompts = officialReference<{ modes: { f32_dequant: { prompts: OfficialPrompt[] } } }>().modes.f32_dequant.prompts;
+
+let engine: Engine;
+beforeAll(async () => {
+  const gpu = await testGpu();
+  engine = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 300, prefillChunk: 16 });
+});
+afterAll(() => engine?.unload());
+
+async function collect(chunks: AsyncIterable<GenerateChunk>): Promise<{ ids: number[]; last: GenerateChunk }> {
+  const ids: number[] = [];
+  let last!: GenerateChunk;
+  for await (const chunk of chunks) {
+    ids.push(...chunk.ids);
+    last = chunk;
+  }
+  return { ids, last };
+}
+
+describe('local engine (official fixture, ids)', () => {
+  it('greedy generation gives the official continuation, with stats', async () => {
+    const p = prompts[0];
+    const { ids, last } = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: 8, ignoreEos: true }));
+    expect(ids).toEqual(p.greedy.tokens.slice(0, 8));
+    expect(last.done?.finishReason).toBe('length');
+    expect(last.done?.stats).toMatchObject({ promptTokens: p.prompt.length, prefilledTokens: p.prompt.length, generatedTokens: 8 });
+    expect(last.done!.stats.decodeTokensPerS).toBeGreaterThan(0);
+  });
+
+  it('a session keeps its cache: the next turn prefills only its new tokens and continues exactly', async () => {
+    const p = prompts[1];
+    const session = await engine.createSession();
+    const first = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: 4, ignoreEos: true, session }));
+    expect(first.ids).toEqual(p.greedy.tokens.slice(0, 4));
+    // Feeding the next greedy tokens as a new "prompt" continues the same sequence.
+    const more = p.greedy.tokens.slice(4, 6);
+    const second = await collect(engine.generate(more, { temperature: 0, maxTokens: 3, ignoreEos: true, session }));
+    expect(second.last.done?.stats.prefilledTokens).toBe(1 + more.length); // the last generated token, then the new ones
+    expect(second.ids).toEqual(p.greedy.tokens.slice(6, 9));
+    expect((await engine.stats()).sessions).toBe(1);
+    await engine.closeSession(session);
+    expect((await engine.stats()).sessions).toBe(0);
+  });
+
+  it('stops on a stop id, and checks arguments and limits before any work', async () => {
+    const p = prompts[0];
+    const stopAt = p.greedy.tokens[2];
+    const { ids, last } = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: 10, stopTokenIds: [stopAt], ignoreEos: true }));
+    expect(ids).toEqual(p.greedy.tokens.slice(0, 2));
+    expect(last.done?.finishReason).toBe('stop');
+    await expect(collect(engine.generate(new Array(300).fill(5)))).rejects.toBeInstanceOf(PromptTooLongError);
+    await expect(collect(engine.generate([999]))).rejects.toBeInstanceOf(ArgumentError);
+    await expect(collect(engine.generate([5], { temperature: -1 }))).rejects.toBeInstanceOf(ArgumentError);
+    await expect(collect(engine.generate('text needs a tokenizer'))).rejects.toBeInstanceOf(TokenizerError);
+    expect((await engine.stats()).sessions).toBe(0);
+  });
+
+  it('an abort stops the request within a step and releases its session', async () => {
+    const controller = new AbortController();
+    const seen: number[] = [];
+    const run = async () => {
+      for await (const chunk of engine.generate(prompts[0].prompt, { temperature: 0, maxTokens: 50, ignoreEos: true, signal: controller.signal })) {
+        seen.push(...chunk.ids);
+        if (seen.length === 3) controller.abort();
+      }
+    };
+    await expect(run()).rejects.toBeInstanceOf(AbortError);
+    expect(seen).toHaveLength(3);
+    expect((await engine.stats()).sessions).toBe(0);
+  });
+
+  it('logits of every position match the official prefill logits', async () => {
+    const p = prompts[1];
+    const rows = await engine.logits(p.prompt, { positions: 'all' });
+    expect(rows).toHaveLength(p.prompt.length);
+    let worst = 0;
+    rows.forEach((row, r) => row.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - p.prefill_logits[r][j])))));
+    expect(worst).toBeLessThan(1e-4);
+    const last = await engine.logits(p.prompt);
+    expect(last).toHaveLength(1);
+  });
+
+  it('two requests at once both finish with their own tokens (the scheduler interleaves them)', async () => {
+    const [a, b] = await Promise.all([
+      collect(engine.generate(prompts[0].prompt, { temperature: 0, maxTokens: 5, ignoreEos: true })),
+      collect(engine.generate(prompts[2].prompt, { temperature: 0, maxTokens: 5, ignoreEos: true })),
+    ]);
+    expect(a.ids).toEqual(prompts[0].greedy.tokens.slice(0, 5));
+    expect(b.ids).toEqual(prompts[2].greedy.tokens.slice(0, 5));
+  });
+});

@@ -1,0 +1,238 @@
+// The engine in this thread: a loaded model, its tokenizer, sessions with their latent caches, and
+// the scheduler that shares the GPU between requests. The Worker hosts exactly this; Node uses it
+// directly. Every request checks its arguments and limits before any GPU work starts.
+
+import { ArgumentError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
+import type { Gpu } from '../gpu/device.ts';
+import { openCheckpoint } from '../io/checkpoint_files.ts';
+import type { CheckpointDir } from '../io/sources.ts';
+import { createGpuModel, type GpuModel } from '../model/gpu_model.ts';
+import { loadWeights, type LoadedWeights } from '../model/load_weights.ts';
+import { countParameters } from '../model/weights.ts';
+import { loadTokenizerFromDir } from '../text/tokenizer.ts';
+import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
+import type { Tokenizer } from '../text/tokenizer.ts';
+import { createChat } from './chat.ts';
+import { runGeneration, type GenerateContext } from './generate.ts';
+import { Scheduler } from './scheduler.ts';
+import { SessionState } from './session.ts';
+import type { Engine, EngineLimits, EngineProgress, EngineStats, GenerateChunk, GenerateOptions, LogitsOptions, ModelInfo, Session } from './types.ts';
+
+export const DEFAULT_MAX_CONTEXT = 4096;
+export const DEFAULT_CACHE_BUDGET_BYTES = 512 * 2 ** 20;
+
+export interface LocalEngineOptions {
+  gpu: Gpu;
+  dir: CheckpointDir;
+  onProgress?: (progress: EngineProgress) => void;
+  signal?: AbortSignal;
+  /** Positions per session; default min(max_position_embeddings, 4096). */
+  maxContext?: number;
+  /** Latent cache bytes all sessions may hold together; default 512 MiB. */
+  cacheBudgetBytes?: number;
+  prefillChunk?: number;
+  /** Destroy the GPU device on unload (the engine opened it). */
+  ownsGpu?: boolean;
+}
+
+export async function createLocalEngine(options: LocalEngineOptions): Promise<Engine> {
+  const { gpu, dir, signal } = options;
+  const checkpoint = await openCheckpoint(dir, { signal });
+  // A checkpoint without tokenizer.json still runs on token ids (generate(ids), logits).
+  const tokenizer = (await dir.exists(TOKENIZER_FILE, signal)) ? await loadTokenizerFromDir(dir, signal) : undefined;
+  const loaded = await loadWeights(gpu.device, checkpoint, {
+    signal,
+    onProgress: (p) => options.onProgress?.({ phase: 'weights', ...p }),
+  });
+  let model: GpuModel;
+  try {
+    model = createGpuModel(gpu, loaded, { prefillChunk: options.prefillChunk });
+  } catch (err) {
+    loaded.destroy();
+    throw err;
+  }
+  const config = loaded.config;
+  const limits: EngineLimits = {
+    maxContext: options.maxContext ?? Math.min(config.max_position_embeddings, DEFAULT_MAX_CONTEXT),
+    cacheBudgetBytes: options.cacheBudgetBytes ?? DEFAULT_CACHE_BUDGET_BYTES,
+  };
+  if (!(Number.isInteger(limits.maxContext) && limits.maxContext >= 2 && limits.maxContext <= config.max_position_embeddings)) {
+    model.destroy();
+    loaded.destroy();
+    throw new ArgumentError(`maxContext must be an integer in [2, ${config.max_position_embeddings}] (max_position_embeddings), got ${limits.maxContext}`);
+  }
+  const engine = new LocalEngine(gpu, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false);
+  options.onProgress?.({ phase: 'ready', bytesDone: loaded.bytesOnGpu, bytesTotal: loaded.bytesOnGpu });
+  return engine;
+}
+
+class LocalEngine implements Engine {
+  readonly info: ModelInfo;
+  readonly chat: Engine['chat'];
+  private readonly sessions = new Map<number, SessionState>();
+  private readonly scheduler = new Scheduler();
+  private nextSession = 1;
+  private unloaded = false;
+  private readonly context: GenerateContext;
+
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly loaded: LoadedWeights,
+    private readonly model: GpuModel,
+    private readonly tokenizer: Tokenizer | undefined,
+    private readonly limits: EngineLimits,
+    name: string,
+    private readonly ownsGpu: boolean,
+  ) {
+    const counts = countParameters(model.config);
+    this.info = { name, config: model.config, parameters: counts.total, hasMtp: model.weights.mtp !== undefined };
+    this.context = { model, tokenizer, scheduler: this.scheduler, limits, reserve: (s, n) => this.reserve(s, n) };
+    this.chat = createChat(this, () => this.text(), name);
+  }
+
+  async *generate(prompt: string | number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
+    this.checkLoaded();
+    const session = options.session ? this.session(options.session) : this.openSession();
+    if (session.busy) throw new ArgumentError(`session ${session.id} is already generating; wait for that request to finish`);
+    session.busy = true;
+    try {
+      const held = [...session.history, ...session.tail];
+      const promptIds = typeof prompt === 'string' ? this.text().encode(prompt, { addSpecialTokens: (options.addBos ?? true) && held.length === 0 }) : [...prompt];
+      yield* runGeneration(this.context, session, [...held, ...promptIds], options);
+    } finally {
+      session.busy = false;
+      if (!options.session) this.closeSessionState(session);
+    }
+  }
+
+  /** Generation over a whole conversation's ids (the chat API): the session reuses its common prefix. */
+  async *generateIds(ids: number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
+    this.checkLoaded();
+    const session = options.session ? this.session(options.session) : this.openSession();
+    if (session.busy) throw new ArgumentError(`session ${session.id} is already generating; wait for that request to finish`);
+    session.busy = true;
+    try {
+      yield* runGeneration(this.context, session, ids, options);
+    } finally {
+      session.busy = false;
+      if (!options.session) this.closeSessionState(session);
+    }
+  }
+
+  async tokenize(text: string, options: { addBos?: boolean } = {}): Promise<number[]> {
+    return this.text().encode(text, { addSpecialTokens: options.addBos ?? true });
+  }
+
+  async detokenize(ids: number[]): Promise<string> {
+    return this.text().decode(ids);
+  }
+
+  async logits(ids: number[], options: LogitsOptions = {}): Promise<Float32Array[]> {
+    this.checkLoaded();
+    const positions = options.positions ?? 'last';
+    if (positions !== 'all' && positions !== 'last') throw new ArgumentError(`positions must be "all" or "last", got ${String(positions)}`);
+    if (ids.length === 0) throw new ArgumentError('logits needs at least one token id');
+    const vocab = this.model.config.vocab_size;
+    for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} is not in [0, ${vocab})`);
+    if (ids.length > this.limits.maxContext) throw new PromptTooLongError(`${ids.length} ids exceed the context limit of ${this.limits.maxContext}`);
+    const session = this.openSession();
+    try {
+      this.reserve(session, ids.length);
+      const model = this.model;
+      const chunk = model.prefillChunk;
+      const rows: Float32Array[] = [];
+      for (let start = 0; start < ids.length; start += chunk) {
+        const part = ids.slice(start, start + chunk);
+        const isLast = start + part.length === ids.length;
+        const logits = positions === 'all' ? 'all' : isLast ? 'last' : undefined;
+        const out = await this.scheduler.turn(() => model.forward(session.plans, part, start, { logits, signal: options.signal }));
+        // Copies: the rows are views of one readback each, and may cross a worker boundary.
+        if (out.logits) rows.push(...out.logits.map((r) => r.slice()));
+      }
+      return rows;
+    } finally {
+      this.closeSessionState(session);
+    }
+  }
+
+  async createSession(): Promise<Session> {
+    this.checkLoaded();
+    return { id: this.openSession().id };
+  }
+
+  async closeSession(session: Session): Promise<void> {
+    const state = this.sessions.get(session.id);
+    if (state) this.closeSessionState(state);
+  }
+
+  async stats(): Promise<EngineStats> {
+    let cacheBytes = 0;
+    let cachedTokens = 0;
+    for (const s of this.sessions.values()) {
+      cacheBytes += s.bytes;
+      cachedTokens += s.history.length;
+    }
+    const c = this.model.config;
+    const cacheLayers = c.num_hidden_layers + (this.model.weights.mtp ? 1 : 0);
+    return {
+      sessions: this.sessions.size,
+      cacheBytes,
+      cacheBytesPerToken: 4 * c.latent_cache_dim * cacheLayers,
+      cachedTokens,
+      weightBytes: this.loaded.bytesOnGpu,
+      limits: { ...this.limits },
+      adapter: [this.gpu.adapter.vendor, this.gpu.adapter.architecture, this.gpu.adapter.description].filter(Boolean).join(' '),
+    };
+  }
+
+  async unload(): Promise<void> {
+    if (this.unloaded) return;
+    this.unloaded = true;
+    for (const s of [...this.sessions.values()]) this.closeSessionState(s);
+    this.model.destroy();
+    this.loaded.destroy();
+    if (this.ownsGpu) this.gpu.destroy();
+  }
+
+  /** The tokenizer, or a TokenizerError for a checkpoint that has none. */
+  private text(): Tokenizer {
+    if (!this.tokenizer) throw new TokenizerError(`${this.info.name} has no ${TOKENIZER_FILE}: give token ids instead of text`);
+    return this.tokenizer;
+  }
+
+  private checkLoaded(): void {
+    if (this.unloaded) throw new WebmoeError('BAD_ARGUMENT', 'this engine was unloaded; create a new one');
+  }
+
+  private session(handle: Session): SessionState {
+    const state = this.sessions.get(handle?.id);
+    if (!state) throw new ArgumentError(`session ${handle?.id} does not exist (closed, or from another engine)`);
+    return state;
+  }
+
+  private openSession(): SessionState {
+    const state = new SessionState(this.nextSession++, this.model);
+    this.sessions.set(state.id, state);
+    return state;
+  }
+
+  private closeSessionState(state: SessionState): void {
+    state.destroy();
+    this.sessions.delete(state.id);
+  }
+
+  /** Grows a session's cache within the engine-wide budget. */
+  private reserve(session: SessionState, positions: number): void {
+    const wanted = session.bytesFor(positions, this.limits.maxContext);
+    let others = 0;
+    for (const s of this.sessions.values()) if (s !== session) others += s.bytes;
+    if (wanted > session.bytes && others + wanted > this.limits.cacheBudgetBytes) {
+      throw new PromptTooLongError(
+        `${positions} positions need ${wanted} bytes of latent cache; with the other sessions' ${others} bytes that is over the engine's cache budget of ${this.limits.cacheBudgetBytes} bytes: close a session, ask for fewer tokens, or raise cacheBudgetBytes`,
+      );
+    }
+    session.reserve(positions, this.limits.maxContext);
+  }
+}
+
+export type { LocalEngine };

@@ -1,0 +1,133 @@
+// One generation request: bring the session's cache up to the request's ids (reusing the longest
+// prefix it already holds), prefill the rest chunk by chunk, then decode one token per step on the
+// GPU (sampling included; only the id comes back), streaming text and stopping on EOS, stop ids,
+// stop strings, maxTokens or the caller's signal. Each chunk and step is one scheduler turn.
+
+import { AbortError, ArgumentError, PromptTooLongError } from '../errors.ts';
+import type { SamplingParams } from '../kernels/sample.ts';
+import type { GpuModel } from '../model/gpu_model.ts';
+import type { Tokenizer } from '../text/tokenizer.ts';
+import type { Scheduler } from './scheduler.ts';
+import { commonPrefix, type SessionState } from './session.ts';
+import { StopStrings } from './stop_strings.ts';
+import type { EngineLimits, FinishReason, GenerateChunk, GenerateOptions, GenerationStats } from './types.ts';
+
+export const DEFAULT_MAX_TOKENS = 256;
+export const DEFAULT_SAMPLING = { temperature: 0.7, topP: 0.95, topK: 0 } as const;
+
+export interface GenerateContext {
+  model: GpuModel;
+  /** Absent for a checkpoint without tokenizer.json: chunks then carry ids and no text. */
+  tokenizer: Tokenizer | undefined;
+  scheduler: Scheduler;
+  limits: EngineLimits;
+  /** Grows the session's cache to `positions` within the engine's cache budget, or throws PromptTooLongError. */
+  reserve(session: SessionState, positions: number): void;
+}
+
+/** Checks the sampling options and turns them into the kernel's parameters (step 0). */
+export function samplingParams(options: GenerateOptions): SamplingParams {
+  const temperature = options.temperature ?? DEFAULT_SAMPLING.temperature;
+  const topP = options.topP ?? DEFAULT_SAMPLING.topP;
+  const topK = options.topK ?? DEFAULT_SAMPLING.topK;
+  const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
+  if (!(Number.isFinite(temperature) && temperature >= 0)) throw new ArgumentError(`temperature must be a number >= 0, got ${temperature}`);
+  if (!(topP > 0 && topP <= 1)) throw new ArgumentError(`top_p must be in (0, 1], got ${topP}`);
+  if (!(Number.isInteger(topK) && topK >= 0)) throw new ArgumentError(`top_k must be an integer >= 0, got ${topK}`);
+  if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new ArgumentError(`seed must be an integer in [0, 2^32), got ${seed}`);
+  return { temperature, topP, topK, seed, step: 0 };
+}
+
+/**
+ * Generates after `ids` (the whole sequence the session should hold: earlier turns included).
+ * The session is left holding the rows of every id that was run; on abort it throws AbortError.
+ */
+export async function* runGeneration(ctx: GenerateContext, session: SessionState, ids: readonly number[], options: GenerateOptions): AsyncGenerator<GenerateChunk> {
+  const started = now();
+  const { model, tokenizer, scheduler, limits } = ctx;
+  const { signal } = options;
+  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+  if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new ArgumentError(`maxTokens must be a positive integer, got ${maxTokens}`);
+  if (ids.length === 0) throw new ArgumentError('the prompt is empty: give at least one token');
+  const vocab = model.config.vocab_size;
+  for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} is not in [0, ${vocab})`);
+  if (ids.length >= limits.maxContext) {
+    throw new PromptTooLongError(`the prompt has ${ids.length} tokens; this engine's context holds ${limits.maxContext} positions (prompt plus at least one generated token)`);
+  }
+  const sampling = samplingParams(options);
+  const stopIds = new Set([...(options.ignoreEos ? [] : model.config.eos_token_ids), ...(options.stopTokenIds ?? [])]);
+  const stops = new StopStrings(options.stop);
+  const budget = Math.min(maxTokens, limits.maxContext - ids.length);
+
+  // Reuse the rows the session holds for the common prefix; at least one id must run to give logits.
+  const reuse = Math.min(commonPrefix(session.history, ids), ids.length - 1);
+  ctx.reserve(session, ids.length + budget);
+  session.truncate(reuse);
+  session.tail = [];
+  const toPrefill = ids.slice(reuse);
+
+  const abortIfAsked = () => {
+    if (signal?.aborted) throw new AbortError('The generation was aborted.');
+  };
+
+  // Prefill, one chunk per turn.
+  let next: number | undefined;
+  const chunk = model.prefillChunk;
+  for (let start = 0; start < toPrefill.length; start += chunk) {
+    abortIfAsked();
+    const part = toPrefill.slice(start, start + chunk);
+    const isLast = start + part.length === toPrefill.length;
+    const result = await scheduler.turn(() => model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined }));
+    session.history.push(...part);
+    if (isLast) next = result.id;
+  }
+  const prefillDone = now();
+  const decoder = tokenizer?.createStreamDecoder({ skipSpecialTokens: true }) ?? { push: () => '', flush: () => '' };
+  const generated: number[] = [];
+  let finishReason: FinishReason = 'length';
+
+  const emit = (id: number): GenerateChunk => ({ text: stops.push(decoder.push(id)), ids: [id] });
+  let decodeStart = prefillDone;
+  while (next !== undefined) {
+    generated.push(next);
+    if (stopIds.has(next)) {
+      finishReason = 'stop';
+      session.tail = [next];
+      break;
+    }
+    yield emit(next);
+    if (stops.stopped) {
+      finishReason = 'stop';
+      session.tail = [next];
+      break;
+    }
+    if (generated.length >= budget) {
+      session.tail = [next];
+      break;
+    }
+    abortIfAsked();
+    if (generated.length === 1) decodeStart = now();
+    const id = next;
+    const step = { ...sampling, step: generated.length };
+    const result = await scheduler.turn(() => model.forward(session.plans, [id], session.history.length, { sample: step }));
+    session.history.push(id);
+    next = result.id;
+  }
+  const ended = now();
+  const tailText = stops.push(decoder.flush()) + stops.flush();
+  const decoded = Math.max(0, generated.length - 1);
+  const stats: GenerationStats = {
+    promptTokens: ids.length,
+    prefilledTokens: toPrefill.length,
+    generatedTokens: generated.length,
+    ttftMs: prefillDone - started,
+    prefillTokensPerS: toPrefill.length / Math.max(1e-9, (prefillDone - started) / 1000),
+    decodeTokensPerS: decoded > 0 ? decoded / Math.max(1e-9, (ended - decodeStart) / 1000) : 0,
+    totalMs: ended - started,
+  };
+  yield { text: tailText, ids: [], done: { finishReason, stats } };
+}
+
+function now(): number {
+  return performance.now();
+}

@@ -1,0 +1,166 @@
+// The engine's public API types: the same for the engine in this thread (Node, or a page that
+// asks for no worker) and for the main-thread client of the engine in a Worker. Everything that
+// crosses the worker boundary is plain data (structured-clonable).
+
+import type { ChatMessage } from '../text/chat_template.ts';
+
+/** Load progress: bytes of the checkpoint read and uploaded to the GPU. */
+export interface EngineProgress {
+  phase: 'weights' | 'ready';
+  bytesDone: number;
+  bytesTotal: number;
+  /** The file being read. */
+  file?: string;
+  /** The bytes came from the browser's shard cache (IndexedDB), not the network. */
+  fromCache?: boolean;
+}
+
+export interface EngineLimits {
+  /** Positions one session may hold (prompt plus generated tokens). */
+  maxContext: number;
+  /** Bytes of latent cache all sessions together may hold. */
+  cacheBudgetBytes: number;
+}
+
+/** A conversation that keeps its latent cache between requests (see Engine.createSession). */
+export interface Session {
+  readonly id: number;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface SamplingOptions {
+  /** 0: greedy. Default 0.7. */
+  temperature?: number;
+  /** 1: off. Default 0.95. */
+  topP?: number;
+  /** 0: off. Default 0. */
+  topK?: number;
+  /** u32; default: a random seed per request. */
+  seed?: number;
+  /** HF convention: a logit of a token already in the prompt or output is divided (positive) or multiplied (negative) by it. 1: off (default). */
+  repetitionPenalty?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Tokens to generate at most. Default 256. */
+  maxTokens?: number;
+  /** Stop when one of these strings appears in the output (it is not included). */
+  stop?: string | string[];
+  /** Stop on these ids too (the config's EOS ids always stop, unless ignoreEos). */
+  stopTokenIds?: number[];
+  ignoreEos?: boolean;
+  /** Continue this session: the prompt is appended to what it holds (or shares a prefix with it). */
+  session?: Session;
+  /** Add the tokenizer's BOS before a text prompt (default true; ignored for ids and sessions with history). */
+  addBos?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GenerationStats {
+  promptTokens: number;
+  /** Prompt tokens actually prefilled (fewer when a session already held a prefix). */
+  prefilledTokens: number;
+  generatedTokens: number;
+  /** From the request to the first generated token. */
+  ttftMs: number;
+  prefillTokensPerS: number;
+  decodeTokensPerS: number;
+  totalMs: number;
+}
+
+/** One piece of a streamed generation; the last one has `done`. */
+export interface GenerateChunk {
+  /** Text new since the previous chunk (may lag the ids while a character is incomplete). */
+  text: string;
+  /** Token ids new since the previous chunk. */
+  ids: number[];
+  done?: { finishReason: FinishReason; stats: GenerationStats };
+}
+
+export interface LogitsOptions {
+  /** 'last' (default) or 'all'. */
+  positions?: 'all' | 'last';
+  signal?: AbortSignal;
+}
+
+export interface EngineStats {
+  sessions: number;
+  /** Latent cache bytes allocated by all sessions. */
+  cacheBytes: number;
+  /** Bytes per cached token (all layers). */
+  cacheBytesPerToken: number;
+  /** Positions cached over all sessions. */
+  cachedTokens: number;
+  weightBytes: number;
+  limits: EngineLimits;
+  adapter: string;
+}
+
+export interface ChatCompletionRequest {
+  messages: ChatMessage[];
+  stream?: boolean;
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  seed?: number;
+  stop?: string | string[];
+  /** webmoe extension: keep the conversation's cache (a new turn prefills only its new tokens). */
+  session?: Session;
+  signal?: AbortSignal;
+}
+
+export interface ChatCompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: { index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason }[];
+  usage: ChatCompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: { index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null }[];
+  /** On the last chunk. */
+  usage?: ChatCompletionUsage;
+}
+
+export interface ModelInfo {
+  name: string;
+  config: import('../config.ts').DeepseekV3Config;
+  parameters: number;
+  hasMtp: boolean;
+}
+
+/** What createEngine returns, in this thread or as the client of a Worker. */
+export interface Engine {
+  readonly info: ModelInfo;
+  generate(prompt: string | number[], options?: GenerateOptions): AsyncIterable<GenerateChunk>;
+  readonly chat: {
+    readonly completions: {
+      create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+      create(request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
+      create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+    };
+  };
+  tokenize(text: string, options?: { addBos?: boolean }): Promise<number[]>;
+  detokenize(ids: number[]): Promise<string>;
+  /** Logits of the main model for `ids` from position 0, one row per position asked for. */
+  logits(ids: number[], options?: LogitsOptions): Promise<Float32Array[]>;
+  createSession(): Promise<Session>;
+  /** Frees the session's cache. */
+  closeSession(session: Session): Promise<void>;
+  stats(): Promise<EngineStats>;
+  /** Frees everything (GPU buffers, device, worker). Safe to call twice. */
+  unload(): Promise<void>;
+}
