@@ -18,6 +18,7 @@ import { readBuffer } from '../gpu/buffers.ts';
 import type { PreparedCall } from '../kernels/matmul_operands.ts';
 import { prepareRmsNorm, type PreparedRmsNorm } from '../kernels/rmsnorm.ts';
 import { writeConsecutivePositions } from '../kernels/rope_yarn.ts';
+import { maskWords, type PreparedRepetitionPenalty } from '../kernels/repetition_penalty.ts';
 import { prepareSample, type PreparedSample, type SamplingParams } from '../kernels/sample.ts';
 import { createActivations, type Activations } from './activations.ts';
 import { prepareFfn } from './ffn.ts';
@@ -56,6 +57,15 @@ export interface StepInput {
   readLogits?: boolean;
   /** Compute the logits on the GPU without reading them (implied by sample and readLogits). */
   head?: boolean;
+  /** Before sampling: penalise the ids set in `mask` (presenceMask of the ids seen so far). */
+  repetition?: RepetitionInput;
+}
+
+export interface RepetitionInput {
+  /** HF convention: positive logits divided by it, negative ones multiplied; 1 is off. */
+  penalty: number;
+  /** [ceil(vocab / 32)] u32 presence bits. */
+  mask: Uint32Array<ArrayBuffer>;
 }
 
 export interface ForwardPlan {
@@ -100,6 +110,8 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
     const head = keep(k.linear.prepare(W.lm_head, { M: outRows, x: lastHidden ?? acts.hidden, y: logits, label: 'lm_head' }));
     const sampledIds = buffer('sampled_ids', 4 * outRows, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
     let sample: PreparedSample | undefined;
+    let penalty: PreparedRepetitionPenalty | undefined;
+    let penaltyMask: GPUBuffer | undefined;
 
     const encode = (encoder: GPUCommandEncoder, input: StepInput) => {
       checkInput(input, rows, cache.maxT, V);
@@ -122,6 +134,14 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
       if (lastHidden) encoder.copyBufferToBuffer(acts.hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
       const last = encoder.beginComputePass({ label: 'head' });
       head.encode(last);
+      const repetition = input.sample && input.repetition && input.repetition.penalty !== 1 ? input.repetition : undefined;
+      if (repetition) {
+        penaltyMask ??= buffer('repetition_mask', 4 * maskWords(V), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+        penalty ??= keep(k.repetitionPenalty.prepare({ rows: outRows, vocab: V, logits, mask: penaltyMask, penalty: repetition.penalty, label: 'repetition_penalty' }));
+        penalty.setPenalty(repetition.penalty);
+        device.queue.writeBuffer(penaltyMask, 0, repetition.mask);
+        penalty.encode(last);
+      }
       if (input.sample) {
         sample ??= keep(prepareSample(device, k.sample, { rows: outRows, vocab: V, logits, ids: sampledIds, sampling: input.sample, label: 'sample' }));
         sample.setSampling(input.sample);

@@ -9,7 +9,7 @@ import type { Gpu } from '../gpu/device.ts';
 import { uploadBuffer } from '../gpu/buffers.ts';
 import { PipelineCache } from '../kernels/pipeline_cache.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
-import { createForwardPlan, type ForwardPlan, type LogitRows } from './deepseek_v3.ts';
+import { createForwardPlan, type ForwardPlan, type LogitRows, type RepetitionInput } from './deepseek_v3.ts';
 import { modelWeights, type ModelWeights } from './gpu_weights.ts';
 import { createLatentCache, type LatentCache } from './kv_cache.ts';
 import type { LinearStrategies } from './linear.ts';
@@ -32,6 +32,8 @@ export interface ForwardOptions {
   /** 'last': logits of the last row; 'all': of every row (scoring); default none. */
   logits?: LogitRows;
   signal?: AbortSignal;
+  /** Applied before sampling after the last row. */
+  repetition?: RepetitionInput;
 }
 
 export interface ForwardResult {
@@ -121,7 +123,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
         const logitRows: LogitRows = opts.logits === 'all' ? 'all' : 'last';
         const plan = set.get(chunk.length, logitRows);
         const wantLogits = opts.logits === 'all' || (isLast && opts.logits === 'last');
-        const out = await plan.run({ ids: chunk, startPos: startPos + start, sample: isLast ? opts.sample : undefined, readLogits: wantLogits });
+        const out = await plan.run({ ids: chunk, startPos: startPos + start, sample: isLast ? opts.sample : undefined, repetition: opts.repetition, readLogits: wantLogits });
         if (out.logits) {
           const rows = out.logits.length / config.vocab_size;
           for (let r = 0; r < rows; r++) logits.push(out.logits.subarray(r * config.vocab_size, (r + 1) * config.vocab_size));

@@ -14,6 +14,7 @@ import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import type { PipelineCache } from '../kernels/pipeline_cache.ts';
 import { createRmsNormPipeline, type RmsNormPipeline } from '../kernels/rmsnorm.ts';
 import { createRopeYarnPipeline, type RopeYarnPipeline } from '../kernels/rope_yarn.ts';
+import { createRepetitionPenalty } from '../kernels/repetition_penalty.ts';
 import { createSamplePipeline, type SamplePipeline } from '../kernels/sample.ts';
 import type { EmbedDtype } from '../kernels/embed_gather.ts';
 import { createCacheWriteKernels, type CacheWriteKernels } from './kv_cache.ts';
@@ -34,6 +35,7 @@ export interface ModelKernels {
   readonly experts: MoeExperts;
   readonly add: ReturnType<typeof createAdd>;
   readonly sample: SamplePipeline;
+  readonly repetitionPenalty: ReturnType<typeof createRepetitionPenalty>;
   absorb(format: WeightFormat): MlaAbsorb;
   embed(dtype: EmbedDtype): EmbedGather;
 }
@@ -57,6 +59,7 @@ export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: Deeps
     experts: createMoeExperts({ device, cache }),
     add: createAdd(cache),
     sample: createSamplePipeline(device, { isSoftware }),
+    repetitionPenalty: createRepetitionPenalty(cache),
     absorb(format) {
       let k = absorbs.get(format);
       if (!k) absorbs.set(format, (k = createMlaAbsorb({ cache, weights: format })));

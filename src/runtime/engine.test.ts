@@ -6,6 +6,8 @@ import { AbortError, ArgumentError, PromptTooLongError, TokenizerError } from '.
 import { testGpu } from '../gpu/testing.ts';
 import { nodeDir } from '../io/node_source.ts';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
+import { repetitionPenaltyRef } from '../kernels/repetition_penalty.ref.ts';
+import { argmaxRef } from '../kernels/sample.ref.ts';
 import { createLocalEngine } from './engine.ts';
 import type { Engine, GenerateChunk } from './types.ts';
 
@@ -83,6 +85,17 @@ describe('local engine (official fixture, ids)', () => {
     await expect(run()).rejects.toBeInstanceOf(AbortError);
     expect(seen).toHaveLength(3);
     expect((await engine.stats()).sessions).toBe(0);
+  });
+
+  it('repetition penalty: the first token is the argmax of the penalised logits; a huge penalty never repeats', async () => {
+    const p = prompts[2];
+    const last = Float32Array.from(p.prefill_logits[p.prompt.length - 1]);
+    const penalised = repetitionPenaltyRef(last, 1, last.length, p.prompt, 1.5);
+    const first = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: 1, ignoreEos: true, repetitionPenalty: 1.5 }));
+    expect(first.ids).toEqual([argmaxRef(penalised)]);
+    const { ids } = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: 6, ignoreEos: true, repetitionPenalty: 1e6 }));
+    expect(new Set([...p.prompt, ...ids]).size).toBe(new Set(p.prompt).size + ids.length);
+    await expect(collect(engine.generate(p.prompt, { repetitionPenalty: 0 }))).rejects.toBeInstanceOf(ArgumentError);
   });
 
   it('logits of every position match the official prefill logits', async () => {

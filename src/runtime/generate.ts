@@ -4,6 +4,7 @@
 // stop strings, maxTokens or the caller's signal. Each chunk and step is one scheduler turn.
 
 import { AbortError, ArgumentError, PromptTooLongError } from '../errors.ts';
+import { presenceMask } from '../kernels/repetition_penalty.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
 import type { GpuModel } from '../model/gpu_model.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
@@ -55,6 +56,13 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     throw new PromptTooLongError(`the prompt has ${ids.length} tokens; this engine's context holds ${limits.maxContext} positions (prompt plus at least one generated token)`);
   }
   const sampling = samplingParams(options);
+  const repetitionPenalty = options.repetitionPenalty ?? 1;
+  if (!(Number.isFinite(repetitionPenalty) && repetitionPenalty > 0)) throw new ArgumentError(`repetition_penalty must be a number > 0 (1: off), got ${repetitionPenalty}`);
+  // The ids seen so far (prompt and output), as presence bits for the GPU.
+  const repetition = repetitionPenalty === 1 ? undefined : { penalty: repetitionPenalty, mask: new Uint32Array(presenceMask(vocab, ids)) };
+  const markSeen = (id: number) => {
+    if (repetition) repetition.mask[id >>> 5] |= 1 << (id & 31);
+  };
   const stopIds = new Set([...(options.ignoreEos ? [] : model.config.eos_token_ids), ...(options.stopTokenIds ?? [])]);
   const stops = new StopStrings(options.stop);
   const budget = Math.min(maxTokens, limits.maxContext - ids.length);
@@ -77,7 +85,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     abortIfAsked();
     const part = toPrefill.slice(start, start + chunk);
     const isLast = start + part.length === toPrefill.length;
-    const result = await scheduler.turn(() => model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined }));
+    const result = await scheduler.turn(() => model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition }));
     session.history.push(...part);
     if (isLast) next = result.id;
   }
@@ -108,8 +116,9 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     abortIfAsked();
     if (generated.length === 1) decodeStart = now();
     const id = next;
+    markSeen(id);
     const step = { ...sampling, step: generated.length };
-    const result = await scheduler.turn(() => model.forward(session.plans, [id], session.history.length, { sample: step }));
+    const result = await scheduler.turn(() => model.forward(session.plans, [id], session.history.length, { sample: step, repetition }));
     session.history.push(id);
     next = result.id;
   }
