@@ -38,6 +38,8 @@ export interface ForwardPlanOptions {
   invFreq: GPUBuffer;
   rows: number;
   logitRows: LogitRows;
+  /** Keep each MoE layer's expert ids of the last step (tests, the demo's expert heatmap). */
+  captureRouting?: boolean;
 }
 
 export interface StepOutput {
@@ -74,6 +76,8 @@ export interface ForwardPlan {
   readonly acts: Activations;
   /** [logit rows, vocab_size] f32, written by every step. */
   readonly logits: GPUBuffer;
+  /** With captureRouting: the expert ids each MoE layer chose in the last step, [rows, num_experts_per_tok] per layer. */
+  readRouting(): Promise<Map<number, Uint32Array>>;
   /** Writes ids and positions, then records the step into `encoder` (for composing with other work). */
   encode(encoder: GPUCommandEncoder, input: StepInput): void;
   /** One step: encode, submit, read back what was asked for. */
@@ -87,7 +91,7 @@ interface LayerPlan {
   tail: PreparedCall[];
 }
 
-export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows }: ForwardPlanOptions): ForwardPlan {
+export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, captureRouting }: ForwardPlanOptions): ForwardPlan {
   const c: DeepseekV3Config = W.config;
   const { device } = k.gpu;
   if (!(Number.isInteger(rows) && rows >= 1)) throw new ArgumentError(`forward plan: rows must be a positive integer, got ${rows}`);
@@ -110,6 +114,10 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
     const head = keep(k.linear.prepare(W.lm_head, { M: outRows, x: lastHidden ?? acts.hidden, y: logits, label: 'lm_head' }));
     const sampledIds = buffer('sampled_ids', 4 * outRows, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
     let sample: PreparedSample | undefined;
+    // Expert ids per MoE layer, copied out after each layer (the layers share acts.topkIds).
+    const moeLayers = W.layers.filter((w) => w.moe).map((w) => w.index);
+    const routeBytes = 4 * rows * c.num_experts_per_tok;
+    const routing = captureRouting && moeLayers.length > 0 ? buffer('routing', routeBytes * moeLayers.length, GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC) : undefined;
     let penalty: PreparedRepetitionPenalty | undefined;
     let penaltyMask: GPUBuffer | undefined;
 
@@ -128,6 +136,8 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         const pass = encoder.beginComputePass({ label: `layer${L}.ffn` });
         for (const call of layer.tail) call.encode(pass);
         pass.end();
+        const slot = moeLayers.indexOf(W.layers[L].index);
+        if (routing && slot >= 0) encoder.copyBufferToBuffer(acts.topkIds, 0, routing, slot * routeBytes, routeBytes);
       });
       // A prefill chunk before the last one needs no head.
       if (!input.sample && !input.readLogits && !input.head) return;
@@ -165,6 +175,11 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         if (input.readLogits) out.logits = new Float32Array(await readBuffer(device, logits, 4 * outRows * V));
         if (!input.sample && !input.readLogits) await device.queue.onSubmittedWorkDone();
         return out;
+      },
+      async readRouting() {
+        if (!routing) throw new ArgumentError('this plan was made without captureRouting');
+        const all = new Uint32Array(await readBuffer(device, routing));
+        return new Map(moeLayers.map((layer, i) => [layer, all.slice((i * routeBytes) / 4, ((i + 1) * routeBytes) / 4)]));
       },
       destroy() {
         for (const p of owned.splice(0)) p.destroy();

@@ -11,6 +11,7 @@ import { loadWeights, type LoadedWeights } from './load_weights.ts';
 
 interface OfficialPrompt {
   prompt: number[];
+  router: Record<string, { indices: number[][] }>;
   prefill_logits: number[][];
   greedy: { tokens: number[]; step_logits: number[][] };
 }
@@ -52,6 +53,27 @@ describe('GPU forward vs the official code (dsv3-tiny-official)', () => {
       const { logits } = await model.forward(plans, official.prompt, 0, { logits: 'all' });
       const { err, where } = maxAbsError(logits!, official.prefill_logits);
       expect(err, where).toBeLessThan(1e-4);
+    } finally {
+      plans.destroy();
+      cache.destroy();
+    }
+  });
+
+  it.each(prompts.slice(0, 3).map((p, i) => [i, p] as const))('prompt %i: the same experts in every MoE layer for every token', async (_i, official) => {
+    const cache = model.createCache(official.prompt.length);
+    const plans = model.plans(cache, { captureRouting: true });
+    try {
+      await model.forward(plans, official.prompt, 0); // one chunk: the plan of prompt.length rows
+      const routing = await plans.get(official.prompt.length, 'last').readRouting();
+      const K = model.config.num_experts_per_tok;
+      expect([...routing.keys()]).toEqual(Object.keys(official.router).map(Number));
+      for (const [layer, choice] of Object.entries(official.router)) {
+        const ours = routing.get(Number(layer))!;
+        choice.indices.forEach((ids, t) => {
+          const mine = [...ours.subarray(t * K, (t + 1) * K)].sort((a, b) => a - b);
+          expect(mine, `layer ${layer} token ${t}`).toEqual([...ids].sort((a, b) => a - b));
+        });
+      }
     } finally {
       plans.destroy();
       cache.destroy();

@@ -46,6 +46,7 @@ export interface ForwardResult {
 /** The plans of one latent cache, made when first needed. */
 export interface PlanSet {
   readonly cache: LatentCache;
+  /** The plan for `rows` rows (made on first use; with captureRouting when the set was made so). */
   get(rows: number, logitRows: LogitRows): ForwardPlan;
   /** Destroy the plans (not the cache). */
   destroy(): void;
@@ -59,7 +60,8 @@ export interface GpuModel {
   readonly prefillChunk: number;
   /** A latent cache for `maxT` positions with a slot per main layer (and one for the MTP layer). */
   createCache(maxT: number): LatentCache;
-  plans(cache: LatentCache): PlanSet;
+  /** captureRouting: every plan keeps its last step's expert ids (ForwardPlan.readRouting). */
+  plans(cache: LatentCache, options?: { captureRouting?: boolean }): PlanSet;
   /** Runs `ids` at positions startPos .. through the model, chunked; the cache must hold 0 .. startPos - 1. */
   forward(plans: PlanSet, ids: readonly number[], startPos: number, options?: ForwardOptions): Promise<ForwardResult>;
   destroy(): void;
@@ -75,7 +77,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
   const invFreq = uploadBuffer(gpu.device, ropeInvFreq(config), 'rope.inv_freq');
   const cacheLayers = config.num_hidden_layers + (weights.mtp ? 1 : 0);
 
-  const plans = (cache: LatentCache): PlanSet => {
+  const plans = (cache: LatentCache, planOptions: { captureRouting?: boolean } = {}): PlanSet => {
     const made = new Map<string, ForwardPlan>();
     return {
       cache,
@@ -93,7 +95,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
               }
             }
           }
-          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows })));
+          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting })));
         }
         return plan;
       },
