@@ -1,0 +1,55 @@
+// The GPU forward against the CPU reference on a generated checkpoint with odd sizes and the
+// other query path (q_proj, no q_lora_rank): hidden 200, 3 heads, kv_lora_rank 72, v_head_dim 40,
+// 6 experts in 3 groups. Logits of every position, prefilled in chunks of 8 (GEMM and mla_prefill)
+// and then decoded row by row (GEMV and mla_decode).
+
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { parseConfig } from '../config.ts';
+import { testGpu } from '../gpu/testing.ts';
+import { openCheckpoint } from '../io/checkpoint_files.ts';
+import { memoryDir } from '../io/sources.ts';
+import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
+import { ODD } from '../../tools/checkpoint/presets.ts';
+import { createGpuModel, type GpuModel } from './gpu_model.ts';
+import { loadWeights, type LoadedWeights } from './load_weights.ts';
+import { referenceForward } from './reference/forward.ts';
+import { loadReferenceWeights } from './reference/tensors.ts';
+
+const generated = generateCheckpoint({ config: ODD, seed: 7 });
+const dir = memoryDir('odd', Object.fromEntries(generated.files));
+const config = parseConfig(ODD);
+const ids = Array.from({ length: 21 }, (_, t) => (t * 37 + 5) % config.vocab_size);
+
+let loaded: LoadedWeights;
+let model: GpuModel;
+beforeAll(async () => {
+  const gpu = await testGpu();
+  loaded = await loadWeights(gpu.device, dir);
+  model = createGpuModel(gpu, loaded, { prefillChunk: 8 });
+});
+afterAll(() => {
+  model?.destroy();
+  loaded?.destroy();
+});
+
+it('matches the CPU reference at every position (relative logit error < 1e-4)', async () => {
+  const reference = referenceForward(await loadReferenceWeights(await openCheckpoint(dir), config), config, ids).logits;
+  const cache = model.createCache(ids.length);
+  const plans = model.plans(cache);
+  try {
+    const rows = (await model.forward(plans, ids.slice(0, 17), 0, { logits: 'all' })).logits!;
+    for (let t = 17; t < ids.length; t++) rows.push(...(await model.forward(plans, [ids[t]], t, { logits: 'last' })).logits!);
+    let err = 0;
+    let scale = 0;
+    rows.forEach((row, t) =>
+      row.forEach((v, j) => {
+        err = Math.max(err, Math.abs(v - reference[t][j]));
+        scale = Math.max(scale, Math.abs(reference[t][j]));
+      }),
+    );
+    expect(err / scale).toBeLessThan(1e-4);
+  } finally {
+    plans.destroy();
+    cache.destroy();
+  }
+});
