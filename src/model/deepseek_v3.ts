@@ -15,17 +15,17 @@
 import type { DeepseekV3Config } from '../config.ts';
 import { ArgumentError } from '../errors.ts';
 import { readBuffer } from '../gpu/buffers.ts';
-import type { PreparedCall } from '../kernels/matmul_operands.ts';
-import { prepareRmsNorm, type PreparedRmsNorm } from '../kernels/rmsnorm.ts';
 import { writeConsecutivePositions } from '../kernels/rope_yarn.ts';
 import { maskWords, type PreparedRepetitionPenalty } from '../kernels/repetition_penalty.ts';
 import { prepareSample, type PreparedSample, type SamplingParams } from '../kernels/sample.ts';
 import { createActivations, type Activations } from './activations.ts';
-import { prepareFfn } from './ffn.ts';
-import type { LayerWeights, ModelWeights } from './gpu_weights.ts';
+import { createMtpPlan } from './mtp.ts';
+import type { ModelWeights } from './gpu_weights.ts';
 import type { LatentCache } from './kv_cache.ts';
-import { prepareMla, type PreparedMla } from './mla.ts';
+import { prepareLayer, prepareNorm, type LayerPlan } from './layer.ts';
 import type { ModelKernels } from './model_kernels.ts';
+
+const GREEDY_DRAFT = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 /** Which rows of a step get logits: the last one (generation) or every one (scoring, MTP verify). */
 export type LogitRows = 'last' | 'all';
@@ -40,6 +40,13 @@ export interface ForwardPlanOptions {
   logitRows: LogitRows;
   /** Keep each MoE layer's expert ids of the last step (tests, the demo's expert heatmap). */
   captureRouting?: boolean;
+  /**
+   * Run the MTP module after the main model in the same submit, one MTP row per main row, drafting
+   * greedily. Its row i needs t_{i+1}: 'shifted' takes ids[i + 1] (and for the last row StepInput.nextId,
+   * or the id sampled after it: prefill); 'sampled' takes the id the main model sampled after row i
+   * (the verify step, where a rejected draft must not be used).
+   */
+  mtp?: 'shifted' | 'sampled';
 }
 
 export interface StepOutput {
@@ -47,6 +54,10 @@ export interface StepOutput {
   ids?: Uint32Array;
   /** [logit rows, vocab_size]; when asked for. */
   logits?: Float32Array;
+  /** With an MTP plan: the draft ids of the MTP's logit rows (the same rows as the main model's). */
+  drafts?: Uint32Array;
+  /** With an MTP plan and readLogits: [logit rows, vocab_size] of the MTP module. */
+  mtpLogits?: Float32Array;
 }
 
 export interface StepInput {
@@ -61,6 +72,8 @@ export interface StepInput {
   head?: boolean;
   /** Before sampling: penalise the ids set in `mask` (presenceMask of the ids seen so far). */
   repetition?: RepetitionInput;
+  /** 'shifted' MTP plans, a prefill chunk before the last: the id after the chunk's last row. */
+  nextId?: number;
 }
 
 export interface RepetitionInput {
@@ -85,13 +98,8 @@ export interface ForwardPlan {
   destroy(): void;
 }
 
-interface LayerPlan {
-  mla: PreparedMla;
-  /** add_rmsnorm(attention), FFN calls, add_rmsnorm(FFN into the next norm). */
-  tail: PreparedCall[];
-}
 
-export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, captureRouting }: ForwardPlanOptions): ForwardPlan {
+export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, captureRouting, mtp: mtpMode }: ForwardPlanOptions): ForwardPlan {
   const c: DeepseekV3Config = W.config;
   const { device } = k.gpu;
   if (!(Number.isInteger(rows) && rows >= 1)) throw new ArgumentError(`forward plan: rows must be a positive integer, got ${rows}`);
@@ -120,6 +128,10 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
     const routing = captureRouting && moeLayers.length > 0 ? buffer('routing', routeBytes * moeLayers.length, GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC) : undefined;
     let penalty: PreparedRepetitionPenalty | undefined;
     let penaltyMask: GPUBuffer | undefined;
+    if (mtpMode === 'sampled' && outRows !== rows) throw new ArgumentError("an MTP plan drafting from sampled ids needs logitRows 'all'");
+    const mtp = mtpMode
+      ? keep(createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, mainHidden: acts.hidden }))
+      : undefined;
 
     const encode = (encoder: GPUCommandEncoder, input: StepInput) => {
       checkInput(input, rows, cache.maxT, V);
@@ -140,7 +152,24 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         if (routing && slot >= 0) encoder.copyBufferToBuffer(acts.topkIds, 0, routing, slot * routeBytes, routeBytes);
       });
       // A prefill chunk before the last one needs no head.
-      if (!input.sample && !input.readLogits && !input.head) return;
+      if (input.sample || input.readLogits || input.head) encodeHead(encoder, input);
+      if (mtp) encodeMtp(encoder, input);
+    };
+
+    const encodeMtp = (encoder: GPUCommandEncoder, input: StepInput) => {
+      if (mtpMode === 'sampled') {
+        if (!input.sample) throw new ArgumentError('an MTP verify plan drafts from the sampled ids: give StepInput.sample');
+        encoder.copyBufferToBuffer(sampledIds, 0, mtp!.acts.ids, 0, 4 * rows);
+      } else {
+        if (rows > 1) device.queue.writeBuffer(mtp!.acts.ids, 0, Uint32Array.from(input.ids).subarray(1));
+        if (input.nextId !== undefined) device.queue.writeBuffer(mtp!.acts.ids, 4 * (rows - 1), new Uint32Array([input.nextId]));
+        else if (input.sample) encoder.copyBufferToBuffer(sampledIds, 0, mtp!.acts.ids, 4 * (rows - 1), 4);
+        else throw new ArgumentError('an MTP prefill chunk needs the id after its last row: StepInput.nextId, or sampling');
+      }
+      mtp!.encode(encoder, input.startPos, { ...GREEDY_DRAFT, step: input.sample?.step ?? 0 });
+    };
+
+    const encodeHead = (encoder: GPUCommandEncoder, input: StepInput) => {
       if (lastHidden) encoder.copyBufferToBuffer(acts.hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
       const last = encoder.beginComputePass({ label: 'head' });
       head.encode(last);
@@ -173,6 +202,8 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         const out: StepOutput = {};
         if (input.sample) out.ids = new Uint32Array(await readBuffer(device, sampledIds, 4 * outRows));
         if (input.readLogits) out.logits = new Float32Array(await readBuffer(device, logits, 4 * outRows * V));
+        if (mtp) out.drafts = new Uint32Array(await readBuffer(device, mtp.sampledIds, 4 * outRows));
+        if (mtp && input.readLogits) out.mtpLogits = new Float32Array(await readBuffer(device, mtp.logits, 4 * outRows * V));
         if (!input.sample && !input.readLogits) await device.queue.onSubmittedWorkDone();
         return out;
       },
@@ -189,35 +220,6 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
     for (const p of owned.splice(0)) p.destroy();
     throw err;
   }
-}
-
-function prepareNorm(k: ModelKernels, c: DeepseekV3Config, x: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, rows: number, label: string): PreparedRmsNorm {
-  return prepareRmsNorm(k.gpu.device, k.rmsnorm, { rows, width: c.hidden_size, eps: c.rms_norm_eps, x, weight, y, label });
-}
-
-/** One decoder layer: attention, then the fused residual adds around the FFN. `nextNorm` is the next layer's input_layernorm (model.norm after the last). */
-function prepareLayer(
-  k: ModelKernels,
-  c: DeepseekV3Config,
-  w: LayerWeights,
-  nextNorm: GPUBuffer,
-  acts: Activations,
-  cache: LatentCache,
-  cacheLayer: number,
-  invFreq: GPUBuffer,
-  keep: <P extends { destroy(): void }>(p: P) => P,
-  isLast = false,
-): LayerPlan {
-  const { device } = k.gpu;
-  const T = acts.rows;
-  const label = `layer${w.index}`;
-  const mla = keep(prepareMla({ kernels: k, config: c, weights: w.attention, acts, cache, cacheLayer, invFreq, label }));
-  const addNorm = (delta: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, name: string) =>
-    keep(prepareRmsNorm(device, k.addRmsnorm, { rows: T, width: c.hidden_size, eps: c.rms_norm_eps, x: acts.h, delta, weight, y, label: `${label}.${name}` }));
-  const tail: PreparedCall[] = [addNorm(acts.attnOut, w.attention.post_attention_layernorm, acts.x, 'post_attention_layernorm')];
-  for (const call of prepareFfn(k, c, w, acts, label)) tail.push(keep(call));
-  tail.push(addNorm(acts.ffnOut, nextNorm, isLast ? acts.hidden : acts.x, 'next_norm'));
-  return { mla, tail };
 }
 
 function checkInput(input: StepInput, rows: number, maxT: number, vocab: number): void {

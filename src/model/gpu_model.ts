@@ -34,11 +34,22 @@ export interface ForwardOptions {
   signal?: AbortSignal;
   /** Applied before sampling after the last row. */
   repetition?: RepetitionInput;
+  /** Run the MTP module over the same rows (filling its cache rows) and draft the token after the sampled one. */
+  mtp?: boolean;
+}
+
+export interface VerifyResult {
+  /** The main model's ids after the current token and after the draft. */
+  ids: [number, number];
+  /** The MTP draft for the token after ids[0] (used when the draft was rejected) and after ids[1] (accepted). */
+  drafts: [number, number];
 }
 
 export interface ForwardResult {
   /** The sampled id after the last row. */
   id?: number;
+  /** With mtp: the MTP module's draft of the token after `id`. */
+  draft?: number;
   /** One row per position asked for. */
   logits?: Float32Array[];
 }
@@ -47,7 +58,7 @@ export interface ForwardResult {
 export interface PlanSet {
   readonly cache: LatentCache;
   /** The plan for `rows` rows (made on first use; with captureRouting when the set was made so). */
-  get(rows: number, logitRows: LogitRows): ForwardPlan;
+  get(rows: number, logitRows: LogitRows, mtp?: 'shifted' | 'sampled'): ForwardPlan;
   /** Destroy the plans (not the cache). */
   destroy(): void;
 }
@@ -64,6 +75,12 @@ export interface GpuModel {
   plans(cache: LatentCache, options?: { captureRouting?: boolean }): PlanSet;
   /** Runs `ids` at positions startPos .. through the model, chunked; the cache must hold 0 .. startPos - 1. */
   forward(plans: PlanSet, ids: readonly number[], startPos: number, options?: ForwardOptions): Promise<ForwardResult>;
+  /**
+   * The speculative step: the main model on [current, draft] at startPos, startPos + 1, sampling
+   * after each row, then the MTP module on the sampled ids, all in one submit. The caller accepts
+   * the draft when ids[0] === draft (then both ids are output) and rolls the cache back otherwise.
+   */
+  verify(plans: PlanSet, current: number, draft: number, startPos: number, sampling: SamplingParams, repetition?: RepetitionInput): Promise<VerifyResult>;
   destroy(): void;
 }
 
@@ -81,8 +98,8 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
     const made = new Map<string, ForwardPlan>();
     return {
       cache,
-      get(rows, logitRows) {
-        const key = `${rows}/${logitRows}`;
+      get(rows, logitRows, mtp) {
+        const key = `${rows}/${logitRows}/${mtp ?? ''}`;
         let plan = made.get(key);
         if (!plan) {
           // Remainder chunks come in every size: keep only a few plans of odd sizes.
@@ -95,7 +112,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
               }
             }
           }
-          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting })));
+          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting, mtp })));
         }
         return plan;
       },
@@ -118,21 +135,36 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
       if (ids.length === 0) throw new ArgumentError('forward needs at least one token');
       const logits: Float32Array[] = [];
       let id: number | undefined;
+      let draft: number | undefined;
       for (let start = 0; start < ids.length; start += prefillChunk) {
         throwIfAborted(opts.signal);
         const chunk = ids.slice(start, start + prefillChunk);
         const isLast = start + chunk.length === ids.length;
         const logitRows: LogitRows = opts.logits === 'all' ? 'all' : 'last';
-        const plan = set.get(chunk.length, logitRows);
+        const mtp = opts.mtp ? 'shifted' : undefined;
+        if (mtp && isLast && !opts.sample) throw new ArgumentError('forward with mtp drafts after the sampled id: give options.sample');
+        const plan = set.get(chunk.length, logitRows, mtp);
         const wantLogits = opts.logits === 'all' || (isLast && opts.logits === 'last');
-        const out = await plan.run({ ids: chunk, startPos: startPos + start, sample: isLast ? opts.sample : undefined, repetition: opts.repetition, readLogits: wantLogits });
+        const out = await plan.run({
+          ids: chunk,
+          startPos: startPos + start,
+          sample: isLast ? opts.sample : undefined,
+          repetition: opts.repetition,
+          readLogits: wantLogits,
+          nextId: mtp && !isLast ? ids[start + chunk.length] : undefined,
+        });
+        if (out.drafts && isLast) draft = out.drafts[out.drafts.length - 1];
         if (out.logits) {
           const rows = out.logits.length / config.vocab_size;
           for (let r = 0; r < rows; r++) logits.push(out.logits.subarray(r * config.vocab_size, (r + 1) * config.vocab_size));
         }
         if (out.ids) id = out.ids[out.ids.length - 1];
       }
-      return { id, logits: opts.logits ? logits : undefined };
+      return { id, draft, logits: opts.logits ? logits : undefined };
+    },
+    async verify(set, current, draft, startPos, sampling, repetition) {
+      const out = await set.get(2, 'all', 'sampled').run({ ids: [current, draft], startPos, sample: sampling, repetition });
+      return { ids: [out.ids![0], out.ids![1]], drafts: [out.drafts![0], out.drafts![1]] };
     },
     destroy() {
       weights.destroy();

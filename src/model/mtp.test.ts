@@ -1,0 +1,91 @@
+// The MTP module on the GPU against the official fixture's MTP logits (vLLM / SGLang convention:
+// row i from h_i after model.norm and the embedding of seq[i+1]), and the speculative verify step
+// against plain greedy decoding.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testGpu } from '../gpu/testing.ts';
+import { nodeDir } from '../io/node_source.ts';
+import { officialFixture, officialReference } from '../testing/fixtures.ts';
+import { createGpuModel, type GpuModel } from './gpu_model.ts';
+import { loadWeights, type LoadedWeights } from './load_weights.ts';
+
+interface OfficialPrompt {
+  prompt: number[];
+  greedy: { tokens: number[] };
+  mtp: { logits: number[][]; argmax: number[] };
+}
+const prompts = officialReference<{ modes: { f32_dequant: { prompts: OfficialPrompt[] } } }>().modes.f32_dequant.prompts;
+const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0, step: 0 };
+
+let loaded: LoadedWeights;
+let model: GpuModel;
+beforeAll(async () => {
+  const gpu = await testGpu();
+  loaded = await loadWeights(gpu.device, nodeDir(officialFixture()));
+  model = createGpuModel(gpu, loaded, { prefillChunk: 12 });
+});
+afterAll(() => {
+  model?.destroy();
+  loaded?.destroy();
+});
+
+describe('MTP module (dsv3-tiny-official)', () => {
+  it.each([0, 1])('prompt %i: MTP logits of every row match the official ones', async (i) => {
+    const p = prompts[i];
+    const seq = [...p.prompt, ...p.greedy.tokens];
+    const rows = seq.length - 1;
+    const cache = model.createCache(seq.length);
+    const plans = model.plans(cache);
+    try {
+      const out = await plans.get(rows, 'all', 'shifted').run({ ids: seq.slice(0, rows), startPos: 0, nextId: seq[rows], sample: GREEDY, readLogits: true });
+      const V = model.config.vocab_size;
+      let worst = 0;
+      for (let r = 0; r < rows; r++) for (let j = 0; j < V; j++) worst = Math.max(worst, Math.abs(out.mtpLogits![r * V + j] - p.mtp.logits[r][j]));
+      expect(worst).toBeLessThan(1e-4);
+      expect([...out.drafts!]).toEqual(p.mtp.argmax);
+    } finally {
+      plans.destroy();
+      cache.destroy();
+    }
+  });
+
+  it('chunked prefill with MTP gives the official first draft; verify steps reproduce greedy decoding', async () => {
+    const p = prompts[2]; // 40 tokens: chunks of 12, 12, 12, 4
+    const seq = [...p.prompt, ...p.greedy.tokens];
+    const cache = model.createCache(seq.length + 2);
+    const plans = model.plans(cache);
+    try {
+      const first = await model.forward(plans, p.prompt, 0, { sample: GREEDY, mtp: true });
+      expect(first.id).toBe(p.greedy.tokens[0]);
+      // Row T-1 of the official MTP logits drafts the token after greedy[0].
+      expect(first.draft).toBe(p.mtp.argmax[p.prompt.length - 1]);
+
+      // Speculative greedy decoding: accepted drafts give two tokens per step.
+      const out = [first.id!];
+      let current = first.id!;
+      let draft = first.draft!;
+      let pos = p.prompt.length;
+      let accepted = 0;
+      while (out.length < p.greedy.tokens.length) {
+        const v = await model.verify(plans, current, draft, pos, GREEDY);
+        if (v.ids[0] === draft) {
+          accepted++;
+          out.push(v.ids[0], v.ids[1]);
+          current = v.ids[1];
+          draft = v.drafts[1];
+          pos += 2;
+        } else {
+          out.push(v.ids[0]);
+          current = v.ids[0];
+          draft = v.drafts[0];
+          pos += 1;
+        }
+      }
+      expect(out.slice(0, p.greedy.tokens.length)).toEqual(p.greedy.tokens);
+      expect(accepted).toBeGreaterThan(0);
+    } finally {
+      plans.destroy();
+      cache.destroy();
+    }
+  });
+});
