@@ -3,7 +3,10 @@
 
 import { WebmoeError } from '../errors.ts';
 import { benchCommand } from './bench.ts';
+import { chatCommand } from './chat.ts';
+import { generateCommand } from './generate.ts';
 import { inspectCommand } from './inspect.ts';
+import { logitsCommand } from './logits.ts';
 import { UsageError } from './args.ts';
 
 const USAGE = `usage: webmoe <command> [options]
@@ -11,11 +14,22 @@ const USAGE = `usage: webmoe <command> [options]
 commands:
   inspect <dir-or-url> [--json] [--cache-bytes N]   summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
-                                                    time every kernel against the adapter's ceilings and TF.js`;
+                                                    time every kernel against the adapter's ceilings and TF.js
+  generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
+           [--stop STR]... [--ignore-eos] [--chat] [--json] [--max-context N]
+                                                    stream a continuation (--chat: the prompt as a user message)
+  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N]
+                                                    the model's logits after the ids (--json: every row, whole vocabulary)
+  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N]
+                                                    chat in the terminal (or over piped lines); /exit or Ctrl-D ends it`;
 
-const commands: Record<string, (argv: string[]) => Promise<void>> = {
+/** A command returns its exit status (0 when it returns nothing); user errors are thrown. */
+const commands: Record<string, (argv: string[]) => Promise<number | void>> = {
   inspect: inspectCommand,
   bench: benchCommand,
+  generate: generateCommand,
+  logits: logitsCommand,
+  chat: chatCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -30,8 +44,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    await command(rest);
-    return 0;
+    return (await command(rest)) ?? 0;
   } catch (err) {
     if (err instanceof WebmoeError || err instanceof UsageError) {
       console.error(`webmoe ${name}: ${err.message.split('\n').join(' ')}`);

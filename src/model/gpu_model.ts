@@ -36,6 +36,8 @@ export interface ForwardOptions {
   repetition?: RepetitionInput;
   /** Run the MTP module over the same rows (filling its cache rows) and draft the token after the sampled one. */
   mtp?: boolean;
+  /** With mtp and no sampling: the id after the last row (the MTP row of the last position needs it). */
+  nextId?: number;
 }
 
 export interface VerifyResult {
@@ -142,7 +144,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
         const isLast = start + chunk.length === ids.length;
         const logitRows: LogitRows = opts.logits === 'all' ? 'all' : 'last';
         const mtp = opts.mtp ? 'shifted' : undefined;
-        if (mtp && isLast && !opts.sample) throw new ArgumentError('forward with mtp drafts after the sampled id: give options.sample');
+        if (mtp && isLast && !opts.sample && opts.nextId === undefined) throw new ArgumentError('forward with mtp needs the id after the last row: options.sample or options.nextId');
         const plan = set.get(chunk.length, logitRows, mtp);
         const wantLogits = opts.logits === 'all' || (isLast && opts.logits === 'last');
         const out = await plan.run({
@@ -151,7 +153,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
           sample: isLast ? opts.sample : undefined,
           repetition: opts.repetition,
           readLogits: wantLogits,
-          nextId: mtp && !isLast ? ids[start + chunk.length] : undefined,
+          nextId: !mtp ? undefined : isLast ? (opts.sample ? undefined : opts.nextId) : ids[start + chunk.length],
         });
         if (out.drafts && isLast) draft = out.drafts[out.drafts.length - 1];
         if (out.logits) {

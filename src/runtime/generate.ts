@@ -78,16 +78,29 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     if (signal?.aborted) throw new AbortError('The generation was aborted.');
   };
 
+  // Speculative decoding with the checkpoint's MTP module: exact for greedy decoding (a draft is
+  // kept only when it is the token the main model picks). With sampling or a repetition penalty
+  // the drafts are not used (plain decoding).
+  const speculative = (options.speculative ?? true) && model.weights.mtp !== undefined && sampling.temperature === 0 && !repetition;
+
   // Prefill, one chunk per turn.
   let next: number | undefined;
+  let draft: number | undefined;
   const chunk = model.prefillChunk;
   for (let start = 0; start < toPrefill.length; start += chunk) {
     abortIfAsked();
     const part = toPrefill.slice(start, start + chunk);
     const isLast = start + part.length === toPrefill.length;
-    const result = await scheduler.turn(() => model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition }));
+    // With MTP every chunk also fills the MTP layer's cache rows; it needs the id after the chunk.
+    const after = isLast ? undefined : toPrefill[start + part.length];
+    const result = await scheduler.turn(() =>
+      model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition, mtp: speculative, nextId: after }),
+    );
     session.history.push(...part);
-    if (isLast) next = result.id;
+    if (isLast) {
+      next = result.id;
+      draft = result.draft;
+    }
   }
   const prefillDone = now();
   const decoder = tokenizer?.createStreamDecoder({ skipSpecialTokens: true }) ?? { push: () => '', flush: () => '' };
@@ -96,31 +109,57 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
 
   const emit = (id: number): GenerateChunk => ({ text: stops.push(decoder.push(id)), ids: [id] });
   let decodeStart = prefillDone;
-  while (next !== undefined) {
-    generated.push(next);
-    if (stopIds.has(next)) {
-      finishReason = 'stop';
-      session.tail = [next];
+  let drafted = 0;
+  let accepted = 0;
+  // Tokens to emit, in order; all but the last are already in the cache (an accepted draft).
+  const queue: number[] = next === undefined ? [] : [next];
+  while (queue.length > 0) {
+    const id = queue.shift()!;
+    const inCache = queue.length > 0;
+    generated.push(id);
+    const finish = (reason: FinishReason) => {
+      finishReason = reason;
+      session.tail = inCache ? [] : [id];
+    };
+    if (stopIds.has(id)) {
+      finish('stop');
       break;
     }
-    yield emit(next);
+    yield emit(id);
     if (stops.stopped) {
-      finishReason = 'stop';
-      session.tail = [next];
+      finish('stop');
       break;
     }
     if (generated.length >= budget) {
-      session.tail = [next];
+      finish('length');
       break;
     }
+    if (inCache) continue;
     abortIfAsked();
     if (generated.length === 1) decodeStart = now();
-    const id = next;
     markSeen(id);
     const step = { ...sampling, step: generated.length };
-    const result = await scheduler.turn(() => model.forward(session.plans, [id], session.history.length, { sample: step, repetition }));
-    session.history.push(id);
-    next = result.id;
+    const position = session.history.length;
+    if (speculative && draft !== undefined) {
+      const guess = draft;
+      const v = await scheduler.turn(() => model.verify(session.plans, id, guess, position, step));
+      drafted++;
+      if (v.ids[0] === guess) {
+        accepted++;
+        session.history.push(id, guess);
+        queue.push(v.ids[0], v.ids[1]);
+        draft = v.drafts[1];
+      } else {
+        session.history.push(id);
+        queue.push(v.ids[0]);
+        draft = v.drafts[0];
+      }
+    } else {
+      const result = await scheduler.turn(() => model.forward(session.plans, [id], position, { sample: step, repetition }));
+      session.history.push(id);
+      queue.push(result.id!);
+      draft = undefined;
+    }
   }
   const ended = now();
   const tailText = stops.push(decoder.flush()) + stops.flush();
@@ -133,6 +172,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     prefillTokensPerS: toPrefill.length / Math.max(1e-9, (prefillDone - started) / 1000),
     decodeTokensPerS: decoded > 0 ? decoded / Math.max(1e-9, (ended - decodeStart) / 1000) : 0,
     totalMs: ended - started,
+    ...(speculative ? { mtp: { drafted, accepted } } : {}),
   };
   yield { text: tailText, ids: [], done: { finishReason, stats } };
 }

@@ -50,6 +50,11 @@ export interface GenerateOptions extends SamplingOptions {
   /** Stop on these ids too (the config's EOS ids always stop, unless ignoreEos). */
   stopTokenIds?: number[];
   ignoreEos?: boolean;
+  /**
+   * Speculative decoding with the checkpoint's MTP module (default true when it has one). Used for
+   * greedy decoding (temperature 0) without repetition penalty, where it is exact; otherwise plain decoding.
+   */
+  speculative?: boolean;
   /** Continue this session: the prompt is appended to what it holds (or shares a prefix with it). */
   session?: Session;
   /** Add the tokenizer's BOS before a text prompt (default true; ignored for ids and sessions with history). */
@@ -67,6 +72,8 @@ export interface GenerationStats {
   prefillTokensPerS: number;
   decodeTokensPerS: number;
   totalMs: number;
+  /** Speculative decoding: drafts verified and accepted (absent when it was not used). */
+  mtp?: { drafted: number; accepted: number };
 }
 
 /** One piece of a streamed generation; the last one has `done`. */

@@ -1,0 +1,122 @@
+// webmoe generate, in-process: the official fixture's greedy continuation through the CLI, text
+// prompts and --chat on the fixture with a tokenizer beside it, Ctrl-C, and bad flags.
+
+import { beforeAll, describe, expect, it } from 'vitest';
+import { officialFixture, officialReference } from '../testing/fixtures.ts';
+import { errorLines, fixtureWithTokenizer, runCli } from './testing.ts';
+
+interface OfficialPrompt {
+  prompt: number[];
+  greedy: { tokens: number[] };
+}
+const prompts = officialReference<{ modes: { f32_dequant: { prompts: OfficialPrompt[] } } }>().modes.f32_dequant.prompts;
+const JSON_KEYS = ['decode_tokens_per_s', 'finish_reason', 'ids', 'prefill_tokens_per_s', 'prompt_tokens', 'text', 'ttft_ms'];
+
+let withTokenizer: string;
+beforeAll(() => {
+  withTokenizer = fixtureWithTokenizer();
+});
+
+describe('webmoe generate on token ids (official fixture, no tokenizer)', () => {
+  it('--json with greedy sampling gives the official continuation, as one object with the documented keys', async () => {
+    const p = prompts[0];
+    const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--json']);
+    expect(r.code).toBe(0);
+    expect(r.out.split('\n')).toEqual([expect.any(String), '']); // one line
+    const report = JSON.parse(r.out);
+    expect(Object.keys(report).sort()).toEqual(JSON_KEYS);
+    expect(report).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), text: '', prompt_tokens: p.prompt.length, finish_reason: 'length' });
+    for (const key of ['ttft_ms', 'prefill_tokens_per_s', 'decode_tokens_per_s']) expect(report[key]).toBeGreaterThan(0);
+    // Progress went to stderr (one line: stderr is not a terminal here), nothing else.
+    expect(r.err).toMatch(/^loaded .*dsv3-tiny-official: [\d.]+ MiB of weights in [\d.]+ s\n$/);
+  });
+
+  it('without --json streams the generated ids, since there is no text', async () => {
+    const p = prompts[1];
+    const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(', '), '--temperature', '0', '--ignore-eos', '--max-tokens', '3']);
+    expect(r.code).toBe(0);
+    expect(r.out).toBe(`${p.greedy.tokens.slice(0, 3).join(' ')}\n`);
+  });
+
+  it('Ctrl-C aborts the generation: exit 130 after what was streamed, SIGINT handed back', async () => {
+    const p = prompts[0];
+    let interrupted = false;
+    const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '200'], {
+      onStdout: () => {
+        if (!interrupted) process.emit('SIGINT');
+        interrupted = true;
+      },
+    });
+    expect(r.code).toBe(130);
+    expect(r.out).toBe(`${p.greedy.tokens[0]}\n`); // the abort stops the next step
+    expect(errorLines(r.err)).toEqual([]);
+    expect(process.listenerCount('SIGINT')).toBe(0);
+  });
+
+  it('a text prompt exits 2 with one line: the checkpoint has no tokenizer', async () => {
+    const r = await runCli(['generate', officialFixture(), '--prompt', 'hello']);
+    expect(r.code).toBe(2);
+    expect(errorLines(r.err)).toEqual([expect.stringMatching(/^webmoe generate: .*dsv3-tiny-official has no tokenizer\.json: give token ids/)]);
+    expect(r.out).toBe('');
+  });
+});
+
+describe('webmoe generate on text (the fixture with a tokenizer)', () => {
+  let streamed = '';
+
+  it('streams the same text that --json reports for the same seed, and --stop cuts it', async () => {
+    const flags = ['--prompt', 'hello', '--seed', '7', '--max-tokens', '12', '--ignore-eos'];
+    const stream = await runCli(['generate', withTokenizer, ...flags]);
+    expect(stream.code).toBe(0);
+    const json = await runCli(['generate', withTokenizer, ...flags, '--json']);
+    const report = JSON.parse(json.out);
+    expect(report.ids).toHaveLength(12);
+    expect(report.prompt_tokens).toBe(1 + 'hello'.length); // BOS, then one token per byte
+    expect(stream.out).toBe(`${report.text}\n`);
+    streamed = report.text;
+    // Stop at the first occurrence of a piece of that text: what comes before it is the answer.
+    expect(streamed.length).toBeGreaterThan(3);
+    const stop = streamed.slice(2, 4);
+    const cut = JSON.parse((await runCli(['generate', withTokenizer, ...flags, '--json', '--stop', 'never seen', '--stop', stop])).out);
+    expect(cut).toMatchObject({ text: streamed.slice(0, streamed.indexOf(stop)), finish_reason: 'stop' });
+  });
+
+  it('--chat sends the prompt as a user message through the chat template', async () => {
+    const r = await runCli(['generate', withTokenizer, '--prompt', 'hello', '--chat', '--temperature', '0', '--max-tokens', '4', '--json']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out);
+    expect(Object.keys(report).sort()).toEqual(JSON_KEYS);
+    // BOS, <|User|>, 5 bytes, <|Assistant|>. The chat stream carries text only: no ids, no timings.
+    expect(report).toMatchObject({ ids: null, prompt_tokens: 8, ttft_ms: null });
+    expect(['length', 'stop']).toContain(report.finish_reason);
+    expect(typeof report.text).toBe('string');
+  });
+});
+
+describe('webmoe generate: bad flags fail before loading, with one line', () => {
+  it.each([
+    [['--prompt', 'a', '--ids', '1'], /either --prompt or --ids, not both/],
+    [[], /give the prompt: --prompt TEXT or --ids 1,2,3/],
+    [['--ids', '1,x,3'], /--ids must be comma-separated non-negative integers, got "x"/],
+    [['--ids', ''], /--ids needs at least one token id/],
+    [['--ids', '1', '--temperature', '-1'], /--temperature must be a number >= 0/],
+    [['--ids', '1', '--top-p', '0'], /--top-p must be a number in \(0, 1\]/],
+    [['--ids', '1', '--top-k', '2.5'], /--top-k must be an integer/],
+    [['--ids', '1', '--seed', '4294967296'], /--seed must be an integer in \[0, 4294967295\]/],
+    [['--ids', '1', '--max-tokens', '0'], /--max-tokens must be an integer in \[1, ∞\]/],
+    [['--ids', '1', '--chat'], /--chat needs a text --prompt/],
+    [['--prompt', 'a', '--chat', '--top-k', '5'], /--top-k cannot be used with --chat/],
+    [['--ids', '1', '--bogus'], /Unknown option '--bogus'/],
+  ])('%j', async (flags, message) => {
+    const r = await runCli(['generate', '/no/such/model', ...flags]);
+    expect(r.code).toBe(2);
+    expect(errorLines(r.err)).toEqual([expect.stringMatching(message)]);
+    expect(r.err).not.toMatch(/loaded/);
+  });
+
+  it('names the missing folder', async () => {
+    const r = await runCli(['generate', '/no/such/model', '--ids', '1']);
+    expect(r.code).toBe(2);
+    expect(errorLines(r.err)).toEqual([expect.stringMatching(/config\.json not found in \/no\/such\/model/)]);
+  });
+});

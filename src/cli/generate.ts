@@ -1,0 +1,155 @@
+// webmoe generate <model> (--prompt TEXT | --ids 1,2,3) [sampling flags] [--stop STR]... [--ignore-eos] [--chat] [--json]
+// Streams the continuation to stdout as it comes, or with --json prints one object at the end.
+// Ctrl-C aborts the request through its AbortSignal, unloads, and exits with status 130.
+
+import { AbortError, TokenizerError } from '../errors.ts';
+import type { Engine, FinishReason, GenerateOptions, GenerationStats } from '../runtime/types.ts';
+import { parse, UsageError } from './args.ts';
+import { ENGINE_FLAGS, exitNow, INTERRUPTED, intFlag, loadEngine, onSigint, parseIds, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
+
+const FLAGS = {
+  prompt: { type: 'string' },
+  ids: { type: 'string' },
+  ...SAMPLING_FLAGS,
+  'top-k': { type: 'string' },
+  stop: { type: 'string', multiple: true },
+  'ignore-eos': { type: 'boolean' },
+  chat: { type: 'boolean' },
+  json: { type: 'boolean' },
+  ...ENGINE_FLAGS,
+} as const;
+
+interface GenerateRequest {
+  model: string;
+  /** Text (tokenized by the checkpoint's tokenizer, BOS added) or token ids as given. */
+  prompt: string | number[];
+  /** Send the prompt as one user message through chat.completions (the checkpoint's chat template). */
+  chat: boolean;
+  json: boolean;
+  maxContext: number | undefined;
+  options: Omit<GenerateOptions, 'signal' | 'session'>;
+}
+
+/** The command line -> a request, or a UsageError; nothing is loaded yet. */
+export function parseGenerateArgs(argv: string[]): GenerateRequest {
+  const { values, positionals } = parse(argv, FLAGS, ['model']);
+  if (values.prompt !== undefined && values.ids !== undefined) throw new UsageError('give either --prompt or --ids, not both');
+  if (values.prompt === undefined && values.ids === undefined) throw new UsageError('give the prompt: --prompt TEXT or --ids 1,2,3');
+  const prompt = values.ids !== undefined ? parseIds(values.ids) : values.prompt!;
+  const chat = values.chat ?? false;
+  if (chat) {
+    // The chat API takes messages and the OpenAI fields only.
+    if (typeof prompt !== 'string') throw new UsageError('--chat needs a text --prompt (it becomes a user message), not --ids');
+    for (const flag of ['top-k', 'ignore-eos'] as const) {
+      if (values[flag] !== undefined) throw new UsageError(`--${flag} cannot be used with --chat: chat.completions has no such field`);
+    }
+  }
+  return {
+    model: positionals[0],
+    prompt,
+    chat,
+    json: values.json ?? false,
+    maxContext: intFlag(values, 'max-context', 2),
+    options: { ...samplingFlags(values), stop: values.stop, ignoreEos: values['ignore-eos'] },
+  };
+}
+
+/** What was generated, filled in as it streams so that an aborted request still has it. */
+interface Transcript {
+  /** Generated ids; null for --chat, whose stream carries text only. */
+  ids: number[] | null;
+  text: string;
+  finishReason: FinishReason;
+  promptTokens: number | null;
+  /** The engine's figures; null for --chat and after an abort. */
+  stats: GenerationStats | null;
+}
+
+export async function generateCommand(argv: string[]): Promise<number> {
+  const request = parseGenerateArgs(argv);
+  const controller = new AbortController();
+  const { signal } = controller;
+  const restoreSigint = onSigint(() => (signal.aborted ? exitNow() : controller.abort()));
+  const transcript: Transcript = { ids: request.chat ? null : [], text: '', finishReason: 'abort', promptTokens: null, stats: null };
+  let engine: Engine | undefined;
+  try {
+    engine = await loadEngine(request.model, { maxContext: request.maxContext, signal });
+    const show = request.json ? () => {} : (piece: string) => void process.stdout.write(piece);
+    if (request.chat) await streamChat(engine, request, transcript, show, signal);
+    else await streamGeneration(engine, request, transcript, show, signal);
+  } catch (err) {
+    if (!(err instanceof AbortError && signal.aborted)) throw err;
+  } finally {
+    restoreSigint();
+    await engine?.unload();
+  }
+  // Loaded and generating (perhaps aborted): end the streamed line, or print the one object.
+  if (engine) process.stdout.write(request.json ? `${JSON.stringify(jsonReport(transcript))}\n` : '\n');
+  return signal.aborted ? INTERRUPTED : 0;
+}
+
+async function streamGeneration(engine: Engine, request: GenerateRequest, transcript: Transcript, show: (piece: string) => void, signal: AbortSignal) {
+  // A checkpoint without a tokenizer (ids in, ids out) streams ids; text would stay empty.
+  const showIds = typeof request.prompt !== 'string' && !(await hasTokenizer(engine));
+  const ids = transcript.ids!;
+  for await (const chunk of engine.generate(request.prompt, { ...request.options, signal })) {
+    for (const id of chunk.ids) {
+      if (showIds) show(ids.length === 0 ? `${id}` : ` ${id}`);
+      ids.push(id);
+    }
+    if (!showIds) show(chunk.text);
+    transcript.text += chunk.text;
+    if (chunk.done) {
+      transcript.finishReason = chunk.done.finishReason;
+      transcript.stats = chunk.done.stats;
+      transcript.promptTokens = chunk.done.stats.promptTokens;
+    }
+  }
+}
+
+async function streamChat(engine: Engine, request: GenerateRequest, transcript: Transcript, show: (piece: string) => void, signal: AbortSignal) {
+  const { maxTokens, temperature, topP, seed, stop } = request.options;
+  const stream = await engine.chat.completions.create({
+    messages: [{ role: 'user', content: request.prompt as string }],
+    stream: true,
+    max_tokens: maxTokens,
+    temperature,
+    top_p: topP,
+    seed,
+    stop,
+    signal,
+  });
+  for await (const chunk of stream) {
+    const choice = chunk.choices[0];
+    if (choice.delta.content) {
+      show(choice.delta.content);
+      transcript.text += choice.delta.content;
+    }
+    if (choice.finish_reason) transcript.finishReason = choice.finish_reason;
+    if (chunk.usage) transcript.promptTokens = chunk.usage.prompt_tokens;
+  }
+}
+
+/** Whether the checkpoint has tokenizer.json: the engine answers detokenize with a TokenizerError when not. */
+async function hasTokenizer(engine: Engine): Promise<boolean> {
+  try {
+    await engine.detokenize([]);
+    return true;
+  } catch (err) {
+    if (err instanceof TokenizerError) return false;
+    throw err;
+  }
+}
+
+/** The --json object (issue 4's keys); figures the engine did not report are null. */
+function jsonReport(t: Transcript) {
+  return {
+    ids: t.ids,
+    text: t.text,
+    prompt_tokens: t.promptTokens,
+    ttft_ms: t.stats?.ttftMs ?? null,
+    prefill_tokens_per_s: t.stats?.prefillTokensPerS ?? null,
+    decode_tokens_per_s: t.stats?.decodeTokensPerS ?? null,
+    finish_reason: t.finishReason,
+  };
+}

@@ -1,0 +1,32 @@
+// The engine's Worker entry, spawned by createWorkerEngine (client.ts): opens the browser's GPU in
+// this thread, loads the model from a URL, Files or a directory handle, and serves the page's
+// client through comlink.
+
+import { expose } from 'comlink';
+import { openBrowserGpu } from '../gpu/browser.ts';
+import { createLocalEngine } from '../runtime/engine.ts';
+import { resolveModelSource } from '../runtime/model_source.ts';
+import { createHost } from './host.ts';
+
+expose(
+  createHost(async (request, { onProgress, signal }) => {
+    const dir = resolveModelSource(request.model, { cacheShards: request.cacheShards });
+    const gpu = await openBrowserGpu();
+    try {
+      const engine = await createLocalEngine({
+        gpu,
+        dir,
+        onProgress,
+        signal,
+        maxContext: request.maxContext,
+        cacheBudgetBytes: request.cacheBudgetBytes,
+        prefillChunk: request.prefillChunk,
+        ownsGpu: true,
+      });
+      return { engine, lost: gpu.lost };
+    } catch (err) {
+      gpu.destroy();
+      throw err;
+    }
+  }),
+);
