@@ -38,13 +38,20 @@ export interface ForwardOptions {
   mtp?: boolean;
   /** With mtp and no sampling: the id after the last row (the MTP row of the last position needs it). */
   nextId?: number;
+  /** Read back the experts each MoE layer chose for the rows of the last chunk. */
+  routing?: boolean;
 }
+
+/** Per MoE layer, [rows, num_experts_per_tok] expert ids. */
+export type Routing = Map<number, Uint32Array>;
 
 export interface VerifyResult {
   /** The main model's ids after the current token and after the draft. */
   ids: [number, number];
   /** The MTP draft for the token after ids[0] (used when the draft was rejected) and after ids[1] (accepted). */
   drafts: [number, number];
+  /** When asked: the experts of both rows (row 1 counts only when the draft was accepted). */
+  routing?: Routing;
 }
 
 export interface ForwardResult {
@@ -52,6 +59,8 @@ export interface ForwardResult {
   id?: number;
   /** With mtp: the MTP module's draft of the token after `id`. */
   draft?: number;
+  /** With options.routing: the last chunk's experts. */
+  routing?: Routing;
   /** One row per position asked for. */
   logits?: Float32Array[];
 }
@@ -73,7 +82,7 @@ export interface GpuModel {
   readonly prefillChunk: number;
   /** A latent cache for `maxT` positions with a slot per main layer (and one for the MTP layer). */
   createCache(maxT: number): LatentCache;
-  /** captureRouting: every plan keeps its last step's expert ids (ForwardPlan.readRouting). */
+  /** captureRouting (default true): every plan keeps its last step's expert ids (ForwardPlan.readRouting; a few bytes copied per layer). */
   plans(cache: LatentCache, options?: { captureRouting?: boolean }): PlanSet;
   /** Runs `ids` at positions startPos .. through the model, chunked; the cache must hold 0 .. startPos - 1. */
   forward(plans: PlanSet, ids: readonly number[], startPos: number, options?: ForwardOptions): Promise<ForwardResult>;
@@ -82,7 +91,7 @@ export interface GpuModel {
    * after each row, then the MTP module on the sampled ids, all in one submit. The caller accepts
    * the draft when ids[0] === draft (then both ids are output) and rolls the cache back otherwise.
    */
-  verify(plans: PlanSet, current: number, draft: number, startPos: number, sampling: SamplingParams, repetition?: RepetitionInput): Promise<VerifyResult>;
+  verify(plans: PlanSet, current: number, draft: number, startPos: number, sampling: SamplingParams, options?: { repetition?: RepetitionInput; routing?: boolean }): Promise<VerifyResult>;
   destroy(): void;
 }
 
@@ -114,7 +123,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
               }
             }
           }
-          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting, mtp })));
+          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting ?? true, mtp })));
         }
         return plan;
       },
@@ -138,6 +147,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
       const logits: Float32Array[] = [];
       let id: number | undefined;
       let draft: number | undefined;
+      let routing: Routing | undefined;
       for (let start = 0; start < ids.length; start += prefillChunk) {
         throwIfAborted(opts.signal);
         const chunk = ids.slice(start, start + prefillChunk);
@@ -156,17 +166,20 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
           nextId: !mtp ? undefined : isLast ? (opts.sample ? undefined : opts.nextId) : ids[start + chunk.length],
         });
         if (out.drafts && isLast) draft = out.drafts[out.drafts.length - 1];
+        if (opts.routing && isLast) routing = await plan.readRouting();
         if (out.logits) {
           const rows = out.logits.length / config.vocab_size;
           for (let r = 0; r < rows; r++) logits.push(out.logits.subarray(r * config.vocab_size, (r + 1) * config.vocab_size));
         }
         if (out.ids) id = out.ids[out.ids.length - 1];
       }
-      return { id, draft, logits: opts.logits ? logits : undefined };
+      return { id, draft, routing, logits: opts.logits ? logits : undefined };
     },
-    async verify(set, current, draft, startPos, sampling, repetition) {
-      const out = await set.get(2, 'all', 'sampled').run({ ids: [current, draft], startPos, sample: sampling, repetition });
-      return { ids: [out.ids![0], out.ids![1]], drafts: [out.drafts![0], out.drafts![1]] };
+    async verify(set, current, draft, startPos, sampling, verifyOptions = {}) {
+      const plan = set.get(2, 'all', 'sampled');
+      const out = await plan.run({ ids: [current, draft], startPos, sample: sampling, repetition: verifyOptions.repetition });
+      const routing = verifyOptions.routing ? await plan.readRouting() : undefined;
+      return { ids: [out.ids![0], out.ids![1]], drafts: [out.drafts![0], out.drafts![1]], routing };
     },
     destroy() {
       weights.destroy();

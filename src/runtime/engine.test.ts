@@ -119,6 +119,30 @@ describe('local engine (official fixture, ids)', () => {
     await expect(collect(engine.generate(p.prompt, { repetitionPenalty: 0 }))).rejects.toBeInstanceOf(ArgumentError);
   });
 
+  it('reports the experts that processed each generated token, with and without speculative decoding', async () => {
+    const p = prompts[0];
+    for (const speculative of [false, true]) {
+      const tokens: number[] = [];
+      const experts: number[][][] = [];
+      for await (const chunk of engine.generate(p.prompt, { temperature: 0, maxTokens: 6, ignoreEos: true, experts: true, speculative })) {
+        for (const e of chunk.experts ?? []) {
+          tokens.push(e.token);
+          experts.push(e.experts);
+        }
+      }
+      // Every generated token but the last is run through the model, in order (an accepted draft may be the last).
+      expect(tokens.length).toBeGreaterThanOrEqual(5);
+      expect(tokens).toEqual(p.greedy.tokens.slice(0, tokens.length));
+      for (const perLayer of experts) {
+        expect(perLayer).toHaveLength(engine.info.moeLayers.length);
+        for (const ids of perLayer) {
+          expect(new Set(ids).size).toBe(engine.info.config.num_experts_per_tok);
+          expect(ids.every((e) => e >= 0 && e < engine.info.config.n_routed_experts)).toBe(true);
+        }
+      }
+    }
+  });
+
   it('logits of every position match the official prefill logits', async () => {
     const p = prompts[1];
     const rows = await engine.logits(p.prompt, { positions: 'all' });

@@ -85,7 +85,16 @@ class LocalEngine implements Engine {
     private readonly ownsGpu: boolean,
   ) {
     const counts = countParameters(model.config);
-    this.info = { name, config: model.config, parameters: counts.total, hasMtp: model.weights.mtp !== undefined };
+    const c = model.config;
+    const cacheLayers = c.num_hidden_layers + (model.weights.mtp ? 1 : 0);
+    this.info = {
+      name,
+      config: c,
+      parameters: counts.total,
+      hasMtp: model.weights.mtp !== undefined,
+      moeLayers: model.weights.layers.filter((l) => l.moe).map((l) => l.index),
+      cacheBytesPerToken: { latent: 4 * c.latent_cache_dim * cacheLayers, mha: 4 * c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * cacheLayers },
+    };
     this.context = { model, tokenizer, scheduler: this.scheduler, limits, reserve: (s, n) => this.reserve(s, n) };
     this.chat = createChat(this, () => this.text(), name);
   }

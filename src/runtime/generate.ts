@@ -6,12 +6,12 @@
 import { AbortError, ArgumentError, PromptTooLongError } from '../errors.ts';
 import { presenceMask } from '../kernels/repetition_penalty.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
-import type { GpuModel } from '../model/gpu_model.ts';
+import type { GpuModel, Routing } from '../model/gpu_model.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import type { Scheduler } from './scheduler.ts';
 import { commonPrefix, type SessionState } from './session.ts';
 import { StopStrings } from './stop_strings.ts';
-import type { EngineLimits, FinishReason, GenerateChunk, GenerateOptions, GenerationStats } from './types.ts';
+import type { EngineLimits, FinishReason, GenerateChunk, GenerateOptions, GenerationStats, TokenExperts } from './types.ts';
 
 export const DEFAULT_MAX_TOKENS = 256;
 export const DEFAULT_SAMPLING = { temperature: 0.7, topP: 0.95, topK: 0 } as const;
@@ -107,7 +107,18 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
   const generated: number[] = [];
   let finishReason: FinishReason = 'length';
 
-  const emit = (id: number): GenerateChunk => ({ text: stops.push(decoder.push(id)), ids: [id] });
+  // Experts of the tokens run since the last chunk (GenerateOptions.experts).
+  let experts: TokenExperts[] = [];
+  const K = model.config.num_experts_per_tok;
+  const noteExperts = (routing: Routing | undefined, tokens: number[]) => {
+    if (!routing) return;
+    tokens.forEach((token, row) => experts.push({ token, experts: [...routing.values()].map((ids) => [...ids.subarray(row * K, (row + 1) * K)]) }));
+  };
+  const emit = (id: number): GenerateChunk => {
+    const chunk: GenerateChunk = { text: stops.push(decoder.push(id)), ids: [id] };
+    if (experts.length > 0) [chunk.experts, experts] = [experts, []];
+    return chunk;
+  };
   let decodeStart = prefillDone;
   let drafted = 0;
   let accepted = 0;
@@ -142,8 +153,9 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     const position = session.history.length;
     if (speculative && draft !== undefined) {
       const guess = draft;
-      const v = await scheduler.turn(() => model.verify(session.plans, id, guess, position, step));
+      const v = await scheduler.turn(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts }));
       drafted++;
+      noteExperts(v.routing, v.ids[0] === guess ? [id, guess] : [id]);
       if (v.ids[0] === guess) {
         accepted++;
         session.history.push(id, guess);
@@ -155,7 +167,8 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
         draft = v.drafts[0];
       }
     } else {
-      const result = await scheduler.turn(() => model.forward(session.plans, [id], position, { sample: step, repetition }));
+      const result = await scheduler.turn(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts }));
+      noteExperts(result.routing, [id]);
       session.history.push(id);
       queue.push(result.id!);
       draft = undefined;
@@ -174,7 +187,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     totalMs: ended - started,
     ...(speculative ? { mtp: { drafted, accepted } } : {}),
   };
-  yield { text: tailText, ids: [], done: { finishReason, stats } };
+  yield { text: tailText, ids: [], ...(experts.length > 0 ? { experts } : {}), done: { finishReason, stats } };
 }
 
 function now(): number {

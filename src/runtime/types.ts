@@ -55,6 +55,8 @@ export interface GenerateOptions extends SamplingOptions {
    * greedy decoding (temperature 0) without repetition penalty, where it is exact; otherwise plain decoding.
    */
   speculative?: boolean;
+  /** Report which experts processed each generated token (GenerateChunk.experts). */
+  experts?: boolean;
   /** Continue this session: the prompt is appended to what it holds (or shares a prefix with it). */
   session?: Session;
   /** Add the tokenizer's BOS before a text prompt (default true; ignored for ids and sessions with history). */
@@ -76,12 +78,20 @@ export interface GenerationStats {
   mtp?: { drafted: number; accepted: number };
 }
 
+/** The experts that processed one token: for each MoE layer (ModelInfo.moeLayers order), num_experts_per_tok ids. */
+export interface TokenExperts {
+  token: number;
+  experts: number[][];
+}
+
 /** One piece of a streamed generation; the last one has `done`. */
 export interface GenerateChunk {
   /** Text new since the previous chunk (may lag the ids while a character is incomplete). */
   text: string;
   /** Token ids new since the previous chunk. */
   ids: number[];
+  /** With GenerateOptions.experts: the tokens run through the model since the previous chunk. */
+  experts?: TokenExperts[];
   done?: { finishReason: FinishReason; stats: GenerationStats };
 }
 
@@ -147,6 +157,10 @@ export interface ModelInfo {
   config: import('../config.ts').DeepseekV3Config;
   parameters: number;
   hasMtp: boolean;
+  /** Indices of the MoE layers (the rest are dense). */
+  moeLayers: number[];
+  /** Latent cache bytes per token (all layers), and what multi-head attention's K and V cache would take. */
+  cacheBytesPerToken: { latent: number; mha: number };
 }
 
 /** What createEngine returns, in this thread or as the client of a Worker. */
