@@ -119,6 +119,16 @@ describe('local engine (official fixture, ids)', () => {
     await expect(collect(engine.generate(p.prompt, { repetitionPenalty: 0 }))).rejects.toBeInstanceOf(ArgumentError);
   });
 
+  it('samples with speculative decoding too (seeded: the same seed gives the same tokens)', async () => {
+    const p = prompts[0];
+    const run = () => collect(engine.generate(p.prompt, { temperature: 0.8, topP: 0.9, seed: 1234, maxTokens: 6, ignoreEos: true }));
+    const a = await run();
+    const b = await run();
+    expect(a.ids).toEqual(b.ids);
+    expect(a.ids).toHaveLength(6);
+    expect(a.last.done!.stats.mtp!.drafted).toBeGreaterThan(0);
+  });
+
   it('reports the experts that processed each generated token, with and without speculative decoding', async () => {
     const p = prompts[0];
     for (const speculative of [false, true]) {

@@ -10,6 +10,7 @@ import type { GpuModel, Routing } from '../model/gpu_model.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import type { Scheduler } from './scheduler.ts';
 import { commonPrefix, type SessionState } from './session.ts';
+import { acceptDraft } from './speculative.ts';
 import { StopStrings } from './stop_strings.ts';
 import type { EngineLimits, FinishReason, GenerateChunk, GenerateOptions, GenerationStats, TokenExperts } from './types.ts';
 
@@ -78,10 +79,10 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     if (signal?.aborted) throw new AbortError('The generation was aborted.');
   };
 
-  // Speculative decoding with the checkpoint's MTP module: exact for greedy decoding (a draft is
-  // kept only when it is the token the main model picks). With sampling or a repetition penalty
-  // the drafts are not used (plain decoding).
-  const speculative = (options.speculative ?? true) && model.weights.mtp !== undefined && sampling.temperature === 0 && !repetition;
+  // Speculative decoding with the checkpoint's MTP module (speculative.ts): the same tokens as plain
+  // greedy decoding, the same distribution as plain sampling. Not with a repetition penalty (the
+  // draft row would need the draft in its mask).
+  const speculative = (options.speculative ?? true) && model.weights.mtp !== undefined && !repetition;
 
   // Prefill, one chunk per turn.
   let next: number | undefined;
@@ -154,18 +155,13 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     if (speculative && draft !== undefined) {
       const guess = draft;
       const v = await scheduler.turn(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts }));
+      const outcome = acceptDraft(guess, v.ids);
       drafted++;
-      noteExperts(v.routing, v.ids[0] === guess ? [id, guess] : [id]);
-      if (v.ids[0] === guess) {
-        accepted++;
-        session.history.push(id, guess);
-        queue.push(v.ids[0], v.ids[1]);
-        draft = v.drafts[1];
-      } else {
-        session.history.push(id);
-        queue.push(v.ids[0]);
-        draft = v.drafts[0];
-      }
+      noteExperts(v.routing, outcome.accepted ? [id, guess] : [id]);
+      if (outcome.accepted) accepted++;
+      session.history.push(...(outcome.accepted ? [id, guess] : [id]));
+      queue.push(...outcome.tokens);
+      draft = outcome.accepted ? v.drafts[1] : v.drafts[0];
     } else {
       const result = await scheduler.turn(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts }));
       noteExperts(result.routing, [id]);

@@ -51,8 +51,9 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokenIds?: number[];
   ignoreEos?: boolean;
   /**
-   * Speculative decoding with the checkpoint's MTP module (default true when it has one). Used for
-   * greedy decoding (temperature 0) without repetition penalty, where it is exact; otherwise plain decoding.
+   * Speculative decoding with the checkpoint's MTP module (default true when it has one): greedy
+   * output identical to plain decoding, sampled output with the same distribution. Not used with a
+   * repetition penalty.
    */
   speculative?: boolean;
   /** Report which experts processed each generated token (GenerateChunk.experts). */
