@@ -15,6 +15,8 @@ await build({
   root,
   publicDir: false,
   logLevel: 'warn',
+  // Relative asset URLs: the bundled Worker is found next to dist/index.js, wherever the package lives.
+  base: './',
   build: {
     outDir: 'dist',
     emptyOutDir: true,

@@ -7,7 +7,7 @@ import { proxy, wrap, type Endpoint, type Remote } from 'comlink';
 import { ArgumentError, throwIfAborted, WebmoeError } from '../errors.ts';
 import type { CreateEngineOptions } from '../runtime/create_engine.ts';
 import { isCheckpointDir } from '../runtime/model_source.ts';
-import type { ChatCompletionChunk, ChatCompletionRequest, Engine, EngineProgress, GenerateChunk } from '../runtime/types.ts';
+import type { ChatCompletionChunk, ChatCompletionRequest, Engine, EngineProgress, GenerateChunk, ModelInfo } from '../runtime/types.ts';
 import { ChunkQueue, fromWireError, isWireError, type ChunkSink, type LoadRequest, type WireModelSource, type WorkerHost } from './protocol.ts';
 
 /** What the client needs of a Worker (a MessagePort with a terminate() in tests). */
@@ -50,7 +50,7 @@ export async function connectWorkerEngine(worker: WorkerLike, request: LoadReque
   const link = new Link(worker);
   const { host } = link;
   const onProgress = options.onProgress;
-  let info;
+  let info: ModelInfo;
   try {
     info = await link.request(options.signal, (id) => host.load(id, request, onProgress && proxy((p: EngineProgress) => onProgress(p))));
   } catch (err) {

@@ -52,9 +52,14 @@ export function createHost(open: OpenEngine): WorkerHost {
     load: (id, request, onProgress) =>
       run(id, async (signal) => {
         if (opened) throw new ArgumentError('this worker already holds an engine; create another one');
+        // Progress calls go out on their own port: wait for the last one, so that none reaches the
+        // page after the load's answer.
+        let lastProgress: Promise<unknown> = Promise.resolve();
+        const report = onProgress && ((p: EngineProgress) => void (lastProgress = (async () => onProgress(p))().catch(() => undefined)));
         try {
-          opened = await open(request, { signal, onProgress: onProgress && ((p) => void Promise.resolve(onProgress(p)).catch(() => undefined)) });
+          opened = await open(request, { signal, onProgress: report });
         } finally {
+          await lastProgress;
           release(onProgress);
         }
         return opened.engine.info;

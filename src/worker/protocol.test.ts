@@ -79,6 +79,15 @@ describe('StreamBatcher', () => {
     expect(sent).toHaveLength(2);
   });
 
+  it('merges the experts of each token too', () => {
+    const sent: GenerateChunk[][] = [];
+    const batcher = new StreamBatcher<GenerateChunk>((b) => void sent.push(b), mergeGenerateChunks);
+    batcher.push({ text: 'a', ids: [1], experts: [{ token: 1, experts: [[0, 3]] }] });
+    batcher.push({ text: 'b', ids: [2], experts: [{ token: 2, experts: [[1, 2]] }] });
+    batcher.flush();
+    expect(sent).toEqual([[{ text: 'ab', ids: [1, 2], experts: [{ token: 1, experts: [[0, 3]] }, { token: 2, experts: [[1, 2]] }] }]]);
+  });
+
   it('without a merge, a batch is the list of chunks; drain waits for the last send', async () => {
     const received: number[][] = [];
     let deliver!: () => void;

@@ -169,7 +169,10 @@ export class StreamBatcher<T> {
 
 export function mergeGenerateChunks(a: GenerateChunk, b: GenerateChunk): GenerateChunk | undefined {
   if (a.done) return undefined;
-  return { text: a.text + b.text, ids: [...a.ids, ...b.ids], ...(b.done && { done: b.done }) };
+  const merged: GenerateChunk = { text: a.text + b.text, ids: [...a.ids, ...b.ids] };
+  if (a.experts || b.experts) merged.experts = [...(a.experts ?? []), ...(b.experts ?? [])];
+  if (b.done) merged.done = b.done;
+  return merged;
 }
 
 /** Merges content deltas only: the role chunk and the final chunk (finish_reason, usage) stay apart. */
