@@ -2,7 +2,8 @@
 // through sessions, limits checked before any GPU work, abort, stop ids, logits, stats, unload.
 
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { AbortError, ArgumentError, PromptTooLongError, TokenizerError } from '../errors.ts';
+import { AbortError, ArgumentError, DeviceLostError, PromptTooLongError, TokenizerError } from '../errors.ts';
+import { openNodeGpu } from '../gpu/node.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { nodeDir } from '../io/node_source.ts';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
@@ -171,5 +172,25 @@ describe('local engine (official fixture, ids)', () => {
     ]);
     expect(a.ids).toEqual(prompts[0].greedy.tokens.slice(0, 5));
     expect(b.ids).toEqual(prompts[2].greedy.tokens.slice(0, 5));
+  });
+});
+
+describe('local engine on a device that is lost', () => {
+  it('a request in flight and the next ones end in DeviceLostError', async () => {
+    const gpu = await openNodeGpu();
+    const lostEngine = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 64, ownsGpu: true });
+    try {
+      const seen: number[] = [];
+      const run = async () => {
+        for await (const chunk of lostEngine.generate(prompts[0].prompt, { temperature: 0, maxTokens: 40, ignoreEos: true })) {
+          seen.push(...chunk.ids);
+          if (seen.length === 2) gpu.device.destroy();
+        }
+      };
+      await expect(run()).rejects.toBeInstanceOf(DeviceLostError);
+      await expect(collect(lostEngine.generate([5, 6]))).rejects.toBeInstanceOf(DeviceLostError);
+    } finally {
+      await lostEngine.unload();
+    }
   });
 });

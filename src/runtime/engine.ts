@@ -3,7 +3,7 @@
 // directly. Every request checks its arguments and limits before any GPU work starts.
 
 import { ArgumentError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
-import type { Gpu } from '../gpu/device.ts';
+import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { createGpuModel, type GpuModel } from '../model/gpu_model.ts';
@@ -13,7 +13,7 @@ import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import { createChat } from './chat.ts';
-import { runGeneration, type GenerateContext } from './generate.ts';
+import { runGeneration, type GenerateContext, type PlanKey } from './generate.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionState } from './session.ts';
 import type { Engine, EngineLimits, EngineProgress, EngineStats, GenerateChunk, GenerateOptions, LogitsOptions, ModelInfo, Session } from './types.ts';
@@ -95,7 +95,16 @@ class LocalEngine implements Engine {
       moeLayers: model.weights.layers.filter((l) => l.moe).map((l) => l.index),
       cacheBytesPerToken: { latent: 4 * c.latent_cache_dim * cacheLayers, mha: 4 * c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * cacheLayers },
     };
-    this.context = { model, tokenizer, scheduler: this.scheduler, limits, reserve: (s, n) => this.reserve(s, n) };
+    this.context = {
+      model,
+      tokenizer,
+      scheduler: this.scheduler,
+      limits,
+      reserve: (s, n, plans) => this.reserve(s, n, plans),
+      checkDevice: () => {
+        if (gpu.lostError) throw gpu.lostError;
+      },
+    };
     this.chat = createChat(this, () => this.text(), name);
   }
 
@@ -146,8 +155,9 @@ class LocalEngine implements Engine {
     if (ids.length > this.limits.maxContext) throw new PromptTooLongError(`${ids.length} ids exceed the context limit of ${this.limits.maxContext}`);
     const session = this.openSession();
     try {
-      this.reserve(session, ids.length);
       const model = this.model;
+      const chunkRows = new Set(Array.from({ length: Math.ceil(ids.length / model.prefillChunk) }, (_, i) => Math.min(model.prefillChunk, ids.length - i * model.prefillChunk)));
+      await this.reserve(session, ids.length, [...chunkRows].map((r): PlanKey => [r, positions === 'all' ? 'all' : 'last', undefined]));
       const chunk = model.prefillChunk;
       const rows: Float32Array[] = [];
       for (let start = 0; start < ids.length; start += chunk) {
@@ -230,8 +240,9 @@ class LocalEngine implements Engine {
     this.sessions.delete(state.id);
   }
 
-  /** Grows a session's cache within the engine-wide budget. */
-  private reserve(session: SessionState, positions: number): void {
+  /** Grows a session's cache within the engine-wide budget and makes its plans, in a GPU error scope. */
+  private async reserve(session: SessionState, positions: number, plans: PlanKey[] = []): Promise<void> {
+    if (this.gpu.lostError) throw this.gpu.lostError;
     const wanted = session.bytesFor(positions, this.limits.maxContext);
     let others = 0;
     for (const s of this.sessions.values()) if (s !== session) others += s.bytes;
@@ -240,7 +251,10 @@ class LocalEngine implements Engine {
         `${positions} positions need ${wanted} bytes of latent cache; with the other sessions' ${others} bytes that is over the engine's cache budget of ${this.limits.cacheBudgetBytes} bytes: close a session, ask for fewer tokens, or raise cacheBudgetBytes`,
       );
     }
-    session.reserve(positions, this.limits.maxContext);
+    await withGpuErrorScope(this.gpu.device, `the latent cache and working buffers of ${positions} positions`, () => {
+      session.reserve(positions, this.limits.maxContext);
+      for (const [rows, logitRows, mtp] of plans) session.plans.get(rows, logitRows, mtp);
+    });
   }
 }
 

@@ -7,6 +7,7 @@ import { AbortError, ArgumentError, PromptTooLongError } from '../errors.ts';
 import { presenceMask } from '../kernels/repetition_penalty.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
 import type { GpuModel, Routing } from '../model/gpu_model.ts';
+import type { LogitRows } from '../model/deepseek_v3.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import type { Scheduler } from './scheduler.ts';
 import { commonPrefix, type SessionState } from './session.ts';
@@ -15,6 +16,9 @@ import { StopStrings } from './stop_strings.ts';
 import type { EngineLimits, FinishReason, GenerateChunk, GenerateOptions, GenerationStats, TokenExperts } from './types.ts';
 
 export const DEFAULT_MAX_TOKENS = 256;
+
+/** A plan a request will use: rows, logit rows, MTP mode. */
+export type PlanKey = [number, LogitRows, 'shifted' | 'sampled' | undefined];
 export const DEFAULT_SAMPLING = { temperature: 0.7, topP: 0.95, topK: 0 } as const;
 
 export interface GenerateContext {
@@ -23,8 +27,14 @@ export interface GenerateContext {
   tokenizer: Tokenizer | undefined;
   scheduler: Scheduler;
   limits: EngineLimits;
-  /** Grows the session's cache to `positions` within the engine's cache budget, or throws PromptTooLongError. */
-  reserve(session: SessionState, positions: number): void;
+  /**
+   * Grows the session's cache to `positions` within the engine's cache budget (PromptTooLongError
+   * beyond it) and makes the plans of the given row counts, all inside a GPU error scope
+   * (GpuOutOfMemoryError when the device refuses), before any work is submitted.
+   */
+  reserve(session: SessionState, positions: number, plans?: PlanKey[]): Promise<void>;
+  /** Throws the device's DeviceLostError once it is lost. */
+  checkDevice(): void;
 }
 
 /** Checks the sampling options and turns them into the kernel's parameters (step 0). */
@@ -68,21 +78,36 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
   const stops = new StopStrings(options.stop);
   const budget = Math.min(maxTokens, limits.maxContext - ids.length);
 
+  // Speculative decoding with the checkpoint's MTP module (speculative.ts): the same tokens as plain
+  // greedy decoding, the same distribution as plain sampling. Not with a repetition penalty (the
+  // draft row would need the draft in its mask).
+  const speculative = (options.speculative ?? true) && model.weights.mtp !== undefined && !repetition;
+
   // Reuse the rows the session holds for the common prefix; at least one id must run to give logits.
   const reuse = Math.min(commonPrefix(session.history, ids), ids.length - 1);
-  ctx.reserve(session, ids.length + budget);
+  const planKeys: PlanKey[] = [];
+  const chunkRows = new Set<number>();
+  for (let start = reuse; start < ids.length; start += model.prefillChunk) chunkRows.add(Math.min(model.prefillChunk, ids.length - start));
+  for (const rows of chunkRows) planKeys.push([rows, 'last', speculative ? 'shifted' : undefined]);
+  planKeys.push(speculative ? [2, 'all', 'sampled'] : [1, 'last', undefined]);
+  await ctx.reserve(session, ids.length + budget, planKeys);
   session.truncate(reuse);
   session.tail = [];
   const toPrefill = ids.slice(reuse);
 
   const abortIfAsked = () => {
+    ctx.checkDevice();
     if (signal?.aborted) throw new AbortError('The generation was aborted.');
   };
-
-  // Speculative decoding with the checkpoint's MTP module (speculative.ts): the same tokens as plain
-  // greedy decoding, the same distribution as plain sampling. Not with a repetition penalty (the
-  // draft row would need the draft in its mask).
-  const speculative = (options.speculative ?? true) && model.weights.mtp !== undefined && !repetition;
+  // A step that fails because the device was lost says so with the typed error.
+  const turn = async <T>(work: () => Promise<T>): Promise<T> => {
+    try {
+      return await scheduler.turn(work);
+    } catch (err) {
+      ctx.checkDevice();
+      throw err;
+    }
+  };
 
   // Prefill, one chunk per turn.
   let next: number | undefined;
@@ -94,7 +119,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     const isLast = start + part.length === toPrefill.length;
     // With MTP every chunk also fills the MTP layer's cache rows; it needs the id after the chunk.
     const after = isLast ? undefined : toPrefill[start + part.length];
-    const result = await scheduler.turn(() =>
+    const result = await turn(() =>
       model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition, mtp: speculative, nextId: after }),
     );
     session.history.push(...part);
@@ -154,7 +179,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     const position = session.history.length;
     if (speculative && draft !== undefined) {
       const guess = draft;
-      const v = await scheduler.turn(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts }));
+      const v = await turn(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts }));
       const outcome = acceptDraft(guess, v.ids);
       drafted++;
       noteExperts(v.routing, outcome.accepted ? [id, guess] : [id]);
@@ -163,7 +188,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
       queue.push(...outcome.tokens);
       draft = outcome.accepted ? v.drafts[1] : v.drafts[0];
     } else {
-      const result = await scheduler.turn(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts }));
+      const result = await turn(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts }));
       noteExperts(result.routing, [id]);
       session.history.push(id);
       queue.push(result.id!);
