@@ -18,14 +18,14 @@ const EXIT = '/exit';
 
 type Sampling = { max_tokens?: number; temperature?: number; top_p?: number; seed?: number };
 
-/** `input` is stdin but for tests. */
-export async function chatCommand(argv: string[], input: NodeJS.ReadableStream = process.stdin): Promise<number> {
+export async function chatCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS, ['model']);
   const { maxTokens, temperature, topP, seed } = samplingFlags(values);
   const sampling: Sampling = { max_tokens: maxTokens, temperature, top_p: topP, seed };
   const maxContext = intFlag(values, 'max-context', 2);
+  const input = process.stdin;
   // A person at a terminal gets a prompt and line editing; piped input gets neither.
-  const interactive = (input as { isTTY?: boolean }).isTTY === true;
+  const interactive = input.isTTY === true;
 
   // What Ctrl-C stops depends on when it comes: the load, a reply, or the prompt (the whole chat).
   const loading = new AbortController();
@@ -78,7 +78,7 @@ export async function chatCommand(argv: string[], input: NodeJS.ReadableStream =
       }
       if (interactive) lines.prompt();
     }
-    if (interactive && !interrupted) process.stdout.write('\n');
+    if (interactive) process.stdout.write('\n'); // the shell's prompt starts on its own line
     return interrupted ? INTERRUPTED : 0;
   } finally {
     lines?.close();

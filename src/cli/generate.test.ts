@@ -1,9 +1,12 @@
-// webmoe generate, in-process: the official fixture's greedy continuation through the CLI, text
-// prompts and --chat on the fixture with a tokenizer beside it, Ctrl-C, and bad flags.
+// webmoe generate, in-process with one engine per checkpoint for the file: the official fixture's
+// greedy continuation through the CLI, text prompts and --chat on the fixture with a tokenizer
+// beside it, Ctrl-C (also as a real signal to a child process), and bad flags.
 
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
-import { errorLines, fixtureWithTokenizer, runCli } from './testing.ts';
+import { errorLines, fixtureWithTokenizer, runCli, sharedEngines, spawnCli } from './testing.ts';
+
+vi.mock('../node.ts', async (importOriginal) => (await import('./testing.ts')).withSharedEngines(await importOriginal<typeof import('../node.ts')>()));
 
 interface OfficialPrompt {
   prompt: number[];
@@ -16,10 +19,16 @@ let withTokenizer: string;
 beforeAll(() => {
   withTokenizer = fixtureWithTokenizer();
 });
+afterAll(() => sharedEngines.release());
+// Every command that loaded the model unloaded it, and left no session open.
+afterEach(async () => {
+  expect(sharedEngines.unloads).toBe(sharedEngines.loads);
+  expect(await sharedEngines.openSessions()).toBe(0);
+});
 
 describe('webmoe generate on token ids (official fixture, no tokenizer)', () => {
   it('--json with greedy sampling gives the official continuation, as one object with the documented keys', async () => {
-    const p = prompts[0];
+    const p = prompts[1];
     const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--json']);
     expect(r.code).toBe(0);
     expect(r.out.split('\n')).toEqual([expect.any(String), '']); // one line
@@ -29,6 +38,7 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     for (const key of ['ttft_ms', 'prefill_tokens_per_s', 'decode_tokens_per_s']) expect(report[key]).toBeGreaterThan(0);
     // Progress went to stderr (one line: stderr is not a terminal here), nothing else.
     expect(r.err).toMatch(/^loaded .*dsv3-tiny-official: [\d.]+ MiB of weights in [\d.]+ s\n$/);
+    expect(sharedEngines.loads).toBe(1);
   });
 
   it('without --json streams the generated ids, since there is no text', async () => {
@@ -39,7 +49,7 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
   });
 
   it('Ctrl-C aborts the generation: exit 130 after what was streamed, SIGINT handed back', async () => {
-    const p = prompts[0];
+    const p = prompts[1];
     let interrupted = false;
     const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '200'], {
       onStdout: () => {
@@ -51,6 +61,22 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     expect(r.out).toBe(`${p.greedy.tokens[0]}\n`); // the abort stops the next step
     expect(errorLines(r.err)).toEqual([]);
     expect(process.listenerCount('SIGINT')).toBe(0);
+  });
+
+  it('a real Ctrl-C (SIGINT to the process) stops it cleanly with status 130', async () => {
+    const p = prompts[1];
+    let signalled = false;
+    const r = await spawnCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '300'], {
+      onStdout: (_, child) => {
+        if (!signalled) child.kill('SIGINT');
+        signalled = true;
+      },
+    });
+    expect(r.code).toBe(130);
+    const ids = r.out.trim().split(' ').map(Number);
+    expect(ids.length).toBeLessThan(300);
+    expect(ids).toEqual(p.greedy.tokens.slice(0, ids.length));
+    expect(errorLines(r.err)).toEqual([]);
   });
 
   it('a text prompt exits 2 with one line: the checkpoint has no tokenizer', async () => {
@@ -65,12 +91,12 @@ describe('webmoe generate on text (the fixture with a tokenizer)', () => {
   let streamed = '';
 
   it('streams the same text that --json reports for the same seed, and --stop cuts it', async () => {
-    const flags = ['--prompt', 'hello', '--seed', '7', '--max-tokens', '12', '--ignore-eos'];
+    const flags = ['--prompt', 'hello', '--seed', '7', '--max-tokens', '8', '--ignore-eos'];
     const stream = await runCli(['generate', withTokenizer, ...flags]);
     expect(stream.code).toBe(0);
     const json = await runCli(['generate', withTokenizer, ...flags, '--json']);
     const report = JSON.parse(json.out);
-    expect(report.ids).toHaveLength(12);
+    expect(report.ids).toHaveLength(8);
     expect(report.prompt_tokens).toBe(1 + 'hello'.length); // BOS, then one token per byte
     expect(stream.out).toBe(`${report.text}\n`);
     streamed = report.text;
@@ -99,7 +125,7 @@ describe('webmoe generate: bad flags fail before loading, with one line', () => 
     [[], /give the prompt: --prompt TEXT or --ids 1,2,3/],
     [['--ids', '1,x,3'], /--ids must be comma-separated non-negative integers, got "x"/],
     [['--ids', ''], /--ids needs at least one token id/],
-    [['--ids', '1', '--temperature', '-1'], /--temperature must be a number >= 0/],
+    [['--ids', '1', '--temperature=-1'], /--temperature must be a number >= 0/],
     [['--ids', '1', '--top-p', '0'], /--top-p must be a number in \(0, 1\]/],
     [['--ids', '1', '--top-k', '2.5'], /--top-k must be an integer/],
     [['--ids', '1', '--seed', '4294967296'], /--seed must be an integer in \[0, 4294967295\]/],

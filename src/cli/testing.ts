@@ -1,13 +1,17 @@
-// For the CLI tests: running the command in-process with its output captured, and the official
-// fixture's weights with a tokenizer beside them, so that text prompts, --chat and the chat command
-// run end to end. The model is random, so its text is gibberish: the tests check structure.
+// For the CLI tests: running the command in-process with its output captured (or as a child
+// process, for real stdin and signals); one engine per model folder shared by the commands of a
+// test file; and the official fixture's weights with a tokenizer beside them, so that text
+// prompts, --chat and the chat command run end to end. The model is random, so its text is
+// gibberish: the tests check structure.
 
+import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { vi } from 'vitest';
-import { officialFixture } from '../testing/fixtures.ts';
-import { main } from './main.ts';
+import type { NodeEngineOptions } from '../node.ts';
+import type { ChatCompletionRequest, Engine } from '../runtime/types.ts';
+import { officialFixture, REPO_ROOT } from '../testing/fixtures.ts';
 
 export interface CliRun {
   code: number;
@@ -43,6 +47,8 @@ export async function runCli(argv: string[], options: RunOptions = {}): Promise<
   ];
   if (options.stdin) spies.push(vi.spyOn(process, 'stdin', 'get').mockReturnValue(options.stdin as typeof process.stdin));
   try {
+    // Imported here: a test file's vi.mock('../node.ts') factory imports this module, and main.ts imports node.ts.
+    const { main } = await import('./main.ts');
     const code = await main(argv);
     return { code, out: out.join(''), err: err.join('') };
   } finally {
@@ -104,4 +110,86 @@ export function fixtureWithTokenizer(): string {
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson()));
   writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', add_bos_token: true, chat_template: CHAT_TEMPLATE }));
   return dir;
+}
+
+/**
+ * Runs `webmoe <argv>` as its own process (node with tsx, as `npm run webmoe` does), writing `stdin`
+ * to it and then closing it. `onStdout` sees stdout as it comes and gets the child, to signal it.
+ */
+export function spawnCli(argv: string[], options: { stdin?: string; onStdout?: (piece: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<CliRun> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--import', './tools/register-raw.mjs', 'src/cli/bin.ts', ...argv], { cwd: REPO_ROOT });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (piece: string) => {
+    out += piece;
+    options.onStdout?.(piece, child);
+  });
+  child.stderr.setEncoding('utf8').on('data', (piece: string) => (err += piece));
+  child.stdin.end(options.stdin ?? '');
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, out, err }));
+  });
+}
+
+/**
+ * createNodeEngine for the CLI tests, through vi.mock('../node.ts') (see withSharedEngines): one
+ * engine per model folder and context for the whole test file, so each command skips the load and
+ * the GPU pipelines compile once. A command's unload() is counted, not done; the tests check that
+ * every command unloaded and closed its sessions.
+ */
+export const sharedEngines = {
+  /** createNodeEngine calls and unload() calls the commands made. */
+  loads: 0,
+  unloads: 0,
+  /** Every chat.completions request the commands made, as made. */
+  chatRequests: [] as ChatCompletionRequest[],
+  engines: new Map<string, Promise<Engine>>(),
+  /** Sessions open over all shared engines. */
+  async openSessions(): Promise<number> {
+    let open = 0;
+    for (const engine of this.engines.values()) open += (await (await engine).stats()).sessions;
+    return open;
+  },
+  async release(): Promise<void> {
+    for (const engine of this.engines.values()) await (await engine).unload();
+    this.engines.clear();
+  },
+};
+
+/** The vi.mock factory's result: node.ts with createNodeEngine sharing engines. */
+export function withSharedEngines<T extends { createNodeEngine(options: NodeEngineOptions): Promise<Engine> }>(real: T): T {
+  const createNodeEngine = async (options: NodeEngineOptions): Promise<Engine> => {
+    const key = `${String(options.model)}|${options.maxContext}`;
+    let loading = sharedEngines.engines.get(key);
+    if (!loading) {
+      loading = real.createNodeEngine(options);
+      sharedEngines.engines.set(key, loading);
+      loading.catch(() => sharedEngines.engines.delete(key));
+    }
+    const engine = await loading;
+    sharedEngines.loads++;
+    return commandView(engine);
+  };
+  return { ...real, createNodeEngine };
+}
+
+/** The shared engine as one command sees it: chat requests recorded, unload counted. */
+function commandView(engine: Engine): Engine {
+  const create = (request: ChatCompletionRequest) => {
+    sharedEngines.chatRequests.push(request);
+    return engine.chat.completions.create(request);
+  };
+  return {
+    info: engine.info,
+    generate: (prompt, options) => engine.generate(prompt, options),
+    chat: { completions: { create: create as Engine['chat']['completions']['create'] } },
+    tokenize: (text, options) => engine.tokenize(text, options),
+    detokenize: (ids) => engine.detokenize(ids),
+    logits: (ids, options) => engine.logits(ids, options),
+    createSession: () => engine.createSession(),
+    closeSession: (session) => engine.closeSession(session),
+    stats: () => engine.stats(),
+    unload: async () => void sharedEngines.unloads++,
+  };
 }
