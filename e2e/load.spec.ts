@@ -1,9 +1,10 @@
 import { expect, test } from '@playwright/test';
 
-// The generated demo checkpoint (public/models/tiny-random, two shards and an index) is streamed
-// over HTTP Range requests into GPU buffers; the second load reads the IndexedDB shard cache.
+// The generated test checkpoint (public/models/tiny-random, two shards and an index, no tokenizer;
+// chosen with ?model=) is streamed over HTTP Range requests into GPU buffers in the engine's Worker;
+// the second load reads the IndexedDB shard cache.
 test('loads a sharded checkpoint over HTTP with progress, then again from the cache', async ({ page }) => {
-  await page.goto('/');
+  await page.goto('/?model=/models/tiny-random/');
   await expect(page.locator('#gpu-status')).toHaveAttribute('data-state', 'ready', { timeout: 60_000 });
   await page.locator('#load-url').click();
   const text = page.locator('#progress-text');

@@ -1,13 +1,21 @@
 // webmoe bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
+// webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json]
+import { runDecodeBench, type DecodeBenchResult } from '../bench/decode.ts';
 import { openNodeGpu } from '../gpu/node.ts';
+import { loadEngine } from './engine_args.ts';
 import { runKernelBench, type ShapeSet } from '../bench/suite.ts';
 import { parse, positiveInt, UsageError } from './args.ts';
 
+const DEFAULT_DECODE_PROMPTS = ['In the beginning God created', 'And Jesus answered and said unto them,', 'def main():\n    ', 'The LORD is my shepherd;'];
+
 export async function benchCommand(argv: string[]): Promise<void> {
-  const { values } = parse(
+  const { values, positionals } = parse(
     argv,
     {
       kernels: { type: 'boolean' },
+      decode: { type: 'boolean' },
+      prompt: { type: 'string', multiple: true },
+      'max-tokens': { type: 'string' },
       json: { type: 'boolean' },
       quick: { type: 'boolean' },
       shapes: { type: 'string' },
@@ -16,9 +24,10 @@ export async function benchCommand(argv: string[]): Promise<void> {
       'max-seconds': { type: 'string' },
       'no-peers': { type: 'boolean' },
     },
-    [],
+    argv.includes('--decode') ? ['model'] : [],
   );
-  if (!values.kernels) throw new UsageError('say what to benchmark: --kernels');
+  if (values.decode) return decodeBench(positionals, values);
+  if (!values.kernels) throw new UsageError('say what to benchmark: --kernels, or --decode <model>');
   const shapes = (values.shapes ?? (values.quick ? 'small' : 'all')) as ShapeSet;
   if (!['small', 'v3', 'all'].includes(shapes)) throw new UsageError(`--shapes must be small, v3 or all, got "${shapes}"`);
   const gpu = await openNodeGpu({ label: 'webmoe-bench' });
@@ -54,5 +63,33 @@ function formatReport(r: Awaited<ReturnType<typeof runKernelBench>>): string {
       lines.push(`${p.name.padEnd(27)} ${shape.padEnd(30)} ${p.median_ms.toFixed(3).padStart(9)} ${p.speedup_of_ours?.toFixed(2).padStart(8)} (${p.versus})`);
     }
   }
+  return lines.join('\n');
+}
+
+/** Greedy decode with and without MTP speculative decoding on one model (BENCHMARKS.md). */
+async function decodeBench(positionals: string[], values: Record<string, unknown>): Promise<void> {
+  const maxTokens = values['max-tokens'] === undefined ? 64 : positiveInt('max-tokens', values['max-tokens'] as string, 4096);
+  const runs = values.runs === undefined ? 1 : positiveInt('runs', values.runs as string, 10);
+  const prompts = (values.prompt as string[] | undefined) ?? DEFAULT_DECODE_PROMPTS;
+  const engine = await loadEngine(positionals[0], {});
+  try {
+    const result = await runDecodeBench(engine, { prompts, maxTokens, runs, onProgress: (line) => console.error(`[bench] ${line}`) });
+    const stats = await engine.stats();
+    if (values.json) console.log(JSON.stringify({ adapter: stats.adapter, model: engine.info.name, prompts, max_tokens: maxTokens, ...result }, null, 2));
+    else console.log(formatDecode(result, stats.adapter));
+  } finally {
+    await engine.unload();
+  }
+}
+
+function formatDecode(r: DecodeBenchResult, adapter: string): string {
+  const lines = [`${adapter}`, `plain decoding: ${r.plain.tokensPerS.toFixed(2)} tok/s (prefill ${r.plain.prefillTokensPerS.toFixed(1)} tok/s, time to first token ${r.plain.ttftMs.toFixed(0)} ms)`];
+  if (r.mtp && r.model) {
+    lines.push(
+      `MTP speculative: ${r.mtp.tokensPerS.toFixed(2)} tok/s, ${r.mtp.accepted}/${r.mtp.drafted} drafts accepted (${(100 * r.mtp.acceptance).toFixed(1)}%), ${r.mtp.tokensPerStep.toFixed(2)} tokens per step`,
+      `model: speed-up = tokens per step / (t2 / t1) = ${r.mtp.tokensPerStep.toFixed(2)} / (${r.model.t2Ms.toFixed(1)} ms / ${r.model.t1Ms.toFixed(1)} ms = ${r.model.t2OverT1.toFixed(2)}) = ${r.model.speedup.toFixed(2)}x`,
+      `greedy outputs identical: ${r.identical ? 'yes' : 'NO'}`,
+    );
+  } else lines.push('this checkpoint has no MTP layer');
   return lines.join('\n');
 }

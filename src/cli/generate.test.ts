@@ -13,7 +13,7 @@ interface OfficialPrompt {
   greedy: { tokens: number[] };
 }
 const prompts = officialReference<{ modes: { f32_dequant: { prompts: OfficialPrompt[] } } }>().modes.f32_dequant.prompts;
-const JSON_KEYS = ['decode_tokens_per_s', 'finish_reason', 'ids', 'prefill_tokens_per_s', 'prompt_tokens', 'text', 'ttft_ms'];
+const JSON_KEYS = ['decode_tokens_per_s', 'finish_reason', 'ids', 'mtp', 'prefill_tokens_per_s', 'prompt_tokens', 'text', 'ttft_ms'];
 
 let withTokenizer: string;
 beforeAll(() => {
@@ -36,9 +36,18 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     expect(Object.keys(report).sort()).toEqual(JSON_KEYS);
     expect(report).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), text: '', prompt_tokens: p.prompt.length, finish_reason: 'length' });
     for (const key of ['ttft_ms', 'prefill_tokens_per_s', 'decode_tokens_per_s']) expect(report[key]).toBeGreaterThan(0);
+    // The fixture has an MTP layer: speculative decoding is on by default.
+    expect(report.mtp.drafted).toBeGreaterThan(0);
+    expect(report.mtp.accepted).toBeLessThanOrEqual(report.mtp.drafted);
     // Progress went to stderr (one line: stderr is not a terminal here), nothing else.
     expect(r.err).toMatch(/^loaded .*dsv3-tiny-official: [\d.]+ MiB of weights in [\d.]+ s\n$/);
     expect(sharedEngines.loads).toBe(1);
+  });
+
+  it('--no-mtp decodes without drafts, to the same tokens', async () => {
+    const p = prompts[1];
+    const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--no-mtp', '--json']);
+    expect(JSON.parse(r.out)).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), mtp: null });
   });
 
   it('without --json streams the generated ids, since there is no text', async () => {
@@ -112,8 +121,11 @@ describe('webmoe generate on text (the fixture with a tokenizer)', () => {
     expect(r.code).toBe(0);
     const report = JSON.parse(r.out);
     expect(Object.keys(report).sort()).toEqual(JSON_KEYS);
-    // BOS, <|User|>, 5 bytes, <|Assistant|>. The chat stream carries text only: no ids, no timings.
-    expect(report).toMatchObject({ ids: null, prompt_tokens: 8, ttft_ms: null });
+    // BOS, <|User|>, 5 bytes, <|Assistant|>. The chat stream's webmoe fields carry the ids and figures.
+    expect(report).toMatchObject({ prompt_tokens: 8 });
+    expect(report.ids.length).toBeGreaterThan(0);
+    expect(report.ttft_ms).toBeGreaterThan(0);
+    expect(report.mtp.drafted).toBeGreaterThanOrEqual(0);
     expect(['length', 'stop']).toContain(report.finish_reason);
     expect(typeof report.text).toBe('string');
   });
@@ -131,7 +143,6 @@ describe('webmoe generate: bad flags fail before loading, with one line', () => 
     [['--ids', '1', '--seed', '4294967296'], /--seed must be an integer in \[0, 4294967295\]/],
     [['--ids', '1', '--max-tokens', '0'], /--max-tokens must be an integer in \[1, ∞\]/],
     [['--ids', '1', '--chat'], /--chat needs a text --prompt/],
-    [['--prompt', 'a', '--chat', '--top-k', '5'], /--top-k cannot be used with --chat/],
     [['--ids', '1', '--bogus'], /Unknown option '--bogus'/],
   ])('%j', async (flags, message) => {
     const r = await runCli(['generate', '/no/such/model', ...flags]);

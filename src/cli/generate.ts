@@ -1,4 +1,4 @@
-// webmoe generate <model> (--prompt TEXT | --ids 1,2,3) [sampling flags] [--stop STR]... [--ignore-eos] [--chat] [--json]
+// webmoe generate <model> (--prompt TEXT | --ids 1,2,3) [sampling flags] [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json]
 // Streams the continuation to stdout as it comes, or with --json prints one object at the end.
 // Ctrl-C aborts the request through its AbortSignal, unloads, and exits with status 130.
 
@@ -14,6 +14,7 @@ const FLAGS = {
   'top-k': { type: 'string' },
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
+  'no-mtp': { type: 'boolean' },
   chat: { type: 'boolean' },
   json: { type: 'boolean' },
   ...ENGINE_FLAGS,
@@ -40,9 +41,6 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest {
   if (chat) {
     // The chat API takes messages and the OpenAI fields only.
     if (typeof prompt !== 'string') throw new UsageError('--chat needs a text --prompt (it becomes a user message), not --ids');
-    for (const flag of ['top-k', 'ignore-eos'] as const) {
-      if (values[flag] !== undefined) throw new UsageError(`--${flag} cannot be used with --chat: chat.completions has no such field`);
-    }
   }
   return {
     model: positionals[0],
@@ -50,18 +48,18 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest {
     chat,
     json: values.json ?? false,
     maxContext: intFlag(values, 'max-context', 2),
-    options: { ...samplingFlags(values), stop: values.stop, ignoreEos: values['ignore-eos'] },
+    options: { ...samplingFlags(values), stop: values.stop, ignoreEos: values['ignore-eos'], speculative: !(values['no-mtp'] ?? false) },
   };
 }
 
 /** What was generated, filled in as it streams so that an aborted request still has it. */
 interface Transcript {
-  /** Generated ids; null for --chat, whose stream carries text only. */
-  ids: number[] | null;
+  /** Generated ids. */
+  ids: number[];
   text: string;
   finishReason: FinishReason;
   promptTokens: number | null;
-  /** The engine's figures; null for --chat and after an abort. */
+  /** The engine's figures; null after an abort. */
   stats: GenerationStats | null;
 }
 
@@ -70,7 +68,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const controller = new AbortController();
   const { signal } = controller;
   const restoreSigint = onSigint(() => (signal.aborted ? exitNow() : controller.abort()));
-  const transcript: Transcript = { ids: request.chat ? null : [], text: '', finishReason: 'abort', promptTokens: null, stats: null };
+  const transcript: Transcript = { ids: [], text: '', finishReason: 'abort', promptTokens: null, stats: null };
   let engine: Engine | undefined;
   try {
     engine = await loadEngine(request.model, { maxContext: request.maxContext, signal });
@@ -91,7 +89,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
 async function streamGeneration(engine: Engine, request: GenerateRequest, transcript: Transcript, show: (piece: string) => void, signal: AbortSignal) {
   // A checkpoint without a tokenizer (ids in, ids out) streams ids; text would stay empty.
   const showIds = typeof request.prompt !== 'string' && !(await hasTokenizer(engine));
-  const ids = transcript.ids!;
+  const ids = transcript.ids;
   for await (const chunk of engine.generate(request.prompt, { ...request.options, signal })) {
     for (const id of chunk.ids) {
       if (showIds) show(ids.length === 0 ? `${id}` : ` ${id}`);
@@ -108,15 +106,18 @@ async function streamGeneration(engine: Engine, request: GenerateRequest, transc
 }
 
 async function streamChat(engine: Engine, request: GenerateRequest, transcript: Transcript, show: (piece: string) => void, signal: AbortSignal) {
-  const { maxTokens, temperature, topP, seed, stop } = request.options;
+  const { maxTokens, temperature, topP, topK, seed, stop, ignoreEos, speculative } = request.options;
   const stream = await engine.chat.completions.create({
     messages: [{ role: 'user', content: request.prompt as string }],
     stream: true,
     max_tokens: maxTokens,
     temperature,
     top_p: topP,
+    top_k: topK,
     seed,
     stop,
+    ignore_eos: ignoreEos,
+    speculative,
     signal,
   });
   for await (const chunk of stream) {
@@ -125,6 +126,8 @@ async function streamChat(engine: Engine, request: GenerateRequest, transcript: 
       show(choice.delta.content);
       transcript.text += choice.delta.content;
     }
+    if (chunk.webmoe) transcript.ids.push(...chunk.webmoe.ids);
+    if (chunk.webmoe?.stats) transcript.stats = chunk.webmoe.stats;
     if (choice.finish_reason) transcript.finishReason = choice.finish_reason;
     if (chunk.usage) transcript.promptTokens = chunk.usage.prompt_tokens;
   }
@@ -151,5 +154,6 @@ function jsonReport(t: Transcript) {
     prefill_tokens_per_s: t.stats?.prefillTokensPerS ?? null,
     decode_tokens_per_s: t.stats?.decodeTokensPerS ?? null,
     finish_reason: t.finishReason,
+    mtp: t.stats?.mtp ?? null,
   };
 }

@@ -4,7 +4,7 @@
 
 import { ArgumentError } from '../errors.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Engine, FinishReason, GenerateChunk, GenerateOptions } from './types.ts';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatWebmoeFields, Engine, FinishReason, GenerateChunk, GenerateOptions } from './types.ts';
 
 export interface ChatHost {
   generateIds(ids: number[], options: GenerateOptions): AsyncIterable<GenerateChunk>;
@@ -24,6 +24,11 @@ export function createChat(host: ChatHost, tokenizer: () => Tokenizer, modelName
       stop: request.stop,
       session: request.session,
       signal: request.signal,
+      topK: request.top_k,
+      repetitionPenalty: request.repetition_penalty,
+      ignoreEos: request.ignore_eos,
+      speculative: request.speculative,
+      experts: request.experts,
     });
     return { chunks, id: `chatcmpl-${Date.now().toString(36)}-${++completionCounter}`, created: Math.floor(Date.now() / 1000) };
   }
@@ -33,14 +38,17 @@ export function createChat(host: ChatHost, tokenizer: () => Tokenizer, modelName
     const base = { id, object: 'chat.completion.chunk' as const, created, model: modelName };
     yield { ...base, choices: [{ index: 0, delta: { role: 'assistant' }, finish_reason: null }] };
     for await (const chunk of chunks) {
-      if (chunk.text) yield { ...base, choices: [{ index: 0, delta: { content: chunk.text }, finish_reason: null }] };
+      const webmoe: ChatWebmoeFields = { ids: chunk.ids, ...(chunk.experts ? { experts: chunk.experts } : {}) };
       if (chunk.done) {
         const { stats, finishReason } = chunk.done;
         yield {
           ...base,
-          choices: [{ index: 0, delta: {}, finish_reason: finishReason }],
+          choices: [{ index: 0, delta: chunk.text ? { content: chunk.text } : {}, finish_reason: finishReason }],
           usage: { prompt_tokens: stats.promptTokens, completion_tokens: stats.generatedTokens, total_tokens: stats.promptTokens + stats.generatedTokens },
+          webmoe: { ...webmoe, stats },
         };
+      } else if (chunk.text || chunk.ids.length > 0) {
+        yield { ...base, choices: [{ index: 0, delta: chunk.text ? { content: chunk.text } : {}, finish_reason: null }], webmoe };
       }
     }
   }
@@ -50,15 +58,18 @@ export function createChat(host: ChatHost, tokenizer: () => Tokenizer, modelName
     let content = '';
     let finish: FinishReason = 'length';
     let usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+    const webmoe: ChatWebmoeFields = { ids: [] };
     for await (const chunk of chunks) {
       content += chunk.text;
+      webmoe.ids.push(...chunk.ids);
+      if (chunk.experts) (webmoe.experts ??= []).push(...chunk.experts);
       if (chunk.done) {
         finish = chunk.done.finishReason;
-        const s = chunk.done.stats;
+        const s = (webmoe.stats = chunk.done.stats);
         usage = { prompt_tokens: s.promptTokens, completion_tokens: s.generatedTokens, total_tokens: s.promptTokens + s.generatedTokens };
       }
     }
-    return { id, object: 'chat.completion', created, model: modelName, choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: finish }], usage };
+    return { id, object: 'chat.completion', created, model: modelName, choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: finish }], usage, webmoe };
   }
 
   const create = (async (request: ChatCompletionRequest) => (request.stream ? stream(request) : complete(request))) as Engine['chat']['completions']['create'];

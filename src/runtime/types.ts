@@ -126,6 +126,19 @@ export interface ChatCompletionRequest {
   /** webmoe extension: keep the conversation's cache (a new turn prefills only its new tokens). */
   session?: Session;
   signal?: AbortSignal;
+  /** webmoe extensions, as in GenerateOptions. */
+  top_k?: number;
+  repetition_penalty?: number;
+  ignore_eos?: boolean;
+  speculative?: boolean;
+  experts?: boolean;
+}
+
+/** webmoe extension on chat responses: the ids behind the text, and on the last chunk the stats. */
+export interface ChatWebmoeFields {
+  ids: number[];
+  experts?: TokenExperts[];
+  stats?: GenerationStats;
 }
 
 export interface ChatCompletionUsage {
@@ -141,6 +154,7 @@ export interface ChatCompletion {
   model: string;
   choices: { index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason }[];
   usage: ChatCompletionUsage;
+  webmoe: ChatWebmoeFields;
 }
 
 export interface ChatCompletionChunk {
@@ -151,6 +165,8 @@ export interface ChatCompletionChunk {
   choices: { index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null }[];
   /** On the last chunk. */
   usage?: ChatCompletionUsage;
+  /** On content chunks and the last one. */
+  webmoe?: ChatWebmoeFields;
 }
 
 export interface ModelInfo {

@@ -180,7 +180,9 @@ export function mergeChatChunks(a: ChatCompletionChunk, b: ChatCompletionChunk):
   const isContent = (c: ChatCompletionChunk) => c.choices[0].finish_reason === null && c.choices[0].delta.role === undefined && c.usage === undefined;
   if (!isContent(a) || !isContent(b)) return undefined;
   const content = (a.choices[0].delta.content ?? '') + (b.choices[0].delta.content ?? '');
-  return { ...a, choices: [{ index: 0, delta: { content }, finish_reason: null }] };
+  const experts = [...(a.webmoe?.experts ?? []), ...(b.webmoe?.experts ?? [])];
+  const webmoe = { ids: [...(a.webmoe?.ids ?? []), ...(b.webmoe?.ids ?? [])], ...(experts.length > 0 ? { experts } : {}) };
+  return { ...a, choices: [{ index: 0, delta: content ? { content } : {}, finish_reason: null }], webmoe };
 }
 
 /**
