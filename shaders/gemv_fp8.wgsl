@@ -23,11 +23,17 @@ override ROWS: u32 = 1u;
 override WORKGROUP_SIZE: u32 = 64u;
 
 // sum over k .. k+3 of x[m, k] * W[n, k] (unscaled) for rows m < ROWS, in the lanes of a vec4.
+// Written out per lane, not as a loop writing d[m]: ROWS is a pipeline constant, so the unused
+// lanes fold away, and a CPU adapter never indexes a vector dynamically (which costs a spill).
 fn rows_dot_quad(n: u32, k: u32) -> vec4<f32> {
   let w = weight_quad(n, k);
-  var d = vec4<f32>(0.0);
-  for (var m = 0u; m < ROWS; m++) {
-    d[m] = dot(x_quad(min(m, params.M - 1u), k), w);
+  var d = vec4<f32>(dot(x_quad(0u, k), w), 0.0, 0.0, 0.0);
+  if (ROWS >= 2u) {
+    d.y = dot(x_quad(min(1u, params.M - 1u), k), w);
+  }
+  if (ROWS >= 4u) {
+    d.z = dot(x_quad(min(2u, params.M - 1u), k), w);
+    d.w = dot(x_quad(min(3u, params.M - 1u), k), w);
   }
   return d;
 }
