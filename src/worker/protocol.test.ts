@@ -125,6 +125,16 @@ describe('StreamBatcher', () => {
     for (const c of [role, content('Hel'), content('lo'), final]) batcher.push(c, c === final);
     expect(sent).toEqual([[role, content('Hello'), final]]);
   });
+
+  it('chat chunks: the webmoe ids and experts of merged deltas are joined', () => {
+    const base = { id: 'c', object: 'chat.completion.chunk' as const, created: 0, model: 'm' };
+    const content = (text: string, ids: number[]): ChatCompletionChunk => ({
+      ...base,
+      choices: [{ index: 0, delta: { content: text }, finish_reason: null }],
+      webmoe: { ids, experts: ids.map((token) => ({ token, experts: [[token]] })) },
+    });
+    expect(mergeChatChunks(content('a', [1]), content('b', [2, 3]))).toEqual(content('ab', [1, 2, 3]));
+  });
 });
 
 describe('ChunkQueue', () => {

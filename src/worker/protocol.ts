@@ -180,9 +180,12 @@ export function mergeChatChunks(a: ChatCompletionChunk, b: ChatCompletionChunk):
   const isContent = (c: ChatCompletionChunk) => c.choices[0].finish_reason === null && c.choices[0].delta.role === undefined && c.usage === undefined;
   if (!isContent(a) || !isContent(b)) return undefined;
   const content = (a.choices[0].delta.content ?? '') + (b.choices[0].delta.content ?? '');
-  const experts = [...(a.webmoe?.experts ?? []), ...(b.webmoe?.experts ?? [])];
-  const webmoe = { ids: [...(a.webmoe?.ids ?? []), ...(b.webmoe?.ids ?? [])], ...(experts.length > 0 ? { experts } : {}) };
-  return { ...a, choices: [{ index: 0, delta: content ? { content } : {}, finish_reason: null }], webmoe };
+  const merged: ChatCompletionChunk = { ...a, choices: [{ index: 0, delta: content ? { content } : {}, finish_reason: null }] };
+  if (a.webmoe || b.webmoe) {
+    const experts = [...(a.webmoe?.experts ?? []), ...(b.webmoe?.experts ?? [])];
+    merged.webmoe = { ids: [...(a.webmoe?.ids ?? []), ...(b.webmoe?.ids ?? [])], ...(experts.length > 0 ? { experts } : {}) };
+  }
+  return merged;
 }
 
 /**
