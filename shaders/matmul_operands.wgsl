@@ -29,6 +29,11 @@ struct MatmulParams {
 
 const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint, 1 x 128 groups of act_quant
 
+// K % 4 == 0 (every real checkpoint): each row starts on a word and no quad runs past K, so the
+// loaders below skip the splicing and masking (a pipeline constant: the other path folds away;
+// on CPU adapters those selects cost more than the loads).
+override K_ALIGNED: bool = false;
+
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(2) var<storage, read> weight: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -51,6 +56,9 @@ fn mask_past_k(v: vec4<f32>, k: u32) -> vec4<f32> {
 
 // W[n, k .. k+3] without the block scale (k % 4 == 0); zero past K.
 fn weight_quad(n: u32, k: u32) -> vec4<f32> {
+  if (K_ALIGNED) {
+    return weight_quad_aligned(n, k);
+  }
 #if weights == fp8
   // When K % 4 != 0 a row starts inside a word: splice the quad from two words.
   let byte = n * params.K + k;
@@ -78,6 +86,20 @@ fn weight_quad(n: u32, k: u32) -> vec4<f32> {
 #endif
 }
 
+// weight_quad when K % 4 == 0.
+fn weight_quad_aligned(n: u32, k: u32) -> vec4<f32> {
+  let element = n * params.K + k;
+#if weights == fp8
+  return e4m3x4_to_f32(weight[element / 4u]);
+#elif weights == bf16
+  let low = weight[element / 2u];
+  let high = weight[element / 2u + 1u];
+  return bitcast<vec4<f32>>(vec4<u32>(low << 16u, low & 0xFFFF0000u, high << 16u, high & 0xFFFF0000u));
+#else
+  return bitcast<vec4<f32>>(vec4<u32>(weight[element], weight[element + 1u], weight[element + 2u], weight[element + 3u]));
+#endif
+}
+
 // S[n / 128, kb]; 1 for bf16 and f32 weights.
 fn weight_block_scale(n: u32, kb: u32) -> f32 {
 #if weights == fp8
@@ -93,7 +115,11 @@ fn x_quad(m: u32, k: u32) -> vec4<f32> {
   return e4m3x4_to_f32(x[(m * params.K + k) / 4u]); // K % 128 == 0: rows are word aligned
 #else
   let i = m * params.K + k;
-  return mask_past_k(vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), k);
+  let v = vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+  if (K_ALIGNED) {
+    return v;
+  }
+  return mask_past_k(v, k);
 #endif
 }
 

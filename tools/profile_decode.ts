@@ -59,5 +59,7 @@ async function profile(name: string, plan: ForwardPlan, input: StepInput, runs =
 }
 
 await profile('decode, 1 row', plans.get(1, 'last'), { ids: [9], startPos: 8, sample: GREEDY });
+await profile('main model, 2 rows', plans.get(2, 'all'), { ids: [9, 10], startPos: 8, sample: GREEDY });
+await profile('main model, 3 rows', plans.get(3, 'all'), { ids: [9, 10, 11], startPos: 8, sample: GREEDY });
 await profile('verify, 2 rows + MTP', plans.get(2, 'all', 'sampled'), { ids: [9, 10], startPos: 8, sample: GREEDY });
 process.exit(0);

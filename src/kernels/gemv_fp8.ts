@@ -79,7 +79,9 @@ export function createGemv(options: GemvOptions): Gemv {
   }
   // One pipeline per row count ROWS in {1, 2, 4}, the smallest >= M: a compile-time capacity, so
   // the cache key never holds M itself.
-  const pipelineFor = (rows: number) => matmulPipeline(cache, KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows });
+  // K % 4 == 0 takes the loaders without splicing and masking (K_ALIGNED of matmul_operands.wgsl).
+  const pipelineFor = (rows: number, K: number) =>
+    matmulPipeline(cache, KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
     variant,
@@ -88,7 +90,7 @@ export function createGemv(options: GemvOptions): Gemv {
       const { M, N, K, label } = args;
       if (M > GEMV_MAX_ROWS) throw new ArgumentError(`gemv_fp8: M=${M} rows, at most ${GEMV_MAX_ROWS}; use gemm_fp8 for more`);
       checkMatmulArgs('gemv_fp8', gpu.device, variant, { M, N, K }, args);
-      const pipeline = pipelineFor(M <= 2 ? M : GEMV_MAX_ROWS);
+      const pipeline = pipelineFor(M <= 2 ? M : GEMV_MAX_ROWS, K);
       return prepareMatmul({
         kernel: 'gemv_fp8',
         device: gpu.device,
