@@ -53,10 +53,12 @@ describe('PipelineCache', () => {
     expect(cache.size).toBe(1);
     createGemm({ gpu, cache, strategy: 'thread_tile' }); // another instance of the same variant
     expect(cache.size).toBe(1);
-    // gemv: one pipeline per row capacity (1, 2 or 4 rows of x), whatever N and K
+    // gemv: one pipeline per row capacity (1, 2 or 4 rows of x) and per K % 4 == 0 or not, whatever N and K
     const gemv = createGemv({ gpu, cache, strategy: 'thread_per_row' });
-    for (const [M, N, K] of [[1, 300, 256], [1, 17, 5], [2, 300, 256], [3, 300, 256], [4, 9, 9]]) gemv.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
+    for (const [M, N, K] of [[1, 300, 256], [1, 17, 128], [2, 300, 256], [3, 300, 256], [4, 9, 12]]) gemv.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
     expect(cache.size).toBe(1 + 3);
+    for (const [M, N, K] of [[1, 17, 5], [1, 300, 129], [4, 9, 9]]) gemv.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
+    expect(cache.size).toBe(1 + 3 + 2);
     for (const b of [x, weight, scale, y]) b.destroy();
   });
 });
