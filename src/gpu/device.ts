@@ -149,14 +149,14 @@ export async function withGpuErrorScope<T>(device: GPUDevice, what: string, body
   try {
     result = body();
   } finally {
-    const oom = await device.popErrorScope();
-    const validation = await device.popErrorScope();
+    // Both pops are issued at once: another task must not push or pop scopes between them.
+    const [oom, validation] = await Promise.all([device.popErrorScope(), device.popErrorScope()]);
     if (oom) {
       throw new GpuOutOfMemoryError(
         `Out of GPU memory while allocating ${what}. Close other GPU-heavy tabs or load a smaller model.`,
       );
     }
-    if (validation) throw new Error(`WebGPU validation error in ${what}: ${validation.message}`);
+    if (validation) throw new GpuLimitError(`WebGPU refused ${what}: ${validation.message}`);
   }
   return result;
 }

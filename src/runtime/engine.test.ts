@@ -154,6 +154,29 @@ describe('local engine (official fixture, ids)', () => {
     }
   });
 
+  it('closing a session during its request stops it with AbortError and frees it; a break keeps the seen token', async () => {
+    const p = prompts[0];
+    const session = await engine.createSession();
+    const seen: number[] = [];
+    const run = async () => {
+      for await (const chunk of engine.generate(p.prompt, { temperature: 0, maxTokens: 30, ignoreEos: true, session, speculative: false })) {
+        seen.push(...chunk.ids);
+        if (seen.length === 2) await engine.closeSession(session);
+      }
+    };
+    await expect(run()).rejects.toBeInstanceOf(AbortError);
+    expect((await engine.stats()).sessions).toBe(0);
+
+    // Breaking out of the loop: the last id seen stays in the session, so a continuation follows it.
+    const kept = await engine.createSession();
+    onTestFinished(() => engine.closeSession(kept));
+    for await (const chunk of engine.generate(p.prompt, { temperature: 0, maxTokens: 30, ignoreEos: true, session: kept, speculative: false })) {
+      if (chunk.ids.length > 0) break;
+    }
+    const next = await collect(engine.generate(p.greedy.tokens.slice(1, 2), { temperature: 0, maxTokens: 2, ignoreEos: true, session: kept }));
+    expect(next.ids).toEqual(p.greedy.tokens.slice(2, 4));
+  });
+
   it('logits of every position match the official prefill logits', async () => {
     const p = prompts[1];
     const rows = await engine.logits(p.prompt, { positions: 'all' });
@@ -192,5 +215,32 @@ describe('local engine on a device that is lost', () => {
     } finally {
       await lostEngine.unload();
     }
+  });
+});
+
+describe('local engine unloaded during a request', () => {
+  it('the request stops with AbortError at its next step, and unload frees everything', async () => {
+    const gpu = await openNodeGpu();
+    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 64, ownsGpu: true });
+    const seen: number[] = [];
+    let unloading: Promise<void> | undefined;
+    const run = async () => {
+      for await (const chunk of local.generate(prompts[0].prompt, { temperature: 0, maxTokens: 40, ignoreEos: true })) {
+        seen.push(...chunk.ids);
+        if (seen.length === 2) unloading = local.unload();
+      }
+    };
+    await expect(run()).rejects.toBeInstanceOf(AbortError);
+    await unloading;
+    expect(seen.length).toBeLessThanOrEqual(4);
+    await expect(collect(local.generate([5]))).rejects.toThrow(/unloaded/);
+  });
+});
+
+describe('local engine options', () => {
+  it('refuses a bad maxContext or cache budget before reading the weights', async () => {
+    const gpu = await testGpu();
+    await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 100000 })).rejects.toThrow(/maxContext must be an integer in \[2, 512\]/);
+    await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), cacheBudgetBytes: Number.NaN })).rejects.toThrow(/cacheBudgetBytes/);
   });
 });

@@ -2,8 +2,9 @@
 // the scheduler that shares the GPU between requests. The Worker hosts exactly this; Node uses it
 // directly. Every request checks its arguments and limits before any GPU work starts.
 
-import { ArgumentError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
+import { AbortError, ArgumentError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
+import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { createGpuModel, type GpuModel } from '../model/gpu_model.ts';
@@ -38,6 +39,18 @@ export interface LocalEngineOptions {
 export async function createLocalEngine(options: LocalEngineOptions): Promise<Engine> {
   const { gpu, dir, signal } = options;
   const checkpoint = await openCheckpoint(dir, { signal });
+  const config = parseConfig(checkpoint.configText, `${dir.description}/config.json`);
+  const limits: EngineLimits = {
+    maxContext: options.maxContext ?? Math.min(config.max_position_embeddings, DEFAULT_MAX_CONTEXT),
+    cacheBudgetBytes: options.cacheBudgetBytes ?? DEFAULT_CACHE_BUDGET_BYTES,
+  };
+  // Checked before any byte of the weights is read.
+  if (!(Number.isInteger(limits.maxContext) && limits.maxContext >= 2 && limits.maxContext <= config.max_position_embeddings)) {
+    throw new ArgumentError(`maxContext must be an integer in [2, ${config.max_position_embeddings}] (max_position_embeddings), got ${limits.maxContext}`);
+  }
+  if (!(Number.isFinite(limits.cacheBudgetBytes) && limits.cacheBudgetBytes > 0)) {
+    throw new ArgumentError(`cacheBudgetBytes must be a positive number of bytes, got ${limits.cacheBudgetBytes}`);
+  }
   // A checkpoint without tokenizer.json still runs on token ids (generate(ids), logits).
   const tokenizer = (await dir.exists(TOKENIZER_FILE, signal)) ? await loadTokenizerFromDir(dir, signal) : undefined;
   const loaded = await loadWeights(gpu.device, checkpoint, {
@@ -50,16 +63,6 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   } catch (err) {
     loaded.destroy();
     throw err;
-  }
-  const config = loaded.config;
-  const limits: EngineLimits = {
-    maxContext: options.maxContext ?? Math.min(config.max_position_embeddings, DEFAULT_MAX_CONTEXT),
-    cacheBudgetBytes: options.cacheBudgetBytes ?? DEFAULT_CACHE_BUDGET_BYTES,
-  };
-  if (!(Number.isInteger(limits.maxContext) && limits.maxContext >= 2 && limits.maxContext <= config.max_position_embeddings)) {
-    model.destroy();
-    loaded.destroy();
-    throw new ArgumentError(`maxContext must be an integer in [2, ${config.max_position_embeddings}] (max_position_embeddings), got ${limits.maxContext}`);
   }
   const engine = new LocalEngine(gpu, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false);
   options.onProgress?.({ phase: 'ready', bytesDone: loaded.bytesOnGpu, bytesTotal: loaded.bytesOnGpu });
@@ -104,6 +107,10 @@ class LocalEngine implements Engine {
       checkDevice: () => {
         if (gpu.lostError) throw gpu.lostError;
       },
+      checkOpen: (session) => {
+        if (this.unloaded) throw new AbortError('The engine was unloaded during the request.');
+        if (session.closing) throw new AbortError(`Session ${session.id} was closed during the request.`);
+      },
     };
     this.chat = createChat(this, () => this.text(), name);
   }
@@ -114,12 +121,13 @@ class LocalEngine implements Engine {
     if (session.busy) throw new ArgumentError(`session ${session.id} is already generating; wait for that request to finish`);
     session.busy = true;
     try {
+      if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new ArgumentError('the prompt must be a string or an array of token ids');
       const held = [...session.history, ...session.tail];
       const promptIds = typeof prompt === 'string' ? this.text().encode(prompt, { addSpecialTokens: (options.addBos ?? true) && held.length === 0 }) : [...prompt];
       yield* runGeneration(this.context, session, [...held, ...promptIds], options);
     } finally {
       session.busy = false;
-      if (!options.session) this.closeSessionState(session);
+      if (!options.session || session.closing) this.closeSessionState(session);
     }
   }
 
@@ -133,7 +141,7 @@ class LocalEngine implements Engine {
       yield* runGeneration(this.context, session, ids, options);
     } finally {
       session.busy = false;
-      if (!options.session) this.closeSessionState(session);
+      if (!options.session || session.closing) this.closeSessionState(session);
     }
   }
 
@@ -180,8 +188,11 @@ class LocalEngine implements Engine {
   }
 
   async closeSession(session: Session): Promise<void> {
-    const state = this.sessions.get(session.id);
-    if (state) this.closeSessionState(state);
+    const state = this.sessions.get(session?.id);
+    if (!state) return;
+    // A request on it stops at its next step (AbortError) and closes it as it ends.
+    if (state.busy) state.closing = true;
+    else this.closeSessionState(state);
   }
 
   async stats(): Promise<EngineStats> {
@@ -207,6 +218,8 @@ class LocalEngine implements Engine {
   async unload(): Promise<void> {
     if (this.unloaded) return;
     this.unloaded = true;
+    // Requests stop at their next step; wait for the step on the GPU now to finish first.
+    await this.scheduler.turn(async () => {});
     for (const s of [...this.sessions.values()]) this.closeSessionState(s);
     this.model.destroy();
     this.loaded.destroy();
@@ -251,10 +264,16 @@ class LocalEngine implements Engine {
         `${positions} positions need ${wanted} bytes of latent cache; with the other sessions' ${others} bytes that is over the engine's cache budget of ${this.limits.cacheBudgetBytes} bytes: close a session, ask for fewer tokens, or raise cacheBudgetBytes`,
       );
     }
-    await withGpuErrorScope(this.gpu.device, `the latent cache and working buffers of ${positions} positions`, () => {
-      session.reserve(positions, this.limits.maxContext);
-      for (const [rows, logitRows, mtp] of plans) session.plans.get(rows, logitRows, mtp);
-    });
+    try {
+      await withGpuErrorScope(this.gpu.device, `the latent cache and working buffers of ${positions} positions`, () => {
+        session.reserve(positions, this.limits.maxContext);
+        for (const [rows, logitRows, mtp] of plans) session.plans.get(rows, logitRows, mtp);
+      });
+    } catch (err) {
+      // The allocation failed after the session moved to new buffers: start it over, empty.
+      session.reset();
+      throw err;
+    }
   }
 }
 

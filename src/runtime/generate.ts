@@ -35,6 +35,8 @@ export interface GenerateContext {
   reserve(session: SessionState, positions: number, plans?: PlanKey[]): Promise<void>;
   /** Throws the device's DeviceLostError once it is lost. */
   checkDevice(): void;
+  /** Throws AbortError once the engine is unloaded or the session closed. */
+  checkOpen(session: SessionState): void;
 }
 
 /** Checks the sampling options and turns them into the kernel's parameters (step 0). */
@@ -97,12 +99,17 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
 
   const abortIfAsked = () => {
     ctx.checkDevice();
+    ctx.checkOpen(session);
     if (signal?.aborted) throw new AbortError('The generation was aborted.');
   };
   // A step that fails because the device was lost says so with the typed error.
   const turn = async <T>(work: () => Promise<T>): Promise<T> => {
     try {
-      return await scheduler.turn(work);
+      // Checked again when the turn comes: an abort while waiting in the queue runs nothing.
+      return await scheduler.turn(() => {
+        abortIfAsked();
+        return work();
+      });
     } catch (err) {
       ctx.checkDevice();
       throw err;
@@ -162,6 +169,8 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
       finish('stop');
       break;
     }
+    // Until it is run through the model, the id the caller now sees is the session's tail.
+    session.tail = inCache ? [] : [id];
     yield emit(id);
     if (stops.stopped) {
       finish('stop');
@@ -185,12 +194,14 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
       noteExperts(v.routing, outcome.accepted ? [id, guess] : [id]);
       if (outcome.accepted) accepted++;
       session.history.push(...(outcome.accepted ? [id, guess] : [id]));
+      session.tail = [];
       queue.push(...outcome.tokens);
       draft = outcome.accepted ? v.drafts[1] : v.drafts[0];
     } else {
       const result = await turn(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts }));
       noteExperts(result.routing, [id]);
       session.history.push(id);
+      session.tail = [];
       queue.push(result.id!);
       draft = undefined;
     }

@@ -18,6 +18,8 @@ export class SessionState {
   tail: number[] = [];
   /** True while a request uses the session (requests on one session run one at a time). */
   busy = false;
+  /** closeSession was called during a request: it stops at its next step and the session closes. */
+  closing = false;
   private cache: LatentCache | undefined;
   private planSet: PlanSet | undefined;
   private readonly model: GpuModel;
@@ -71,6 +73,11 @@ export class SessionState {
   /** Forget rows past `length` (they are overwritten by the next tokens). */
   truncate(length: number): void {
     this.history.length = Math.min(this.history.length, length);
+  }
+
+  /** Frees the buffers and forgets the history; the next request starts from an empty cache. */
+  reset(): void {
+    this.destroy();
   }
 
   destroy(): void {

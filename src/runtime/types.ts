@@ -27,6 +27,7 @@ export interface Session {
   readonly id: number;
 }
 
+/** Why generation ended. An aborted request rejects with AbortError instead; 'abort' is what clients that catch it (the CLI) report. */
 export type FinishReason = 'stop' | 'length' | 'abort';
 
 export interface SamplingOptions {
@@ -56,9 +57,9 @@ export interface GenerateOptions extends SamplingOptions {
    * repetition penalty.
    */
   speculative?: boolean;
-  /** Report which experts processed each generated token (GenerateChunk.experts). */
+  /** Report which experts processed each generated token (GenerateChunk.experts): every generated token that was run through the model, i.e. all but the last; not the prompt. */
   experts?: boolean;
-  /** Continue this session: the prompt is appended to what it holds (or shares a prefix with it). */
+  /** Continue this session: the prompt is appended to what it holds (chat requests instead send the whole conversation, which shares its prefix with the cache). */
   session?: Session;
   /** Add the tokenizer's BOS before a text prompt (default true; ignored for ids and sessions with history). */
   addBos?: boolean;
@@ -66,6 +67,7 @@ export interface GenerateOptions extends SamplingOptions {
 }
 
 export interface GenerationStats {
+  /** Ids the generation followed: with a session, everything it held plus the new prompt. */
   promptTokens: number;
   /** Prompt tokens actually prefilled (fewer when a session already held a prefix). */
   prefilledTokens: number;
