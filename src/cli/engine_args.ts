@@ -74,7 +74,7 @@ export function samplingFlags(values: FlagValues): SamplingOptions & { maxTokens
  * Loads the model with createNodeEngine. Progress goes to stderr, never stdout: one updating line
  * on a terminal, and in any case one line once loaded.
  */
-export async function loadEngine(model: string, options: { maxContext?: number; signal?: AbortSignal }): Promise<Engine> {
+export async function loadEngine(model: string, options: { maxContext?: number; signal?: AbortSignal; numerics?: 'weight_only' | 'w8a8' }): Promise<Engine> {
   const stderr = process.stderr;
   const started = performance.now();
   let shown = 0;
@@ -88,7 +88,7 @@ export async function loadEngine(model: string, options: { maxContext?: number; 
   };
   let engine: Engine;
   try {
-    engine = await createNodeEngine({ model, maxContext: options.maxContext, signal: options.signal, onProgress });
+    engine = await createNodeEngine({ model, maxContext: options.maxContext, signal: options.signal, onProgress, numerics: options.numerics });
   } finally {
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }

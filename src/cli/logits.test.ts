@@ -1,5 +1,5 @@
 // webmoe logits, in-process with one engine for the file: the official prefill logits through
-// the CLI, the last row alone, the readable summary, and refusals (--fp8-activations among them).
+// the CLI, the last row alone, the readable summary, the W8A8 path (--fp8-activations), and refusals.
 
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
@@ -53,6 +53,17 @@ describe('webmoe logits (official fixture)', () => {
     expect(text.out.replace(/-?\d+\.\d{4}/g, 'x')).toBe(line.replace(/-?\d+\.\d{4}/g, 'x'));
   });
 
+  it('--fp8-activations runs the W8A8 path: logits close to the f32 ones but not equal', async () => {
+    const p = prompts[0];
+    const plain = JSON.parse((await runCli(['logits', officialFixture(), '--ids', p.prompt.join(','), '--json'])).out).logits[0] as number[];
+    const r = await runCli(['logits', officialFixture(), '--ids', p.prompt.join(','), '--fp8-activations', '--json']);
+    expect(r.code).toBe(0);
+    const fp8 = JSON.parse(r.out).logits[0] as number[];
+    const diff = Math.max(...fp8.map((v, j) => Math.abs(v - plain[j])));
+    expect(diff).toBeGreaterThan(1e-3);
+    expect(diff).toBeLessThan(5);
+  });
+
   it('exits 2 with one line for an id outside the vocabulary', async () => {
     const r = await runCli(['logits', officialFixture(), '--ids', `1,${VOCAB}`, '--json']);
     expect(r.code).toBe(2);
@@ -61,7 +72,6 @@ describe('webmoe logits (official fixture)', () => {
   });
 
   it.each([
-    [['--ids', '1,2', '--fp8-activations', '--json'], /--fp8-activations .* is not available yet/],
     [['--json'], /give the token ids: --ids 1,2,3/],
     [['--ids', '1', '--positions', 'first'], /--positions must be "all" or "last", got "first"/],
     [['--ids', '1;2'], /--ids must be comma-separated non-negative integers/],

@@ -1,7 +1,8 @@
 // webmoe logits <model> --ids 1,2,3 [--positions all|last] [--fp8-activations] [--json]
 // The main model's logits after the ids (from position 0), for research and for comparing with
 // other implementations. --json: {logits: number[][]}, one row per position asked for, the whole
-// vocabulary. Without --json: each row's highest logits, for a quick look.
+// vocabulary. Without --json: each row's highest logits, for a quick look. --fp8-activations: the
+// W8A8 path (activations rounded to FP8 per 128-channel group before every FP8 Linear).
 
 import { AbortError, TokenizerError } from '../errors.ts';
 import type { Engine } from '../runtime/types.ts';
@@ -21,9 +22,6 @@ const TOP = 5;
 
 export async function logitsCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS, ['model']);
-  if (values['fp8-activations']) {
-    throw new UsageError('--fp8-activations (the W8A8 path: FP8 activations into the FP8 GEMMs) is not available yet; the engine computes logits with f32 activations only');
-  }
   if (values.ids === undefined) throw new UsageError('give the token ids: --ids 1,2,3');
   const ids = parseIds(values.ids);
   const positions = values.positions ?? 'last';
@@ -35,7 +33,7 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   const restoreSigint = onSigint(() => (signal.aborted ? exitNow() : controller.abort()));
   let engine: Engine | undefined;
   try {
-    engine = await loadEngine(positionals[0], { maxContext, signal });
+    engine = await loadEngine(positionals[0], { maxContext, signal, numerics: values['fp8-activations'] ? 'w8a8' : 'weight_only' });
     const rows = await engine.logits(ids, { positions, signal });
     if (values.json) process.stdout.write(`${JSON.stringify({ logits: rows.map((row) => Array.from(row)) })}\n`);
     else process.stdout.write(await summary(engine, ids, rows));

@@ -7,7 +7,7 @@ import { createStorageBuffer, readF32, readU32, uploadBuffer } from '../gpu/buff
 import type { Gpu } from '../gpu/device.ts';
 import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { ArgumentError } from '../errors.ts';
-import { createActQuant } from './act_quant.ts';
+import { createActQuant, createActRound } from './act_quant.ts';
 import { actQuantRef, AMAX_FLOOR, type ActQuantized } from './act_quant.ref.ts';
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { createGemm } from './gemm_fp8.ts';
@@ -74,6 +74,29 @@ describe('act_quant', () => {
     expect(ref.scales).toContain(Math.fround(AMAX_FLOOR / 448)); // the floor of an all-zero group
     expectSameCodes(out.codes, ref.codes, (i) => nearTie(x[i], ref.scales[Math.floor(i / 128)]), 'random');
     out.buffers.forEach((b) => b.destroy());
+  });
+
+  it('dequantized output: each value becomes e4m3(code) * scale in place, exactly (but near ties)', async () => {
+    const next = rng(testSeed('act_round'));
+    const M = 5;
+    const K = 256;
+    const x = randn(next, M * K).map((v, i) => v * 2 ** ((Math.floor(i / 128) % 5) - 2));
+    const ref = actQuantRef(x, M, K);
+    const xBuffer = uploadBuffer(gpu.device, x, 'x');
+    const call = createActRound({ device: gpu.device, cache }).prepare({ M, K, x: xBuffer });
+    submitPass(gpu.device, call);
+    const got = await readF32(gpu.device, xBuffer);
+    let excused = 0;
+    for (let i = 0; i < M * K; i++) {
+      const want = Math.fround(E4M3_VALUES[ref.codes[i] & 0x7f] * (ref.codes[i] & 0x80 ? -1 : 1) * ref.scales[Math.floor(i / 128)]);
+      if (got[i] === want) continue;
+      expect(nearTie(x[i], ref.scales[Math.floor(i / 128)]), `x[${i}] = ${x[i]}: got ${got[i]}, want ${want}`).toBe(true);
+      excused++;
+    }
+    expect(excused).toBeLessThan(3);
+    expect(() => createActRound({ device: gpu.device, cache }).prepare({ M, K: 200, x: xBuffer })).toThrow(ArgumentError);
+    call.destroy();
+    xBuffer.destroy();
   });
 
   it('reproduces the official act_quant codes and scales of the fp8_gemm cases', async () => {

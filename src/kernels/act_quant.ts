@@ -30,6 +30,7 @@ export interface ActQuant {
 }
 
 const WORKGROUP_SIZE = 64;
+const AXES = { output: ['codes', 'dequantized'] } as const;
 
 /** Bytes read and written; about 4 FLOPs per element (abs, max, divide, round). */
 export function actQuantCost({ M, K }: { M: number; K: number }): { bytes: number; flops: number } {
@@ -42,12 +43,12 @@ export function createActQuant({ gpu, cache }: { gpu: Gpu; cache: PipelineCache 
     visibility: GPUShaderStage.COMPUTE,
     buffer: { type },
   });
-  const kernel: CachedPipeline = cache.get({ kernel: 'act_quant', variant: {}, constants: { WORKGROUP_SIZE } }, () => ({
+  const kernel: CachedPipeline = cache.get({ kernel: 'act_quant', variant: { output: 'codes' }, constants: { WORKGROUP_SIZE } }, () => ({
     code: composeShader({
       kernel: { name: 'act_quant.wgsl', code: actQuantSource },
       snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
-      axes: {},
-      variant: {},
+      axes: AXES,
+      variant: { output: 'codes' },
     }),
     entries: [storage(0, 'uniform'), storage(1, 'read-only-storage'), storage(2, 'storage'), storage(3, 'storage')],
   }));
@@ -78,6 +79,67 @@ export function createActQuant({ gpu, cache }: { gpu: Gpu; cache: PipelineCache 
       const [gx, gy] = workgroupGrid(Math.ceil((M * groups) / WORKGROUP_SIZE), device.limits.maxComputeWorkgroupsPerDimension);
       return {
         ...actQuantCost({ M, K }),
+        encode(pass) {
+          pass.setPipeline(kernel.pipeline);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(gx, gy);
+        },
+        destroy() {
+          params.destroy();
+        },
+      };
+    },
+  };
+}
+
+export interface ActRoundArgs {
+  M: number;
+  /** A multiple of 128. */
+  K: number;
+  /** [M, K] f32, replaced in place by the FP8 value each element quantises to: e4m3(code) * scale. */
+  x: GPUBuffer;
+  label?: string;
+}
+
+/**
+ * act_quant's `dequantized` output: the activations the official fp8_gemm multiplies, written back
+ * as f32 in place, for the kernels that read f32 inputs (the experts) on the W8A8 path.
+ */
+export function createActRound({ device, cache }: { device: GPUDevice; cache: PipelineCache }): { prepare(args: ActRoundArgs): PreparedCall } {
+  const kernel: CachedPipeline = cache.get({ kernel: 'act_quant', variant: { output: 'dequantized' }, constants: { WORKGROUP_SIZE } }, () => ({
+    code: composeShader({
+      kernel: { name: 'act_quant.wgsl', code: actQuantSource },
+      snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
+      axes: AXES,
+      variant: { output: 'dequantized' },
+    }),
+    entries: [
+      { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
+      { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
+    ],
+  }));
+  return {
+    prepare({ M, K, x, label = 'act_round' }) {
+      if (!Number.isInteger(M) || M < 1) throw new ArgumentError(`${label}: M must be a positive integer, got ${M}`);
+      if (!Number.isInteger(K) || K < 1 || K % BLOCK !== 0) {
+        throw new ArgumentError(`${label}: K must be a multiple of ${BLOCK} (the official act_quant asserts it), got K=${K}`);
+      }
+      if (x.size < 4 * M * K) throw new ArgumentError(`${label}: x holds ${x.size} bytes, M=${M} K=${K} needs ${4 * M * K}`);
+      const groups = K / BLOCK;
+      const params = device.createBuffer({ label: `${label}.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      device.queue.writeBuffer(params, 0, new Uint32Array([M, K, groups, 0]));
+      const bindGroup = device.createBindGroup({
+        label,
+        layout: kernel.bindGroupLayout,
+        entries: [
+          { binding: 0, resource: { buffer: params } },
+          { binding: 1, resource: { buffer: x, size: 4 * M * K } },
+        ],
+      });
+      const [gx, gy] = workgroupGrid(Math.ceil((M * groups) / WORKGROUP_SIZE), device.limits.maxComputeWorkgroupsPerDimension);
+      return {
+        bytes: 8 * M * K,
+        flops: 4 * M * K,
         encode(pass) {
           pass.setPipeline(kernel.pipeline);
           pass.setBindGroup(0, bindGroup);

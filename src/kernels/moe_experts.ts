@@ -22,6 +22,7 @@ import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { ArgumentError, GpuLimitError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
 import { workgroupGrid } from '../gpu/dispatch.ts';
+import { createActRound } from './act_quant.ts';
 import { prepareMoeGroup } from './moe_group.ts';
 import type { CachedPipeline, PipelineCache } from './pipeline_cache.ts';
 import { composeShader, type WgslSource } from './shader_compose.ts';
@@ -143,6 +144,11 @@ export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath): { bytes: 
 export interface MoeExpertsOptions {
   device: GPUDevice;
   cache: PipelineCache;
+  /**
+   * The W8A8 path: round the SwiGLU hidden h in place to what act_quant makes of it before the down
+   * projection (the official Expert's w2 quantises its input); the caller rounds x itself.
+   */
+  roundHidden?: boolean;
   /** Invocations per workgroup (each one output column); default 64. */
   workgroupSize?: number;
 }
@@ -163,7 +169,7 @@ interface Step {
 const entries = (types: GPUBufferBindingType[]): GPUBindGroupLayoutEntry[] =>
   types.map((type, binding) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } }));
 
-export function createMoeExperts({ device, cache, workgroupSize = 64 }: MoeExpertsOptions): MoeExperts {
+export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidden = false }: MoeExpertsOptions): MoeExperts {
   if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`moe_experts: workgroupSize must be a positive integer, got ${workgroupSize}`);
   const constants = { WORKGROUP_SIZE: workgroupSize };
   const axes = { path: MOE_PATHS };
@@ -255,10 +261,20 @@ export function createMoeExperts({ device, cache, workgroupSize = 64 }: MoeExper
       bind(`${label}.gate_up`, expertPipeline('gate_up', 'grouped'),
         [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
         [tiles(s.I), s.E, slices]),
+      ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
       bind(`${label}.down`, expertPipeline('down', 'grouped'),
         [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
         [tiles(s.d), s.E, slices]),
     ];
+  }
+
+  const actRound = roundHidden ? createActRound({ device, cache }) : undefined;
+  /** w8a8: the rounding of h [rows, I] between gate_up and down (none for weight_only). */
+  function hiddenRound(label: string, rows: number, I: number, h: GPUBuffer, owned: { destroy(): void }[]): Step[] {
+    if (!actRound) return [];
+    const call = actRound.prepare({ M: rows, K: I, x: h, label: `${label}.h.act_quant` });
+    owned.push(call);
+    return [call];
   }
 
   function checkGrid(label: string, counts: Record<string, number>): void {
@@ -299,6 +315,7 @@ export function createMoeExperts({ device, cache, workgroupSize = 64 }: MoeExper
           bind(`${label}.gate_up`, expertPipeline('gate_up', 'decode'),
             [expertParams(`${label}.gate_up`, { ...s, n: I, k: d }, owned), args.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, scratch.h, args.topkIds],
             [tiles(I), T * K, 1]),
+          ...hiddenRound(label, T * K, I, scratch.h, owned),
           bind(`${label}.down`, expertPipeline('down', 'decode'),
             [expertParams(`${label}.down`, { ...s, n: d, k: I }, owned), scratch.h, w.down_proj.weight, w.down_proj.weight_scale_inv, args.out, args.topkIds, args.topkWeights],
             [tiles(d), T, 1]),

@@ -17,8 +17,13 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
   const T = acts.rows;
   const d = c.hidden_size;
   const calls: PreparedCall[] = [];
+  // w8a8: the experts' input rounded in place, after the router (a bf16 Linear) has read it.
+  const roundX = () => {
+    if (k.numerics === 'w8a8') calls.push(k.actRound.prepare({ M: T, K: d, x: acts.x, label: `${label}.x.act_quant` }));
+  };
   try {
     if (w.mlp) {
+      roundX();
       calls.push(k.experts.prepareMlp({ tokens: T, hidden_size: d, intermediate_size: c.intermediate_size, x: acts.x, weights: w.mlp, h: acts.mlpH, out: acts.ffnOut, label: `${label}.mlp` }));
       return calls;
     }
@@ -29,6 +34,7 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
         tokens: T, config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route`,
       }),
     );
+    roundX();
     calls.push(
       k.experts.prepare({
         tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,

@@ -4,7 +4,7 @@
 // its own size), one row per decode step.
 
 import type { DeepseekV3Config } from '../config.ts';
-import { ArgumentError, throwIfAborted } from '../errors.ts';
+import { ArgumentError, throwIfAborted, UnsupportedConfigError } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { uploadBuffer } from '../gpu/buffers.ts';
 import { PipelineCache } from '../kernels/pipeline_cache.ts';
@@ -14,7 +14,7 @@ import { modelWeights, type ModelWeights } from './gpu_weights.ts';
 import { createLatentCache, type LatentCache } from './kv_cache.ts';
 import type { LinearStrategies } from './linear.ts';
 import type { LoadedWeights } from './load_weights.ts';
-import { createModelKernels, type ModelKernels } from './model_kernels.ts';
+import { createModelKernels, type ModelKernels, type ModelNumerics } from './model_kernels.ts';
 import { ropeInvFreq } from './rope.ts';
 
 /** Rows per prefill chunk by default: large enough for the tiled GEMM, small enough to interleave sessions. */
@@ -24,6 +24,24 @@ export interface GpuModelOptions {
   pipelineCache?: PipelineCache;
   strategies?: LinearStrategies;
   prefillChunk?: number;
+  /** Default weight_only; w8a8 needs every FP8 Linear's input width to be a multiple of 128. */
+  numerics?: ModelNumerics;
+}
+
+/** The input widths of the FP8 Linears, which the official act_quant needs in whole 128 groups. */
+function checkW8a8(c: DeepseekV3Config): void {
+  const widths: Record<string, number> = {
+    hidden_size: c.hidden_size,
+    'num_attention_heads * v_head_dim': c.num_attention_heads * c.v_head_dim,
+    intermediate_size: c.intermediate_size,
+    moe_intermediate_size: c.moe_intermediate_size,
+    ...(c.q_lora_rank === null ? {} : { q_lora_rank: c.q_lora_rank }),
+  };
+  for (const [key, width] of Object.entries(widths)) {
+    if (width % 128 !== 0) {
+      throw new UnsupportedConfigError(key, `the W8A8 path quantises activations in groups of 128 (the official act_quant asserts it); ${key} is ${width}: use weight_only numerics`);
+    }
+  }
 }
 
 export interface ForwardOptions {
@@ -100,7 +118,9 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
   const prefillChunk = options.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
   if (!(Number.isInteger(prefillChunk) && prefillChunk >= 1)) throw new ArgumentError(`prefillChunk must be a positive integer, got ${prefillChunk}`);
   const pipelineCache = options.pipelineCache ?? new PipelineCache(gpu.device);
-  const kernels = createModelKernels(gpu, pipelineCache, config, options.strategies);
+  const numerics = options.numerics ?? 'weight_only';
+  if (numerics === 'w8a8') checkW8a8(config);
+  const kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics);
   const weights = modelWeights(gpu, pipelineCache, loaded);
   const invFreq = uploadBuffer(gpu.device, ropeInvFreq(config), 'rope.inv_freq');
   const cacheLayers = config.num_hidden_layers + (weights.mtp ? 1 : 0);

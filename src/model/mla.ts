@@ -58,7 +58,13 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
   const all: { destroy(): void }[] = [];
   const keep = <P extends { destroy(): void }>(p: P): P => (all.push(p), p);
 
+  // w8a8: each FP8 Linear's input rounded in place (x feeds only q and kv_a here, q_a's norm only
+  // q_b_proj, o only o_proj).
+  const round = (x: GPUBuffer, K: number, name: string, into: PreparedCall[], fp8: boolean) => {
+    if (k.numerics === 'w8a8' && fp8) into.push(keep(k.actRound.prepare({ M: T, K, x, label: `${label}.${name}.act_quant` })));
+  };
   try {
+    round(acts.x, c.hidden_size, 'x', before, w.kv_a_proj_with_mqa.format === 'fp8');
     if (w.q_proj) {
       before.push(keep(k.linear.prepare(w.q_proj, { M: T, x: acts.x, y: acts.q, label: `${label}.q_proj` })));
     } else {
@@ -66,6 +72,7 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
       before.push(
         keep(prepareRmsNorm(device, k.rmsnorm, { rows: T, width: c.q_lora_rank!, eps: c.rms_norm_eps, x: acts.qA!, weight: w.q_a_layernorm!, y: acts.qANorm!, label: `${label}.q_a_layernorm` })),
       );
+      round(acts.qANorm!, c.q_lora_rank!, 'q_a_norm', before, w.q_b_proj!.format === 'fp8');
       before.push(keep(k.linear.prepare(w.q_b_proj!, { M: T, x: acts.qANorm!, y: acts.q, label: `${label}.q_b_proj` })));
     }
     before.push(keep(k.linear.prepare(w.kv_a_proj_with_mqa, { M: T, x: acts.x, y: acts.kvA, label: `${label}.kv_a_proj_with_mqa` })));
@@ -95,6 +102,7 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     const attention = keep(T <= GEMV_MAX_ROWS ? prepareMlaDecode(device, k.mlaDecode, attentionArgs) : prepareMlaPrefill(device, k.mlaPrefill, attentionArgs));
     after.push(attention);
     after.push(keep(absorb.prepareO({ ...shape, ...kvB, oLat: acts.oLat, o: acts.o, label: `${label}.v_expand` })));
+    round(acts.o, c.num_attention_heads * c.v_head_dim, 'o', after, w.o_proj.format === 'fp8');
     after.push(keep(k.linear.prepare(w.o_proj, { M: T, x: acts.o, y: acts.attnOut, label: `${label}.o_proj` })));
 
     return {

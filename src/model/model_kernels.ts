@@ -3,6 +3,7 @@
 
 import type { DeepseekV3Config } from '../config.ts';
 import type { Gpu } from '../gpu/device.ts';
+import { createActRound } from '../kernels/act_quant.ts';
 import { createAdd } from '../kernels/add.ts';
 import { createEmbedGather, type EmbedGather } from '../kernels/embed_gather.ts';
 import { createMlaAbsorb, type MlaAbsorb } from '../kernels/mla_absorb.ts';
@@ -20,9 +21,19 @@ import type { EmbedDtype } from '../kernels/embed_gather.ts';
 import { createCacheWriteKernels, type CacheWriteKernels } from './kv_cache.ts';
 import { createLinearKernels, type LinearKernels, type LinearStrategies } from './linear.ts';
 
+/**
+ * weight_only: f32 activations into the dequantised FP8 weights (the official "bf16" path, in f32);
+ * w8a8: the input of every FP8 Linear first rounded to e4m3 per token and 128-channel group with the
+ * official act_quant scale (the official "fp8" path, DEEPSEEK_V3_MATH.md 5; sums in f32).
+ */
+export type ModelNumerics = 'weight_only' | 'w8a8';
+
 export interface ModelKernels {
   readonly gpu: Gpu;
   readonly cache: PipelineCache;
+  readonly numerics: ModelNumerics;
+  /** w8a8: round x [M, K] in place to what act_quant makes of it. */
+  readonly actRound: ReturnType<typeof createActRound>;
   readonly linear: LinearKernels;
   readonly rmsnorm: RmsNormPipeline;
   /** x += delta, then y = RMSNorm(x): the residual add fused with the next norm. */
@@ -40,7 +51,7 @@ export interface ModelKernels {
   embed(dtype: EmbedDtype): EmbedGather;
 }
 
-export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: DeepseekV3Config, strategies: LinearStrategies = {}): ModelKernels {
+export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: DeepseekV3Config, strategies: LinearStrategies = {}, numerics: ModelNumerics = 'weight_only'): ModelKernels {
   const { device } = gpu;
   const isSoftware = gpu.adapter.isSoftware;
   const absorbs = new Map<WeightFormat, MlaAbsorb>();
@@ -48,6 +59,8 @@ export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: Deeps
   return {
     gpu,
     cache,
+    numerics,
+    actRound: createActRound({ device, cache }),
     linear: createLinearKernels(gpu, cache, strategies),
     rmsnorm: createRmsNormPipeline(device, { addResidual: false, isSoftware }),
     addRmsnorm: createRmsNormPipeline(device, { addResidual: true, isSoftware }),
@@ -56,7 +69,7 @@ export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: Deeps
     mlaDecode: createMlaDecodePipeline(device, { isSoftware }),
     mlaPrefill: createMlaPrefillPipeline(cache, { isSoftware, kvLoraRank: config.kv_lora_rank }),
     route: createMoeRoutePipeline(device),
-    experts: createMoeExperts({ device, cache }),
+    experts: createMoeExperts({ device, cache, roundHidden: numerics === 'w8a8' }),
     add: createAdd(cache),
     sample: createSamplePipeline(device, { isSoftware }),
     repetitionPenalty: createRepetitionPenalty(cache),

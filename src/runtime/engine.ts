@@ -8,6 +8,7 @@ import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { createGpuModel, type GpuModel } from '../model/gpu_model.ts';
+import type { ModelNumerics } from '../model/model_kernels.ts';
 import { loadWeights, type LoadedWeights } from '../model/load_weights.ts';
 import { countParameters } from '../model/weights.ts';
 import { loadTokenizerFromDir } from '../text/tokenizer.ts';
@@ -32,6 +33,8 @@ export interface LocalEngineOptions {
   /** Latent cache bytes all sessions may hold together; default 512 MiB. */
   cacheBudgetBytes?: number;
   prefillChunk?: number;
+  /** 'w8a8': activations rounded to FP8 before every FP8 Linear, as the official fp8 path (research; slower). */
+  numerics?: ModelNumerics;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
 }
@@ -59,7 +62,7 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   });
   let model: GpuModel;
   try {
-    model = createGpuModel(gpu, loaded, { prefillChunk: options.prefillChunk });
+    model = createGpuModel(gpu, loaded, { prefillChunk: options.prefillChunk, numerics: options.numerics });
   } catch (err) {
     loaded.destroy();
     throw err;
