@@ -37,29 +37,57 @@ export function actQuantCost({ M, K }: { M: number; K: number }): { bytes: numbe
   return { bytes: 4 * M * K + M * K + (4 * M * K) / BLOCK, flops: 4 * M * K };
 }
 
-export function createActQuant({ gpu, cache }: { gpu: Gpu; cache: PipelineCache }): ActQuant {
-  const storage = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
-    binding,
-    visibility: GPUShaderStage.COMPUTE,
-    buffer: { type },
-  });
-  const kernel: CachedPipeline = cache.get({ kernel: 'act_quant', variant: { output: 'codes' }, constants: { WORKGROUP_SIZE } }, () => ({
-    code: composeShader({
-      kernel: { name: 'act_quant.wgsl', code: actQuantSource },
-      snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
-      axes: AXES,
-      variant: { output: 'codes' },
-    }),
-    entries: [storage(0, 'uniform'), storage(1, 'read-only-storage'), storage(2, 'storage'), storage(3, 'storage')],
+type Output = (typeof AXES.output)[number];
+
+/** The pipeline of one output variant: codes + scales, or the dequantized values in place. */
+function actQuantPipeline(cache: PipelineCache, output: Output): CachedPipeline {
+  const storage = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+  const entries = output === 'codes' ? [storage(0, 'uniform'), storage(1, 'read-only-storage'), storage(2, 'storage'), storage(3, 'storage')] : [storage(0, 'uniform'), storage(1, 'storage')];
+  return cache.get({ kernel: 'act_quant', variant: { output }, constants: { WORKGROUP_SIZE } }, () => ({
+    code: composeShader({ kernel: { name: 'act_quant.wgsl', code: actQuantSource }, snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }], axes: AXES, variant: { output } }),
+    entries,
   }));
+}
+
+/** Throws unless M >= 1 and K is a whole number of 128-wide groups. */
+function checkShape(label: string, M: number, K: number): void {
+  if (!Number.isInteger(M) || M < 1) throw new ArgumentError(`${label}: M must be a positive integer, got ${M}`);
+  if (!Number.isInteger(K) || K < 1 || K % BLOCK !== 0) {
+    throw new ArgumentError(`${label}: K must be a multiple of ${BLOCK} (the official act_quant asserts it), got K=${K}`);
+  }
+}
+
+/** The params, bind group and dispatch of one call: one invocation per (row, group). */
+function prepareCall(device: GPUDevice, kernel: CachedPipeline, label: string, M: number, K: number, bindings: GPUBufferBinding[], cost: { bytes: number; flops: number }): PreparedCall {
+  const groups = K / BLOCK;
+  const params = device.createBuffer({ label: `${label}.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(params, 0, new Uint32Array([M, K, groups, 0]));
+  const bindGroup = device.createBindGroup({
+    label,
+    layout: kernel.bindGroupLayout,
+    entries: [{ buffer: params }, ...bindings].map((resource, binding) => ({ binding, resource })),
+  });
+  const [gx, gy] = workgroupGrid(Math.ceil((M * groups) / WORKGROUP_SIZE), device.limits.maxComputeWorkgroupsPerDimension);
+  return {
+    ...cost,
+    encode(pass) {
+      pass.setPipeline(kernel.pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(gx, gy);
+    },
+    destroy() {
+      params.destroy();
+    },
+  };
+}
+
+export function createActQuant({ gpu, cache }: { gpu: Gpu; cache: PipelineCache }): ActQuant {
+  const kernel = actQuantPipeline(cache, 'codes');
   const { device } = gpu;
 
   return {
     prepare({ M, K, x, codes, scales, label = 'act_quant' }) {
-      if (!Number.isInteger(M) || M < 1) throw new ArgumentError(`${label}: M must be a positive integer, got ${M}`);
-      if (!Number.isInteger(K) || K < 1 || K % BLOCK !== 0) {
-        throw new ArgumentError(`${label}: K must be a multiple of ${BLOCK} (the official act_quant asserts it), got K=${K}`);
-      }
+      checkShape(label, M, K);
       const needs: [string, GPUBuffer, number][] = [
         ['x', x, 4 * M * K],
         ['codes', codes, M * K],
@@ -68,26 +96,7 @@ export function createActQuant({ gpu, cache }: { gpu: Gpu; cache: PipelineCache 
       for (const [name, buffer, bytes] of needs) {
         if (buffer.size < bytes) throw new ArgumentError(`${label}: ${name} holds ${buffer.size} bytes, M=${M} K=${K} needs ${bytes}`);
       }
-      const groups = K / BLOCK;
-      const params = device.createBuffer({ label: `${label}.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-      device.queue.writeBuffer(params, 0, new Uint32Array([M, K, groups, 0]));
-      const bindGroup = device.createBindGroup({
-        label,
-        layout: kernel.bindGroupLayout,
-        entries: [params, x, codes, scales].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
-      const [gx, gy] = workgroupGrid(Math.ceil((M * groups) / WORKGROUP_SIZE), device.limits.maxComputeWorkgroupsPerDimension);
-      return {
-        ...actQuantCost({ M, K }),
-        encode(pass) {
-          pass.setPipeline(kernel.pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-        destroy() {
-          params.destroy();
-        },
-      };
+      return prepareCall(device, kernel, label, M, K, [{ buffer: x }, { buffer: codes }, { buffer: scales }], actQuantCost({ M, K }));
     },
   };
 }
@@ -106,49 +115,12 @@ export interface ActRoundArgs {
  * as f32 in place, for the kernels that read f32 inputs (the experts) on the W8A8 path.
  */
 export function createActRound({ device, cache }: { device: GPUDevice; cache: PipelineCache }): { prepare(args: ActRoundArgs): PreparedCall } {
-  const kernel: CachedPipeline = cache.get({ kernel: 'act_quant', variant: { output: 'dequantized' }, constants: { WORKGROUP_SIZE } }, () => ({
-    code: composeShader({
-      kernel: { name: 'act_quant.wgsl', code: actQuantSource },
-      snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
-      axes: AXES,
-      variant: { output: 'dequantized' },
-    }),
-    entries: [
-      { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
-      { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
-    ],
-  }));
+  const kernel = actQuantPipeline(cache, 'dequantized');
   return {
     prepare({ M, K, x, label = 'act_round' }) {
-      if (!Number.isInteger(M) || M < 1) throw new ArgumentError(`${label}: M must be a positive integer, got ${M}`);
-      if (!Number.isInteger(K) || K < 1 || K % BLOCK !== 0) {
-        throw new ArgumentError(`${label}: K must be a multiple of ${BLOCK} (the official act_quant asserts it), got K=${K}`);
-      }
+      checkShape(label, M, K);
       if (x.size < 4 * M * K) throw new ArgumentError(`${label}: x holds ${x.size} bytes, M=${M} K=${K} needs ${4 * M * K}`);
-      const groups = K / BLOCK;
-      const params = device.createBuffer({ label: `${label}.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-      device.queue.writeBuffer(params, 0, new Uint32Array([M, K, groups, 0]));
-      const bindGroup = device.createBindGroup({
-        label,
-        layout: kernel.bindGroupLayout,
-        entries: [
-          { binding: 0, resource: { buffer: params } },
-          { binding: 1, resource: { buffer: x, size: 4 * M * K } },
-        ],
-      });
-      const [gx, gy] = workgroupGrid(Math.ceil((M * groups) / WORKGROUP_SIZE), device.limits.maxComputeWorkgroupsPerDimension);
-      return {
-        bytes: 8 * M * K,
-        flops: 4 * M * K,
-        encode(pass) {
-          pass.setPipeline(kernel.pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-        destroy() {
-          params.destroy();
-        },
-      };
+      return prepareCall(device, kernel, label, M, K, [{ buffer: x, size: 4 * M * K }], { bytes: 8 * M * K, flops: 4 * M * K });
     },
   };
 }
