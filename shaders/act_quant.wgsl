@@ -4,11 +4,17 @@
 // Needs fp8_e4m3.wgsl (prepended by src/kernels/shader_compose.ts). Wrapper: src/kernels/act_quant.ts;
 // reference: src/kernels/act_quant.ref.ts. The codes and scales feed gemv_fp8 / gemm_fp8 (numerics w8a8).
 //
+// Variant axis `output`:
+//   codes        bindings 1 x (read), 2 codes [M, K] e4m3, 4 per u32 (byte j of a word = column
+//                4i + j), 3 scales [M, K/128] f32: the operands of gemv_fp8 / gemm_fp8 w8a8
+//   dequantized  binding 1 x (read_write): each value replaced in place by e4m3(code) * s, the
+//                activation the official fp8_gemm multiplies, for kernels that take f32 input
+//                (the expert kernels): y = sum (e4m3(code) * s) * W equals the fp8_gemm sum up to
+//                the order of the rounding
+//
 // Bindings:
 //   0 params  uniform Params
 //   1 x       [M, K] f32, K % 128 == 0
-//   2 codes   [M, K] e4m3 codes, 4 per u32 (byte j of a word = column 4i + j), written
-//   3 scales  [M, K/128] f32, written
 //
 // Dispatch: one invocation per (m, g), numbered g fastest: ceil(M * K/128 / WORKGROUP_SIZE)
 // workgroups over (x, y), flattened as wid.y * nwg.x + wid.x. A group is only 128 values, so one
@@ -25,9 +31,13 @@ const GROUP = 128u;
 const AMAX_FLOOR = 0x38D1B717u; // the bits of 1e-4 rounded to f32, as torch rounds the official clamp
 
 @group(0) @binding(0) var<uniform> params: Params;
+#if output == codes
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(3) var<storage, read_write> scales: array<f32>;
+#else
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+#endif
 
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -69,6 +79,11 @@ fn main(
     amax = max(amax, abs(x[begin + j]));
   }
   let s = div_448(max(amax, bitcast<f32>(AMAX_FLOOR)));
+#if output == dequantized
+  for (var j = 0u; j < GROUP; j++) {
+    x[begin + j] = e4m3_to_f32(f32_to_e4m3(x[begin + j] / s)) * s;
+  }
+#else
   scales[group] = s;
   for (var j = 0u; j < GROUP; j += 4u) {
     let q = vec4<u32>(
@@ -79,4 +94,5 @@ fn main(
     );
     codes[(begin + j) / 4u] = q.x | (q.y << 8u) | (q.z << 16u) | (q.w << 24u);
   }
+#endif
 }
