@@ -19,7 +19,7 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
   const calls: PreparedCall[] = [];
   // w8a8: the experts' input rounded in place, after the router (a bf16 Linear) has read it.
   const roundX = () => {
-    if (k.numerics === 'w8a8') calls.push(k.actRound.prepare({ M: T, K: d, x: acts.x, label: `${label}.x.act_quant` }));
+    if (k.actRound) calls.push(k.actRound.prepare({ M: T, K: d, x: acts.x, label: `${label}.x.act_quant` }));
   };
   try {
     if (w.mlp) {

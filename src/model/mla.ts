@@ -61,7 +61,7 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
   // w8a8: each FP8 Linear's input rounded in place (x feeds only q and kv_a here, q_a's norm only
   // q_b_proj, o only o_proj).
   const round = (x: GPUBuffer, K: number, name: string, into: PreparedCall[], fp8: boolean) => {
-    if (k.numerics === 'w8a8' && fp8) into.push(keep(k.actRound.prepare({ M: T, K, x, label: `${label}.${name}.act_quant` })));
+    if (k.actRound && fp8) into.push(keep(k.actRound.prepare({ M: T, K, x, label: `${label}.${name}.act_quant` })));
   };
   try {
     round(acts.x, c.hidden_size, 'x', before, w.kv_a_proj_with_mqa.format === 'fp8');

@@ -32,8 +32,8 @@ export interface ModelKernels {
   readonly gpu: Gpu;
   readonly cache: PipelineCache;
   readonly numerics: ModelNumerics;
-  /** w8a8: round x [M, K] in place to what act_quant makes of it. */
-  readonly actRound: ReturnType<typeof createActRound>;
+  /** w8a8 only: round x [M, K] in place to what act_quant makes of it. */
+  readonly actRound?: ReturnType<typeof createActRound>;
   readonly linear: LinearKernels;
   readonly rmsnorm: RmsNormPipeline;
   /** x += delta, then y = RMSNorm(x): the residual add fused with the next norm. */
@@ -60,7 +60,7 @@ export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: Deeps
     gpu,
     cache,
     numerics,
-    actRound: createActRound({ device, cache }),
+    actRound: numerics === 'w8a8' ? createActRound({ device, cache }) : undefined,
     linear: createLinearKernels(gpu, cache, strategies),
     rmsnorm: createRmsNormPipeline(device, { addResidual: false, isSoftware }),
     addRmsnorm: createRmsNormPipeline(device, { addResidual: true, isSoftware }),
