@@ -56,7 +56,7 @@ export interface StepOutput {
   logits?: Float32Array;
   /** With an MTP plan: the draft ids of the MTP's logit rows (the same rows as the main model's). */
   drafts?: Uint32Array;
-  /** With an MTP plan and readLogits: [logit rows, vocab_size] of the MTP module. */
+  /** With an MTP plan, readLogits and sample: [logit rows, vocab_size] of the MTP module. */
   mtpLogits?: Float32Array;
 }
 
@@ -91,7 +91,10 @@ export interface ForwardPlan {
   readonly logits: GPUBuffer;
   /** With captureRouting: the expert ids each MoE layer chose in the last step, [rows, num_experts_per_tok] per layer. */
   readRouting(): Promise<Map<number, Uint32Array>>;
-  /** Writes ids and positions, then records the step into `encoder` (for composing with other work). */
+  /**
+   * Writes ids and positions, then records the step into `encoder` (for composing with other work).
+   * The params go through queue.writeBuffer: one encode of a plan per submit.
+   */
   encode(encoder: GPUCommandEncoder, input: StepInput): void;
   /** One step: encode, submit, read back what was asked for. */
   run(input: StepInput): Promise<StepOutput>;
@@ -121,6 +124,9 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
     const logits = buffer('logits', 4 * outRows * V, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
     const head = keep(k.linear.prepare(W.lm_head, { M: outRows, x: lastHidden ?? acts.hidden, y: logits, label: 'lm_head' }));
     const sampledIds = buffer('sampled_ids', 4 * outRows, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+    // The one readback of a step: the sampled ids, then the MTP drafts, copied by the step's own
+    // encoder into a buffer the plan keeps (no allocation and no extra submit per step).
+    const readback = buffer('readback.ids', 8 * outRows, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
     let sample: PreparedSample | undefined;
     // Expert ids per MoE layer, copied out after each layer (the layers share acts.topkIds).
     const moeLayers = W.layers.filter((w) => w.moe).map((w) => w.index);
@@ -153,7 +159,9 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
       });
       // A prefill chunk before the last one needs no head.
       if (input.sample || input.readLogits || input.head) encodeHead(encoder, input);
+      if (input.sample) encoder.copyBufferToBuffer(sampledIds, 0, readback, 0, 4 * outRows);
       if (mtp) encodeMtp(encoder, input);
+      if (mtp && input.sample) encoder.copyBufferToBuffer(mtp.sampledIds, 0, readback, 4 * outRows, 4 * outRows);
     };
 
     const encodeMtp = (encoder: GPUCommandEncoder, input: StepInput) => {
@@ -166,7 +174,8 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         else if (input.sample) encoder.copyBufferToBuffer(sampledIds, 0, mtp!.acts.ids, 4 * (rows - 1), 4);
         else throw new ArgumentError('an MTP prefill chunk needs the id after its last row: StepInput.nextId, or sampling');
       }
-      mtp!.encode(encoder, input.startPos, { ...GREEDY_DRAFT, step: input.sample?.step ?? 0 });
+      // Drafts are only wanted after a sampled row; otherwise the layer fills its cache rows alone.
+      mtp!.encode(encoder, input.startPos, input.sample ? { ...GREEDY_DRAFT, step: input.sample.step } : undefined);
     };
 
     const encodeHead = (encoder: GPUCommandEncoder, input: StepInput) => {
@@ -200,10 +209,16 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         encode(encoder, input);
         device.queue.submit([encoder.finish()]);
         const out: StepOutput = {};
-        if (input.sample) out.ids = new Uint32Array(await readBuffer(device, sampledIds, 4 * outRows));
+        if (input.sample) {
+          await readback.mapAsync(GPUMapMode.READ);
+          const words = new Uint32Array(readback.getMappedRange().slice(0));
+          readback.unmap();
+          out.ids = words.slice(0, outRows);
+          if (mtp) out.drafts = words.slice(outRows, 2 * outRows);
+        }
+        // Logits are for scoring and tests, not the decode loop: read with their own copies.
         if (input.readLogits) out.logits = new Float32Array(await readBuffer(device, logits, 4 * outRows * V));
-        if (mtp) out.drafts = new Uint32Array(await readBuffer(device, mtp.sampledIds, 4 * outRows));
-        if (mtp && input.readLogits) out.mtpLogits = new Float32Array(await readBuffer(device, mtp.logits, 4 * outRows * V));
+        if (mtp && input.readLogits && input.sample) out.mtpLogits = new Float32Array(await readBuffer(device, mtp.logits, 4 * outRows * V));
         if (!input.sample && !input.readLogits) await device.queue.onSubmittedWorkDone();
         return out;
       },

@@ -28,8 +28,12 @@ export interface MtpPlan {
   readonly logits: GPUBuffer;
   /** [logit rows] u32 draft ids (argmax when sampled greedily). */
   readonly sampledIds: GPUBuffer;
-  /** Records the module for rows at startPos .. (acts.ids must hold t_{i+1} by then). */
-  encode(encoder: GPUCommandEncoder, startPos: number, sampling: SamplingParams): void;
+  /**
+   * Records the module for rows at startPos .. (acts.ids must hold t_{i+1} by then). Without
+   * `sampling` only the layer runs (its cache rows are written: a prefill chunk before the last),
+   * and the head, which only makes drafts, is skipped.
+   */
+  encode(encoder: GPUCommandEncoder, startPos: number, sampling?: SamplingParams): void;
   destroy(): void;
 }
 
@@ -91,6 +95,7 @@ export function createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, lo
         const ffn = encoder.beginComputePass({ label: 'mtp.ffn' });
         for (const call of layer.tail) call.encode(ffn);
         ffn.end();
+        if (!sampling) return;
         if (lastHidden) encoder.copyBufferToBuffer(acts.hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
         const last = encoder.beginComputePass({ label: 'mtp.head' });
         head.encode(last);

@@ -160,7 +160,7 @@ class LocalEngine implements Engine {
     this.checkLoaded();
     const positions = options.positions ?? 'last';
     if (positions !== 'all' && positions !== 'last') throw new ArgumentError(`positions must be "all" or "last", got ${String(positions)}`);
-    if (ids.length === 0) throw new ArgumentError('logits needs at least one token id');
+    if (!Array.isArray(ids) || ids.length === 0) throw new ArgumentError('logits needs a non-empty array of token ids');
     const vocab = this.model.config.vocab_size;
     for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} is not in [0, ${vocab})`);
     if (ids.length > this.limits.maxContext) throw new PromptTooLongError(`${ids.length} ids exceed the context limit of ${this.limits.maxContext}`);
