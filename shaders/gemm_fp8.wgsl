@@ -3,19 +3,23 @@
 // fp8_e4m3.wgsl by src/kernels/shader_compose.ts). Wrapper: src/kernels/gemm_fp8.ts.
 // Reference: src/kernels/gemm_fp8.ref.ts (matmulRef).
 //
-// Every variant adds whole 128-wide K blocks and then scales them, acc += (block * x_scale) * S,
-// the order of the official fp8_gemm (DEEPSEEK_V3_MATH.md 5).
+// W8A8 adds whole 128-wide K blocks and then scales them, acc += (block * x_scale) * S, the order
+// of the official fp8_gemm (DEEPSEEK_V3_MATH.md 5). Weight-only: workgroup_tile does the same;
+// thread_tile multiplies the decoded weights by S instead (W dequantised first, as the official
+// bf16 path does), which saves a second set of accumulators.
 //
-// Variant axis `strategy`, each invocation owning a 4 x 4 tile of y (rows m, columns n):
-//   thread_tile     invocations read x and W straight from memory; no workgroup memory, no
-//                   barrier (CPU adapters such as SwiftShader). Tiles are numbered along n first
-//                   (neighbours share rows of x). Dispatch: ceil(ceil(M/4) * ceil(N/4) / WORKGROUP_SIZE).
-//   workgroup_tile  a 16 x 16 workgroup owns a 64 x 64 tile of y; each K step of 8 columns stages
-//                   x and the decoded W in workgroup memory (coalesced loads, every weight decoded
-//                   once per 64 rows of x) (GPUs). Dispatch: ceil(M/64) * ceil(N/64) workgroups.
+// Variant axis `strategy`:
+//   thread_tile     each invocation owns a 16 x 8 tile of y and reads x and W straight from
+//                   memory; no workgroup memory, no barrier (CPU adapters such as SwiftShader).
+//                   Tiles are numbered along n first (neighbours share rows of x).
+//                   Dispatch: ceil(ceil(M/16) * ceil(N/8) / WORKGROUP_SIZE).
+//   workgroup_tile  a 16 x 16 workgroup owns a 64 x 64 tile of y, each invocation 4 x 4 of it;
+//                   each K step of 8 columns stages x and the decoded W in workgroup memory
+//                   (coalesced loads, every weight decoded once per 64 rows of x) (GPUs).
+//                   Dispatch: ceil(M/64) * ceil(N/64) workgroups.
 // Workgroups are spread over (x, y) and flattened as wid.y * nwg.x + wid.x.
 
-const MICRO = 4u; // rows and columns of y per invocation
+const MICRO = 4u; // rows and columns of y per invocation, workgroup_tile
 
 // sum over k .. k+3 of x[m_i, k] * W[n_j, k] for a 4 x 4 tile given by row and column indices.
 fn micro_tile_quad(m: vec4<u32>, n: vec4<u32>, k: u32) -> mat4x4<f32> {
@@ -58,7 +62,91 @@ fn clamped(first: u32, count: u32) -> vec4<u32> {
 }
 
 #if strategy == thread_tile
+// Each invocation owns a 16 x 8 tile of y: every decoded weight quad serves 16 rows of x and every
+// x quad 8 columns of W, so loads and FP8 decodes are few per FMA. The 16 rows are written out as
+// four Rows4 values rather than looped over: CPU adapters do not unroll WGSL loops, and an array
+// indexed by a loop counter lives in memory there (measured 1.5-2x slower than named values).
 override WORKGROUP_SIZE: u32 = 64u;
+const TILE_M = 16u;
+const TILE_N = 8u;
+
+// W[n, k .. k+3] for the tile's 8 columns n (lo: the first 4, hi: the last 4), times `scale`.
+struct Cols {
+  w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>,
+  w4: vec4<f32>, w5: vec4<f32>, w6: vec4<f32>, w7: vec4<f32>,
+}
+
+// y[m_i, n0 .. n0+7] for 4 rows m_i of the tile: lo_i the columns n0 .. n0+3, hi_i n0+4 .. n0+7.
+struct Rows4 {
+  lo0: vec4<f32>, hi0: vec4<f32>, lo1: vec4<f32>, hi1: vec4<f32>,
+  lo2: vec4<f32>, hi2: vec4<f32>, lo3: vec4<f32>, hi3: vec4<f32>,
+}
+
+fn tile_cols(lo: vec4<u32>, hi: vec4<u32>, k: u32, scale: f32) -> Cols {
+  return Cols(
+    weight_quad(lo.x, k) * scale, weight_quad(lo.y, k) * scale, weight_quad(lo.z, k) * scale, weight_quad(lo.w, k) * scale,
+    weight_quad(hi.x, k) * scale, weight_quad(hi.y, k) * scale, weight_quad(hi.z, k) * scale, weight_quad(hi.w, k) * scale,
+  );
+}
+
+// (x[m] . W[n_j]) over k .. k+3 for the 4 columns of one half.
+fn dots(a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+}
+
+// t + x[m_i, k .. k+3] . W[n_j, k .. k+3] for the 4 rows m and the 8 columns of w.
+fn rows4_step(t: Rows4, m: vec4<u32>, k: u32, w: Cols) -> Rows4 {
+  let a0 = x_quad(m.x, k);
+  let a1 = x_quad(m.y, k);
+  let a2 = x_quad(m.z, k);
+  let a3 = x_quad(m.w, k);
+  return Rows4(
+    t.lo0 + dots(a0, w.w0, w.w1, w.w2, w.w3), t.hi0 + dots(a0, w.w4, w.w5, w.w6, w.w7),
+    t.lo1 + dots(a1, w.w0, w.w1, w.w2, w.w3), t.hi1 + dots(a1, w.w4, w.w5, w.w6, w.w7),
+    t.lo2 + dots(a2, w.w0, w.w1, w.w2, w.w3), t.hi2 + dots(a2, w.w4, w.w5, w.w6, w.w7),
+    t.lo3 + dots(a3, w.w0, w.w1, w.w2, w.w3), t.hi3 + dots(a3, w.w4, w.w5, w.w6, w.w7),
+  );
+}
+
+// acc + (block * x_scale[m_i, kb]) * ws: one K block of w8a8, in the official fp8_gemm order.
+fn rows4_add_scaled(acc: Rows4, block: Rows4, m: vec4<u32>, kb: u32, ws: f32) -> Rows4 {
+  let s = vec4<f32>(x_block_scale(m.x, kb), x_block_scale(m.y, kb), x_block_scale(m.z, kb), x_block_scale(m.w, kb));
+  return Rows4(
+    acc.lo0 + (block.lo0 * s.x) * ws, acc.hi0 + (block.hi0 * s.x) * ws,
+    acc.lo1 + (block.lo1 * s.y) * ws, acc.hi1 + (block.hi1 * s.y) * ws,
+    acc.lo2 + (block.lo2 * s.z) * ws, acc.hi2 + (block.hi2 * s.z) * ws,
+    acc.lo3 + (block.lo3 * s.w) * ws, acc.hi3 + (block.hi3 * s.w) * ws,
+  );
+}
+
+// y[m, n0 .. n0+3] = v, the columns and the row that exist.
+fn store_quad(v: vec4<f32>, m: u32, n0: u32) {
+  if (m >= params.M) {
+    return;
+  }
+  let at = m * params.N + n0;
+  if (n0 + 3u < params.N) {
+    y[at] = v.x;
+    y[at + 1u] = v.y;
+    y[at + 2u] = v.z;
+    y[at + 3u] = v.w;
+  } else {
+    for (var j = 0u; n0 + j < params.N; j++) {
+      y[at + j] = v[j];
+    }
+  }
+}
+
+fn rows4_store(t: Rows4, m0: u32, n0: u32) {
+  store_quad(t.lo0, m0, n0);
+  store_quad(t.hi0, m0, n0 + 4u);
+  store_quad(t.lo1, m0 + 1u, n0);
+  store_quad(t.hi1, m0 + 1u, n0 + 4u);
+  store_quad(t.lo2, m0 + 2u, n0);
+  store_quad(t.hi2, m0 + 2u, n0 + 4u);
+  store_quad(t.lo3, m0 + 3u, n0);
+  store_quad(t.hi3, m0 + 3u, n0 + 4u);
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -67,24 +155,58 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
 ) {
   let tile = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
-  let n_tiles = (params.N + MICRO - 1u) / MICRO;
-  let m0 = (tile / n_tiles) * MICRO;
-  let n0 = (tile % n_tiles) * MICRO;
+  let n_tiles = (params.N + TILE_N - 1u) / TILE_N;
+  let m0 = (tile / n_tiles) * TILE_M;
+  let n0 = (tile % n_tiles) * TILE_N;
   if (m0 >= params.M) {
     return;
   }
-  let m = clamped(m0, params.M);
-  let n = clamped(n0, params.N);
-  var acc = mat4x4<f32>();
+  // Rows and columns past the edge read the last one (valid memory); they are not stored.
+  let m_a = clamped(m0, params.M);
+  let m_b = clamped(m0 + 4u, params.M);
+  let m_c = clamped(m0 + 8u, params.M);
+  let m_d = clamped(m0 + 12u, params.M);
+  let n_lo = clamped(n0, params.N);
+  let n_hi = clamped(n0 + 4u, params.N);
+  var acc_a = Rows4();
+  var acc_b = Rows4();
+  var acc_c = Rows4();
+  var acc_d = Rows4();
   for (var kb = 0u; kb < params.k_blocks; kb++) {
-    var block = mat4x4<f32>();
+    let ws = weight_block_scale(n0, kb); // the 8 columns lie in one 128-row scale block
     let k_end = min(kb * BLOCK + BLOCK, params.K);
+#if numerics == w8a8
+    var block_a = Rows4();
+    var block_b = Rows4();
+    var block_c = Rows4();
+    var block_d = Rows4();
     for (var k = kb * BLOCK; k < k_end; k += 4u) {
-      block += micro_tile_quad(m, n, k);
+      let w = tile_cols(n_lo, n_hi, k, 1.0);
+      block_a = rows4_step(block_a, m_a, k, w);
+      block_b = rows4_step(block_b, m_b, k, w);
+      block_c = rows4_step(block_c, m_c, k, w);
+      block_d = rows4_step(block_d, m_d, k, w);
     }
-    add_scaled_block(&acc, block, m, n0, kb);
+    acc_a = rows4_add_scaled(acc_a, block_a, m_a, kb, ws);
+    acc_b = rows4_add_scaled(acc_b, block_b, m_b, kb, ws);
+    acc_c = rows4_add_scaled(acc_c, block_c, m_c, kb, ws);
+    acc_d = rows4_add_scaled(acc_d, block_d, m_d, kb, ws);
+#else
+    // Weight-only: the block scale goes into the decoded weights, as the official bf16 path
+    // dequantises W before its GEMM.
+    for (var k = kb * BLOCK; k < k_end; k += 4u) {
+      let w = tile_cols(n_lo, n_hi, k, ws);
+      acc_a = rows4_step(acc_a, m_a, k, w);
+      acc_b = rows4_step(acc_b, m_b, k, w);
+      acc_c = rows4_step(acc_c, m_c, k, w);
+      acc_d = rows4_step(acc_d, m_d, k, w);
+    }
+#endif
   }
-  store_tile(acc, m0, n0);
+  rows4_store(acc_a, m0, n0);
+  rows4_store(acc_b, m0 + 4u, n0);
+  rows4_store(acc_c, m0 + 8u, n0);
+  rows4_store(acc_d, m0 + 12u, n0);
 }
 #elif strategy == workgroup_tile
 const TILE = 64u; // rows and columns of y per workgroup: 16 x 16 invocations of 4 x 4

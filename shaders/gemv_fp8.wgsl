@@ -6,9 +6,10 @@
 // Reference: src/kernels/gemm_fp8.ref.ts (matmulRef), the same function for any M.
 //
 // Variant axis `strategy`:
-//   thread_per_row     one invocation per output column n, running over all of K; no barrier
-//                      (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive).
-//                      Dispatch: ceil(N / WORKGROUP_SIZE) workgroups.
+//   thread_per_4_rows  one invocation per 4 consecutive rows of W (output columns n0 .. n0+3),
+//                      running over all of K: each x quad it loads serves 4 columns; no barrier
+//                      (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive
+//                      and every load is a gather). Dispatch: ceil(N / (4 * WORKGROUP_SIZE)) workgroups.
 //   workgroup_per_row  one workgroup per n; its invocations read consecutive words of the row
 //                      (coalesced) and add up in workgroup memory (GPUs). Dispatch: N workgroups.
 // Workgroups are spread over (x, y) and flattened as wid.y * nwg.x + wid.x (N = 129280 for lm_head
@@ -53,28 +54,88 @@ fn store_rows(n: u32, acc: vec4<f32>) {
   }
 }
 
-#if strategy == thread_per_row
+#if strategy == thread_per_4_rows
+// (x[m] . W[n_j]) over k .. k+3 for the 4 columns, in the lanes of a vec4.
+fn dots(a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+}
+
+// y[m, n0 .. n0+3] = v, the columns that exist.
+fn store_columns(v: vec4<f32>, m: u32, n0: u32) {
+  let at = m * params.N + n0;
+  if (n0 + 3u < params.N) {
+    y[at] = v.x;
+    y[at + 1u] = v.y;
+    y[at + 2u] = v.z;
+    y[at + 3u] = v.w;
+  } else {
+    for (var j = 0u; n0 + j < params.N; j++) {
+      y[at + j] = v[j];
+    }
+  }
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let n = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
-  if (n >= params.N) {
+  let n0 = ((wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid) * 4u;
+  if (n0 >= params.N) {
     return;
   }
-  var acc = vec4<f32>(0.0);
+  // Columns past N read the last row of W (valid memory) and are not stored; rows from M to
+  // ROWS repeat row M - 1. One accumulator per row of x, its lanes the 4 columns; written out,
+  // not looped over (see rows_dot_quad).
+  let n = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.N - 1u));
+  let m = min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.M - 1u));
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var kb = 0u; kb < params.k_blocks; kb++) {
-    // the official fp8_gemm order: a whole 128-wide block, then (sum * x_scale) * S
-    var block = vec4<f32>(0.0);
+    // the official fp8_gemm order: a whole 128-wide block, then (sum * x_scale) * S; the 4
+    // columns (n0 % 4 == 0) lie in one 128-row scale block
+    var block0 = vec4<f32>(0.0);
+    var block1 = vec4<f32>(0.0);
+    var block2 = vec4<f32>(0.0);
+    var block3 = vec4<f32>(0.0);
     let k_end = min(kb * BLOCK + BLOCK, params.K);
     for (var k = kb * BLOCK; k < k_end; k += 4u) {
-      block += rows_dot_quad(n, k);
+      let w0 = weight_quad(n.x, k);
+      let w1 = weight_quad(n.y, k);
+      let w2 = weight_quad(n.z, k);
+      let w3 = weight_quad(n.w, k);
+      block0 += dots(x_quad(m.x, k), w0, w1, w2, w3);
+      if (ROWS >= 2u) {
+        block1 += dots(x_quad(m.y, k), w0, w1, w2, w3);
+      }
+      if (ROWS >= 4u) {
+        block2 += dots(x_quad(m.z, k), w0, w1, w2, w3);
+        block3 += dots(x_quad(m.w, k), w0, w1, w2, w3);
+      }
     }
-    acc += (block * rows_block_scale(kb)) * weight_block_scale(n, kb);
+    let ws = weight_block_scale(n0, kb);
+    acc0 += (block0 * x_block_scale(m.x, kb)) * ws;
+    if (ROWS >= 2u) {
+      acc1 += (block1 * x_block_scale(m.y, kb)) * ws;
+    }
+    if (ROWS >= 4u) {
+      acc2 += (block2 * x_block_scale(m.z, kb)) * ws;
+      acc3 += (block3 * x_block_scale(m.w, kb)) * ws;
+    }
   }
-  store_rows(n, acc);
+  store_columns(acc0, 0u, n0);
+  if (ROWS >= 2u && params.M >= 2u) {
+    store_columns(acc1, 1u, n0);
+  }
+  if (ROWS >= 4u && params.M >= 3u) {
+    store_columns(acc2, 2u, n0);
+  }
+  if (ROWS >= 4u && params.M >= 4u) {
+    store_columns(acc3, 3u, n0);
+  }
 }
 #elif strategy == workgroup_per_row
 var<workgroup> partial: array<vec4<f32>, WORKGROUP_SIZE>;

@@ -19,6 +19,23 @@ struct ExpertParams {
 
 const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint
 
+// k % 4 == 0 (every real checkpoint): each row starts on a word and no quad runs past k, so the
+// readers skip the splicing and masking (a pipeline constant: the other path folds away; on CPU
+// adapters those selects and the second load cost more than the rest of the read).
+override K_ALIGNED: bool = false;
+
+// Each invocation computes 4 consecutive output columns i0 .. i0+3 (i0 % 4 == 0), so every
+// activation quad it loads serves 4 weight rows, and the 4 rows share one 128-row scale block.
+// Columns past n read the last row (valid memory) and are not stored.
+fn columns(i0: u32) -> vec4<u32> {
+  return min(vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.n - 1u));
+}
+
+// (a . w_c) for the 4 columns c, in the lanes of a vec4.
+fn dots(a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+}
+
 // Zero the lanes of a quad at columns j .. j+3 that lie at or past k (the next row's values, or
 // whatever a clamped read returned). Branch-free: on CPU adapters a branch costs more than this.
 fn mask_past_k(v: vec4<f32>, j: u32) -> vec4<f32> {

@@ -6,11 +6,13 @@
 // Variant axis `path`:
 //   decode   out[t, j] = sum over k in order of topk_weights[t, k] * (h[pair] . down_e[j]): the
 //            weighted sum over the chosen experts inside the kernel (no atomics, no combine pass).
-//            One invocation per (t, j). Dispatch (ceil(hidden_size / WORKGROUP_SIZE), T).
+//            One invocation per (t, 4 columns j). Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), T).
 //   grouped  y[pair, j] = h[pair] . down_e[j] over the pairs sorted by expert (moe_group.wgsl),
 //            tiles of 4 rows of one expert as in moe_experts_gate_up.wgsl; moe_combine.wgsl
-//            then weighs and adds the pairs of each token. Dispatch (ceil(hidden_size / WORKGROUP_SIZE), E, slices).
-// One invocation per output column, no barrier (CPU adapters, where a barrier is very expensive).
+//            then weighs and adds the pairs of each token.
+//            Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), E, slices).
+// One invocation per 4 output columns (columns() of moe_experts_common.wgsl), no barrier (CPU
+// adapters, where a barrier is very expensive and every load is a gather).
 //
 // Bindings:
 //   0 params            uniform ExpertParams (n = hidden_size, k = moe_inter_dim)
@@ -38,45 +40,80 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(6) var<storage, read> sorted_pairs: array<u32>;
 #endif
 
-// h[pair, j .. j+3], zero past moe_inter_dim.
 fn h_quad(pair: u32, j: u32) -> vec4<f32> {
   let i = pair * params.k + j;
-  return mask_past_k(vec4<f32>(h[i], h[i + 1u], h[i + 2u], h[i + 3u]), j);
+  let v = vec4<f32>(h[i], h[i + 1u], h[i + 2u], h[i + 3u]);
+  if (K_ALIGNED) {
+    return v;
+  }
+  return mask_past_k(v, j);
 }
 
 fn down_quad(e: u32, row: u32, j: u32) -> vec4<f32> {
   let w = expert_word(e, row, j);
+  if (K_ALIGNED) {
+    return e4m3x4_to_f32(down_weight[w]);
+  }
   return splice_codes(down_weight[w], down_weight[w + 1u], row, j);
 }
 
+// The 4 columns' rows of down_e at j .. j+3.
+struct Down {
+  w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>,
+}
+
+fn down_quads(e: u32, i: vec4<u32>, j: u32) -> Down {
+  return Down(down_quad(e, i.x, j), down_quad(e, i.y, j), down_quad(e, i.z, j), down_quad(e, i.w, j));
+}
+
+fn add_quad(s: vec4<f32>, a: vec4<f32>, w: Down) -> vec4<f32> {
+  return s + dots(a, w.w0, w.w1, w.w2, w.w3);
+}
+
+// out[row, i0 .. i0+3] = v, the columns that exist.
+fn store_out(row: u32, i0: u32, v: vec4<f32>) {
+  let at = row * params.n + i0;
+  if (i0 + 3u < params.n) {
+    out[at] = v.x;
+    out[at + 1u] = v.y;
+    out[at + 2u] = v.z;
+    out[at + 3u] = v.w;
+  } else {
+    for (var c = 0u; i0 + c < params.n; c++) {
+      out[at + c] = v[c];
+    }
+  }
+}
+
 #if path == decode
-// h[pair] . down_e[row], block by block.
-fn down_dot(e: u32, row: u32, pair: u32) -> f32 {
-  var acc = 0.0;
+// h[pair] . down_e[i] for the 4 columns i (i0 = i.x % 4 == 0: one scale block).
+fn down_dot(e: u32, i: vec4<u32>, i0: u32, pair: u32) -> vec4<f32> {
+  var acc = vec4<f32>(0.0);
   for (var kb = 0u; kb < params.k_blocks; kb++) {
-    var block = 0.0;
+    var block = vec4<f32>(0.0);
     let j_end = min(kb * BLOCK + BLOCK, params.k);
     for (var j = kb * BLOCK; j < j_end; j += 4u) {
-      block += dot(h_quad(pair, j), down_quad(e, row, j));
+      block = add_quad(block, h_quad(pair, j), down_quads(e, i, j));
     }
-    acc += block * down_scale[expert_scale_index(e, row, kb)];
+    acc += block * down_scale[expert_scale_index(e, i0, kb)];
   }
   return acc;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x * WORKGROUP_SIZE + lid;
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
   let t = wid.y;
-  if (row >= params.n) {
+  if (i0 >= params.n) {
     return;
   }
-  var acc = 0.0;
+  let i = columns(i0);
+  var acc = vec4<f32>(0.0);
   for (var k = 0u; k < params.topk; k++) {
     let pair = t * params.topk + k;
-    acc += topk_weights[pair] * down_dot(topk_ids[pair], row, pair);
+    acc += topk_weights[pair] * down_dot(topk_ids[pair], i, i0, pair);
   }
-  out[t * params.n + row] = acc;
+  store_out(t, i0, acc);
 }
 #elif path == grouped
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -85,28 +122,49 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = wid.x * WORKGROUP_SIZE + lid;
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
   let e = wid.y;
   let rows_end = expert_offsets[e + 1u];
-  if (row >= params.n) {
+  if (i0 >= params.n) {
     return;
   }
+  let i = columns(i0);
   for (var r = expert_offsets[e] + 4u * wid.z; r < rows_end; r += 4u * nwg.z) {
     // sorted rows r .. r+3; past rows_end, repeat the last row (computed, not stored)
     let last = min(r + 4u, rows_end) - 1u;
     let pairs = vec4<u32>(sorted_pairs[r], sorted_pairs[min(r + 1u, last)], sorted_pairs[min(r + 2u, last)], sorted_pairs[min(r + 3u, last)]);
-    var acc = vec4<f32>(0.0);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var kb = 0u; kb < params.k_blocks; kb++) {
-      var block = vec4<f32>(0.0);
+      var b0 = vec4<f32>(0.0);
+      var b1 = vec4<f32>(0.0);
+      var b2 = vec4<f32>(0.0);
+      var b3 = vec4<f32>(0.0);
       let j_end = min(kb * BLOCK + BLOCK, params.k);
       for (var j = kb * BLOCK; j < j_end; j += 4u) {
-        let w = down_quad(e, row, j);
-        block += vec4<f32>(dot(h_quad(pairs.x, j), w), dot(h_quad(pairs.y, j), w), dot(h_quad(pairs.z, j), w), dot(h_quad(pairs.w, j), w));
+        let w = down_quads(e, i, j);
+        b0 = add_quad(b0, h_quad(pairs.x, j), w);
+        b1 = add_quad(b1, h_quad(pairs.y, j), w);
+        b2 = add_quad(b2, h_quad(pairs.z, j), w);
+        b3 = add_quad(b3, h_quad(pairs.w, j), w);
       }
-      acc += block * down_scale[expert_scale_index(e, row, kb)];
+      let scale = down_scale[expert_scale_index(e, i0, kb)];
+      acc0 += b0 * scale;
+      acc1 += b1 * scale;
+      acc2 += b2 * scale;
+      acc3 += b3 * scale;
     }
-    for (var m = 0u; m < last + 1u - r; m++) {
-      out[pairs[m] * params.n + row] = acc[m];
+    store_out(pairs.x, i0, acc0);
+    if (r + 1u <= last) {
+      store_out(pairs.y, i0, acc1);
+    }
+    if (r + 2u <= last) {
+      store_out(pairs.z, i0, acc2);
+    }
+    if (r + 3u <= last) {
+      store_out(pairs.w, i0, acc3);
     }
   }
 }

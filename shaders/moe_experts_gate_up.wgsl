@@ -6,13 +6,14 @@
 // Reference: src/kernels/moe_experts.ref.ts. Wrapper: src/kernels/moe_experts.ts.
 //
 // Variant axis `path`:
-//   decode   one invocation per (pair, i): expert ids read from topk_ids, no grouping (T <= 4).
-//            Dispatch (ceil(moe_inter / WORKGROUP_SIZE), T * topk).
+//   decode   one invocation per (pair, 4 columns i): expert ids read from topk_ids, no grouping
+//            (T <= 4). Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), T * topk).
 //   grouped  the pairs sorted by expert (moe_group.wgsl); workgroup (i tile, e, slice) takes the
 //            rows of expert e in tiles of 4 rows, tile slice, slice + slices, ...; each decoded
 //            weight quad serves 4 rows. Experts chosen by no token exit at once.
-//            Dispatch (ceil(moe_inter / WORKGROUP_SIZE), E, slices).
-// One invocation per output column, no barrier (CPU adapters, where a barrier is very expensive).
+//            Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), E, slices).
+// One invocation per 4 output columns (columns() of moe_experts_common.wgsl), no barrier (CPU
+// adapters, where a barrier is very expensive and every load is a gather).
 //
 // Bindings:
 //   0 params            uniform ExpertParams (n = moe_inter_dim, k = hidden_size)
@@ -42,52 +43,102 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(8) var<storage, read> sorted_pairs: array<u32>;
 #endif
 
-fn silu(z: f32) -> f32 {
+fn silu(z: vec4<f32>) -> vec4<f32> {
   return z / (1.0 + exp(-z)); // z * sigmoid(z); -0 for z -> -inf, as torch
 }
 
 // x[t, j .. j+3], zero past hidden_size.
 fn x_quad(t: u32, j: u32) -> vec4<f32> {
   let i = t * params.k + j;
-  return mask_past_k(vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), j);
+  let v = vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+  if (K_ALIGNED) {
+    return v;
+  }
+  return mask_past_k(v, j);
 }
 
 fn gate_quad(e: u32, row: u32, j: u32) -> vec4<f32> {
   let w = expert_word(e, row, j);
+  if (K_ALIGNED) {
+    return e4m3x4_to_f32(gate_weight[w]);
+  }
   return splice_codes(gate_weight[w], gate_weight[w + 1u], row, j);
 }
 
 fn up_quad(e: u32, row: u32, j: u32) -> vec4<f32> {
   let w = expert_word(e, row, j);
+  if (K_ALIGNED) {
+    return e4m3x4_to_f32(up_weight[w]);
+  }
   return splice_codes(up_weight[w], up_weight[w + 1u], row, j);
+}
+
+// The 4 columns' gate and up rows of expert e at j .. j+3.
+struct GateUp {
+  g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>, g3: vec4<f32>,
+  u0: vec4<f32>, u1: vec4<f32>, u2: vec4<f32>, u3: vec4<f32>,
+}
+
+fn gate_up_quads(e: u32, i: vec4<u32>, j: u32) -> GateUp {
+  return GateUp(
+    gate_quad(e, i.x, j), gate_quad(e, i.y, j), gate_quad(e, i.z, j), gate_quad(e, i.w, j),
+    up_quad(e, i.x, j), up_quad(e, i.y, j), up_quad(e, i.z, j), up_quad(e, i.w, j),
+  );
+}
+
+// One row's sums over the 4 columns: gate and up, for a 128-wide block or the whole row.
+struct Sums {
+  gate: vec4<f32>,
+  up: vec4<f32>,
+}
+
+fn add_quad(s: Sums, a: vec4<f32>, w: GateUp) -> Sums {
+  return Sums(s.gate + dots(a, w.g0, w.g1, w.g2, w.g3), s.up + dots(a, w.u0, w.u1, w.u2, w.u3));
+}
+
+// s + block * S_e[i0 / 128, kb], for gate and up.
+fn add_scaled_block(s: Sums, block: Sums, e: u32, i0: u32, kb: u32) -> Sums {
+  let at = expert_scale_index(e, i0, kb);
+  return Sums(s.gate + block.gate * gate_scale[at], s.up + block.up * up_scale[at]);
+}
+
+// h[pair, i0 .. i0+3] = silu(gate) * up, the columns that exist.
+fn store_h(pair: u32, i0: u32, s: Sums) {
+  let v = silu(s.gate) * s.up;
+  let at = pair * params.n + i0;
+  if (i0 + 3u < params.n) {
+    h[at] = v.x;
+    h[at + 1u] = v.y;
+    h[at + 2u] = v.z;
+    h[at + 3u] = v.w;
+  } else {
+    for (var c = 0u; i0 + c < params.n; c++) {
+      h[at + c] = v[c];
+    }
+  }
 }
 
 #if path == decode
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = wid.x * WORKGROUP_SIZE + lid;
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
   let pair = wid.y;
-  if (i >= params.n) {
+  if (i0 >= params.n) {
     return;
   }
   let e = topk_ids[pair];
   let t = pair / params.topk;
-  var gate = 0.0;
-  var up = 0.0;
+  let i = columns(i0);
+  var sums = Sums();
   for (var kb = 0u; kb < params.k_blocks; kb++) {
-    var gate_block = 0.0;
-    var up_block = 0.0;
+    var block = Sums();
     let j_end = min(kb * BLOCK + BLOCK, params.k);
     for (var j = kb * BLOCK; j < j_end; j += 4u) {
-      let xq = x_quad(t, j);
-      gate_block += dot(xq, gate_quad(e, i, j));
-      up_block += dot(xq, up_quad(e, i, j));
+      block = add_quad(block, x_quad(t, j), gate_up_quads(e, i, j));
     }
-    let s = expert_scale_index(e, i, kb);
-    gate += gate_block * gate_scale[s];
-    up += up_block * up_scale[s];
+    sums = add_scaled_block(sums, block, e, i0, kb);
   }
-  h[pair * params.n + i] = silu(gate) * up;
+  store_h(pair, i0, sums);
 }
 #elif path == grouped
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -96,39 +147,50 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = wid.x * WORKGROUP_SIZE + lid;
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
   let e = wid.y;
   let rows_end = expert_offsets[e + 1u];
-  if (i >= params.n) {
+  if (i0 >= params.n) {
     return;
   }
+  let i = columns(i0);
   for (var r = expert_offsets[e] + 4u * wid.z; r < rows_end; r += 4u * nwg.z) {
-    // rows r .. r+3; past rows_end, repeat the last row (computed, not stored)
+    // rows r .. r+3; past rows_end, repeat the last row (computed, not stored). Written out per
+    // row, not looped over: CPU adapters keep named values in registers, indexed ones in memory.
     let last = min(r + 4u, rows_end) - 1u;
     let pairs = vec4<u32>(sorted_pairs[r], sorted_pairs[min(r + 1u, last)], sorted_pairs[min(r + 2u, last)], sorted_pairs[min(r + 3u, last)]);
     let tokens = pairs / vec4<u32>(params.topk);
-    var gate = vec4<f32>(0.0);
-    var up = vec4<f32>(0.0);
+    var s0 = Sums();
+    var s1 = Sums();
+    var s2 = Sums();
+    var s3 = Sums();
     for (var kb = 0u; kb < params.k_blocks; kb++) {
-      var gate_block = vec4<f32>(0.0);
-      var up_block = vec4<f32>(0.0);
+      var b0 = Sums();
+      var b1 = Sums();
+      var b2 = Sums();
+      var b3 = Sums();
       let j_end = min(kb * BLOCK + BLOCK, params.k);
       for (var j = kb * BLOCK; j < j_end; j += 4u) {
-        let g = gate_quad(e, i, j);
-        let u = up_quad(e, i, j);
-        let x0 = x_quad(tokens.x, j);
-        let x1 = x_quad(tokens.y, j);
-        let x2 = x_quad(tokens.z, j);
-        let x3 = x_quad(tokens.w, j);
-        gate_block += vec4<f32>(dot(x0, g), dot(x1, g), dot(x2, g), dot(x3, g));
-        up_block += vec4<f32>(dot(x0, u), dot(x1, u), dot(x2, u), dot(x3, u));
+        let w = gate_up_quads(e, i, j);
+        b0 = add_quad(b0, x_quad(tokens.x, j), w);
+        b1 = add_quad(b1, x_quad(tokens.y, j), w);
+        b2 = add_quad(b2, x_quad(tokens.z, j), w);
+        b3 = add_quad(b3, x_quad(tokens.w, j), w);
       }
-      let s = expert_scale_index(e, i, kb);
-      gate += gate_block * gate_scale[s];
-      up += up_block * up_scale[s];
+      s0 = add_scaled_block(s0, b0, e, i0, kb);
+      s1 = add_scaled_block(s1, b1, e, i0, kb);
+      s2 = add_scaled_block(s2, b2, e, i0, kb);
+      s3 = add_scaled_block(s3, b3, e, i0, kb);
     }
-    for (var m = 0u; m < last + 1u - r; m++) {
-      h[pairs[m] * params.n + i] = silu(gate[m]) * up[m];
+    store_h(pairs.x, i0, s0);
+    if (r + 1u <= last) {
+      store_h(pairs.y, i0, s1);
+    }
+    if (r + 2u <= last) {
+      store_h(pairs.z, i0, s2);
+    }
+    if (r + 3u <= last) {
+      store_h(pairs.w, i0, s3);
     }
   }
 }

@@ -23,7 +23,7 @@ import type { PipelineCache } from './pipeline_cache.ts';
 export type { MatmulBuffers, MatmulShape, PreparedCall } from './matmul_operands.ts';
 
 /**
- * thread_tile: each invocation a 4 x 4 tile of y straight from memory, no barrier (CPU adapters);
+ * thread_tile: each invocation a 16 x 8 tile of y straight from memory, no barrier (CPU adapters);
  * workgroup_tile: 64 x 64 tiles staged in workgroup memory (GPUs).
  */
 export const GEMM_STRATEGIES = ['thread_tile', 'workgroup_tile'] as const;
@@ -59,7 +59,7 @@ export interface Gemm {
 }
 
 const KERNEL = { name: 'gemm_fp8', source: gemmSource, axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMM_STRATEGIES } };
-const MICRO = 4; // y tile per invocation (MICRO x MICRO), both strategies
+const THREAD_TILE = { M: 16, N: 8 }; // y tile per invocation, thread_tile
 const TILE = 64; // y tile per workgroup, workgroup_tile
 
 export function createGemm(options: GemmOptions): Gemm {
@@ -76,7 +76,10 @@ export function createGemm(options: GemmOptions): Gemm {
   }
   const workgroupSize = options.workgroupSize ?? 64;
   if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`gemm_fp8: workgroupSize ${workgroupSize} must be a positive integer`);
-  const pipeline = matmulPipeline(cache, KERNEL, variant, tiled ? {} : { WORKGROUP_SIZE: workgroupSize });
+  // K % 4 == 0 (every real checkpoint) takes the loaders without splicing and masking
+  // (K_ALIGNED of matmul_operands.wgsl): one pipeline per alignment, made on first use.
+  const pipeline = (K: number) =>
+    matmulPipeline(cache, KERNEL, variant, { ...(tiled ? {} : { WORKGROUP_SIZE: workgroupSize }), K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
     variant,
@@ -85,11 +88,11 @@ export function createGemm(options: GemmOptions): Gemm {
       checkMatmulArgs('gemm_fp8', gpu.device, variant, { M, N, K }, args);
       const workgroups = tiled
         ? Math.ceil(M / TILE) * Math.ceil(N / TILE)
-        : Math.ceil((Math.ceil(M / MICRO) * Math.ceil(N / MICRO)) / workgroupSize);
+        : Math.ceil((Math.ceil(M / THREAD_TILE.M) * Math.ceil(N / THREAD_TILE.N)) / workgroupSize);
       return prepareMatmul({
         kernel: 'gemm_fp8',
         device: gpu.device,
-        pipeline,
+        pipeline: pipeline(K),
         variant,
         shape: { M, N, K },
         buffers: args,

@@ -23,8 +23,8 @@ const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
   { weights: 'f32', numerics: 'weight_only' },
 ];
 
-// K % 4 = 0, 3, 2, 1; N not a multiple of 4 or 128. w8a8 needs K % 128 == 0.
-const SHAPES = { weight_only: [[150, 200], [129, 203], [37, 130], [6, 5]], w8a8: [[150, 256], [129, 128]] } as const;
+// K % 4 = 0, 3, 2, 1; N % 4 = 2, 1, 3, 2 (never a multiple of 4 or 128). w8a8 needs K % 128 == 0.
+const SHAPES = { weight_only: [[150, 200], [129, 203], [39, 130], [6, 5]], w8a8: [[150, 256], [129, 128]] } as const;
 
 let gpu: Gpu;
 let cache: PipelineCache;
@@ -90,13 +90,13 @@ describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
 
 describe('gemv_fp8 dispatch', () => {
   it('spreads more workgroups than one dimension allows over two (lm_head has N = 129280 rows)', async () => {
-    // one invocation per workgroup makes N workgroups, past maxComputeWorkgroupsPerDimension
-    const N = gpu.device.limits.maxComputeWorkgroupsPerDimension + 100;
+    // one invocation (4 columns) per workgroup makes N / 4 workgroups, past maxComputeWorkgroupsPerDimension
+    const N = 4 * (gpu.device.limits.maxComputeWorkgroupsPerDimension + 100);
     const K = 3;
     const seed = testSeed('gemv 2D dispatch');
     const next = rng(seed);
     const args = { M: 2, N, K, weight: randomWeight('bf16', N, K, next), activations: { numerics: 'weight_only' as const, x: randn(next, 2 * K) } };
-    const y = await runMatmul(gpu.device, gemv({ weights: 'bf16', strategy: 'thread_per_row', workgroupSize: 1 }), args);
+    const y = await runMatmul(gpu.device, gemv({ weights: 'bf16', strategy: 'thread_per_4_rows', workgroupSize: 1 }), args);
     expectClose(y, matmulRef(args), 1e-5, `N=${N}`);
   });
 });
@@ -109,12 +109,12 @@ describe('gemv_fp8 arguments', () => {
     const ok = { N: 300, K: 256, x, weight, weight_scale_inv: scale, y };
     expect(() => gemv({ weights: 'bf16', numerics: 'w8a8' })).toThrow(/w8a8 quantises activations for FP8 weights only/);
     expect(() => gemv({ strategy: 'workgroup_per_row', workgroupSize: 96 })).toThrow(/power of two/);
-    const fp8 = gemv({ strategy: 'thread_per_row' });
+    const fp8 = gemv({ strategy: 'thread_per_4_rows' });
     expect(() => fp8.prepare({ ...ok, M: 5 })).toThrow(/at most 4; use gemm_fp8/);
     expect(() => fp8.prepare({ ...ok, M: 1, weight_scale_inv: undefined })).toThrow(/weight_scale_inv is required/);
     expect(() => fp8.prepare({ ...ok, M: 1, N: 301 })).toThrow(/weight holds 76800 bytes, M=1 N=301 K=256 needs 77056/);
     expect(() => fp8.prepare({ ...ok, M: 0 })).toThrow(ArgumentError);
-    const w8a8 = gemv({ strategy: 'thread_per_row', numerics: 'w8a8' });
+    const w8a8 = gemv({ strategy: 'thread_per_4_rows', numerics: 'w8a8' });
     expect(() => w8a8.prepare({ ...ok, M: 1, K: 200, x_scale: scale })).toThrow(/K to be a multiple of 128 .* got K=200/);
     expect(() => w8a8.prepare({ ...ok, M: 1 })).toThrow(/x_scale is required/);
     expect(() => gemv({ weights: 'f32' }).prepare({ ...ok, M: 1 })).toThrow(/weight_scale_inv is not used by f32 weights/);

@@ -23,10 +23,10 @@ import type { PipelineCache } from './pipeline_cache.ts';
 export type { MatmulBuffers, MatmulShape, PreparedCall } from './matmul_operands.ts';
 
 /**
- * thread_per_row: one invocation per output column, no barrier (CPU adapters);
+ * thread_per_4_rows: one invocation per 4 output columns (rows of W), no barrier (CPU adapters);
  * workgroup_per_row: one workgroup per output column, coalesced loads (GPUs).
  */
-export const GEMV_STRATEGIES = ['thread_per_row', 'workgroup_per_row'] as const;
+export const GEMV_STRATEGIES = ['thread_per_4_rows', 'workgroup_per_row'] as const;
 export type GemvStrategy = (typeof GEMV_STRATEGIES)[number];
 
 /** The most rows of x one call takes (the current token plus the MTP draft fits easily). */
@@ -45,7 +45,7 @@ export interface GemvOptions {
   weights?: WeightFormat;
   /** Default weight_only. */
   numerics?: MatmulNumerics;
-  /** Default: thread_per_row on a CPU adapter (adapter.isSoftware), else workgroup_per_row. */
+  /** Default: thread_per_4_rows on a CPU adapter (adapter.isSoftware), else workgroup_per_row. */
   strategy?: GemvStrategy;
   /** Invocations per workgroup, default 64; a power of two for workgroup_per_row. A tuning number. */
   workgroupSize?: number;
@@ -69,7 +69,7 @@ export function createGemv(options: GemvOptions): Gemv {
   const variant: GemvVariant = {
     weights: options.weights ?? 'fp8',
     numerics: options.numerics ?? 'weight_only',
-    strategy: options.strategy ?? (gpu.adapter.isSoftware ? 'thread_per_row' : 'workgroup_per_row'),
+    strategy: options.strategy ?? (gpu.adapter.isSoftware ? 'thread_per_4_rows' : 'workgroup_per_row'),
   };
   checkOperandVariant('gemv_fp8', variant);
   const workgroupSize = options.workgroupSize ?? 64;
@@ -98,7 +98,7 @@ export function createGemv(options: GemvOptions): Gemv {
         variant,
         shape: { M, N, K },
         buffers: args,
-        workgroups: perRow ? N : Math.ceil(N / workgroupSize),
+        workgroups: perRow ? N : Math.ceil(N / (4 * workgroupSize)),
         label,
       });
     },

@@ -9,9 +9,10 @@
 //   grouped (prefill) moe_group sorts the pairs by expert; gate_up and down run over each expert's
 //                     rows so its weights are read once per 4 rows -> y per pair; moe_combine
 //                     weighs and adds each token's pairs. Four dispatches.
-//   MLP               a dense MLP or the merged shared experts: the grouped kernels on a one-expert
-//                     stack with every token its row (weight 1, no combine).
-// One strategy for now: one invocation per output column, no barrier (chosen for CPU adapters;
+//   MLP               a dense MLP or the merged shared experts, as a one-expert stack: for T <= 4
+//                     the decode kernels with every token choosing expert 0 at weight 1; for more,
+//                     the grouped kernels with every token its row (no combine).
+// One strategy for now: one invocation per 4 output columns, no barrier (chosen for CPU adapters;
 // a tiled GPU variant is future work).
 
 import commonSource from '../../shaders/moe_experts_common.wgsl?raw';
@@ -35,6 +36,7 @@ export const MOE_DECODE_MAX_TOKENS = 4;
 
 const BLOCK = 128;
 const ROWS_PER_TILE = 4; // rows of one expert per invocation in the grouped kernels (a vec4)
+const COLUMNS_PER_INVOCATION = 4; // output columns per invocation, both paths (a vec4)
 const SNIPPETS: readonly WgslSource[] = [
   { name: 'fp8_e4m3.wgsl', code: fp8Source },
   { name: 'moe_experts_common.wgsl', code: commonSource },
@@ -171,25 +173,27 @@ const entries = (types: GPUBufferBindingType[]): GPUBindGroupLayoutEntry[] =>
 
 export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidden = false }: MoeExpertsOptions): MoeExperts {
   if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`moe_experts: workgroupSize must be a positive integer, got ${workgroupSize}`);
-  const constants = { WORKGROUP_SIZE: workgroupSize };
   const axes = { path: MOE_PATHS };
   const ro = 'read-only-storage' as const;
   const layouts = {
     gate_up: entries(['uniform', ro, ro, ro, ro, ro, 'storage', ro, ro]),
     down: entries(['uniform', ro, ro, ro, 'storage', ro, ro]),
   };
-  const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath) =>
-    cache.get({ kernel: `moe_experts_${kind}`, variant: { path }, constants }, () => ({
+  // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
+  // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
+  const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath, k: number) =>
+    cache.get({ kernel: `moe_experts_${kind}`, variant: { path }, constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 } }, () => ({
       code: composeShader({ kernel: { name: `moe_experts_${kind}.wgsl`, code: kind === 'gate_up' ? gateUpSource : downSource }, snippets: SNIPPETS, axes, variant: { path } }),
       // the decode gate_up has no binding 8
       entries: kind === 'gate_up' && path === 'decode' ? layouts.gate_up.slice(0, 8) : layouts[kind],
     }));
   const combinePipeline = () =>
-    cache.get({ kernel: 'moe_combine', variant: {}, constants }, () => ({ code: combineSource, entries: entries(['uniform', ro, ro, 'storage']) }));
+    cache.get({ kernel: 'moe_combine', variant: {}, constants: { WORKGROUP_SIZE: workgroupSize } }, () => ({ code: combineSource, entries: entries(['uniform', ro, ro, 'storage']) }));
 
   const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
   const maxBinding = device.limits.maxStorageBufferBindingSize;
-  const tiles = (columns: number) => Math.ceil(columns / workgroupSize);
+  // Workgroups along the output columns: each invocation takes 4 of them.
+  const tiles = (columns: number) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * workgroupSize));
 
   /** Throws unless each buffer holds its bytes and fits one binding. */
   function checkBuffers(label: string, need: Record<string, [GPUBuffer | undefined, number]>): void {
@@ -245,6 +249,25 @@ export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidde
     };
   }
 
+  /** gate_up over the T * topk pairs, then down with the weighted sum: the decode path, shared with the MLP. */
+  function decodeDispatches(
+    label: string,
+    s: { T: number; K: number; E: number; d: number; I: number },
+    b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer },
+    owned: GPUBuffer[],
+  ): Step[] {
+    const { weights: w } = b;
+    return [
+      bind(`${label}.gate_up`, expertPipeline('gate_up', 'decode', s.d),
+        [expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.topkIds],
+        [tiles(s.I), s.T * s.K, 1]),
+      ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
+      bind(`${label}.down`, expertPipeline('down', 'decode', s.I),
+        [expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights],
+        [tiles(s.d), s.T, 1]),
+    ];
+  }
+
   /** gate_up and down over sorted rows: the grouped path's middle, shared with the MLP. */
   function groupedDispatches(
     label: string,
@@ -258,11 +281,11 @@ export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidde
     const gateUpParams = expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned);
     const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned);
     return [
-      bind(`${label}.gate_up`, expertPipeline('gate_up', 'grouped'),
+      bind(`${label}.gate_up`, expertPipeline('gate_up', 'grouped', s.d),
         [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
         [tiles(s.I), s.E, slices]),
       ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
-      bind(`${label}.down`, expertPipeline('down', 'grouped'),
+      bind(`${label}.down`, expertPipeline('down', 'grouped', s.I),
         [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
         [tiles(s.d), s.E, slices]),
     ];
@@ -311,15 +334,8 @@ export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidde
       const cost = moeExpertsCost(args, path);
       const s = { T, K, E, d, I };
       if (path === 'decode') {
-        return call([
-          bind(`${label}.gate_up`, expertPipeline('gate_up', 'decode'),
-            [expertParams(`${label}.gate_up`, { ...s, n: I, k: d }, owned), args.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, scratch.h, args.topkIds],
-            [tiles(I), T * K, 1]),
-          ...hiddenRound(label, T * K, I, scratch.h, owned),
-          bind(`${label}.down`, expertPipeline('down', 'decode'),
-            [expertParams(`${label}.down`, { ...s, n: d, k: I }, owned), scratch.h, w.down_proj.weight, w.down_proj.weight_scale_inv, args.out, args.topkIds, args.topkWeights],
-            [tiles(d), T, 1]),
-        ], cost, owned);
+        const b = { x: args.x, weights: w, h: scratch.h, out: args.out, topkIds: args.topkIds, topkWeights: args.topkWeights };
+        return call(decodeDispatches(label, s, b, owned), cost, owned);
       }
       const offsets = scratch.expertOffsets!;
       const sorted = scratch.sortedPairs!;
@@ -345,18 +361,21 @@ export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidde
       }
       checkBuffers(label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...weightNeeds(args.weights, 1, d, I) });
       checkGrid(label, { 'hidden_size tiles': tiles(d), 'intermediate_size tiles': tiles(I) });
-      // One expert whose rows are all tokens in order: a constant grouping, written once here.
+      // A one-expert stack with constant routing, written once here: few tokens take the decode
+      // kernels (each token chooses expert 0 at weight 1), more the grouped ones (one expert
+      // whose rows are all tokens in order).
       const owned: GPUBuffer[] = [];
-      const constant = (data: Uint32Array<ArrayBuffer>, name: string) => {
+      const constant = (data: Uint32Array<ArrayBuffer> | Float32Array<ArrayBuffer>, name: string) => {
         const buffer = device.createBuffer({ label: `${label}.${name}`, size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
         device.queue.writeBuffer(buffer, 0, data);
         owned.push(buffer);
         return buffer;
       };
-      const offsets = constant(new Uint32Array([0, T]), 'expert_offsets');
-      const sorted = constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs');
       const s = { T, K: 1, E: 1, d, I };
-      const dispatches = groupedDispatches(label, s, { x: args.x, weights: args.weights, h: args.h, y: args.out, offsets, sorted }, owned);
+      const decode = T <= MOE_DECODE_MAX_TOKENS;
+      const dispatches = decode
+        ? decodeDispatches(label, s, { x: args.x, weights: args.weights, h: args.h, out: args.out, topkIds: constant(new Uint32Array(T), 'topk_ids'), topkWeights: constant(new Float32Array(T).fill(1), 'topk_weights') }, owned)
+        : groupedDispatches(label, s, { x: args.x, weights: args.weights, h: args.h, y: args.out, offsets: constant(new Uint32Array([0, T]), 'expert_offsets'), sorted: constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs') }, owned);
       const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode');
       return call(dispatches, cost, owned);
     },

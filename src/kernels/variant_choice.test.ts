@@ -98,8 +98,9 @@ describe('chooseVariant', () => {
     expect(one.key).not.toBe(two.key);
     expect([one.variant, two.variant, two.measured]).toEqual(['a', 'c', true]);
     const gpu = fakeGpu('GPU one');
-    const keys = new Set([variantKey(gpu, 'k', 'M=1', ['a', 'b']), variantKey(gpu, 'k2', 'M=1', ['a', 'b']), variantKey(gpu, 'k', 'M=64', ['a', 'b']), variantKey(gpu, 'k', 'M=1', ['a', 'b', 'c'])]);
-    expect(keys.size).toBe(4);
+    const keys = new Set([variantKey(gpu, 'k', 'M=1', ['a', 'b']), variantKey(gpu, 'k2', 'M=1', ['a', 'b']), variantKey(gpu, 'k', 'M=64', ['a', 'b']), variantKey(gpu, 'k', 'M=1', ['a', 'b', 'c']), variantKey(gpu, 'k', 'M=1', ['a', 'b'], 2)]);
+    expect(keys.size).toBe(5);
+    expect(variantKey(gpu, 'k', 'M=1', ['a', 'b'], 1)).toBe(variantKey(gpu, 'k', 'M=1', ['a', 'b']));
   });
 
   it('measures again when the remembered variant is no longer a candidate', async () => {

@@ -68,6 +68,11 @@ export interface ChooseVariantOptions<V extends string> {
   kernel: string;
   /** What the representative shape stands for, e.g. "fp8 M=1 K=1024 N=1024"; part of the key. */
   shapeClass: string;
+  /**
+   * The candidates' code revision, part of the key: bump it when a candidate changes enough that
+   * a choice remembered for the old code may no longer hold. Default 1.
+   */
+  revision?: number;
   /** The variants to choose among, the default first (it wins ties). */
   candidates: readonly V[];
   /** One call of `candidate` on the representative shape; destroyed after its measurement. */
@@ -91,20 +96,24 @@ export interface VariantChoice<V extends string> {
   times: Partial<Record<V, number>>;
 }
 
-/** The store key: adapter identity, kernel, shape class and the candidate list (a new candidate re-measures). */
-export function variantKey(gpu: Gpu, kernel: string, shapeClass: string, candidates: readonly string[]): string {
+/**
+ * The store key: adapter identity, kernel and its code revision, shape class and the candidate
+ * list (a new candidate or revision re-measures).
+ */
+export function variantKey(gpu: Gpu, kernel: string, shapeClass: string, candidates: readonly string[], revision = 1): string {
   const { vendor, architecture, device, description } = gpu.adapter;
-  return ['webmoe.variant', vendor, architecture, device, description, kernel, shapeClass, candidates.join(',')].join('|');
+  const name = revision === 1 ? kernel : `${kernel}@${revision}`;
+  return ['webmoe.variant', vendor, architecture, device, description, name, shapeClass, candidates.join(',')].join('|');
 }
 
 /** The fastest candidate on this adapter: from the store, else measured now and stored. */
 export async function chooseVariant<V extends string>(options: ChooseVariantOptions<V>): Promise<VariantChoice<V>> {
-  const { gpu, kernel, shapeClass, candidates, build, store } = options;
+  const { gpu, kernel, shapeClass, candidates, build, store, revision } = options;
   const time = options.time ?? timeComputePass;
   const runs = options.runs ?? 3;
   const giveUpRatio = options.giveUpRatio ?? 3;
   if (candidates.length === 0) throw new Error(`${kernel}: no variants to choose from`);
-  const key = variantKey(gpu, kernel, shapeClass, candidates);
+  const key = variantKey(gpu, kernel, shapeClass, candidates, revision);
   const remembered = store.get(key);
   if (remembered !== undefined && (candidates as readonly string[]).includes(remembered)) {
     return { variant: remembered as V, key, measured: false, times: {} };
@@ -211,7 +220,7 @@ export async function chooseGemvStrategy(gpu: Gpu, cache: PipelineCache, store: 
     gpu,
     kernel: 'gemv_fp8',
     shapeClass: shapeClass(shape, weights),
-    candidates: defaultFirst(GEMV_STRATEGIES, gpu.adapter.isSoftware ? 'thread_per_row' : 'workgroup_per_row'),
+    candidates: defaultFirst(GEMV_STRATEGIES, gpu.adapter.isSoftware ? 'thread_per_4_rows' : 'workgroup_per_row'),
     store,
     time: options.time,
     build(strategy) {
@@ -229,6 +238,7 @@ export async function chooseGemmStrategy(gpu: Gpu, cache: PipelineCache, store: 
   const choice = await chooseVariant({
     gpu,
     kernel: 'gemm_fp8',
+    revision: 2, // thread_tile became 16 x 8 per invocation
     shapeClass: shapeClass(shape, weights),
     candidates: defaultFirst(GEMM_STRATEGIES, gpu.adapter.isSoftware ? 'thread_tile' : 'workgroup_tile'),
     store,
