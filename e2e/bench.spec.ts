@@ -11,6 +11,7 @@ test('the kernel benchmark page runs and shows numbers', async ({ page }) => {
   expect(await rows.count()).toBeGreaterThan(4);
   await expect(page.locator('#results')).toContainText('gemv_fp8');
   await expect(page.locator('#peers')).toContainText('tfjs_webgpu_matmul_f32');
+  await expect(page.locator('#decode-cost')).toContainText(/gemm_fp8.*M=130 K=256 N=384.*%/);
   await expect(page.locator('#ceilings')).toContainText(/copy \d+(\.\d+)? GB\/s/);
   // Every timed kernel has a positive time.
   const times = await page.locator('#results tr td:nth-child(4)').allTextContents();

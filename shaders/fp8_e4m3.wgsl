@@ -3,18 +3,22 @@
 // (DEEPSEEK_V3_MATH.md section 3): bits `s eeee mmm`, bias 7, subnormals m/8 * 2^-6,
 // largest finite 0x7E = 448, 0x7F and 0xFF are NaN, no infinities.
 
-// Four codes packed in a u32 (byte j = element j, little-endian) to their f32 values.
+// Four codes packed in a u32 (byte j = element j, little-endian) to their f32 values. Every FP8
+// matrix kernel runs this per weight word, so it is written for few operations (11 per code; on
+// CPU adapters it is ALU work next to the FMAs):
+// shift each code to the top byte; `eeee mmm` then sits 4 bits above the f32 exponent and fraction.
 fn e4m3x4_to_f32(word: u32) -> vec4<f32> {
-  let codes = (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFFu);
-  let magnitude = codes & vec4<u32>(0x7Fu);
-  // e >= 1: move `eeee mmm` to the top of the f32 exponent and fraction, then rebias 7 -> 127.
-  let normal = bitcast<vec4<f32>>((magnitude << vec4<u32>(20u)) + vec4<u32>(120u << 23u));
-  // e = 0: m * 2^-9, computed without f32 subnormals (a GPU may flush those to zero).
-  let subnormal = vec4<f32>(magnitude) * (1.0 / 512.0);
-  var value = select(normal, subnormal, magnitude < vec4<u32>(8u));
+  let top = vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u);
+  let sign = top & vec4<u32>(0x80000000u);
+  let magnitude = (top >> vec4<u32>(4u)) & vec4<u32>(0x07F00000u);
+  // e >= 1: rebias the exponent 7 -> 127, giving 2^(e-7) * (1 + m/8).
+  let normal = bitcast<vec4<f32>>(magnitude + vec4<u32>(120u << 23u));
+  // e = 0: the same bits give 2^-7 * (1 + m/8); the subnormal m * 2^-9 is twice that minus 2^-6,
+  // exact in f32, and no f32 subnormal appears (a GPU may flush those to zero).
+  var value = select(normal, normal * 2.0 - 0.015625, magnitude < vec4<u32>(0x00800000u));
   // 0x7F: a quiet NaN built at run time (a constant NaN is a WGSL compile error).
-  value = select(value, bitcast<vec4<f32>>(magnitude | vec4<u32>(0x7FC00000u)), magnitude == vec4<u32>(0x7Fu));
-  return bitcast<vec4<f32>>(bitcast<vec4<u32>>(value) | ((codes & vec4<u32>(0x80u)) << vec4<u32>(24u)));
+  value = select(value, bitcast<vec4<f32>>(magnitude | vec4<u32>(0x7FC00000u)), magnitude == vec4<u32>(0x07F00000u));
+  return bitcast<vec4<f32>>(bitcast<vec4<u32>>(value) | sign);
 }
 
 fn e4m3_to_f32(code: u32) -> f32 {

@@ -3,16 +3,14 @@
 // fp8_e4m3.wgsl by src/kernels/shader_compose.ts). Wrapper: src/kernels/gemm_fp8.ts.
 // Reference: src/kernels/gemm_fp8.ref.ts (matmulRef).
 //
-// W8A8 adds whole 128-wide K blocks and then scales them, acc += (block * x_scale) * S, the order
-// of the official fp8_gemm (DEEPSEEK_V3_MATH.md 5). Weight-only: workgroup_tile does the same;
-// thread_tile multiplies the decoded weights by S instead (W dequantised first, as the official
-// bf16 path does), which saves a second set of accumulators.
+// Every variant adds whole 128-wide K blocks and then scales them, acc += (block * x_scale) * S,
+// the order of the official fp8_gemm (DEEPSEEK_V3_MATH.md 5); x_scale is 1 for weight-only.
 //
 // Variant axis `strategy`:
-//   thread_tile     each invocation owns a 16 x 8 tile of y and reads x and W straight from
-//                   memory; no workgroup memory, no barrier (CPU adapters such as SwiftShader).
-//                   Tiles are numbered along n first (neighbours share rows of x).
-//                   Dispatch: ceil(ceil(M/16) * ceil(N/8) / WORKGROUP_SIZE).
+//   thread_tile     each invocation owns a tile of y of R = 4 * ROW_GROUPS rows (up to 32) by 8
+//                   columns and reads x and W straight from memory; no workgroup memory, no
+//                   barrier (CPU adapters such as SwiftShader). Tiles are numbered along n first
+//                   (neighbours share rows of x). Dispatch: ceil(ceil(M/R) * ceil(N/8) / WORKGROUP_SIZE).
 //   workgroup_tile  a 16 x 16 workgroup owns a 64 x 64 tile of y, each invocation 4 x 4 of it;
 //                   each K step of 8 columns stages x and the decoded W in workgroup memory
 //                   (coalesced loads, every weight decoded once per 64 rows of x) (GPUs).
@@ -62,15 +60,18 @@ fn clamped(first: u32, count: u32) -> vec4<u32> {
 }
 
 #if strategy == thread_tile
-// Each invocation owns a 16 x 8 tile of y: every decoded weight quad serves 16 rows of x and every
-// x quad 8 columns of W, so loads and FP8 decodes are few per FMA. The 16 rows are written out as
-// four Rows4 values rather than looped over: CPU adapters do not unroll WGSL loops, and an array
-// indexed by a loop counter lives in memory there (measured 1.5-2x slower than named values).
+// Each invocation owns a tile of y of 4 * ROW_GROUPS rows by 8 columns: every decoded weight quad
+// serves all the rows and every x quad 8 columns, so loads and FP8 decodes are few per FMA. The
+// rows are written out as up to eight Rows4 values in a Tile rather than looped over: CPU adapters
+// do not unroll WGSL loops, and an array indexed by a loop counter lives in memory there (measured
+// 1.5-2x slower than named values).
 override WORKGROUP_SIZE: u32 = 64u;
-const TILE_M = 16u;
+// Row groups of 4 per tile: 1, 2, 4 or 8 (4 to 32 rows), picked by the wrapper from M so that a
+// short prompt does not compute rows it lacks. A pipeline constant: unused groups fold away.
+override ROW_GROUPS: u32 = 8u;
 const TILE_N = 8u;
 
-// W[n, k .. k+3] for the tile's 8 columns n (lo: the first 4, hi: the last 4), times `scale`.
+// W[n, k .. k+3] for the tile's 8 columns n (w0 .. w3 the first 4, w4 .. w7 the last 4), unscaled.
 struct Cols {
   w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>,
   w4: vec4<f32>, w5: vec4<f32>, w6: vec4<f32>, w7: vec4<f32>,
@@ -82,10 +83,20 @@ struct Rows4 {
   lo2: vec4<f32>, hi2: vec4<f32>, lo3: vec4<f32>, hi3: vec4<f32>,
 }
 
-fn tile_cols(lo: vec4<u32>, hi: vec4<u32>, k: u32, scale: f32) -> Cols {
+// The tile: row groups a .. h, of which the first ROW_GROUPS are used.
+struct Tile {
+  a: Rows4, b: Rows4, c: Rows4, d: Rows4, e: Rows4, f: Rows4, g: Rows4, h: Rows4,
+}
+
+// The rows of x each group reads (clamped to the last row).
+struct TileRows {
+  a: vec4<u32>, b: vec4<u32>, c: vec4<u32>, d: vec4<u32>, e: vec4<u32>, f: vec4<u32>, g: vec4<u32>, h: vec4<u32>,
+}
+
+fn tile_cols(lo: vec4<u32>, hi: vec4<u32>, k: u32) -> Cols {
   return Cols(
-    weight_quad(lo.x, k) * scale, weight_quad(lo.y, k) * scale, weight_quad(lo.z, k) * scale, weight_quad(lo.w, k) * scale,
-    weight_quad(hi.x, k) * scale, weight_quad(hi.y, k) * scale, weight_quad(hi.z, k) * scale, weight_quad(hi.w, k) * scale,
+    weight_quad(lo.x, k), weight_quad(lo.y, k), weight_quad(lo.z, k), weight_quad(lo.w, k),
+    weight_quad(hi.x, k), weight_quad(hi.y, k), weight_quad(hi.z, k), weight_quad(hi.w, k),
   );
 }
 
@@ -108,7 +119,27 @@ fn rows4_step(t: Rows4, m: vec4<u32>, k: u32, w: Cols) -> Rows4 {
   );
 }
 
-// acc + (block * x_scale[m_i, kb]) * ws: one K block of w8a8, in the official fp8_gemm order.
+fn tile_step(t: Tile, m: TileRows, k: u32, w: Cols) -> Tile {
+  var r = t;
+  r.a = rows4_step(t.a, m.a, k, w);
+  if (ROW_GROUPS >= 2u) {
+    r.b = rows4_step(t.b, m.b, k, w);
+  }
+  if (ROW_GROUPS >= 4u) {
+    r.c = rows4_step(t.c, m.c, k, w);
+    r.d = rows4_step(t.d, m.d, k, w);
+  }
+  if (ROW_GROUPS >= 8u) {
+    r.e = rows4_step(t.e, m.e, k, w);
+    r.f = rows4_step(t.f, m.f, k, w);
+    r.g = rows4_step(t.g, m.g, k, w);
+    r.h = rows4_step(t.h, m.h, k, w);
+  }
+  return r;
+}
+
+// acc + (block * x_scale[m_i, kb]) * ws: one K block in the official fp8_gemm order (x_scale is 1
+// for weight-only).
 fn rows4_add_scaled(acc: Rows4, block: Rows4, m: vec4<u32>, kb: u32, ws: f32) -> Rows4 {
   let s = vec4<f32>(x_block_scale(m.x, kb), x_block_scale(m.y, kb), x_block_scale(m.z, kb), x_block_scale(m.w, kb));
   return Rows4(
@@ -117,6 +148,25 @@ fn rows4_add_scaled(acc: Rows4, block: Rows4, m: vec4<u32>, kb: u32, ws: f32) ->
     acc.lo2 + (block.lo2 * s.z) * ws, acc.hi2 + (block.hi2 * s.z) * ws,
     acc.lo3 + (block.lo3 * s.w) * ws, acc.hi3 + (block.hi3 * s.w) * ws,
   );
+}
+
+fn tile_add_scaled(acc: Tile, block: Tile, m: TileRows, kb: u32, ws: f32) -> Tile {
+  var r = acc;
+  r.a = rows4_add_scaled(acc.a, block.a, m.a, kb, ws);
+  if (ROW_GROUPS >= 2u) {
+    r.b = rows4_add_scaled(acc.b, block.b, m.b, kb, ws);
+  }
+  if (ROW_GROUPS >= 4u) {
+    r.c = rows4_add_scaled(acc.c, block.c, m.c, kb, ws);
+    r.d = rows4_add_scaled(acc.d, block.d, m.d, kb, ws);
+  }
+  if (ROW_GROUPS >= 8u) {
+    r.e = rows4_add_scaled(acc.e, block.e, m.e, kb, ws);
+    r.f = rows4_add_scaled(acc.f, block.f, m.f, kb, ws);
+    r.g = rows4_add_scaled(acc.g, block.g, m.g, kb, ws);
+    r.h = rows4_add_scaled(acc.h, block.h, m.h, kb, ws);
+  }
+  return r;
 }
 
 // y[m, n0 .. n0+3] = v, the columns and the row that exist.
@@ -148,6 +198,23 @@ fn rows4_store(t: Rows4, m0: u32, n0: u32) {
   store_quad(t.hi3, m0 + 3u, n0 + 4u);
 }
 
+fn tile_store(t: Tile, m0: u32, n0: u32) {
+  rows4_store(t.a, m0, n0);
+  if (ROW_GROUPS >= 2u) {
+    rows4_store(t.b, m0 + 4u, n0);
+  }
+  if (ROW_GROUPS >= 4u) {
+    rows4_store(t.c, m0 + 8u, n0);
+    rows4_store(t.d, m0 + 12u, n0);
+  }
+  if (ROW_GROUPS >= 8u) {
+    rows4_store(t.e, m0 + 16u, n0);
+    rows4_store(t.f, m0 + 20u, n0);
+    rows4_store(t.g, m0 + 24u, n0);
+    rows4_store(t.h, m0 + 28u, n0);
+  }
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -156,57 +223,28 @@ fn main(
 ) {
   let tile = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
   let n_tiles = (params.N + TILE_N - 1u) / TILE_N;
-  let m0 = (tile / n_tiles) * TILE_M;
+  let m0 = (tile / n_tiles) * 4u * ROW_GROUPS;
   let n0 = (tile % n_tiles) * TILE_N;
   if (m0 >= params.M) {
     return;
   }
   // Rows and columns past the edge read the last one (valid memory); they are not stored.
-  let m_a = clamped(m0, params.M);
-  let m_b = clamped(m0 + 4u, params.M);
-  let m_c = clamped(m0 + 8u, params.M);
-  let m_d = clamped(m0 + 12u, params.M);
+  let m = TileRows(
+    clamped(m0, params.M), clamped(m0 + 4u, params.M), clamped(m0 + 8u, params.M), clamped(m0 + 12u, params.M),
+    clamped(m0 + 16u, params.M), clamped(m0 + 20u, params.M), clamped(m0 + 24u, params.M), clamped(m0 + 28u, params.M),
+  );
   let n_lo = clamped(n0, params.N);
   let n_hi = clamped(n0 + 4u, params.N);
-  var acc_a = Rows4();
-  var acc_b = Rows4();
-  var acc_c = Rows4();
-  var acc_d = Rows4();
+  var acc = Tile();
   for (var kb = 0u; kb < params.k_blocks; kb++) {
-    let ws = weight_block_scale(n0, kb); // the 8 columns lie in one 128-row scale block
+    var block = Tile();
     let k_end = min(kb * BLOCK + BLOCK, params.K);
-#if numerics == w8a8
-    var block_a = Rows4();
-    var block_b = Rows4();
-    var block_c = Rows4();
-    var block_d = Rows4();
     for (var k = kb * BLOCK; k < k_end; k += 4u) {
-      let w = tile_cols(n_lo, n_hi, k, 1.0);
-      block_a = rows4_step(block_a, m_a, k, w);
-      block_b = rows4_step(block_b, m_b, k, w);
-      block_c = rows4_step(block_c, m_c, k, w);
-      block_d = rows4_step(block_d, m_d, k, w);
+      block = tile_step(block, m, k, tile_cols(n_lo, n_hi, k));
     }
-    acc_a = rows4_add_scaled(acc_a, block_a, m_a, kb, ws);
-    acc_b = rows4_add_scaled(acc_b, block_b, m_b, kb, ws);
-    acc_c = rows4_add_scaled(acc_c, block_c, m_c, kb, ws);
-    acc_d = rows4_add_scaled(acc_d, block_d, m_d, kb, ws);
-#else
-    // Weight-only: the block scale goes into the decoded weights, as the official bf16 path
-    // dequantises W before its GEMM.
-    for (var k = kb * BLOCK; k < k_end; k += 4u) {
-      let w = tile_cols(n_lo, n_hi, k, ws);
-      acc_a = rows4_step(acc_a, m_a, k, w);
-      acc_b = rows4_step(acc_b, m_b, k, w);
-      acc_c = rows4_step(acc_c, m_c, k, w);
-      acc_d = rows4_step(acc_d, m_d, k, w);
-    }
-#endif
+    acc = tile_add_scaled(acc, block, m, kb, weight_block_scale(n0, kb)); // the 8 columns lie in one 128-row scale block
   }
-  rows4_store(acc_a, m0, n0);
-  rows4_store(acc_b, m0 + 4u, n0);
-  rows4_store(acc_c, m0 + 8u, n0);
-  rows4_store(acc_d, m0 + 12u, n0);
+  tile_store(acc, m0, n0);
 }
 #elif strategy == workgroup_tile
 const TILE = 64u; // rows and columns of y per workgroup: 16 x 16 invocations of 4 x 4

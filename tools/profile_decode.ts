@@ -1,4 +1,4 @@
-// A one-off profile of the decode step on this adapter: every dispatch of a plan step runs in its
+// A one-off profile of the decode step (and of one 64-token prefill chunk) on this adapter: every dispatch of a plan step runs in its
 // own compute pass with GPU timestamps, and the times are summed per pipeline.
 //   npx tsx --import ./tools/register-raw.mjs tools/profile_decode.ts public/models/<name>
 import { openNodeGpu } from '../src/gpu/node.ts';
@@ -62,4 +62,5 @@ await profile('decode, 1 row', plans.get(1, 'last'), { ids: [9], startPos: 8, sa
 await profile('main model, 2 rows', plans.get(2, 'all'), { ids: [9, 10], startPos: 8, sample: GREEDY });
 await profile('main model, 3 rows', plans.get(3, 'all'), { ids: [9, 10, 11], startPos: 8, sample: GREEDY });
 await profile('verify, 2 rows + MTP', plans.get(2, 'all', 'sampled'), { ids: [9, 10], startPos: 8, sample: GREEDY });
+await profile('prefill chunk, 64 rows + MTP', plans.get(64, 'last', 'sampled'), { ids: Array.from({ length: 64 }, (_, i) => 100 + i), startPos: 0, sample: GREEDY }, 2);
 process.exit(0);

@@ -7,8 +7,8 @@ import { rng } from '../testing/random.ts';
 import { randomWeight } from '../testing/random_weights.ts';
 import type { RefWeight } from '../kernels/gemm_fp8.ref.ts';
 import { E4M3_VALUES } from '../kernels/fp8_e4m3.ref.ts';
-import { createGemm } from '../kernels/gemm_fp8.ts';
-import { createGemv } from '../kernels/gemv_fp8.ts';
+import { createGemm, type GemmStrategy } from '../kernels/gemm_fp8.ts';
+import { createGemv, type GemvStrategy } from '../kernels/gemv_fp8.ts';
 import type { PreparedCall, WeightFormat } from '../kernels/matmul_operands.ts';
 import type { PipelineCache } from '../kernels/pipeline_cache.ts';
 import { chooseGemmStrategy, chooseGemvStrategy, type VariantStore } from '../kernels/variant_choice.ts';
@@ -16,8 +16,17 @@ import type { BenchCase, PreparedBench } from './suite.ts';
 
 const BLOCK = 128;
 
-/** x [M, K] f32, W [N, K] of `format` (fp8 with block scales), y [M, N]. */
-export function matmulCase(kernel: 'gemv_fp8' | 'gemm_fp8', weights: WeightFormat, shape: { M: number; K: number; N: number }, note = ''): BenchCase {
+/**
+ * x [M, K] f32, W [N, K] of `format` (fp8 with block scales), y [M, N]. The strategy is the one
+ * this adapter measured fastest for `weights`, unless `strategy` names one.
+ */
+export function matmulCase(
+  kernel: 'gemv_fp8' | 'gemm_fp8',
+  weights: WeightFormat,
+  shape: { M: number; K: number; N: number },
+  note = '',
+  strategy?: string,
+): BenchCase {
   const suffix = weights === 'fp8' ? '' : `.${weights}_weights`;
   return {
     name: `${kernel}${suffix}`,
@@ -38,8 +47,8 @@ export function matmulCase(kernel: 'gemv_fp8' | 'gemm_fp8', weights: WeightForma
       // The strategy this adapter measured fastest (once per adapter, remembered), as the engine will use.
       const maker =
         kernel === 'gemv_fp8'
-          ? createGemv({ gpu, cache, weights, strategy: await chooseGemvStrategy(gpu, cache, variantStore, { weights }) })
-          : createGemm({ gpu, cache, weights, strategy: await chooseGemmStrategy(gpu, cache, variantStore, { weights }) });
+          ? createGemv({ gpu, cache, weights, strategy: (strategy as GemvStrategy | undefined) ?? (await chooseGemvStrategy(gpu, cache, variantStore, { weights })) })
+          : createGemm({ gpu, cache, weights, strategy: (strategy as GemmStrategy | undefined) ?? (await chooseGemmStrategy(gpu, cache, variantStore, { weights })) });
       const call: PreparedCall = maker.prepare({ M, N, K, ...buffers });
       return {
         call,

@@ -8,6 +8,7 @@ import type { Gpu } from '../gpu/device.ts';
 import { PipelineCache } from '../kernels/pipeline_cache.ts';
 import { defaultVariantStore, type VariantStore } from '../kernels/variant_choice.ts';
 import { measureCeilings } from './ceilings.ts';
+import { measureDecodeCost, type DecodeCostResult } from './decode_cost.ts';
 import { layerCases } from './layer_cases.ts';
 import { matmulCase } from './matmul_cases.ts';
 import { tfjsMatmulPeer, type MatmulPeer } from './peers.ts';
@@ -67,6 +68,8 @@ export interface BenchReport {
   fma_gflops: number;
   kernels: KernelResult[];
   peers: PeerResult[];
+  /** FP8 against f32 weights in the same GEMM, timed in alternation (decode_cost.ts). */
+  fp8_decode_cost: DecodeCostResult[];
 }
 
 export type ShapeSet = 'small' | 'v3' | 'all';
@@ -183,6 +186,21 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
     }
   }
   peer?.dispose();
+
+  const decodeCosts: DecodeCostResult[] = [];
+  const shapeSet = options.shapes ?? 'all';
+  const costShapes = [...(shapeSet !== 'small' ? [{ M: 128, K: 7168, N: 1536 }] : []), ...(shapeSet !== 'v3' ? [{ M: 130, K: 256, N: 384 }] : [])];
+  if (!options.filter || 'gemm_fp8.decode_cost'.includes(options.filter)) {
+    for (const shape of costShapes) {
+      const shapeText = Object.entries(shape).map(([k, v]) => `${k}=${v}`).join(' ');
+      // Two calls a round; the suite's own FP8 figure for the shape, if it ran, sizes the rounds.
+      const known = kernels.find((k) => k.name === 'gemm_fp8' && k.shape.M === shape.M && k.shape.K === shape.K && k.shape.N === shape.N);
+      const rounds = known ? Math.max(3, Math.min(runs, Math.floor((1000 * budget) / (2 * known.median_ms)))) : runs;
+      const cost = await measureDecodeCost(gpu, cache, variants, shape, rounds);
+      decodeCosts.push(cost);
+      log(`gemm_fp8 FP8 decode cost [${shapeText}] ${(100 * cost.cost).toFixed(1)}%: ${cost.fp8_median_ms.toFixed(3)} ms FP8 vs ${cost.f32_median_ms.toFixed(3)} ms f32 weights, ${cost.rounds} alternating rounds`);
+    }
+  }
   const a = gpu.adapter;
   return {
     adapter: { vendor: a.vendor, architecture: a.architecture, description: a.description, isSoftware: a.isSoftware, features: a.features },
@@ -190,5 +208,6 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
     fma_gflops: ceilings.fmaGflops,
     kernels,
     peers,
+    fp8_decode_cost: decodeCosts,
   };
 }

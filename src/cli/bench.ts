@@ -63,6 +63,13 @@ function formatReport(r: Awaited<ReturnType<typeof runKernelBench>>): string {
       lines.push(`${p.name.padEnd(27)} ${shape.padEnd(30)} ${p.median_ms.toFixed(3).padStart(9)} ${p.speedup_of_ours?.toFixed(2).padStart(8)} (${p.versus})`);
     }
   }
+  if (r.fp8_decode_cost.length) {
+    lines.push('', 'FP8 decode cost (same GEMM on f32 weights, alternating)   FP8 ms     f32 ms    cost');
+    for (const c of r.fp8_decode_cost) {
+      const shape = Object.entries(c.shape).map(([n, v]) => `${n}=${v}`).join(' ');
+      lines.push(`${`${c.kernel} ${c.variant ?? ''}`.padEnd(27)} ${shape.padEnd(30)} ${c.fp8_median_ms.toFixed(3).padStart(9)} ${c.f32_median_ms.toFixed(3).padStart(9)} ${(100 * c.cost).toFixed(1).padStart(6)}%`);
+    }
+  }
   return lines.join('\n');
 }
 

@@ -96,12 +96,16 @@ const HARNESS = `
 @group(0) @binding(0) var<storage, read> inputs: array<f32>;
 @group(0) @binding(1) var<storage, read_write> decoded: array<f32>;
 @group(0) @binding(2) var<storage, read_write> encoded: array<u32>;
+@group(0) @binding(3) var<storage, read_write> decoded_words: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
   let i = id.x;
   if (i < 256u) {
     decoded[i] = e4m3_to_f32(i);
+    // code i in byte 0, (i + 1) % 256 in byte 1, ...: every code in every lane of a packed word
+    let codes = (vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u)) % vec4<u32>(256u);
+    decoded_words[i] = e4m3x4_to_f32(codes.x | (codes.y << 8u) | (codes.z << 16u) | (codes.w << 24u));
   }
   if (i < arrayLength(&inputs)) {
     encoded[i] = f32_to_e4m3(inputs[i]);
@@ -109,7 +113,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 }`;
 
 describe('fp8_e4m3.wgsl on the GPU', () => {
-  it('decodes all 256 codes and encodes every rounding case as the reference does', async () => {
+  it('decodes all 256 codes (alone and in each byte of a word) and encodes every rounding case as the reference does', async () => {
     const { device } = await testGpu();
     const code = composeShader({
       kernel: { name: 'fp8_e4m3 test harness', code: HARNESS },
@@ -124,9 +128,10 @@ describe('fp8_e4m3.wgsl on the GPU', () => {
     const inputBuffer = uploadBuffer(device, inputs, 'inputs');
     const decodedBuffer = createStorageBuffer(device, 256 * 4, 'decoded');
     const encodedBuffer = createStorageBuffer(device, inputs.length * 4, 'encoded');
+    const wordsBuffer = createStorageBuffer(device, 256 * 16, 'decoded_words');
     const bindGroup = device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
-      entries: [inputBuffer, decodedBuffer, encodedBuffer].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: [inputBuffer, decodedBuffer, encodedBuffer, wordsBuffer].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
@@ -141,8 +146,17 @@ describe('fp8_e4m3.wgsl on the GPU', () => {
       if (Number.isNaN(E4M3_VALUES[c])) expect(decoded[c], `code 0x${c.toString(16)}`).toBeNaN();
       else expect(Object.is(decoded[c], E4M3_VALUES[c]), `code 0x${c.toString(16)}: ${decoded[c]}`).toBe(true);
     }
+    const words = await readF32(device, wordsBuffer, 256 * 4);
+    for (let i = 0; i < 256; i++) {
+      for (let lane = 0; lane < 4; lane++) {
+        const c = (i + lane) % 256;
+        const got = words[4 * i + lane];
+        if (Number.isNaN(E4M3_VALUES[c])) expect(got, `code 0x${c.toString(16)} in byte ${lane}`).toBeNaN();
+        else expect(Object.is(got, E4M3_VALUES[c]), `code 0x${c.toString(16)} in byte ${lane}: ${got}`).toBe(true);
+      }
+    }
     const encoded = await readU32(device, encodedBuffer, inputs.length);
     for (let i = 0; i < inputs.length; i++) expect(encoded[i], `x = ${inputs[i]}`).toBe(f32ToE4m3(inputs[i]));
-    for (const b of [inputBuffer, decodedBuffer, encodedBuffer]) b.destroy();
+    for (const b of [inputBuffer, decodedBuffer, encodedBuffer, wordsBuffer]) b.destroy();
   });
 });

@@ -23,7 +23,7 @@ import type { PipelineCache } from './pipeline_cache.ts';
 export type { MatmulBuffers, MatmulShape, PreparedCall } from './matmul_operands.ts';
 
 /**
- * thread_tile: each invocation a 16 x 8 tile of y straight from memory, no barrier (CPU adapters);
+ * thread_tile: each invocation a tile of y of up to 32 x 8 straight from memory, no barrier (CPU adapters);
  * workgroup_tile: 64 x 64 tiles staged in workgroup memory (GPUs).
  */
 export const GEMM_STRATEGIES = ['thread_tile', 'workgroup_tile'] as const;
@@ -59,7 +59,12 @@ export interface Gemm {
 }
 
 const KERNEL = { name: 'gemm_fp8', source: gemmSource, axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMM_STRATEGIES } };
-const THREAD_TILE = { M: 16, N: 8 }; // y tile per invocation, thread_tile
+const THREAD_TILE_N = 8; // y columns per invocation, thread_tile
+
+/** thread_tile: row groups of 4 per tile (ROW_GROUPS), the fewest that cover M, at most 8 (32 rows). */
+function rowGroups(M: number): number {
+  return M <= 4 ? 1 : M <= 8 ? 2 : M <= 16 ? 4 : 8;
+}
 const TILE = 64; // y tile per workgroup, workgroup_tile
 
 export function createGemm(options: GemmOptions): Gemm {
@@ -77,9 +82,13 @@ export function createGemm(options: GemmOptions): Gemm {
   const workgroupSize = options.workgroupSize ?? 64;
   if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`gemm_fp8: workgroupSize ${workgroupSize} must be a positive integer`);
   // K % 4 == 0 (every real checkpoint) takes the loaders without splicing and masking
-  // (K_ALIGNED of matmul_operands.wgsl): one pipeline per alignment, made on first use.
-  const pipeline = (K: number) =>
-    matmulPipeline(cache, KERNEL, variant, { ...(tiled ? {} : { WORKGROUP_SIZE: workgroupSize }), K_ALIGNED: K % 4 === 0 ? 1 : 0 });
+  // (K_ALIGNED of matmul_operands.wgsl); thread_tile has a tile height per row-count class. One
+  // pipeline per such compile-time fact, made on first use; never per M, N or K.
+  const pipeline = (M: number, K: number) =>
+    matmulPipeline(cache, KERNEL, variant, {
+      ...(tiled ? {} : { WORKGROUP_SIZE: workgroupSize, ROW_GROUPS: rowGroups(M) }),
+      K_ALIGNED: K % 4 === 0 ? 1 : 0,
+    });
 
   return {
     variant,
@@ -88,11 +97,11 @@ export function createGemm(options: GemmOptions): Gemm {
       checkMatmulArgs('gemm_fp8', gpu.device, variant, { M, N, K }, args);
       const workgroups = tiled
         ? Math.ceil(M / TILE) * Math.ceil(N / TILE)
-        : Math.ceil((Math.ceil(M / THREAD_TILE.M) * Math.ceil(N / THREAD_TILE.N)) / workgroupSize);
+        : Math.ceil((Math.ceil(M / (4 * rowGroups(M))) * Math.ceil(N / THREAD_TILE_N)) / workgroupSize);
       return prepareMatmul({
         kernel: 'gemm_fp8',
         device: gpu.device,
-        pipeline: pipeline(K),
+        pipeline: pipeline(M, K),
         variant,
         shape: { M, N, K },
         buffers: args,

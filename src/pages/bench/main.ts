@@ -31,6 +31,10 @@ function show(r: BenchReport): void {
     row(['peer', 'shape', 'ms (wall)', 'ours, x faster', 'versus'], true),
     ...r.peers.map((p) => row([p.name, shape(p.shape), p.median_ms.toFixed(3), p.speedup_of_ours?.toFixed(2) ?? '', p.versus ?? ''])),
   );
+  $('decode-cost').replaceChildren(
+    row(['kernel', 'shape', 'variant', 'FP8 ms', 'f32 weights ms', 'rounds', 'cost'], true),
+    ...r.fp8_decode_cost.map((c) => row([c.kernel, shape(c.shape), c.variant ?? '', c.fp8_median_ms.toFixed(3), c.f32_median_ms.toFixed(3), String(c.rounds), `${(100 * c.cost).toFixed(1)}%`])),
+  );
   const chart = $('chart');
   chart.replaceChildren(
     ...r.kernels.map((k) => {
