@@ -66,8 +66,9 @@ fn clamped(first: u32, count: u32) -> vec4<u32> {
 // do not unroll WGSL loops, and an array indexed by a loop counter lives in memory there (measured
 // 1.5-2x slower than named values).
 override WORKGROUP_SIZE: u32 = 64u;
-// Row groups of 4 per tile: 1, 2, 4 or 8 (4 to 32 rows), picked by the wrapper from M so that a
-// short prompt does not compute rows it lacks. A pipeline constant: unused groups fold away.
+// Row groups of 4 per tile: 1, 2, 4 or 8 (4 to 32 rows), picked by the wrapper from M (taller
+// tiles compile slowly on CPU adapters; see rowGroups in gemm_fp8.ts). A pipeline constant:
+// unused groups fold away.
 override ROW_GROUPS: u32 = 8u;
 const TILE_N = 8u;
 

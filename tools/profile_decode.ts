@@ -62,5 +62,5 @@ await profile('decode, 1 row', plans.get(1, 'last'), { ids: [9], startPos: 8, sa
 await profile('main model, 2 rows', plans.get(2, 'all'), { ids: [9, 10], startPos: 8, sample: GREEDY });
 await profile('main model, 3 rows', plans.get(3, 'all'), { ids: [9, 10, 11], startPos: 8, sample: GREEDY });
 await profile('verify, 2 rows + MTP', plans.get(2, 'all', 'sampled'), { ids: [9, 10], startPos: 8, sample: GREEDY });
-await profile('prefill chunk, 64 rows + MTP', plans.get(64, 'last', 'sampled'), { ids: Array.from({ length: 64 }, (_, i) => 100 + i), startPos: 0, sample: GREEDY }, 2);
+await profile('prefill chunk, 64 rows + MTP', plans.get(64, 'last', 'shifted'), { ids: Array.from({ length: 64 }, (_, i) => 100 + i), startPos: 0, nextId: 164, sample: GREEDY }, 2);
 process.exit(0);

@@ -1,4 +1,4 @@
-// gemm_fp8 on the GPU (SwiftShader here) against matmulRef: every variant, M = 1, 7, 13, 33, 130 (past
+// gemm_fp8 on the GPU (SwiftShader here) against matmulRef: every variant, M = 1, 7, 33, 130 (past
 // one 64-row tile, not a multiple of 4), N and K multiples of neither 4 nor 128, outputs
 // poisoned with NaN, and the official fp8_gemm cases of the dsv3-tiny-official fixture.
 // Bounds: ‖y − ref‖/‖ref‖ < 1e-5 for f32 accumulation against the f64 reference; w8a8 against the
@@ -22,7 +22,7 @@ const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
 ];
 
 // [N, K, rows M]: K % 4 = 0 and 3; w8a8 needs K % 128 == 0.
-const ROWS = [1, 7, 13, 33, 130];
+const ROWS = [1, 7, 33, 130]; // 4-row tiles below 128 rows, 32-row tiles from there
 const SHAPES = {
   weight_only: [[300, 200, ROWS], [67, 131, [7, 33]]],
   w8a8: [[300, 256, ROWS]],
@@ -42,7 +42,7 @@ function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: nu
 }
 
 describe.each(GEMM_STRATEGIES)('gemm_fp8 %s', (strategy) => {
-  it.each(OPERANDS)('$weights weights, $numerics: M = 1, 7, 13, 33, 130 on odd shapes', async ({ weights, numerics }) => {
+  it.each(OPERANDS)('$weights weights, $numerics: M = 1, 7, 33, 130 on odd shapes', async ({ weights, numerics }) => {
     const seed = testSeed(`gemm ${strategy} ${weights} ${numerics}`);
     const next = rng(seed);
     const kernel = gemm({ weights, numerics, strategy });

@@ -60,12 +60,18 @@ export interface Gemm {
 
 const KERNEL = { name: 'gemm_fp8', source: gemmSource, axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMM_STRATEGIES } };
 const THREAD_TILE_N = 8; // y columns per invocation, thread_tile
-
-/** thread_tile: row groups of 4 per tile (ROW_GROUPS), the fewest that cover M, at most 8 (32 rows). */
-function rowGroups(M: number): number {
-  return M <= 4 ? 1 : M <= 8 ? 2 : M <= 16 ? 4 : 8;
-}
 const TILE = 64; // y tile per workgroup, workgroup_tile
+
+/**
+ * thread_tile: row groups of 4 per tile (ROW_GROUPS). A tall tile decodes each weight once for
+ * more rows, but its unrolled code compiles slowly on a CPU adapter (SwiftShader, measured: 0.2 s
+ * for 4 rows, 2.5-3.4 s for 32), a cost paid at the first prefill of a session. So chunks of
+ * fewer than 128 rows (the shipped model's 64-token prefill chunks) take 4-row tiles, and only
+ * large chunks, whose GEMMs dwarf the compile, take 32-row tiles.
+ */
+function rowGroups(M: number): number {
+  return M >= 128 ? 8 : 1;
+}
 
 export function createGemm(options: GemmOptions): Gemm {
   const { gpu, cache } = options;
