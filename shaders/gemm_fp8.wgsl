@@ -12,27 +12,14 @@
 //                   barrier (CPU adapters such as SwiftShader). Tiles are numbered along n first
 //                   (neighbours share rows of x). Dispatch: ceil(ceil(M/R) * ceil(N/8) / WORKGROUP_SIZE).
 //   workgroup_tile  a 16 x 16 workgroup owns a 64 x 64 tile of y, each invocation 4 x 4 of it;
+//                   it adds whole steps of 8 columns of K and relies on the loaders' masking
+//                   past K (never K_ALIGNED);
 //                   each K step of 8 columns stages x and the decoded W in workgroup memory
 //                   (coalesced loads, every weight decoded once per 64 rows of x) (GPUs).
 //                   Dispatch: ceil(M/64) * ceil(N/64) workgroups.
 // Workgroups are spread over (x, y) and flattened as wid.y * nwg.x + wid.x.
 
 const MICRO = 4u; // rows and columns of y per invocation, workgroup_tile
-
-// sum over k .. k+3 of x[m_i, k] * W[n_j, k] for a 4 x 4 tile given by row and column indices.
-fn micro_tile_quad(m: vec4<u32>, n: vec4<u32>, k: u32) -> mat4x4<f32> {
-  // mat4x4 columns are rows of x here: result[i][j] = x[m_i] . W[n_j]
-  let w0 = weight_quad(n.x, k);
-  let w1 = weight_quad(n.y, k);
-  let w2 = weight_quad(n.z, k);
-  let w3 = weight_quad(n.w, k);
-  var t: mat4x4<f32>;
-  for (var i = 0u; i < MICRO; i++) {
-    let a = x_quad(m[i], k);
-    t[i] = vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
-  }
-  return t;
-}
 
 // acc[i] += (block[i] * x_scale[m_i]) * S[n / 128] for one K block; the 4 columns n0 .. n0+3
 // (n0 % 4 == 0) share one 128-row scale block.
@@ -66,7 +53,7 @@ fn clamped(first: u32, count: u32) -> vec4<u32> {
 // do not unroll WGSL loops, and an array indexed by a loop counter lives in memory there (measured
 // 1.5-2x slower than named values).
 override WORKGROUP_SIZE: u32 = 64u;
-// Row groups of 4 per tile: 1, 2, 4 or 8 (4 to 32 rows), picked by the wrapper from M (taller
+// Row groups of 4 per tile: 1, 2, 4 or 8 (4 to 32 rows); the wrapper picks 1 or 8 from M (taller
 // tiles compile slowly on CPU adapters; see rowGroups in gemm_fp8.ts). A pipeline constant:
 // unused groups fold away.
 override ROW_GROUPS: u32 = 8u;

@@ -94,7 +94,7 @@ function formatDecode(r: DecodeBenchResult, adapter: string): string {
   if (r.mtp && r.model) {
     lines.push(
       `MTP speculative: ${r.mtp.tokensPerS.toFixed(2)} tok/s, ${r.mtp.accepted}/${r.mtp.drafted} drafts accepted (${(100 * r.mtp.acceptance).toFixed(1)}%), ${r.mtp.tokensPerStep.toFixed(2)} tokens per step`,
-      `model: speed-up = tokens per step / (t2 / t1) = ${r.mtp.tokensPerStep.toFixed(2)} / (${r.model.t2Ms.toFixed(1)} ms / ${r.model.t1Ms.toFixed(1)} ms = ${r.model.t2OverT1.toFixed(2)}) = ${r.model.speedup.toFixed(2)}x`,
+      `model: speed-up = tokens per step / (t2 / t1) = ${r.mtp.tokensPerStep.toFixed(2)} / (${r.model.t2Ms.toFixed(1)} ms / ${r.model.t1Ms.toFixed(1)} ms = ${r.model.t2OverT1.toFixed(2)}) = ${r.model.speedup.toFixed(2)}x (measured: ${r.model.measuredSpeedup.toFixed(2)}x)`,
       `greedy outputs identical: ${r.identical ? 'yes' : 'NO'}`,
     );
   } else lines.push('this checkpoint has no MTP layer');

@@ -21,10 +21,10 @@ const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
   { weights: 'f32', numerics: 'weight_only' },
 ];
 
-// [N, K, rows M]: K % 4 = 0 and 3; w8a8 needs K % 128 == 0.
+// [N, K, rows M]: K % 8 = 0, 3 and 4 (workgroup_tile stages K in steps of 8); w8a8 needs K % 128 == 0.
 const ROWS = [1, 7, 33, 130]; // 4-row tiles below 128 rows, 32-row tiles from there
 const SHAPES = {
-  weight_only: [[300, 200, ROWS], [67, 131, [7, 33]]],
+  weight_only: [[300, 200, ROWS], [67, 131, [7, 33]], [45, 132, [7, 130]]],
   w8a8: [[300, 256, ROWS]],
 } as const;
 

@@ -87,14 +87,12 @@ export function createGemm(options: GemmOptions): Gemm {
   }
   const workgroupSize = options.workgroupSize ?? 64;
   if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`gemm_fp8: workgroupSize ${workgroupSize} must be a positive integer`);
-  // K % 4 == 0 (every real checkpoint) takes the loaders without splicing and masking
-  // (K_ALIGNED of matmul_operands.wgsl); thread_tile has a tile height per row-count class. One
-  // pipeline per such compile-time fact, made on first use; never per M, N or K.
+  // thread_tile: K % 4 == 0 (every real checkpoint) takes the loaders without splicing and
+  // masking (K_ALIGNED of matmul_operands.wgsl), and the tile height has a class per row count.
+  // (workgroup_tile stages K in steps of 8 and relies on the masking past K, so it never takes
+  // K_ALIGNED.) One pipeline per such compile-time fact, made on first use; never per M, N or K.
   const pipeline = (M: number, K: number) =>
-    matmulPipeline(cache, KERNEL, variant, {
-      ...(tiled ? {} : { WORKGROUP_SIZE: workgroupSize, ROW_GROUPS: rowGroups(M) }),
-      K_ALIGNED: K % 4 === 0 ? 1 : 0,
-    });
+    matmulPipeline(cache, KERNEL, variant, tiled ? {} : { WORKGROUP_SIZE: workgroupSize, ROW_GROUPS: rowGroups(M), K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
     variant,

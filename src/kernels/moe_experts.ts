@@ -151,7 +151,7 @@ export interface MoeExpertsOptions {
    * projection (the official Expert's w2 quantises its input); the caller rounds x itself.
    */
   roundHidden?: boolean;
-  /** Invocations per workgroup (each one output column); default 64. */
+  /** Invocations per workgroup (each 4 output columns); default 64. */
   workgroupSize?: number;
 }
 

@@ -231,14 +231,17 @@ export async function chooseGemvStrategy(gpu: Gpu, cache: PipelineCache, store: 
   return choice.variant;
 }
 
-/** The prefill GEMM's strategy for this adapter, measured on M=64, K=512, N=512 the first time. */
+/**
+ * The prefill GEMM's strategy for this adapter, measured on M=64, K=512, N=512 the first time
+ * (thread_tile's 4-row tile; chunks of 128 rows or more run its 32-row tile, not measured here).
+ */
 export async function chooseGemmStrategy(gpu: Gpu, cache: PipelineCache, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemmStrategy> {
   const weights = options.weights ?? 'fp8';
   const shape = { M: 64, K: 512, N: 512 };
   const choice = await chooseVariant({
     gpu,
     kernel: 'gemm_fp8',
-    revision: 2, // thread_tile became 16 x 8 per invocation
+    revision: 3, // thread_tile: register tiles of 4 x 8 (32 x 8 from 128 rows), was 4 x 4 in loops
     shapeClass: shapeClass(shape, weights),
     candidates: defaultFirst(GEMM_STRATEGIES, gpu.adapter.isSoftware ? 'thread_tile' : 'workgroup_tile'),
     store,
