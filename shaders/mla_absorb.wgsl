@@ -22,8 +22,10 @@
 //   4 weight_scale_inv  fp8 only
 //   5 q_pe              absorb_q only: [rows, heads, dr] f32, written
 //
-// Dispatch: one invocation per output element (absorb_q: rows * heads * (rkv + dr), the last dr of
-// each (row, head) copying q_pe; expand_o: rows * heads * dv); workgroups = ceil(count /
+// Dispatch: absorb_q: one invocation per 4 consecutive q_lat columns and per q_pe element,
+// rows * heads * (ceil(rkv / 4) + dr); expand_o: one per output element, rows * heads * dv. Both
+// read kv_b_proj a quad of columns at a time (one word of FP8 codes, one scale), which on CPU
+// adapters, where every read is a gather, matters more than the FMAs. Workgroups = ceil(count /
 // WORKGROUP_SIZE), laid out over (x, y) as group = wid.y * nwg.x + wid.x.
 
 struct Params {
@@ -36,6 +38,10 @@ struct Params {
   scale_cols: u32, // ceil(rkv / 128): row stride of weight_scale_inv
   count: u32, // invocations that write something
 }
+
+// rkv % 4 == 0 (every real checkpoint): each row of kv_b_proj starts on a word, so a quad of
+// columns is one FP8 word and lies in one 128-column scale block (a pipeline constant).
+override RKV_ALIGNED: bool = false;
 
 const BLOCK = 128u; // the 128 x 128 weight scale blocks of the checkpoint
 
@@ -68,6 +74,25 @@ fn kv_b_at(row: u32, c: u32) -> f32 {
 #endif
 }
 
+// wkv_b[row, c0 .. c0+3] (c0 % 4 == 0); columns past rkv read column rkv - 1 (the caller masks
+// or drops them).
+fn kv_b_quad(row: u32, c0: u32) -> vec4<f32> {
+  if (RKV_ALIGNED) {
+    let i = row * params.rkv + c0;
+#if weights == fp8
+    return e4m3x4_to_f32(kv_b[i / 4u]) * weight_scale_inv[(row / BLOCK) * params.scale_cols + c0 / BLOCK];
+#elif weights == bf16
+    let low = kv_b[i / 2u];
+    let high = kv_b[i / 2u + 1u];
+    return bitcast<vec4<f32>>(vec4<u32>(low << 16u, low & 0xFFFF0000u, high << 16u, high & 0xFFFF0000u));
+#else
+    return bitcast<vec4<f32>>(vec4<u32>(kv_b[i], kv_b[i + 1u], kv_b[i + 2u], kv_b[i + 3u]));
+#endif
+  }
+  let last = params.rkv - 1u;
+  return vec4<f32>(kv_b_at(row, min(c0, last)), kv_b_at(row, min(c0 + 1u, last)), kv_b_at(row, min(c0 + 2u, last)), kv_b_at(row, min(c0 + 3u, last)));
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -79,22 +104,34 @@ fn main(
     return;
   }
 #if step == absorb_q
-  // index runs over [rows, heads, rkv + dr]: rkv q_lat columns, then dr q_pe columns.
-  let width = params.rkv + params.dr;
+  // index runs over [rows, heads, quads + dr]: quads of q_lat columns, then dr q_pe columns.
+  let quads = (params.rkv + 3u) / 4u;
+  let width = quads + params.dr;
   let rh = index / width; // r * heads + h
   let j = index - rh * width;
   let q_row = rh * (params.dn + params.dr);
-  if (j >= params.rkv) {
-    let k = j - params.rkv;
+  if (j >= quads) {
+    let k = j - quads;
     q_pe[rh * params.dr + k] = q[q_row + params.dn + k];
     return;
   }
+  let c0 = 4u * j;
   let w_uk = (rh % params.heads) * (params.dn + params.dv); // row of W_UK[h][0, :] in kv_b_proj
-  var acc = 0.0;
+  var acc = vec4<f32>(0.0);
   for (var d = 0u; d < params.dn; d++) {
-    acc += q[q_row + d] * kv_b_at(w_uk + d, j);
+    acc += q[q_row + d] * kv_b_quad(w_uk + d, c0);
   }
-  q_lat[rh * params.rkv + j] = acc;
+  let at = rh * params.rkv + c0;
+  if (c0 + 3u < params.rkv) {
+    q_lat[at] = acc.x;
+    q_lat[at + 1u] = acc.y;
+    q_lat[at + 2u] = acc.z;
+    q_lat[at + 3u] = acc.w;
+  } else {
+    for (var c = 0u; c0 + c < params.rkv; c++) {
+      q_lat[at + c] = acc[c];
+    }
+  }
 #else
   // index runs over [rows, heads, dv], the layout of o.
   let rh = index / params.dv; // r * heads + h
@@ -102,8 +139,13 @@ fn main(
   let w_uv = (rh % params.heads) * (params.dn + params.dv) + params.dn + v; // row of W_UV[h][v, :]
   let lat = rh * params.rkv;
   var acc = 0.0;
-  for (var c = 0u; c < params.rkv; c++) {
-    acc += o_lat[lat + c] * kv_b_at(w_uv, c);
+  for (var c = 0u; c < params.rkv; c += 4u) {
+    var o_quad = vec4<f32>(o_lat[lat + c], o_lat[lat + c + 1u], o_lat[lat + c + 2u], o_lat[lat + c + 3u]);
+    if (!RKV_ALIGNED) {
+      // past rkv: the next head's values (or a clamped read), weighted by nothing
+      o_quad = select(vec4<f32>(0.0), o_quad, vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.rkv));
+    }
+    acc += dot(o_quad, kv_b_quad(w_uv, c));
   }
   o[index] = acc;
 #endif

@@ -110,6 +110,7 @@ describe('mla_absorb', () => {
 
   it.each<{ weights: WeightFormat; s: MlaAbsorbShape }>([
     { weights: 'bf16', s: shape(2, 7, 3, 5, 131, 3) }, // odd rkv: rows start in the upper half of a word
+    { weights: 'bf16', s: shape(5, 32, 4, 48, 136, 2) }, // rkv % 4 == 0: the aligned loads
     { weights: 'f32', s: shape(5, 32, 4, 48, 136, 2) },
   ])('$weights weights', async ({ weights, s }) => {
     const next = rng(testSeed(`mla_absorb ${weights}`));
@@ -117,8 +118,9 @@ describe('mla_absorb', () => {
   });
 
   it('spreads more workgroups than one dimension allows over two', async () => {
-    const s = shape(16, 3, 4, 2, 136, 32);
-    expect(s.rows * s.heads * (s.kvLoraRank + s.qkRopeHeadDim)).toBeGreaterThan(gpu.device.limits.maxComputeWorkgroupsPerDimension);
+    const s = shape(16, 3, 4, 2, 136, 128);
+    // absorb_q: one invocation per quad of q_lat columns and per q_pe element
+    expect(s.rows * s.heads * (Math.ceil(s.kvLoraRank / 4) + s.qkRopeHeadDim)).toBeGreaterThan(gpu.device.limits.maxComputeWorkgroupsPerDimension);
     const next = rng(testSeed('mla_absorb 2D dispatch'));
     const weight = randomWeight('fp8', kvBRows(s), s.kvLoraRank, next);
     await checkRandom(createMlaAbsorb({ cache, workgroupSize: 1 }), s, weight, next);

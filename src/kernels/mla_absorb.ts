@@ -99,9 +99,10 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
   if (!Number.isInteger(workgroupSize) || workgroupSize < 1) {
     throw new ArgumentError(`mla_absorb: workgroupSize ${workgroupSize} must be a positive integer`);
   }
-  const pipelines = {} as Record<MlaAbsorbStep, CachedPipeline>;
-  for (const step of MLA_ABSORB_STEPS) {
-    pipelines[step] = cache.get({ kernel: 'mla_absorb', variant: { step, weights }, constants: { WORKGROUP_SIZE: workgroupSize } }, () => ({
+  // One pipeline per step and per rkv % 4 == 0 or not (RKV_ALIGNED: quads of kv_b_proj columns
+  // are whole words), made on first use.
+  const pipeline = (step: MlaAbsorbStep, rkv: number): CachedPipeline =>
+    cache.get({ kernel: 'mla_absorb', variant: { step, weights }, constants: { WORKGROUP_SIZE: workgroupSize, RKV_ALIGNED: rkv % 4 === 0 ? 1 : 0 } }, () => ({
       code: composeShader({
         kernel: { name: 'mla_absorb.wgsl', code: absorbSource },
         snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
@@ -110,7 +111,6 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
       }),
       entries: layoutEntries(step, weights),
     }));
-  }
 
   /** Checks, params and bind group of one call; `io` holds bindings 1, 3 and (absorb_q) 5 with the bytes each needs. */
   function prepare(step: MlaAbsorbStep, args: MlaAbsorbShape & KvBBuffers, io: [string, GPUBuffer, number][]): PreparedCall {
@@ -138,7 +138,8 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
     }
 
     const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv } = args;
-    const count = rows * heads * (step === 'absorb_q' ? rkv + dr : dv);
+    // absorb_q: a quad of q_lat columns per invocation, then the q_pe copies; expand_o: one output each
+    const count = rows * heads * (step === 'absorb_q' ? Math.ceil(rkv / 4) + dr : dv);
     const params = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     device.queue.writeBuffer(params, 0, new Uint32Array([rows, heads, dn, dr, dv, rkv, Math.ceil(rkv / BLOCK), count]));
     const entries: GPUBindGroupEntry[] = [
@@ -149,13 +150,13 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
     ];
     if (args.kvBScale) entries.push({ binding: 4, resource: { buffer: args.kvBScale } });
     if (io[2]) entries.push({ binding: 5, resource: { buffer: io[2][1] } });
-    const pipeline = pipelines[step];
-    const bindGroup = device.createBindGroup({ label, layout: pipeline.bindGroupLayout, entries });
+    const stepPipeline = pipeline(step, rkv);
+    const bindGroup = device.createBindGroup({ label, layout: stepPipeline.bindGroupLayout, entries });
     const [gx, gy] = workgroupGrid(Math.ceil(count / workgroupSize), device.limits.maxComputeWorkgroupsPerDimension);
     return {
       ...mlaAbsorbCost({ ...args, step, weights }),
       encode(pass) {
-        pass.setPipeline(pipeline.pipeline);
+        pass.setPipeline(stepPipeline.pipeline);
         pass.setBindGroup(0, bindGroup);
         pass.dispatchWorkgroups(gx, gy);
       },
