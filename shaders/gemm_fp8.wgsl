@@ -7,7 +7,7 @@
 // the order of the official fp8_gemm (DEEPSEEK_V3_MATH.md 5); x_scale is 1 for weight-only.
 //
 // Variant axis `strategy`:
-//   thread_tile     each invocation owns a tile of y of R = 4 * ROW_GROUPS rows (up to 32) by 8
+//   thread_tile     each invocation owns a tile of y of R = 4 * ROW_GROUPS rows (4 or 32) by 8
 //                   columns and reads x and W straight from memory; no workgroup memory, no
 //                   barrier (CPU adapters such as SwiftShader). Tiles are numbered along n first
 //                   (neighbours share rows of x). Dispatch: ceil(ceil(M/R) * ceil(N/8) / WORKGROUP_SIZE).
@@ -53,9 +53,9 @@ fn clamped(first: u32, count: u32) -> vec4<u32> {
 // do not unroll WGSL loops, and an array indexed by a loop counter lives in memory there (measured
 // 1.5-2x slower than named values).
 override WORKGROUP_SIZE: u32 = 64u;
-// Row groups of 4 per tile: 1, 2, 4 or 8 (4 to 32 rows); the wrapper picks 1 or 8 from M (taller
-// tiles compile slowly on CPU adapters; see rowGroups in gemm_fp8.ts). A pipeline constant:
-// unused groups fold away.
+// Row groups of 4 per tile: 1 or 8 (4 or 32 rows), picked by the wrapper from M (the tall tile
+// compiles slowly on CPU adapters; see rowGroups in gemm_fp8.ts). A pipeline constant: with 1,
+// groups b .. h fold away.
 override ROW_GROUPS: u32 = 8u;
 const TILE_N = 8u;
 
@@ -88,11 +88,6 @@ fn tile_cols(lo: vec4<u32>, hi: vec4<u32>, k: u32) -> Cols {
   );
 }
 
-// (x[m] . W[n_j]) over k .. k+3 for the 4 columns of one half.
-fn dots(a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
-  return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
-}
-
 // t + x[m_i, k .. k+3] . W[n_j, k .. k+3] for the 4 rows m and the 8 columns of w.
 fn rows4_step(t: Rows4, m: vec4<u32>, k: u32, w: Cols) -> Rows4 {
   let a0 = x_quad(m.x, k);
@@ -110,14 +105,10 @@ fn rows4_step(t: Rows4, m: vec4<u32>, k: u32, w: Cols) -> Rows4 {
 fn tile_step(t: Tile, m: TileRows, k: u32, w: Cols) -> Tile {
   var r = t;
   r.a = rows4_step(t.a, m.a, k, w);
-  if (ROW_GROUPS >= 2u) {
+  if (ROW_GROUPS == 8u) {
     r.b = rows4_step(t.b, m.b, k, w);
-  }
-  if (ROW_GROUPS >= 4u) {
     r.c = rows4_step(t.c, m.c, k, w);
     r.d = rows4_step(t.d, m.d, k, w);
-  }
-  if (ROW_GROUPS >= 8u) {
     r.e = rows4_step(t.e, m.e, k, w);
     r.f = rows4_step(t.f, m.f, k, w);
     r.g = rows4_step(t.g, m.g, k, w);
@@ -141,38 +132,16 @@ fn rows4_add_scaled(acc: Rows4, block: Rows4, m: vec4<u32>, kb: u32, ws: f32) ->
 fn tile_add_scaled(acc: Tile, block: Tile, m: TileRows, kb: u32, ws: f32) -> Tile {
   var r = acc;
   r.a = rows4_add_scaled(acc.a, block.a, m.a, kb, ws);
-  if (ROW_GROUPS >= 2u) {
+  if (ROW_GROUPS == 8u) {
     r.b = rows4_add_scaled(acc.b, block.b, m.b, kb, ws);
-  }
-  if (ROW_GROUPS >= 4u) {
     r.c = rows4_add_scaled(acc.c, block.c, m.c, kb, ws);
     r.d = rows4_add_scaled(acc.d, block.d, m.d, kb, ws);
-  }
-  if (ROW_GROUPS >= 8u) {
     r.e = rows4_add_scaled(acc.e, block.e, m.e, kb, ws);
     r.f = rows4_add_scaled(acc.f, block.f, m.f, kb, ws);
     r.g = rows4_add_scaled(acc.g, block.g, m.g, kb, ws);
     r.h = rows4_add_scaled(acc.h, block.h, m.h, kb, ws);
   }
   return r;
-}
-
-// y[m, n0 .. n0+3] = v, the columns and the row that exist.
-fn store_quad(v: vec4<f32>, m: u32, n0: u32) {
-  if (m >= params.M) {
-    return;
-  }
-  let at = m * params.N + n0;
-  if (n0 + 3u < params.N) {
-    y[at] = v.x;
-    y[at + 1u] = v.y;
-    y[at + 2u] = v.z;
-    y[at + 3u] = v.w;
-  } else {
-    for (var j = 0u; n0 + j < params.N; j++) {
-      y[at + j] = v[j];
-    }
-  }
 }
 
 fn rows4_store(t: Rows4, m0: u32, n0: u32) {
@@ -188,14 +157,10 @@ fn rows4_store(t: Rows4, m0: u32, n0: u32) {
 
 fn tile_store(t: Tile, m0: u32, n0: u32) {
   rows4_store(t.a, m0, n0);
-  if (ROW_GROUPS >= 2u) {
+  if (ROW_GROUPS == 8u) {
     rows4_store(t.b, m0 + 4u, n0);
-  }
-  if (ROW_GROUPS >= 4u) {
     rows4_store(t.c, m0 + 8u, n0);
     rows4_store(t.d, m0 + 12u, n0);
-  }
-  if (ROW_GROUPS >= 8u) {
     rows4_store(t.e, m0 + 16u, n0);
     rows4_store(t.f, m0 + 20u, n0);
     rows4_store(t.g, m0 + 24u, n0);

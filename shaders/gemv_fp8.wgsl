@@ -55,26 +55,6 @@ fn store_rows(n: u32, acc: vec4<f32>) {
 }
 
 #if strategy == thread_per_4_rows
-// (x[m] . W[n_j]) over k .. k+3 for the 4 columns, in the lanes of a vec4.
-fn dots(a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
-  return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
-}
-
-// y[m, n0 .. n0+3] = v, the columns that exist.
-fn store_columns(v: vec4<f32>, m: u32, n0: u32) {
-  let at = m * params.N + n0;
-  if (n0 + 3u < params.N) {
-    y[at] = v.x;
-    y[at + 1u] = v.y;
-    y[at + 2u] = v.z;
-    y[at + 3u] = v.w;
-  } else {
-    for (var j = 0u; n0 + j < params.N; j++) {
-      y[at + j] = v[j];
-    }
-  }
-}
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -126,15 +106,15 @@ fn main(
       acc3 += (block3 * x_block_scale(m.w, kb)) * ws;
     }
   }
-  store_columns(acc0, 0u, n0);
+  store_quad(acc0, 0u, n0);
   if (ROWS >= 2u && params.M >= 2u) {
-    store_columns(acc1, 1u, n0);
+    store_quad(acc1, 1u, n0);
   }
   if (ROWS >= 4u && params.M >= 3u) {
-    store_columns(acc2, 2u, n0);
+    store_quad(acc2, 2u, n0);
   }
   if (ROWS >= 4u && params.M >= 4u) {
-    store_columns(acc3, 3u, n0);
+    store_quad(acc3, 3u, n0);
   }
 }
 #elif strategy == workgroup_per_row

@@ -131,3 +131,26 @@ fn x_block_scale(m: u32, kb: u32) -> f32 {
   return 1.0;
 #endif
 }
+
+// (a . w_j) over k .. k+3 for 4 columns j, in the lanes of a vec4.
+fn dots(a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+  return vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+}
+
+// y[m, n0 .. n0+3] = v, the row and the columns that exist.
+fn store_quad(v: vec4<f32>, m: u32, n0: u32) {
+  if (m >= params.M) {
+    return;
+  }
+  let at = m * params.N + n0;
+  if (n0 + 3u < params.N) {
+    y[at] = v.x;
+    y[at + 1u] = v.y;
+    y[at + 2u] = v.z;
+    y[at + 3u] = v.w;
+  } else {
+    for (var j = 0u; n0 + j < params.N; j++) {
+      y[at + j] = v[j];
+    }
+  }
+}

@@ -7,7 +7,7 @@ import type { Gpu } from '../gpu/device.ts';
 import type { PipelineCache } from '../kernels/pipeline_cache.ts';
 import type { VariantStore } from '../kernels/variant_choice.ts';
 import { matmulCase } from './matmul_cases.ts';
-import { timeComputePass } from './timing.ts';
+import { median, timeComputePass } from './timing.ts';
 
 export interface DecodeCostResult {
   kernel: 'gemm_fp8';
@@ -49,10 +49,4 @@ export async function measureDecodeCost(
   } finally {
     fp8.destroy();
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }

@@ -78,7 +78,8 @@ export async function timeAsync(run: () => Promise<void>, options: TimeOptions =
   return summarize(samples, 'wall');
 }
 
-function median(samples: number[]): number {
+/** The median of samples (the mean of the middle two for an even count). */
+export function median(samples: number[]): number {
   const sorted = [...samples].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
