@@ -29,6 +29,11 @@ struct MatmulParams {
 
 const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint, 1 x 128 groups of act_quant
 
+// Word indices in the loaders are taken with shifts and masks, never / and %: SwiftShader runs a
+// u32 division (even by a constant 4) as a division in every lane, and weight[element / 4u] made
+// the FP8 GEMM about 10% slower than weight[element >> 2u] (measured). Left shifts of the bf16
+// halves are multiplications, which it also runs faster than shifts.
+
 // K % 4 == 0 (every real checkpoint): each row starts on a word and no quad runs past K, so the
 // loaders below skip the splicing and masking (a pipeline constant: the other path folds away;
 // on CPU adapters those selects cost more than the loads).
@@ -62,22 +67,22 @@ fn weight_quad(n: u32, k: u32) -> vec4<f32> {
 #if weights == fp8
   // When K % 4 != 0 a row starts inside a word: splice the quad from two words.
   let byte = n * params.K + k;
-  let shift = (byte % 4u) * 8u;
-  let first = weight[byte / 4u];
-  let second = weight[byte / 4u + 1u];
+  let shift = (byte & 3u) * 8u;
+  let first = weight[byte >> 2u];
+  let second = weight[(byte >> 2u) + 1u];
   let codes = select((first >> shift) | (second << (32u - shift)), first, shift == 0u);
   return mask_past_k(e4m3x4_to_f32(codes), k);
 #elif weights == bf16
   // When K is odd, odd rows start in the upper half of a word: splice the quad from three words.
   let element = n * params.K + k;
-  let word = element / 2u;
+  let word = element >> 1u;
   var low = weight[word];
   var high = weight[word + 1u];
   let next = weight[word + 2u];
   let odd = (element & 1u) != 0u;
   low = select(low, (low >> 16u) | (high << 16u), odd);
   high = select(high, (high >> 16u) | (next << 16u), odd);
-  let bits = vec4<u32>(low << 16u, low & 0xFFFF0000u, high << 16u, high & 0xFFFF0000u);
+  let bits = vec4<u32>(low * 0x10000u, low & 0xFFFF0000u, high * 0x10000u, high & 0xFFFF0000u);
   return mask_past_k(bitcast<vec4<f32>>(bits), k);
 #else
   let element = n * params.K + k;
@@ -90,11 +95,11 @@ fn weight_quad(n: u32, k: u32) -> vec4<f32> {
 fn weight_quad_aligned(n: u32, k: u32) -> vec4<f32> {
   let element = n * params.K + k;
 #if weights == fp8
-  return e4m3x4_to_f32(weight[element / 4u]);
+  return e4m3x4_to_f32(weight[element >> 2u]);
 #elif weights == bf16
-  let low = weight[element / 2u];
-  let high = weight[element / 2u + 1u];
-  return bitcast<vec4<f32>>(vec4<u32>(low << 16u, low & 0xFFFF0000u, high << 16u, high & 0xFFFF0000u));
+  let low = weight[element >> 1u];
+  let high = weight[(element >> 1u) + 1u];
+  return bitcast<vec4<f32>>(vec4<u32>(low * 0x10000u, low & 0xFFFF0000u, high * 0x10000u, high & 0xFFFF0000u));
 #else
   return bitcast<vec4<f32>>(vec4<u32>(weight[element], weight[element + 1u], weight[element + 2u], weight[element + 3u]));
 #endif
@@ -112,7 +117,7 @@ fn weight_block_scale(n: u32, kb: u32) -> f32 {
 // x[m, k .. k+3] (k % 4 == 0); zero past K. w8a8: the e4m3 values of the codes.
 fn x_quad(m: u32, k: u32) -> vec4<f32> {
 #if numerics == w8a8
-  return e4m3x4_to_f32(x[(m * params.K + k) / 4u]); // K % 128 == 0: rows are word aligned
+  return e4m3x4_to_f32(x[(m * params.K + k) >> 2u]); // K % 128 == 0: rows are word aligned
 #else
   let i = m * params.K + k;
   let v = vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);

@@ -43,7 +43,6 @@ struct Params {
 // columns is one FP8 word and lies in one 128-column scale block (a pipeline constant).
 override RKV_ALIGNED: bool = false;
 
-const BLOCK = 128u; // the 128 x 128 weight scale blocks of the checkpoint
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> kv_b: array<u32>;
@@ -61,14 +60,24 @@ const BLOCK = 128u; // the 128 x 128 weight scale blocks of the checkpoint
 
 override WORKGROUP_SIZE: u32 = 64;
 
+// Index arithmetic below uses shifts and masks, not / and %, and multiplies for left shifts:
+// SwiftShader runs a u32 division in every lane (see matmul_operands.wgsl).
+
+#if weights == fp8
+// Index of S[row / 128, c / 128] in weight_scale_inv.
+fn scale_index(row: u32, c: u32) -> u32 {
+  return (row >> 7u) * params.scale_cols + (c >> 7u);
+}
+#endif
+
 // wkv_b[row, c]: element (row, c) of the dequantised kv_b_proj.weight [heads * (dn + dv), rkv].
 fn kv_b_at(row: u32, c: u32) -> f32 {
   let i = row * params.rkv + c;
 #if weights == fp8
-  let code = (kv_b[i / 4u] >> ((i % 4u) * 8u)) & 0xFFu;
-  return e4m3_to_f32(code) * weight_scale_inv[(row / BLOCK) * params.scale_cols + c / BLOCK];
+  let code = (kv_b[i >> 2u] >> ((i & 3u) * 8u)) & 0xFFu;
+  return e4m3_to_f32(code) * weight_scale_inv[scale_index(row, c)];
 #elif weights == bf16
-  return bitcast<f32>((kv_b[i / 2u] >> ((i & 1u) * 16u)) << 16u);
+  return bitcast<f32>((kv_b[i >> 1u] >> ((i & 1u) * 16u)) * 0x10000u);
 #else
   return bitcast<f32>(kv_b[i]);
 #endif
@@ -80,11 +89,11 @@ fn kv_b_quad(row: u32, c0: u32) -> vec4<f32> {
   if (RKV_ALIGNED) {
     let i = row * params.rkv + c0;
 #if weights == fp8
-    return e4m3x4_to_f32(kv_b[i / 4u]) * weight_scale_inv[(row / BLOCK) * params.scale_cols + c0 / BLOCK];
+    return e4m3x4_to_f32(kv_b[i >> 2u]) * weight_scale_inv[scale_index(row, c0)];
 #elif weights == bf16
-    let low = kv_b[i / 2u];
-    let high = kv_b[i / 2u + 1u];
-    return bitcast<vec4<f32>>(vec4<u32>(low << 16u, low & 0xFFFF0000u, high << 16u, high & 0xFFFF0000u));
+    let low = kv_b[i >> 1u];
+    let high = kv_b[(i >> 1u) + 1u];
+    return bitcast<vec4<f32>>(vec4<u32>(low * 0x10000u, low & 0xFFFF0000u, high * 0x10000u, high & 0xFFFF0000u));
 #else
     return bitcast<vec4<f32>>(vec4<u32>(kv_b[i], kv_b[i + 1u], kv_b[i + 2u], kv_b[i + 3u]));
 #endif

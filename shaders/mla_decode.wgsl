@@ -69,26 +69,29 @@ fn item_of(index: u32) -> Item {
   return it;
 }
 
-// Lengths in vec4.
+// Lengths in vec4. Shifts, not / 4u, and taken once outside the loops: SwiftShader runs a u32
+// division in every lane and does not hoist loop-invariant code (see matmul_operands.wgsl).
 fn rkv4() -> u32 {
-  return params.rkv / 4u;
+  return params.rkv >> 2u;
 }
 
 fn width4() -> u32 {
-  return (params.rkv + params.dr) / 4u;
+  return (params.rkv + params.dr) >> 2u;
 }
 
 fn score(it: Item, t: u32) -> f32 {
-  let dr4 = params.dr / 4u;
-  let q = (it.r * params.heads + it.h) * rkv4();
+  let lat_quads = rkv4();
+  let dr4 = params.dr >> 2u;
+  let q = (it.r * params.heads + it.h) * lat_quads;
   let qp = (it.r * params.heads + it.h) * dr4;
   let row = t * width4();
   var s = vec4(0.0);
-  for (var j = 0u; j < rkv4(); j++) {
+  for (var j = 0u; j < lat_quads; j++) {
     s += q_lat[q + j] * cache[row + j];
   }
+  let pe = row + lat_quads;
   for (var j = 0u; j < dr4; j++) {
-    s += q_pe[qp + j] * cache[row + rkv4() + j];
+    s += q_pe[qp + j] * cache[pe + j];
   }
   return (s.x + s.y + s.z + s.w) * params.softmax_scale;
 }
@@ -110,17 +113,19 @@ fn item_in_one_invocation(it: Item) {
     p[i] = exp(p[i] - m);
     l += p[i];
   }
-  let out = part_index(it) * rkv4();
-  for (var j0 = 0u; j0 < rkv4(); j0 += COLS) {
+  let lat_quads = rkv4();
+  let row_quads = width4();
+  let out = part_index(it) * lat_quads;
+  let last = lat_quads - 1u;
+  for (var j0 = 0u; j0 < lat_quads; j0 += COLS) {
     // A constant trip count over the columns (the tail clamped to the last column, its sums not
     // stored) lets the compiler keep acc in registers: SwiftShader spills a dynamically indexed one.
-    let last = rkv4() - 1u;
     var acc: array<vec4<f32>, COLS>;
     for (var c = 0u; c < COLS; c++) {
       acc[c] = vec4(0.0); // explicit: SwiftShader did not re-zero a loop-scoped var on each iteration
     }
     for (var i = 0u; i < it.n; i++) {
-      let row = (it.first + i) * width4();
+      let row = (it.first + i) * row_quads;
       for (var c = 0u; c < COLS; c++) {
         acc[c] += p[i] * cache[row + min(j0 + c, last)];
       }
@@ -150,11 +155,13 @@ fn item_in_workgroup(it: Item, lid: u32) {
     wg_p[i] = exp(wg_p[i] - m);
   }
   workgroupBarrier();
-  let out = part_index(it) * rkv4();
-  for (var j = lid; j < rkv4(); j += WG) {
+  let lat_quads = rkv4();
+  let row_quads = width4();
+  let out = part_index(it) * lat_quads;
+  for (var j = lid; j < lat_quads; j += WG) {
     var acc = vec4(0.0);
     for (var i = 0u; i < it.n; i++) {
-      acc += wg_p[i] * cache[(it.first + i) * width4() + j];
+      acc += wg_p[i] * cache[(it.first + i) * row_quads + j];
     }
     part_o[out + j] = acc;
   }

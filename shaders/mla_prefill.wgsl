@@ -58,27 +58,30 @@ var<workgroup> wg_s: array<f32, BQ * BK>; // scores, then probabilities, of the 
 var<workgroup> wg_alpha: array<f32, BQ>;  // per row: rescale of the running sums for the new max
 var<workgroup> wg_inv_l: array<f32, BQ>;  // per row: 1 / softmax denominator, at the end
 
-// Lengths in vec4.
+// Lengths in vec4. Shifts, not / 4u, and taken once outside the loops: SwiftShader runs a u32
+// division in every lane and does not hoist loop-invariant code (see matmul_operands.wgsl).
 fn rkv4() -> u32 {
-  return params.rkv / 4u;
+  return params.rkv >> 2u;
 }
 
 fn width4() -> u32 {
-  return (params.rkv + params.dr) / 4u;
+  return (params.rkv + params.dr) >> 2u;
 }
 
 // q_lat[r, h] . c_hat[t] + q_pe[r, h] . k_pe[t], unscaled.
 fn dot_qk(r: u32, h: u32, t: u32) -> f32 {
-  let dr4 = params.dr / 4u;
-  let q = (r * params.heads + h) * rkv4();
+  let lat_quads = rkv4();
+  let dr4 = params.dr >> 2u;
+  let q = (r * params.heads + h) * lat_quads;
   let qp = (r * params.heads + h) * dr4;
   let row = t * width4();
   var s = vec4(0.0);
-  for (var j = 0u; j < rkv4(); j++) {
+  for (var j = 0u; j < lat_quads; j++) {
     s += q_lat[q + j] * cache[row + j];
   }
+  let pe = row + lat_quads;
   for (var j = 0u; j < dr4; j++) {
-    s += q_pe[qp + j] * cache[row + rkv4() + j];
+    s += q_pe[qp + j] * cache[pe + j];
   }
   return s.x + s.y + s.z + s.w;
 }
@@ -87,8 +90,10 @@ fn dot_qk(r: u32, h: u32, t: u32) -> f32 {
 fn row_in_one_invocation(r: u32, h: u32) {
   var p: array<f32, CHUNK>;
   let context = params.start_pos + r + 1u;
-  let out = (r * params.heads + h) * rkv4();
-  let last = rkv4() - 1u;
+  let lat_quads = rkv4();
+  let row_quads = width4();
+  let out = (r * params.heads + h) * lat_quads;
+  let last = lat_quads - 1u;
   var m = LOWEST;
   var l = 0.0;
   for (var first = 0u; first < context; first += CHUNK) {
@@ -108,7 +113,7 @@ fn row_in_one_invocation(r: u32, h: u32) {
     let is_last = first + n == context;
     // Running sums rescaled by alpha; on the last chunk divided by l as they are stored.
     let out_scale = select(1.0, 1.0 / l_new, is_last);
-    for (var j0 = 0u; j0 < rkv4(); j0 += COLS) {
+    for (var j0 = 0u; j0 < lat_quads; j0 += COLS) {
       // Constant trip count over the columns (the tail clamped to the last column, not stored), as
       // in mla_decode.wgsl: SwiftShader keeps acc in registers then.
       var acc: array<vec4<f32>, COLS>;
@@ -117,7 +122,7 @@ fn row_in_one_invocation(r: u32, h: u32) {
         acc[c] = select(o_lat[out + min(j0 + c, last)] * alpha, vec4(0.0), is_first);
       }
       for (var i = 0u; i < n; i++) {
-        let row = (first + i) * width4();
+        let row = (first + i) * row_quads;
         for (var c = 0u; c < COLS; c++) {
           acc[c] += p[i] * cache[row + min(j0 + c, last)];
         }

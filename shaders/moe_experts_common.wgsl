@@ -44,12 +44,13 @@ fn mask_past_k(v: vec4<f32>, j: u32) -> vec4<f32> {
 
 // The word index of W_e[row, j] and the four codes W_e[row, j .. j+3] spliced from the words
 // `first` (holding that byte) and `second` (the next): a row starts inside a word when k % 4 != 0.
+// (Shifts and masks, not / and %: SwiftShader divides in every lane, see matmul_operands.wgsl.)
 fn expert_word(e: u32, row: u32, j: u32) -> u32 {
-  return e * params.slot_words + (row * params.k + j) / 4u;
+  return e * params.slot_words + ((row * params.k + j) >> 2u);
 }
 
 fn splice_codes(first: u32, second: u32, row: u32, j: u32) -> vec4<f32> {
-  let shift = ((row * params.k + j) % 4u) * 8u;
+  let shift = ((row * params.k + j) & 3u) * 8u;
   let codes = select((first >> shift) | (second << (32u - shift)), first, shift == 0u);
   return mask_past_k(e4m3x4_to_f32(codes), j);
 }

@@ -4,7 +4,7 @@
 import { createStorageBuffer, readF32, uploadBuffer } from '../gpu/buffers.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { rng } from '../testing/random.ts';
-import { randomWeight } from '../testing/random_weights.ts';
+import { quantizedWeight, randomWeight } from '../testing/random_weights.ts';
 import type { RefWeight } from '../kernels/gemm_fp8.ref.ts';
 import { E4M3_VALUES } from '../kernels/fp8_e4m3.ref.ts';
 import { createGemm, type GemmStrategy } from '../kernels/gemm_fp8.ts';
@@ -37,7 +37,7 @@ export function matmulCase(
       const { M, K, N } = shape;
       const next = rng(M * 7919 + K * 31 + N);
       const x = Float32Array.from({ length: M * K }, () => next() * 2 - 1);
-      const w = randomWeight(weights, N, K, next);
+      const w = weights === 'fp8' ? quantizedWeight(N, K, next) : randomWeight(weights, N, K, next);
       const buffers = {
         x: uploadBuffer(gpu.device, x, 'x'),
         weight: uploadBuffer(gpu.device, w.bytes, 'weight'),

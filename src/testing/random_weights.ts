@@ -3,6 +3,7 @@
 
 import type { RefWeight } from '../kernels/gemm_fp8.ref.ts';
 import { BLOCK, type WeightFormat } from '../kernels/matmul_operands.ts';
+import { E4M3_MAX, f32ToE4m3 } from '../kernels/fp8_e4m3.ref.ts';
 import { randn } from './random.ts';
 
 /** Random W [N, K]: fp8 codes drawn from all 254 finite codes with random block scales. */
@@ -24,3 +25,26 @@ export function randomWeight(format: WeightFormat, N: number, K: number, next: (
   return { format, bytes: new Uint8Array(bits.buffer) };
 }
 
+
+/**
+ * FP8 W [N, K] as a checkpoint ships it: normal values quantised per 128 x 128 block with
+ * weight_scale_inv = amax / 448, as DeepSeek's weight quantisation does. Unlike randomWeight's
+ * uniform codes (every code, for tests), zeros and subnormals are as rare as in real weights
+ * (about 0.01% of codes), which is what a benchmark of the decode should see.
+ */
+export function quantizedWeight(N: number, K: number, next: () => number): RefWeight {
+  const values = randn(next, N * K);
+  const kBlocks = Math.ceil(K / BLOCK);
+  const scale = new Float32Array(Math.ceil(N / BLOCK) * kBlocks);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const s = Math.floor(n / BLOCK) * kBlocks + Math.floor(k / BLOCK);
+      scale[s] = Math.max(scale[s], Math.abs(values[n * K + k]) / E4M3_MAX);
+    }
+  }
+  const bytes = new Uint8Array(N * K);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) bytes[n * K + k] = f32ToE4m3(values[n * K + k] / scale[Math.floor(n / BLOCK) * kBlocks + Math.floor(k / BLOCK)]);
+  }
+  return { format: 'fp8', bytes, scale };
+}
