@@ -135,7 +135,7 @@ fn main(
   var acc = vec4<f32>(0.0);
   let quads = (params.K + 3u) / 4u;
   for (var q = lid; q < quads; q += WORKGROUP_SIZE) {
-    let kb = q / (BLOCK / 4u);
+    let kb = q >> 5u; // q / (BLOCK / 4): a shift, as in matmul_operands.wgsl
     acc += (rows_dot_quad(n, q * 4u) * rows_block_scale(kb)) * weight_block_scale(n, kb);
   }
   partial[lid] = acc;

@@ -80,8 +80,8 @@ fn weight_quad(n: u32, k: u32) -> vec4<f32> {
   var high = weight[word + 1u];
   let next = weight[word + 2u];
   let odd = (element & 1u) != 0u;
-  low = select(low, (low >> 16u) | (high << 16u), odd);
-  high = select(high, (high >> 16u) | (next << 16u), odd);
+  low = select(low, (low >> 16u) | (high * 0x10000u), odd);
+  high = select(high, (high >> 16u) | (next * 0x10000u), odd);
   let bits = vec4<u32>(low * 0x10000u, low & 0xFFFF0000u, high * 0x10000u, high & 0xFFFF0000u);
   return mask_past_k(bitcast<vec4<f32>>(bits), k);
 #else
@@ -108,7 +108,7 @@ fn weight_quad_aligned(n: u32, k: u32) -> vec4<f32> {
 // S[n / 128, kb]; 1 for bf16 and f32 weights.
 fn weight_block_scale(n: u32, kb: u32) -> f32 {
 #if weights == fp8
-  return weight_scale_inv[(n / BLOCK) * params.k_blocks + kb];
+  return weight_scale_inv[(n >> 7u) * params.k_blocks + kb]; // n / BLOCK
 #else
   return 1.0;
 #endif

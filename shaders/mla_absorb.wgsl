@@ -43,7 +43,6 @@ struct Params {
 // columns is one FP8 word and lies in one 128-column scale block (a pipeline constant).
 override RKV_ALIGNED: bool = false;
 
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> kv_b: array<u32>;
 #if step == absorb_q
@@ -60,8 +59,8 @@ override RKV_ALIGNED: bool = false;
 
 override WORKGROUP_SIZE: u32 = 64;
 
-// Index arithmetic below uses shifts and masks, not / and %, and multiplies for left shifts:
-// SwiftShader runs a u32 division in every lane (see matmul_operands.wgsl).
+// The loaders' index arithmetic uses shifts and masks, not / and %, and multiplies for left
+// shifts: SwiftShader runs a u32 division in every lane (see matmul_operands.wgsl).
 
 #if weights == fp8
 // Index of S[row / 128, c / 128] in weight_scale_inv.

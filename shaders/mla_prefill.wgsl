@@ -142,6 +142,8 @@ fn row_in_one_invocation(r: u32, h: u32) {
 // workgroup; rows past the chunk repeat its last row and are not stored.
 fn tile_in_workgroup(tile: u32, h: u32, lid: u32) {
   let r0 = tile * BQ;
+  let lat_quads = rkv4();
+  let row_quads = width4();
   // Keys any row of the tile attends to: 0 .. start_pos + (last row of the tile).
   let keys = params.start_pos + min(r0 + BQ, params.rows);
   let last = params.rows - 1u;
@@ -192,12 +194,12 @@ fn tile_in_workgroup(tile: u32, h: u32, lid: u32) {
     // o[i, col] = alpha_i o[i, col] + sum_j p[i, j] c_hat[k0 + j, col] for the owned columns.
     for (var c = 0u; c < MAX_COLS; c++) {
       let col = lid + c * WG;
-      if (col < rkv4()) {
+      if (col < lat_quads) {
         for (var i = 0u; i < BQ; i++) {
           acc[i * MAX_COLS + c] *= wg_alpha[i];
         }
         for (var j = 0u; j < n; j++) {
-          let v = cache[(k0 + j) * width4() + col];
+          let v = cache[(k0 + j) * row_quads + col];
           for (var i = 0u; i < BQ; i++) {
             acc[i * MAX_COLS + c] += wg_s[i * BK + j] * v;
           }
@@ -212,10 +214,10 @@ fn tile_in_workgroup(tile: u32, h: u32, lid: u32) {
   workgroupBarrier();
   for (var c = 0u; c < MAX_COLS; c++) {
     let col = lid + c * WG;
-    if (col < rkv4()) {
+    if (col < lat_quads) {
       for (var i = 0u; i < BQ; i++) {
         if (r0 + i < params.rows) {
-          o_lat[((r0 + i) * params.heads + h) * rkv4() + col] = acc[i * MAX_COLS + c] * wg_inv_l[i];
+          o_lat[((r0 + i) * params.heads + h) * lat_quads + col] = acc[i * MAX_COLS + c] * wg_inv_l[i];
         }
       }
     }

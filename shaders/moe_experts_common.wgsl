@@ -57,5 +57,5 @@ fn splice_codes(first: u32, second: u32, row: u32, j: u32) -> vec4<f32> {
 
 // Index of S_e[row / 128, kb] in the stacked weight_scale_inv.
 fn expert_scale_index(e: u32, row: u32, kb: u32) -> u32 {
-  return e * params.slot_scales + (row / BLOCK) * params.k_blocks + kb;
+  return e * params.slot_scales + (row >> 7u) * params.k_blocks + kb; // row / BLOCK
 }

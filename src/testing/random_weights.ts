@@ -25,26 +25,27 @@ export function randomWeight(format: WeightFormat, N: number, K: number, next: (
   return { format, bytes: new Uint8Array(bits.buffer) };
 }
 
-
 /**
  * FP8 W [N, K] as a checkpoint ships it: normal values quantised per 128 x 128 block with
  * weight_scale_inv = amax / 448, as DeepSeek's weight quantisation does. Unlike randomWeight's
  * uniform codes (every code, for tests), zeros and subnormals are as rare as in real weights
- * (about 0.01% of codes), which is what a benchmark of the decode should see.
+ * (about 0.01% of codes), which is what a benchmark of the decode should see. Built one band of
+ * 128 rows at a time, so V3's largest matrices need no f32 copy of the whole weight.
  */
 export function quantizedWeight(N: number, K: number, next: () => number): RefWeight {
-  const values = randn(next, N * K);
   const kBlocks = Math.ceil(K / BLOCK);
-  const scale = new Float32Array(Math.ceil(N / BLOCK) * kBlocks);
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) {
-      const s = Math.floor(n / BLOCK) * kBlocks + Math.floor(k / BLOCK);
-      scale[s] = Math.max(scale[s], Math.abs(values[n * K + k]) / E4M3_MAX);
-    }
-  }
   const bytes = new Uint8Array(N * K);
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) bytes[n * K + k] = f32ToE4m3(values[n * K + k] / scale[Math.floor(n / BLOCK) * kBlocks + Math.floor(k / BLOCK)]);
+  const scale = new Float32Array(Math.ceil(N / BLOCK) * kBlocks);
+  for (let n0 = 0; n0 < N; n0 += BLOCK) {
+    const rows = Math.min(BLOCK, N - n0);
+    const values = randn(next, rows * K);
+    const band = scale.subarray((n0 / BLOCK) * kBlocks, (n0 / BLOCK + 1) * kBlocks);
+    for (let i = 0; i < values.length; i++) {
+      const kb = Math.floor((i % K) / BLOCK);
+      band[kb] = Math.max(band[kb], Math.abs(values[i]) / E4M3_MAX);
+    }
+    for (let kb = 0; kb < kBlocks; kb++) band[kb] ||= 1; // an all-zero block: any scale; never 0 / 0
+    for (let i = 0; i < values.length; i++) bytes[n0 * K + i] = f32ToE4m3(values[i] / band[Math.floor((i % K) / BLOCK)]);
   }
   return { format: 'fp8', bytes, scale };
 }
