@@ -31,7 +31,7 @@ const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint, 1 x 128 gro
 
 // Word indices in the loaders are taken with shifts and masks, never / and %: SwiftShader runs a
 // u32 division (even by a constant 4) as a division in every lane, and weight[element / 4u] made
-// the FP8 GEMM about 10% slower than weight[element >> 2u] (measured). Left shifts of the bf16
+// the FP8 GEMM about 5% slower than weight[element >> 2u] (measured, BENCHMARKS.md). Left shifts of the bf16
 // halves are multiplications, which it also runs faster than shifts.
 
 // K % 4 == 0 (every real checkpoint): each row starts on a word and no quad runs past K, so the

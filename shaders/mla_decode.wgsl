@@ -69,8 +69,8 @@ fn item_of(index: u32) -> Item {
   return it;
 }
 
-// Lengths in vec4. Shifts, not / 4u, and taken once outside the loops: SwiftShader runs a u32
-// division in every lane and does not hoist loop-invariant code (see matmul_operands.wgsl).
+// Lengths in vec4. Shifts, not / 4u, taken once before the loops: SwiftShader runs a u32
+// division in every lane, and a loop condition on every iteration (see matmul_operands.wgsl).
 fn rkv4() -> u32 {
   return params.rkv >> 2u;
 }

@@ -58,8 +58,8 @@ var<workgroup> wg_s: array<f32, BQ * BK>; // scores, then probabilities, of the 
 var<workgroup> wg_alpha: array<f32, BQ>;  // per row: rescale of the running sums for the new max
 var<workgroup> wg_inv_l: array<f32, BQ>;  // per row: 1 / softmax denominator, at the end
 
-// Lengths in vec4. Shifts, not / 4u, and taken once outside the loops: SwiftShader runs a u32
-// division in every lane and does not hoist loop-invariant code (see matmul_operands.wgsl).
+// Lengths in vec4. Shifts, not / 4u, taken once before the loops: SwiftShader runs a u32
+// division in every lane, and a loop condition on every iteration (see matmul_operands.wgsl).
 fn rkv4() -> u32 {
   return params.rkv >> 2u;
 }
