@@ -4,7 +4,7 @@
 
 import fmaSource from '../../shaders/bench_fma.wgsl?raw';
 import type { Gpu } from '../gpu/device.ts';
-import { timeAsync, timeComputePass } from './timing.ts';
+import { timeAsync, timeComputePass } from '../gpu/timing.ts';
 
 export interface Ceilings {
   copyGbps: number;

@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { testGpu } from '../gpu/testing.ts';
-import { PipelineCache } from '../kernels/pipeline_cache.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { memoryStore } from '../kernels/variant_choice.ts';
 import { measureDecodeCost } from './decode_cost.ts';
 

@@ -4,10 +4,10 @@
 // by more than the difference being measured). The kernel issue's target: under 10%.
 
 import type { Gpu } from '../gpu/device.ts';
-import type { PipelineCache } from '../kernels/pipeline_cache.ts';
+import type { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { VariantStore } from '../kernels/variant_choice.ts';
 import { matmulCase } from './matmul_cases.ts';
-import { median, timeComputePass } from './timing.ts';
+import { median, timeComputePass } from '../gpu/timing.ts';
 
 export interface DecodeCostResult {
   kernel: 'gemm_fp8';
@@ -28,9 +28,9 @@ export async function measureDecodeCost(
   shape: { M: number; K: number; N: number },
   rounds: number,
 ): Promise<DecodeCostResult> {
-  const fp8 = await matmulCase('gemm_fp8', 'fp8', shape).prepare(gpu, cache, variants);
+  const fp8 = await matmulCase('gemm_fp8', 'fp8', shape).prepare({ gpu, cache }, variants);
   try {
-    const f32 = await matmulCase('gemm_fp8', 'f32', shape, '', fp8.variant).prepare(gpu, cache, variants);
+    const f32 = await matmulCase('gemm_fp8', 'f32', shape, '', fp8.variant).prepare({ gpu, cache }, variants);
     try {
       if (f32.variant !== fp8.variant) throw new Error(`gemm_fp8 decode cost: FP8 ran ${fp8.variant}, f32 weights ${f32.variant}; the comparison needs one strategy`);
       const times: Record<'fp8' | 'f32', number[]> = { fp8: [], f32: [] };

@@ -2,19 +2,17 @@
 // checked run against a CPU reference on a few output rows and columns, then the timed call.
 
 import { createStorageBuffer, readF32, uploadBuffer } from '../gpu/buffers.ts';
-import type { Gpu } from '../gpu/device.ts';
 import { rng } from '../testing/random.ts';
 import { quantizedWeight, randomWeight } from '../testing/random_weights.ts';
 import type { RefWeight } from '../kernels/gemm_fp8.ref.ts';
 import { E4M3_VALUES } from '../kernels/fp8_e4m3.ref.ts';
 import { createGemm, type GemmStrategy } from '../kernels/gemm_fp8.ts';
 import { createGemv, type GemvStrategy } from '../kernels/gemv_fp8.ts';
-import type { PreparedCall, WeightFormat } from '../kernels/matmul_operands.ts';
-import type { PipelineCache } from '../kernels/pipeline_cache.ts';
+import { BLOCK, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import { chooseGemmStrategy, chooseGemvStrategy, type VariantStore } from '../kernels/variant_choice.ts';
-import type { BenchCase, PreparedBench } from './suite.ts';
+import type { BenchCase, PreparedBench } from './bench_case.ts';
 
-const BLOCK = 128;
 
 /**
  * x [M, K] f32, W [N, K] of `format` (fp8 with block scales), y [M, N]. The strategy is the one
@@ -33,7 +31,8 @@ export function matmulCase(
     shape,
     note,
     peer: true,
-    async prepare(gpu: Gpu, cache: PipelineCache, variantStore: VariantStore): Promise<PreparedBench> {
+    async prepare(ctx: KernelContext, variantStore: VariantStore): Promise<PreparedBench> {
+      const { gpu } = ctx;
       const { M, K, N } = shape;
       const next = rng(M * 7919 + K * 31 + N);
       const x = Float32Array.from({ length: M * K }, () => next() * 2 - 1);
@@ -47,8 +46,8 @@ export function matmulCase(
       // The strategy this adapter measured fastest (once per adapter, remembered), as the engine will use.
       const maker =
         kernel === 'gemv_fp8'
-          ? createGemv({ gpu, cache, weights, strategy: (strategy as GemvStrategy | undefined) ?? (await chooseGemvStrategy(gpu, cache, variantStore, { weights })) })
-          : createGemm({ gpu, cache, weights, strategy: (strategy as GemmStrategy | undefined) ?? (await chooseGemmStrategy(gpu, cache, variantStore, { weights })) });
+          ? createGemv(ctx, { weights, strategy: (strategy as GemvStrategy | undefined) ?? (await chooseGemvStrategy(ctx, variantStore, { weights })) })
+          : createGemm(ctx, { weights, strategy: (strategy as GemmStrategy | undefined) ?? (await chooseGemmStrategy(ctx, variantStore, { weights })) });
       const call: PreparedCall = maker.prepare({ M, N, K, ...buffers });
       return {
         call,

@@ -2,7 +2,7 @@
 // f32, on our GPUDevice (so both run on the same adapter in the same process).
 
 import type { Gpu } from '../gpu/device.ts';
-import { timeAsync, type Timing } from './timing.ts';
+import { timeAsync, type Timing } from '../gpu/timing.ts';
 
 export interface MatmulPeer {
   name: string;

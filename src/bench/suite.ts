@@ -5,34 +5,18 @@
 // and by the benchmark page.
 
 import type { Gpu } from '../gpu/device.ts';
-import { PipelineCache } from '../kernels/pipeline_cache.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { defaultVariantStore, type VariantStore } from '../kernels/variant_choice.ts';
+import type { BenchCase } from './bench_case.ts';
 import { measureCeilings } from './ceilings.ts';
 import { measureDecodeCost, type DecodeCostResult } from './decode_cost.ts';
 import { layerCases } from './layer_cases.ts';
 import { matmulCase } from './matmul_cases.ts';
 import { tfjsMatmulPeer, type MatmulPeer } from './peers.ts';
-import { timeComputePass } from './timing.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { timeComputePass } from '../gpu/timing.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
-export interface PreparedBench {
-  call: { bytes: number; flops: number; encode(pass: GPUComputePassEncoder): void };
-  /** The kernel variant chosen for this adapter. */
-  variant?: string;
-  /** Run once (via `run`) and return ‖gpu − cpu‖/‖cpu‖ on the outputs it compares. */
-  check(run: () => Promise<void>): Promise<number>;
-  destroy(): void;
-}
-
-export interface BenchCase {
-  name: string;
-  shape: Record<string, number>;
-  note?: string;
-  /** Also time the TF.js matMul peer on this shape ({M, K, N}). */
-  peer?: boolean;
-  /** `variants` remembers which kernel variant this adapter measured fastest. */
-  prepare(gpu: Gpu, cache: PipelineCache, variants: VariantStore): Promise<PreparedBench>;
-}
+export type { BenchCase, PreparedBench } from './bench_case.ts';
 
 export interface KernelResult {
   name: string;
@@ -141,7 +125,7 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
   const cases = benchCases(options.shapes ?? 'all').filter((c) => !options.filter || c.name.includes(options.filter));
   for (const c of cases) {
     const shapeText = Object.entries(c.shape).map(([k, v]) => `${k}=${v}`).join(' ');
-    const prepared = await c.prepare(gpu, cache, variants);
+    const prepared = await c.prepare({ gpu, cache }, variants);
     try {
       const runOnce = async () => {
         submitPass(gpu.device, prepared.call);

@@ -1,6 +1,8 @@
 // For tests and benchmarks in Node: one shared device per test file (SwiftShader here).
 import type { Gpu } from './device.ts';
+import type { KernelContext } from './kernel.ts';
 import { openNodeGpu } from './node.ts';
+import { PipelineCache } from './pipeline_cache.ts';
 
 let shared: Promise<Gpu> | undefined;
 
@@ -19,3 +21,11 @@ export function testSeed(name: string): number {
 }
 
 export { rng, randn, relError } from '../testing/random.ts';
+
+let sharedContext: Promise<KernelContext> | undefined;
+
+/** The shared test GPU with one pipeline cache, as kernels are created with. */
+export function testKernelContext(): Promise<KernelContext> {
+  sharedContext ??= testGpu().then((gpu) => ({ gpu, cache: new PipelineCache(gpu.device) }));
+  return sharedContext;
+}

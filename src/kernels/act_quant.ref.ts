@@ -3,7 +3,7 @@
 //   amax = max(max |x|, 1e-4),  s = amax / 448,  code = e4m3_rne(x / s)
 // all in float32. The WGSL twin is shaders/act_quant.wgsl.
 
-import { BLOCK } from './matmul_operands.ts';
+import { BLOCK } from '../gpu/kernel.ts';
 import { E4M3_MAX, f32ToE4m3 } from './fp8_e4m3.ref.ts';
 
 export interface ActQuantized {

@@ -12,9 +12,9 @@ import { actQuantRef, AMAX_FLOOR, type ActQuantized } from './act_quant.ref.ts';
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { createGemm } from './gemm_fp8.ts';
 import { matmulRef } from './gemm_fp8.ref.ts';
-import { expectClose, fp8GemmCases, poisonedOutput } from './matmul_testing.ts';
-import { PipelineCache } from './pipeline_cache.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { expectClose, fp8GemmCases, poisonedOutput } from '../testing/matmul_testing.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 let gpu: Gpu;
 let cache: PipelineCache;
@@ -83,7 +83,7 @@ describe('act_quant', () => {
     const x = randn(next, M * K).map((v, i) => v * 2 ** ((Math.floor(i / 128) % 5) - 2));
     const ref = actQuantRef(x, M, K);
     const xBuffer = uploadBuffer(gpu.device, x, 'x');
-    const call = createActRound({ device: gpu.device, cache }).prepare({ M, K, x: xBuffer });
+    const call = createActRound({ gpu, cache }).prepare({ M, K, x: xBuffer });
     submitPass(gpu.device, call);
     const got = await readF32(gpu.device, xBuffer);
     let excused = 0;
@@ -94,7 +94,7 @@ describe('act_quant', () => {
       excused++;
     }
     expect(excused).toBeLessThan(3);
-    expect(() => createActRound({ device: gpu.device, cache }).prepare({ M, K: 200, x: xBuffer })).toThrow(ArgumentError);
+    expect(() => createActRound({ gpu, cache }).prepare({ M, K: 200, x: xBuffer })).toThrow(ArgumentError);
     call.destroy();
     xBuffer.destroy();
   });
@@ -122,7 +122,7 @@ describe('act_quant', () => {
     const weight_scale_inv = uploadBuffer(device, c.weight.scale!, 'weight_scale_inv');
     const y = poisonedOutput(device, c.M * c.N);
     const quant = createActQuant({ gpu, cache }).prepare({ M: c.M, K: c.K, x, codes, scales });
-    const gemm = createGemm({ gpu, cache, numerics: 'w8a8' }).prepare({ M: c.M, N: c.N, K: c.K, x: codes, x_scale: scales, weight, weight_scale_inv, y });
+    const gemm = createGemm({ gpu, cache }, { numerics: 'w8a8' }).prepare({ M: c.M, N: c.N, K: c.K, x: codes, x_scale: scales, weight, weight_scale_inv, y });
     submitPass(device, quant, gemm);
     const got = await readF32(device, y, c.M * c.N);
     const quantized = { codes: new Uint8Array((await readU32(device, codes, (c.M * c.K) / 4)).buffer), scales: await readF32(device, scales, c.M * 3) };

@@ -2,7 +2,7 @@
 //   h[t, :] = embed_tokens[ids[t], :]   (official ParallelEmbedding with mp = 1: a plain lookup)
 // with the table decoded to f32 from its stored dtype, and a row of zeros for an id >= vocab.
 
-import { decodeF16, decodeF32 } from '../model/reference/tensors.ts';
+import { decodeF16, decodeF32 } from './float_decode.ref.ts';
 import { dequantizeRef } from './gemm_fp8.ref.ts';
 import type { EmbedDtype } from './embed_gather.ts';
 

@@ -7,12 +7,12 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../gpu/device.ts';
 import { readU32, uploadBuffer } from '../gpu/buffers.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass } from '../gpu/kernel.ts';
 import { rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { ArgumentError } from '../errors.ts';
 import { createEmbedGather, EMBED_DTYPES, embedGatherCost, type EmbedDtype, type EmbedGatherOptions } from './embed_gather.ts';
 import { embedGatherRef } from './embed_gather.ref.ts';
-import { PipelineCache } from './pipeline_cache.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 let gpu: Gpu;
 let cache: PipelineCache;
@@ -21,7 +21,7 @@ beforeAll(async () => {
   cache = new PipelineCache(gpu.device);
 });
 
-const gather = (options: Omit<EmbedGatherOptions, 'gpu' | 'cache'>) => createEmbedGather({ gpu, cache, ...options });
+const gather = (options: EmbedGatherOptions) => createEmbedGather({ gpu, cache }, options);
 
 /** [vocab, d] random non-NaN bit patterns of `dtype`, as checkpoint bytes; row 0 holds the edge values. */
 function randomTable(dtype: EmbedDtype, vocab: number, d: number, next: () => number): Uint8Array {

@@ -6,7 +6,7 @@ import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { readF32, readU32, uploadBuffer, createStorageBuffer } from '../gpu/buffers.ts';
 import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { E4M3_VALUES, e4m3ToF32, f32ToE4m3 } from './fp8_e4m3.ref.ts';
-import { composeShader } from './shader_compose.ts';
+import { composeShader } from '../gpu/shader_compose.ts';
 
 /** An independent decode: build the f32 bit pattern (normals) or scale the integer m (subnormals). */
 function decodeFromBits(code: number): number {

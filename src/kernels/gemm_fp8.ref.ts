@@ -2,7 +2,8 @@
 // gemv_fp8 (the same function; GEMV is the M <= 4 case). DEEPSEEK_V3_MATH.md sections 3 and 5.
 
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
-import { BLOCK, type WeightFormat } from './matmul_operands.ts';
+import { BLOCK } from '../gpu/kernel.ts';
+import type { WeightFormat } from './matmul_operands.ts';
 
 /** W [N, K] as stored: raw little-endian bytes, rows not padded, as the checkpoint has them. */
 export interface RefWeight {

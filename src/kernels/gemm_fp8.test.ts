@@ -11,8 +11,8 @@ import { actQuantRef } from './act_quant.ref.ts';
 import { createGemm, GEMM_STRATEGIES, type Gemm, type GemmOptions } from './gemm_fp8.ts';
 import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
 import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
-import { expectClose, fp8GemmCases, randomWeight, runMatmul } from './matmul_testing.ts';
-import { PipelineCache } from './pipeline_cache.ts';
+import { expectClose, fp8GemmCases, randomWeight, runMatmul } from '../testing/matmul_testing.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
   { weights: 'fp8', numerics: 'weight_only' },
@@ -35,7 +35,7 @@ beforeAll(async () => {
   cache = new PipelineCache(gpu.device);
 });
 
-const gemm = (options: Omit<GemmOptions, 'gpu' | 'cache'>): Gemm => createGemm({ gpu, cache, ...options });
+const gemm = (options: GemmOptions): Gemm => createGemm({ gpu, cache }, options);
 
 function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: number): RefActivations {
   return numerics === 'w8a8' ? { numerics, ...actQuantRef(x, M, K) } : { numerics, x };

@@ -3,8 +3,8 @@
 // matmul_operands.wgsl); reference: gemm_fp8.ref.ts (matmulRef).
 
 import gemmSource from '../../shaders/gemm_fp8.wgsl?raw';
-import type { Gpu } from '../gpu/device.ts';
 import { ArgumentError } from '../errors.ts';
+import type { Kernel, KernelContext, PreparedCall } from '../gpu/kernel.ts';
 import {
   checkMatmulArgs,
   checkOperandVariant,
@@ -15,12 +15,10 @@ import {
   type MatmulBuffers,
   type MatmulNumerics,
   type MatmulShape,
-  type PreparedCall,
   type WeightFormat,
 } from './matmul_operands.ts';
-import type { PipelineCache } from './pipeline_cache.ts';
 
-export type { MatmulBuffers, MatmulShape, PreparedCall } from './matmul_operands.ts';
+export type { MatmulBuffers, MatmulShape } from './matmul_operands.ts';
 
 /**
  * thread_tile: each invocation a tile of y of up to 32 x 8 straight from memory, no barrier (CPU adapters);
@@ -36,8 +34,6 @@ export interface GemmVariant {
 }
 
 export interface GemmOptions {
-  gpu: Gpu;
-  cache: PipelineCache;
   /** Default fp8. */
   weights?: WeightFormat;
   /** Default weight_only. */
@@ -52,7 +48,7 @@ export interface GemmArgs extends MatmulShape, MatmulBuffers {
   label?: string;
 }
 
-export interface Gemm {
+export interface Gemm extends Kernel<GemmArgs> {
   readonly variant: GemmVariant;
   /** Check the arguments, write the params, build the bind group: once per plan, not per chunk. */
   prepare(args: GemmArgs): PreparedCall;
@@ -73,8 +69,8 @@ function rowGroups(M: number): number {
   return M >= 128 ? 8 : 1;
 }
 
-export function createGemm(options: GemmOptions): Gemm {
-  const { gpu, cache } = options;
+export function createGemm(ctx: KernelContext, options: GemmOptions = {}): Gemm {
+  const { gpu, cache } = ctx;
   const variant: GemmVariant = {
     weights: options.weights ?? 'fp8',
     numerics: options.numerics ?? 'weight_only',
@@ -95,6 +91,7 @@ export function createGemm(options: GemmOptions): Gemm {
     matmulPipeline(cache, KERNEL, variant, tiled ? {} : { WORKGROUP_SIZE: workgroupSize, ROW_GROUPS: rowGroups(M), K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
+    name: 'gemm_fp8',
     variant,
     prepare(args) {
       const { M, N, K, label } = args;

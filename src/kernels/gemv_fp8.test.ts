@@ -13,8 +13,8 @@ import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
 import { createGemv, GEMV_STRATEGIES, type Gemv, type GemvOptions } from './gemv_fp8.ts';
 import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
-import { expectClose, fp8GemmCases, randomWeight, runMatmul } from './matmul_testing.ts';
-import { PipelineCache } from './pipeline_cache.ts';
+import { expectClose, fp8GemmCases, randomWeight, runMatmul } from '../testing/matmul_testing.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
   { weights: 'fp8', numerics: 'weight_only' },
@@ -33,7 +33,7 @@ beforeAll(async () => {
   cache = new PipelineCache(gpu.device);
 });
 
-const gemv = (options: Omit<GemvOptions, 'gpu' | 'cache'>): Gemv => createGemv({ gpu, cache, ...options });
+const gemv = (options: GemvOptions): Gemv => createGemv({ gpu, cache }, options);
 
 function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: number): RefActivations {
   return numerics === 'w8a8' ? { numerics, ...actQuantRef(x, M, K) } : { numerics, x };

@@ -3,8 +3,8 @@
 // gemm_fp8.ref.ts (matmulRef). Used by the decode plan for every Linear, lm_head and the router.
 
 import gemvSource from '../../shaders/gemv_fp8.wgsl?raw';
-import type { Gpu } from '../gpu/device.ts';
 import { ArgumentError } from '../errors.ts';
+import type { Kernel, KernelContext, PreparedCall } from '../gpu/kernel.ts';
 import {
   checkMatmulArgs,
   checkOperandVariant,
@@ -15,12 +15,10 @@ import {
   type MatmulBuffers,
   type MatmulNumerics,
   type MatmulShape,
-  type PreparedCall,
   type WeightFormat,
 } from './matmul_operands.ts';
-import type { PipelineCache } from './pipeline_cache.ts';
 
-export type { MatmulBuffers, MatmulShape, PreparedCall } from './matmul_operands.ts';
+export type { MatmulBuffers, MatmulShape } from './matmul_operands.ts';
 
 /**
  * thread_per_4_rows: one invocation per 4 output columns (rows of W), no barrier (CPU adapters);
@@ -39,8 +37,6 @@ export interface GemvVariant {
 }
 
 export interface GemvOptions {
-  gpu: Gpu;
-  cache: PipelineCache;
   /** Default fp8. */
   weights?: WeightFormat;
   /** Default weight_only. */
@@ -55,7 +51,7 @@ export interface GemvArgs extends MatmulShape, MatmulBuffers {
   label?: string;
 }
 
-export interface Gemv {
+export interface Gemv extends Kernel<GemvArgs> {
   readonly variant: GemvVariant;
   readonly workgroupSize: number;
   /** Check the arguments, write the params, build the bind group: once per plan, not per step. */
@@ -64,8 +60,8 @@ export interface Gemv {
 
 const KERNEL = { name: 'gemv_fp8', source: gemvSource, axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES } };
 
-export function createGemv(options: GemvOptions): Gemv {
-  const { gpu, cache } = options;
+export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv {
+  const { gpu, cache } = ctx;
   const variant: GemvVariant = {
     weights: options.weights ?? 'fp8',
     numerics: options.numerics ?? 'weight_only',
@@ -84,6 +80,7 @@ export function createGemv(options: GemvOptions): Gemv {
     matmulPipeline(cache, KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
+    name: 'gemv_fp8',
     variant,
     workgroupSize,
     prepare(args) {

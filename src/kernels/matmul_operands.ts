@@ -4,10 +4,21 @@
 
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import operandsSource from '../../shaders/matmul_operands.wgsl?raw';
-import { ArgumentError, GpuLimitError } from '../errors.ts';
-import { workgroupGrid } from '../gpu/dispatch.ts';
-import type { CachedPipeline, PipelineCache } from './pipeline_cache.ts';
-import { composeShader, type VariantAxes, type WgslSource } from './shader_compose.ts';
+import { ArgumentError } from '../errors.ts';
+import {
+  BLOCK,
+  checkBindings,
+  checkCounts,
+  kernelPipeline,
+  singleDispatch,
+  Uniforms,
+  type BindingKind,
+  type BufferResource,
+  type Cost,
+  type PreparedCall,
+} from '../gpu/kernel.ts';
+import type { CachedPipeline, PipelineCache } from '../gpu/pipeline_cache.ts';
+import type { VariantAxes, WgslSource } from '../gpu/shader_compose.ts';
 
 /** How W is stored: block-scaled e4m3 (the FP8 Linears), or bf16 / f32 (lm_head, router, eh_proj). */
 export const WEIGHT_FORMATS = ['fp8', 'bf16', 'f32'] as const;
@@ -40,19 +51,16 @@ export function matmulPipeline(
   variant: OperandVariant & { strategy: string },
   constants: Record<string, number>,
 ): CachedPipeline {
-  return cache.get({ kernel: kernel.name, variant: { ...variant }, constants }, () => ({
-    code: composeShader({
-      kernel: { name: `${kernel.name}.wgsl`, code: kernel.source },
-      snippets: MATMUL_SNIPPETS,
-      axes: kernel.axes,
-      variant: { ...variant },
-    }),
-    entries: operandLayoutEntries(variant),
-  }));
+  return kernelPipeline(cache, {
+    kernel: kernel.name,
+    source: kernel.source,
+    snippets: MATMUL_SNIPPETS,
+    axes: kernel.axes,
+    variant: { ...variant },
+    constants,
+    bindings: operandBindings(variant),
+  });
 }
-
-/** The 128 x 128 weight scale blocks and the 1 x 128 act_quant groups. */
-export const BLOCK = 128;
 
 export interface MatmulShape {
   /** Rows of x and y. */
@@ -71,25 +79,15 @@ export interface OperandVariant {
 /** Buffers of one call. Each may be a whole buffer or a binding ({buffer, offset, size}). */
 export interface MatmulBuffers {
   /** weight_only: [M, K] f32. w8a8: [M, K] e4m3 codes, 4 per u32, from act_quant. */
-  x: GPUBuffer | GPUBufferBinding;
+  x: BufferResource;
   /** fp8: [N, K] e4m3 bytes as in the checkpoint; bf16: [N, K] bf16; f32: [N, K] f32. */
-  weight: GPUBuffer | GPUBufferBinding;
+  weight: BufferResource;
   /** fp8 only: weight_scale_inv [ceil(N/128), ceil(K/128)] f32. */
-  weight_scale_inv?: GPUBuffer | GPUBufferBinding;
+  weight_scale_inv?: BufferResource;
   /** w8a8 only: the act_quant scales [M, K/128] f32. */
-  x_scale?: GPUBuffer | GPUBufferBinding;
+  x_scale?: BufferResource;
   /** [M, N] f32, written. */
-  y: GPUBuffer | GPUBufferBinding;
-}
-
-/** One prepared call: params written and bind group built once; encode as often as needed. */
-export interface PreparedCall {
-  readonly bytes: number;
-  readonly flops: number;
-  /** Record the dispatch into a compute pass. */
-  encode(pass: GPUComputePassEncoder): void;
-  /** Free the params buffer. */
-  destroy(): void;
+  y: BufferResource;
 }
 
 /** Throws unless the weights / numerics pair exists: W8A8 is defined for FP8 weights only. */
@@ -99,23 +97,9 @@ export function checkOperandVariant(kernel: string, { weights, numerics }: Opera
   }
 }
 
-const ro = (binding: number): GPUBindGroupLayoutEntry => ({
-  binding,
-  visibility: GPUShaderStage.COMPUTE,
-  buffer: { type: 'read-only-storage' },
-});
-
-/** The bind-group layout of matmul_operands.wgsl for a variant. */
-export function operandLayoutEntries({ weights, numerics }: OperandVariant): GPUBindGroupLayoutEntry[] {
-  const entries: GPUBindGroupLayoutEntry[] = [
-    { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
-    ro(1),
-    ro(2),
-    { binding: 3, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
-  ];
-  if (weights === 'fp8') entries.push(ro(4));
-  if (numerics === 'w8a8') entries.push(ro(5));
-  return entries;
+/** The bindings of matmul_operands.wgsl for a variant: params, x, W, y, [scales], [x_scale]. */
+export function operandBindings({ weights, numerics }: OperandVariant): (BindingKind | undefined)[] {
+  return ['uniform', 'read-only-storage', 'read-only-storage', 'storage', weights === 'fp8' ? 'read-only-storage' : undefined, numerics === 'w8a8' ? 'read-only-storage' : undefined];
 }
 
 const WEIGHT_BYTES: Record<WeightFormat, number> = { fp8: 1, bf16: 2, f32: 4 };
@@ -133,17 +117,9 @@ export function operandBytes({ M, N, K }: MatmulShape, { weights, numerics }: Op
 }
 
 /** Unique bytes read and written, and 2 FLOPs per multiply-add, for the benchmark's napkin math. */
-export function matmulCost(shape: MatmulShape, variant: OperandVariant): { bytes: number; flops: number } {
+export function matmulCost(shape: MatmulShape, variant: OperandVariant): Cost {
   const bytes = Object.values(operandBytes(shape, variant)).reduce((a, b) => a + b, 0);
   return { bytes, flops: 2 * shape.M * shape.N * shape.K };
-}
-
-function asBinding(resource: GPUBuffer | GPUBufferBinding): GPUBufferBinding {
-  return 'buffer' in resource ? resource : { buffer: resource };
-}
-
-function bindingSize(b: GPUBufferBinding): number {
-  return b.size ?? b.buffer.size - (b.offset ?? 0);
 }
 
 /** Checks the shape against the variant and every buffer against the bytes it must hold. */
@@ -155,9 +131,7 @@ export function checkMatmulArgs(
   buffers: MatmulBuffers,
 ): void {
   const { M, N, K } = shape;
-  for (const [name, value] of Object.entries(shape)) {
-    if (!Number.isInteger(value) || value < 1) throw new ArgumentError(`${kernel}: ${name} must be a positive integer, got ${value}`);
-  }
+  checkCounts(kernel, { M, N, K });
   if (variant.numerics === 'w8a8' && K % BLOCK !== 0) {
     throw new ArgumentError(
       `${kernel}: w8a8 needs K to be a multiple of ${BLOCK} (the official act_quant asserts it), got K=${K}; use weight_only`,
@@ -169,22 +143,9 @@ export function checkMatmulArgs(
     if (needed[name] === 0 && buffers[name]) throw new ArgumentError(`${kernel}: ${name} is not used by ${variant.weights} weights, ${variant.numerics}`);
     if (needed[name] > 0 && !buffers[name]) throw new ArgumentError(`${kernel}: ${name} is required for ${variant.weights} weights, ${variant.numerics}`);
   }
-  const limit = device.limits.maxStorageBufferBindingSize;
-  for (const name of names) {
-    const resource = buffers[name];
-    if (!resource) continue;
-    const have = bindingSize(asBinding(resource));
-    if (have < needed[name]) {
-      throw new ArgumentError(`${kernel}: ${name} holds ${have} bytes, M=${M} N=${N} K=${K} needs ${needed[name]}`);
-    }
-    if (needed[name] > limit) {
-      throw new GpuLimitError(
-        `${kernel}: ${name} needs a ${needed[name]}-byte binding, over this GPU's maxStorageBufferBindingSize (${limit}); split the rows of W`,
-      );
-    }
-  }
+  const needs = Object.fromEntries(names.filter((name) => needed[name] > 0).map((name) => [name, [buffers[name], needed[name]] as const]));
+  checkBindings(device, kernel, needs, `M=${M} N=${N} K=${K}`);
 }
-
 
 export interface PrepareMatmulOptions {
   kernel: string;
@@ -202,27 +163,15 @@ export interface PrepareMatmulOptions {
 export function prepareMatmul(options: PrepareMatmulOptions): PreparedCall {
   const { device, variant, shape, buffers, workgroups } = options;
   const label = options.label ?? options.kernel;
-  const params = device.createBuffer({ label: `${label}.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  device.queue.writeBuffer(params, 0, new Uint32Array([shape.M, shape.N, shape.K, Math.ceil(shape.K / BLOCK)]));
-  const entries: GPUBindGroupEntry[] = [
-    { binding: 0, resource: { buffer: params } },
-    { binding: 1, resource: asBinding(buffers.x) },
-    { binding: 2, resource: asBinding(buffers.weight) },
-    { binding: 3, resource: asBinding(buffers.y) },
-  ];
-  if (buffers.weight_scale_inv) entries.push({ binding: 4, resource: asBinding(buffers.weight_scale_inv) });
-  if (buffers.x_scale) entries.push({ binding: 5, resource: asBinding(buffers.x_scale) });
-  const bindGroup = device.createBindGroup({ label, layout: options.pipeline.bindGroupLayout, entries });
-  const [gx, gy] = workgroupGrid(workgroups, device.limits.maxComputeWorkgroupsPerDimension);
-  return {
-    ...matmulCost(shape, variant),
-    encode(pass) {
-      pass.setPipeline(options.pipeline.pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(gx, gy);
-    },
-    destroy() {
-      params.destroy();
-    },
-  };
+  const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32']);
+  uniforms.write([shape.M, shape.N, shape.K, Math.ceil(shape.K / BLOCK)]);
+  return singleDispatch({
+    device,
+    label,
+    pipeline: options.pipeline,
+    uniforms,
+    bindings: [buffers.x, buffers.weight, buffers.y, buffers.weight_scale_inv, buffers.x_scale],
+    workgroups,
+    cost: matmulCost(shape, variant),
+  });
 }

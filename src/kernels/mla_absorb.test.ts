@@ -8,15 +8,15 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import type { Gpu } from '../gpu/device.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass, type PreparedCall } from '../gpu/kernel.ts';
 import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { ArgumentError } from '../errors.ts';
 import { dequantizeRef, type RefWeight } from './gemm_fp8.ref.ts';
-import { createMlaAbsorb, mlaAbsorbCost, type MlaAbsorb, type MlaAbsorbShape } from './mla_absorb.ts';
+import { createMlaAbsorbQ, createMlaExpandO, mlaAbsorbCost, type AbsorbQArgs, type ExpandOArgs, type MlaAbsorbOptions, type MlaAbsorbShape } from './mla_absorb.ts';
 import { absorbQRef, expandORef } from './mla_absorb.ref.ts';
 import type { WeightFormat } from './matmul_operands.ts';
-import { expectClose, fp8GemmCases, poisonedOutput, randomWeight, uploadWeight } from './matmul_testing.ts';
-import { PipelineCache } from './pipeline_cache.ts';
+import { expectClose, fp8GemmCases, poisonedOutput, randomWeight, uploadWeight } from '../testing/matmul_testing.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 let gpu: Gpu;
 let cache: PipelineCache;
@@ -24,6 +24,18 @@ beforeAll(async () => {
   gpu = await testGpu();
   cache = new PipelineCache(gpu.device);
 });
+
+/** Both steps of one weight format, as the model uses them around the attention. */
+interface MlaAbsorb {
+  weights: WeightFormat;
+  prepareQ(args: AbsorbQArgs): PreparedCall;
+  prepareO(args: ExpandOArgs): PreparedCall;
+}
+function createMlaAbsorb({ cache: pipelines, ...options }: MlaAbsorbOptions & { cache: PipelineCache }): MlaAbsorb {
+  const q = createMlaAbsorbQ({ gpu, cache: pipelines }, options);
+  const o = createMlaExpandO({ gpu, cache: pipelines }, options);
+  return { weights: q.weights, prepareQ: (args) => q.prepare(args), prepareO: (args) => o.prepare(args) };
+}
 
 /** Elements past each output, poisoned: a write out of range shows there. */
 const TAIL = 5;

@@ -6,13 +6,23 @@
 
 import absorbSource from '../../shaders/mla_absorb.wgsl?raw';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
-import { ArgumentError, GpuLimitError } from '../errors.ts';
-import { workgroupGrid } from '../gpu/dispatch.ts';
-import { BLOCK, WEIGHT_FORMATS, type PreparedCall, type WeightFormat } from './matmul_operands.ts';
-import type { CachedPipeline, PipelineCache } from './pipeline_cache.ts';
-import { composeShader } from './shader_compose.ts';
-
-export type { PreparedCall } from './matmul_operands.ts';
+import { ArgumentError } from '../errors.ts';
+import {
+  BLOCK,
+  checkBindings,
+  checkCounts,
+  checkU32Indices,
+  kernelPipeline,
+  singleDispatch,
+  Uniforms,
+  type BindingNeeds,
+  type Cost,
+  type Kernel,
+  type KernelContext,
+  type PreparedCall,
+} from '../gpu/kernel.ts';
+import type { CachedPipeline } from '../gpu/pipeline_cache.ts';
+import { WEIGHT_FORMATS, type WeightFormat } from './matmul_operands.ts';
 
 /** absorb_q: q_nope @ W_UK and the q_pe copy; expand_o: o_lat @ W_UV^T. */
 export const MLA_ABSORB_STEPS = ['absorb_q', 'expand_o'] as const;
@@ -34,7 +44,6 @@ export interface MlaAbsorbShape {
 }
 
 export interface MlaAbsorbOptions {
-  cache: PipelineCache;
   /** How kv_b_proj.weight is stored; default fp8 (the release). */
   weights?: WeightFormat;
   /** Invocations per workgroup, default 64. A tuning number. */
@@ -50,15 +59,24 @@ interface KvBBuffers {
   label?: string;
 }
 
-export interface MlaAbsorb {
+export interface AbsorbQArgs extends MlaAbsorbShape, KvBBuffers {
+  /** [rows, heads, dn + dr] f32, RoPE already applied to the last dr of each head. */
+  q: GPUBuffer;
+  /** [rows, heads, rkv] f32, written: q_nope @ W_UK[h]. */
+  qLat: GPUBuffer;
+  /** [rows, heads, dr] f32, written: a copy of the rope part. */
+  qPe: GPUBuffer;
+}
+
+export interface ExpandOArgs extends MlaAbsorbShape, KvBBuffers {
+  /** [rows, heads, rkv] f32: the attention output in the latent space. */
+  oLat: GPUBuffer;
+  /** [rows, heads * dv] f32, written: o[r, h, v] = sum_c oLat[r, h, c] * W_UV[h][v, c]. */
+  o: GPUBuffer;
+}
+
+export interface MlaAbsorb<Args> extends Kernel<Args> {
   readonly weights: WeightFormat;
-  /**
-   * q [rows, heads, dn+dr] f32 (RoPE already applied to the last dr of each head) -> qLat [rows, heads, rkv]
-   * = q_nope @ W_UK[h], and qPe [rows, heads, dr] = a copy of the rope part.
-   */
-  prepareQ(args: MlaAbsorbShape & KvBBuffers & { q: GPUBuffer; qLat: GPUBuffer; qPe: GPUBuffer }): PreparedCall;
-  /** oLat [rows, heads, rkv] -> o [rows, heads * dv]: o[r, h, v] = sum_c oLat[r, h, c] * W_UV[h][v, c]. */
-  prepareO(args: MlaAbsorbShape & KvBBuffers & { oLat: GPUBuffer; o: GPUBuffer }): PreparedCall;
 }
 
 const WEIGHT_BYTES: Record<WeightFormat, number> = { fp8: 1, bf16: 2, f32: 4 };
@@ -77,7 +95,7 @@ function kvBBytes({ heads, qkNopeHeadDim: dn, vHeadDim: dv, kvLoraRank: rkv }: M
  * absorb_q reads q and the W_UK rows, writes q_lat and q_pe; expand_o reads o_lat and the W_UV
  * rows, writes o. The block scales are counted whole (a few hundred bytes).
  */
-export function mlaAbsorbCost(args: MlaAbsorbShape & { step: MlaAbsorbStep; weights: WeightFormat }): { bytes: number; flops: number } {
+export function mlaAbsorbCost(args: MlaAbsorbShape & { step: MlaAbsorbStep; weights: WeightFormat }): Cost {
   const { step, weights, rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv } = args;
   const scale = kvBBytes(args, weights).scale;
   const wb = WEIGHT_BYTES[weights];
@@ -90,27 +108,25 @@ export function mlaAbsorbCost(args: MlaAbsorbShape & { step: MlaAbsorbStep; weig
   return { bytes: 4 * rows * heads * rkv + wb * heads * dv * rkv + scale + 4 * rows * heads * dv, flops: 2 * rows * heads * dv * rkv };
 }
 
-export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
-  const { cache } = options;
-  const { device } = cache;
+function absorbKernel(ctx: KernelContext, options: MlaAbsorbOptions) {
+  const { device } = ctx.gpu;
   const weights = options.weights ?? 'fp8';
   if (!WEIGHT_FORMATS.includes(weights)) throw new ArgumentError(`mla_absorb: weights "${weights}" is not one of ${WEIGHT_FORMATS.join(', ')}`);
   const workgroupSize = options.workgroupSize ?? 64;
-  if (!Number.isInteger(workgroupSize) || workgroupSize < 1) {
-    throw new ArgumentError(`mla_absorb: workgroupSize ${workgroupSize} must be a positive integer`);
-  }
+  checkCounts('mla_absorb', { workgroupSize });
   // One pipeline per step and per rkv % 4 == 0 or not (RKV_ALIGNED: quads of kv_b_proj columns
   // are whole words), made on first use.
   const pipeline = (step: MlaAbsorbStep, rkv: number): CachedPipeline =>
-    cache.get({ kernel: 'mla_absorb', variant: { step, weights }, constants: { WORKGROUP_SIZE: workgroupSize, RKV_ALIGNED: rkv % 4 === 0 ? 1 : 0 } }, () => ({
-      code: composeShader({
-        kernel: { name: 'mla_absorb.wgsl', code: absorbSource },
-        snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
-        axes: { step: MLA_ABSORB_STEPS, weights: WEIGHT_FORMATS },
-        variant: { step, weights },
-      }),
-      entries: layoutEntries(step, weights),
-    }));
+    kernelPipeline(ctx.cache, {
+      kernel: 'mla_absorb',
+      source: absorbSource,
+      snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
+      axes: { step: MLA_ABSORB_STEPS, weights: WEIGHT_FORMATS },
+      variant: { step, weights },
+      constants: { WORKGROUP_SIZE: workgroupSize, RKV_ALIGNED: rkv % 4 === 0 ? 1 : 0 },
+      // params, input, kv_b_proj, output, [scales], [q_pe]
+      bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'storage', weights === 'fp8' ? 'read-only-storage' : undefined, step === 'absorb_q' ? 'storage' : undefined],
+    });
 
   /** Checks, params and bind group of one call; `io` holds bindings 1, 3 and (absorb_q) 5 with the bytes each needs. */
   function prepare(step: MlaAbsorbStep, args: MlaAbsorbShape & KvBBuffers, io: [string, GPUBuffer, number][]): PreparedCall {
@@ -123,15 +139,8 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
     if (weights !== 'fp8' && args.kvBScale) throw new ArgumentError(`${label}: kvBScale is not used by ${weights} weights`);
     const buffers: [string, GPUBuffer, number][] = [...io, ['kvB', args.kvB, kv.weight]];
     if (args.kvBScale) buffers.push(['kvBScale', args.kvBScale, kv.scale]);
-    const shape = describeShape(args);
-    for (const [name, buffer, bytes] of buffers) {
-      if (buffer.size < bytes) throw new ArgumentError(`${label}: ${name} holds ${buffer.size} bytes, ${shape} (${weights}) needs ${bytes}`);
-      if (bytes > device.limits.maxStorageBufferBindingSize) {
-        throw new GpuLimitError(
-          `${label}: ${name} needs a ${bytes}-byte binding, over this GPU's maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`,
-        );
-      }
-    }
+    const needs: BindingNeeds = Object.fromEntries(buffers.map(([name, buffer, bytes]) => [name, [buffer, bytes] as const]));
+    checkBindings(device, label, needs, `${describeShape(args)} (${weights})`);
     // A buffer written by the call may not be bound twice (WebGPU forbids writable aliasing).
     for (const [name, out] of io.slice(1)) {
       if (buffers.filter(([, b]) => b === out).length > 1) throw new ArgumentError(`${label}: ${name} must not share a buffer with another argument`);
@@ -140,35 +149,29 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
     const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv } = args;
     // absorb_q: a quad of q_lat columns per invocation, then the q_pe copies; expand_o: one output each
     const count = rows * heads * (step === 'absorb_q' ? Math.ceil(rkv / 4) + dr : dv);
-    const params = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(params, 0, new Uint32Array([rows, heads, dn, dr, dv, rkv, Math.ceil(rkv / BLOCK), count]));
-    const entries: GPUBindGroupEntry[] = [
-      { binding: 0, resource: { buffer: params } },
-      { binding: 1, resource: { buffer: io[0][1] } },
-      { binding: 2, resource: { buffer: args.kvB } },
-      { binding: 3, resource: { buffer: io[1][1] } },
-    ];
-    if (args.kvBScale) entries.push({ binding: 4, resource: { buffer: args.kvBScale } });
-    if (io[2]) entries.push({ binding: 5, resource: { buffer: io[2][1] } });
-    const stepPipeline = pipeline(step, rkv);
-    const bindGroup = device.createBindGroup({ label, layout: stepPipeline.bindGroupLayout, entries });
-    const [gx, gy] = workgroupGrid(Math.ceil(count / workgroupSize), device.limits.maxComputeWorkgroupsPerDimension);
-    return {
-      ...mlaAbsorbCost({ ...args, step, weights }),
-      encode(pass) {
-        pass.setPipeline(stepPipeline.pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(gx, gy);
-      },
-      destroy() {
-        params.destroy();
-      },
-    };
+    const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
+    uniforms.write([rows, heads, dn, dr, dv, rkv, Math.ceil(rkv / BLOCK), count]);
+    return singleDispatch({
+      device,
+      label,
+      pipeline: pipeline(step, rkv),
+      uniforms,
+      bindings: [io[0][1], args.kvB, io[1][1], args.kvBScale, io[2]?.[1]],
+      workgroups: Math.ceil(count / workgroupSize),
+      cost: mlaAbsorbCost({ ...args, step, weights }),
+    });
   }
 
+  return { weights, prepare };
+}
+
+/** absorb_q: q_nope @ W_UK per head, and q_pe copied out beside it, before the attention. */
+export function createMlaAbsorbQ(ctx: KernelContext, options: MlaAbsorbOptions = {}): MlaAbsorb<AbsorbQArgs> {
+  const { weights, prepare } = absorbKernel(ctx, options);
   return {
+    name: 'mla_absorb',
     weights,
-    prepareQ(args) {
+    prepare(args) {
       const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, kvLoraRank: rkv } = args;
       return prepare('absorb_q', args, [
         ['q', args.q, 4 * rows * heads * (dn + dr)],
@@ -176,7 +179,16 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
         ['qPe', args.qPe, 4 * rows * heads * dr],
       ]);
     },
-    prepareO(args) {
+  };
+}
+
+/** expand_o: W_UV per head over the attention's latent output, after the attention. */
+export function createMlaExpandO(ctx: KernelContext, options: MlaAbsorbOptions = {}): MlaAbsorb<ExpandOArgs> {
+  const { weights, prepare } = absorbKernel(ctx, options);
+  return {
+    name: 'mla_absorb',
+    weights,
+    prepare(args) {
       const { rows, heads, vHeadDim: dv, kvLoraRank: rkv } = args;
       return prepare('expand_o', args, [
         ['oLat', args.oLat, 4 * rows * heads * rkv],
@@ -186,18 +198,6 @@ export function createMlaAbsorb(options: MlaAbsorbOptions): MlaAbsorb {
   };
 }
 
-function layoutEntries(step: MlaAbsorbStep, weights: WeightFormat): GPUBindGroupLayoutEntry[] {
-  const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
-    binding,
-    visibility: GPUShaderStage.COMPUTE,
-    buffer: { type },
-  });
-  const entries = [entry(0, 'uniform'), entry(1, 'read-only-storage'), entry(2, 'read-only-storage'), entry(3, 'storage')];
-  if (weights === 'fp8') entries.push(entry(4, 'read-only-storage'));
-  if (step === 'absorb_q') entries.push(entry(5, 'storage'));
-  return entries;
-}
-
 function describeShape(s: MlaAbsorbShape): string {
   return `rows=${s.rows} heads=${s.heads} dn=${s.qkNopeHeadDim} dr=${s.qkRopeHeadDim} dv=${s.vHeadDim} rkv=${s.kvLoraRank}`;
 }
@@ -205,10 +205,10 @@ function describeShape(s: MlaAbsorbShape): string {
 function checkShape(label: string, shape: MlaAbsorbShape): void {
   const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv } = shape;
   // dr >= 1 too: every DeepSeek config has a RoPE part, and q_pe would be an empty binding without one.
-  for (const [name, value] of Object.entries({ rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv })) {
-    if (!Number.isInteger(value) || value < 1) throw new ArgumentError(`${label}: ${name} must be a positive integer, got ${value}`);
-  }
-  // Element indices are u32 in the shader.
-  const largest = Math.max(heads * (dn + dv) * rkv, rows * heads * (rkv + dr), rows * heads * (dn + dr));
-  if (largest >= 2 ** 32) throw new ArgumentError(`${label}: ${describeShape(shape)} overflows 32-bit element indices`);
+  checkCounts(label, { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv });
+  checkU32Indices(label, {
+    'kv_b_proj elements': heads * (dn + dv) * rkv,
+    'q_lat and q_pe elements': rows * heads * (rkv + dr),
+    'q elements': rows * heads * (dn + dr),
+  });
 }

@@ -8,10 +8,13 @@
 
 import { describe, expect, it } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
-import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
-import { createMlaDecodePipeline, mlaDecodeCost, prepareMlaDecode, type MlaDecodePipeline } from './mla_decode.ts';
+import { randn, relError, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
+import { createMlaDecode, mlaDecodeCost, type MlaDecodeArgs, type PreparedMlaDecode } from './mla_decode.ts';
+import type { Kernel } from '../gpu/kernel.ts';
+
+type MlaDecode = Kernel<MlaDecodeArgs, PreparedMlaDecode>;
 import { mlaDecodeRef, type MlaDecodeShape } from './mla_decode.ref.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 const TOL = 1e-5;
 
@@ -49,7 +52,7 @@ function makeData(c: Case, seed: number): Data {
   };
 }
 
-async function runGpu(kernel: MlaDecodePipeline, c: Case, d: Data): Promise<Float32Array> {
+async function runGpu(kernel: MlaDecode, c: Case, d: Data): Promise<Float32Array> {
   const { device } = await testGpu();
   const n = c.rows * c.heads * c.kvLoraRank;
   const qLat = uploadBuffer(device, d.qLat, 'q_lat');
@@ -57,7 +60,7 @@ async function runGpu(kernel: MlaDecodePipeline, c: Case, d: Data): Promise<Floa
   const cache = uploadBuffer(device, d.cache, 'cache');
   const oLat = uploadBuffer(device, new Float32Array(n).fill(Number.NaN), 'o_lat');
   device.pushErrorScope('validation');
-  const op = prepareMlaDecode(device, kernel, { ...c, maxT: d.maxT, startPos: d.startPos, softmaxScale: d.softmaxScale, qLat, qPe, cache, oLat });
+  const op = kernel.prepare({ ...c, maxT: d.maxT, startPos: d.startPos, softmaxScale: d.softmaxScale, qLat, qPe, cache, oLat });
   submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const out = await readF32(device, oLat, n);
@@ -176,8 +179,7 @@ describe('mla_decode kernel', () => {
   for (const isSoftware of [false, true]) {
     const name = isSoftware ? 'item per invocation' : 'workgroup per item';
     it(`matches the reference (${name})`, async () => {
-      const { device } = await testGpu();
-      const kernel = createMlaDecodePipeline(device, { isSoftware });
+      const kernel = createMlaDecode(await testKernelContext(), { itemPerThread: isSoftware });
       const seed = testSeed(`mla_decode ${name}`);
       for (const [i, c] of CASES.entries()) {
         const d = makeData(c, seed + i);
@@ -189,7 +191,7 @@ describe('mla_decode kernel', () => {
 
   it('steps through positions with setStartPos, reading a layer at a byte offset of a shared cache', async () => {
     const { device } = await testGpu();
-    const kernel = createMlaDecodePipeline(device, { isSoftware: true });
+    const kernel = createMlaDecode(await testKernelContext(), { itemPerThread: true });
     const c: Case = { ...SMALL, rows: 1, context: 300 };
     const d = makeData(c, testSeed('mla_decode steps'));
     const width = c.kvLoraRank + c.ropeDim;
@@ -201,7 +203,7 @@ describe('mla_decode kernel', () => {
     const qPe = uploadBuffer(device, d.qPe, 'q_pe');
     const cache = uploadBuffer(device, shared, 'cache');
     const oLat = uploadBuffer(device, new Float32Array(c.heads * c.kvLoraRank), 'o_lat');
-    const op = prepareMlaDecode(device, kernel, {
+    const op = kernel.prepare({
       ...c, maxT: d.maxT, startPos: 0, softmaxScale: d.softmaxScale, qLat, qPe, cache, cacheByteOffset: 4 * offsetFloats, oLat,
     });
     for (const startPos of [0, 255, 256, 299]) {
@@ -217,13 +219,13 @@ describe('mla_decode kernel', () => {
 
   it('rejects a too-small buffer, a misaligned cache offset, a startPos past the cache, widths not multiples of 4', async () => {
     const { device } = await testGpu();
-    const kernel = createMlaDecodePipeline(device, { isSoftware: true });
+    const kernel = createMlaDecode(await testKernelContext(), { itemPerThread: true });
     const b = uploadBuffer(device, new Float32Array(64), 'b');
     const args = { rows: 1, heads: 2, kvLoraRank: 8, ropeDim: 4, maxT: 4, startPos: 0, softmaxScale: 1, qLat: b, qPe: b, cache: b, oLat: b };
-    expect(() => prepareMlaDecode(device, kernel, { ...args, maxT: 8 })).toThrow(/cache is 256 bytes, needs 384/);
-    expect(() => prepareMlaDecode(device, kernel, { ...args, cacheByteOffset: 4 })).toThrow(/cacheByteOffset/);
-    expect(() => prepareMlaDecode(device, kernel, { ...args, startPos: 4 })).toThrow(/does not fit/);
-    expect(() => prepareMlaDecode(device, kernel, { ...args, ropeDim: 6 })).toThrow(/multiples of 4/);
+    expect(() => kernel.prepare({ ...args, maxT: 8 })).toThrow(/cache holds 256 bytes, needs 384/);
+    expect(() => kernel.prepare({ ...args, cacheByteOffset: 4 })).toThrow(/cacheByteOffset/);
+    expect(() => kernel.prepare({ ...args, startPos: 4 })).toThrow(/does not fit/);
+    expect(() => kernel.prepare({ ...args, ropeDim: 6 })).toThrow(/multiples of 4/);
     b.destroy();
   });
 

@@ -9,30 +9,15 @@
 
 import partialSource from '../../shaders/mla_decode.wgsl?raw';
 import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
-import { workgroupGrid } from '../gpu/dispatch.ts';
-import { checkMlaArgs, checkStartPos } from './mla_args.ts';
+import { createBindGroup, dispatch, kernelPipeline, Uniforms, type Cost, type Encodable, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import { checkMlaArgs, checkStartPos, mlaCacheBindings } from './mla_args.ts';
 import type { MlaDecodeShape } from './mla_decode.ref.ts';
 
 export type { MlaDecodeShape } from './mla_decode.ref.ts';
 
-export interface MlaDecodeVariant {
-  /** A CPU adapter (AdapterReport.isSoftware): one invocation per (split, row, head), no barrier. */
-  isSoftware: boolean;
-}
-
-interface Stage {
-  readonly pipeline: GPUComputePipeline;
-  readonly layout: GPUBindGroupLayout;
-}
-
-export interface MlaDecodePipeline {
-  readonly variant: MlaDecodeVariant;
-  readonly partial: Stage;
-  readonly reduce: Stage;
-  /** Cache positions per split. */
-  readonly chunk: number;
-  /** Invocations per workgroup of pass 1. */
-  readonly workgroupSize: number;
+export interface MlaDecodeOptions {
+  /** One invocation per (split, row, head), no barrier (CPU adapters). Default: the adapter's isSoftware. */
+  itemPerThread?: boolean;
 }
 
 /** Cache positions per split (flash-decoding); at most MAX_CHUNK of the shader. */
@@ -40,34 +25,6 @@ export const MLA_DECODE_CHUNK = 256;
 const WG_PER_ITEM = 64; // GPUs: invocations sharing one (split, row, head)
 const WG_ITEMS = 16; // CPU adapters: (split, row, head) items per workgroup (small: a CPU adapter runs a workgroup on one core)
 const WG_REDUCE = 64;
-const PARAMS_BYTES = 32;
-
-function stage(device: GPUDevice, name: string, code: string, entryPoint: string, storage: GPUBufferBindingType[], constants: Record<string, number>): Stage {
-  const entries: GPUBindGroupLayoutEntry[] = [
-    { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
-    ...storage.map((type, i) => ({ binding: i + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type } })),
-  ];
-  const layout = device.createBindGroupLayout({ label: name, entries });
-  const pipeline = device.createComputePipeline({
-    label: name,
-    layout: device.createPipelineLayout({ label: name, bindGroupLayouts: [layout] }),
-    compute: { module: device.createShaderModule({ label: `${entryPoint}.wgsl`, code }), entryPoint, constants },
-  });
-  return { pipeline, layout };
-}
-
-/** Builds both pipelines of one variant. */
-export function createMlaDecodePipeline(device: GPUDevice, variant: MlaDecodeVariant): MlaDecodePipeline {
-  const workgroupSize = variant.isSoftware ? WG_ITEMS : WG_PER_ITEM;
-  const name = `mla_decode${variant.isSoftware ? '/item-per-thread' : ''}`;
-  const partial = stage(device, name, partialSource, 'mla_decode', ['read-only-storage', 'read-only-storage', 'read-only-storage', 'storage', 'storage'], {
-    WG: workgroupSize,
-    ONE_PER_INVOCATION: variant.isSoftware ? 1 : 0,
-    CHUNK: MLA_DECODE_CHUNK,
-  });
-  const reduce = stage(device, 'mla_decode_reduce', reduceSource, 'mla_decode_reduce', ['read-only-storage', 'read-only-storage', 'storage'], { WG: WG_REDUCE });
-  return { variant, partial, reduce, chunk: MLA_DECODE_CHUNK, workgroupSize };
-}
 
 export interface MlaDecodeCostShape extends MlaDecodeShape {
   startPos: number;
@@ -79,7 +36,7 @@ export interface MlaDecodeCostShape extends MlaDecodeShape {
  * written. FLOPs per (row, head, attended position): 2 (rkv + dr) for the score, 2 rkv for the
  * weighted sum; plus 2 per partial value in the reduction.
  */
-export function mlaDecodeCost({ rows, heads, kvLoraRank: rkv, ropeDim: dr, startPos }: MlaDecodeCostShape, chunk = MLA_DECODE_CHUNK): { bytes: number; flops: number } {
+export function mlaDecodeCost({ rows, heads, kvLoraRank: rkv, ropeDim: dr, startPos }: MlaDecodeCostShape, chunk = MLA_DECODE_CHUNK): Cost {
   const positions = startPos + rows;
   const splits = Math.ceil(positions / chunk);
   let attended = 0;
@@ -111,93 +68,79 @@ export interface MlaDecodeArgs extends MlaDecodeShape {
   label?: string;
 }
 
-export interface PreparedMlaDecode {
-  /** For the current startPos. */
-  readonly bytes: number;
-  readonly flops: number;
+export interface PreparedMlaDecode extends PreparedCall {
   /** Rewrites the params for a new step; encode after it (the split count is fixed at encode). */
   setStartPos(startPos: number): void;
-  /** Record both dispatches into a compute pass. */
-  encode(pass: GPUComputePassEncoder): void;
-  /** Free the params and partial buffers. */
-  destroy(): void;
 }
 
-/** Validates the arguments, allocates the partials for maxT, writes the params and builds the bind groups once. */
-export function prepareMlaDecode(device: GPUDevice, kernel: MlaDecodePipeline, args: MlaDecodeArgs): PreparedMlaDecode {
-  const { rows, heads, kvLoraRank: rkv, ropeDim: dr, maxT } = args;
-  const label = args.label ?? 'mla_decode';
-  const shape = { rows, heads, kvLoraRank: rkv, ropeDim: dr };
-  checkMlaArgs(device, label, args);
-  checkStartPos(label, args.startPos, rows, maxT);
-
-  const maxSplits = Math.ceil(maxT / kernel.chunk);
-  const partO = device.createBuffer({ label: `${label}.part_o`, size: 4 * rows * heads * maxSplits * rkv, usage: GPUBufferUsage.STORAGE });
-  const partMl = device.createBuffer({ label: `${label}.part_ml`, size: 8 * rows * heads * maxSplits, usage: GPUBufferUsage.STORAGE });
-  const paramsBuffer = device.createBuffer({ label: `${label}.params`, size: PARAMS_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-
-  const partialGroup = device.createBindGroup({
-    label,
-    layout: kernel.partial.layout,
-    entries: [
-      { binding: 0, resource: { buffer: paramsBuffer } },
-      { binding: 1, resource: { buffer: args.qLat, size: 4 * rows * heads * rkv } },
-      // dr = 0 would be an empty binding: bind one vec4 that is never read.
-      { binding: 2, resource: { buffer: args.qPe, size: 4 * Math.max(4, rows * heads * dr) } },
-      { binding: 3, resource: { buffer: args.cache, offset: args.cacheByteOffset ?? 0, size: 4 * maxT * (rkv + dr) } },
-      { binding: 4, resource: { buffer: partO } },
-      { binding: 5, resource: { buffer: partMl } },
-    ],
+export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = {}): Kernel<MlaDecodeArgs, PreparedMlaDecode> {
+  const { device } = ctx.gpu;
+  const itemPerThread = options.itemPerThread ?? ctx.gpu.adapter.isSoftware;
+  const workgroupSize = itemPerThread ? WG_ITEMS : WG_PER_ITEM;
+  const partial = kernelPipeline(ctx.cache, {
+    kernel: 'mla_decode',
+    source: partialSource,
+    entryPoint: 'mla_decode',
+    constants: { WG: workgroupSize, ONE_PER_INVOCATION: itemPerThread ? 1 : 0, CHUNK: MLA_DECODE_CHUNK },
+    // params, q_lat, q_pe, cache, part_o, part_ml
+    bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage', 'storage'],
   });
-  const reduceGroup = device.createBindGroup({
-    label: `${label}.reduce`,
-    layout: kernel.reduce.layout,
-    entries: [
-      { binding: 0, resource: { buffer: paramsBuffer } },
-      { binding: 1, resource: { buffer: partO } },
-      { binding: 2, resource: { buffer: partMl } },
-      { binding: 3, resource: { buffer: args.oLat, size: 4 * rows * heads * rkv } },
-    ],
+  const reduce = kernelPipeline(ctx.cache, {
+    kernel: 'mla_decode_reduce',
+    source: reduceSource,
+    entryPoint: 'mla_decode_reduce',
+    constants: { WG: WG_REDUCE },
+    // params, part_o, part_ml, o_lat
+    bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'storage'],
   });
-
-  const maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
-  const reduceGrid = workgroupGrid(Math.ceil((rows * heads * rkv) / WG_REDUCE), maxGroups);
-  let startPos = 0;
-  let partialGrid: [number, number] = [0, 0];
-  let cost = { bytes: 0, flops: 0 };
-
-  function setStartPos(next: number): void {
-    checkStartPos(label, next, rows, maxT);
-    startPos = next;
-    const splits = Math.ceil((startPos + rows) / kernel.chunk);
-    const items = splits * rows * heads;
-    partialGrid = workgroupGrid(kernel.variant.isSoftware ? Math.ceil(items / kernel.workgroupSize) : items, maxGroups);
-    cost = mlaDecodeCost({ ...shape, startPos }, kernel.chunk);
-    const params = new ArrayBuffer(PARAMS_BYTES);
-    new Uint32Array(params, 0, 6).set([rows, heads, rkv, dr, startPos, splits]);
-    new Float32Array(params, 24, 1)[0] = args.softmaxScale;
-    device.queue.writeBuffer(paramsBuffer, 0, params);
-  }
-  setStartPos(args.startPos);
 
   return {
-    get bytes() {
-      return cost.bytes;
-    },
-    get flops() {
-      return cost.flops;
-    },
-    setStartPos,
-    encode(pass) {
-      pass.setPipeline(kernel.partial.pipeline);
-      pass.setBindGroup(0, partialGroup);
-      pass.dispatchWorkgroups(partialGrid[0], partialGrid[1]);
-      pass.setPipeline(kernel.reduce.pipeline);
-      pass.setBindGroup(0, reduceGroup);
-      pass.dispatchWorkgroups(reduceGrid[0], reduceGrid[1]);
-    },
-    destroy() {
-      for (const b of [paramsBuffer, partO, partMl]) b.destroy();
+    name: 'mla_decode',
+    prepare(args) {
+      const { rows, heads, kvLoraRank: rkv, ropeDim: dr, maxT } = args;
+      const label = args.label ?? 'mla_decode';
+      const shape = { rows, heads, kvLoraRank: rkv, ropeDim: dr };
+      checkMlaArgs(device, label, args);
+      checkStartPos(label, args.startPos, rows, maxT);
+
+      // The partials of every split a step of maxT positions can have, allocated once.
+      const maxSplits = Math.ceil(maxT / MLA_DECODE_CHUNK);
+      const partO = device.createBuffer({ label: `${label}.part_o`, size: 4 * rows * heads * maxSplits * rkv, usage: GPUBufferUsage.STORAGE });
+      const partMl = device.createBuffer({ label: `${label}.part_ml`, size: 8 * rows * heads * maxSplits, usage: GPUBufferUsage.STORAGE });
+      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32']);
+      const io = mlaCacheBindings(args);
+      const partialGroup = createBindGroup(device, label, partial, [uniforms.buffer, io.qLat, io.qPe, io.cache, partO, partMl]);
+      const reduceGroup = createBindGroup(device, `${label}.reduce`, reduce, [uniforms.buffer, partO, partMl, io.oLat]);
+      const reduceStep = dispatch(device, reduce, reduceGroup, Math.ceil((rows * heads * rkv) / WG_REDUCE));
+      let partialStep: Encodable;
+      let cost: Cost = { bytes: 0, flops: 0 };
+
+      function setStartPos(startPos: number): void {
+        checkStartPos(label, startPos, rows, maxT);
+        const splits = Math.ceil((startPos + rows) / MLA_DECODE_CHUNK);
+        const items = splits * rows * heads;
+        partialStep = dispatch(device, partial, partialGroup, itemPerThread ? Math.ceil(items / workgroupSize) : items);
+        cost = mlaDecodeCost({ ...shape, startPos });
+        uniforms.write([rows, heads, rkv, dr, startPos, splits, args.softmaxScale]);
+      }
+      setStartPos(args.startPos);
+
+      return {
+        get bytes() {
+          return cost.bytes;
+        },
+        get flops() {
+          return cost.flops;
+        },
+        setStartPos,
+        encode(pass) {
+          partialStep.encode(pass);
+          reduceStep.encode(pass);
+        },
+        destroy() {
+          for (const b of [uniforms, partO, partMl]) b.destroy();
+        },
+      };
     },
   };
 }

@@ -8,12 +8,12 @@
 
 import { describe, expect, it } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass } from '../gpu/kernel.ts';
 import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { mlaDecodeRef } from './mla_decode.ref.ts';
-import { createMlaPrefillPipeline, mlaPrefillCost, prepareMlaPrefill, type MlaPrefillPipeline } from './mla_prefill.ts';
+import { createMlaPrefill, mlaPrefillCost, type MlaPrefill } from './mla_prefill.ts';
 import { mlaPrefillRef, type MlaPrefillShape } from './mla_prefill.ref.ts';
-import { PipelineCache } from './pipeline_cache.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const TOL = 1e-5;
 const POISON_ROWS = 3;
@@ -50,7 +50,7 @@ function makeData(c: Case, seed: number): Data {
 
 const reference = (c: Case, d: Data) => mlaPrefillRef({ ...c, softmaxScale: d.softmaxScale, qLat: d.qLat, qPe: d.qPe, cache: d.cache });
 
-async function runGpu(kernel: MlaPrefillPipeline, c: Case, d: Data): Promise<Float32Array> {
+async function runGpu(kernel: MlaPrefill, c: Case, d: Data): Promise<Float32Array> {
   const { device } = await testGpu();
   const n = c.rows * c.heads * c.kvLoraRank;
   const qLat = uploadBuffer(device, d.qLat, 'q_lat');
@@ -59,7 +59,7 @@ async function runGpu(kernel: MlaPrefillPipeline, c: Case, d: Data): Promise<Flo
   const cache = uploadBuffer(device, d.cache, 'cache');
   const oLat = uploadBuffer(device, new Float32Array(n).fill(Number.NaN), 'o_lat');
   device.pushErrorScope('validation');
-  const op = prepareMlaPrefill(device, kernel, { ...c, maxT: d.maxT, softmaxScale: d.softmaxScale, qLat, qPe, cache, oLat });
+  const op = kernel.prepare({ ...c, maxT: d.maxT, softmaxScale: d.softmaxScale, qLat, qPe, cache, oLat });
   submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const out = await readF32(device, oLat, n);
@@ -141,11 +141,12 @@ describe('mla_prefill kernel', () => {
   for (const isSoftware of [false, true]) {
     const name = isSoftware ? 'item per invocation' : 'flash-attention workgroup per query tile';
     it(`matches the reference (${name})`, async () => {
-      const { device } = await testGpu();
+      const gpu = await testGpu();
+    const { device } = gpu;
       const cache = new PipelineCache(device);
       const seed = testSeed(`mla_prefill ${name}`);
       for (const [i, c] of CASES.entries()) {
-        const kernel = createMlaPrefillPipeline(cache, { isSoftware, kvLoraRank: c.kvLoraRank });
+        const kernel = createMlaPrefill({ gpu, cache }, { itemPerThread: isSoftware, kvLoraRank: c.kvLoraRank });
         if (c.kvLoraRank === 520 && !isSoftware) expect(kernel.workgroupSize).toBe(96);
         const d = makeData(c, seed + i);
         expectClose(await runGpu(kernel, c, d), reference(c, d), `${JSON.stringify(c)} ${name}`);
@@ -154,9 +155,10 @@ describe('mla_prefill kernel', () => {
   }
 
   it('runs successive chunks with setStartPos, reading a layer at a byte offset of a shared cache', async () => {
-    const { device } = await testGpu();
+    const gpu = await testGpu();
+    const { device } = gpu;
     for (const isSoftware of [false, true]) {
-      const kernel = createMlaPrefillPipeline(new PipelineCache(device), { isSoftware, kvLoraRank: SMALL.kvLoraRank });
+      const kernel = createMlaPrefill({ gpu, cache: new PipelineCache(device) }, { itemPerThread: isSoftware, kvLoraRank: SMALL.kvLoraRank });
       const c: Case = { ...SMALL, rows: 7, startPos: 0 };
       const chunks = [0, 7, 14, 21]; // a 28-token prompt in chunks of 7
       const d = makeData({ ...c, startPos: 21 }, testSeed(`mla_prefill chunks ${isSoftware}`));
@@ -169,7 +171,7 @@ describe('mla_prefill kernel', () => {
       const qPe = uploadBuffer(device, d.qPe, 'q_pe');
       const cache = uploadBuffer(device, shared, 'cache');
       const oLat = uploadBuffer(device, new Float32Array(c.rows * c.heads * c.kvLoraRank), 'o_lat');
-      const op = prepareMlaPrefill(device, kernel, {
+      const op = kernel.prepare({
         ...c, maxT: d.maxT, softmaxScale: d.softmaxScale, qLat, qPe, cache, cacheByteOffset: 4 * offsetFloats, oLat,
       });
       for (const startPos of chunks) {
@@ -186,18 +188,19 @@ describe('mla_prefill kernel', () => {
   });
 
   it('rejects a too-small buffer, a misaligned cache offset, a startPos past the cache, bad widths', async () => {
-    const { device } = await testGpu();
+    const gpu = await testGpu();
+    const { device } = gpu;
     const pipelines = new PipelineCache(device);
-    const kernel = createMlaPrefillPipeline(pipelines, { isSoftware: true, kvLoraRank: 8 });
+    const kernel = createMlaPrefill({ gpu, cache: pipelines }, { itemPerThread: true, kvLoraRank: 8 });
     const b = uploadBuffer(device, new Float32Array(64), 'b');
     const args = { rows: 1, heads: 2, kvLoraRank: 8, ropeDim: 4, maxT: 4, startPos: 0, softmaxScale: 1, qLat: b, qPe: b, cache: b, oLat: b };
-    expect(() => prepareMlaPrefill(device, kernel, { ...args, maxT: 8 })).toThrow(/cache is 256 bytes, needs 384/);
-    expect(() => prepareMlaPrefill(device, kernel, { ...args, cacheByteOffset: 4 })).toThrow(/cacheByteOffset/);
-    expect(() => prepareMlaPrefill(device, kernel, { ...args, rows: 2, startPos: 3 })).toThrow(/does not fit/);
-    expect(() => prepareMlaPrefill(device, kernel, { ...args, ropeDim: 6 })).toThrow(/multiples of 4/);
-    expect(() => prepareMlaPrefill(device, kernel, { ...args, kvLoraRank: 4 })).toThrow(/built for 8/);
-    expect(() => createMlaPrefillPipeline(pipelines, { isSoftware: false, kvLoraRank: 6 })).toThrow(/kv_lora_rank 6/);
-    expect(() => createMlaPrefillPipeline(pipelines, { isSoftware: false, kvLoraRank: 4 * 2 * 4096 })).toThrow(/invocations per workgroup/);
+    expect(() => kernel.prepare({ ...args, maxT: 8 })).toThrow(/cache holds 256 bytes, needs 384/);
+    expect(() => kernel.prepare({ ...args, cacheByteOffset: 4 })).toThrow(/cacheByteOffset/);
+    expect(() => kernel.prepare({ ...args, rows: 2, startPos: 3 })).toThrow(/does not fit/);
+    expect(() => kernel.prepare({ ...args, ropeDim: 6 })).toThrow(/multiples of 4/);
+    expect(() => kernel.prepare({ ...args, kvLoraRank: 4 })).toThrow(/made for 8/);
+    expect(() => createMlaPrefill({ gpu, cache: pipelines }, { itemPerThread: false, kvLoraRank: 6 })).toThrow(/kv_lora_rank 6/);
+    expect(() => createMlaPrefill({ gpu, cache: pipelines }, { itemPerThread: false, kvLoraRank: 4 * 2 * 4096 })).toThrow(/invocations per workgroup/);
     b.destroy();
   });
 

@@ -6,9 +6,9 @@
 // Computed in float64 against W = f32(e4m3(Q) * S), the value the f32 kernels approximate.
 
 import { align4 } from '../gpu/buffers.ts';
+import { BLOCK } from '../gpu/kernel.ts';
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 
-export const BLOCK = 128;
 
 /** One projection of all experts, stacked as src/model/placement.ts places them on the GPU. */
 export interface StackedExpertWeight {

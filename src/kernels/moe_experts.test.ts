@@ -12,23 +12,26 @@ import type { Gpu } from '../gpu/device.ts';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { mlpRef, moeExpertsRef, type ExpertWeights } from './moe_experts.ref.ts';
-import { createMoeExperts, createMoeExpertsScratch, moeExpertsCost, type MoeExperts, type MoePath, type PreparedMoeCall } from './moe_experts.ts';
-import { randomExperts, randomRouting, uploadExperts } from './moe_experts_testing.ts';
-import { PipelineCache } from './pipeline_cache.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass, type Kernel, type PreparedCall } from '../gpu/kernel.ts';
+import { createMlp, createMoeExperts, createMoeExpertsScratch, moeExpertsCost, type MlpArgs, type MoeExperts, type MoePath } from './moe_experts.ts';
+import { randomExperts, randomRouting, uploadExperts } from '../testing/moe_experts_testing.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const TOL = 1e-5;
 
 let gpu: Gpu;
 let experts: MoeExperts;
+let mlp: Kernel<MlpArgs>;
 beforeAll(async () => {
   gpu = await testGpu();
-  experts = createMoeExperts({ device: gpu.device, cache: new PipelineCache(gpu.device) });
+  const ctx = { gpu, cache: new PipelineCache(gpu.device) };
+  experts = createMoeExperts(ctx);
+  mlp = createMlp(ctx);
 });
 
 const nan = (n: number) => new Float32Array(n).fill(Number.NaN);
 
-async function run(call: PreparedMoeCall, out: GPUBuffer, count: number): Promise<Float32Array> {
+async function run(call: PreparedCall, out: GPUBuffer, count: number): Promise<Float32Array> {
   const { device } = gpu;
   device.pushErrorScope('validation');
   submitPass(device, call);
@@ -108,7 +111,7 @@ describe('moe_experts MLP (dense layers, shared experts)', () => {
       const x = randn(next, tokens * d);
       const want = mlpRef({ tokens, hidden_size: d, moe_intermediate_size: I, x, weights });
       const bufs = { x: uploadBuffer(device, x, 'x'), h: uploadBuffer(device, nan(tokens * I), 'h'), out: uploadBuffer(device, nan(tokens * d), 'out') };
-      const call = experts.prepareMlp({ tokens, hidden_size: d, intermediate_size: I, ...bufs, weights: gpuWeights });
+      const call = mlp.prepare({ tokens, hidden_size: d, intermediate_size: I, ...bufs, weights: gpuWeights });
       expectClose(await run(call, bufs.out, tokens * d), want, `mlp T=${tokens} d=${d} I=${I}`);
       call.destroy();
       for (const b of Object.values(bufs)) b.destroy();
@@ -126,7 +129,7 @@ describe('moe_experts arguments', () => {
     const b = () => uploadBuffer(device, new Float32Array(1024), 'b');
     const bufs = { x: b(), topkIds: b(), topkWeights: b(), out: b() };
     const decodeScratch = createMoeExpertsScratch(device, shape, 'decode');
-    expect(() => experts.prepare({ ...shape, ...bufs, weights, scratch: decodeScratch, path: 'decode' })).toThrow(/gate_proj.weight is 384 bytes, needs 512/);
+    expect(() => experts.prepare({ ...shape, ...bufs, weights, scratch: decodeScratch, path: 'decode' })).toThrow(/gate_proj.weight holds 384 bytes, needs 512/);
     const enough = uploadExperts(device, randomExperts(next, 4, 16, 8));
     expect(() => experts.prepare({ ...shape, ...bufs, weights: enough, scratch: decodeScratch })).toThrow(ArgumentError); // 8 tokens: grouped
     expect(() => experts.prepare({ ...shape, ...bufs, weights: enough, scratch: decodeScratch })).toThrow(/scratch.y is required/);

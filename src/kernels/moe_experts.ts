@@ -20,13 +20,27 @@ import combineSource from '../../shaders/moe_combine.wgsl?raw';
 import downSource from '../../shaders/moe_experts_down.wgsl?raw';
 import gateUpSource from '../../shaders/moe_experts_gate_up.wgsl?raw';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
-import { ArgumentError, GpuLimitError } from '../errors.ts';
+import { GpuLimitError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
-import { workgroupGrid } from '../gpu/dispatch.ts';
+import {
+  BLOCK,
+  checkBindings,
+  checkCounts,
+  createBindGroup,
+  dispatch,
+  kernelPipeline,
+  preparedCall,
+  Uniforms,
+  type BindingNeeds,
+  type Cost,
+  type Encodable,
+  type Kernel,
+  type KernelContext,
+} from '../gpu/kernel.ts';
+import type { CachedPipeline } from '../gpu/pipeline_cache.ts';
+import type { WgslSource } from '../gpu/shader_compose.ts';
 import { createActRound } from './act_quant.ts';
-import { prepareMoeGroup } from './moe_group.ts';
-import type { CachedPipeline, PipelineCache } from './pipeline_cache.ts';
-import { composeShader, type WgslSource } from './shader_compose.ts';
+import { createMoeGroup } from './moe_group.ts';
 
 export const MOE_PATHS = ['decode', 'grouped'] as const;
 export type MoePath = (typeof MOE_PATHS)[number];
@@ -34,7 +48,6 @@ export type MoePath = (typeof MOE_PATHS)[number];
 /** The most tokens the decode path takes by default (the current token plus MTP drafts). */
 export const MOE_DECODE_MAX_TOKENS = 4;
 
-const BLOCK = 128;
 const ROWS_PER_TILE = 4; // rows of one expert per invocation in the grouped kernels (a vec4)
 const COLUMNS_PER_INVOCATION = 4; // output columns per invocation, both paths (a vec4)
 const SNIPPETS: readonly WgslSource[] = [
@@ -109,14 +122,6 @@ export interface MlpArgs {
   label?: string;
 }
 
-export interface PreparedMoeCall {
-  readonly bytes: number;
-  readonly flops: number;
-  /** Record the dispatches, in order, into a compute pass. */
-  encode(pass: GPUComputePassEncoder): void;
-  destroy(): void;
-}
-
 /** Byte sizes of the scratch buffers of a path (0: not used). */
 export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath): Required<Record<keyof MoeExpertsScratch, number>> {
   const pairs = shape.tokens * shape.num_experts_per_tok;
@@ -134,7 +139,7 @@ export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath): R
  * token's experts are distinct and T = 1), or each of min(E, pairs) experts once (grouped, an
  * upper bound); plus x, routing, h (and y) written and read, out written.
  */
-export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath): { bytes: number; flops: number } {
+export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath): Cost {
   const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = shape;
   const pairs = T * K;
   const expertBytes = 3 * I * d + 4 * 3 * Math.ceil(I / BLOCK) * Math.ceil(d / BLOCK);
@@ -144,8 +149,6 @@ export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath): { bytes: 
 }
 
 export interface MoeExpertsOptions {
-  device: GPUDevice;
-  cache: PipelineCache;
   /**
    * The W8A8 path: round the SwiGLU hidden h in place to what act_quant makes of it before the down
    * projection (the official Expert's w2 quantises its input); the caller rounds x itself.
@@ -155,169 +158,134 @@ export interface MoeExpertsOptions {
   workgroupSize?: number;
 }
 
-export interface MoeExperts {
+export interface MoeExperts extends Kernel<MoeExpertsArgs> {
   readonly workgroupSize: number;
-  /** The routed experts of one layer for one step: check, write params, build bind groups once. */
-  prepare(args: MoeExpertsArgs): PreparedMoeCall;
-  /** A plain SwiGLU MLP: the dense layers' mlp, or the shared experts. */
-  prepareMlp(args: MlpArgs): PreparedMoeCall;
 }
 
-/** One recorded step of a call: a dispatch, or the grouping kernel. */
-interface Step {
-  encode(pass: GPUComputePassEncoder): void;
+/** The shape of one pass of the expert kernels: T tokens, K pairs per token, E experts of d -> I -> d. */
+interface PassShape {
+  T: number;
+  K: number;
+  E: number;
+  d: number;
+  I: number;
 }
 
-const entries = (types: GPUBufferBindingType[]): GPUBindGroupLayoutEntry[] =>
-  types.map((type, binding) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } }));
-
-export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidden = false }: MoeExpertsOptions): MoeExperts {
-  if (!Number.isInteger(workgroupSize) || workgroupSize < 1) throw new ArgumentError(`moe_experts: workgroupSize must be a positive integer, got ${workgroupSize}`);
-  const axes = { path: MOE_PATHS };
+/** The pipelines and the dispatch builders the routed experts and the MLP share. */
+function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = false }: MoeExpertsOptions) {
+  const { device } = ctx.gpu;
+  checkCounts('moe_experts', { workgroupSize });
   const ro = 'read-only-storage' as const;
-  const layouts = {
-    gate_up: entries(['uniform', ro, ro, ro, ro, ro, 'storage', ro, ro]),
-    down: entries(['uniform', ro, ro, ro, 'storage', ro, ro]),
-  };
   // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
   // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
-  const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath, k: number) =>
-    cache.get({ kernel: `moe_experts_${kind}`, variant: { path }, constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 } }, () => ({
-      code: composeShader({ kernel: { name: `moe_experts_${kind}.wgsl`, code: kind === 'gate_up' ? gateUpSource : downSource }, snippets: SNIPPETS, axes, variant: { path } }),
-      // the decode gate_up has no binding 8
-      entries: kind === 'gate_up' && path === 'decode' ? layouts.gate_up.slice(0, 8) : layouts[kind],
-    }));
+  const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath, k: number): CachedPipeline =>
+    kernelPipeline(ctx.cache, {
+      kernel: `moe_experts_${kind}`,
+      source: kind === 'gate_up' ? gateUpSource : downSource,
+      snippets: SNIPPETS,
+      axes: { path: MOE_PATHS },
+      variant: { path },
+      constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
+      // gate_up: params, x, gate w/s, up w/s, h, ids or offsets, [sorted]; down: params, h, w, s, out, ids or offsets, weights or sorted
+      bindings: kind === 'gate_up' ? ['uniform', ro, ro, ro, ro, ro, 'storage', ro, path === 'grouped' ? ro : undefined] : ['uniform', ro, ro, ro, 'storage', ro, ro],
+    });
   const combinePipeline = () =>
-    cache.get({ kernel: 'moe_combine', variant: {}, constants: { WORKGROUP_SIZE: workgroupSize } }, () => ({ code: combineSource, entries: entries(['uniform', ro, ro, 'storage']) }));
-
+    kernelPipeline(ctx.cache, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize }, bindings: ['uniform', ro, ro, 'storage'] });
   const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
-  const maxBinding = device.limits.maxStorageBufferBindingSize;
   // Workgroups along the output columns: each invocation takes 4 of them.
   const tiles = (columns: number) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * workgroupSize));
 
-  /** Throws unless each buffer holds its bytes and fits one binding. */
-  function checkBuffers(label: string, need: Record<string, [GPUBuffer | undefined, number]>): void {
-    for (const [name, [buffer, bytes]] of Object.entries(need)) {
-      if (!buffer) throw new ArgumentError(`${label}: ${name} is required`);
-      if (buffer.size < bytes) throw new ArgumentError(`${label}: ${name} is ${buffer.size} bytes, needs ${bytes}`);
-      if (bytes > maxBinding) {
-        throw new GpuLimitError(`${label}: ${name} needs a ${bytes}-byte binding, over this GPU's maxStorageBufferBindingSize (${maxBinding})`);
-      }
-    }
-  }
-
-  /** The bytes of each projection's stacked weight and scales, for E experts. */
-  function weightNeeds(weights: MlpWeights, E: number, d: number, I: number): Record<string, [GPUBuffer, number]> {
-    const need: Record<string, [GPUBuffer, number]> = {};
-    for (const [name, rows, cols] of [['gate_proj', I, d], ['up_proj', I, d], ['down_proj', d, I]] as const) {
-      need[`${name}.weight`] = [weights[name].weight, E * align4(rows * cols)];
-      need[`${name}.weight_scale_inv`] = [weights[name].weight_scale_inv, 4 * E * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)];
-    }
-    return need;
-  }
-
   /** The ExpertParams uniform of moe_experts_common.wgsl for a linear [n, k]. */
-  function expertParams(label: string, s: { T: number; K: number; E: number; n: number; k: number }, owned: GPUBuffer[]): GPUBuffer {
+  function expertParams(label: string, s: PassShape & { n: number; k: number }, owned: { destroy(): void }[]): Uniforms {
     const kBlocks = Math.ceil(s.k / BLOCK);
-    const buffer = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(buffer, 0, new Uint32Array([s.T, s.K, s.E, s.n, s.k, kBlocks, align4(s.n * s.k) / 4, Math.ceil(s.n / BLOCK) * kBlocks]));
-    owned.push(buffer);
-    return buffer;
+    const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
+    uniforms.write([s.T, s.K, s.E, s.n, s.k, kBlocks, align4(s.n * s.k) / 4, Math.ceil(s.n / BLOCK) * kBlocks]);
+    owned.push(uniforms);
+    return uniforms;
   }
 
-  /** A dispatch of `kernel` with `buffers` bound to bindings 0, 1, ... in order. */
-  function bind(label: string, kernel: CachedPipeline, buffers: GPUBuffer[], grid: [number, number, number]): Step {
-    const bindGroup = device.createBindGroup({ label, layout: kernel.bindGroupLayout, entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })) });
-    return {
-      encode(pass) {
-        pass.setPipeline(kernel.pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(...grid);
-      },
-    };
-  }
+  /** A dispatch of `pipeline` with `resources` bound to bindings 0, 1, ... in order. */
+  const bound = (label: string, pipeline: CachedPipeline, resources: (GPUBuffer | Uniforms)[], grid: number | [number, number, number]): Encodable =>
+    dispatch(device, pipeline, createBindGroup(device, label, pipeline, resources.map((r) => (r instanceof Uniforms ? r.buffer : r))), grid);
 
-  function call(steps: Step[], cost: { bytes: number; flops: number }, owned: { destroy(): void }[]): PreparedMoeCall {
-    return {
-      ...cost,
-      encode(pass) {
-        for (const step of steps) step.encode(pass);
-      },
-      destroy() {
-        for (const b of owned) b.destroy();
-      },
-    };
-  }
-
-  /** gate_up over the T * topk pairs, then down with the weighted sum: the decode path, shared with the MLP. */
-  function decodeDispatches(
-    label: string,
-    s: { T: number; K: number; E: number; d: number; I: number },
-    b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer },
-    owned: GPUBuffer[],
-  ): Step[] {
-    const { weights: w } = b;
-    return [
-      bind(`${label}.gate_up`, expertPipeline('gate_up', 'decode', s.d),
-        [expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.topkIds],
-        [tiles(s.I), s.T * s.K, 1]),
-      ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
-      bind(`${label}.down`, expertPipeline('down', 'decode', s.I),
-        [expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights],
-        [tiles(s.d), s.T, 1]),
-    ];
-  }
-
-  /** gate_up and down over sorted rows: the grouped path's middle, shared with the MLP. */
-  function groupedDispatches(
-    label: string,
-    s: { T: number; K: number; E: number; d: number; I: number },
-    b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; y: GPUBuffer; offsets: GPUBuffer; sorted: GPUBuffer },
-    owned: GPUBuffer[],
-  ): Step[] {
-    const { weights: w } = b;
-    // Slices of an expert's row tiles run in parallel: enough for an average expert's rows.
-    const slices = Math.min(maxDim, Math.max(1, Math.ceil((s.T * s.K) / (s.E * ROWS_PER_TILE))));
-    const gateUpParams = expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned);
-    const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned);
-    return [
-      bind(`${label}.gate_up`, expertPipeline('gate_up', 'grouped', s.d),
-        [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
-        [tiles(s.I), s.E, slices]),
-      ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
-      bind(`${label}.down`, expertPipeline('down', 'grouped', s.I),
-        [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
-        [tiles(s.d), s.E, slices]),
-    ];
-  }
-
-  const actRound = roundHidden ? createActRound({ device, cache }) : undefined;
+  const actRound = roundHidden ? createActRound(ctx) : undefined;
   /** w8a8: the rounding of h [rows, I] between gate_up and down (none for weight_only). */
-  function hiddenRound(label: string, rows: number, I: number, h: GPUBuffer, owned: { destroy(): void }[]): Step[] {
+  function hiddenRound(label: string, rows: number, I: number, h: GPUBuffer, owned: { destroy(): void }[]): Encodable[] {
     if (!actRound) return [];
     const call = actRound.prepare({ M: rows, K: I, x: h, label: `${label}.h.act_quant` });
     owned.push(call);
     return [call];
   }
 
-  function checkGrid(label: string, counts: Record<string, number>): void {
-    for (const [name, count] of Object.entries(counts)) {
-      if (count > maxDim) throw new GpuLimitError(`${label}: ${name} = ${count} workgroups exceed this GPU's maxComputeWorkgroupsPerDimension (${maxDim})`);
-    }
-  }
-
   return {
-    workgroupSize,
+    tiles,
+    maxDim,
+    combinePipeline,
+    bound,
+    /** gate_up over the T * topk pairs, then down with the weighted sum: the decode path, shared with the MLP. */
+    decode(label: string, s: PassShape, b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
+      const { weights: w } = b;
+      return [
+        bound(`${label}.gate_up`, expertPipeline('gate_up', 'decode', s.d),
+          [expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.topkIds],
+          [tiles(s.I), s.T * s.K, 1]),
+        ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
+        bound(`${label}.down`, expertPipeline('down', 'decode', s.I),
+          [expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights],
+          [tiles(s.d), s.T, 1]),
+      ];
+    },
+    /** gate_up and down over sorted rows: the grouped path's middle, shared with the MLP. */
+    grouped(label: string, s: PassShape, b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; y: GPUBuffer; offsets: GPUBuffer; sorted: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
+      const { weights: w } = b;
+      // Slices of an expert's row tiles run in parallel: enough for an average expert's rows.
+      const slices = Math.min(maxDim, Math.max(1, Math.ceil((s.T * s.K) / (s.E * ROWS_PER_TILE))));
+      const gateUpParams = expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned);
+      const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned);
+      return [
+        bound(`${label}.gate_up`, expertPipeline('gate_up', 'grouped', s.d),
+          [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
+          [tiles(s.I), s.E, slices]),
+        ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
+        bound(`${label}.down`, expertPipeline('down', 'grouped', s.I),
+          [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
+          [tiles(s.d), s.E, slices]),
+      ];
+    },
+    checkGrid(label: string, counts: Record<string, number>): void {
+      for (const [name, count] of Object.entries(counts)) {
+        if (count > maxDim) throw new GpuLimitError(`${label}: ${name} = ${count} workgroups exceed this GPU's maxComputeWorkgroupsPerDimension (${maxDim})`);
+      }
+    },
+  };
+}
+
+/** The bytes of each projection's stacked weight and scales, for E experts. */
+function weightNeeds(weights: MlpWeights, E: number, d: number, I: number): BindingNeeds {
+  const need: Record<string, readonly [GPUBuffer, number]> = {};
+  for (const [name, rows, cols] of [['gate_proj', I, d], ['up_proj', I, d], ['down_proj', d, I]] as const) {
+    need[`${name}.weight`] = [weights[name].weight, E * align4(rows * cols)];
+    need[`${name}.weight_scale_inv`] = [weights[name].weight_scale_inv, 4 * E * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)];
+  }
+  return need;
+}
+
+/** The routed experts of one MoE layer, indexed by the router's ids on the GPU. */
+export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions = {}): MoeExperts {
+  const { device } = ctx.gpu;
+  const passes = expertPasses(ctx, options);
+  const group = createMoeGroup(ctx);
+  return {
+    name: 'moe_experts',
+    workgroupSize: options.workgroupSize ?? 64,
     prepare(args) {
       const label = args.label ?? 'moe_experts';
       const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = args;
-      for (const [name, v] of Object.entries({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K })) {
-        if (!Number.isInteger(v) || v < 1) throw new ArgumentError(`${label}: ${name} must be a positive integer, got ${v}`);
-      }
+      checkCounts(label, { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K });
       const path = args.path ?? (T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped');
       const scratchBytes = moeExpertsScratchBytes(args, path);
       const { scratch } = args;
-      checkBuffers(label, {
+      checkBindings(device, label, {
         x: [args.x, 4 * T * d],
         topkIds: [args.topkIds, 4 * T * K],
         topkWeights: [args.topkWeights, 4 * T * K],
@@ -325,46 +293,52 @@ export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidde
         'scratch.h': [scratch.h, scratchBytes.h],
         ...weightNeeds(args.weights, E, d, I),
         ...(path === 'grouped'
-          ? { 'scratch.y': [scratch.y, scratchBytes.y], 'scratch.expertOffsets': [scratch.expertOffsets, scratchBytes.expertOffsets], 'scratch.sortedPairs': [scratch.sortedPairs, scratchBytes.sortedPairs] }
+          ? { 'scratch.y': [scratch.y, scratchBytes.y], 'scratch.expertOffsets': [scratch.expertOffsets, scratchBytes.expertOffsets], 'scratch.sortedPairs': [scratch.sortedPairs, scratchBytes.sortedPairs] } as const
           : {}),
       });
-      checkGrid(label, { 'hidden_size tiles': tiles(d), 'moe_intermediate_size tiles': tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { n_routed_experts: E }) });
-      const owned: GPUBuffer[] = [];
+      passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'moe_intermediate_size tiles': passes.tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { n_routed_experts: E }) });
+      const owned: { destroy(): void }[] = [];
       const w = args.weights;
       const cost = moeExpertsCost(args, path);
       const s = { T, K, E, d, I };
       if (path === 'decode') {
         const b = { x: args.x, weights: w, h: scratch.h, out: args.out, topkIds: args.topkIds, topkWeights: args.topkWeights };
-        return call(decodeDispatches(label, s, b, owned), cost, owned);
+        return preparedCall(cost, passes.decode(label, s, b, owned), owned);
       }
       const offsets = scratch.expertOffsets!;
       const sorted = scratch.sortedPairs!;
       const y = scratch.y!;
-      const group = prepareMoeGroup(device, cache, { pairs: T * K, experts: E, topkIds: args.topkIds, expertOffsets: offsets, sortedPairs: sorted, label: `${label}.group` });
-      const combineParams = device.createBuffer({ label: `${label}.combine.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-      device.queue.writeBuffer(combineParams, 0, new Uint32Array([T, K, d, 0]));
+      const grouping = group.prepare({ pairs: T * K, experts: E, topkIds: args.topkIds, expertOffsets: offsets, sortedPairs: sorted, label: `${label}.group` });
+      owned.push(grouping);
+      const combineParams = new Uniforms(device, `${label}.combine`, ['u32', 'u32', 'u32']);
+      combineParams.write([T, K, d]);
       owned.push(combineParams);
-      const [gx, gy] = workgroupGrid(Math.ceil((T * d) / workgroupSize), maxDim);
       const steps = [
-        group,
-        ...groupedDispatches(label, s, { x: args.x, weights: w, h: scratch.h, y, offsets, sorted }, owned),
-        bind(`${label}.combine`, combinePipeline(), [combineParams, y, args.topkWeights, args.out], [gx, gy, 1]),
+        grouping,
+        ...passes.grouped(label, s, { x: args.x, weights: w, h: scratch.h, y, offsets, sorted }, owned),
+        passes.bound(`${label}.combine`, passes.combinePipeline(), [combineParams, y, args.topkWeights, args.out], Math.ceil((T * d) / (options.workgroupSize ?? 64))),
       ];
-      return call(steps, cost, [...owned, group]);
+      return preparedCall(cost, steps, owned);
     },
+  };
+}
 
-    prepareMlp(args) {
+/** A plain SwiGLU MLP: the dense layers' mlp, or the shared experts, as a one-expert stack. */
+export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): Kernel<MlpArgs> {
+  const { device } = ctx.gpu;
+  const passes = expertPasses(ctx, options);
+  return {
+    name: 'moe_experts',
+    prepare(args) {
       const label = args.label ?? 'mlp';
       const { tokens: T, hidden_size: d, intermediate_size: I } = args;
-      for (const [name, v] of Object.entries({ tokens: T, hidden_size: d, intermediate_size: I })) {
-        if (!Number.isInteger(v) || v < 1) throw new ArgumentError(`${label}: ${name} must be a positive integer, got ${v}`);
-      }
-      checkBuffers(label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...weightNeeds(args.weights, 1, d, I) });
-      checkGrid(label, { 'hidden_size tiles': tiles(d), 'intermediate_size tiles': tiles(I) });
-      // A one-expert stack with constant routing, written once here: few tokens take the decode
-      // kernels (each token chooses expert 0 at weight 1), more the grouped ones (one expert
-      // whose rows are all tokens in order).
-      const owned: GPUBuffer[] = [];
+      checkCounts(label, { tokens: T, hidden_size: d, intermediate_size: I });
+      checkBindings(device, label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...weightNeeds(args.weights, 1, d, I) });
+      passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'intermediate_size tiles': passes.tiles(I) });
+      // Constant routing, written once here: few tokens take the decode kernels (each token
+      // chooses expert 0 at weight 1), more the grouped ones (one expert whose rows are all
+      // tokens in order).
+      const owned: { destroy(): void }[] = [];
       const constant = (data: Uint32Array<ArrayBuffer> | Float32Array<ArrayBuffer>, name: string) => {
         const buffer = device.createBuffer({ label: `${label}.${name}`, size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
         device.queue.writeBuffer(buffer, 0, data);
@@ -372,12 +346,11 @@ export function createMoeExperts({ device, cache, workgroupSize = 64, roundHidde
         return buffer;
       };
       const s = { T, K: 1, E: 1, d, I };
-      const decode = T <= MOE_DECODE_MAX_TOKENS;
-      const dispatches = decode
-        ? decodeDispatches(label, s, { x: args.x, weights: args.weights, h: args.h, out: args.out, topkIds: constant(new Uint32Array(T), 'topk_ids'), topkWeights: constant(new Float32Array(T).fill(1), 'topk_weights') }, owned)
-        : groupedDispatches(label, s, { x: args.x, weights: args.weights, h: args.h, y: args.out, offsets: constant(new Uint32Array([0, T]), 'expert_offsets'), sorted: constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs') }, owned);
+      const steps = T <= MOE_DECODE_MAX_TOKENS
+        ? passes.decode(label, s, { x: args.x, weights: args.weights, h: args.h, out: args.out, topkIds: constant(new Uint32Array(T), 'topk_ids'), topkWeights: constant(new Float32Array(T).fill(1), 'topk_weights') }, owned)
+        : passes.grouped(label, s, { x: args.x, weights: args.weights, h: args.h, y: args.out, offsets: constant(new Uint32Array([0, T]), 'expert_offsets'), sorted: constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs') }, owned);
       const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode');
-      return call(dispatches, cost, owned);
+      return preparedCall(cost, steps, owned);
     },
   };
 }

@@ -6,12 +6,11 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError } from '../errors.ts';
 import { readU32, uploadBuffer } from '../gpu/buffers.ts';
-import { rng, testGpu, testSeed } from '../gpu/testing.ts';
+import { rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
 import { groupByExpertRef } from './moe_experts.ref.ts';
-import { randomRouting } from './moe_experts_testing.ts';
-import { prepareMoeGroup } from './moe_group.ts';
-import { PipelineCache } from './pipeline_cache.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { randomRouting } from '../testing/moe_experts_testing.ts';
+import { createMoeGroup } from './moe_group.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 const POISON = 0xdeadbeef;
 
@@ -22,7 +21,7 @@ async function groupOnGpu(ids: Uint32Array, experts: number): Promise<{ offsets:
   const offsetsBuf = uploadBuffer(device, new Uint32Array(experts + 1).fill(POISON), 'expert_offsets');
   const sortedBuf = uploadBuffer(device, new Uint32Array(pairs).fill(POISON), 'sorted_pairs');
   device.pushErrorScope('validation');
-  const op = prepareMoeGroup(device, new PipelineCache(device), { pairs, experts, topkIds: idsBuf, expertOffsets: offsetsBuf, sortedPairs: sortedBuf });
+  const op = createMoeGroup(await testKernelContext()).prepare({ pairs, experts, topkIds: idsBuf, expertOffsets: offsetsBuf, sortedPairs: sortedBuf });
   submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const result = { offsets: await readU32(device, offsetsBuf, experts + 1), sortedPairs: await readU32(device, sortedBuf, pairs) };
@@ -62,8 +61,9 @@ describe('moe_group', () => {
     const { device } = await testGpu();
     const b = uploadBuffer(device, new Uint32Array(4), 'b');
     const args = { pairs: 4, experts: 4, topkIds: b, expertOffsets: b, sortedPairs: b };
-    expect(() => prepareMoeGroup(device, new PipelineCache(device), args)).toThrow(ArgumentError);
-    expect(() => prepareMoeGroup(device, new PipelineCache(device), args)).toThrow(/expertOffsets is 16 bytes, needs 20/);
+    const group = createMoeGroup(await testKernelContext());
+    expect(() => group.prepare(args)).toThrow(ArgumentError);
+    expect(() => group.prepare(args)).toThrow(/expertOffsets holds 16 bytes, needs 20/);
     b.destroy();
   });
 });

@@ -10,10 +10,10 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, UnsupportedConfigError } from '../errors.ts';
 import { readF32, readU32, uploadBuffer } from '../gpu/buffers.ts';
-import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
-import { checkRouterConfig, createMoeRoutePipeline, moeRouteCost, prepareMoeRoute } from './moe_route.ts';
+import { randn, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
+import { checkRouterConfig, createMoeRoute, moeRouteCost } from './moe_route.ts';
 import { moeRouteRef, type RouterConfig, type Routing } from './moe_route.ref.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 const MARGIN = 1e-6;
 const WEIGHT_TOL = 1e-6;
@@ -31,7 +31,7 @@ async function routeOnGpu(logits: Float32Array, bias: Float32Array, tokens: numb
   const idsBuf = uploadBuffer(device, new Uint32Array(tokens * K).fill(0xdeadbeef), 'topk_ids');
   const weightsBuf = uploadBuffer(device, new Float32Array(tokens * K).fill(Number.NaN), 'topk_weights');
   device.pushErrorScope('validation');
-  const op = prepareMoeRoute(device, createMoeRoutePipeline(device), {
+  const op = createMoeRoute(await testKernelContext()).prepare({
     tokens, config, logits: logitsBuf, bias: biasBuf, topkIds: idsBuf, topkWeights: weightsBuf,
   });
   submitPass(device, op);

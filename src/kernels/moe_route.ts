@@ -3,10 +3,10 @@
 // reference: moe_route.ref.ts. The gate matmul (logits = x @ Wg^T) runs before it as a plain
 // matmul; expert ids and weights stay on the GPU for the expert kernels.
 
-import { ConfigError, UnsupportedConfigError } from '../errors.ts';
 import shaderSource from '../../shaders/moe_route.wgsl?raw';
+import { ConfigError, UnsupportedConfigError } from '../errors.ts';
+import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext } from '../gpu/kernel.ts';
 import type { RouterConfig } from './moe_route.ref.ts';
-import { workgroupGrid } from '../gpu/dispatch.ts';
 
 export type { RouterConfig } from './moe_route.ref.ts';
 
@@ -39,49 +39,14 @@ export function checkRouterConfig(config: RouterConfig): void {
   }
 }
 
-export interface MoeRoutePipeline {
-  readonly pipeline: GPUComputePipeline;
-  readonly layout: GPUBindGroupLayout;
-  readonly workgroupSize: number;
-}
-
 const WG = 64;
-
-/** Builds the pipeline (the one place to move onto the shared pipeline cache). */
-export function createMoeRoutePipeline(device: GPUDevice): MoeRoutePipeline {
-  const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
-    binding,
-    visibility: GPUShaderStage.COMPUTE,
-    buffer: { type },
-  });
-  const layout = device.createBindGroupLayout({
-    label: 'moe_route',
-    entries: [
-      entry(0, 'uniform'), // params
-      entry(1, 'read-only-storage'), // logits
-      entry(2, 'read-only-storage'), // bias
-      entry(3, 'storage'), // topk_ids
-      entry(4, 'storage'), // topk_weights
-    ],
-  });
-  const pipeline = device.createComputePipeline({
-    label: 'moe_route',
-    layout: device.createPipelineLayout({ label: 'moe_route', bindGroupLayouts: [layout] }),
-    compute: {
-      module: device.createShaderModule({ label: 'moe_route.wgsl', code: shaderSource }),
-      entryPoint: 'main',
-      constants: { WG },
-    },
-  });
-  return { pipeline, layout, workgroupSize: WG };
-}
 
 /**
  * Bytes and FLOPs for the benchmark: logits read once (the K + 1 passes over them hit the cache),
  * the bias, ids and weights written; (K + 1) passes of E biased scores at 5 FLOPs each (the
  * sigmoid counted as 4).
  */
-export function moeRouteCost(tokens: number, config: RouterConfig): { bytes: number; flops: number } {
+export function moeRouteCost(tokens: number, config: RouterConfig): Cost {
   const E = config.n_routed_experts;
   const K = config.num_experts_per_tok;
   return { bytes: 4 * (tokens * E + E + 2 * tokens * K), flops: tokens * (K + 1) * E * 5 };
@@ -101,56 +66,41 @@ export interface MoeRouteArgs {
   label?: string;
 }
 
-export interface PreparedMoeRoute {
-  readonly bytes: number;
-  readonly flops: number;
-  encode(pass: GPUComputePassEncoder): void;
-  destroy(): void;
-}
-
-/** Validates the arguments, writes the params and builds the bind group once. */
-export function prepareMoeRoute(device: GPUDevice, kernel: MoeRoutePipeline, args: MoeRouteArgs): PreparedMoeRoute {
-  const { tokens, config } = args;
-  const label = args.label ?? 'moe_route';
-  checkRouterConfig(config);
-  const E = config.n_routed_experts;
-  const K = config.num_experts_per_tok;
-  const need: [string, GPUBuffer, number][] = [
-    ['logits', args.logits, tokens * E],
-    ['bias', args.bias, E],
-    ['topkIds', args.topkIds, tokens * K],
-    ['topkWeights', args.topkWeights, tokens * K],
-  ];
-  for (const [name, buffer, count] of need) {
-    if (buffer.size < 4 * count) throw new RangeError(`${label}: ${name} is ${buffer.size} bytes, needs ${4 * count}`);
-  }
-
-  const params = new ArrayBuffer(32);
-  new Uint32Array(params, 0, 6).set([tokens, E, config.n_group, config.topk_group, K, config.norm_topk_prob ? 1 : 0]);
-  new Float32Array(params, 24, 1)[0] = config.routed_scaling_factor;
-  const paramsBuffer = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  device.queue.writeBuffer(paramsBuffer, 0, params);
-  const bindGroup = device.createBindGroup({
-    label,
-    layout: kernel.layout,
-    entries: [paramsBuffer, args.logits, args.bias, args.topkIds, args.topkWeights].map((buffer, binding) => ({
-      binding,
-      resource: { buffer },
-    })),
+export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
+  const { device } = ctx.gpu;
+  const pipeline = kernelPipeline(ctx.cache, {
+    kernel: 'moe_route',
+    source: shaderSource,
+    constants: { WG },
+    // params, logits, bias, topk_ids, topk_weights
+    bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'storage', 'storage'],
   });
-  const workgroups = Math.ceil(tokens / kernel.workgroupSize);
-  const [gx, gy] = workgroupGrid(workgroups, device.limits.maxComputeWorkgroupsPerDimension);
   return {
-    ...moeRouteCost(tokens, config),
-    encode(pass) {
-      if (workgroups === 0) return;
-      pass.setPipeline(kernel.pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(gx, gy);
-    },
-    destroy() {
-      paramsBuffer.destroy();
+    name: 'moe_route',
+    prepare(args) {
+      const { tokens, config } = args;
+      const label = args.label ?? 'moe_route';
+      checkRouterConfig(config);
+      checkCounts(label, { tokens }, 0);
+      const E = config.n_routed_experts;
+      const K = config.num_experts_per_tok;
+      checkBindings(device, label, {
+        logits: [args.logits, 4 * tokens * E],
+        bias: [args.bias, 4 * E],
+        topkIds: [args.topkIds, 4 * tokens * K],
+        topkWeights: [args.topkWeights, 4 * tokens * K],
+      });
+      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32']);
+      uniforms.write([tokens, E, config.n_group, config.topk_group, K, config.norm_topk_prob ? 1 : 0, config.routed_scaling_factor]);
+      return singleDispatch({
+        device,
+        label,
+        pipeline,
+        uniforms,
+        bindings: [args.logits, args.bias, args.topkIds, args.topkWeights],
+        workgroups: Math.ceil(tokens / WG),
+        cost: moeRouteCost(tokens, config),
+      });
     },
   };
 }
-

@@ -6,12 +6,19 @@
 // repetition_penalty.ref.ts.
 
 import penaltySource from '../../shaders/repetition_penalty.wgsl?raw';
-import { ArgumentError, GpuLimitError } from '../errors.ts';
-import { workgroupGrid } from '../gpu/dispatch.ts';
-import type { PreparedCall } from './matmul_operands.ts';
-import type { PipelineCache } from './pipeline_cache.ts';
-
-export type { PreparedCall } from './matmul_operands.ts';
+import { ArgumentError } from '../errors.ts';
+import {
+  checkBindings,
+  checkCounts,
+  checkU32Indices,
+  kernelPipeline,
+  singleDispatch,
+  Uniforms,
+  type Cost,
+  type Kernel,
+  type KernelContext,
+  type PreparedCall,
+} from '../gpu/kernel.ts';
 
 export interface RepetitionPenaltyArgs {
   /** Rows of logits: 1 for decode, 2 for a speculative (MTP) verify step. */
@@ -45,7 +52,7 @@ export function maskWords(vocab: number): number {
  * Bytes read (the mask, once per row) and FLOPs: the logits of seen ids (8 bytes and 1 FLOP
  * each, read and written) depend on the ids, unknown here, and are few, so they are not counted.
  */
-export function repetitionPenaltyCost({ rows, vocab }: { rows: number; vocab: number }): { bytes: number; flops: number } {
+export function repetitionPenaltyCost({ rows, vocab }: { rows: number; vocab: number }): Cost {
   return { bytes: 4 * rows * maskWords(vocab), flops: 0 };
 }
 
@@ -73,73 +80,44 @@ export function presenceMask(vocab: number, ids: Iterable<number>): Uint32Array 
   return mask;
 }
 
-export function createRepetitionPenalty(
-  cache: PipelineCache,
-  options: RepetitionPenaltyOptions = {},
-): { prepare(args: RepetitionPenaltyArgs): PreparedRepetitionPenalty } {
-  const { device } = cache;
+export function createRepetitionPenalty(ctx: KernelContext, options: RepetitionPenaltyOptions = {}): Kernel<RepetitionPenaltyArgs, PreparedRepetitionPenalty> {
+  const { device } = ctx.gpu;
   const workgroupSize = options.workgroupSize ?? 64;
-  if (!Number.isInteger(workgroupSize) || workgroupSize < 1) {
-    throw new ArgumentError(`repetition_penalty: workgroupSize ${workgroupSize} must be a positive integer`);
-  }
-  const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
-    binding,
-    visibility: GPUShaderStage.COMPUTE,
-    buffer: { type },
+  checkCounts('repetition_penalty', { workgroupSize });
+  const pipeline = kernelPipeline(ctx.cache, {
+    kernel: 'repetition_penalty',
+    source: penaltySource,
+    constants: { WORKGROUP_SIZE: workgroupSize },
+    bindings: ['uniform', 'storage', 'read-only-storage'],
   });
-  const kernel = cache.get({ kernel: 'repetition_penalty', variant: {}, constants: { WORKGROUP_SIZE: workgroupSize } }, () => ({
-    code: penaltySource,
-    entries: [entry(0, 'uniform'), entry(1, 'storage'), entry(2, 'read-only-storage')],
-  }));
 
   return {
+    name: 'repetition_penalty',
     prepare({ rows, vocab, logits, mask, penalty, label = 'repetition_penalty' }) {
-      for (const [name, value] of Object.entries({ rows, vocab })) {
-        if (!Number.isInteger(value) || value < 1) throw new ArgumentError(`${label}: ${name} must be a positive integer, got ${value}`);
-      }
-      // Logit indices are u32 in the shader.
-      if (rows * vocab >= 2 ** 32) throw new ArgumentError(`${label}: rows=${rows} vocab=${vocab} overflow 32-bit element indices`);
+      checkCounts(label, { rows, vocab });
+      checkU32Indices(label, { 'rows * vocab': rows * vocab });
       checkPenalty(label, penalty);
       // WebGPU forbids binding a written buffer twice in one bind group.
       if (logits === mask) throw new ArgumentError(`${label}: logits and mask must be different buffers`);
       const words = maskWords(vocab);
-      const needs: [string, GPUBuffer, number][] = [
-        ['logits', logits, 4 * rows * vocab],
-        ['mask', mask, 4 * words],
-      ];
-      for (const [name, buffer, bytes] of needs) {
-        if (buffer.size < bytes) throw new ArgumentError(`${label}: ${name} holds ${buffer.size} bytes, rows=${rows} vocab=${vocab} needs ${bytes}`);
-        if (bytes > device.limits.maxStorageBufferBindingSize) {
-          throw new GpuLimitError(
-            `${label}: ${name} needs a ${bytes}-byte binding, over this GPU's maxStorageBufferBindingSize (${device.limits.maxStorageBufferBindingSize})`,
-          );
-        }
-      }
-      const params = device.createBuffer({ label: `${label}.params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-      const packed = new ArrayBuffer(16);
-      new Uint32Array(packed, 0, 3).set([rows, vocab, words]);
-      new Float32Array(packed, 12, 1)[0] = penalty;
-      device.queue.writeBuffer(params, 0, packed);
+      checkBindings(device, label, { logits: [logits, 4 * rows * vocab], mask: [mask, 4 * words] }, `rows=${rows} vocab=${vocab}`);
+      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'f32']);
+      uniforms.write([rows, vocab, words, penalty]);
       // Bind exactly what the shape needs, so a larger logits buffer is left alone past rows * vocab.
-      const bindGroup = device.createBindGroup({
+      const call = singleDispatch({
+        device,
         label,
-        layout: kernel.bindGroupLayout,
-        entries: [{ buffer: params }, ...needs.map(([, buffer, size]) => ({ buffer, size }))].map((resource, binding) => ({ binding, resource })),
+        pipeline,
+        uniforms,
+        bindings: [{ buffer: logits, size: 4 * rows * vocab }, { buffer: mask, size: 4 * words }],
+        workgroups: Math.ceil((rows * words) / workgroupSize),
+        cost: repetitionPenaltyCost({ rows, vocab }),
       });
-      const [gx, gy] = workgroupGrid(Math.ceil((rows * words) / workgroupSize), device.limits.maxComputeWorkgroupsPerDimension);
       return {
-        ...repetitionPenaltyCost({ rows, vocab }),
-        encode(pass) {
-          pass.setPipeline(kernel.pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
+        ...call,
         setPenalty(next) {
           checkPenalty(label, next);
-          device.queue.writeBuffer(params, 12, new Float32Array([next]));
-        },
-        destroy() {
-          params.destroy();
+          uniforms.set(3, next);
         },
       };
     },

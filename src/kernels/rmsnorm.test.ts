@@ -5,10 +5,10 @@
 
 import { describe, expect, it } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
-import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
-import { createRmsNormPipeline, prepareRmsNorm, rmsNormCost, type RowLayout } from './rmsnorm.ts';
+import { randn, relError, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
+import { createRmsNorm, rmsNormCost, type RowLayout } from './rmsnorm.ts';
 import { rmsNormRef } from './rmsnorm.ref.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 const TOL = 1e-5;
 
@@ -46,8 +46,8 @@ async function runCase(c: Case, variant: { addResidual: boolean; isSoftware: boo
   const yBuf = uploadBuffer(device, nanFilled(yLen), 'y');
   const dBuf = delta ? uploadBuffer(device, delta, 'delta') : undefined;
   device.pushErrorScope('validation');
-  const kernel = createRmsNormPipeline(device, variant);
-  const op = prepareRmsNorm(device, kernel, {
+  const kernel = createRmsNorm(await testKernelContext(), { addResidual: variant.addResidual, rowPerThread: variant.isSoftware });
+  const op = kernel.prepare({
     rows: c.rows, width: c.width, eps, x: xBuf, weight: wBuf, y: yBuf, delta: dBuf, xLayout: xl, yLayout: yl,
   });
   submitPass(device, op);
@@ -106,10 +106,10 @@ describe('rmsnorm kernel', () => {
 
   it('rejects a delta without the fused pipeline and a too-small buffer', async () => {
     const { device } = await testGpu();
-    const kernel = createRmsNormPipeline(device, { addResidual: false, isSoftware: true });
+    const kernel = createRmsNorm(await testKernelContext(), { rowPerThread: true });
     const b = uploadBuffer(device, new Float32Array(8), 'b');
-    expect(() => prepareRmsNorm(device, kernel, { rows: 2, width: 4, eps: 1e-6, x: b, weight: b, y: b, delta: b })).toThrow(/delta/);
-    expect(() => prepareRmsNorm(device, kernel, { rows: 3, width: 4, eps: 1e-6, x: b, weight: b, y: b })).toThrow(/needs 48/);
+    expect(() => kernel.prepare({ rows: 2, width: 4, eps: 1e-6, x: b, weight: b, y: b, delta: b })).toThrow(/delta/);
+    expect(() => kernel.prepare({ rows: 3, width: 4, eps: 1e-6, x: b, weight: b, y: b })).toThrow(/needs 48/);
     b.destroy();
   });
 

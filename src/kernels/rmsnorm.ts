@@ -4,53 +4,35 @@
 // post_attention_layernorm (fused with the residual add) and the final norm.
 
 import shaderSource from '../../shaders/rmsnorm.wgsl?raw';
+import { ArgumentError } from '../errors.ts';
+import {
+  checkBindings,
+  checkCounts,
+  kernelPipeline,
+  singleDispatch,
+  Uniforms,
+  type Cost,
+  type Kernel,
+  type KernelContext,
+  type PreparedCall,
+} from '../gpu/kernel.ts';
 import type { RowLayout } from './rmsnorm.ref.ts';
-import { workgroupGrid } from '../gpu/dispatch.ts';
 
 export type { RowLayout } from './rmsnorm.ref.ts';
 
-export interface RmsNormVariant {
-  /** Fuse the residual add: x = x + delta (x updated in place), then y = RMSNorm(x). */
-  addResidual: boolean;
-  /** A CPU adapter (AdapterReport.isSoftware): one invocation per row, no workgroup barrier. */
-  isSoftware: boolean;
-}
-
-export interface RmsNormPipeline {
-  readonly variant: RmsNormVariant;
-  readonly pipeline: GPUComputePipeline;
-  readonly layout: GPUBindGroupLayout;
-  /** Invocations per workgroup: one row per workgroup, or WG rows per workgroup on CPU adapters. */
-  readonly workgroupSize: number;
+export interface RmsNormOptions {
+  /** Fuse the residual add: x = x + delta (x updated in place), then y = RMSNorm(x). Default false. */
+  addResidual?: boolean;
+  /** One invocation per row, no workgroup barrier (CPU adapters). Default: the adapter's isSoftware. */
+  rowPerThread?: boolean;
 }
 
 const WG_PER_ROW = 256; // GPUs: invocations sharing one row
 const WG_ROWS = 64; // CPU adapters: rows per workgroup
 
-/** Builds the pipeline of one variant (the one place to move onto the shared pipeline cache). */
-export function createRmsNormPipeline(device: GPUDevice, variant: RmsNormVariant): RmsNormPipeline {
-  const entries: GPUBindGroupLayoutEntry[] = [
-    { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
-    { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
-    { binding: 2, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } },
-    { binding: 3, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
-  ];
-  if (variant.addResidual) {
-    entries.push({ binding: 4, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } });
-  }
-  const name = `rmsnorm${variant.addResidual ? '+residual' : ''}${variant.isSoftware ? '/row-per-thread' : ''}`;
-  const layout = device.createBindGroupLayout({ label: name, entries });
-  const workgroupSize = variant.isSoftware ? WG_ROWS : WG_PER_ROW;
-  const pipeline = device.createComputePipeline({
-    label: name,
-    layout: device.createPipelineLayout({ label: name, bindGroupLayouts: [layout] }),
-    compute: {
-      module: device.createShaderModule({ label: 'rmsnorm.wgsl', code: shaderSource }),
-      entryPoint: variant.addResidual ? 'add_rmsnorm' : 'rmsnorm',
-      constants: { WG: workgroupSize, ROW_PER_THREAD: variant.isSoftware ? 1 : 0 },
-    },
-  });
-  return { variant, pipeline, layout, workgroupSize };
+export interface RmsNorm extends Kernel<RmsNormArgs, PreparedRmsNorm> {
+  readonly addResidual: boolean;
+  readonly rowPerThread: boolean;
 }
 
 export interface RmsNormShape {
@@ -64,7 +46,7 @@ export interface RmsNormShape {
  * written), weight read once, y written; 4 FLOPs per element (square, add, two multiplies),
  * one more for the residual add.
  */
-export function rmsNormCost({ rows, width, addResidual = false }: RmsNormShape): { bytes: number; flops: number } {
+export function rmsNormCost({ rows, width, addResidual = false }: RmsNormShape): Cost {
   const n = rows * width;
   return {
     bytes: 4 * (n * (addResidual ? 4 : 2) + width),
@@ -91,74 +73,75 @@ export interface RmsNormArgs {
   label?: string;
 }
 
-export interface PreparedRmsNorm {
-  readonly bytes: number;
-  readonly flops: number;
+export interface PreparedRmsNorm extends PreparedCall {
   /** Moves the output rows (y's layout offset) for the next submit, e.g. to a new cache position. */
   setYOffset(offset: number): void;
-  /** Record the dispatch into a compute pass. */
-  encode(pass: GPUComputePassEncoder): void;
-  /** Free the params buffer. */
-  destroy(): void;
 }
 
-/** Validates the arguments, writes the params and builds the bind group once. */
-export function prepareRmsNorm(device: GPUDevice, kernel: RmsNormPipeline, args: RmsNormArgs): PreparedRmsNorm {
-  const { rows, width } = args;
-  const label = args.label ?? 'rmsnorm';
-  const xl = args.xLayout ?? { stride: width, offset: 0 };
-  const yl = args.yLayout ?? { stride: width, offset: 0 };
-  if (!(width > 0) || !(rows >= 0)) throw new RangeError(`${label}: bad shape rows=${rows} width=${width}`);
-  if (kernel.variant.addResidual !== (args.delta !== undefined)) {
-    throw new Error(`${label}: delta must be given exactly when the pipeline fuses the residual add`);
-  }
-  checkRows(label, 'x', args.x, rows, width, xl);
-  checkRows(label, 'y', args.y, rows, width, yl);
-  if (args.delta) checkRows(label, 'delta', args.delta, rows, width, xl);
-  if (args.weight.size < 4 * width) throw new RangeError(`${label}: weight holds fewer than ${width} f32`);
+export function createRmsNorm(ctx: KernelContext, options: RmsNormOptions = {}): RmsNorm {
+  const { device } = ctx.gpu;
+  const addResidual = options.addResidual ?? false;
+  const rowPerThread = options.rowPerThread ?? ctx.gpu.adapter.isSoftware;
+  const workgroupSize = rowPerThread ? WG_ROWS : WG_PER_ROW;
+  const pipeline = kernelPipeline(ctx.cache, {
+    kernel: 'rmsnorm',
+    source: shaderSource,
+    entryPoint: addResidual ? 'add_rmsnorm' : 'rmsnorm',
+    constants: { WG: workgroupSize, ROW_PER_THREAD: rowPerThread ? 1 : 0 },
+    bindings: ['uniform', 'storage', 'read-only-storage', 'storage', addResidual ? 'read-only-storage' : undefined],
+  });
 
-  const paramsBuffer = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  const writeParams = (yOffset: number) => {
-    const params = new ArrayBuffer(32);
-    new Uint32Array(params, 0, 6).set([rows, width, xl.stride, xl.offset, yl.stride, yOffset]);
-    new Float32Array(params, 24, 1)[0] = args.eps;
-    device.queue.writeBuffer(paramsBuffer, 0, params);
-  };
-  writeParams(yl.offset);
-
-  const entries: GPUBindGroupEntry[] = [
-    { binding: 0, resource: { buffer: paramsBuffer } },
-    { binding: 1, resource: { buffer: args.x } },
-    { binding: 2, resource: { buffer: args.weight } },
-    { binding: 3, resource: { buffer: args.y } },
-  ];
-  if (args.delta) entries.push({ binding: 4, resource: { buffer: args.delta } });
-  const bindGroup = device.createBindGroup({ label, layout: kernel.layout, entries });
-
-  const workgroups = kernel.variant.isSoftware ? Math.ceil(rows / kernel.workgroupSize) : rows;
-  const [gx, gy] = workgroupGrid(workgroups, device.limits.maxComputeWorkgroupsPerDimension);
-  const cost = rmsNormCost({ rows, width, addResidual: kernel.variant.addResidual });
   return {
-    ...cost,
-    setYOffset(offset) {
-      checkRows(label, 'y', args.y, rows, width, { stride: yl.stride, offset });
-      writeParams(offset);
-    },
-    encode(pass) {
-      if (workgroups === 0) return;
-      pass.setPipeline(kernel.pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(gx, gy);
-    },
-    destroy() {
-      paramsBuffer.destroy();
+    name: 'rmsnorm',
+    addResidual,
+    rowPerThread,
+    prepare(args) {
+      const { rows, width } = args;
+      const label = args.label ?? 'rmsnorm';
+      const xl = args.xLayout ?? { stride: width, offset: 0 };
+      const yl = args.yLayout ?? { stride: width, offset: 0 };
+      checkCounts(label, { width });
+      checkCounts(label, { rows }, 0);
+      if (addResidual !== (args.delta !== undefined)) {
+        throw new ArgumentError(`${label}: delta must be given exactly when the kernel fuses the residual add`);
+      }
+      checkRowLayout(label, 'x', rows, width, xl);
+      checkRowLayout(label, 'y', rows, width, yl);
+      checkBindings(device, label, {
+        x: [args.x, rowBytes(rows, width, xl)],
+        y: [args.y, rowBytes(rows, width, yl)],
+        weight: [args.weight, 4 * width],
+        ...(args.delta ? { delta: [args.delta, rowBytes(rows, width, xl)] as const } : {}),
+      });
+
+      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32']);
+      const writeParams = (yOffset: number) => uniforms.write([rows, width, xl.stride, xl.offset, yl.stride, yOffset, args.eps]);
+      writeParams(yl.offset);
+      const call = singleDispatch({
+        device,
+        label,
+        pipeline,
+        uniforms,
+        bindings: [args.x, args.weight, args.y, args.delta],
+        workgroups: rowPerThread ? Math.ceil(rows / workgroupSize) : rows,
+        cost: rmsNormCost({ rows, width, addResidual }),
+      });
+      return {
+        ...call,
+        setYOffset(offset) {
+          checkBindings(device, label, { y: [args.y, rowBytes(rows, width, { stride: yl.stride, offset })] });
+          writeParams(offset);
+        },
+      };
     },
   };
 }
 
-function checkRows(label: string, name: string, buffer: GPUBuffer, rows: number, width: number, layout: RowLayout): void {
-  if (layout.stride < width && rows > 1) throw new RangeError(`${label}: ${name} rows overlap (stride ${layout.stride} < width ${width})`);
-  const needed = rows === 0 ? 0 : 4 * ((rows - 1) * layout.stride + layout.offset + width);
-  if (buffer.size < needed) throw new RangeError(`${label}: ${name} is ${buffer.size} bytes, the layout needs ${needed}`);
+function checkRowLayout(label: string, name: string, rows: number, width: number, layout: RowLayout): void {
+  if (layout.stride < width && rows > 1) throw new ArgumentError(`${label}: ${name} rows overlap (stride ${layout.stride} < width ${width})`);
 }
 
+/** Bytes the rows of a layout reach. */
+function rowBytes(rows: number, width: number, layout: RowLayout): number {
+  return rows === 0 ? 0 : 4 * ((rows - 1) * layout.stride + layout.offset + width);
+}

@@ -10,11 +10,11 @@
 
 import { describe, expect, it } from 'vitest';
 import { readF32, readU32, uploadBuffer } from '../gpu/buffers.ts';
-import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
-import { ropeInvFreq } from '../model/rope.ts';
+import { randn, relError, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
+import { ropeInvFreq } from './rope_tables.ts';
 import { ropeRef, type RopeSlices } from './rope_yarn.ref.ts';
-import { createRopeYarnPipeline, prepareRopeYarn, ropeYarnCost, writeConsecutivePositions } from './rope_yarn.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { createRopeYarn, ropeYarnCost, writeConsecutivePositions } from './rope_yarn.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 const TINY = ropeInvFreq({
   qk_rope_head_dim: 32,
@@ -45,7 +45,7 @@ async function rotateOnGpu(x: Float32Array, s: RopeSlices, positions: Uint32Arra
   const pBuf = uploadBuffer(device, positions, 'positions');
   const fBuf = uploadBuffer(device, invFreq, 'inv_freq');
   device.pushErrorScope('validation');
-  const op = prepareRopeYarn(device, createRopeYarnPipeline(device), { ...s, x: xBuf, positions: pBuf, invFreq: fBuf });
+  const op = createRopeYarn(await testKernelContext()).prepare({ ...s, x: xBuf, positions: pBuf, invFreq: fBuf });
   submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const out = await readF32(device, xBuf, x.length);
@@ -140,7 +140,8 @@ describe('rope_yarn kernel', () => {
     const { device } = await testGpu();
     const b = uploadBuffer(device, new Float32Array(64), 'b');
     const args = { rows: 2, heads: 1, ropeDim: 32, rowStride: 40, headStride: 0, ropeOffset: 8, x: b, positions: b, invFreq: b };
-    expect(() => prepareRopeYarn(device, createRopeYarnPipeline(device), args)).toThrow(/needs 320/);
+    const rope = createRopeYarn(await testKernelContext());
+    expect(() => rope.prepare(args)).toThrow(/needs 320/);
     b.destroy();
   });
 

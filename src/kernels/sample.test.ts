@@ -8,21 +8,20 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError } from '../errors.ts';
 import { readU32, uploadBuffer } from '../gpu/buffers.ts';
-import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
-import { createSamplePipeline, prepareSample, sampleCost, type SamplePipeline, type SamplingParams } from './sample.ts';
+import { randn, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
+import { createSample, sampleCost, type Sample, type SamplingParams } from './sample.ts';
 import { keptDistribution, pcgHash, sampleRef, sampleUniform } from './sample.ref.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 const POISON = 0xdeadbeef;
 const GREEDY: SamplingParams = { temperature: 0, topK: 0, topP: 1, seed: 0, step: 0 };
 
-const pipelines = new Map<boolean, SamplePipeline>();
-async function pipelineFor(isSoftware: boolean): Promise<SamplePipeline> {
-  const { device } = await testGpu();
-  let p = pipelines.get(isSoftware);
+const kernels = new Map<boolean, Sample>();
+async function pipelineFor(software: boolean): Promise<Sample> {
+  let p = kernels.get(software);
   if (!p) {
-    p = createSamplePipeline(device, { isSoftware });
-    pipelines.set(isSoftware, p);
+    p = createSample(await testKernelContext(), { software });
+    kernels.set(software, p);
   }
   return p;
 }
@@ -41,7 +40,7 @@ async function runGpu(
   const logitsBuf = uploadBuffer(device, logits, 'logits');
   const idsBuf = uploadBuffer(device, new Uint32Array(rows).fill(POISON), 'ids');
   device.pushErrorScope('validation');
-  const op = prepareSample(device, kernel, { rows, vocab, logits: logitsBuf, ids: idsBuf, sampling });
+  const op = kernel.prepare({ rows, vocab, logits: logitsBuf, ids: idsBuf, sampling });
   const out: Uint32Array[] = [];
   for (const step of steps) {
     op.setSampling({ ...sampling, step });
@@ -180,10 +179,10 @@ describe('sample kernel', () => {
     const kernel = await pipelineFor(true);
     const b = uploadBuffer(device, new Float32Array(8), 'b');
     const args = { rows: 2, vocab: 4, logits: b, ids: b, sampling: GREEDY };
-    expect(() => prepareSample(device, kernel, { ...args, sampling: { ...GREEDY, topP: 1.5 } })).toThrow(ArgumentError);
-    expect(() => prepareSample(device, kernel, { ...args, sampling: { ...GREEDY, temperature: -1 } })).toThrow(/temperature/);
-    expect(() => prepareSample(device, kernel, { ...args, sampling: { ...GREEDY, topK: 2.5 } })).toThrow(/top_k/);
-    expect(() => prepareSample(device, kernel, { ...args, rows: 3 })).toThrow(/needs 48/);
+    expect(() => kernel.prepare({ ...args, sampling: { ...GREEDY, topP: 1.5 } })).toThrow(ArgumentError);
+    expect(() => kernel.prepare({ ...args, sampling: { ...GREEDY, temperature: -1 } })).toThrow(/temperature/);
+    expect(() => kernel.prepare({ ...args, sampling: { ...GREEDY, topK: 2.5 } })).toThrow(/top_k/);
+    expect(() => kernel.prepare({ ...args, rows: 3 })).toThrow(/needs 48/);
     b.destroy();
   });
 

@@ -5,20 +5,18 @@
 
 import shaderSource from '../../shaders/sample.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
-import { workgroupGrid } from '../gpu/dispatch.ts';
+import { checkBindings, checkCounts, checkU32Indices, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import type { SamplingParams } from './sample.ref.ts';
 
 export type { SamplingParams } from './sample.ref.ts';
 
-export interface SampleVariant {
-  /** A CPU adapter (AdapterReport.isSoftware): fewer invocations per row and serial reductions, so fewer barriers. */
-  isSoftware: boolean;
+export interface SampleOptions {
+  /** Fewer invocations per row and serial reductions, so fewer barriers (CPU adapters). Default: the adapter's isSoftware. */
+  software?: boolean;
 }
 
-export interface SamplePipeline {
-  readonly variant: SampleVariant;
-  readonly pipeline: GPUComputePipeline;
-  readonly layout: GPUBindGroupLayout;
+export interface Sample extends Kernel<SampleArgs, PreparedSample> {
+  readonly software: boolean;
   /** Invocations per workgroup; one workgroup per row. */
   readonly workgroupSize: number;
   /** Bits of the top-k/top-p cut found per pass. */
@@ -30,31 +28,6 @@ export interface SamplePipeline {
 // 16 run 4000 small rows 5x faster than 64, and a 129280-wide row as fast.
 const GPU_TUNING = { workgroupSize: 256, radixBits: 2 };
 const SOFTWARE_TUNING = { workgroupSize: 16, radixBits: 4 };
-
-/** Builds the pipeline of one variant (the one place to move onto the shared pipeline cache). */
-export function createSamplePipeline(device: GPUDevice, variant: SampleVariant): SamplePipeline {
-  const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
-    binding,
-    visibility: GPUShaderStage.COMPUTE,
-    buffer: { type },
-  });
-  const name = `sample${variant.isSoftware ? '/software' : ''}`;
-  const layout = device.createBindGroupLayout({
-    label: name,
-    entries: [entry(0, 'uniform'), entry(1, 'read-only-storage'), entry(2, 'storage')],
-  });
-  const { workgroupSize, radixBits } = variant.isSoftware ? SOFTWARE_TUNING : GPU_TUNING;
-  const pipeline = device.createComputePipeline({
-    label: name,
-    layout: device.createPipelineLayout({ label: name, bindGroupLayouts: [layout] }),
-    compute: {
-      module: device.createShaderModule({ label: 'sample.wgsl', code: shaderSource }),
-      entryPoint: 'sample',
-      constants: { WG: workgroupSize, SERIAL_REDUCE: variant.isSoftware ? 1 : 0, RADIX_BITS: radixBits },
-    },
-  });
-  return { variant, pipeline, layout, workgroupSize, radixBits };
-}
 
 /** Passes over a row the kernel makes (at most: the tie pass is skipped without ties). */
 export function samplePasses(vocab: number, p: SamplingParams, radixBits: number): number {
@@ -70,7 +43,7 @@ export interface SampleShape {
   rows: number;
   vocab: number;
   sampling: SamplingParams;
-  /** SamplePipeline.radixBits. */
+  /** Sample.radixBits. */
   radixBits: number;
 }
 
@@ -78,7 +51,7 @@ export interface SampleShape {
  * Bytes and FLOPs for the benchmark: every pass reads the row's logits; ~4 FLOPs per element
  * per sampling pass (subtract, divide, exp, add), 1 for the argmax pass; the ids written.
  */
-export function sampleCost({ rows, vocab, sampling, radixBits }: SampleShape): { bytes: number; flops: number } {
+export function sampleCost({ rows, vocab, sampling, radixBits }: SampleShape): Cost {
   const passes = samplePasses(vocab, sampling, radixBits);
   return {
     bytes: 4 * rows * vocab * passes + 4 * rows,
@@ -110,74 +83,54 @@ export interface SampleArgs {
   label?: string;
 }
 
-export interface PreparedSample {
-  /** For the current settings. */
-  readonly bytes: number;
-  readonly flops: number;
+export interface PreparedSample extends PreparedCall {
   /** Write new settings (seed, step, ...) before the next submit that holds the dispatch. */
   setSampling(p: SamplingParams): void;
-  /** Record the dispatch into a compute pass. */
-  encode(pass: GPUComputePassEncoder): void;
-  /** Free the params buffer. */
-  destroy(): void;
 }
 
-/** Validates the arguments, writes the params and builds the bind group once. */
-export function prepareSample(device: GPUDevice, kernel: SamplePipeline, args: SampleArgs): PreparedSample {
-  const { rows, vocab } = args;
-  const label = args.label ?? 'sample';
-  if (!(Number.isInteger(vocab) && vocab > 0) || !(Number.isInteger(rows) && rows >= 0)) {
-    throw new RangeError(`${label}: bad shape rows=${rows} vocab=${vocab}`);
-  }
-  if (rows * vocab >= 2 ** 32) throw new RangeError(`${label}: rows * vocab = ${rows * vocab} overflows u32 indices`);
-  if (args.logits.size < 4 * rows * vocab) throw new RangeError(`${label}: logits is ${args.logits.size} bytes, needs ${4 * rows * vocab}`);
-  if (args.ids.size < 4 * rows) throw new RangeError(`${label}: ids is ${args.ids.size} bytes, needs ${4 * rows}`);
-
-  const paramsBuffer = device.createBuffer({ label: `${label}.params`, size: 32, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  let current = args.sampling;
-  const setSampling = (p: SamplingParams): void => {
-    checkSamplingParams(p);
-    const params = new ArrayBuffer(32);
-    const u = new Uint32Array(params);
-    const f = new Float32Array(params);
-    u[0] = rows;
-    u[1] = vocab;
-    f[2] = p.temperature;
-    u[3] = p.topK;
-    f[4] = p.topP;
-    u[5] = p.seed;
-    u[6] = p.step;
-    device.queue.writeBuffer(paramsBuffer, 0, params);
-    current = p;
-  };
-  setSampling(args.sampling);
-
-  const bindGroup = device.createBindGroup({
-    label,
-    layout: kernel.layout,
-    entries: [
-      { binding: 0, resource: { buffer: paramsBuffer } },
-      { binding: 1, resource: { buffer: args.logits } },
-      { binding: 2, resource: { buffer: args.ids } },
-    ],
+export function createSample(ctx: KernelContext, options: SampleOptions = {}): Sample {
+  const { device } = ctx.gpu;
+  const software = options.software ?? ctx.gpu.adapter.isSoftware;
+  const { workgroupSize, radixBits } = software ? SOFTWARE_TUNING : GPU_TUNING;
+  const pipeline = kernelPipeline(ctx.cache, {
+    kernel: 'sample',
+    source: shaderSource,
+    entryPoint: 'sample',
+    constants: { WG: workgroupSize, SERIAL_REDUCE: software ? 1 : 0, RADIX_BITS: radixBits },
+    bindings: ['uniform', 'read-only-storage', 'storage'],
   });
-  const [gx, gy] = workgroupGrid(rows, device.limits.maxComputeWorkgroupsPerDimension);
   return {
-    get bytes() {
-      return sampleCost({ rows, vocab, sampling: current, radixBits: kernel.radixBits }).bytes;
-    },
-    get flops() {
-      return sampleCost({ rows, vocab, sampling: current, radixBits: kernel.radixBits }).flops;
-    },
-    setSampling,
-    encode(pass) {
-      if (rows === 0) return;
-      pass.setPipeline(kernel.pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(gx, gy);
-    },
-    destroy() {
-      paramsBuffer.destroy();
+    name: 'sample',
+    software,
+    workgroupSize,
+    radixBits,
+    prepare(args) {
+      const { rows, vocab } = args;
+      const label = args.label ?? 'sample';
+      checkCounts(label, { vocab });
+      checkCounts(label, { rows }, 0);
+      checkU32Indices(label, { 'rows * vocab': rows * vocab });
+      checkBindings(device, label, { logits: [args.logits, 4 * rows * vocab], ids: [args.ids, 4 * rows] });
+      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'f32', 'u32', 'f32', 'u32', 'u32']);
+      let current = args.sampling;
+      const setSampling = (p: SamplingParams): void => {
+        checkSamplingParams(p);
+        uniforms.write([rows, vocab, p.temperature, p.topK, p.topP, p.seed, p.step]);
+        current = p;
+      };
+      setSampling(args.sampling);
+      const call = singleDispatch({ device, label, pipeline, uniforms, bindings: [args.logits, args.ids], workgroups: rows, cost: { bytes: 0, flops: 0 } });
+      return {
+        get bytes() {
+          return sampleCost({ rows, vocab, sampling: current, radixBits }).bytes;
+        },
+        get flops() {
+          return sampleCost({ rows, vocab, sampling: current, radixBits }).flops;
+        },
+        setSampling,
+        encode: call.encode,
+        destroy: call.destroy,
+      };
     },
   };
 }

@@ -4,9 +4,10 @@
 
 import { readF32, uploadBuffer, createStorageBuffer } from '../gpu/buffers.ts';
 import type { Gpu } from '../gpu/device.ts';
-import { createRmsNormPipeline, prepareRmsNorm } from './rmsnorm.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
+import { createRmsNorm } from './rmsnorm.ts';
 import { rmsNormRef } from './rmsnorm.ref.ts';
-import { submitPass } from '../gpu/submit.ts';
+import { submitPass } from '../gpu/kernel.ts';
 
 export interface SelfCheckResult {
   kernel: string;
@@ -16,7 +17,7 @@ export interface SelfCheckResult {
   ok: boolean;
 }
 
-export async function selfCheck(gpu: Gpu): Promise<SelfCheckResult> {
+export async function selfCheck(gpu: Gpu, cache = new PipelineCache(gpu.device)): Promise<SelfCheckResult> {
   const { device } = gpu;
   const rows = 7;
   const width = 301;
@@ -31,8 +32,7 @@ export async function selfCheck(gpu: Gpu): Promise<SelfCheckResult> {
   const xBuf = uploadBuffer(device, x, 'self-check.x');
   const wBuf = uploadBuffer(device, weight, 'self-check.weight');
   const yBuf = createStorageBuffer(device, 4 * rows * width, 'self-check.y');
-  const kernel = createRmsNormPipeline(device, { addResidual: false, isSoftware: gpu.adapter.isSoftware });
-  const op = prepareRmsNorm(device, kernel, { rows, width, eps: 1e-6, x: xBuf, weight: wBuf, y: yBuf });
+  const op = createRmsNorm({ gpu, cache }).prepare({ rows, width, eps: 1e-6, x: xBuf, weight: wBuf, y: yBuf });
   try {
     submitPass(device, op);
     const got = await readF32(device, yBuf, rows * width);

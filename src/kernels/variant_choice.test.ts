@@ -6,9 +6,9 @@
 import { describe, expect, it } from 'vitest';
 import type { AdapterReport, Gpu } from '../gpu/device.ts';
 import { testGpu } from '../gpu/testing.ts';
-import type { Timing } from '../bench/timing.ts';
+import type { Timing } from '../gpu/timing.ts';
 import { GEMV_STRATEGIES } from './gemv_fp8.ts';
-import { PipelineCache } from './pipeline_cache.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import {
   chooseGemvStrategy,
   chooseVariant,
@@ -146,14 +146,14 @@ describe('chooseGemvStrategy on this adapter', () => {
     const gpu = await testGpu();
     const cache = new PipelineCache(gpu.device);
     const store = memoryStore();
-    const strategy = await chooseGemvStrategy(gpu, cache, store);
+    const strategy = await chooseGemvStrategy({ gpu, cache }, store);
     expect(GEMV_STRATEGIES).toContain(strategy);
     let timed = 0;
     const counting: TimeFunction = async () => {
       timed++;
       throw new Error('should not measure');
     };
-    expect(await chooseGemvStrategy(gpu, cache, store, { time: counting })).toBe(strategy);
+    expect(await chooseGemvStrategy({ gpu, cache }, store, { time: counting })).toBe(strategy);
     expect(timed).toBe(0);
   });
 });

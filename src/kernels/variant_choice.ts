@@ -6,12 +6,11 @@
 
 import type { Gpu } from '../gpu/device.ts';
 import { createStorageBuffer, uploadBuffer } from '../gpu/buffers.ts';
-import type { Encodable } from '../gpu/submit.ts';
-import { timeComputePass, type TimeOptions, type Timing } from '../bench/timing.ts';
+import { BLOCK, type Encodable, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import { timeComputePass, type TimeOptions, type Timing } from '../gpu/timing.ts';
 import { createGemm, GEMM_STRATEGIES, type GemmStrategy } from './gemm_fp8.ts';
 import { createGemv, GEMV_STRATEGIES, type GemvStrategy } from './gemv_fp8.ts';
-import { BLOCK, operandBytes, type MatmulBuffers, type MatmulShape, type PreparedCall, type WeightFormat } from './matmul_operands.ts';
-import type { PipelineCache } from './pipeline_cache.ts';
+import { operandBytes, type MatmulBuffers, type MatmulShape, type WeightFormat } from './matmul_operands.ts';
 
 /** Where choices are remembered: a key-value store of strings (localStorage in a browser). */
 export interface VariantStore {
@@ -213,7 +212,8 @@ function owning(call: PreparedCall, operands: { destroy(): void }): Encodable & 
 }
 
 /** The decode GEMV's strategy for this adapter, measured on M=1, K=1024, N=1024 the first time. */
-export async function chooseGemvStrategy(gpu: Gpu, cache: PipelineCache, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemvStrategy> {
+export async function chooseGemvStrategy(ctx: KernelContext, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemvStrategy> {
+  const { gpu } = ctx;
   const weights = options.weights ?? 'fp8';
   const shape = { M: 1, K: 1024, N: 1024 };
   const choice = await chooseVariant({
@@ -225,7 +225,7 @@ export async function chooseGemvStrategy(gpu: Gpu, cache: PipelineCache, store: 
     time: options.time,
     build(strategy) {
       const operands = matmulOperands(gpu, shape, weights);
-      return owning(createGemv({ gpu, cache, weights, strategy }).prepare({ ...shape, ...operands, label: `gemv_fp8 ${strategy}` }), operands);
+      return owning(createGemv(ctx, { weights, strategy }).prepare({ ...shape, ...operands, label: `gemv_fp8 ${strategy}` }), operands);
     },
   });
   return choice.variant;
@@ -235,7 +235,8 @@ export async function chooseGemvStrategy(gpu: Gpu, cache: PipelineCache, store: 
  * The prefill GEMM's strategy for this adapter, measured on M=64, K=512, N=512 the first time
  * (thread_tile's 4-row tile; chunks of 128 rows or more run its 32-row tile, not measured here).
  */
-export async function chooseGemmStrategy(gpu: Gpu, cache: PipelineCache, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemmStrategy> {
+export async function chooseGemmStrategy(ctx: KernelContext, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemmStrategy> {
+  const { gpu } = ctx;
   const weights = options.weights ?? 'fp8';
   const shape = { M: 64, K: 512, N: 512 };
   const choice = await chooseVariant({
@@ -248,7 +249,7 @@ export async function chooseGemmStrategy(gpu: Gpu, cache: PipelineCache, store: 
     time: options.time,
     build(strategy) {
       const operands = matmulOperands(gpu, shape, weights);
-      return owning(createGemm({ gpu, cache, weights, strategy }).prepare({ ...shape, ...operands, label: `gemm_fp8 ${strategy}` }), operands);
+      return owning(createGemm(ctx, { weights, strategy }).prepare({ ...shape, ...operands, label: `gemm_fp8 ${strategy}` }), operands);
     },
   });
   return choice.variant;

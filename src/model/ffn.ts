@@ -6,8 +6,7 @@
 // The official MoE.forward returns y + z (routed + shared), added to the residual afterwards.
 
 import type { DeepseekV3Config } from '../config.ts';
-import type { PreparedCall } from '../kernels/matmul_operands.ts';
-import { prepareMoeRoute } from '../kernels/moe_route.ts';
+import type { PreparedCall } from '../gpu/kernel.ts';
 import type { Activations } from './activations.ts';
 import type { LayerWeights } from './gpu_weights.ts';
 import type { ModelKernels } from './model_kernels.ts';
@@ -24,13 +23,13 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
   try {
     if (w.mlp) {
       roundX();
-      calls.push(k.experts.prepareMlp({ tokens: T, hidden_size: d, intermediate_size: c.intermediate_size, x: acts.x, weights: w.mlp, h: acts.mlpH, out: acts.ffnOut, label: `${label}.mlp` }));
+      calls.push(k.mlp.prepare({ tokens: T, hidden_size: d, intermediate_size: c.intermediate_size, x: acts.x, weights: w.mlp, h: acts.mlpH, out: acts.ffnOut, label: `${label}.mlp` }));
       return calls;
     }
     const moe = w.moe!;
     calls.push(k.linear.prepare(moe.gate, { M: T, x: acts.x, y: acts.routerLogits, label: `${label}.gate` }));
     calls.push(
-      prepareMoeRoute(k.gpu.device, k.route, {
+      k.route.prepare({
         tokens: T, config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route`,
       }),
     );
@@ -43,7 +42,7 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
     );
     if (moe.shared_experts) {
       const I = c.n_shared_experts * c.moe_intermediate_size;
-      calls.push(k.experts.prepareMlp({ tokens: T, hidden_size: d, intermediate_size: I, x: acts.x, weights: moe.shared_experts, h: acts.mlpH, out: acts.sharedOut, label: `${label}.shared_experts` }));
+      calls.push(k.mlp.prepare({ tokens: T, hidden_size: d, intermediate_size: I, x: acts.x, weights: moe.shared_experts, h: acts.mlpH, out: acts.sharedOut, label: `${label}.shared_experts` }));
       calls.push(k.add.prepare({ n: T * d, a: acts.ffnOut, b: acts.sharedOut, label: `${label}.routed+shared` }));
     }
     return calls;

@@ -7,7 +7,7 @@ import type { DeepseekV3Config } from '../config.ts';
 import { ArgumentError, throwIfAborted, UnsupportedConfigError } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { uploadBuffer } from '../gpu/buffers.ts';
-import { PipelineCache } from '../kernels/pipeline_cache.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
 import { createForwardPlan, type ForwardPlan, type LogitRows, type RepetitionInput } from './deepseek_v3.ts';
 import { modelWeights, type ModelWeights } from './gpu_weights.ts';
@@ -15,7 +15,7 @@ import { createLatentCache, type LatentCache } from './kv_cache.ts';
 import type { LinearStrategies } from './linear.ts';
 import type { LoadedWeights } from './load_weights.ts';
 import { createModelKernels, type ModelKernels, type ModelNumerics } from './model_kernels.ts';
-import { ropeInvFreq } from './rope.ts';
+import { ropeInvFreq } from '../kernels/rope_tables.ts';
 
 /** Rows per prefill chunk by default: large enough for the tiled GEMM, small enough to interleave sessions. */
 export const DEFAULT_PREFILL_CHUNK = 64;

@@ -10,7 +10,7 @@ import type { Gpu } from '../gpu/device.ts';
 import { createEmbedGather, type EmbedDtype } from '../kernels/embed_gather.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import type { FP8Projection, MlpWeights } from '../kernels/moe_experts.ts';
-import type { PipelineCache } from '../kernels/pipeline_cache.ts';
+import type { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { LoadedWeights } from './load_weights.ts';
 import { scaleInvName } from './weights.ts';
 
@@ -111,7 +111,7 @@ export function modelWeights(gpu: Gpu, cache: PipelineCache, loaded: LoadedWeigh
     if (!dtype) throw new UnsupportedConfigError('torch_dtype', `${name} is ${dtypeOf(name)}; norm weights must be BF16, F16 or F32`);
     if (dtype === 'f32') return buffer(name);
     let gather = gathers.get(dtype);
-    if (!gather) gathers.set(dtype, (gather = createEmbedGather({ gpu, cache, dtype })));
+    if (!gather) gathers.set(dtype, (gather = createEmbedGather({ gpu, cache }, { dtype })));
     const out = gpu.device.createBuffer({ label: `${name} (f32)`, size: 4 * width, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
     owned.push(out);
     // Row 0 of a one-row table [1, width] is the whole weight.

@@ -6,8 +6,16 @@ import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
 import { ropeRef } from '../kernels/rope_yarn.ref.ts';
 import { officialFixture } from '../testing/fixtures.ts';
-import { createCacheWriteKernels, createLatentCache, latentCacheBytes, prepareCacheWrite } from './kv_cache.ts';
-import { ropeInvFreq } from './rope.ts';
+import { createLatentCache, latentCacheBytes, prepareCacheWrite } from './kv_cache.ts';
+import { createRmsNorm } from '../kernels/rmsnorm.ts';
+import { createRopeYarn } from '../kernels/rope_yarn.ts';
+import { testKernelContext } from '../gpu/testing.ts';
+
+const cacheWriteKernels = async () => {
+  const ctx = await testKernelContext();
+  return { rmsnorm: createRmsNorm(ctx), rope: createRopeYarn(ctx) };
+};
+import { ropeInvFreq } from '../kernels/rope_tables.ts';
 
 const config = parseConfig(readFileSync(officialFixture('config.json'), 'utf8'));
 
@@ -31,7 +39,7 @@ describe('latent cache', () => {
     [0, 1],
     [17, 13],
   ])('writes kv_a_layernorm(c_kv) and RoPE(k_pe) rows at positions %i.. (%i rows), touching nothing else', async (startPos, rows) => {
-    const { device, adapter } = await testGpu();
+    const { device } = await testGpu();
     const next = rng(testSeed(`latent cache write ${startPos}`));
     const width = config.latent_cache_dim;
     const rkv = config.kv_lora_rank;
@@ -50,7 +58,7 @@ describe('latent cache', () => {
       invFreq: uploadBuffer(device, invFreq, 'inv_freq'),
     };
     // Prepared at position 0 and moved: the decode plan's way (bind groups once, then setStartPos).
-    const write = prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 1, startPos: 0, rows, ...buffers });
+    const write = prepareCacheWrite(await cacheWriteKernels(), { config, cache, layer: 1, startPos: 0, rows, ...buffers });
     write.setStartPos(startPos);
     const encoder = device.createCommandEncoder();
     write.encode(encoder);
@@ -72,13 +80,14 @@ describe('latent cache', () => {
   });
 
   it('refuses rows past the cache', async () => {
-    const { device, adapter } = await testGpu();
+    const { device } = await testGpu();
     const cache = createLatentCache(device, config, 1, 8);
     const b = uploadBuffer(device, new Float32Array(288 * 4), 'b');
+    const kernels = await cacheWriteKernels();
     expect(() =>
-      prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 0, startPos: 6, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b }),
+      prepareCacheWrite(kernels, { config, cache, layer: 0, startPos: 6, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b }),
     ).toThrow(/do not fit/);
-    const write = prepareCacheWrite(device, createCacheWriteKernels(device, adapter.isSoftware), { config, cache, layer: 0, startPos: 0, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b });
+    const write = prepareCacheWrite(await cacheWriteKernels(), { config, cache, layer: 0, startPos: 0, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b });
     expect(() => write.setStartPos(5)).toThrow(/do not fit/);
     write.destroy();
     cache.destroy();

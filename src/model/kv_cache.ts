@@ -5,9 +5,10 @@
 // kernels can bind one layer.
 
 import type { DeepseekV3Config } from '../config.ts';
-import { GpuOutOfMemoryError } from '../errors.ts';
-import { createRmsNormPipeline, prepareRmsNorm, type RmsNormPipeline } from '../kernels/rmsnorm.ts';
-import { createRopeYarnPipeline, prepareRopeYarn, type RopeYarnPipeline } from '../kernels/rope_yarn.ts';
+import { ArgumentError, GpuOutOfMemoryError } from '../errors.ts';
+import type { Kernel } from '../gpu/kernel.ts';
+import type { RmsNorm } from '../kernels/rmsnorm.ts';
+import type { RopeYarnArgs } from '../kernels/rope_yarn.ts';
 
 export interface LatentCache {
   readonly buffer: GPUBuffer;
@@ -41,13 +42,10 @@ export function createLatentCache(device: GPUDevice, config: DeepseekV3Config, l
   return { buffer, width, maxT, layers, layerStride, layerOffset: (layer) => layer * layerStride, destroy: () => buffer.destroy() };
 }
 
+/** The kernels a cache write uses (the model's own). */
 export interface CacheWriteKernels {
-  rmsnorm: RmsNormPipeline;
-  rope: RopeYarnPipeline;
-}
-
-export function createCacheWriteKernels(device: GPUDevice, isSoftware: boolean): CacheWriteKernels {
-  return { rmsnorm: createRmsNormPipeline(device, { addResidual: false, isSoftware }), rope: createRopeYarnPipeline(device) };
+  readonly rmsnorm: RmsNorm;
+  readonly rope: Kernel<RopeYarnArgs>;
 }
 
 export interface CacheWriteArgs {
@@ -63,7 +61,7 @@ export interface CacheWriteArgs {
   kvNormWeight: GPUBuffer;
   /** [rows] u32 absolute positions of the new rows. */
   positions: GPUBuffer;
-  /** [qk_rope_head_dim / 2] f32 YaRN inverse frequencies (model/rope.ts). */
+  /** [qk_rope_head_dim / 2] f32 YaRN inverse frequencies (kernels/rope_tables.ts). */
   invFreq: GPUBuffer;
 }
 
@@ -82,19 +80,19 @@ export interface PreparedCacheWrite {
  * are fixed; only the copy's offset and the norm's output offset follow startPos, so a decode plan
  * prepares this once and moves it every step.
  */
-export function prepareCacheWrite(device: GPUDevice, kernels: CacheWriteKernels, args: CacheWriteArgs): PreparedCacheWrite {
+export function prepareCacheWrite(kernels: CacheWriteKernels, args: CacheWriteArgs): PreparedCacheWrite {
   const { config, cache, rows, layer } = args;
   const rkv = config.kv_lora_rank;
   const width = cache.width;
   const layerFirst = cache.layerOffset(layer) / 4; // element index of the layer's row 0
   const checkStart = (startPos: number) => {
     if (!(Number.isInteger(startPos) && startPos >= 0 && startPos + rows <= cache.maxT)) {
-      throw new RangeError(`latent cache: rows ${startPos}..${startPos + rows - 1} do not fit its ${cache.maxT} positions`);
+      throw new ArgumentError(`latent cache: rows ${startPos}..${startPos + rows - 1} do not fit its ${cache.maxT} positions`);
     }
   };
   checkStart(args.startPos);
   let firstRow = layerFirst + args.startPos * width;
-  const rope = prepareRopeYarn(device, kernels.rope, {
+  const rope = kernels.rope.prepare({
     rows,
     heads: 1,
     ropeDim: config.qk_rope_head_dim,
@@ -106,7 +104,7 @@ export function prepareCacheWrite(device: GPUDevice, kernels: CacheWriteKernels,
     invFreq: args.invFreq,
     label: `k_pe.${layer}`,
   });
-  const norm = prepareRmsNorm(device, kernels.rmsnorm, {
+  const norm = kernels.rmsnorm.prepare({
     rows,
     width: rkv,
     eps: config.rms_norm_eps,

@@ -1,9 +1,18 @@
-// One decoder layer of a plan: MLA, then the residual adds fused into the norms around the FFN.
-// Shared by the main model's plans and the MTP module.
+// One decoder layer of a plan, prepared for the plan's T rows (MATH.md 4.7), as four pieces the
+// forward records in the paper's order:
+//
+//   attention            x -> attnOut: MLA, writing the layer's latent cache rows
+//   postAttentionNorm    h += attnOut;  x = RMSNorm(h; post_attention_layernorm)
+//   ffn                  x -> ffnOut: the dense MLP, or router -> routed experts + shared experts
+//   nextNorm             h += ffnOut;   x = RMSNorm(h; next layer's input_layernorm)
+//                        (after the last layer: hidden = RMSNorm(h; model.norm))
+//
+// The residual adds are fused into the norms that follow them. Shared by the main model's plans
+// and the MTP module.
 
 import type { DeepseekV3Config } from '../config.ts';
-import type { PreparedCall } from '../kernels/matmul_operands.ts';
-import { prepareRmsNorm, type PreparedRmsNorm } from '../kernels/rmsnorm.ts';
+import type { PreparedCall } from '../gpu/kernel.ts';
+import type { PreparedRmsNorm } from '../kernels/rmsnorm.ts';
 import type { Activations } from './activations.ts';
 import { prepareFfn } from './ffn.ts';
 import type { LayerWeights } from './gpu_weights.ts';
@@ -12,37 +21,53 @@ import { prepareMla, type PreparedMla } from './mla.ts';
 import type { ModelKernels } from './model_kernels.ts';
 
 export interface LayerPlan {
-  mla: PreparedMla;
-  /** add_rmsnorm(attention), FFN calls, add_rmsnorm(FFN into the next norm). */
-  tail: PreparedCall[];
+  readonly attention: PreparedMla;
+  readonly postAttentionNorm: PreparedRmsNorm;
+  readonly ffn: readonly PreparedCall[];
+  readonly nextNorm: PreparedRmsNorm;
 }
 
-export function prepareNorm(k: ModelKernels, c: DeepseekV3Config, x: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, rows: number, label: string): PreparedRmsNorm {
-  return prepareRmsNorm(k.gpu.device, k.rmsnorm, { rows, width: c.hidden_size, eps: c.rms_norm_eps, x, weight, y, label });
+export interface LayerPlanOptions {
+  kernels: ModelKernels;
+  config: DeepseekV3Config;
+  weights: LayerWeights;
+  acts: Activations;
+  cache: LatentCache;
+  /** The layer's slot in `cache` (the MTP layer has its own). */
+  cacheLayer: number;
+  /** [qk_rope_head_dim / 2] f32 YaRN inverse frequencies. */
+  invFreq: GPUBuffer;
+  /** The next layer's input_layernorm weight, or model.norm (shared_head.norm for MTP) after the last. */
+  nextNormWeight: GPUBuffer;
+  /** The last layer writes acts.hidden (the head's input) instead of acts.x. */
+  isLast: boolean;
+  /** Takes ownership of every prepared call (the plan destroys them). */
+  keep: <P extends { destroy(): void }>(p: P) => P;
 }
 
-/** One decoder layer: attention, then the fused residual adds around the FFN. `nextNorm` is the next layer's input_layernorm (model.norm after the last). */
-export function prepareLayer(
-  k: ModelKernels,
-  c: DeepseekV3Config,
-  w: LayerWeights,
-  nextNorm: GPUBuffer,
-  acts: Activations,
-  cache: LatentCache,
-  cacheLayer: number,
-  invFreq: GPUBuffer,
-  keep: <P extends { destroy(): void }>(p: P) => P,
-  isLast = false,
-): LayerPlan {
-  const { device } = k.gpu;
-  const T = acts.rows;
+/** y = RMSNorm(x) over `rows` rows of hidden_size: a layer's input_layernorm, the MTP module's norms. */
+export function prepareNorm(k: ModelKernels, c: DeepseekV3Config, args: { x: GPUBuffer; weight: GPUBuffer; y: GPUBuffer; rows: number; label: string; yLayout?: { stride: number; offset: number } }): PreparedRmsNorm {
+  return k.rmsnorm.prepare({ width: c.hidden_size, eps: c.rms_norm_eps, ...args });
+}
+
+export function prepareLayer({ kernels: k, config: c, weights: w, acts, cache, cacheLayer, invFreq, nextNormWeight, isLast, keep }: LayerPlanOptions): LayerPlan {
   const label = `layer${w.index}`;
-  const mla = keep(prepareMla({ kernels: k, config: c, weights: w.attention, acts, cache, cacheLayer, invFreq, label }));
   const addNorm = (delta: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, name: string) =>
-    keep(prepareRmsNorm(device, k.addRmsnorm, { rows: T, width: c.hidden_size, eps: c.rms_norm_eps, x: acts.h, delta, weight, y, label: `${label}.${name}` }));
-  const tail: PreparedCall[] = [addNorm(acts.attnOut, w.attention.post_attention_layernorm, acts.x, 'post_attention_layernorm')];
-  for (const call of prepareFfn(k, c, w, acts, label)) tail.push(keep(call));
-  tail.push(addNorm(acts.ffnOut, nextNorm, isLast ? acts.hidden : acts.x, 'next_norm'));
-  return { mla, tail };
+    keep(k.addRmsnorm.prepare({ rows: acts.rows, width: c.hidden_size, eps: c.rms_norm_eps, x: acts.h, delta, weight, y, label: `${label}.${name}` }));
+  return {
+    attention: keep(prepareMla({ kernels: k, config: c, weights: w.attention, acts, cache, cacheLayer, invFreq, label })),
+    postAttentionNorm: addNorm(acts.attnOut, w.attention.post_attention_layernorm, acts.x, 'post_attention_layernorm'),
+    ffn: prepareFfn(k, c, w, acts, label).map(keep),
+    nextNorm: addNorm(acts.ffnOut, nextNormWeight, isLast ? acts.hidden : acts.x, 'next_norm'),
+  };
 }
 
+/** Records the layer: the attention's passes, then one pass for the norms and the FFN. */
+export function encodeLayer(encoder: GPUCommandEncoder, layer: LayerPlan, label: string): void {
+  layer.attention.encode(encoder);
+  const pass = encoder.beginComputePass({ label: `${label}.ffn` });
+  layer.postAttentionNorm.encode(pass);
+  for (const call of layer.ffn) call.encode(pass);
+  layer.nextNorm.encode(pass);
+  pass.end();
+}

@@ -2,11 +2,10 @@
 // checkpoint format. Up to GEMV_MAX_ROWS rows (decode, the MTP verify step) take the GEMV, whose
 // decoded weights serve every row; more rows (prefill chunks) take the tiled GEMM.
 
-import type { Gpu } from '../gpu/device.ts';
+import type { BufferResource, KernelContext, PreparedCall } from '../gpu/kernel.ts';
 import { createGemm, type Gemm, type GemmStrategy } from '../kernels/gemm_fp8.ts';
 import { createGemv, GEMV_MAX_ROWS, type Gemv, type GemvStrategy } from '../kernels/gemv_fp8.ts';
-import type { PreparedCall, WeightFormat } from '../kernels/matmul_operands.ts';
-import type { PipelineCache } from '../kernels/pipeline_cache.ts';
+import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import type { LinearWeight } from './gpu_weights.ts';
 
 export interface LinearStrategies {
@@ -16,11 +15,11 @@ export interface LinearStrategies {
 
 export interface LinearKernels {
   /** Record-once call of one Linear for M rows of x. */
-  prepare(weight: LinearWeight, args: { M: number; x: GPUBuffer | GPUBufferBinding; y: GPUBuffer | GPUBufferBinding; label?: string }): PreparedCall;
+  prepare(weight: LinearWeight, args: { M: number; x: BufferResource; y: BufferResource; label?: string }): PreparedCall;
 }
 
 /** The matrix kernels of a model, one per (rows class, weight format), made when first needed. */
-export function createLinearKernels(gpu: Gpu, cache: PipelineCache, strategies: LinearStrategies = {}): LinearKernels {
+export function createLinearKernels(ctx: KernelContext, strategies: LinearStrategies = {}): LinearKernels {
   const gemvs = new Map<WeightFormat, Gemv>();
   const gemms = new Map<WeightFormat, Gemm>();
   return {
@@ -28,11 +27,11 @@ export function createLinearKernels(gpu: Gpu, cache: PipelineCache, strategies: 
       const operands = { M, N: w.out, K: w.in, x, y, weight: w.weight, weight_scale_inv: w.weight_scale_inv, label: label ?? w.name };
       if (M <= GEMV_MAX_ROWS) {
         let gemv = gemvs.get(w.format);
-        if (!gemv) gemvs.set(w.format, (gemv = createGemv({ gpu, cache, weights: w.format, strategy: strategies.gemv })));
+        if (!gemv) gemvs.set(w.format, (gemv = createGemv(ctx, { weights: w.format, strategy: strategies.gemv })));
         return gemv.prepare(operands);
       }
       let gemm = gemms.get(w.format);
-      if (!gemm) gemms.set(w.format, (gemm = createGemm({ gpu, cache, weights: w.format, strategy: strategies.gemm })));
+      if (!gemm) gemms.set(w.format, (gemm = createGemm(ctx, { weights: w.format, strategy: strategies.gemm })));
       return gemm.prepare(operands);
     },
   };

@@ -11,12 +11,8 @@
 // attention, W_UV, o_proj). Small row counts take mla_decode (flash-decoding), larger mla_prefill.
 
 import type { DeepseekV3Config } from '../config.ts';
+import type { PreparedCall } from '../gpu/kernel.ts';
 import { GEMV_MAX_ROWS } from '../kernels/gemv_fp8.ts';
-import type { PreparedCall } from '../kernels/matmul_operands.ts';
-import { prepareMlaDecode } from '../kernels/mla_decode.ts';
-import { prepareMlaPrefill } from '../kernels/mla_prefill.ts';
-import { prepareRmsNorm } from '../kernels/rmsnorm.ts';
-import { prepareRopeYarn } from '../kernels/rope_yarn.ts';
 import type { Activations } from './activations.ts';
 import type { AttentionWeights } from './gpu_weights.ts';
 import { prepareCacheWrite, type LatentCache } from './kv_cache.ts';
@@ -49,7 +45,6 @@ export interface MlaPlanArgs {
 
 /** Prepares the attention of one layer for `acts.rows` rows (input acts.x, output acts.attnOut). */
 export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cacheLayer, invFreq, label }: MlaPlanArgs): PreparedMla {
-  const { device } = k.gpu;
   const T = acts.rows;
   const H = c.num_attention_heads;
   const dq = c.qk_head_dim;
@@ -70,7 +65,7 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     } else {
       before.push(keep(k.linear.prepare(w.q_a_proj!, { M: T, x: acts.x, y: acts.qA!, label: `${label}.q_a_proj` })));
       before.push(
-        keep(prepareRmsNorm(device, k.rmsnorm, { rows: T, width: c.q_lora_rank!, eps: c.rms_norm_eps, x: acts.qA!, weight: w.q_a_layernorm!, y: acts.qANorm!, label: `${label}.q_a_layernorm` })),
+        keep(k.rmsnorm.prepare({ rows: T, width: c.q_lora_rank!, eps: c.rms_norm_eps, x: acts.qA!, weight: w.q_a_layernorm!, y: acts.qANorm!, label: `${label}.q_a_layernorm` })),
       );
       round(acts.qANorm!, c.q_lora_rank!, 'q_a_norm', before, w.q_b_proj!.format === 'fp8');
       before.push(keep(k.linear.prepare(w.q_b_proj!, { M: T, x: acts.qANorm!, y: acts.q, label: `${label}.q_b_proj` })));
@@ -78,7 +73,7 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     before.push(keep(k.linear.prepare(w.kv_a_proj_with_mqa, { M: T, x: acts.x, y: acts.kvA, label: `${label}.kv_a_proj_with_mqa` })));
     before.push(
       keep(
-        prepareRopeYarn(device, k.rope, {
+        k.rope.prepare({
           rows: T, heads: H, ropeDim: c.qk_rope_head_dim, rowStride: H * dq, headStride: dq, ropeOffset: c.qk_nope_head_dim,
           x: acts.q, positions: acts.positions, invFreq, label: `${label}.q_rope`,
         }),
@@ -86,22 +81,21 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     );
 
     const cacheWrite = keep(
-      prepareCacheWrite(device, k.cacheWrite, {
+      prepareCacheWrite(k, {
         config: c, cache, layer: cacheLayer, startPos: 0, rows: T, kvA: acts.kvA, kvNormWeight: w.kv_a_layernorm, positions: acts.positions, invFreq,
       }),
     );
 
     const shape = { rows: T, heads: H, qkNopeHeadDim: c.qk_nope_head_dim, qkRopeHeadDim: c.qk_rope_head_dim, vHeadDim: c.v_head_dim, kvLoraRank: c.kv_lora_rank };
-    const absorb = k.absorb(w.kv_b_proj.format);
     const kvB = { kvB: w.kv_b_proj.weight, kvBScale: w.kv_b_proj.weight_scale_inv };
-    after.push(keep(absorb.prepareQ({ ...shape, ...kvB, q: acts.q, qLat: acts.qLat, qPe: acts.qPe, label: `${label}.q_absorb` })));
+    after.push(keep(k.absorbQ(w.kv_b_proj.format).prepare({ ...shape, ...kvB, q: acts.q, qLat: acts.qLat, qPe: acts.qPe, label: `${label}.q_absorb` })));
     const attentionArgs = {
       rows: T, heads: H, kvLoraRank: c.kv_lora_rank, ropeDim: c.qk_rope_head_dim, maxT: cache.maxT, startPos: 0, softmaxScale: c.softmax_scale,
       qLat: acts.qLat, qPe: acts.qPe, cache: cache.buffer, cacheByteOffset: cache.layerOffset(cacheLayer), oLat: acts.oLat, label: `${label}.attention`,
     };
-    const attention = keep(T <= GEMV_MAX_ROWS ? prepareMlaDecode(device, k.mlaDecode, attentionArgs) : prepareMlaPrefill(device, k.mlaPrefill, attentionArgs));
+    const attention = keep(T <= GEMV_MAX_ROWS ? k.mlaDecode.prepare(attentionArgs) : k.mlaPrefill.prepare(attentionArgs));
     after.push(attention);
-    after.push(keep(absorb.prepareO({ ...shape, ...kvB, oLat: acts.oLat, o: acts.o, label: `${label}.v_expand` })));
+    after.push(keep(k.expandO(w.kv_b_proj.format).prepare({ ...shape, ...kvB, oLat: acts.oLat, o: acts.o, label: `${label}.v_expand` })));
     round(acts.o, c.num_attention_heads * c.v_head_dim, 'o', after, w.o_proj.format === 'fp8');
     after.push(keep(k.linear.prepare(w.o_proj, { M: T, x: acts.o, y: acts.attnOut, label: `${label}.o_proj` })));
 

@@ -3,22 +3,21 @@
 
 import type { DeepseekV3Config } from '../config.ts';
 import type { Gpu } from '../gpu/device.ts';
-import { createActRound } from '../kernels/act_quant.ts';
-import { createAdd } from '../kernels/add.ts';
-import { createEmbedGather, type EmbedGather } from '../kernels/embed_gather.ts';
-import { createMlaAbsorb, type MlaAbsorb } from '../kernels/mla_absorb.ts';
-import { createMlaDecodePipeline, type MlaDecodePipeline } from '../kernels/mla_decode.ts';
-import { createMlaPrefillPipeline, type MlaPrefillPipeline } from '../kernels/mla_prefill.ts';
-import { createMoeExperts, type MoeExperts } from '../kernels/moe_experts.ts';
-import { createMoeRoutePipeline, type MoeRoutePipeline } from '../kernels/moe_route.ts';
+import type { Kernel, KernelContext } from '../gpu/kernel.ts';
+import type { PipelineCache } from '../gpu/pipeline_cache.ts';
+import { createActRound, type ActRoundArgs } from '../kernels/act_quant.ts';
+import { createAdd, type AddArgs } from '../kernels/add.ts';
+import { createEmbedGather, type EmbedDtype, type EmbedGather } from '../kernels/embed_gather.ts';
+import { createMlaAbsorbQ, createMlaExpandO, type AbsorbQArgs, type ExpandOArgs, type MlaAbsorb } from '../kernels/mla_absorb.ts';
+import { createMlaDecode, type MlaDecodeArgs, type PreparedMlaDecode } from '../kernels/mla_decode.ts';
+import { createMlaPrefill, type MlaPrefillArgs, type PreparedMlaPrefill } from '../kernels/mla_prefill.ts';
+import { createMlp, createMoeExperts, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
+import { createMoeRoute, type MoeRouteArgs } from '../kernels/moe_route.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
-import type { PipelineCache } from '../kernels/pipeline_cache.ts';
-import { createRmsNormPipeline, type RmsNormPipeline } from '../kernels/rmsnorm.ts';
-import { createRopeYarnPipeline, type RopeYarnPipeline } from '../kernels/rope_yarn.ts';
-import { createRepetitionPenalty } from '../kernels/repetition_penalty.ts';
-import { createSamplePipeline, type SamplePipeline } from '../kernels/sample.ts';
-import type { EmbedDtype } from '../kernels/embed_gather.ts';
-import { createCacheWriteKernels, type CacheWriteKernels } from './kv_cache.ts';
+import { createRmsNorm, type RmsNorm } from '../kernels/rmsnorm.ts';
+import { createRopeYarn, type RopeYarnArgs } from '../kernels/rope_yarn.ts';
+import { createRepetitionPenalty, type PreparedRepetitionPenalty, type RepetitionPenaltyArgs } from '../kernels/repetition_penalty.ts';
+import { createSample, type Sample } from '../kernels/sample.ts';
 import { createLinearKernels, type LinearKernels, type LinearStrategies } from './linear.ts';
 
 /**
@@ -28,59 +27,64 @@ import { createLinearKernels, type LinearKernels, type LinearStrategies } from '
  */
 export type ModelNumerics = 'weight_only' | 'w8a8';
 
-export interface ModelKernels {
-  readonly gpu: Gpu;
-  readonly cache: PipelineCache;
+/** The kernels (pipelines) one model uses, created once and shared by all its plans: a plan only prepares calls against them. */
+export interface ModelKernels extends KernelContext {
   readonly numerics: ModelNumerics;
   /** w8a8 only: round x [M, K] in place to what act_quant makes of it. */
-  readonly actRound?: ReturnType<typeof createActRound>;
+  readonly actRound?: Kernel<ActRoundArgs>;
   readonly linear: LinearKernels;
-  readonly rmsnorm: RmsNormPipeline;
+  readonly rmsnorm: RmsNorm;
   /** x += delta, then y = RMSNorm(x): the residual add fused with the next norm. */
-  readonly addRmsnorm: RmsNormPipeline;
-  readonly rope: RopeYarnPipeline;
-  readonly cacheWrite: CacheWriteKernels;
-  readonly mlaDecode: MlaDecodePipeline;
-  readonly mlaPrefill: MlaPrefillPipeline;
-  readonly route: MoeRoutePipeline;
+  readonly addRmsnorm: RmsNorm;
+  readonly rope: Kernel<RopeYarnArgs>;
+  readonly mlaDecode: Kernel<MlaDecodeArgs, PreparedMlaDecode>;
+  readonly mlaPrefill: Kernel<MlaPrefillArgs, PreparedMlaPrefill>;
+  readonly route: Kernel<MoeRouteArgs>;
   readonly experts: MoeExperts;
-  readonly add: ReturnType<typeof createAdd>;
-  readonly sample: SamplePipeline;
-  readonly repetitionPenalty: ReturnType<typeof createRepetitionPenalty>;
-  absorb(format: WeightFormat): MlaAbsorb;
+  readonly mlp: Kernel<MlpArgs>;
+  readonly add: Kernel<AddArgs>;
+  readonly sample: Sample;
+  readonly repetitionPenalty: Kernel<RepetitionPenaltyArgs, PreparedRepetitionPenalty>;
+  /** kv_b_proj's absorbed products in its stored format: q_nope @ W_UK, and W_UV over o_lat. */
+  absorbQ(format: WeightFormat): MlaAbsorb<AbsorbQArgs>;
+  expandO(format: WeightFormat): MlaAbsorb<ExpandOArgs>;
   embed(dtype: EmbedDtype): EmbedGather;
 }
 
 export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: DeepseekV3Config, strategies: LinearStrategies = {}, numerics: ModelNumerics = 'weight_only'): ModelKernels {
-  const { device } = gpu;
-  const isSoftware = gpu.adapter.isSoftware;
-  const absorbs = new Map<WeightFormat, MlaAbsorb>();
+  const ctx: KernelContext = { gpu, cache };
+  const byFormat = <K>(make: (format: WeightFormat) => K) => {
+    const made = new Map<WeightFormat, K>();
+    return (format: WeightFormat): K => {
+      let k = made.get(format);
+      if (!k) made.set(format, (k = make(format)));
+      return k;
+    };
+  };
   const embeds = new Map<EmbedDtype, EmbedGather>();
+  const w8a8 = numerics === 'w8a8';
   return {
     gpu,
     cache,
     numerics,
-    actRound: numerics === 'w8a8' ? createActRound({ device, cache }) : undefined,
-    linear: createLinearKernels(gpu, cache, strategies),
-    rmsnorm: createRmsNormPipeline(device, { addResidual: false, isSoftware }),
-    addRmsnorm: createRmsNormPipeline(device, { addResidual: true, isSoftware }),
-    rope: createRopeYarnPipeline(device),
-    cacheWrite: createCacheWriteKernels(device, isSoftware),
-    mlaDecode: createMlaDecodePipeline(device, { isSoftware }),
-    mlaPrefill: createMlaPrefillPipeline(cache, { isSoftware, kvLoraRank: config.kv_lora_rank }),
-    route: createMoeRoutePipeline(device),
-    experts: createMoeExperts({ device, cache, roundHidden: numerics === 'w8a8' }),
-    add: createAdd(cache),
-    sample: createSamplePipeline(device, { isSoftware }),
-    repetitionPenalty: createRepetitionPenalty(cache),
-    absorb(format) {
-      let k = absorbs.get(format);
-      if (!k) absorbs.set(format, (k = createMlaAbsorb({ cache, weights: format })));
-      return k;
-    },
+    actRound: w8a8 ? createActRound(ctx) : undefined,
+    linear: createLinearKernels(ctx, strategies),
+    rmsnorm: createRmsNorm(ctx),
+    addRmsnorm: createRmsNorm(ctx, { addResidual: true }),
+    rope: createRopeYarn(ctx),
+    mlaDecode: createMlaDecode(ctx),
+    mlaPrefill: createMlaPrefill(ctx, { kvLoraRank: config.kv_lora_rank }),
+    route: createMoeRoute(ctx),
+    experts: createMoeExperts(ctx, { roundHidden: w8a8 }),
+    mlp: createMlp(ctx, { roundHidden: w8a8 }),
+    add: createAdd(ctx),
+    sample: createSample(ctx),
+    repetitionPenalty: createRepetitionPenalty(ctx),
+    absorbQ: byFormat((weights) => createMlaAbsorbQ(ctx, { weights })),
+    expandO: byFormat((weights) => createMlaExpandO(ctx, { weights })),
     embed(dtype) {
       let k = embeds.get(dtype);
-      if (!k) embeds.set(dtype, (k = createEmbedGather({ gpu, cache, dtype })));
+      if (!k) embeds.set(dtype, (k = createEmbedGather(ctx, { dtype })));
       return k;
     },
   };

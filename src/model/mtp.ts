@@ -11,14 +11,13 @@
 
 import type { DeepseekV3Config } from '../config.ts';
 import { UnsupportedConfigError } from '../errors.ts';
-import type { PreparedCall } from '../kernels/matmul_operands.ts';
-import { prepareRmsNorm } from '../kernels/rmsnorm.ts';
-import { prepareSample, type PreparedSample, type SamplingParams } from '../kernels/sample.ts';
+import type { PreparedCall } from '../gpu/kernel.ts';
+import type { SamplingParams } from '../kernels/sample.ts';
 import { createActivations, type Activations } from './activations.ts';
-import type { LogitRows } from './deepseek_v3.ts';
-import { prepareLayer, type LayerPlan } from './layer.ts';
 import type { ModelWeights } from './gpu_weights.ts';
+import { prepareHead, type LogitRows } from './head.ts';
 import type { LatentCache } from './kv_cache.ts';
+import { encodeLayer, prepareLayer, prepareNorm } from './layer.ts';
 import type { ModelKernels } from './model_kernels.ts';
 
 export interface MtpPlan {
@@ -54,55 +53,38 @@ export function createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, lo
   if (!mtp || c.mtp_layer_index === null) throw new UnsupportedConfigError('num_nextn_predict_layers', 'this checkpoint has no MTP module (or it was not loaded)');
   const { device } = k.gpu;
   const d = c.hidden_size;
-  const V = c.vocab_size;
-  const outRows = logitRows === 'all' ? rows : 1;
   const owned: { destroy(): void }[] = [];
   const keep = <P extends { destroy(): void }>(p: P): P => (owned.push(p), p);
-  const buffer = (label: string, size: number, usage: number) => keep(device.createBuffer({ label, size: Math.max(16, size), usage }));
-  const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const buffer = (label: string, size: number) => keep(device.createBuffer({ label, size: Math.max(16, size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST }));
   try {
     const acts = keep(createActivations(device, c, rows, `mtp${rows}`));
-    const emb = buffer('mtp.emb', 4 * rows * d, storage);
-    const cat = buffer('mtp.concat', 8 * rows * d, storage); // [rows, 2d]: enorm(emb) | hnorm(h)
-    const norm = (x: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, offset: number, label: string) =>
-      keep(prepareRmsNorm(device, k.rmsnorm, { rows, width: d, eps: c.rms_norm_eps, x, weight, y, yLayout: { stride: 2 * d, offset }, label }));
+    const emb = buffer('mtp.emb', 4 * rows * d); // [rows, hidden] embed_tokens(t_{i+1})
+    const cat = buffer('mtp.concat', 8 * rows * d); // [rows, 2 hidden]: enorm(emb) | hnorm(h)
     const front: PreparedCall[] = [
-      keep(k.embed(mtp.embedDtype).prepare({ T: rows, vocab: V, d, ids: acts.ids, table: mtp.embed_tokens, h: emb, label: 'mtp.embed_tokens' })),
-      norm(emb, mtp.enorm, cat, 0, 'mtp.enorm'),
-      norm(mainHidden, mtp.hnorm, cat, d, 'mtp.hnorm'),
+      keep(k.embed(mtp.embedDtype).prepare({ T: rows, vocab: c.vocab_size, d, ids: acts.ids, table: mtp.embed_tokens, h: emb, label: 'mtp.embed_tokens' })),
+      keep(prepareNorm(k, c, { x: emb, weight: mtp.enorm, y: cat, rows, yLayout: { stride: 2 * d, offset: 0 }, label: 'mtp.enorm' })),
+      keep(prepareNorm(k, c, { x: mainHidden, weight: mtp.hnorm, y: cat, rows, yLayout: { stride: 2 * d, offset: d }, label: 'mtp.hnorm' })),
       keep(k.linear.prepare(mtp.eh_proj, { M: rows, x: cat, y: acts.h, label: 'mtp.eh_proj' })),
-      keep(prepareRmsNorm(device, k.rmsnorm, { rows, width: d, eps: c.rms_norm_eps, x: acts.h, weight: mtp.layer.attention.input_layernorm, y: acts.x, label: 'mtp.input_layernorm' })),
+      keep(prepareNorm(k, c, { x: acts.h, weight: mtp.layer.attention.input_layernorm, y: acts.x, rows, label: 'mtp.input_layernorm' })),
     ];
-    const layer: LayerPlan = prepareLayer(k, c, mtp.layer, mtp.shared_head_norm, acts, cache, c.mtp_layer_index, invFreq, keep, true);
-    const lastHidden = outRows < rows ? buffer('mtp.hidden.last', 4 * d, storage) : undefined;
-    const logits = buffer('mtp.logits', 4 * outRows * V, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-    const head = keep(k.linear.prepare(mtp.shared_head_head, { M: outRows, x: lastHidden ?? acts.hidden, y: logits, label: 'mtp.shared_head.head' }));
-    const sampledIds = buffer('mtp.sampled_ids', 4 * outRows, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-    let sample: PreparedSample | undefined;
+    const layer = prepareLayer({
+      kernels: k, config: c, weights: mtp.layer, acts, cache, cacheLayer: c.mtp_layer_index, invFreq, keep, nextNormWeight: mtp.shared_head_norm, isLast: true,
+    });
+    const head = keep(prepareHead({ kernels: k, config: c, weight: mtp.shared_head_head, hidden: acts.hidden, rows, logitRows, label: 'mtp.shared_head.head' }));
 
     return {
       rows,
       acts,
-      logits,
-      sampledIds,
+      logits: head.logits,
+      sampledIds: head.sampledIds,
       encode(encoder, startPos, sampling) {
         device.queue.writeBuffer(acts.positions, 0, Uint32Array.from({ length: rows }, (_, t) => startPos + t));
-        layer.mla.setStartPos(startPos);
+        layer.attention.setStartPos(startPos);
         const first = encoder.beginComputePass({ label: 'mtp.front' });
         for (const call of front) call.encode(first);
         first.end();
-        layer.mla.encode(encoder);
-        const ffn = encoder.beginComputePass({ label: 'mtp.ffn' });
-        for (const call of layer.tail) call.encode(ffn);
-        ffn.end();
-        if (!sampling) return;
-        if (lastHidden) encoder.copyBufferToBuffer(acts.hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
-        const last = encoder.beginComputePass({ label: 'mtp.head' });
-        head.encode(last);
-        sample ??= keep(prepareSample(device, k.sample, { rows: outRows, vocab: V, logits, ids: sampledIds, sampling, label: 'mtp.sample' }));
-        sample.setSampling(sampling);
-        sample.encode(last);
-        last.end();
+        encodeLayer(encoder, layer, 'mtp');
+        if (sampling) head.encode(encoder, { sample: sampling });
       },
       destroy() {
         for (const p of owned.splice(0)) p.destroy();

@@ -2,6 +2,7 @@
 // derived from the config alone; the check of a checkpoint's tensors against them; parameter and
 // KV-cache arithmetic for `inspect`.
 
+import { BLOCK } from '../gpu/kernel.ts';
 import { isMoeLayer, type DeepseekV3Config } from '../config.ts';
 import { CheckpointError } from '../errors.ts';
 
@@ -27,8 +28,6 @@ export interface ActualTensor {
   readonly shape: readonly number[];
 }
 
-export const FP8_BLOCK = 128;
-
 /** safetensors dtypes accepted for each class. FP8 weights must come quantised, with their scales. */
 export const ACCEPTED_DTYPES: Readonly<Record<WeightClass, readonly string[]>> = {
   fp8: ['F8_E4M3'],
@@ -42,7 +41,7 @@ export function scaleInvName(weightName: string): string {
 
 /** Shape of the block scales of an FP8 weight [out, in]; edge blocks are partial. */
 export function scaleInvShape(out: number, inDim: number): [number, number] {
-  return [Math.ceil(out / FP8_BLOCK), Math.ceil(inDim / FP8_BLOCK)];
+  return [Math.ceil(out / BLOCK), Math.ceil(inDim / BLOCK)];
 }
 
 /**

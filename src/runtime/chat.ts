@@ -12,24 +12,32 @@ export interface ChatHost {
 
 let completionCounter = 0;
 
+/**
+ * The one place the OpenAI names become the engine's: the request's options as GenerateOptions,
+ * unchecked (the engine checks them once, as it does generate's).
+ */
+function generateOptionsOf(request: ChatCompletionRequest): GenerateOptions {
+  return {
+    maxTokens: request.max_tokens,
+    temperature: request.temperature,
+    topP: request.top_p,
+    seed: request.seed,
+    stop: request.stop,
+    session: request.session,
+    signal: request.signal,
+    topK: request.top_k,
+    repetitionPenalty: request.repetition_penalty,
+    ignoreEos: request.ignore_eos,
+    speculative: request.speculative,
+    experts: request.experts,
+  };
+}
+
 export function createChat(host: ChatHost, tokenizer: () => Tokenizer, modelName: string): Engine['chat'] {
   function start(request: ChatCompletionRequest) {
     if (!Array.isArray(request.messages) || request.messages.length === 0) throw new ArgumentError('messages must be a non-empty array of {role, content}');
     const ids = tokenizer().encodeChat(request.messages, { addGenerationPrompt: true });
-    const chunks = host.generateIds(ids, {
-      maxTokens: request.max_tokens,
-      temperature: request.temperature,
-      topP: request.top_p,
-      seed: request.seed,
-      stop: request.stop,
-      session: request.session,
-      signal: request.signal,
-      topK: request.top_k,
-      repetitionPenalty: request.repetition_penalty,
-      ignoreEos: request.ignore_eos,
-      speculative: request.speculative,
-      experts: request.experts,
-    });
+    const chunks = host.generateIds(ids, generateOptionsOf(request));
     return { chunks, id: `chatcmpl-${Date.now().toString(36)}-${++completionCounter}`, created: Math.floor(Date.now() / 1000) };
   }
 

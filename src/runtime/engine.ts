@@ -15,7 +15,8 @@ import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import { createChat } from './chat.ts';
-import { runGeneration, type GenerateContext, type PlanKey } from './generate.ts';
+import { checkGenerateOptions, checkPromptLength, checkTokenIds, runGeneration, type GenerateContext, type GenerationOptions, type PlanKey } from './generate.ts';
+import type { ModelSource } from './model_source.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionState } from './session.ts';
 import type { Engine, EngineLimits, EngineProgress, EngineStats, GenerateChunk, GenerateOptions, LogitsOptions, ModelInfo, Session } from './types.ts';
@@ -37,6 +38,21 @@ export interface LocalEngineOptions {
   numerics?: ModelNumerics;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
+}
+
+/**
+ * What createEngine (src/create_engine.ts) takes: the engine's options with a model source in
+ * place of the folder. The Worker's load request (worker/protocol.ts) is the part that crosses.
+ */
+export interface CreateEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'dir' | 'ownsGpu'> {
+  /** A URL of the checkpoint folder, browser Files or a directory handle, or a CheckpointDir (in-thread only). */
+  model: ModelSource;
+  /** Host the engine in a Worker. Default: true where Workers exist and no `gpu` is given. */
+  worker?: boolean;
+  /** In-thread only: a device opened by the caller (it stays the caller's to destroy). */
+  gpu?: Gpu;
+  /** Keep downloaded shards in IndexedDB (default true in browsers). */
+  cacheShards?: boolean;
 }
 
 export async function createLocalEngine(options: LocalEngineOptions): Promise<Engine> {
@@ -118,33 +134,40 @@ class LocalEngine implements Engine {
     this.chat = createChat(this, () => this.text(), name);
   }
 
+  // The API edge of generation: the options and the ids that enter (the caller's, or the
+  // tokenizer's) are checked here, once; runGeneration and the model trust them.
   async *generate(prompt: string | number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
     this.checkLoaded();
-    const session = options.session ? this.session(options.session) : this.openSession();
-    if (session.busy) throw new ArgumentError(`session ${session.id} is already generating; wait for that request to finish`);
-    session.busy = true;
-    try {
-      if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new ArgumentError('the prompt must be a string or an array of token ids');
-      const held = [...session.history, ...session.tail];
+    if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new ArgumentError('the prompt must be a string or an array of token ids');
+    const checked = checkGenerateOptions(options);
+    yield* this.onSession(options.session, checked, (held) => {
       const promptIds = typeof prompt === 'string' ? this.text().encode(prompt, { addSpecialTokens: (options.addBos ?? true) && held.length === 0 }) : [...prompt];
-      yield* runGeneration(this.context, session, [...held, ...promptIds], options);
-    } finally {
-      session.busy = false;
-      if (!options.session || session.closing) this.closeSessionState(session);
-    }
+      // The ids the session holds were checked when they came in.
+      checkTokenIds(promptIds, this.model.config.vocab_size);
+      return [...held, ...promptIds];
+    });
   }
 
   /** Generation over a whole conversation's ids (the chat API): the session reuses its common prefix. */
   async *generateIds(ids: number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
     this.checkLoaded();
-    const session = options.session ? this.session(options.session) : this.openSession();
+    const checked = checkGenerateOptions(options);
+    checkTokenIds(ids, this.model.config.vocab_size);
+    yield* this.onSession(options.session, checked, () => ids);
+  }
+
+  /** Runs a generation on the given session (or a new one, closed after): `ids` gets what the session holds. */
+  private async *onSession(handle: Session | undefined, options: GenerationOptions, ids: (held: number[]) => number[]): AsyncGenerator<GenerateChunk> {
+    const session = handle ? this.session(handle) : this.openSession();
     if (session.busy) throw new ArgumentError(`session ${session.id} is already generating; wait for that request to finish`);
     session.busy = true;
     try {
-      yield* runGeneration(this.context, session, ids, options);
+      const all = ids([...session.history, ...session.tail]);
+      checkPromptLength(all, this.limits);
+      yield* runGeneration(this.context, session, all, options);
     } finally {
       session.busy = false;
-      if (!options.session || session.closing) this.closeSessionState(session);
+      if (!handle || session.closing) this.closeSessionState(session);
     }
   }
 
@@ -161,8 +184,7 @@ class LocalEngine implements Engine {
     const positions = options.positions ?? 'last';
     if (positions !== 'all' && positions !== 'last') throw new ArgumentError(`positions must be "all" or "last", got ${String(positions)}`);
     if (!Array.isArray(ids) || ids.length === 0) throw new ArgumentError('logits needs a non-empty array of token ids');
-    const vocab = this.model.config.vocab_size;
-    for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} is not in [0, ${vocab})`);
+    checkTokenIds(ids, this.model.config.vocab_size);
     if (ids.length > this.limits.maxContext) throw new PromptTooLongError(`${ids.length} ids exceed the context limit of ${this.limits.maxContext}`);
     const session = this.openSession();
     try {

@@ -39,8 +39,30 @@ export interface GenerateContext {
   checkOpen(session: SessionState): void;
 }
 
-/** Checks the sampling options and turns them into the kernel's parameters (step 0). */
-export function samplingParams(options: GenerateOptions): SamplingParams {
+/**
+ * A request's GenerateOptions after the one check they get, at the API edge (engine.generate, and
+ * chat.completions.create through the engine's generateIds), with every default filled in. The
+ * generation itself checks nothing again.
+ */
+export interface GenerationOptions {
+  maxTokens: number;
+  /** The kernel's parameters at step 0. */
+  sampling: SamplingParams;
+  /** 1: off. */
+  repetitionPenalty: number;
+  stop: string | string[] | undefined;
+  stopTokenIds: readonly number[];
+  ignoreEos: boolean;
+  /** Asked for (default true); used only where the checkpoint has MTP and no repetition penalty. */
+  speculative: boolean;
+  experts: boolean;
+  signal: AbortSignal | undefined;
+}
+
+/** Checks a request's options (ArgumentError naming the first bad one) and fills in the defaults. */
+export function checkGenerateOptions(options: GenerateOptions): GenerationOptions {
+  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
+  if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new ArgumentError(`maxTokens must be a positive integer, got ${maxTokens}`);
   const temperature = options.temperature ?? DEFAULT_SAMPLING.temperature;
   const topP = options.topP ?? DEFAULT_SAMPLING.topP;
   const topK = options.topK ?? DEFAULT_SAMPLING.topK;
@@ -49,41 +71,58 @@ export function samplingParams(options: GenerateOptions): SamplingParams {
   if (!(topP > 0 && topP <= 1)) throw new ArgumentError(`top_p must be in (0, 1], got ${topP}`);
   if (!(Number.isInteger(topK) && topK >= 0)) throw new ArgumentError(`top_k must be an integer >= 0, got ${topK}`);
   if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new ArgumentError(`seed must be an integer in [0, 2^32), got ${seed}`);
-  return { temperature, topP, topK, seed, step: 0 };
+  const repetitionPenalty = options.repetitionPenalty ?? 1;
+  if (!(Number.isFinite(repetitionPenalty) && repetitionPenalty > 0)) throw new ArgumentError(`repetition_penalty must be a number > 0 (1: off), got ${repetitionPenalty}`);
+  return {
+    maxTokens,
+    sampling: { temperature, topP, topK, seed, step: 0 },
+    repetitionPenalty,
+    stop: options.stop,
+    stopTokenIds: options.stopTokenIds ?? [],
+    ignoreEos: options.ignoreEos ?? false,
+    speculative: options.speculative ?? true,
+    experts: options.experts ?? false,
+    signal: options.signal,
+  };
+}
+
+/** The one check of token ids that enter the engine (the caller's, or the tokenizer's): integers in [0, vocab). */
+export function checkTokenIds(ids: readonly number[], vocab: number): void {
+  for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} is not in [0, ${vocab})`);
+}
+
+/** The whole sequence a generation follows (what the session holds plus the new ids) against the context limit. */
+export function checkPromptLength(ids: readonly number[], limits: EngineLimits): void {
+  if (ids.length === 0) throw new ArgumentError('the prompt is empty: give at least one token');
+  if (ids.length >= limits.maxContext) {
+    throw new PromptTooLongError(`the prompt has ${ids.length} tokens; this engine's context holds ${limits.maxContext} positions (prompt plus at least one generated token)`);
+  }
 }
 
 /**
  * Generates after `ids` (the whole sequence the session should hold: earlier turns included).
- * The session is left holding the rows of every id that was run; on abort it throws AbortError.
+ * The ids and options were checked at the API edge (checkTokenIds, checkPromptLength,
+ * checkGenerateOptions). The session is left holding the rows of every id that was run; on abort
+ * it throws AbortError.
  */
-export async function* runGeneration(ctx: GenerateContext, session: SessionState, ids: readonly number[], options: GenerateOptions): AsyncGenerator<GenerateChunk> {
+export async function* runGeneration(ctx: GenerateContext, session: SessionState, ids: readonly number[], options: GenerationOptions): AsyncGenerator<GenerateChunk> {
   const started = now();
   const { model, tokenizer, scheduler, limits } = ctx;
-  const { signal } = options;
-  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
-  if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new ArgumentError(`maxTokens must be a positive integer, got ${maxTokens}`);
-  if (ids.length === 0) throw new ArgumentError('the prompt is empty: give at least one token');
+  const { signal, sampling, maxTokens, repetitionPenalty } = options;
   const vocab = model.config.vocab_size;
-  for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < vocab)) throw new ArgumentError(`token id ${id} is not in [0, ${vocab})`);
-  if (ids.length >= limits.maxContext) {
-    throw new PromptTooLongError(`the prompt has ${ids.length} tokens; this engine's context holds ${limits.maxContext} positions (prompt plus at least one generated token)`);
-  }
-  const sampling = samplingParams(options);
-  const repetitionPenalty = options.repetitionPenalty ?? 1;
-  if (!(Number.isFinite(repetitionPenalty) && repetitionPenalty > 0)) throw new ArgumentError(`repetition_penalty must be a number > 0 (1: off), got ${repetitionPenalty}`);
   // The ids seen so far (prompt and output), as presence bits for the GPU.
   const repetition = repetitionPenalty === 1 ? undefined : { penalty: repetitionPenalty, mask: new Uint32Array(presenceMask(vocab, ids)) };
   const markSeen = (id: number) => {
     if (repetition) repetition.mask[id >>> 5] |= 1 << (id & 31);
   };
-  const stopIds = new Set([...(options.ignoreEos ? [] : model.config.eos_token_ids), ...(options.stopTokenIds ?? [])]);
+  const stopIds = new Set([...(options.ignoreEos ? [] : model.config.eos_token_ids), ...options.stopTokenIds]);
   const stops = new StopStrings(options.stop);
   const budget = Math.min(maxTokens, limits.maxContext - ids.length);
 
   // Speculative decoding with the checkpoint's MTP module (speculative.ts): the same tokens as plain
   // greedy decoding, the same distribution as plain sampling. Not with a repetition penalty (the
   // draft row would need the draft in its mask).
-  const speculative = (options.speculative ?? true) && model.weights.mtp !== undefined && !repetition;
+  const speculative = options.speculative && model.weights.mtp !== undefined && !repetition;
 
   // Reuse the rows the session holds for the common prefix; at least one id must run to give logits.
   const reuse = Math.min(commonPrefix(session.history, ids), ids.length - 1);

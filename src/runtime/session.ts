@@ -2,7 +2,6 @@
 // pages of positions (a short chat never holds a long context's memory). Growing copies the rows
 // held into the larger buffer and drops the plans that pointed into the old one.
 
-import { PromptTooLongError } from '../errors.ts';
 import type { GpuModel, PlanSet } from '../model/gpu_model.ts';
 import type { LatentCache } from '../model/kv_cache.ts';
 import { latentCacheBytes } from '../model/kv_cache.ts';
@@ -51,9 +50,11 @@ export class SessionState {
     return this.planSet;
   }
 
-  /** Makes room for `positions` positions, keeping the rows of `history`. */
+  /**
+   * Makes room for `positions` positions, keeping the rows of `history`. `positions` is at most
+   * maxContext: the engine checked the request against the limit at its API edge.
+   */
   reserve(positions: number, maxContext: number): void {
-    if (positions > maxContext) throw new PromptTooLongError(`${positions} positions exceed the context limit of ${maxContext}`);
     if (positions <= this.capacity) return;
     const maxT = Math.min(maxContext, pagesOf(positions));
     const next = this.model.createCache(maxT);

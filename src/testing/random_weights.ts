@@ -2,7 +2,8 @@
 // (browser-safe: no Node imports).
 
 import type { RefWeight } from '../kernels/gemm_fp8.ref.ts';
-import { BLOCK, type WeightFormat } from '../kernels/matmul_operands.ts';
+import { BLOCK } from '../gpu/kernel.ts';
+import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import { E4M3_MAX, f32ToE4m3 } from '../kernels/fp8_e4m3.ref.ts';
 import { randn } from './random.ts';
 

@@ -5,7 +5,7 @@
 
 import { proxy, wrap, type Endpoint, type Remote } from 'comlink';
 import { ArgumentError, throwIfAborted, WebmoeError } from '../errors.ts';
-import type { CreateEngineOptions } from '../runtime/create_engine.ts';
+import type { CreateEngineOptions } from '../runtime/engine.ts';
 import { isCheckpointDir } from '../runtime/model_source.ts';
 import type { ChatCompletionChunk, ChatCompletionRequest, Engine, EngineProgress, GenerateChunk, ModelInfo } from '../runtime/types.ts';
 import { ChunkQueue, fromWireError, isWireError, type ChunkSink, type LoadRequest, type WireModelSource, type WorkerHost } from './protocol.ts';

@@ -5,7 +5,7 @@
 // message but not its class or `code`).
 
 import * as errors from '../errors.ts';
-import type { CreateEngineOptions } from '../runtime/create_engine.ts';
+import type { CreateEngineOptions } from '../runtime/engine.ts';
 import type {
   ChatCompletion,
   ChatCompletionChunk,

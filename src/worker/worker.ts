@@ -9,20 +9,12 @@ import { resolveModelSource } from '../runtime/model_source.ts';
 import { createHost } from './host.ts';
 
 expose(
-  createHost(async (request, { onProgress, signal }) => {
-    const dir = resolveModelSource(request.model, { cacheShards: request.cacheShards });
+  createHost(async ({ model, cacheShards, ...limits }, { onProgress, signal }) => {
+    const dir = resolveModelSource(model, { cacheShards });
     const gpu = await openBrowserGpu();
     try {
-      const engine = await createLocalEngine({
-        gpu,
-        dir,
-        onProgress,
-        signal,
-        maxContext: request.maxContext,
-        cacheBudgetBytes: request.cacheBudgetBytes,
-        prefillChunk: request.prefillChunk,
-        ownsGpu: true,
-      });
+      // The load request's engine options (maxContext, cacheBudgetBytes, prefillChunk) as the page gave them.
+      const engine = await createLocalEngine({ ...limits, gpu, dir, onProgress, signal, ownsGpu: true });
       return { engine, lost: gpu.lost };
     } catch (err) {
       gpu.destroy();

@@ -2,9 +2,9 @@
 // FP8 (DEEPSEEK_V3_MATH.md 3: S = amax(|block|) / 448 per 128x128 block, codes = e4m3(W / S)).
 // All little-endian, as safetensors requires.
 
+import { BLOCK } from '../../src/gpu/kernel.ts';
 import { E4M3_MAX, f32ToE4m3 as encodeE4m3 } from '../../src/kernels/fp8_e4m3.ref.ts';
 
-const BLOCK = 128;
 
 /** float32 -> bfloat16, round to nearest even (the upper 16 bits of the rounded float32). */
 export function bf16Bytes(values: Float32Array): Uint8Array {

@@ -12,7 +12,7 @@
 
 import type { DeepseekV3Config } from '../../config.ts';
 import { ArgumentError } from '../../errors.ts';
-import { ropeInvFreq } from '../rope.ts';
+import { ropeInvFreq } from '../../kernels/rope_tables.ts';
 import { ffn, type RouterChoice } from './ffn.ts';
 import { LatentCache, mla, type AttentionForm } from './mla.ts';
 import { addInto, argmax, linear, rmsNorm, splitRows } from './ops.ts';

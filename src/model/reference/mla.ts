@@ -43,7 +43,7 @@ export interface MlaArgs {
   positions: Uint32Array;
   /** This layer's cache; the T new rows are appended to it. */
   cache: LayerLatentCache;
-  /** [qk_rope_head_dim / 2] YaRN inverse frequencies (model/rope.ts ropeInvFreq). */
+  /** [qk_rope_head_dim / 2] YaRN inverse frequencies (kernels/rope_tables.ts ropeInvFreq). */
   invFreq: Float32Array;
   form: AttentionForm;
 }

@@ -2,7 +2,7 @@
 // spec's page.evaluate() calls can create engines (in a Worker or in this thread) and keep them.
 
 import * as errors from '../../errors.ts';
-import { createEngine } from '../../runtime/create_engine.ts';
+import { createEngine } from '../../create_engine.ts';
 import type { Engine, GenerateChunk } from '../../runtime/types.ts';
 
 export interface E2eApi {

@@ -2,7 +2,7 @@
 // has 'timestamp-query', else the wall clock from submit to onSubmittedWorkDone (which includes
 // the submit overhead, so it is an upper bound). Medians, after warm-up.
 
-import type { Gpu } from '../gpu/device.ts';
+import type { Gpu } from './device.ts';
 
 export interface Timing {
   /** GPU time where timestamps exist, else wall clock. */

@@ -60,7 +60,7 @@ describe('composeShader', () => {
       variant: { strategy: 'tile', weights: 'f32' },
     });
     expect(code.split('\n')).toEqual([
-      '// k.wgsl (strategy=tile weights=f32), composed by src/kernels/shader_compose.ts',
+      '// k.wgsl (strategy=tile weights=f32), composed by src/gpu/shader_compose.ts',
       '// ---- a.wgsl ----',
       'fn a() {}',
       '// ---- b.wgsl ----',

@@ -6,12 +6,13 @@ import { readFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { relError } from '../gpu/testing.ts';
-import { officialFixture, officialReference } from '../testing/fixtures.ts';
-import { submitPass } from '../gpu/submit.ts';
-export { randomWeight } from '../testing/random_weights.ts';
+import { officialFixture, officialReference } from './fixtures.ts';
+import { submitPass } from '../gpu/kernel.ts';
+export { randomWeight } from './random_weights.ts';
 import { parseSafetensorsHeader } from '../io/safetensors.ts';
-import type { MatmulRefArgs, RefWeight } from './gemm_fp8.ref.ts';
-import { BLOCK, type MatmulBuffers, type MatmulShape, type PreparedCall, type WeightFormat } from './matmul_operands.ts';
+import type { MatmulRefArgs, RefWeight } from '../kernels/gemm_fp8.ref.ts';
+import type { PreparedCall } from '../gpu/kernel.ts';
+import type { MatmulBuffers, MatmulShape } from '../kernels/matmul_operands.ts';
 
 /** The GPU buffers of a weight, named as the kernels' bindings. */
 export function uploadWeight(device: GPUDevice, w: RefWeight): { weight: GPUBuffer; weight_scale_inv?: GPUBuffer } {

@@ -2,9 +2,9 @@
 // router's, and random stacked FP8 expert weights laid out as src/model/placement.ts places them.
 
 import { align4, uploadBuffer } from '../gpu/buffers.ts';
-import { randomWeight } from '../testing/random_weights.ts';
-import type { ExpertWeights, StackedExpertWeight } from './moe_experts.ref.ts';
-import type { FP8Projection, MlpWeights } from './moe_experts.ts';
+import { randomWeight } from './random_weights.ts';
+import type { ExpertWeights, StackedExpertWeight } from '../kernels/moe_experts.ref.ts';
+import type { FP8Projection, MlpWeights } from '../kernels/moe_experts.ts';
 
 /**
  * Each token's topk distinct experts in random order (as the router makes them): `hot` is chosen

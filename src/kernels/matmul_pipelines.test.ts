@@ -1,45 +1,19 @@
+// The matrix kernels' pipelines are keyed by compile-time facts only: one pipeline per variant,
+// row class and K alignment serves every M, N and K.
+
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../gpu/device.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { createGemm } from './gemm_fp8.ts';
 import { createGemv } from './gemv_fp8.ts';
-import { PipelineCache, pipelineKeyString, type PipelineRecipe } from './pipeline_cache.ts';
 
 let gpu: Gpu;
 beforeAll(async () => {
   gpu = await testGpu();
 });
 
-// A function: GPUShaderStage exists once Dawn is loaded.
-const recipeOf = (): PipelineRecipe => ({
-  code: `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
-override SIZE: u32 = 1u;
-@compute @workgroup_size(SIZE) fn main(@builtin(local_invocation_index) i: u32) { out[i] = i; }`,
-  entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } }],
-});
-
-describe('PipelineCache', () => {
-  it('keys on kernel, variant and constants, whatever their order', () => {
-    const a = pipelineKeyString({ kernel: 'k', variant: { weights: 'fp8', strategy: 'row' }, constants: { A: 1, B: 2 } });
-    const b = pipelineKeyString({ kernel: 'k', variant: { strategy: 'row', weights: 'fp8' }, constants: { B: 2, A: 1 } });
-    expect(a).toBe(b);
-    expect(a).toBe('k[strategy=row,weights=fp8]{A=1,B=2}');
-    expect(pipelineKeyString({ kernel: 'k', variant: { weights: 'bf16', strategy: 'row' }, constants: { A: 1, B: 2 } })).not.toBe(a);
-  });
-
-  it('builds a pipeline once per key and calls the recipe only then', () => {
-    const cache = new PipelineCache(gpu.device);
-    let built = 0;
-    const recipe = () => (built++, recipeOf());
-    const first = cache.get({ kernel: 'test', variant: {}, constants: { SIZE: 4 } }, recipe);
-    const again = cache.get({ kernel: 'test', variant: {}, constants: { SIZE: 4 } }, recipe);
-    const other = cache.get({ kernel: 'test', variant: {}, constants: { SIZE: 8 } }, recipe);
-    expect(again).toBe(first);
-    expect(other.pipeline).not.toBe(first.pipeline);
-    expect(built).toBe(2);
-    expect(cache.size).toBe(2);
-  });
-
+describe('matrix kernel pipelines', () => {
   it('serves every shape of a kernel from one pipeline (shapes travel in uniforms)', () => {
     const cache = new PipelineCache(gpu.device);
     const { device } = gpu;
@@ -50,16 +24,16 @@ describe('PipelineCache', () => {
     const y = buffer(4 * 130 * 300);
     // gemm: one pipeline per K % 4 == 0 or not and per tile height (4 rows below M = 128, 32 from
     // there), whatever M, N and K
-    const gemm = createGemm({ gpu, cache, strategy: 'thread_tile' });
+    const gemm = createGemm({ gpu, cache }, { strategy: 'thread_tile' });
     for (const [M, N, K] of [[130, 300, 256], [128, 5, 4], [129, 129, 128]]) gemm.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
     expect(cache.size).toBe(1);
-    const again = createGemm({ gpu, cache, strategy: 'thread_tile' }); // another instance of the same variant
+    const again = createGemm({ gpu, cache }, { strategy: 'thread_tile' }); // another instance of the same variant
     for (const [M, N, K] of [[130, 5, 3], [129, 129, 129]]) again.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
     expect(cache.size).toBe(2);
     for (const [M, N, K] of [[1, 5, 4], [8, 5, 4], [127, 5, 4], [127, 5, 5]]) gemm.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
     expect(cache.size).toBe(2 + 2);
     // gemv: one pipeline per row capacity (1, 2 or 4 rows of x) and per K % 4 == 0 or not, whatever N and K
-    const gemv = createGemv({ gpu, cache, strategy: 'thread_per_4_rows' });
+    const gemv = createGemv({ gpu, cache }, { strategy: 'thread_per_4_rows' });
     for (const [M, N, K] of [[1, 300, 256], [1, 17, 128], [2, 300, 256], [3, 300, 256], [4, 9, 12]]) gemv.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();
     expect(cache.size).toBe(4 + 3);
     for (const [M, N, K] of [[1, 17, 5], [1, 300, 129], [4, 9, 9]]) gemv.prepare({ M, N, K, x, weight, weight_scale_inv: scale, y }).destroy();

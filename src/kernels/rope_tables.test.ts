@@ -2,7 +2,7 @@ import { officialFixture } from '../testing/fixtures.ts';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { UnsupportedConfigError } from '../errors.ts';
-import { ropeInvFreq, yarnCorrectionRange } from './rope.ts';
+import { ropeInvFreq, yarnCorrectionRange } from './rope_tables.ts';
 
 const FIXTURE = officialFixture();
 const reference = JSON.parse(readFileSync(`${FIXTURE}/reference.json`, 'utf8')) as {

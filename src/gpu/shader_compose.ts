@@ -50,7 +50,7 @@ export function composeShader({ kernel, snippets = [], axes, variant }: ComposeO
   const chosen = Object.entries(variant)
     .map(([axis, value]) => `${axis}=${value}`)
     .join(' ');
-  const parts = [`// ${kernel.name} (${chosen}), composed by src/kernels/shader_compose.ts`];
+  const parts = [`// ${kernel.name} (${chosen}), composed by src/gpu/shader_compose.ts`];
   for (const source of [...snippets, kernel]) {
     parts.push(`// ---- ${source.name} ----`, selectVariant(source, axes, variant));
   }

@@ -1,0 +1,94 @@
+// The head of a forward plan: logits = head(hidden rows), then on the GPU the repetition penalty
+// and sampling, so that a step reads back ids only. Shared by the main model (lm_head) and the
+// MTP module (shared_head.head).
+
+import type { DeepseekV3Config } from '../config.ts';
+import { maskWords, type PreparedRepetitionPenalty } from '../kernels/repetition_penalty.ts';
+import type { PreparedSample, SamplingParams } from '../kernels/sample.ts';
+import type { LinearWeight } from './gpu_weights.ts';
+import type { ModelKernels } from './model_kernels.ts';
+
+/** Which rows of a step get logits: the last one (generation) or every one (scoring, MTP verify). */
+export type LogitRows = 'last' | 'all';
+
+export interface RepetitionInput {
+  /** HF convention: positive logits divided by it, negative ones multiplied; 1 is off. */
+  penalty: number;
+  /** [ceil(vocab / 32)] u32 presence bits (presenceMask of the ids seen so far). */
+  mask: Uint32Array<ArrayBuffer>;
+}
+
+export interface HeadPlan {
+  /** Rows that get logits: `rows` for 'all', 1 for 'last'. */
+  readonly outRows: number;
+  /** [outRows, vocab_size] f32 logits, written by every encode. */
+  readonly logits: GPUBuffer;
+  /** [outRows] u32 ids, written by an encode that samples. */
+  readonly sampledIds: GPUBuffer;
+  /** Records the head (and, when asked, the penalty and the sampling) into `encoder`. */
+  encode(encoder: GPUCommandEncoder, options: { sample?: SamplingParams; repetition?: RepetitionInput }): void;
+  destroy(): void;
+}
+
+export interface HeadOptions {
+  kernels: ModelKernels;
+  config: DeepseekV3Config;
+  /** lm_head, or the MTP module's shared_head.head. */
+  weight: LinearWeight;
+  /** [rows, hidden_size] f32: the final norm's output. */
+  hidden: GPUBuffer;
+  rows: number;
+  logitRows: LogitRows;
+  label: string;
+}
+
+export function prepareHead({ kernels: k, config: c, weight, hidden, rows, logitRows, label }: HeadOptions): HeadPlan {
+  const { device } = k.gpu;
+  const d = c.hidden_size;
+  const V = c.vocab_size;
+  const outRows = logitRows === 'all' ? rows : 1;
+  const owned: { destroy(): void }[] = [];
+  const keep = <P extends { destroy(): void }>(p: P): P => (owned.push(p), p);
+  const buffer = (name: string, size: number, usage: number) => keep(device.createBuffer({ label: `${label}.${name}`, size: Math.max(16, size), usage }));
+  try {
+    // The last row alone is copied out, so the GEMV binds it at offset 0.
+    const lastHidden = outRows < rows ? buffer('hidden.last', 4 * d, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST) : undefined;
+    const logits = buffer('logits', 4 * outRows * V, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+    const sampledIds = buffer('sampled_ids', 4 * outRows, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+    const head = keep(k.linear.prepare(weight, { M: outRows, x: lastHidden ?? hidden, y: logits, label }));
+    // Made on the first step that needs them.
+    let penalty: PreparedRepetitionPenalty | undefined;
+    let penaltyMask: GPUBuffer | undefined;
+    let sample: PreparedSample | undefined;
+
+    return {
+      outRows,
+      logits,
+      sampledIds,
+      encode(encoder, { sample: sampling, repetition }) {
+        if (lastHidden) encoder.copyBufferToBuffer(hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
+        const pass = encoder.beginComputePass({ label });
+        head.encode(pass);
+        if (sampling && repetition && repetition.penalty !== 1) {
+          penaltyMask ??= buffer('repetition_mask', 4 * maskWords(V), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+          penalty ??= keep(k.repetitionPenalty.prepare({ rows: outRows, vocab: V, logits, mask: penaltyMask, penalty: repetition.penalty, label: `${label}.repetition_penalty` }));
+          penalty.setPenalty(repetition.penalty);
+          device.queue.writeBuffer(penaltyMask, 0, repetition.mask);
+          penalty.encode(pass);
+        }
+        if (sampling) {
+          sample ??= keep(k.sample.prepare({ rows: outRows, vocab: V, logits, ids: sampledIds, sampling, label: `${label}.sample` }));
+          sample.setSampling(sampling);
+          sample.encode(pass);
+        }
+        pass.end();
+      },
+      destroy() {
+        for (const p of owned.splice(0)) p.destroy();
+      },
+    };
+  } catch (err) {
+    for (const p of owned.splice(0)) p.destroy();
+    throw err;
+  }
+}
