@@ -1,4 +1,4 @@
-// act_quant for the W8A8 path (official kernel.py act_quant, scale_fmt None; DEEPSEEK_V3_MATH.md 5):
+// act_quant for the W8A8 path (official kernel.py act_quant, scale_fmt None; src/model/MATH.md 5):
 // per row m and contiguous group g of 128 columns,
 //   amax = max(max |x|, 1e-4),  s = amax / 448,  code = e4m3_rne(x / s).
 // Needs fp8_e4m3.wgsl (prepended by src/kernels/shader_compose.ts). Wrapper: src/kernels/act_quant.ts;

@@ -1,5 +1,5 @@
 // In-place elementwise sum a[i] = a[i] + b[i], i < n, f32: the MoE output, routed experts plus
-// shared experts (DEEPSEEK_V3_MATH.md 4.6), before the residual add. Reference: Math.fround(a + b).
+// shared experts (src/model/MATH.md 4.6), before the residual add. Reference: Math.fround(a + b).
 // Wrapper: src/kernels/add.ts.
 //
 // Bindings:

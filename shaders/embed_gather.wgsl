@@ -1,4 +1,4 @@
-// Embedding lookup (DEEPSEEK_V3_MATH.md 4.1): h[t, j] = embed_tokens[ids[t], j] as f32, for the
+// Embedding lookup (src/model/MATH.md 4.1): h[t, j] = embed_tokens[ids[t], j] as f32, for the
 // table `model.embed_tokens.weight` [vocab, d] as stored in the checkpoint. An id >= vocab reads
 // nothing and gives a row of zeros. Reference: src/kernels/embed_gather.ref.ts.
 // Wrapper: src/kernels/embed_gather.ts.

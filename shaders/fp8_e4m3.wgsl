@@ -1,6 +1,6 @@
 // e4m3fn (torch.float8_e4m3fn) decode and encode: a shared snippet, prepended to the FP8 kernels
 // by src/kernels/shader_compose.ts. Spec and reference: src/kernels/fp8_e4m3.ref.ts
-// (DEEPSEEK_V3_MATH.md section 3): bits `s eeee mmm`, bias 7, subnormals m/8 * 2^-6,
+// (src/model/MATH.md section 3): bits `s eeee mmm`, bias 7, subnormals m/8 * 2^-6,
 // largest finite 0x7E = 448, 0x7F and 0xFF are NaN, no infinities.
 
 // Four codes packed in a u32 (byte j = element j, little-endian) to their f32 values. Every FP8

@@ -4,7 +4,7 @@
 // Reference: src/kernels/gemm_fp8.ref.ts (matmulRef).
 //
 // Every variant adds whole 128-wide K blocks and then scales them, acc += (block * x_scale) * S,
-// the order of the official fp8_gemm (DEEPSEEK_V3_MATH.md 5); x_scale is 1 for weight-only.
+// the order of the official fp8_gemm (src/model/MATH.md 5); x_scale is 1 for weight-only.
 //
 // Variant axis `strategy`:
 //   thread_tile     each invocation owns a tile of y of R = 4 * ROW_GROUPS rows (4 or 32) by 8

@@ -4,13 +4,13 @@
 //
 // Variant axes:
 //   weights   fp8   W = e4m3(Q) * S: Q [N, K] e4m3fn bytes, row-major, rows not padded (byte n*K + k),
-//                   4 per u32; S = weight_scale_inv [ceil(N/128), ceil(K/128)] f32 (DEEPSEEK_V3_MATH.md 3)
+//                   4 per u32; S = weight_scale_inv [ceil(N/128), ceil(K/128)] f32 (src/model/MATH.md 3)
 //             bf16  W [N, K] bf16 (the top half of an f32), 2 per u32, element n*K + k
 //             f32   W [N, K] f32 (kept as u32 bits)
 //   numerics  weight_only  x [M, K] f32
 //             w8a8         x [M, K] e4m3 codes from act_quant.wgsl, 4 per u32 (K % 128 == 0),
 //                          x_scale [M, K/128] f32; y adds (block dot * x_scale) * S per 128-wide
-//                          K block, as the official fp8_gemm does (DEEPSEEK_V3_MATH.md 5)
+//                          K block, as the official fp8_gemm does (src/model/MATH.md 5)
 //
 // Bindings:
 //   0 params           uniform MatmulParams

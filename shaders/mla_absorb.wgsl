@@ -1,4 +1,4 @@
-// The two per-head products of absorbed MLA attention (DEEPSEEK_V3_MATH.md 4.4; official model.py
+// The two per-head products of absorbed MLA attention (src/model/MATH.md 4.4; official model.py
 // MLA.forward with attn_impl "absorb"): wkv_b = weight_dequant(kv_b_proj.weight) viewed as
 // [heads, dn + dv, rkv], W_UK[h] = wkv_b[h, :dn], W_UV[h] = wkv_b[h, dn:]. All math f32.
 //   absorb_q  q_lat[r, h, c] = sum_{d < dn} q[r, h, d] * W_UK[h][d, c]     (einsum "shd,hdc->shc")

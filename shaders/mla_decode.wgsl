@@ -1,4 +1,4 @@
-// MLA decode attention over the latent cache, absorbed form (DEEPSEEK_V3_MATH.md 4.4 "Absorbed"),
+// MLA decode attention over the latent cache, absorbed form (src/model/MATH.md 4.4 "Absorbed"),
 // pass 1 of 2 (flash-decoding): each split of CHUNK cache positions gives, per (row, head), a partial
 // softmax (max m, sum l) and the unnormalised weighted latent sum acc = sum_t exp(s_t - m) c_hat[t].
 // Pass 2 (shaders/mla_decode_reduce.wgsl) merges the splits. Reference: src/kernels/mla_decode.ref.ts.

@@ -1,4 +1,4 @@
-// MLA prefill attention over the latent cache, absorbed form (DEEPSEEK_V3_MATH.md 4.4 "Absorbed"):
+// MLA prefill attention over the latent cache, absorbed form (src/model/MATH.md 4.4 "Absorbed"):
 // a chunk of `rows` query rows at positions start_pos .. start_pos + rows - 1 (their cache rows
 // already written) attends causally to the cached prefix and to itself, flash-attention style
 // (online softmax over key tiles, one pass, no partials). Reference: src/kernels/mla_prefill.ref.ts.

@@ -1,5 +1,5 @@
 // The weighted sum over each token's chosen experts after the grouped expert kernels
-// (DEEPSEEK_V3_MATH.md 4.6): out[t, j] = sum over k in order of topk_weights[t, k] * y[t * topk + k, j].
+// (src/model/MATH.md 4.6): out[t, j] = sum over k in order of topk_weights[t, k] * y[t * topk + k, j].
 // The same order as the decode path of moe_experts_down.wgsl, so both paths round alike.
 // Reference: src/kernels/moe_experts.ref.ts. Wrapper: src/kernels/moe_experts.ts.
 //

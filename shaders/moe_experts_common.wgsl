@@ -4,7 +4,7 @@
 //   weight            expert e's W [n, k] e4m3 bytes, row-major, rows not padded, starting at
 //                     word e * slot_words (byte e * align4(n * k)); 4 codes per u32
 //   weight_scale_inv  expert e's S [ceil(n/128), ceil(k/128)] f32, starting at e * slot_scales
-// W[i, j] = e4m3(Q[i, j]) * S[i / 128, j / 128] (DEEPSEEK_V3_MATH.md 3).
+// W[i, j] = e4m3(Q[i, j]) * S[i / 128, j / 128] (src/model/MATH.md 3).
 
 struct ExpertParams {
   tokens: u32,      // T

@@ -1,4 +1,4 @@
-// The second half of the routed experts (DEEPSEEK_V3_MATH.md 4.5, 4.6): down_proj of expert
+// The second half of the routed experts (src/model/MATH.md 4.5, 4.6): down_proj of expert
 // e = topk_ids[t, k] applied to h[pair] (pair = t * topk + k, from moe_experts_gate_up.wgsl),
 // block-scaled FP8 (moe_experts_common.wgsl); each 128-wide block summed, then scaled by S.
 // Reference: src/kernels/moe_experts.ref.ts. Wrapper: src/kernels/moe_experts.ts.

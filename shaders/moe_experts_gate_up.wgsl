@@ -1,4 +1,4 @@
-// The first half of the routed experts (DEEPSEEK_V3_MATH.md 4.5, 4.6): for each token t and each
+// The first half of the routed experts (src/model/MATH.md 4.5, 4.6): for each token t and each
 // of its chosen experts e = topk_ids[t, k], the row pair = t * topk + k of
 //   h[pair, i] = silu(x[t] . gate_e[i]) * (x[t] . up_e[i])        i < moe_inter_dim
 // with gate_e = gate_proj, up_e = up_proj of expert e, block-scaled FP8 (moe_experts_common.wgsl).

@@ -1,4 +1,4 @@
-// DeepSeek-V3 router after the gate matmul (DEEPSEEK_V3_MATH.md 4.6; official model.py Gate.forward
+// DeepSeek-V3 router after the gate matmul (src/model/MATH.md 4.6; official model.py Gate.forward
 // with e_score_correction_bias, topk_method "noaux_tc"), per token t:
 //   s = sigmoid(logits[t]);  c = s + bias                                 [E]
 //   group score g_j = sum of the 2 largest c in group j (experts j*E/G .. (j+1)*E/G-1)

@@ -1,4 +1,4 @@
-// RMSNorm over rows, f32 (DEEPSEEK_V3_MATH.md 4.2): y = x / sqrt(mean(x^2) + eps) * w.
+// RMSNorm over rows, f32 (src/model/MATH.md 4.2): y = x / sqrt(mean(x^2) + eps) * w.
 // Reference: src/kernels/rmsnorm.ref.ts. Wrapper: src/kernels/rmsnorm.ts.
 //
 // Two entry points, one per variant of the bindings:

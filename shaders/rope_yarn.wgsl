@@ -1,4 +1,4 @@
-// RoPE on interleaved pairs, in place, f32 (DEEPSEEK_V3_MATH.md 4.3; official apply_rotary_emb):
+// RoPE on interleaved pairs, in place, f32 (src/model/MATH.md 4.3; official apply_rotary_emb):
 //   a = f32(p) * inv_freq[i]          one float32 multiply, as torch.outer(t, freqs)
 //   x[2i]   = x[2i] * cos(a) - x[2i+1] * sin(a)
 //   x[2i+1] = x[2i] * sin(a) + x[2i+1] * cos(a)

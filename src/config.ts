@@ -8,7 +8,7 @@
 
 import { ConfigError, UnsupportedConfigError } from './errors.ts';
 
-/** YaRN context extension (DEEPSEEK_V3_MATH.md 4.3). */
+/** YaRN context extension (src/model/MATH.md 4.3). */
 export interface YarnRopeScaling {
   readonly type: 'yarn';
   readonly factor: number;
@@ -20,13 +20,13 @@ export interface YarnRopeScaling {
   readonly mscale_all_dim: number;
 }
 
-/** Block-scaled FP8 weights (DEEPSEEK_V3_MATH.md 3). */
+/** Block-scaled FP8 weights (src/model/MATH.md 3). */
 export interface Fp8QuantizationConfig {
   readonly quant_method: 'fp8';
   readonly fmt: 'e4m3';
   readonly activation_scheme: 'dynamic';
   readonly weight_block_size: readonly [128, 128];
-  /** 'ue8m0' (V3.1) rounds activation scales up to powers of two on the W8A8 path; weights are unchanged. */
+  /** 'ue8m0' (V3.1): the official act_quant rounds activation scales up to powers of two on the W8A8 path. Accepted; the engine's W8A8 path does not round them yet (weight-only is unaffected). */
   readonly scale_fmt: 'ue8m0' | null;
 }
 
@@ -82,7 +82,7 @@ export interface DeepseekV3Config {
   readonly experts_per_group: number;
   /** YaRN attention factor m = 0.1 * mscale_all_dim * ln(factor) + 1, or 1 without YaRN. */
   readonly yarn_mscale: number;
-  /** dq^-0.5 * m^2 (DEEPSEEK_V3_MATH.md 4.4). */
+  /** dq^-0.5 * m^2 (src/model/MATH.md 4.4). */
   readonly softmax_scale: number;
   /** Index of the MTP decoder layer (= num_hidden_layers), or null without one. */
   readonly mtp_layer_index: number | null;

@@ -4,7 +4,7 @@
 //
 //   index.ts, node.ts, create_engine.ts, cli/, pages/, bench/   entries and tools (no rule)
 //   worker/    the engine in a Worker: protocol, host, client   (uses runtime/)
-//   runtime/   the engine: sessions, scheduler, generation, chat (knows no Worker)
+//   runtime/   the engine: sessions, scheduler, generation, chat (knows no Worker and no kernel)
 //   model/     the forward pass, weights, the latent cache
 //   kernels/   WGSL wrappers and CPU references: gpu/, errors.ts and config.ts only
 //   io/, text/ checkpoint bytes; tokenizer and chat template (text/ uses no GPU)
@@ -45,7 +45,7 @@ const RULES: Rule[] = [
   { layer: 'kernels', only: ['kernels', 'gpu', 'errors.ts', 'config.ts'] },
   { layer: 'gpu', not: ['kernels', 'model', 'runtime', 'worker', 'bench', 'cli', 'pages', 'io', 'text'] },
   { layer: 'model', not: ['runtime', 'worker', 'cli', 'pages', 'bench'] },
-  { layer: 'runtime', not: ['worker', 'cli', 'pages', 'bench'] },
+  { layer: 'runtime', not: ['kernels', 'worker', 'cli', 'pages', 'bench'] },
   { layer: 'worker', not: ['cli', 'pages', 'bench'] },
   { layer: 'io', not: ['model', 'runtime', 'worker', 'kernels', 'cli', 'pages', 'bench'] },
   { layer: 'text', not: ['model', 'runtime', 'worker', 'kernels', 'gpu', 'cli', 'bench'] },

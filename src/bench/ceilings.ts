@@ -4,6 +4,8 @@
 
 import fmaSource from '../../shaders/bench_fma.wgsl?raw';
 import type { Gpu } from '../gpu/device.ts';
+import { createBindGroup, dispatch, kernelPipeline } from '../gpu/kernel.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { timeAsync, timeComputePass } from '../gpu/timing.ts';
 
 export interface Ceilings {
@@ -29,17 +31,9 @@ export async function measureCeilings(gpu: Gpu, options: { quick?: boolean } = {
   const iterations = 1024;
   const workgroups = gpu.adapter.isSoftware || options.quick ? 256 : 16384;
   const out = device.createBuffer({ size: workgroups * 64 * 4, usage: GPUBufferUsage.STORAGE });
-  const pipeline = device.createComputePipeline({
-    label: 'bench_fma',
-    layout: 'auto',
-    compute: { module: device.createShaderModule({ label: 'bench_fma.wgsl', code: fmaSource }), entryPoint: 'main', constants: { ITERATIONS: iterations } },
-  });
-  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
-  const fma = await timeComputePass(gpu, (pass) => {
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(workgroups);
-  }, { warmup: 2, runs: options.quick ? 3 : 7 });
+  const pipeline = kernelPipeline(new PipelineCache(device), { kernel: 'bench_fma', source: fmaSource, constants: { ITERATIONS: iterations }, bindings: ['storage'] });
+  const fmaDispatch = dispatch(device, pipeline, createBindGroup(device, 'bench_fma', pipeline, [out]), workgroups);
+  const fma = await timeComputePass(gpu, (pass) => fmaDispatch.encode(pass), { warmup: 2, runs: options.quick ? 3 : 7 });
   out.destroy();
   const flops = workgroups * 64 * iterations * 8 * 2;
   return { copyGbps: (2 * bytes) / (copy.medianMs * 1e6), fmaGflops: flops / (fma.medianMs * 1e6) };

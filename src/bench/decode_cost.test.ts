@@ -3,14 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import { testGpu } from '../gpu/testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
-import { memoryStore } from '../kernels/variant_choice.ts';
+import { memoryVariantStore } from '../kernels/variant_choice.ts';
 import { measureDecodeCost } from './decode_cost.ts';
 
 describe('measureDecodeCost', () => {
   it('times the FP8 and f32-weight GEMM with the same strategy and reports their ratio', async () => {
     const gpu = await testGpu();
     // Remembered choices that differ per weight format: both formats must run the FP8 one.
-    const memory = memoryStore();
+    const memory = memoryVariantStore();
     const store = { get: (key: string) => memory.get(key) ?? (key.includes('gemm_fp8') ? (key.includes('|fp8 ') ? 'workgroup_tile' : 'thread_tile') : undefined), set: memory.set };
     const result = await measureDecodeCost(gpu, new PipelineCache(gpu.device), store, { M: 9, K: 132, N: 20 }, 3);
     expect(result.rounds).toBe(3);

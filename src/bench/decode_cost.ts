@@ -28,9 +28,9 @@ export async function measureDecodeCost(
   shape: { M: number; K: number; N: number },
   rounds: number,
 ): Promise<DecodeCostResult> {
-  const fp8 = await matmulCase('gemm_fp8', 'fp8', shape).prepare({ gpu, cache }, variants);
+  const fp8 = await matmulCase('gemm_fp8', 'fp8', shape).prepare({ gpu, pipelines: cache }, variants);
   try {
-    const f32 = await matmulCase('gemm_fp8', 'f32', shape, '', fp8.variant).prepare({ gpu, cache }, variants);
+    const f32 = await matmulCase('gemm_fp8', 'f32', shape, '', fp8.variant).prepare({ gpu, pipelines: cache }, variants);
     try {
       if (f32.variant !== fp8.variant) throw new Error(`gemm_fp8 decode cost: FP8 ran ${fp8.variant}, f32 weights ${f32.variant}; the comparison needs one strategy`);
       const times: Record<'fp8' | 'f32', number[]> = { fp8: [], f32: [] };

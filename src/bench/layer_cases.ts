@@ -29,12 +29,12 @@ function rmsnormCase(rows: number, width: number, note: string): BenchCase {
     name: 'rmsnorm',
     shape: { rows, width },
     note,
-    async prepare({ gpu, cache }) {
+    async prepare({ gpu, pipelines }) {
       const next = rng(rows * 31 + width);
       const x = randn(next, rows * width, 2);
       const weight = Float32Array.from({ length: width }, () => 1 + 0.1 * (next() - 0.5));
       const b = { x: uploadBuffer(gpu.device, x, 'x'), weight: uploadBuffer(gpu.device, weight, 'w'), y: createStorageBuffer(gpu.device, 4 * rows * width, 'y') };
-      const call = createRmsNorm({ gpu, cache }).prepare({ rows, width, eps: 1e-6, ...b });
+      const call = createRmsNorm({ gpu, pipelines }).prepare({ rows, width, eps: 1e-6, ...b });
       return {
         call,
         variant: gpu.adapter.isSoftware ? 'row_per_thread' : 'workgroup_per_row',
@@ -57,14 +57,14 @@ function ropeCase(rows: number, heads: number, note: string): BenchCase {
     name: 'rope_yarn',
     shape: { rows, heads, ropeDim },
     note,
-    async prepare({ gpu, cache }) {
+    async prepare({ gpu, pipelines }) {
       const next = rng(rows * 7 + heads);
       const x = randn(next, rows * heads * headStride);
       const positions = Uint32Array.from({ length: rows }, (_, t) => 4000 + t);
       const invFreq = ropeInvFreq(V3_ROPE as never);
       const slices = { rows, heads, ropeDim, rowStride: heads * headStride, headStride, ropeOffset: 128 };
       const b = { x: uploadBuffer(gpu.device, x, 'x'), positions: uploadBuffer(gpu.device, positions, 'pos'), invFreq: uploadBuffer(gpu.device, invFreq, 'inv') };
-      const call = createRopeYarn({ gpu, cache }).prepare({ ...slices, ...b });
+      const call = createRopeYarn({ gpu, pipelines }).prepare({ ...slices, ...b });
       return {
         call,
         async check(run) {
@@ -86,7 +86,7 @@ function routeCase(tokens: number, config: RouterConfig, note: string): BenchCas
     name: 'moe_route',
     shape: { tokens, experts: E, topk: K, groups: config.n_group },
     note,
-    async prepare({ gpu, cache }) {
+    async prepare({ gpu, pipelines }) {
       const next = rng(tokens * 13 + E);
       const logits = randn(next, tokens * E, 1.5);
       const bias = Float32Array.from({ length: E }, () => (next() - 0.5) * 0.24);
@@ -96,7 +96,7 @@ function routeCase(tokens: number, config: RouterConfig, note: string): BenchCas
         topkIds: createStorageBuffer(gpu.device, 4 * tokens * K, 'ids'),
         topkWeights: createStorageBuffer(gpu.device, 4 * tokens * K, 'weights'),
       };
-      const call = createMoeRoute({ gpu, cache }).prepare({ tokens, config, ...b });
+      const call = createMoeRoute({ gpu, pipelines }).prepare({ tokens, config, ...b });
       return {
         call,
         async check(run) {
@@ -117,11 +117,11 @@ function sampleCase(rows: number, vocab: number, sampling: SamplingParams, note:
     name: sampling.temperature === 0 ? 'sample.argmax' : 'sample',
     shape: { rows, vocab, top_k: sampling.topK },
     note,
-    async prepare({ gpu, cache }) {
+    async prepare({ gpu, pipelines }) {
       const next = rng(rows * 5 + vocab);
       const logits = randn(next, rows * vocab, 3);
       const b = { logits: uploadBuffer(gpu.device, logits, 'logits'), ids: createStorageBuffer(gpu.device, 4 * rows, 'ids') };
-      const call = createSample({ gpu, cache }).prepare({ rows, vocab, ...b, sampling });
+      const call = createSample({ gpu, pipelines }).prepare({ rows, vocab, ...b, sampling });
       return {
         call,
         variant: gpu.adapter.isSoftware ? 'software' : 'gpu',
@@ -143,7 +143,7 @@ function mlaPrefillCase(rows: number, heads: number, kvLoraRank: number, ropeDim
     name: 'mla_prefill',
     shape: { rows, heads, kv_lora_rank: kvLoraRank, rope: ropeDim, start_pos: startPos },
     note,
-    async prepare({ gpu, cache }) {
+    async prepare({ gpu, pipelines }) {
       const next = rng(rows * 5 + heads + startPos);
       const context = startPos + rows;
       const width = kvLoraRank + ropeDim;
@@ -157,7 +157,7 @@ function mlaPrefillCase(rows: number, heads: number, kvLoraRank: number, ropeDim
         cache: uploadBuffer(gpu.device, cacheRows, 'cache'),
         oLat: createStorageBuffer(gpu.device, 4 * rows * heads * kvLoraRank, 'o_lat'),
       };
-      const call = createMlaPrefill({ gpu, cache }, { kvLoraRank }).prepare({ rows, heads, kvLoraRank, ropeDim, maxT: context, startPos, softmaxScale, ...b });
+      const call = createMlaPrefill({ gpu, pipelines }, { kvLoraRank }).prepare({ rows, heads, kvLoraRank, ropeDim, maxT: context, startPos, softmaxScale, ...b });
       return {
         call,
         variant: gpu.adapter.isSoftware ? 'invocation_per_row' : 'flash_tile_16',
@@ -179,7 +179,7 @@ function mlaDecodeCase(rows: number, heads: number, kvLoraRank: number, ropeDim:
     name: 'mla_decode',
     shape: { rows, heads, kv_lora_rank: kvLoraRank, rope: ropeDim, context },
     note,
-    async prepare({ gpu, cache: pipelines }) {
+    async prepare({ gpu, pipelines }) {
       const next = rng(context * 3 + heads);
       const width = kvLoraRank + ropeDim;
       const startPos = context - rows;
@@ -193,7 +193,7 @@ function mlaDecodeCase(rows: number, heads: number, kvLoraRank: number, ropeDim:
         cache: uploadBuffer(gpu.device, cache, 'cache'),
         oLat: createStorageBuffer(gpu.device, 4 * rows * heads * kvLoraRank, 'o_lat'),
       };
-      const call = createMlaDecode({ gpu, cache: pipelines }).prepare({ rows, heads, kvLoraRank, ropeDim, maxT: context, startPos, softmaxScale, ...b });
+      const call = createMlaDecode({ gpu, pipelines }).prepare({ rows, heads, kvLoraRank, ropeDim, maxT: context, startPos, softmaxScale, ...b });
       return {
         call,
         variant: gpu.adapter.isSoftware ? 'invocation_per_head' : 'workgroup_per_head',
@@ -214,7 +214,7 @@ function moeExpertsCase(tokens: number, hidden: number, inter: number, experts: 
     name: `moe_experts.${path}`,
     shape: { tokens, hidden, moe_inter: inter, experts, topk },
     note,
-    async prepare({ gpu, cache }) {
+    async prepare({ gpu, pipelines }) {
       const next = rng(tokens * 11 + hidden + experts);
       const shape = { tokens, hidden_size: hidden, moe_intermediate_size: inter, n_routed_experts: experts, num_experts_per_tok: topk };
       const x = randn(next, tokens * hidden);
@@ -230,7 +230,7 @@ function moeExpertsCase(tokens: number, hidden: number, inter: number, experts: 
         topkWeights: uploadBuffer(gpu.device, w, 'w'),
         out: createStorageBuffer(gpu.device, 4 * tokens * hidden, 'out'),
       };
-      const call = createMoeExperts({ gpu, cache }).prepare({ ...shape, path, ...b, weights: gpuWeights, scratch });
+      const call = createMoeExperts({ gpu, pipelines }).prepare({ ...shape, path, ...b, weights: gpuWeights, scratch });
       return {
         call,
         async check(run) {

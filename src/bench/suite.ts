@@ -125,7 +125,7 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
   const cases = benchCases(options.shapes ?? 'all').filter((c) => !options.filter || c.name.includes(options.filter));
   for (const c of cases) {
     const shapeText = Object.entries(c.shape).map(([k, v]) => `${k}=${v}`).join(' ');
-    const prepared = await c.prepare({ gpu, cache }, variants);
+    const prepared = await c.prepare({ gpu, pipelines: cache }, variants);
     try {
       const runOnce = async () => {
         submitPass(gpu.device, prepared.call);

@@ -3,7 +3,7 @@
 //   shaders/<k>.wgsl       the WGSL
 //   src/kernels/<k>.ts     export function create<K>(ctx: KernelContext, options?): Kernel<Args, Call>
 //                          - options: the variant (closed lists of layouts/types) and tuning numbers,
-//                            fixed at creation; the pipelines come from ctx.cache (compile-time keys)
+//                            fixed at creation; the pipelines come from ctx.pipelines (compile-time keys)
 //                          - prepare(args): checks every argument, writes the params uniform, builds
 //                            the bind group(s) once, and returns a PreparedCall that only records
 //                          - <k>Cost(shape): the bytes and FLOPs of a shape, for the benchmark
@@ -21,7 +21,7 @@ import { composeShader, type Variant, type VariantAxes, type WgslSource } from '
 /** What a kernel is created with: the device (and its adapter facts) and the pipeline cache. */
 export interface KernelContext {
   readonly gpu: Gpu;
-  readonly cache: PipelineCache;
+  readonly pipelines: PipelineCache;
 }
 
 /** Unique bytes read and written, and FLOPs (2 per multiply-add): the benchmark's napkin math. */

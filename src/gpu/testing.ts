@@ -26,6 +26,6 @@ let sharedContext: Promise<KernelContext> | undefined;
 
 /** The shared test GPU with one pipeline cache, as kernels are created with. */
 export function testKernelContext(): Promise<KernelContext> {
-  sharedContext ??= testGpu().then((gpu) => ({ gpu, cache: new PipelineCache(gpu.device) }));
+  sharedContext ??= testGpu().then((gpu) => ({ gpu, pipelines: new PipelineCache(gpu.device) }));
   return sharedContext;
 }

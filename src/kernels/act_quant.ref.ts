@@ -1,4 +1,4 @@
-// act_quant, the executable spec (DEEPSEEK_V3_MATH.md section 5; the official kernel.py
+// act_quant, the executable spec (src/model/MATH.md section 5; the official kernel.py
 // act_quant with scale_fmt None): per row, per contiguous group of 128 columns,
 //   amax = max(max |x|, 1e-4),  s = amax / 448,  code = e4m3_rne(x / s)
 // all in float32. The WGSL twin is shaders/act_quant.wgsl.

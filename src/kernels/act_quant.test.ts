@@ -29,7 +29,7 @@ async function actQuantGpu(x: Float32Array, M: number, K: number): Promise<ActQu
   const xBuffer = uploadBuffer(device, x, 'x');
   const codes = uploadBuffer(device, new Uint32Array((M * K) / 4).fill(0xffffffff), 'codes'); // NaN codes: poison
   const scales = poisonedOutput(device, (M * K) / 128, 'scales');
-  const call = createActQuant({ gpu, cache }).prepare({ M, K, x: xBuffer, codes, scales });
+  const call = createActQuant({ gpu, pipelines: cache }).prepare({ M, K, x: xBuffer, codes, scales });
   submitPass(device, call);
   const out = {
     codes: new Uint8Array((await readU32(device, codes, (M * K) / 4)).buffer),
@@ -83,7 +83,7 @@ describe('act_quant', () => {
     const x = randn(next, M * K).map((v, i) => v * 2 ** ((Math.floor(i / 128) % 5) - 2));
     const ref = actQuantRef(x, M, K);
     const xBuffer = uploadBuffer(gpu.device, x, 'x');
-    const call = createActRound({ gpu, cache }).prepare({ M, K, x: xBuffer });
+    const call = createActRound({ gpu, pipelines: cache }).prepare({ M, K, x: xBuffer });
     submitPass(gpu.device, call);
     const got = await readF32(gpu.device, xBuffer);
     let excused = 0;
@@ -94,7 +94,7 @@ describe('act_quant', () => {
       excused++;
     }
     expect(excused).toBeLessThan(3);
-    expect(() => createActRound({ gpu, cache }).prepare({ M, K: 200, x: xBuffer })).toThrow(ArgumentError);
+    expect(() => createActRound({ gpu, pipelines: cache }).prepare({ M, K: 200, x: xBuffer })).toThrow(ArgumentError);
     call.destroy();
     xBuffer.destroy();
   });
@@ -121,8 +121,8 @@ describe('act_quant', () => {
     const weight = uploadBuffer(device, c.weight.bytes, 'weight');
     const weight_scale_inv = uploadBuffer(device, c.weight.scale!, 'weight_scale_inv');
     const y = poisonedOutput(device, c.M * c.N);
-    const quant = createActQuant({ gpu, cache }).prepare({ M: c.M, K: c.K, x, codes, scales });
-    const gemm = createGemm({ gpu, cache }, { numerics: 'w8a8' }).prepare({ M: c.M, N: c.N, K: c.K, x: codes, x_scale: scales, weight, weight_scale_inv, y });
+    const quant = createActQuant({ gpu, pipelines: cache }).prepare({ M: c.M, K: c.K, x, codes, scales });
+    const gemm = createGemm({ gpu, pipelines: cache }, { numerics: 'w8a8' }).prepare({ M: c.M, N: c.N, K: c.K, x: codes, x_scale: scales, weight, weight_scale_inv, y });
     submitPass(device, quant, gemm);
     const got = await readF32(device, y, c.M * c.N);
     const quantized = { codes: new Uint8Array((await readU32(device, codes, (c.M * c.K) / 4)).buffer), scales: await readF32(device, scales, c.M * 3) };
@@ -134,7 +134,7 @@ describe('act_quant', () => {
 
   it('refuses K that is not a multiple of 128, as the official kernel asserts', () => {
     const buffer = gpu.device.createBuffer({ size: 4096, usage: GPUBufferUsage.STORAGE });
-    const quant = createActQuant({ gpu, cache });
+    const quant = createActQuant({ gpu, pipelines: cache });
     expect(() => quant.prepare({ M: 1, K: 200, x: buffer, codes: buffer, scales: buffer })).toThrow(ArgumentError);
     expect(() => quant.prepare({ M: 1, K: 200, x: buffer, codes: buffer, scales: buffer })).toThrow(/multiple of 128/);
     expect(() => quant.prepare({ M: 4, K: 384, x: buffer, codes: buffer, scales: buffer })).toThrow(/x holds 4096 bytes, M=4 K=384 needs 6144/);

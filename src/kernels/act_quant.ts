@@ -42,7 +42,7 @@ export function actQuantCost({ M, K }: { M: number; K: number }): Cost {
 
 /** The pipeline of one output variant: codes + scales, or the dequantized values in place. */
 function actQuantPipeline(ctx: KernelContext, output: Output): CachedPipeline {
-  return kernelPipeline(ctx.cache, {
+  return kernelPipeline(ctx.pipelines, {
     kernel: 'act_quant',
     source: actQuantSource,
     snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],

@@ -27,7 +27,7 @@ async function checkAdd(n: number, options: AddOptions = {}): Promise<void> {
   const b = randn(next, n, 0.01);
   const aBuf = uploadBuffer(device, a, 'a');
   const bBuf = uploadBuffer(device, b, 'b');
-  const call = createAdd({ gpu, cache }, options).prepare({ n, a: aBuf, b: bBuf });
+  const call = createAdd({ gpu, pipelines: cache }, options).prepare({ n, a: aBuf, b: bBuf });
   try {
     submitPass(device, call);
     const got = await readF32(device, aBuf, n + TAIL);
@@ -57,12 +57,12 @@ describe('add', () => {
   it('refuses what it cannot compute with typed errors', () => {
     const buffer = (bytes: number) => gpu.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
     const [a, b] = [buffer(40), buffer(36)];
-    const add = createAdd({ gpu, cache });
+    const add = createAdd({ gpu, pipelines: cache });
     expect(() => add.prepare({ n: 10, a, b })).toThrow(ArgumentError);
     expect(() => add.prepare({ n: 10, a, b })).toThrow(/b holds 36 bytes, n=10 needs 40/);
     expect(() => add.prepare({ n: 11, a, b: a, label: 'moe_out.3' })).toThrow(/moe_out.3: a and b must be different buffers/);
     expect(() => add.prepare({ n: 0, a, b })).toThrow(/n must be a positive integer, got 0/);
-    expect(() => createAdd({ gpu, cache }, { workgroupSize: 0 })).toThrow(/workgroupSize must be a positive integer, got 0/);
+    expect(() => createAdd({ gpu, pipelines: cache }, { workgroupSize: 0 })).toThrow(/workgroupSize must be a positive integer, got 0/);
     a.destroy();
     b.destroy();
   });

@@ -1,4 +1,4 @@
-// a += b in place, f32: the MoE output as routed experts plus shared experts (DEEPSEEK_V3_MATH.md
+// a += b in place, f32: the MoE output as routed experts plus shared experts (src/model/MATH.md
 // 4.6), before the residual add. Shader: shaders/add.wgsl; reference: Math.fround(a[i] + b[i]).
 
 import addSource from '../../shaders/add.wgsl?raw';
@@ -29,7 +29,7 @@ export function createAdd(ctx: KernelContext, options: AddOptions = {}): Kernel<
   const { device } = ctx.gpu;
   const workgroupSize = options.workgroupSize ?? 64;
   checkCounts('add', { workgroupSize });
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'add',
     source: addSource,
     constants: { WORKGROUP_SIZE: workgroupSize },

@@ -1,4 +1,4 @@
-// CPU reference of shaders/embed_gather.wgsl (DEEPSEEK_V3_MATH.md 4.1):
+// CPU reference of shaders/embed_gather.wgsl (src/model/MATH.md 4.1):
 //   h[t, :] = embed_tokens[ids[t], :]   (official ParallelEmbedding with mp = 1: a plain lookup)
 // with the table decoded to f32 from its stored dtype, and a row of zeros for an id >= vocab.
 

@@ -21,7 +21,7 @@ beforeAll(async () => {
   cache = new PipelineCache(gpu.device);
 });
 
-const gather = (options: EmbedGatherOptions) => createEmbedGather({ gpu, cache }, options);
+const gather = (options: EmbedGatherOptions) => createEmbedGather({ gpu, pipelines: cache }, options);
 
 /** [vocab, d] random non-NaN bit patterns of `dtype`, as checkpoint bytes; row 0 holds the edge values. */
 function randomTable(dtype: EmbedDtype, vocab: number, d: number, next: () => number): Uint8Array {

@@ -1,22 +1,11 @@
-// The embedding lookup h0[t] = embed_tokens[ids[t]] (DEEPSEEK_V3_MATH.md 4.1), the first op of a
+// The embedding lookup h0[t] = embed_tokens[ids[t]] (src/model/MATH.md 4.1), the first op of a
 // forward pass (and of the MTP module, with its own embed_tokens copy). The ids are read on the
 // GPU, so the previous step's sampled token goes from the sampler to here without a readback.
 // Shader: shaders/embed_gather.wgsl; reference: embed_gather.ref.ts.
 
 import gatherSource from '../../shaders/embed_gather.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
-import {
-  checkBindings,
-  checkCounts,
-  checkU32Indices,
-  kernelPipeline,
-  singleDispatch,
-  Uniforms,
-  type BufferResource,
-  type Cost,
-  type Kernel,
-  type KernelContext,
-} from '../gpu/kernel.ts';
+import { checkBindings, checkCounts, checkU32Indices, kernelPipeline, singleDispatch, Uniforms, type BufferResource, type Cost, type Kernel, type KernelContext } from '../gpu/kernel.ts';
 
 /** How `model.embed_tokens.weight` is stored: BF16 in the release; F16 and F32 are read as they are. */
 export const EMBED_DTYPES = ['bf16', 'f16', 'f32'] as const;
@@ -63,7 +52,7 @@ export function createEmbedGather(ctx: KernelContext, options: EmbedGatherOption
   if (!EMBED_DTYPES.includes(dtype)) throw new ArgumentError(`embed_gather: dtype "${dtype}" is not one of ${EMBED_DTYPES.join(', ')}`);
   const workgroupSize = options.workgroupSize ?? 64;
   checkCounts('embed_gather', { workgroupSize });
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'embed_gather',
     source: gatherSource,
     axes: { dtype: EMBED_DTYPES },

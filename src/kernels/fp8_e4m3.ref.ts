@@ -1,4 +1,4 @@
-// e4m3fn (torch.float8_e4m3fn), the executable spec (DEEPSEEK_V3_MATH.md section 3):
+// e4m3fn (torch.float8_e4m3fn), the executable spec (src/model/MATH.md section 3):
 // bits `s eeee mmm`, exponent bias 7;
 //   e = 0:      (-1)^s * (m/8) * 2^-6            subnormals, smallest 2^-9
 //   e = 1..15:  (-1)^s * (1 + m/8) * 2^(e-7)     except e = 15, m = 7: NaN (0x7F, 0xFF)

@@ -4,9 +4,9 @@
 import { describe, expect, it } from 'vitest';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { readF32, readU32, uploadBuffer, createStorageBuffer } from '../gpu/buffers.ts';
-import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
+import { createBindGroup, dispatch, kernelPipeline, submitPass } from '../gpu/kernel.ts';
+import { randn, rng, testKernelContext, testSeed } from '../gpu/testing.ts';
 import { E4M3_VALUES, e4m3ToF32, f32ToE4m3 } from './fp8_e4m3.ref.ts';
-import { composeShader } from '../gpu/shader_compose.ts';
 
 /** An independent decode: build the f32 bit pattern (normals) or scale the integer m (subnormals). */
 function decodeFromBits(code: number): number {
@@ -114,14 +114,14 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
 
 describe('fp8_e4m3.wgsl on the GPU', () => {
   it('decodes all 256 codes (alone and in each byte of a word) and encodes every rounding case as the reference does', async () => {
-    const { device } = await testGpu();
-    const code = composeShader({
-      kernel: { name: 'fp8_e4m3 test harness', code: HARNESS },
+    const ctx = await testKernelContext();
+    const { device } = ctx.gpu;
+    const pipeline = kernelPipeline(ctx.pipelines, {
+      kernel: 'fp8_e4m3_harness',
+      source: HARNESS,
       snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
-      axes: {},
-      variant: {},
+      bindings: ['read-only-storage', 'storage', 'storage', 'storage'],
     });
-    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } });
     const seed = testSeed('e4m3 wgsl');
     const random = randn(rng(seed), 4096).map((v, i) => v * 2 ** ((i % 28) - 18));
     const inputs = Float32Array.from([...roundingCases(), ...random]);
@@ -129,17 +129,8 @@ describe('fp8_e4m3.wgsl on the GPU', () => {
     const decodedBuffer = createStorageBuffer(device, 256 * 4, 'decoded');
     const encodedBuffer = createStorageBuffer(device, inputs.length * 4, 'encoded');
     const wordsBuffer = createStorageBuffer(device, 256 * 16, 'decoded_words');
-    const bindGroup = device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: [inputBuffer, decodedBuffer, encodedBuffer, wordsBuffer].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(Math.ceil(Math.max(256, inputs.length) / 64));
-    pass.end();
-    device.queue.submit([encoder.finish()]);
+    const bindGroup = createBindGroup(device, 'fp8_e4m3_harness', pipeline, [inputBuffer, decodedBuffer, encodedBuffer, wordsBuffer]);
+    submitPass(device, dispatch(device, pipeline, bindGroup, Math.ceil(Math.max(256, inputs.length) / 64)));
 
     const decoded = await readF32(device, decodedBuffer, 256);
     for (let c = 0; c < 256; c++) {

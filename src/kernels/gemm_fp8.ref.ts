@@ -1,5 +1,5 @@
 // The matrix product y[m, n] = sum_k x[m, k] * W[n, k], the executable spec of gemm_fp8 and
-// gemv_fp8 (the same function; GEMV is the M <= 4 case). DEEPSEEK_V3_MATH.md sections 3 and 5.
+// gemv_fp8 (the same function; GEMV is the M <= 4 case). src/model/MATH.md sections 3 and 5.
 
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { BLOCK } from '../gpu/kernel.ts';

@@ -35,7 +35,7 @@ beforeAll(async () => {
   cache = new PipelineCache(gpu.device);
 });
 
-const gemm = (options: GemmOptions): Gemm => createGemm({ gpu, cache }, options);
+const gemm = (options: GemmOptions): Gemm => createGemm({ gpu, pipelines: cache }, options);
 
 function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: number): RefActivations {
   return numerics === 'w8a8' ? { numerics, ...actQuantRef(x, M, K) } : { numerics, x };

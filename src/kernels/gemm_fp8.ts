@@ -70,7 +70,7 @@ function rowGroups(M: number): number {
 }
 
 export function createGemm(ctx: KernelContext, options: GemmOptions = {}): Gemm {
-  const { gpu, cache } = ctx;
+  const { gpu, pipelines } = ctx;
   const variant: GemmVariant = {
     weights: options.weights ?? 'fp8',
     numerics: options.numerics ?? 'weight_only',
@@ -88,7 +88,7 @@ export function createGemm(ctx: KernelContext, options: GemmOptions = {}): Gemm 
   // (workgroup_tile stages K in steps of 8 and relies on the masking past K, so it never takes
   // K_ALIGNED.) One pipeline per such compile-time fact, made on first use; never per M, N or K.
   const pipeline = (M: number, K: number) =>
-    matmulPipeline(cache, KERNEL, variant, tiled ? {} : { WORKGROUP_SIZE: workgroupSize, ROW_GROUPS: rowGroups(M), K_ALIGNED: K % 4 === 0 ? 1 : 0 });
+    matmulPipeline(pipelines, KERNEL, variant, tiled ? {} : { WORKGROUP_SIZE: workgroupSize, ROW_GROUPS: rowGroups(M), K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
     name: 'gemm_fp8',

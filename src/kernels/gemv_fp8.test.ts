@@ -33,7 +33,7 @@ beforeAll(async () => {
   cache = new PipelineCache(gpu.device);
 });
 
-const gemv = (options: GemvOptions): Gemv => createGemv({ gpu, cache }, options);
+const gemv = (options: GemvOptions): Gemv => createGemv({ gpu, pipelines: cache }, options);
 
 function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: number): RefActivations {
   return numerics === 'w8a8' ? { numerics, ...actQuantRef(x, M, K) } : { numerics, x };

@@ -61,7 +61,7 @@ export interface Gemv extends Kernel<GemvArgs> {
 const KERNEL = { name: 'gemv_fp8', source: gemvSource, axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES } };
 
 export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv {
-  const { gpu, cache } = ctx;
+  const { gpu, pipelines } = ctx;
   const variant: GemvVariant = {
     weights: options.weights ?? 'fp8',
     numerics: options.numerics ?? 'weight_only',
@@ -77,7 +77,7 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
   // the cache key never holds M itself.
   // K % 4 == 0 takes the loaders without splicing and masking (K_ALIGNED of matmul_operands.wgsl).
   const pipelineFor = (rows: number, K: number) =>
-    matmulPipeline(cache, KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 });
+    matmulPipeline(pipelines, KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
     name: 'gemv_fp8',

@@ -5,18 +5,7 @@
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import operandsSource from '../../shaders/matmul_operands.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
-import {
-  BLOCK,
-  checkBindings,
-  checkCounts,
-  kernelPipeline,
-  singleDispatch,
-  Uniforms,
-  type BindingKind,
-  type BufferResource,
-  type Cost,
-  type PreparedCall,
-} from '../gpu/kernel.ts';
+import { BLOCK, checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type BindingKind, type BufferResource, type Cost, type PreparedCall } from '../gpu/kernel.ts';
 import type { CachedPipeline, PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { VariantAxes, WgslSource } from '../gpu/shader_compose.ts';
 

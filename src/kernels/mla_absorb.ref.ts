@@ -1,4 +1,4 @@
-// The executable spec of mla_absorb (DEEPSEEK_V3_MATH.md 4.4, official model.py MLA.forward with
+// The executable spec of mla_absorb (src/model/MATH.md 4.4, official model.py MLA.forward with
 // attn_impl "absorb"): wkv_b = weight_dequant(kv_b_proj) viewed as [heads, dn + dv, rkv];
 //   q_lat = einsum("shd,hdc->shc", q_nope, wkv_b[:, :dn])
 //   o     = einsum("shc,hdc->shd", o_lat, wkv_b[:, -dv:])

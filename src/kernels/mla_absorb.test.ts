@@ -32,8 +32,8 @@ interface MlaAbsorb {
   prepareO(args: ExpandOArgs): PreparedCall;
 }
 function createMlaAbsorb({ cache: pipelines, ...options }: MlaAbsorbOptions & { cache: PipelineCache }): MlaAbsorb {
-  const q = createMlaAbsorbQ({ gpu, cache: pipelines }, options);
-  const o = createMlaExpandO({ gpu, cache: pipelines }, options);
+  const q = createMlaAbsorbQ({ gpu, pipelines: pipelines }, options);
+  const o = createMlaExpandO({ gpu, pipelines: pipelines }, options);
   return { weights: q.weights, prepareQ: (args) => q.prepare(args), prepareO: (args) => o.prepare(args) };
 }
 

@@ -1,4 +1,4 @@
-// The per-head products of absorbed MLA with kv_b_proj (DEEPSEEK_V3_MATH.md 4.4): before attention
+// The per-head products of absorbed MLA with kv_b_proj (src/model/MATH.md 4.4): before attention
 // over the latent cache, q_lat = q_nope @ W_UK[h] (and q_pe copied out beside it); after it,
 // o = W_UV[h] @ o_lat. kv_b_proj stays as the checkpoint stores it, one [heads * (dn + dv), rkv]
 // matrix with its 128 x 128 block scales; the kernel finds W_UK[h] and W_UV[h] inside it.
@@ -7,20 +7,7 @@
 import absorbSource from '../../shaders/mla_absorb.wgsl?raw';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
-import {
-  BLOCK,
-  checkBindings,
-  checkCounts,
-  checkU32Indices,
-  kernelPipeline,
-  singleDispatch,
-  Uniforms,
-  type BindingNeeds,
-  type Cost,
-  type Kernel,
-  type KernelContext,
-  type PreparedCall,
-} from '../gpu/kernel.ts';
+import { BLOCK, checkBindings, checkCounts, checkU32Indices, kernelPipeline, singleDispatch, Uniforms, type BindingNeeds, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import type { CachedPipeline } from '../gpu/pipeline_cache.ts';
 import { WEIGHT_FORMATS, type WeightFormat } from './matmul_operands.ts';
 
@@ -117,7 +104,7 @@ function absorbKernel(ctx: KernelContext, options: MlaAbsorbOptions) {
   // One pipeline per step and per rkv % 4 == 0 or not (RKV_ALIGNED: quads of kv_b_proj columns
   // are whole words), made on first use.
   const pipeline = (step: MlaAbsorbStep, rkv: number): CachedPipeline =>
-    kernelPipeline(ctx.cache, {
+    kernelPipeline(ctx.pipelines, {
       kernel: 'mla_absorb',
       source: absorbSource,
       snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],

@@ -4,18 +4,36 @@
 import { ArgumentError } from '../errors.ts';
 import { checkBindings, checkCounts } from '../gpu/kernel.ts';
 
-export interface MlaBuffers {
+/** The arguments of both kernels: query rows at startPos .. startPos + rows - 1 over one layer of the cache. */
+export interface MlaAttentionArgs {
+  /** Query rows: 1 for a decode step, 2 for the MTP verify step, T for a prefill chunk. */
   rows: number;
+  /** num_attention_heads. */
   heads: number;
+  /** kv_lora_rank (rkv). */
   kvLoraRank: number;
+  /** qk_rope_head_dim (dr). */
   ropeDim: number;
+  /** Cache rows the layer holds (the cache binding's length). */
   maxT: number;
+  /** Absolute position of query row 0 (row r attends to 0 .. startPos + r); changed with setStartPos. */
+  startPos: number;
+  /** softmax_scale of the config (dq^-0.5 * mscale^2). */
+  softmaxScale: number;
+  /** [rows, heads, kvLoraRank] f32: q_nope @ W_UK. */
   qLat: GPUBuffer;
+  /** [rows, heads, ropeDim] f32, RoPE applied. */
   qPe: GPUBuffer;
+  /** [maxT, kvLoraRank + ropeDim] f32 at cacheByteOffset: row t = [c_hat(t) | k_pe(t)]; rows 0 .. startPos + rows - 1 written. */
   cache: GPUBuffer;
+  /** Where this layer's cache starts (a multiple of minStorageBufferOffsetAlignment). Default 0. */
   cacheByteOffset?: number;
+  /** [rows, heads, kvLoraRank] f32 output. */
   oLat: GPUBuffer;
+  label?: string;
 }
+
+type MlaBuffers = Omit<MlaAttentionArgs, 'startPos' | 'softmaxScale' | 'label'>;
 
 /** Throws an ArgumentError naming the kernel (`label`) and the argument that does not fit. */
 export function checkMlaArgs(device: GPUDevice, label: string, args: MlaBuffers): void {

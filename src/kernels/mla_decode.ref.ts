@@ -1,6 +1,6 @@
 // CPU reference of shaders/mla_decode.wgsl + shaders/mla_decode_reduce.wgsl, in float64:
 // MLA decode attention over the latent cache with W_UK absorbed into the query
-// (DEEPSEEK_V3_MATH.md 4.4 "Absorbed"; official model.py MLA.forward, attn_impl = "absorb"):
+// (src/model/MATH.md 4.4 "Absorbed"; official model.py MLA.forward, attn_impl = "absorb"):
 //
 //   score[r, h, t] = (q_lat[r, h] . c_hat[t] + q_pe[r, h] . k_pe[t]) * softmax_scale
 //   P = softmax_t(score)                    t = 0 .. start_pos + r (causal)

@@ -1,4 +1,4 @@
-// MLA decode attention over the latent cache, absorbed form (DEEPSEEK_V3_MATH.md 4.4): pipelines,
+// MLA decode attention over the latent cache, absorbed form (src/model/MATH.md 4.4): pipelines,
 // bind groups, params, the two dispatches (per-split partials, then their reduction), bytes/FLOPs.
 // Shaders: shaders/mla_decode.wgsl (pass 1), shaders/mla_decode_reduce.wgsl (pass 2);
 // reference: mla_decode.ref.ts. q_lat = q_nope @ W_UK and o = W_UV @ o_lat are matmuls done elsewhere.
@@ -10,7 +10,7 @@
 import partialSource from '../../shaders/mla_decode.wgsl?raw';
 import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
 import { createBindGroup, dispatch, kernelPipeline, Uniforms, type Cost, type Encodable, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
-import { checkMlaArgs, checkStartPos, mlaCacheBindings } from './mla_args.ts';
+import { checkMlaArgs, checkStartPos, mlaCacheBindings, type MlaAttentionArgs } from './mla_args.ts';
 import type { MlaDecodeShape } from './mla_decode.ref.ts';
 
 export type { MlaDecodeShape } from './mla_decode.ref.ts';
@@ -48,25 +48,8 @@ export function mlaDecodeCost({ rows, heads, kvLoraRank: rkv, ropeDim: dr, start
   };
 }
 
-export interface MlaDecodeArgs extends MlaDecodeShape {
-  /** Cache rows the layer holds (the cache binding's length). */
-  maxT: number;
-  /** Absolute position of query row 0 (row r attends to 0 .. startPos + r); changed with setStartPos. */
-  startPos: number;
-  /** softmax_scale of the config (dq^-0.5 * mscale^2). */
-  softmaxScale: number;
-  /** [rows, heads, kvLoraRank] f32: q_nope @ W_UK. */
-  qLat: GPUBuffer;
-  /** [rows, heads, ropeDim] f32, RoPE applied. */
-  qPe: GPUBuffer;
-  /** [maxT, kvLoraRank + ropeDim] f32 at cacheByteOffset: row t = [c_hat(t) | k_pe(t)]. */
-  cache: GPUBuffer;
-  /** Where this layer's cache starts (a multiple of minStorageBufferOffsetAlignment). Default 0. */
-  cacheByteOffset?: number;
-  /** [rows, heads, kvLoraRank] f32 output. */
-  oLat: GPUBuffer;
-  label?: string;
-}
+/** The same arguments as the other MLA kernel's (mla_args.ts): the model passes one set to either. */
+export type MlaDecodeArgs = MlaAttentionArgs;
 
 export interface PreparedMlaDecode extends PreparedCall {
   /** Rewrites the params for a new step; encode after it (the split count is fixed at encode). */
@@ -77,7 +60,7 @@ export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = 
   const { device } = ctx.gpu;
   const itemPerThread = options.itemPerThread ?? ctx.gpu.adapter.isSoftware;
   const workgroupSize = itemPerThread ? WG_ITEMS : WG_PER_ITEM;
-  const partial = kernelPipeline(ctx.cache, {
+  const partial = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_decode',
     source: partialSource,
     entryPoint: 'mla_decode',
@@ -85,7 +68,7 @@ export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = 
     // params, q_lat, q_pe, cache, part_o, part_ml
     bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage', 'storage'],
   });
-  const reduce = kernelPipeline(ctx.cache, {
+  const reduce = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_decode_reduce',
     source: reduceSource,
     entryPoint: 'mla_decode_reduce',

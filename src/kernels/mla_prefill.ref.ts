@@ -1,4 +1,4 @@
-// CPU reference of shaders/mla_prefill.wgsl, in float64, straight from DEEPSEEK_V3_MATH.md 4.4
+// CPU reference of shaders/mla_prefill.wgsl, in float64, straight from src/model/MATH.md 4.4
 // "Absorbed" (official model.py MLA.forward, attn_impl = "absorb"), for a chunk of T query rows at
 // positions startPos .. startPos + T - 1 whose cache rows are already written:
 //

@@ -146,7 +146,7 @@ describe('mla_prefill kernel', () => {
       const cache = new PipelineCache(device);
       const seed = testSeed(`mla_prefill ${name}`);
       for (const [i, c] of CASES.entries()) {
-        const kernel = createMlaPrefill({ gpu, cache }, { itemPerThread: isSoftware, kvLoraRank: c.kvLoraRank });
+        const kernel = createMlaPrefill({ gpu, pipelines: cache }, { itemPerThread: isSoftware, kvLoraRank: c.kvLoraRank });
         if (c.kvLoraRank === 520 && !isSoftware) expect(kernel.workgroupSize).toBe(96);
         const d = makeData(c, seed + i);
         expectClose(await runGpu(kernel, c, d), reference(c, d), `${JSON.stringify(c)} ${name}`);
@@ -158,7 +158,7 @@ describe('mla_prefill kernel', () => {
     const gpu = await testGpu();
     const { device } = gpu;
     for (const isSoftware of [false, true]) {
-      const kernel = createMlaPrefill({ gpu, cache: new PipelineCache(device) }, { itemPerThread: isSoftware, kvLoraRank: SMALL.kvLoraRank });
+      const kernel = createMlaPrefill({ gpu, pipelines: new PipelineCache(device) }, { itemPerThread: isSoftware, kvLoraRank: SMALL.kvLoraRank });
       const c: Case = { ...SMALL, rows: 7, startPos: 0 };
       const chunks = [0, 7, 14, 21]; // a 28-token prompt in chunks of 7
       const d = makeData({ ...c, startPos: 21 }, testSeed(`mla_prefill chunks ${isSoftware}`));
@@ -191,7 +191,7 @@ describe('mla_prefill kernel', () => {
     const gpu = await testGpu();
     const { device } = gpu;
     const pipelines = new PipelineCache(device);
-    const kernel = createMlaPrefill({ gpu, cache: pipelines }, { itemPerThread: true, kvLoraRank: 8 });
+    const kernel = createMlaPrefill({ gpu, pipelines: pipelines }, { itemPerThread: true, kvLoraRank: 8 });
     const b = uploadBuffer(device, new Float32Array(64), 'b');
     const args = { rows: 1, heads: 2, kvLoraRank: 8, ropeDim: 4, maxT: 4, startPos: 0, softmaxScale: 1, qLat: b, qPe: b, cache: b, oLat: b };
     expect(() => kernel.prepare({ ...args, maxT: 8 })).toThrow(/cache holds 256 bytes, needs 384/);
@@ -199,8 +199,8 @@ describe('mla_prefill kernel', () => {
     expect(() => kernel.prepare({ ...args, rows: 2, startPos: 3 })).toThrow(/does not fit/);
     expect(() => kernel.prepare({ ...args, ropeDim: 6 })).toThrow(/multiples of 4/);
     expect(() => kernel.prepare({ ...args, kvLoraRank: 4 })).toThrow(/made for 8/);
-    expect(() => createMlaPrefill({ gpu, cache: pipelines }, { itemPerThread: false, kvLoraRank: 6 })).toThrow(/kv_lora_rank 6/);
-    expect(() => createMlaPrefill({ gpu, cache: pipelines }, { itemPerThread: false, kvLoraRank: 4 * 2 * 4096 })).toThrow(/invocations per workgroup/);
+    expect(() => createMlaPrefill({ gpu, pipelines: pipelines }, { itemPerThread: false, kvLoraRank: 6 })).toThrow(/kv_lora_rank 6/);
+    expect(() => createMlaPrefill({ gpu, pipelines: pipelines }, { itemPerThread: false, kvLoraRank: 4 * 2 * 4096 })).toThrow(/invocations per workgroup/);
     b.destroy();
   });
 

@@ -1,4 +1,4 @@
-// MLA prefill attention over the latent cache, absorbed form (DEEPSEEK_V3_MATH.md 4.4): pipeline,
+// MLA prefill attention over the latent cache, absorbed form (src/model/MATH.md 4.4): pipeline,
 // bind group, params, the one dispatch, bytes/FLOPs. Shader: shaders/mla_prefill.wgsl; reference:
 // mla_prefill.ref.ts. A chunk of T query rows at startPos .. startPos + T - 1 (cache rows already
 // written) attends to the cached prefix and to itself; row s sees 0 .. startPos + s. mla_decode
@@ -9,7 +9,7 @@
 import shaderSource from '../../shaders/mla_prefill.wgsl?raw';
 import { ArgumentError, UnsupportedConfigError } from '../errors.ts';
 import { createBindGroup, dispatch, kernelPipeline, Uniforms, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
-import { checkMlaArgs, checkStartPos, mlaCacheBindings } from './mla_args.ts';
+import { checkMlaArgs, checkStartPos, mlaCacheBindings, type MlaAttentionArgs } from './mla_args.ts';
 import type { MlaPrefillShape } from './mla_prefill.ref.ts';
 
 export type { MlaPrefillShape } from './mla_prefill.ref.ts';
@@ -48,25 +48,8 @@ export function mlaPrefillCost({ rows, heads, kvLoraRank: rkv, ropeDim: dr, star
   };
 }
 
-export interface MlaPrefillArgs extends MlaPrefillShape {
-  /** Cache rows the layer holds (the cache binding's length). */
-  maxT: number;
-  /** Absolute position of query row 0 (row s attends to 0 .. startPos + s); changed with setStartPos. */
-  startPos: number;
-  /** softmax_scale of the config (dq^-0.5 * mscale^2). */
-  softmaxScale: number;
-  /** [rows, heads, kvLoraRank] f32: q_nope @ W_UK. */
-  qLat: GPUBuffer;
-  /** [rows, heads, ropeDim] f32, RoPE applied. */
-  qPe: GPUBuffer;
-  /** [maxT, kvLoraRank + ropeDim] f32 at cacheByteOffset: row t = [c_hat(t) | k_pe(t)]; rows 0 .. startPos + rows - 1 written. */
-  cache: GPUBuffer;
-  /** Where this layer's cache starts (a multiple of minStorageBufferOffsetAlignment). Default 0. */
-  cacheByteOffset?: number;
-  /** [rows, heads, kvLoraRank] f32 output. */
-  oLat: GPUBuffer;
-  label?: string;
-}
+/** The same arguments as the other MLA kernel's (mla_args.ts): the model passes one set to either. */
+export type MlaPrefillArgs = MlaAttentionArgs;
 
 export interface PreparedMlaPrefill extends PreparedCall {
   /** Rewrites the params for the next chunk of the same size (the dispatch does not depend on it). */
@@ -95,7 +78,7 @@ export function createMlaPrefill(ctx: KernelContext, options: MlaPrefillOptions)
   if (workgroupSize > maxWg) {
     throw new UnsupportedConfigError('kv_lora_rank', `mla_prefill: kv_lora_rank ${kvLoraRank} needs ${workgroupSize} invocations per workgroup, the device allows ${maxWg}`);
   }
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_prefill',
     source: shaderSource,
     entryPoint: 'mla_prefill',

@@ -1,5 +1,5 @@
 // The routed experts and the plain SwiGLU MLP, the executable spec of moe_experts_gate_up.wgsl,
-// moe_experts_down.wgsl, moe_combine.wgsl and moe_group.wgsl (DEEPSEEK_V3_MATH.md 3, 4.5, 4.6):
+// moe_experts_down.wgsl, moe_combine.wgsl and moe_group.wgsl (src/model/MATH.md 3, 4.5, 4.6):
 //   Expert_e(x) = (silu(x @ gate_e^T) * (x @ up_e^T)) @ down_e^T,    silu(z) = z * sigmoid(z)
 //   MoE_routed(x[t]) = sum over the chosen e of w * Expert_e(x[t]), added in expert-index order
 //                      (as the official MoE.forward loops over experts).

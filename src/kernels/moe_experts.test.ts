@@ -24,7 +24,7 @@ let experts: MoeExperts;
 let mlp: Kernel<MlpArgs>;
 beforeAll(async () => {
   gpu = await testGpu();
-  const ctx = { gpu, cache: new PipelineCache(gpu.device) };
+  const ctx = { gpu, pipelines: new PipelineCache(gpu.device) };
   experts = createMoeExperts(ctx);
   mlp = createMlp(ctx);
 });

@@ -22,21 +22,7 @@ import gateUpSource from '../../shaders/moe_experts_gate_up.wgsl?raw';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { GpuLimitError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
-import {
-  BLOCK,
-  checkBindings,
-  checkCounts,
-  createBindGroup,
-  dispatch,
-  kernelPipeline,
-  preparedCall,
-  Uniforms,
-  type BindingNeeds,
-  type Cost,
-  type Encodable,
-  type Kernel,
-  type KernelContext,
-} from '../gpu/kernel.ts';
+import { BLOCK, checkBindings, checkCounts, createBindGroup, dispatch, kernelPipeline, preparedCall, Uniforms, type BindingNeeds, type Cost, type Encodable, type Kernel, type KernelContext } from '../gpu/kernel.ts';
 import type { CachedPipeline } from '../gpu/pipeline_cache.ts';
 import type { WgslSource } from '../gpu/shader_compose.ts';
 import { createActRound } from './act_quant.ts';
@@ -179,7 +165,7 @@ function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = fa
   // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
   // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
   const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath, k: number): CachedPipeline =>
-    kernelPipeline(ctx.cache, {
+    kernelPipeline(ctx.pipelines, {
       kernel: `moe_experts_${kind}`,
       source: kind === 'gate_up' ? gateUpSource : downSource,
       snippets: SNIPPETS,
@@ -190,7 +176,7 @@ function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = fa
       bindings: kind === 'gate_up' ? ['uniform', ro, ro, ro, ro, ro, 'storage', ro, path === 'grouped' ? ro : undefined] : ['uniform', ro, ro, ro, 'storage', ro, ro],
     });
   const combinePipeline = () =>
-    kernelPipeline(ctx.cache, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize }, bindings: ['uniform', ro, ro, 'storage'] });
+    kernelPipeline(ctx.pipelines, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize }, bindings: ['uniform', ro, ro, 'storage'] });
   const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
   // Workgroups along the output columns: each invocation takes 4 of them.
   const tiles = (columns: number) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * workgroupSize));

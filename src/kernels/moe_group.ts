@@ -29,7 +29,7 @@ export function moeGroupCost(pairs: number, experts: number): Cost {
 
 export function createMoeGroup(ctx: KernelContext): Kernel<MoeGroupArgs> {
   const { device } = ctx.gpu;
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'moe_group',
     source: groupSource,
     constants: { WG },

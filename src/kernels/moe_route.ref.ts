@@ -1,4 +1,4 @@
-// CPU reference of shaders/moe_route.wgsl, straight from DEEPSEEK_V3_MATH.md 4.6 (official model.py
+// CPU reference of shaders/moe_route.wgsl, straight from src/model/MATH.md 4.6 (official model.py
 // Gate.forward with e_score_correction_bias). Scores are rounded to float32 where the official
 // code holds float32 tensors, so the choices are the ones float32 arithmetic makes.
 // Top-k order: descending score, ties to the lower index (experts and groups alike).

@@ -68,7 +68,7 @@ export interface MoeRouteArgs {
 
 export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
   const { device } = ctx.gpu;
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'moe_route',
     source: shaderSource,
     constants: { WG },

@@ -61,7 +61,7 @@ async function runPenalty({ rows, vocab, penalty, logits, ids, mask, options }: 
   const { device } = gpu;
   const logitsBuf = uploadBuffer(device, logits, 'logits');
   const maskBuf = uploadBuffer(device, mask ?? presenceMask(vocab, ids), 'mask');
-  const call = createRepetitionPenalty({ gpu, cache }, options).prepare({ rows, vocab, logits: logitsBuf, mask: maskBuf, penalty });
+  const call = createRepetitionPenalty({ gpu, pipelines: cache }, options).prepare({ rows, vocab, logits: logitsBuf, mask: maskBuf, penalty });
   try {
     submitPass(device, call);
     return await readU32(device, logitsBuf, logits.length);
@@ -149,7 +149,7 @@ describe('repetition_penalty', () => {
     const ids = [0, 5, 32, 5];
     const logitsBuf = uploadBuffer(device, logits, 'logits');
     const maskBuf = uploadBuffer(device, presenceMask(vocab, ids), 'mask');
-    const call = createRepetitionPenalty({ gpu, cache }).prepare({ rows, vocab, logits: logitsBuf, mask: maskBuf, penalty: 1 });
+    const call = createRepetitionPenalty({ gpu, pipelines: cache }).prepare({ rows, vocab, logits: logitsBuf, mask: maskBuf, penalty: 1 });
     try {
       for (const penalty of [1.3, 0.8, 1]) {
         call.setPenalty(penalty);
@@ -192,7 +192,7 @@ describe('repetition_penalty', () => {
   it('refuses what it cannot compute with typed errors', () => {
     const buffer = (bytes: number) => gpu.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
     const [logits, mask, smallMask] = [buffer(2 * 4 * 33), buffer(8), buffer(4)];
-    const penalty = createRepetitionPenalty({ gpu, cache });
+    const penalty = createRepetitionPenalty({ gpu, pipelines: cache });
     const args = { rows: 2, vocab: 33, logits, mask, penalty: 1.3 };
     expect(() => penalty.prepare({ ...args, rows: 3 })).toThrow(ArgumentError);
     expect(() => penalty.prepare({ ...args, rows: 3 })).toThrow(/logits holds 264 bytes, rows=3 vocab=33 needs 396/);
@@ -210,7 +210,7 @@ describe('repetition_penalty', () => {
     const call = penalty.prepare(args);
     expect(() => call.setPenalty(0)).toThrow(/penalty must be a finite number > 0/);
     call.destroy();
-    expect(() => createRepetitionPenalty({ gpu, cache }, { workgroupSize: 0 })).toThrow(/workgroupSize must be a positive integer, got 0/);
+    expect(() => createRepetitionPenalty({ gpu, pipelines: cache }, { workgroupSize: 0 })).toThrow(/workgroupSize must be a positive integer, got 0/);
     for (const b of [logits, mask, smallMask]) b.destroy();
   });
 });

@@ -7,18 +7,7 @@
 
 import penaltySource from '../../shaders/repetition_penalty.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
-import {
-  checkBindings,
-  checkCounts,
-  checkU32Indices,
-  kernelPipeline,
-  singleDispatch,
-  Uniforms,
-  type Cost,
-  type Kernel,
-  type KernelContext,
-  type PreparedCall,
-} from '../gpu/kernel.ts';
+import { checkBindings, checkCounts, checkU32Indices, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 
 export interface RepetitionPenaltyArgs {
   /** Rows of logits: 1 for decode, 2 for a speculative (MTP) verify step. */
@@ -68,23 +57,26 @@ function checkPenalty(label: string, penalty: number): void {
  * A presence mask of the ids on the CPU, to upload with queue.writeBuffer (rewritten whenever ids
  * are added): bit j % 32 of word j / 32 is set when id j occurs; repeats set it once.
  */
-export function presenceMask(vocab: number, ids: Iterable<number>): Uint32Array {
+export function presenceMask(vocab: number, ids: Iterable<number>): Uint32Array<ArrayBuffer> {
   if (!Number.isInteger(vocab) || vocab < 1) throw new ArgumentError(`presenceMask: vocab must be a positive integer, got ${vocab}`);
   const mask = new Uint32Array(maskWords(vocab));
-  for (const id of ids) {
-    if (!Number.isInteger(id) || id < 0 || id >= vocab) {
-      throw new ArgumentError(`presenceMask: token id ${id} is outside the vocabulary [0, ${vocab})`);
-    }
-    mask[id >>> 5] |= 1 << (id & 31);
-  }
+  for (const id of ids) markPresent(mask, vocab, id);
   return mask;
+}
+
+/** Sets id's bit in a presence mask of `vocab` ids. */
+export function markPresent(mask: Uint32Array, vocab: number, id: number): void {
+  if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+    throw new ArgumentError(`presenceMask: token id ${id} is outside the vocabulary [0, ${vocab})`);
+  }
+  mask[id >>> 5] |= 1 << (id & 31);
 }
 
 export function createRepetitionPenalty(ctx: KernelContext, options: RepetitionPenaltyOptions = {}): Kernel<RepetitionPenaltyArgs, PreparedRepetitionPenalty> {
   const { device } = ctx.gpu;
   const workgroupSize = options.workgroupSize ?? 64;
   checkCounts('repetition_penalty', { workgroupSize });
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'repetition_penalty',
     source: penaltySource,
     constants: { WORKGROUP_SIZE: workgroupSize },

@@ -1,4 +1,4 @@
-// CPU reference of shaders/rmsnorm.wgsl, in float64 (DEEPSEEK_V3_MATH.md 4.2):
+// CPU reference of shaders/rmsnorm.wgsl, in float64 (src/model/MATH.md 4.2):
 //   y = x / sqrt(mean(x^2) + eps) * w          (official: F.rms_norm(x, (dim,), weight, eps))
 // with the optional fused residual add h = h + delta before it.
 

@@ -5,17 +5,7 @@
 
 import shaderSource from '../../shaders/rmsnorm.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
-import {
-  checkBindings,
-  checkCounts,
-  kernelPipeline,
-  singleDispatch,
-  Uniforms,
-  type Cost,
-  type Kernel,
-  type KernelContext,
-  type PreparedCall,
-} from '../gpu/kernel.ts';
+import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import type { RowLayout } from './rmsnorm.ref.ts';
 
 export type { RowLayout } from './rmsnorm.ref.ts';
@@ -83,7 +73,7 @@ export function createRmsNorm(ctx: KernelContext, options: RmsNormOptions = {}):
   const addResidual = options.addResidual ?? false;
   const rowPerThread = options.rowPerThread ?? ctx.gpu.adapter.isSoftware;
   const workgroupSize = rowPerThread ? WG_ROWS : WG_PER_ROW;
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'rmsnorm',
     source: shaderSource,
     entryPoint: addResidual ? 'add_rmsnorm' : 'rmsnorm',

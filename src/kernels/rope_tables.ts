@@ -1,4 +1,4 @@
-// RoPE tables for DeepSeek-V3: the YaRN inverse frequencies (DEEPSEEK_V3_MATH.md 4.3) and the
+// RoPE tables for DeepSeek-V3: the YaRN inverse frequencies (src/model/MATH.md 4.3) and the
 // YaRN softmax scale (4.4). Written from the official inference/model.py `precompute_freqs_cis`
 // and `MLA.__init__`, keeping their float32 operation order so the table matches the official
 // one (see ropeInvFreq for the one known difference).

@@ -1,4 +1,4 @@
-// CPU reference of shaders/rope_yarn.wgsl (DEEPSEEK_V3_MATH.md 4.3, official apply_rotary_emb):
+// CPU reference of shaders/rope_yarn.wgsl (src/model/MATH.md 4.3, official apply_rotary_emb):
 // the angle is the float32 product position * inv_freq[i], as torch.outer computes it in the
 // official precompute_freqs_cis; cos, sin and the rotation are then evaluated in float64.
 

@@ -38,7 +38,7 @@ export interface RopeYarnArgs extends RopeSlices {
 
 export function createRopeYarn(ctx: KernelContext): Kernel<RopeYarnArgs> {
   const { device } = ctx.gpu;
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'rope_yarn',
     source: shaderSource,
     constants: { WG },

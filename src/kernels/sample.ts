@@ -92,7 +92,7 @@ export function createSample(ctx: KernelContext, options: SampleOptions = {}): S
   const { device } = ctx.gpu;
   const software = options.software ?? ctx.gpu.adapter.isSoftware;
   const { workgroupSize, radixBits } = software ? SOFTWARE_TUNING : GPU_TUNING;
-  const pipeline = kernelPipeline(ctx.cache, {
+  const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'sample',
     source: shaderSource,
     entryPoint: 'sample',

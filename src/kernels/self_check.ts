@@ -17,7 +17,7 @@ export interface SelfCheckResult {
   ok: boolean;
 }
 
-export async function selfCheck(gpu: Gpu, cache = new PipelineCache(gpu.device)): Promise<SelfCheckResult> {
+export async function selfCheck(gpu: Gpu, pipelines = new PipelineCache(gpu.device)): Promise<SelfCheckResult> {
   const { device } = gpu;
   const rows = 7;
   const width = 301;
@@ -32,7 +32,7 @@ export async function selfCheck(gpu: Gpu, cache = new PipelineCache(gpu.device))
   const xBuf = uploadBuffer(device, x, 'self-check.x');
   const wBuf = uploadBuffer(device, weight, 'self-check.weight');
   const yBuf = createStorageBuffer(device, 4 * rows * width, 'self-check.y');
-  const op = createRmsNorm({ gpu, cache }).prepare({ rows, width, eps: 1e-6, x: xBuf, weight: wBuf, y: yBuf });
+  const op = createRmsNorm({ gpu, pipelines }).prepare({ rows, width, eps: 1e-6, x: xBuf, weight: wBuf, y: yBuf });
   try {
     submitPass(device, op);
     const got = await readF32(device, yBuf, rows * width);

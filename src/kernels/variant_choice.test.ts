@@ -13,7 +13,7 @@ import {
   chooseGemvStrategy,
   chooseVariant,
   defaultVariantStore,
-  memoryStore,
+  memoryVariantStore,
   variantKey,
   webStorageStore,
   type ChooseVariantOptions,
@@ -54,7 +54,7 @@ function fakeTimer(msPerRun: Record<string, number>) {
   return { time, build, calls, destroyed };
 }
 
-function options(gpu: Gpu, timer: ReturnType<typeof fakeTimer>, store = memoryStore()): ChooseVariantOptions<'a' | 'b' | 'c'> {
+function options(gpu: Gpu, timer: ReturnType<typeof fakeTimer>, store = memoryVariantStore()): ChooseVariantOptions<'a' | 'b' | 'c'> {
   return { gpu, kernel: 'k', shapeClass: 'M=1', candidates: ['a', 'b', 'c'], store, build: timer.build, time: timer.time };
 }
 
@@ -81,7 +81,7 @@ describe('chooseVariant', () => {
   });
 
   it('remembers the choice: the second call does not measure', async () => {
-    const store = memoryStore();
+    const store = memoryVariantStore();
     const gpu = fakeGpu('x');
     const first = fakeTimer({ a: 3, b: 2, c: 1 });
     expect((await chooseVariant(options(gpu, first, store))).variant).toBe('c');
@@ -92,7 +92,7 @@ describe('chooseVariant', () => {
   });
 
   it('keys by adapter, kernel, shape class and candidates', async () => {
-    const store = memoryStore();
+    const store = memoryVariantStore();
     const one = await chooseVariant(options(fakeGpu('GPU one'), fakeTimer({ a: 1, b: 2, c: 3 }), store));
     const two = await chooseVariant(options(fakeGpu('GPU two'), fakeTimer({ a: 3, b: 2, c: 1 }), store));
     expect(one.key).not.toBe(two.key);
@@ -104,7 +104,7 @@ describe('chooseVariant', () => {
   });
 
   it('measures again when the remembered variant is no longer a candidate', async () => {
-    const store = memoryStore();
+    const store = memoryVariantStore();
     const gpu = fakeGpu('x');
     const base = options(gpu, fakeTimer({ a: 1, b: 2, c: 3 }), store);
     store.set(variantKey(gpu, 'k', 'M=1', base.candidates), 'gone');
@@ -145,15 +145,15 @@ describe('chooseGemvStrategy on this adapter', () => {
   it('measures once, returns a strategy, and remembers it', async () => {
     const gpu = await testGpu();
     const cache = new PipelineCache(gpu.device);
-    const store = memoryStore();
-    const strategy = await chooseGemvStrategy({ gpu, cache }, store);
+    const store = memoryVariantStore();
+    const strategy = await chooseGemvStrategy({ gpu, pipelines: cache }, store);
     expect(GEMV_STRATEGIES).toContain(strategy);
     let timed = 0;
     const counting: TimeFunction = async () => {
       timed++;
       throw new Error('should not measure');
     };
-    expect(await chooseGemvStrategy({ gpu, cache }, store, { time: counting })).toBe(strategy);
+    expect(await chooseGemvStrategy({ gpu, pipelines: cache }, store, { time: counting })).toBe(strategy);
     expect(timed).toBe(0);
   });
 });

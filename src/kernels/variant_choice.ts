@@ -19,7 +19,7 @@ export interface VariantStore {
 }
 
 /** A store for this process only (Node, tests, or a browser without usable localStorage). */
-export function memoryStore(): VariantStore {
+export function memoryVariantStore(): VariantStore {
   const map = new Map<string, string>();
   return { get: (key) => map.get(key), set: (key, value) => void map.set(key, value) };
 }
@@ -55,7 +55,7 @@ export function defaultVariantStore(): VariantStore {
   } catch {
     // Fall through to memory.
   }
-  return memoryStore();
+  return memoryVariantStore();
 }
 
 /** The time of one candidate's call: the benchmark's timeComputePass, or a fake in tests. */

@@ -1,4 +1,4 @@
-// The DeepSeek-V3 forward pass on the GPU, as a plan for a fixed number of rows T (MATH.md 4): the
+// The DeepSeek-V3 forward pass on the GPU, as a plan for a fixed number of rows T (src/model/MATH.md 4): the
 // GPU twin of model/reference/forward.ts. A decode step is the plan of T = 1 (T = 2 for the MTP
 // verify step); a prefill chunk the plan of the chunk's size. In the paper's order:
 //
@@ -11,7 +11,7 @@
 //     h += ffnOut;   x = RMSNorm(h; input_layernorm.L+1)      (hidden = RMSNorm(h; model.norm) after the last)
 //   logits = lm_head(hidden rows)              [1 or T, vocab]
 //   ids = sample(logits)                       [1 or T] u32       the one readback of a step
-//   (with an MTP plan: the MTP module drafts the token after each sampled one, MATH.md 7)
+//   (with an MTP plan: the MTP module drafts the token after each sampled one, src/model/MATH.md 7)
 //
 // A plan prepares every call once (params, bind groups, activations for T rows); a step writes the
 // ids and positions, moves the cache offsets and records the whole forward into one command

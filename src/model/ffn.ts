@@ -1,4 +1,4 @@
-// One layer's feed-forward block on the GPU (DEEPSEEK_V3_MATH.md 4.5-4.6), input acts.x, output
+// One layer's feed-forward block on the GPU (src/model/MATH.md 4.5-4.6), input acts.x, output
 // acts.ffnOut:
 //   dense layers:  mlp(x) = down(silu(gate(x)) * up(x))
 //   MoE layers:    router (sigmoid, bias for selection, group-limited top-k, on the GPU)

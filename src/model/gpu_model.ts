@@ -9,6 +9,8 @@ import type { Gpu } from '../gpu/device.ts';
 import { uploadBuffer } from '../gpu/buffers.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
+
+export type { SamplingParams } from '../kernels/sample.ts';
 import { createForwardPlan, type ForwardPlan, type LogitRows, type RepetitionInput } from './deepseek_v3.ts';
 import { modelWeights, type ModelWeights } from './gpu_weights.ts';
 import { createLatentCache, type LatentCache } from './kv_cache.ts';
@@ -83,6 +85,24 @@ export interface ForwardResult {
   logits?: Float32Array[];
 }
 
+/** The work a request will run, so that its plans are made (and their memory checked) before it starts. */
+export interface PlannedWork {
+  /** Ids to prefill, run in chunks of prefillChunk rows. */
+  prefill: number;
+  /** As ForwardOptions.logits / mtp of that prefill. */
+  logits?: LogitRows;
+  mtp?: boolean;
+  /** The decode steps after it: one row each ('plain'), or the 2-row speculative step ('verify'). */
+  decode?: 'plain' | 'verify';
+}
+
+/** One chunk of a prefill: ids[start .. end - 1]. */
+export interface Chunk {
+  start: number;
+  end: number;
+  isLast: boolean;
+}
+
 /** The plans of one latent cache, made when first needed. */
 export interface PlanSet {
   readonly cache: LatentCache;
@@ -102,6 +122,10 @@ export interface GpuModel {
   createCache(maxT: number): LatentCache;
   /** captureRouting (default true): every plan keeps its last step's expert ids (ForwardPlan.readRouting; a few bytes copied per layer). */
   plans(cache: LatentCache, options?: { captureRouting?: boolean }): PlanSet;
+  /** The chunks a prefill of `count` ids runs in: prefillChunk rows each, the remainder last. */
+  chunks(count: number): Chunk[];
+  /** Makes every plan `work` will use (forward and verify take them from the set). */
+  preparePlans(set: PlanSet, work: PlannedWork): void;
   /** Runs `ids` at positions startPos .. through the model, chunked; the cache must hold 0 .. startPos - 1. */
   forward(plans: PlanSet, ids: readonly number[], startPos: number, options?: ForwardOptions): Promise<ForwardResult>;
   /**
@@ -154,6 +178,19 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
     };
   };
 
+  const chunks = (count: number): Chunk[] => {
+    const out: Chunk[] = [];
+    for (let start = 0; start < count; start += prefillChunk) {
+      const end = Math.min(count, start + prefillChunk);
+      out.push({ start, end, isLast: end === count });
+    }
+    return out;
+  };
+  // Every chunk of a prefill takes the plan of its size: logits of every row when asked for all,
+  // else of the last; with MTP, drafting from the next input id.
+  const chunkPlan = (set: PlanSet, rows: number, opts: { logits?: LogitRows; mtp?: boolean }) => set.get(rows, opts.logits === 'all' ? 'all' : 'last', opts.mtp ? 'shifted' : undefined);
+  const verifyPlan = (set: PlanSet) => set.get(2, 'all', 'sampled');
+
   return {
     config,
     gpu,
@@ -162,20 +199,23 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
     prefillChunk,
     createCache: (maxT) => createLatentCache(gpu.device, config, cacheLayers, maxT),
     plans,
+    chunks,
+    preparePlans(set, work) {
+      for (const rows of new Set(chunks(work.prefill).map((c) => c.end - c.start))) chunkPlan(set, rows, work);
+      if (work.decode === 'plain') chunkPlan(set, 1, {});
+      if (work.decode === 'verify') verifyPlan(set);
+    },
     async forward(set, ids, startPos, opts = {}) {
       if (ids.length === 0) throw new ArgumentError('forward needs at least one token');
       const logits: Float32Array[] = [];
       let id: number | undefined;
       let draft: number | undefined;
       let routing: Routing | undefined;
-      for (let start = 0; start < ids.length; start += prefillChunk) {
+      for (const { start, end, isLast } of chunks(ids.length)) {
         throwIfAborted(opts.signal);
-        const chunk = ids.slice(start, start + prefillChunk);
-        const isLast = start + chunk.length === ids.length;
-        const logitRows: LogitRows = opts.logits === 'all' ? 'all' : 'last';
-        const mtp = opts.mtp ? 'shifted' : undefined;
-        if (mtp && isLast && !opts.sample && opts.nextId === undefined) throw new ArgumentError('forward with mtp needs the id after the last row: options.sample or options.nextId');
-        const plan = set.get(chunk.length, logitRows, mtp);
+        const chunk = ids.slice(start, end);
+        if (opts.mtp && isLast && !opts.sample && opts.nextId === undefined) throw new ArgumentError('forward with mtp needs the id after the last row: options.sample or options.nextId');
+        const plan = chunkPlan(set, chunk.length, opts);
         const wantLogits = opts.logits === 'all' || (isLast && opts.logits === 'last');
         const out = await plan.run({
           ids: chunk,
@@ -183,7 +223,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
           sample: isLast ? opts.sample : undefined,
           repetition: opts.repetition,
           readLogits: wantLogits,
-          nextId: !mtp ? undefined : isLast ? (opts.sample ? undefined : opts.nextId) : ids[start + chunk.length],
+          nextId: !opts.mtp ? undefined : isLast ? (opts.sample ? undefined : opts.nextId) : ids[end],
         });
         if (out.drafts && isLast) draft = out.drafts[out.drafts.length - 1];
         if (opts.routing && isLast) routing = await plan.readRouting();
@@ -196,7 +236,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
       return { id, draft, routing, logits: opts.logits ? logits : undefined };
     },
     async verify(set, current, draft, startPos, sampling, verifyOptions = {}) {
-      const plan = set.get(2, 'all', 'sampled');
+      const plan = verifyPlan(set);
       const out = await plan.run({ ids: [current, draft], startPos, sample: sampling, repetition: verifyOptions.repetition });
       const routing = verifyOptions.routing ? await plan.readRouting() : undefined;
       return { ids: [out.ids![0], out.ids![1]], drafts: [out.drafts![0], out.drafts![1]], routing };

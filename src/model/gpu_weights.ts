@@ -89,7 +89,7 @@ const MATRIX_FORMAT: Record<string, WeightFormat> = { F8_E4M3: 'fp8', BF16: 'bf1
  * Views of `loaded` for the forward pass. Throws UnsupportedConfigError for storage the kernels
  * do not read (an F16 matrix, or experts that are not FP8).
  */
-export function modelWeights(gpu: Gpu, cache: PipelineCache, loaded: LoadedWeights): ModelWeights {
+export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedWeights): ModelWeights {
   const { config } = loaded;
   const owned: GPUBuffer[] = [];
   const dtypeOf = (name: string) => loaded.checkpoint.tensors.get(name)?.dtype;
@@ -111,7 +111,7 @@ export function modelWeights(gpu: Gpu, cache: PipelineCache, loaded: LoadedWeigh
     if (!dtype) throw new UnsupportedConfigError('torch_dtype', `${name} is ${dtypeOf(name)}; norm weights must be BF16, F16 or F32`);
     if (dtype === 'f32') return buffer(name);
     let gather = gathers.get(dtype);
-    if (!gather) gathers.set(dtype, (gather = createEmbedGather({ gpu, cache }, { dtype })));
+    if (!gather) gathers.set(dtype, (gather = createEmbedGather({ gpu, pipelines }, { dtype })));
     const out = gpu.device.createBuffer({ label: `${name} (f32)`, size: 4 * width, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
     owned.push(out);
     // Row 0 of a one-row table [1, width] is the whole weight.

@@ -3,7 +3,7 @@
 // MTP module (shared_head.head).
 
 import type { DeepseekV3Config } from '../config.ts';
-import { maskWords, type PreparedRepetitionPenalty } from '../kernels/repetition_penalty.ts';
+import { markPresent, maskWords, presenceMask, type PreparedRepetitionPenalty } from '../kernels/repetition_penalty.ts';
 import type { PreparedSample, SamplingParams } from '../kernels/sample.ts';
 import type { LinearWeight } from './gpu_weights.ts';
 import type { ModelKernels } from './model_kernels.ts';
@@ -11,11 +11,26 @@ import type { ModelKernels } from './model_kernels.ts';
 /** Which rows of a step get logits: the last one (generation) or every one (scoring, MTP verify). */
 export type LogitRows = 'last' | 'all';
 
+/** The ids a sequence holds so far (prompt and output), as the repetition penalty reads them on the GPU. */
+export class SeenTokens {
+  /** [ceil(vocab / 32)] u32 presence bits, uploaded before each sampling step. */
+  readonly mask: Uint32Array<ArrayBuffer>;
+  private readonly vocab: number;
+
+  constructor(vocab: number, ids: Iterable<number> = []) {
+    this.vocab = vocab;
+    this.mask = presenceMask(vocab, ids);
+  }
+
+  add(id: number): void {
+    markPresent(this.mask, this.vocab, id);
+  }
+}
+
 export interface RepetitionInput {
   /** HF convention: positive logits divided by it, negative ones multiplied; 1 is off. */
   penalty: number;
-  /** [ceil(vocab / 32)] u32 presence bits (presenceMask of the ids seen so far). */
-  mask: Uint32Array<ArrayBuffer>;
+  seen: SeenTokens;
 }
 
 export interface HeadPlan {
@@ -73,7 +88,7 @@ export function prepareHead({ kernels: k, config: c, weight, hidden, rows, logit
           penaltyMask ??= buffer('repetition_mask', 4 * maskWords(V), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
           penalty ??= keep(k.repetitionPenalty.prepare({ rows: outRows, vocab: V, logits, mask: penaltyMask, penalty: repetition.penalty, label: `${label}.repetition_penalty` }));
           penalty.setPenalty(repetition.penalty);
-          device.queue.writeBuffer(penaltyMask, 0, repetition.mask);
+          device.queue.writeBuffer(penaltyMask, 0, repetition.seen.mask);
           penalty.encode(pass);
         }
         if (sampling) {

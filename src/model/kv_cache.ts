@@ -1,4 +1,4 @@
-// The latent KV cache of one session (DEEPSEEK_V3_MATH.md 4.4, "Absorbed"): per layer and token one
+// The latent KV cache of one session (src/model/MATH.md 4.4, "Absorbed"): per layer and token one
 // row [kv_a_layernorm(c_kv) (kv_lora_rank) | RoPE'd k_pe (qk_rope_head_dim)] f32, and nothing else
 // (576 values per token per layer for V3, where per-head keys and values would take 40,960).
 // One GPU buffer holds every layer; each layer's rows start at a binding-aligned offset so that

@@ -1,4 +1,4 @@
-// One decoder layer of a plan, prepared for the plan's T rows (MATH.md 4.7), as four pieces the
+// One decoder layer of a plan, prepared for the plan's T rows (src/model/MATH.md 4.7), as four pieces the
 // forward records in the paper's order:
 //
 //   attention            x -> attnOut: MLA, writing the layer's latent cache rows

@@ -56,9 +56,9 @@ describe('loadWeights', () => {
       }
       for (const part of ['weight', 'weight_scale_inv']) {
         const stacked = `model.layers.3.mlp.experts.up_proj.${part}`;
-        const plan = weights.plans.get(stacked)!;
+        const placed = weights.placement.get(stacked)!;
         const want = slice(`model.layers.3.mlp.experts.10.up_proj.${part}`);
-        const got = new Uint8Array(await readBuffer(device, weights.buffers.get(stacked)!, want.byteLength, 10 * plan.slotBytes!));
+        const got = new Uint8Array(await readBuffer(device, weights.buffers.get(stacked)!, want.byteLength, 10 * placed.slotBytes!));
         expect(Buffer.compare(Buffer.from(got), Buffer.from(want))).toBe(0);
       }
     } finally {

@@ -9,7 +9,7 @@ import type { TensorInfo } from '../io/safetensors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { ProgressCounter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
 import { throwIfAborted } from '../errors.ts';
-import { planBuffers, type BufferPlan } from './placement.ts';
+import { placeTensors, type WeightBuffer } from './placement.ts';
 import { assertTensors, expectedTensors } from './weights.ts';
 
 export interface LoadedWeights {
@@ -17,7 +17,7 @@ export interface LoadedWeights {
   readonly checkpoint: Checkpoint;
   /** GPU buffers by name (checkpoint names; stacked experts under their stacked name). */
   readonly buffers: ReadonlyMap<string, GPUBuffer>;
-  readonly plans: ReadonlyMap<string, BufferPlan>;
+  readonly placement: ReadonlyMap<string, WeightBuffer>;
   readonly bytesOnGpu: number;
   /** Destroy every buffer. Safe to call twice. */
   destroy(): void;
@@ -41,7 +41,7 @@ export async function loadWeights(device: GPUDevice, from: CheckpointDir | Check
 
   const mtpPrefix = config.mtp_layer_index === null ? undefined : `model.layers.${config.mtp_layer_index}.`;
   const wanted = [...checkpoint.tensors.values()].filter((t) => !(options.skipMtp && mtpPrefix && t.name.startsWith(mtpPrefix)));
-  const plans = planBuffers(wanted);
+  const placed = placeTensors(wanted);
 
   const buffers = new Map<string, GPUBuffer>();
   const destroy = () => {
@@ -51,15 +51,15 @@ export async function loadWeights(device: GPUDevice, from: CheckpointDir | Check
   try {
     let bytesOnGpu = 0;
     await withGpuErrorScope(device, `the weights of ${dir.description}`, () => {
-      for (const plan of plans) {
-        const size = Math.max(4, Math.ceil(plan.byteLength / 4) * 4);
-        buffers.set(plan.name, device.createBuffer({ label: plan.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC }));
+      for (const wb of placed) {
+        const size = Math.max(4, Math.ceil(wb.byteLength / 4) * 4);
+        buffers.set(wb.name, device.createBuffer({ label: wb.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC }));
         bytesOnGpu += size;
       }
     });
 
     const where = new Map<TensorInfo, { buffer: GPUBuffer; offset: number }>();
-    for (const plan of plans) for (const m of plan.members) where.set(m.tensor, { buffer: buffers.get(plan.name)!, offset: m.offset });
+    for (const wb of placed) for (const m of wb.members) where.set(m.tensor, { buffer: buffers.get(wb.name)!, offset: m.offset });
     const progress = new ProgressCounter(wanted.reduce((s, t) => s + t.byteLength, 0), options.onProgress);
     for (const file of checkpoint.files) {
       throwIfAborted(signal);
@@ -67,8 +67,8 @@ export async function loadWeights(device: GPUDevice, from: CheckpointDir | Check
       await uploadTensors(device, checkpoint.sources.get(file)!, inFile, (t) => where.get(t)!, { signal, progress, chunkBytes: options.chunkBytes });
     }
     await device.queue.onSubmittedWorkDone();
-    const planMap = new Map(plans.map((p) => [p.name, p]));
-    return { config, checkpoint, buffers, plans: planMap, bytesOnGpu, destroy };
+    const placement = new Map(placed.map((wb) => [wb.name, wb]));
+    return { config, checkpoint, buffers, placement, bytesOnGpu, destroy };
   } catch (err) {
     destroy();
     throw err;

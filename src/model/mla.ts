@@ -1,4 +1,4 @@
-// One layer's multi-head latent attention on the GPU, absorbed form (DEEPSEEK_V3_MATH.md 4.3-4.4),
+// One layer's multi-head latent attention on the GPU, absorbed form (src/model/MATH.md 4.3-4.4),
 // for the T rows of a plan at positions startPos .. startPos + T - 1:
 //
 //   q      = q_b_proj(RMSNorm(q_a_proj(x)))   (or q_proj(x)),  RoPE on each head's last dr

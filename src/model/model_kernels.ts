@@ -23,7 +23,7 @@ import { createLinearKernels, type LinearKernels, type LinearStrategies } from '
 /**
  * weight_only: f32 activations into the dequantised FP8 weights (the official "bf16" path, in f32);
  * w8a8: the input of every FP8 Linear first rounded to e4m3 per token and 128-channel group with the
- * official act_quant scale (the official "fp8" path, DEEPSEEK_V3_MATH.md 5; sums in f32).
+ * official act_quant scale (the official "fp8" path, src/model/MATH.md 5; sums in f32).
  */
 export type ModelNumerics = 'weight_only' | 'w8a8';
 
@@ -51,8 +51,8 @@ export interface ModelKernels extends KernelContext {
   embed(dtype: EmbedDtype): EmbedGather;
 }
 
-export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: DeepseekV3Config, strategies: LinearStrategies = {}, numerics: ModelNumerics = 'weight_only'): ModelKernels {
-  const ctx: KernelContext = { gpu, cache };
+export function createModelKernels(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, strategies: LinearStrategies = {}, numerics: ModelNumerics = 'weight_only'): ModelKernels {
+  const ctx: KernelContext = { gpu, pipelines };
   const byFormat = <K>(make: (format: WeightFormat) => K) => {
     const made = new Map<WeightFormat, K>();
     return (format: WeightFormat): K => {
@@ -65,7 +65,7 @@ export function createModelKernels(gpu: Gpu, cache: PipelineCache, config: Deeps
   const w8a8 = numerics === 'w8a8';
   return {
     gpu,
-    cache,
+    pipelines,
     numerics,
     actRound: w8a8 ? createActRound(ctx) : undefined,
     linear: createLinearKernels(ctx, strategies),

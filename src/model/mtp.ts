@@ -1,4 +1,4 @@
-// The MTP module on the GPU (DEEPSEEK_V3_MATH.md 7; vLLM deepseek_mtp.py, SGLang deepseek_nextn.py,
+// The MTP module on the GPU (src/model/MATH.md 7; vLLM deepseek_mtp.py, SGLang deepseek_nextn.py,
 // the checkpoint's trainer): row i drafts token t_{i+2} from the main model's h_i (after model.norm)
 // and the token t_{i+1}:
 //

@@ -11,7 +11,7 @@ import type { TensorInfo } from '../io/safetensors.ts';
 
 const EXPERT = /^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(.+)$/;
 
-export interface BufferPlan {
+export interface WeightBuffer {
   /** The buffer's name: the tensor's own, or the stacked name for experts. */
   readonly name: string;
   readonly byteLength: number;
@@ -27,8 +27,8 @@ export function stackedExpertName(name: string): { stacked: string; expert: numb
 }
 
 /** Group tensors into GPU buffers. Stacked experts must be numbered 0..E-1 with equal shapes. */
-export function planBuffers(tensors: Iterable<TensorInfo>): BufferPlan[] {
-  const single: BufferPlan[] = [];
+export function placeTensors(tensors: Iterable<TensorInfo>): WeightBuffer[] {
+  const single: WeightBuffer[] = [];
   const stacks = new Map<string, TensorInfo[]>();
   for (const t of tensors) {
     const s = stackedExpertName(t.name);
@@ -40,7 +40,7 @@ export function planBuffers(tensors: Iterable<TensorInfo>): BufferPlan[] {
     slots[s.expert] = t;
     stacks.set(s.stacked, slots);
   }
-  const stacked: BufferPlan[] = [];
+  const stacked: WeightBuffer[] = [];
   for (const [name, slots] of stacks) {
     const first = slots[0];
     for (let e = 0; e < slots.length; e++) {

@@ -1,4 +1,4 @@
-// The tensors a DeepSeek-V3 checkpoint holds, by their Hugging Face names (DEEPSEEK_V3_MATH.md 2.1),
+// The tensors a DeepSeek-V3 checkpoint holds, by their Hugging Face names (src/model/MATH.md 2.1),
 // derived from the config alone; the check of a checkpoint's tensors against them; parameter and
 // KV-cache arithmetic for `inspect`.
 

@@ -7,7 +7,7 @@ import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
-import { createGpuModel, type GpuModel } from '../model/gpu_model.ts';
+import { createGpuModel, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
 import type { ModelNumerics } from '../model/model_kernels.ts';
 import { loadWeights, type LoadedWeights } from '../model/load_weights.ts';
 import { countParameters } from '../model/weights.ts';
@@ -15,7 +15,7 @@ import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import { createChat } from './chat.ts';
-import { checkGenerateOptions, checkPromptLength, checkTokenIds, runGeneration, type GenerateContext, type GenerationOptions, type PlanKey } from './generate.ts';
+import { checkGenerateOptions, checkPromptLength, checkTokenIds, runGeneration, type GenerateContext, type GenerationOptions } from './generate.ts';
 import type { ModelSource } from './model_source.ts';
 import { Scheduler } from './scheduler.ts';
 import { SessionState } from './session.ts';
@@ -189,13 +189,10 @@ class LocalEngine implements Engine {
     const session = this.openSession();
     try {
       const model = this.model;
-      const chunkRows = new Set(Array.from({ length: Math.ceil(ids.length / model.prefillChunk) }, (_, i) => Math.min(model.prefillChunk, ids.length - i * model.prefillChunk)));
-      await this.reserve(session, ids.length, [...chunkRows].map((r): PlanKey => [r, positions === 'all' ? 'all' : 'last', undefined]));
-      const chunk = model.prefillChunk;
+      await this.reserve(session, ids.length, { prefill: ids.length, logits: positions });
       const rows: Float32Array[] = [];
-      for (let start = 0; start < ids.length; start += chunk) {
-        const part = ids.slice(start, start + chunk);
-        const isLast = start + part.length === ids.length;
+      for (const { start, end, isLast } of model.chunks(ids.length)) {
+        const part = ids.slice(start, end);
         const logits = positions === 'all' ? 'all' : isLast ? 'last' : undefined;
         const out = await this.scheduler.turn(() => model.forward(session.plans, part, start, { logits, signal: options.signal }));
         // Copies: the rows are views of one readback each, and may cross a worker boundary.
@@ -279,7 +276,7 @@ class LocalEngine implements Engine {
   }
 
   /** Grows a session's cache within the engine-wide budget and makes its plans, in a GPU error scope. */
-  private async reserve(session: SessionState, positions: number, plans: PlanKey[] = []): Promise<void> {
+  private async reserve(session: SessionState, positions: number, work: PlannedWork): Promise<void> {
     if (this.gpu.lostError) throw this.gpu.lostError;
     const wanted = session.bytesFor(positions, this.limits.maxContext);
     let others = 0;
@@ -292,7 +289,7 @@ class LocalEngine implements Engine {
     try {
       await withGpuErrorScope(this.gpu.device, `the latent cache and working buffers of ${positions} positions`, () => {
         session.reserve(positions, this.limits.maxContext);
-        for (const [rows, logitRows, mtp] of plans) session.plans.get(rows, logitRows, mtp);
+        this.model.preparePlans(session.plans, work);
       });
     } catch (err) {
       // The allocation failed after the session moved to new buffers: start it over, empty.

@@ -4,10 +4,8 @@
 // stop strings, maxTokens or the caller's signal. Each chunk and step is one scheduler turn.
 
 import { AbortError, ArgumentError, PromptTooLongError } from '../errors.ts';
-import { presenceMask } from '../kernels/repetition_penalty.ts';
-import type { SamplingParams } from '../kernels/sample.ts';
-import type { GpuModel, Routing } from '../model/gpu_model.ts';
-import type { LogitRows } from '../model/deepseek_v3.ts';
+import type { GpuModel, PlannedWork, Routing, SamplingParams } from '../model/gpu_model.ts';
+import { SeenTokens } from '../model/head.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import type { Scheduler } from './scheduler.ts';
 import { commonPrefix, type SessionState } from './session.ts';
@@ -18,7 +16,6 @@ import type { EngineLimits, FinishReason, GenerateChunk, GenerateOptions, Genera
 export const DEFAULT_MAX_TOKENS = 256;
 
 /** A plan a request will use: rows, logit rows, MTP mode. */
-export type PlanKey = [number, LogitRows, 'shifted' | 'sampled' | undefined];
 export const DEFAULT_SAMPLING = { temperature: 0.7, topP: 0.95, topK: 0 } as const;
 
 export interface GenerateContext {
@@ -32,7 +29,7 @@ export interface GenerateContext {
    * beyond it) and makes the plans of the given row counts, all inside a GPU error scope
    * (GpuOutOfMemoryError when the device refuses), before any work is submitted.
    */
-  reserve(session: SessionState, positions: number, plans?: PlanKey[]): Promise<void>;
+  reserve(session: SessionState, positions: number, work: PlannedWork): Promise<void>;
   /** Throws the device's DeviceLostError once it is lost. */
   checkDevice(): void;
   /** Throws AbortError once the engine is unloaded or the session closed. */
@@ -111,10 +108,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
   const { signal, sampling, maxTokens, repetitionPenalty } = options;
   const vocab = model.config.vocab_size;
   // The ids seen so far (prompt and output), as presence bits for the GPU.
-  const repetition = repetitionPenalty === 1 ? undefined : { penalty: repetitionPenalty, mask: new Uint32Array(presenceMask(vocab, ids)) };
-  const markSeen = (id: number) => {
-    if (repetition) repetition.mask[id >>> 5] |= 1 << (id & 31);
-  };
+  const repetition = repetitionPenalty === 1 ? undefined : { penalty: repetitionPenalty, seen: new SeenTokens(vocab, ids) };
   const stopIds = new Set([...(options.ignoreEos ? [] : model.config.eos_token_ids), ...options.stopTokenIds]);
   const stops = new StopStrings(options.stop);
   const budget = Math.min(maxTokens, limits.maxContext - ids.length);
@@ -126,12 +120,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
 
   // Reuse the rows the session holds for the common prefix; at least one id must run to give logits.
   const reuse = Math.min(commonPrefix(session.history, ids), ids.length - 1);
-  const planKeys: PlanKey[] = [];
-  const chunkRows = new Set<number>();
-  for (let start = reuse; start < ids.length; start += model.prefillChunk) chunkRows.add(Math.min(model.prefillChunk, ids.length - start));
-  for (const rows of chunkRows) planKeys.push([rows, 'last', speculative ? 'shifted' : undefined]);
-  planKeys.push(speculative ? [2, 'all', 'sampled'] : [1, 'last', undefined]);
-  await ctx.reserve(session, ids.length + budget, planKeys);
+  await ctx.reserve(session, ids.length + budget, { prefill: ids.length - reuse, mtp: speculative, decode: speculative ? 'verify' : 'plain' });
   session.truncate(reuse);
   session.tail = [];
   const toPrefill = ids.slice(reuse);
@@ -158,13 +147,11 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
   // Prefill, one chunk per turn.
   let next: number | undefined;
   let draft: number | undefined;
-  const chunk = model.prefillChunk;
-  for (let start = 0; start < toPrefill.length; start += chunk) {
+  for (const { start, end, isLast } of model.chunks(toPrefill.length)) {
     abortIfAsked();
-    const part = toPrefill.slice(start, start + chunk);
-    const isLast = start + part.length === toPrefill.length;
+    const part = toPrefill.slice(start, end);
     // With MTP every chunk also fills the MTP layer's cache rows; it needs the id after the chunk.
-    const after = isLast ? undefined : toPrefill[start + part.length];
+    const after = isLast ? undefined : toPrefill[end];
     const result = await turn(() =>
       model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition, mtp: speculative, nextId: after }),
     );
@@ -222,7 +209,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     if (inCache) continue;
     abortIfAsked();
     if (generated.length === 1) decodeStart = now();
-    markSeen(id);
+    repetition?.seen.add(id);
     const step = { ...sampling, step: generated.length };
     const position = session.history.length;
     if (speculative && draft !== undefined) {

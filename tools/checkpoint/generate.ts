@@ -1,4 +1,4 @@
-// Small random DeepSeek-V3 checkpoints in the exact released layout (DEEPSEEK_V3_MATH.md 2.1):
+// Small random DeepSeek-V3 checkpoints in the exact released layout (src/model/MATH.md 2.1):
 // config.json plus one model.safetensors, or N shards with model.safetensors.index.json.
 // The tensor set comes from src/model/weights.ts, so a generated checkpoint always has exactly
 // the tensors the engine expects. Files are returned as bytes; write.ts puts them on disk.

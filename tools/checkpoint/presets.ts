@@ -88,7 +88,7 @@ export const ODD: RawConfig = {
 
 export const PRESETS: Readonly<Record<string, RawConfig>> = { tiny: TINY, odd: ODD };
 
-/** The released DeepSeek-V3 (671B) config.json (DEEPSEEK_V3_MATH.md section 1; auto_map left out). */
+/** The released DeepSeek-V3 (671B) config.json (src/model/MATH.md section 1; auto_map left out). */
 export const DEEPSEEK_V3_671B: RawConfig = {
   ...RELEASED_CONVENTIONS,
   vocab_size: 129280,

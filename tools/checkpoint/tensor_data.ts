@@ -1,5 +1,5 @@
 // Float32 values -> the bytes a released DeepSeek-V3 checkpoint stores: BF16, F32, and block-scaled
-// FP8 (DEEPSEEK_V3_MATH.md 3: S = amax(|block|) / 448 per 128x128 block, codes = e4m3(W / S)).
+// FP8 (src/model/MATH.md 3: S = amax(|block|) / 448 per 128x128 block, codes = e4m3(W / S)).
 // All little-endian, as safetensors requires.
 
 import { BLOCK } from '../../src/gpu/kernel.ts';

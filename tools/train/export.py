@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tools/train/export.py --state RUN/state.pt --data DATA_DIR --out public/models/NAME
 
-Dtypes (DEEPSEEK_V3_MATH.md 2.1): every nn.Linear is F8_E4M3 with an F32 `weight_scale_inv` per
+Dtypes (src/model/MATH.md 2.1): every nn.Linear is F8_E4M3 with an F32 `weight_scale_inv` per
 128x128 block, except the MTP's `eh_proj` and `lm_head` (BF16); norms, embeddings and the router
 are BF16; `e_score_correction_bias` is F32. The MTP layer's `embed_tokens` and
 `shared_head.head` are written as copies of the main embedding and lm_head, as released.

@@ -3,7 +3,7 @@
     /usr/bin/python3 tools/train/fixtures.py --model public/models/NAME --data DATA --out FILE.json
 
 The weights are read back from NAME/model.safetensors and widened to float32 exactly as the engine
-does (DEEPSEEK_V3_MATH.md section 3): F8_E4M3 code value * weight_scale_inv of its 128x128 block,
+does (src/model/MATH.md section 3): F8_E4M3 code value * weight_scale_inv of its 128x128 block,
 BF16 -> F32 by a 16-bit shift, F32 as stored. model.py then runs in float32 on one thread, with
 naive MLA and no KV cache (every forward starts at position 0). See `fixture()` for the fields.
 """

@@ -1,7 +1,7 @@
 """FP8 (e4m3fn) and BF16 encoding in numpy, and DeepSeek-V3's 128x128 block quantisation.
 
 torch 1.13 has no float8 or safetensors support, so the bit patterns are made here.
-Spec: DEEPSEEK_V3_MATH.md (the shared math note) section 3: W[i, j] = e4m3(Q[i, j]) * S[i // 128, j // 128], S = amax(|block|) / 448.
+Spec: src/model/MATH.md (the project's account of the official inference code) section 3: W[i, j] = e4m3(Q[i, j]) * S[i // 128, j // 128], S = amax(|block|) / 448.
 """
 
 import numpy as np

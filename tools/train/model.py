@@ -1,6 +1,6 @@
 """DeepSeek-V3 at small size in torch, for training: a second, independent implementation.
 
-Follows DEEPSEEK_V3_MATH.md (sections cited as "math 4.4" etc.); module names are the Hugging
+Follows src/model/MATH.md (sections cited as "math 4.4" etc.); module names are the Hugging
 Face checkpoint's, so `state_dict()` keys are the released tensor names. The MTP module is
 `model.layers[num_hidden_layers]`; it shares `model.embed_tokens` and `lm_head` with the main
 model (the export writes them again under the MTP layer's names, as released).

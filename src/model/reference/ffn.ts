@@ -1,5 +1,5 @@
 // The feed-forward half of a decoder layer, CPU reference: the dense SwiGLU MLP of layers
-// < first_k_dense_replace (DEEPSEEK_V3_MATH.md 4.5) and the MoE of the others (4.6; official
+// < first_k_dense_replace (src/model/MATH.md 4.5) and the MoE of the others (4.6; official
 // model.py MoE.forward): router (kernels/moe_route.ref.ts), routed experts weighted by the
 // router, plus the always-on shared experts.
 

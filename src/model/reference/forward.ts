@@ -7,14 +7,14 @@
 //                      h += FFN(RMSNorm(h; post_attention_layernorm))     dense MLP or MoE
 //   logits = lm_head(RMSNorm(h; model.norm))
 //
-// DEEPSEEK_V3_MATH.md 4.1-4.7. Tokens continue a latent cache (prefill, then one token at a time,
+// src/model/MATH.md 4.1-4.7. Tokens continue a latent cache (prefill, then one token at a time,
 // or any number at once), at absolute positions cache.length ...
 
 import type { DeepseekV3Config } from '../../config.ts';
 import { ArgumentError } from '../../errors.ts';
 import { ropeInvFreq } from '../../kernels/rope_tables.ts';
 import { ffn, type RouterChoice } from './ffn.ts';
-import { LatentCache, mla, type AttentionForm } from './mla.ts';
+import { ReferenceLatentCache, mla, type AttentionForm } from './mla.ts';
 import { addInto, argmax, linear, rmsNorm, splitRows } from './ops.ts';
 import type { ReferenceWeights } from './tensors.ts';
 
@@ -22,7 +22,7 @@ export interface ReferenceOptions {
   /** 'absorbed' (the official default) or 'naive'; equal up to rounding. */
   attention?: AttentionForm;
   /** The cache to continue and append to; a new one when absent. */
-  cache?: LatentCache;
+  cache?: ReferenceLatentCache;
   /** Keep the residual stream: `embed`, `after_block.<L>`, `final_norm`. */
   intermediates?: boolean;
 }
@@ -37,7 +37,7 @@ export interface ReferenceOutput {
   /** Per name, per token [hidden_size]; empty unless options.intermediates. */
   intermediates: Map<string, Float32Array[]>;
   /** The cache, now holding these tokens too. */
-  cache: LatentCache;
+  cache: ReferenceLatentCache;
 }
 
 /** One decoder layer over h [T, hidden_size], in place; returns the routing of a MoE layer. */
@@ -47,7 +47,7 @@ export function decoderLayer(
   layer: number,
   h: Float32Array,
   positions: Uint32Array,
-  cache: LatentCache,
+  cache: ReferenceLatentCache,
   form: AttentionForm,
 ): RouterChoice[] | null {
   const T = positions.length;
@@ -84,7 +84,7 @@ export function positionsFrom(start: number, T: number): Uint32Array {
 export function referenceForward(weights: ReferenceWeights, config: DeepseekV3Config, tokens: readonly number[], options: ReferenceOptions = {}): ReferenceOutput {
   if (tokens.length === 0) throw new ArgumentError('referenceForward needs at least one token');
   const form = options.attention ?? 'absorbed';
-  const cache = options.cache ?? new LatentCache();
+  const cache = options.cache ?? new ReferenceLatentCache();
   const T = tokens.length;
   const d = config.hidden_size;
   const positions = positionsFrom(cache.length, T);
@@ -114,7 +114,7 @@ export interface GreedyResult {
   tokens: number[];
   /** Row j chose tokens[j]; row 0 is the last prefill row. */
   stepLogits: Float32Array[];
-  cache: LatentCache;
+  cache: ReferenceLatentCache;
 }
 
 /**
@@ -128,7 +128,7 @@ export function referenceGreedy(
   steps: number,
   options: { attention?: AttentionForm } = {},
 ): GreedyResult {
-  const cache = new LatentCache();
+  const cache = new ReferenceLatentCache();
   const tokens: number[] = [];
   const stepLogits: Float32Array[] = [];
   let next: readonly number[] = prompt;

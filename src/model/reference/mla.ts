@@ -1,4 +1,4 @@
-// Multi-head latent attention, CPU reference (DEEPSEEK_V3_MATH.md 4.3 and 4.4; official
+// Multi-head latent attention, CPU reference (src/model/MATH.md 4.3 and 4.4; official
 // inference/model.py MLA.forward). The cache holds, per layer and position, the latent c_hat
 // (after kv_a_layernorm) and the shared RoPE key k_pe (after RoPE): kv_lora_rank +
 // qk_rope_head_dim values. Both attention forms read only that cache:
@@ -13,7 +13,7 @@ import type { ReferenceWeights } from './tensors.ts';
 export type AttentionForm = 'absorbed' | 'naive';
 
 /** One layer's latent cache: row p holds position p. */
-export interface LayerLatentCache {
+export interface ReferenceLayerCache {
   /** [rows][kv_lora_rank] c_hat, after kv_a_layernorm. */
   readonly cKv: Float32Array[];
   /** [rows][qk_rope_head_dim] k_pe, after RoPE. */
@@ -21,12 +21,12 @@ export interface LayerLatentCache {
 }
 
 /** The latent KV cache of every layer it has seen, and how many positions it holds. */
-export class LatentCache {
+export class ReferenceLatentCache {
   /** Positions cached so far: the next token sits at position `length`. */
   length = 0;
-  private readonly layers = new Map<number, LayerLatentCache>();
+  private readonly layers = new Map<number, ReferenceLayerCache>();
 
-  layer(index: number): LayerLatentCache {
+  layer(index: number): ReferenceLayerCache {
     let entry = this.layers.get(index);
     if (!entry) this.layers.set(index, (entry = { cKv: [], kPe: [] }));
     return entry;
@@ -42,7 +42,7 @@ export interface MlaArgs {
   /** Absolute positions of the T rows: cache.kPe.length .. + T-1. */
   positions: Uint32Array;
   /** This layer's cache; the T new rows are appended to it. */
-  cache: LayerLatentCache;
+  cache: ReferenceLayerCache;
   /** [qk_rope_head_dim / 2] YaRN inverse frequencies (kernels/rope_tables.ts ropeInvFreq). */
   invFreq: Float32Array;
   form: AttentionForm;
@@ -95,7 +95,7 @@ function softmax(scores: Float64Array, n: number): void {
 }
 
 /** o [T, H * dv] with W_UK absorbed into the query and W_UV applied after the weighted sum. */
-function absorbedAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint32Array, cache: LayerLatentCache, wkvB: Float32Array): Float32Array {
+function absorbedAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint32Array, cache: ReferenceLayerCache, wkvB: Float32Array): Float32Array {
   const { num_attention_heads: H, qk_nope_head_dim: dn, qk_rope_head_dim: dr, qk_head_dim: dq, v_head_dim: dv, kv_lora_rank: rkv } = c;
   const T = positions.length;
   const o = new Float32Array(T * H * dv);
@@ -141,7 +141,7 @@ function absorbedAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint
 }
 
 /** o [T, H * dv] with per-head keys [k_nope ; k_pe] and values expanded from the cached latents. */
-function naiveAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint32Array, cache: LayerLatentCache, wkvB: Float32Array): Float32Array {
+function naiveAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint32Array, cache: ReferenceLayerCache, wkvB: Float32Array): Float32Array {
   const { num_attention_heads: H, qk_nope_head_dim: dn, qk_rope_head_dim: dr, qk_head_dim: dq, v_head_dim: dv, kv_lora_rank: rkv } = c;
   const T = positions.length;
   const rows = cache.cKv.length;

@@ -1,4 +1,4 @@
-// The multi-token-prediction module, CPU reference (DEEPSEEK_V3_MATH.md 7; the convention of the
+// The multi-token-prediction module, CPU reference (src/model/MATH.md 7; the convention of the
 // dsv3-tiny-official fixture, vLLM deepseek_mtp.py and SGLang deepseek_nextn.py). Row i drafts
 // token t_{i+2} from the main model's h_i (after model.norm) and the token t_{i+1}:
 //
@@ -13,14 +13,14 @@ import type { DeepseekV3Config } from '../../config.ts';
 import { ArgumentError, UnsupportedConfigError } from '../../errors.ts';
 import type { RouterChoice } from './ffn.ts';
 import { decoderLayer, embed, positionsFrom } from './forward.ts';
-import { LatentCache, type AttentionForm } from './mla.ts';
+import { ReferenceLatentCache, type AttentionForm } from './mla.ts';
 import { argmax, linear, rmsNorm, splitRows } from './ops.ts';
 import type { ReferenceWeights } from './tensors.ts';
 
 export interface MtpOptions {
   attention?: AttentionForm;
   /** The MTP layer's cache to continue (rows at positions cache.length ...); a new one when absent. */
-  cache?: LatentCache;
+  cache?: ReferenceLatentCache;
 }
 
 export interface MtpOutput {
@@ -30,7 +30,7 @@ export interface MtpOutput {
   argmax: number[];
   /** Per row: the MTP layer's routed experts. */
   router: RouterChoice[];
-  cache: LatentCache;
+  cache: ReferenceLatentCache;
 }
 
 /**
@@ -53,7 +53,7 @@ export function referenceMtp(
   const d = config.hidden_size;
   const eps = config.rms_norm_eps;
   const p = `model.layers.${L}.`;
-  const cache = options.cache ?? new LatentCache();
+  const cache = options.cache ?? new ReferenceLatentCache();
 
   const emb = rmsNorm(embed(weights.get(`${p}embed_tokens.weight`), config, nextTokens), T, d, weights.get(`${p}enorm.weight`), eps);
   const h = new Float32Array(T * d);

@@ -9,7 +9,7 @@ import { openCheckpoint } from '../../io/checkpoint_files.ts';
 import { nodeDir } from '../../io/node_source.ts';
 import { officialFixture, officialReference } from '../../testing/fixtures.ts';
 import { referenceForward, referenceGreedy } from './forward.ts';
-import { LatentCache } from './mla.ts';
+import { ReferenceLatentCache } from './mla.ts';
 import { referenceMtp } from './mtp.ts';
 import { loadReferenceWeights, type ReferenceWeights } from './tensors.ts';
 
@@ -129,7 +129,7 @@ describe('consistency', () => {
     const { hidden } = referenceForward(weights, config, seq);
     const oneShot = referenceMtp(weights, config, seq.slice(1), hidden.slice(0, -1));
     // the prompt's rows at once, then one row per step, as speculative decoding feeds it
-    const cache = new LatentCache();
+    const cache = new ReferenceLatentCache();
     const T = official.prompt.length;
     const rows = referenceMtp(weights, config, seq.slice(1, T), hidden.slice(0, T - 1), { cache }).logits;
     for (let i = T - 1; i < seq.length - 1; i++) rows.push(...referenceMtp(weights, config, [seq[i + 1]], [hidden[i]], { cache }).logits);
@@ -138,7 +138,7 @@ describe('consistency', () => {
 
   it('a multi-token call after a prefill equals one prefill', () => {
     const seq = prompts[2].prompt;
-    const cache = new LatentCache();
+    const cache = new ReferenceLatentCache();
     const first = referenceForward(weights, config, seq.slice(0, 13), { cache }).logits;
     const rest = referenceForward(weights, config, seq.slice(13), { cache }).logits;
     expectClose('chunked_vs_prefill', [...first, ...rest], referenceForward(weights, config, seq).logits, 1e-5);

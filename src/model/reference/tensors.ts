@@ -1,6 +1,6 @@
 // Checkpoint tensors as f32 arrays for the CPU reference forward: FP8 Linear weights
 // dequantised with their block scales exactly as the official weight_dequant does
-// (W[i, j] = e4m3(Q[i, j]) * S[i/128, j/128], the product rounded to float32; DEEPSEEK_V3_MATH.md
+// (W[i, j] = e4m3(Q[i, j]) * S[i/128, j/128], the product rounded to float32; src/model/MATH.md
 // section 3), BF16/F16/F32 decoded. Everything is read into memory: this is for small
 // checkpoints (tests, the fixture), not for the 671B model.
 
