@@ -1,6 +1,7 @@
-// act_quant for the W8A8 path (official kernel.py act_quant, scale_fmt None; src/model/MATH.md 5):
+// act_quant for the W8A8 path (official kernel.py act_quant; src/model/MATH.md 5):
 // per row m and contiguous group g of 128 columns,
-//   amax = max(max |x|, 1e-4),  s = amax / 448,  code = e4m3_rne(x / s).
+//   amax = max(max |x|, 1e-4),  s = amax / 448 (with UE8M0, scale_fmt "ue8m0": rounded up to a
+//   power of two, 2^ceil(log2 s)),  code = e4m3_rne(x / s).
 // Needs fp8_e4m3.wgsl (prepended by src/kernels/shader_compose.ts). Wrapper: src/kernels/act_quant.ts;
 // reference: src/kernels/act_quant.ref.ts. The codes and scales feed gemv_fp8 / gemm_fp8 (numerics w8a8).
 //
@@ -11,6 +12,9 @@
 //                activation the official fp8_gemm multiplies, for kernels that take f32 input
 //                (the expert kernels): y = sum (e4m3(code) * s) * W equals the fp8_gemm sum up to
 //                the order of the rounding
+//   dequantized_copy  the same values written to binding 2 `rounded` [M, K] f32, x (read) kept:
+//                for an input read by Linears of two scale formats (V3.1's routed experts, ue8m0,
+//                and shared experts, amax / 448, share the MoE input)
 //
 // Bindings:
 //   0 params  uniform Params
@@ -35,11 +39,34 @@ const AMAX_FLOOR = 0x38D1B717u; // the bits of 1e-4 rounded to f32, as torch rou
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(3) var<storage, read_write> scales: array<f32>;
-#else
+#elif output == dequantized
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
+#else
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rounded: array<f32>;
 #endif
 
 override WORKGROUP_SIZE: u32 = 64u;
+// quantization_config.scale_fmt "ue8m0" (DeepSeek-V3.1): each scale rounded up to a power of two.
+override UE8M0: bool = false;
+
+// The smallest power of two >= s for a positive normal f32: the official exp2(ceil(log2(s))),
+// taken from the bits so it is exact (an exponent bump unless the fraction is 0, when s already is one).
+fn round_up_pow2(s: f32) -> f32 {
+  let bits = bitcast<u32>(s);
+  let exponent = (bits >> 23u) + select(0u, 1u, (bits & 0x7FFFFFu) != 0u);
+  return bitcast<f32>(exponent << 23u);
+}
+
+// x / s before the e4m3 rounding. With UE8M0 s = 2^e (2^-22 <= s <= 2^120), so x * 2^-e from the
+// bits is the exact quotient on any GPU, and the codes match the reference bit for bit; otherwise
+// WGSL's division (2.5 ulp: a code may move one step next to a tie).
+fn scaled(v: f32, s: f32) -> f32 {
+  if (UE8M0) {
+    return v * bitcast<f32>((254u - (bitcast<u32>(s) >> 23u)) << 23u);
+  }
+  return v / s;
+}
 
 // amax / 448 rounded to nearest as IEEE f32 division does. WGSL's `/` may be 2.5 ulp off, and the
 // scale must match the official one bit for bit, so divide the 24-bit significand by 7 in
@@ -78,19 +105,26 @@ fn main(
   for (var j = 0u; j < GROUP; j++) {
     amax = max(amax, abs(x[begin + j]));
   }
-  let s = div_448(max(amax, bitcast<f32>(AMAX_FLOOR)));
+  var s = div_448(max(amax, bitcast<f32>(AMAX_FLOOR)));
+  if (UE8M0) {
+    s = round_up_pow2(s);
+  }
 #if output == dequantized
   for (var j = 0u; j < GROUP; j++) {
-    x[begin + j] = e4m3_to_f32(f32_to_e4m3(x[begin + j] / s)) * s;
+    x[begin + j] = e4m3_to_f32(f32_to_e4m3(scaled(x[begin + j], s))) * s;
+  }
+#elif output == dequantized_copy
+  for (var j = 0u; j < GROUP; j++) {
+    rounded[begin + j] = e4m3_to_f32(f32_to_e4m3(scaled(x[begin + j], s))) * s;
   }
 #else
   scales[group] = s;
   for (var j = 0u; j < GROUP; j += 4u) {
     let q = vec4<u32>(
-      f32_to_e4m3(x[begin + j] / s),
-      f32_to_e4m3(x[begin + j + 1u] / s),
-      f32_to_e4m3(x[begin + j + 2u] / s),
-      f32_to_e4m3(x[begin + j + 3u] / s),
+      f32_to_e4m3(scaled(x[begin + j], s)),
+      f32_to_e4m3(scaled(x[begin + j + 1u], s)),
+      f32_to_e4m3(scaled(x[begin + j + 2u], s)),
+      f32_to_e4m3(scaled(x[begin + j + 3u], s)),
     );
     codes[(begin + j) / 4u] = q.x | (q.y << 8u) | (q.z << 16u) | (q.w << 24u);
   }

@@ -1,7 +1,7 @@
 // Embedding lookup (src/model/MATH.md 4.1): h[t, j] = embed_tokens[ids[t], j] as f32, for the
 // table `model.embed_tokens.weight` [vocab, d] as stored in the checkpoint. An id >= vocab reads
 // nothing and gives a row of zeros. Reference: src/kernels/embed_gather.ref.ts.
-// Wrapper: src/kernels/embed_gather.ts.
+// Wrapper: src/kernels/embed_gather.ts. Needs half_float.wgsl (f16_to_f32_bits).
 //
 // Variant axis (src/kernels/shader_compose.ts):
 //   dtype  bf16  table [vocab, d] bf16 (the top half of an f32), 2 per u32, little-endian:
@@ -34,20 +34,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> h: array<u32>;
 
 override WORKGROUP_SIZE: u32 = 64;
-
-// The f32 bits of an IEEE half: rebias the exponent (15 -> 127) and widen the mantissa; a
-// subnormal half m * 2^-24 becomes a normal f32, 2^p * (m / 2^p) with p its leading bit.
-// Branch-free (a branch costs more than this arithmetic on CPU adapters).
-fn f16_to_f32_bits(half: u32) -> u32 {
-  let sign = (half & 0x8000u) << 16u;
-  let e = (half >> 10u) & 0x1Fu;
-  let m = half & 0x3FFu;
-  let normal = sign | ((e + 112u) << 23u) | (m << 13u);
-  let inf_nan = sign | 0x7F800000u | (m << 13u);
-  let p = firstLeadingBit(m); // garbage when m == 0, and then not selected
-  let subnormal = select(sign, sign | ((p + 103u) << 23u) | ((m << ((23u - p) & 31u)) & 0x7FFFFFu), m != 0u);
-  return select(select(normal, inf_nan, e == 31u), subnormal, e == 0u);
-}
 
 // The f32 bits of table element `i` (= id * d + j).
 fn element_bits(i: u32) -> u32 {

@@ -1,8 +1,10 @@
 // The second half of the routed experts (src/model/MATH.md 4.5, 4.6): down_proj of expert
 // e = topk_ids[t, k] applied to h[pair] (pair = t * topk + k, from moe_experts_gate_up.wgsl),
-// block-scaled FP8 (moe_experts_common.wgsl); each 128-wide block summed, then scaled by S.
+// block-scaled FP8 or bf16 (the readers and the summation order are in moe_experts_common.wgsl):
+// each 128-wide block summed, then added times S (fp8) or as it is (bf16).
 // Reference: src/kernels/moe_experts.ref.ts. Wrapper: src/kernels/moe_experts.ts.
 //
+// Variant axis `weights`: fp8 (with the scale binding 3) or bf16 (no binding 3).
 // Variant axis `path`:
 //   decode   out[t, j] = sum over k in order of topk_weights[t, k] * (h[pair] . down_e[j]): the
 //            weighted sum over the chosen experts inside the kernel (no atomics, no combine pass).
@@ -18,7 +20,7 @@
 //   0 params            uniform ExpertParams (n = hidden_size, k = moe_inter_dim)
 //   1 h                 [T * topk, moe_inter_dim] f32
 //   2 down_weight       stacked down_proj.weight, u32 words
-//   3 down_scale        stacked down_proj.weight_scale_inv, f32
+//   3 down_scale        stacked down_proj.weight_scale_inv, f32   (fp8)
 //   4 out               decode: [T, hidden_size] f32; grouped: y [T * topk, hidden_size] f32; written
 //   5 topk_ids          [T * topk] u32        (decode)
 //   6 topk_weights      [T * topk] f32        (decode)
@@ -30,7 +32,9 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(0) var<uniform> params: ExpertParams;
 @group(0) @binding(1) var<storage, read> h: array<f32>;
 @group(0) @binding(2) var<storage, read> down_weight: array<u32>;
+#if weights == fp8
 @group(0) @binding(3) var<storage, read> down_scale: array<f32>;
+#endif
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 #if path == decode
 @group(0) @binding(5) var<storage, read> topk_ids: array<u32>;
@@ -49,12 +53,29 @@ fn h_quad(pair: u32, j: u32) -> vec4<f32> {
   return mask_past_k(v, j);
 }
 
+// down_e[row, j .. j+3], unscaled; zero past k.
 fn down_quad(e: u32, row: u32, j: u32) -> vec4<f32> {
   let w = expert_word(e, row, j);
+#if weights == fp8
   if (K_ALIGNED) {
     return e4m3x4_to_f32(down_weight[w]);
   }
   return splice_codes(down_weight[w], down_weight[w + 1u], row, j);
+#elif weights == bf16
+  if (K_ALIGNED) {
+    return bf16x4_to_f32(down_weight[w], down_weight[w + 1u]);
+  }
+  return splice_bf16(down_weight[w], down_weight[w + 1u], down_weight[w + 2u], row, j);
+#endif
+}
+
+// S_e[i0 / 128, kb] (fp8); 1 for bf16, which has no scales.
+fn down_block_scale(e: u32, i0: u32, kb: u32) -> f32 {
+#if weights == fp8
+  return down_scale[expert_scale_index(e, i0, kb)];
+#else
+  return 1.0;
+#endif
 }
 
 // The 4 columns' rows of down_e at j .. j+3.
@@ -95,7 +116,7 @@ fn down_dot(e: u32, i: vec4<u32>, i0: u32, pair: u32) -> vec4<f32> {
     for (var j = kb * BLOCK; j < j_end; j += 4u) {
       block = add_quad(block, h_quad(pair, j), down_quads(e, i, j));
     }
-    acc += block * down_scale[expert_scale_index(e, i0, kb)];
+    acc += block * down_block_scale(e, i0, kb);
   }
   return acc;
 }
@@ -150,7 +171,7 @@ fn main(
         b2 = add_quad(b2, h_quad(pairs.z, j), w);
         b3 = add_quad(b3, h_quad(pairs.w, j), w);
       }
-      let scale = down_scale[expert_scale_index(e, i0, kb)];
+      let scale = down_block_scale(e, i0, kb);
       acc0 += b0 * scale;
       acc1 += b1 * scale;
       acc2 += b2 * scale;

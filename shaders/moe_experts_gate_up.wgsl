@@ -1,10 +1,12 @@
 // The first half of the routed experts (src/model/MATH.md 4.5, 4.6): for each token t and each
 // of its chosen experts e = topk_ids[t, k], the row pair = t * topk + k of
 //   h[pair, i] = silu(x[t] . gate_e[i]) * (x[t] . up_e[i])        i < moe_inter_dim
-// with gate_e = gate_proj, up_e = up_proj of expert e, block-scaled FP8 (moe_experts_common.wgsl).
-// Each 128-wide block of a dot product is summed, then scaled by S (the official fp8_gemm order).
+// with gate_e = gate_proj, up_e = up_proj of expert e, block-scaled FP8 or bf16 (the readers and
+// the summation order are in moe_experts_common.wgsl): each 128-wide block of a dot product is
+// summed, then added times S (fp8, the official fp8_gemm order) or as it is (bf16).
 // Reference: src/kernels/moe_experts.ref.ts. Wrapper: src/kernels/moe_experts.ts.
 //
+// Variant axis `weights`: fp8 (with the scale bindings 3 and 5) or bf16 (no scale bindings).
 // Variant axis `path`:
 //   decode   one invocation per (pair, 4 columns i): expert ids read from topk_ids, no grouping
 //            (T <= 4). Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), T * topk).
@@ -19,9 +21,9 @@
 //   0 params            uniform ExpertParams (n = moe_inter_dim, k = hidden_size)
 //   1 x                 [T, hidden_size] f32
 //   2 gate_weight       stacked gate_proj.weight, u32 words
-//   3 gate_scale        stacked gate_proj.weight_scale_inv, f32
+//   3 gate_scale        stacked gate_proj.weight_scale_inv, f32   (fp8)
 //   4 up_weight         stacked up_proj.weight, u32 words
-//   5 up_scale          stacked up_proj.weight_scale_inv, f32
+//   5 up_scale          stacked up_proj.weight_scale_inv, f32     (fp8)
 //   6 h                 [T * topk, moe_inter_dim] f32, written (row = pair)
 //   7 topk_ids          [T * topk] u32                    (decode)
 //   7 expert_offsets    [E + 1] u32, rows of expert e: expert_offsets[e] .. expert_offsets[e + 1]  (grouped)
@@ -32,9 +34,11 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(0) var<uniform> params: ExpertParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> gate_weight: array<u32>;
-@group(0) @binding(3) var<storage, read> gate_scale: array<f32>;
 @group(0) @binding(4) var<storage, read> up_weight: array<u32>;
+#if weights == fp8
+@group(0) @binding(3) var<storage, read> gate_scale: array<f32>;
 @group(0) @binding(5) var<storage, read> up_scale: array<f32>;
+#endif
 @group(0) @binding(6) var<storage, read_write> h: array<f32>;
 #if path == decode
 @group(0) @binding(7) var<storage, read> topk_ids: array<u32>;
@@ -57,20 +61,35 @@ fn x_quad(t: u32, j: u32) -> vec4<f32> {
   return mask_past_k(v, j);
 }
 
+// gate_e[row, j .. j+3] and up_e[row, j .. j+3], unscaled; zero past k.
 fn gate_quad(e: u32, row: u32, j: u32) -> vec4<f32> {
   let w = expert_word(e, row, j);
+#if weights == fp8
   if (K_ALIGNED) {
     return e4m3x4_to_f32(gate_weight[w]);
   }
   return splice_codes(gate_weight[w], gate_weight[w + 1u], row, j);
+#elif weights == bf16
+  if (K_ALIGNED) {
+    return bf16x4_to_f32(gate_weight[w], gate_weight[w + 1u]);
+  }
+  return splice_bf16(gate_weight[w], gate_weight[w + 1u], gate_weight[w + 2u], row, j);
+#endif
 }
 
 fn up_quad(e: u32, row: u32, j: u32) -> vec4<f32> {
   let w = expert_word(e, row, j);
+#if weights == fp8
   if (K_ALIGNED) {
     return e4m3x4_to_f32(up_weight[w]);
   }
   return splice_codes(up_weight[w], up_weight[w + 1u], row, j);
+#elif weights == bf16
+  if (K_ALIGNED) {
+    return bf16x4_to_f32(up_weight[w], up_weight[w + 1u]);
+  }
+  return splice_bf16(up_weight[w], up_weight[w + 1u], up_weight[w + 2u], row, j);
+#endif
 }
 
 // The 4 columns' gate and up rows of expert e at j .. j+3.
@@ -96,10 +115,14 @@ fn add_quad(s: Sums, a: vec4<f32>, w: GateUp) -> Sums {
   return Sums(s.gate + dots(a, w.g0, w.g1, w.g2, w.g3), s.up + dots(a, w.u0, w.u1, w.u2, w.u3));
 }
 
-// s + block * S_e[i0 / 128, kb], for gate and up.
+// s + block * S_e[i0 / 128, kb], for gate and up (fp8); s + block (bf16: no scales).
 fn add_scaled_block(s: Sums, block: Sums, e: u32, i0: u32, kb: u32) -> Sums {
+#if weights == fp8
   let at = expert_scale_index(e, i0, kb);
   return Sums(s.gate + block.gate * gate_scale[at], s.up + block.up * up_scale[at]);
+#else
+  return Sums(s.gate + block.gate, s.up + block.up);
+#endif
 }
 
 // h[pair, i0 .. i0+3] = silu(gate) * up, the columns that exist.

@@ -69,7 +69,14 @@ describe('parseConfig', () => {
     expect(c.mtp_layer_index).toBe(61);
     expect(isMoeLayer(c, 2)).toBe(false);
     expect(isMoeLayer(c, 3)).toBe(true);
-    expect(c.quantization_config.scale_fmt).toBeNull();
+    expect(c.quantization_config?.scale_fmt).toBeNull();
+  });
+
+  it('reads a release without quantization_config (BF16 Linears) as unquantised', () => {
+    const raw: Record<string, unknown> = { ...fixtureJson() };
+    delete raw.quantization_config;
+    expect(parseConfig(raw).quantization_config).toBeNull();
+    expect(parseConfig({ ...raw, quantization_config: null }).quantization_config).toBeNull();
   });
 
   it('reads the tiny generator preset as the fixture config', () => {
@@ -141,7 +148,7 @@ describe('parseConfig', () => {
       }),
     );
     expect(c.eos_token_ids).toEqual([1, 7]);
-    expect(c.quantization_config.scale_fmt).toBe('ue8m0');
+    expect(c.quantization_config?.scale_fmt).toBe('ue8m0');
   });
 
   it('rejects text that is not JSON or not an object', () => {
@@ -154,6 +161,7 @@ describe('parseConfig', () => {
   it.each([
     ['hidden_size', { hidden_size: undefined }],
     ['hidden_size', { hidden_size: '128' }],
+    ['quantization_config', { quantization_config: 'fp8' }],
     ['num_hidden_layers', { num_hidden_layers: 0 }],
     ['kv_lora_rank', { kv_lora_rank: 1.5 }],
     ['q_lora_rank', { q_lora_rank: undefined }],
@@ -192,7 +200,6 @@ describe('parseConfig', () => {
     ['num_nextn_predict_layers', { num_nextn_predict_layers: 2 }],
     ['rope_scaling.type', { rope_scaling: { type: 'linear', factor: 2 } }],
     ['model_type', { model_type: 'llama', architectures: ['LlamaForCausalLM'] }],
-    ['quantization_config', { quantization_config: undefined }],
     ['quantization_config.quant_method', { quantization_config: { quant_method: 'gptq', weight_block_size: [128, 128] } }],
     ['quantization_config.fmt', { quantization_config: { quant_method: 'fp8', fmt: 'e5m2', weight_block_size: [128, 128] } }],
     ['quantization_config.weight_block_size', { quantization_config: { quant_method: 'fp8', weight_block_size: [64, 64] } }],

@@ -26,7 +26,7 @@ export interface Fp8QuantizationConfig {
   readonly fmt: 'e4m3';
   readonly activation_scheme: 'dynamic';
   readonly weight_block_size: readonly [128, 128];
-  /** 'ue8m0' (V3.1): the official act_quant rounds activation scales up to powers of two on the W8A8 path. Accepted; the engine's W8A8 path does not round them yet (weight-only is unaffected). */
+  /** 'ue8m0' (V3.1): on the W8A8 path act_quant rounds its activation scales up to powers of two, as the official one does (weight-only numerics are unaffected). */
   readonly scale_fmt: 'ue8m0' | null;
 }
 
@@ -68,7 +68,11 @@ export interface DeepseekV3Config {
   readonly max_position_embeddings: number;
   /** 0 or 1 (the released depth). */
   readonly num_nextn_predict_layers: number;
-  readonly quantization_config: Fp8QuantizationConfig;
+  /**
+   * null: the release stores its Linears unquantised (BF16, F16 or F32: Moonlight, fine-tunes, the
+   * test repos); the loader quantises them to block-scaled FP8 or keeps them (`weights` option).
+   */
+  readonly quantization_config: Fp8QuantizationConfig | null;
   readonly tie_word_embeddings: false;
   readonly bos_token_id: number | null;
   readonly eos_token_id: number | readonly number[];
@@ -260,11 +264,9 @@ function parseRopeScaling(r: Reader): YarnRopeScaling | null {
   });
 }
 
-function parseQuantization(r: Reader): Fp8QuantizationConfig {
+function parseQuantization(r: Reader): Fp8QuantizationConfig | null {
   const value = r.raw.quantization_config;
-  if (value == null) {
-    throw new UnsupportedConfigError('quantization_config', 'missing: the engine runs block-scaled FP8 checkpoints (quant_method "fp8", 128x128 blocks) only');
-  }
+  if (value == null) return null;
   if (!isObject(value)) throw r.typeError('quantization_config', 'an object', value);
   const q = r.child(value, 'quantization_config');
   const quant_method = q.only('quant_method', 'string', undefined, 'fp8', 'the engine runs block-scaled FP8 weights only');

@@ -10,7 +10,7 @@ import type { ForwardPlan, StepInput } from '../src/model/deepseek_v3.ts';
 
 const gpu = await openNodeGpu();
 const { device } = gpu;
-const loaded = await loadWeights(device, nodeDir(process.argv[2]));
+const loaded = await loadWeights(gpu, nodeDir(process.argv[2]));
 const model = createGpuModel(gpu, loaded);
 const cache = model.createCache(512);
 const plans = model.plans(cache, { captureRouting: false });

@@ -10,7 +10,7 @@ import { AbortError, TokenizerError } from '../errors.ts';
 import type { ChatMessage } from '../text/chat_template.ts';
 import type { Engine, Session } from '../runtime/types.ts';
 import { parse } from './args.ts';
-import { ENGINE_FLAGS, exitNow, INTERRUPTED, intFlag, loadEngine, onSigint, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
+import { ENGINE_FLAGS, engineFlags, exitNow, INTERRUPTED, loadEngine, onSigint, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
 
 const FLAGS = { ...SAMPLING_FLAGS, ...ENGINE_FLAGS } as const;
 
@@ -22,7 +22,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, FLAGS, ['model']);
   const { maxTokens, temperature, topP, seed } = samplingFlags(values);
   const sampling: Sampling = { max_tokens: maxTokens, temperature, top_p: topP, seed };
-  const maxContext = intFlag(values, 'max-context', 2);
+  const flags = engineFlags(values);
   const input = process.stdin;
   // A person at a terminal gets a prompt and line editing; piped input gets neither.
   const interactive = input.isTTY === true;
@@ -48,7 +48,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
   let session: Session | undefined;
   try {
     try {
-      engine = await loadEngine(positionals[0], { maxContext, signal: loading.signal });
+      engine = await loadEngine(positionals[0], { ...flags, signal: loading.signal });
     } catch (err) {
       if (err instanceof AbortError && loading.signal.aborted) return INTERRUPTED;
       throw err;

@@ -4,6 +4,7 @@
 
 import { createNodeEngine } from '../node.ts';
 import type { Engine, EngineProgress, SamplingOptions } from '../runtime/types.ts';
+import { WEIGHT_MODES, type WeightMode } from '../model/load_weights.ts';
 import { UsageError } from './args.ts';
 
 /** Exit status after Ctrl-C (128 + SIGINT), as shells report it. */
@@ -12,7 +13,22 @@ export const INTERRUPTED = 130;
 /** parseArgs options of every command that loads a model. */
 export const ENGINE_FLAGS = {
   'max-context': { type: 'string' },
+  weights: { type: 'string' },
 } as const;
+
+/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16. */
+export interface EngineFlags {
+  maxContext?: number;
+  weights?: WeightMode;
+}
+
+export function engineFlags(values: FlagValues): EngineFlags {
+  const weights = stringFlag(values, 'weights');
+  if (weights !== undefined && !(WEIGHT_MODES as readonly string[]).includes(weights)) {
+    throw new UsageError(`--weights must be one of ${WEIGHT_MODES.join(', ')}, got "${weights}"`);
+  }
+  return { maxContext: intFlag(values, 'max-context', 2), weights: weights as WeightMode | undefined };
+}
 
 /** parseArgs options of the commands that sample. */
 export const SAMPLING_FLAGS = {
@@ -74,7 +90,7 @@ export function samplingFlags(values: FlagValues): SamplingOptions & { maxTokens
  * Loads the model with createNodeEngine. Progress goes to stderr, never stdout: one updating line
  * on a terminal, and in any case one line once loaded.
  */
-export async function loadEngine(model: string, options: { maxContext?: number; signal?: AbortSignal; numerics?: 'weight_only' | 'w8a8' }): Promise<Engine> {
+export async function loadEngine(model: string, options: EngineFlags & { signal?: AbortSignal; numerics?: 'weight_only' | 'w8a8' }): Promise<Engine> {
   const stderr = process.stderr;
   const started = performance.now();
   let shown = 0;
@@ -88,7 +104,7 @@ export async function loadEngine(model: string, options: { maxContext?: number; 
   };
   let engine: Engine;
   try {
-    engine = await createNodeEngine({ model, maxContext: options.maxContext, signal: options.signal, onProgress, numerics: options.numerics });
+    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, signal: options.signal, onProgress, numerics: options.numerics });
   } finally {
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }

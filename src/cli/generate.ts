@@ -5,7 +5,8 @@
 import { AbortError, TokenizerError } from '../errors.ts';
 import type { Engine, FinishReason, GenerateOptions, GenerationStats } from '../runtime/types.ts';
 import { parse, UsageError } from './args.ts';
-import { ENGINE_FLAGS, exitNow, INTERRUPTED, intFlag, loadEngine, onSigint, parseIds, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
+import { ENGINE_FLAGS, engineFlags, exitNow, INTERRUPTED, loadEngine, onSigint, parseIds, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
+import type { EngineFlags } from './engine_args.ts';
 
 const FLAGS = {
   prompt: { type: 'string' },
@@ -27,7 +28,7 @@ interface GenerateRequest {
   /** Send the prompt as one user message through chat.completions (the checkpoint's chat template). */
   chat: boolean;
   json: boolean;
-  maxContext: number | undefined;
+  engine: EngineFlags;
   options: Omit<GenerateOptions, 'signal' | 'session'>;
 }
 
@@ -47,7 +48,7 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest {
     prompt,
     chat,
     json: values.json ?? false,
-    maxContext: intFlag(values, 'max-context', 2),
+    engine: engineFlags(values),
     options: { ...samplingFlags(values), stop: values.stop, ignoreEos: values['ignore-eos'], speculative: !(values['no-mtp'] ?? false) },
   };
 }
@@ -71,7 +72,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const transcript: Transcript = { ids: [], text: '', finishReason: 'abort', promptTokens: null, stats: null };
   let engine: Engine | undefined;
   try {
-    engine = await loadEngine(request.model, { maxContext: request.maxContext, signal });
+    engine = await loadEngine(request.model, { ...request.engine, signal });
     const show = request.json ? () => {} : (piece: string) => void process.stdout.write(piece);
     if (request.chat) await streamChat(engine, request, transcript, show, signal);
     else await streamGeneration(engine, request, transcript, show, signal);

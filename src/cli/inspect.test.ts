@@ -3,6 +3,8 @@ import { mkdtempSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { officialFixture } from '../testing/fixtures.ts';
+import { ODD } from '../../tools/checkpoint/presets.ts';
+import { writeCheckpoint } from '../../tools/checkpoint/write.ts';
 import { main } from './main.ts';
 
 /** Run the CLI in-process; returns the exit status and what it printed. */
@@ -36,6 +38,20 @@ describe('webmoe inspect', () => {
     expect(a.bytes_by_dtype).toEqual(b.bytes_by_dtype);
     expect(a.params_total).toBe(b.params_total);
     expect(b.layout).toBe('sharded');
+  });
+
+  it('says how a BF16 release is held on the GPU in each weights mode', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'webmoe-inspect-bf16-'));
+    await writeCheckpoint(dir, { config: { ...ODD, quantization_config: null }, seed: 2 });
+    const r = JSON.parse((await run('inspect', dir, '--json')).out);
+    expect(r.release_weights).toBe('bf16');
+    expect(r.mismatched).toEqual([]);
+    expect(r.gpu_weight_bytes.bf16).toBeGreaterThanOrEqual(r.bytes_total);
+    expect(r.gpu_weight_bytes.fp8).toBeLessThan(0.7 * r.gpu_weight_bytes.bf16);
+    expect((await run('inspect', dir)).out).toMatch(/a BF16 release \(no quantization_config\): .* quantised to FP8 at load/);
+    const fp8 = JSON.parse((await run('inspect', officialFixture(), '--json')).out);
+    expect(fp8.release_weights).toBe('fp8');
+    expect(fp8.gpu_weight_bytes.fp8).toBe(fp8.gpu_weight_bytes.bf16);
   });
 
   it('prints a readable summary without --json', async () => {

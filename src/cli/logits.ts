@@ -7,7 +7,7 @@
 import { AbortError, TokenizerError } from '../errors.ts';
 import type { Engine } from '../runtime/types.ts';
 import { parse, UsageError } from './args.ts';
-import { ENGINE_FLAGS, exitNow, INTERRUPTED, intFlag, loadEngine, onSigint, parseIds } from './engine_args.ts';
+import { ENGINE_FLAGS, engineFlags, exitNow, INTERRUPTED, loadEngine, onSigint, parseIds } from './engine_args.ts';
 
 const FLAGS = {
   ids: { type: 'string' },
@@ -26,14 +26,14 @@ export async function logitsCommand(argv: string[]): Promise<number> {
   const ids = parseIds(values.ids);
   const positions = values.positions ?? 'last';
   if (positions !== 'all' && positions !== 'last') throw new UsageError(`--positions must be "all" or "last", got "${positions}"`);
-  const maxContext = intFlag(values, 'max-context', 2);
+  const flags = engineFlags(values);
 
   const controller = new AbortController();
   const { signal } = controller;
   const restoreSigint = onSigint(() => (signal.aborted ? exitNow() : controller.abort()));
   let engine: Engine | undefined;
   try {
-    engine = await loadEngine(positionals[0], { maxContext, signal, numerics: values['fp8-activations'] ? 'w8a8' : 'weight_only' });
+    engine = await loadEngine(positionals[0], { ...flags, signal, numerics: values['fp8-activations'] ? 'w8a8' : 'weight_only' });
     const rows = await engine.logits(ids, { positions, signal });
     if (values.json) process.stdout.write(`${JSON.stringify({ logits: rows.map((row) => Array.from(row)) })}\n`);
     else process.stdout.write(await summary(engine, ids, rows));

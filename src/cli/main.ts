@@ -18,12 +18,16 @@ commands:
   bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-           [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N]
+           [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16]
                                                     stream a continuation (--chat: the prompt as a user message)
-  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N]
+  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16]
                                                     the model's logits after the ids (--json: every row, whole vocabulary)
-  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N]
-                                                    chat in the terminal (or over piped lines); /exit or Ctrl-D ends it`;
+  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16]
+                                                    chat in the terminal (or over piped lines); /exit or Ctrl-D ends it
+
+--weights fp8 (default): a BF16 release's Linears are quantised at load to FP8 with 128x128 block
+  scales, as DeepSeek's FP8 release stores them (half the GPU memory); --weights bf16 keeps them exact.
+  An FP8 release stays FP8 either way.`;
 
 /** A command returns its exit status (0 when it returns nothing); user errors are thrown. */
 const commands: Record<string, (argv: string[]) => Promise<number | void>> = {

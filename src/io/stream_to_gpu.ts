@@ -100,6 +100,15 @@ export async function streamTensors(source: ByteSource, tensors: readonly Tensor
   }
 }
 
+/**
+ * Receives one tensor's bytes in order and puts them somewhere of its own (the loader's FP8
+ * quantiser stages them); `finish` comes after the last byte.
+ */
+export interface ChunkWriter {
+  write(chunk: Uint8Array<ArrayBuffer>, offsetInTensor: number): void;
+  finish(): void;
+}
+
 /** Where a tensor goes on the GPU: `offset` must be a multiple of 4. */
 export interface GpuPlacement {
   buffer: GPUBuffer;
@@ -107,18 +116,22 @@ export interface GpuPlacement {
 }
 
 /**
- * Upload tensors of one file to their GPU buffers. queue.writeBuffer needs 4-byte multiples:
+ * Upload tensors of one file to their GPU buffers, or hand them to their own ChunkWriter.
+ * queue.writeBuffer needs 4-byte multiples:
  * chunk edges that fall inside a word are carried over, and a tensor's last word is zero-padded.
  */
 export async function uploadTensors(
   device: GPUDevice,
   source: ByteSource,
   tensors: readonly TensorInfo[],
-  place: (tensor: TensorInfo) => GpuPlacement,
+  place: (tensor: TensorInfo) => GpuPlacement | ChunkWriter,
   options: StreamOptions = {},
 ): Promise<void> {
-  const writers = new Map<TensorInfo, TensorWriter>();
-  for (const t of tensors) writers.set(t, new TensorWriter(device, t, place(t)));
+  const writers = new Map<TensorInfo, ChunkWriter>();
+  for (const t of tensors) {
+    const to = place(t);
+    writers.set(t, 'buffer' in to ? new TensorWriter(device, t, to) : to);
+  }
   let sinceFlush = 0;
   await streamTensors(source, tensors, async (t, chunk, at) => {
     writers.get(t)!.write(chunk, at);
@@ -150,7 +163,7 @@ export async function uploadTensor(
 }
 
 /** Writes one tensor's chunks in order, holding back the 0-3 bytes of a word split by a chunk edge. */
-class TensorWriter {
+class TensorWriter implements ChunkWriter {
   private readonly carry = new Uint8Array(4);
   private carried = 0;
   /** Bytes already written: always a multiple of 4. */

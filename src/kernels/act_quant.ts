@@ -8,6 +8,9 @@ import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
 import { BLOCK, checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type BufferResource, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import type { CachedPipeline } from '../gpu/pipeline_cache.ts';
+import type { ActScaleFormat } from './act_quant.ref.ts';
+
+export type { ActScaleFormat } from './act_quant.ref.ts';
 
 export interface ActQuantArgs {
   M: number;
@@ -28,11 +31,22 @@ export interface ActRoundArgs {
   K: number;
   /** [M, K] f32, replaced in place by the FP8 value each element quantises to: e4m3(code) * scale. */
   x: GPUBuffer;
+  /** When given, [M, K] f32 receives those values and x is left as it is. */
+  rounded?: GPUBuffer;
   label?: string;
 }
 
 const WORKGROUP_SIZE = 64;
-const AXES = { output: ['codes', 'dequantized'] } as const;
+
+export interface ActQuantOptions {
+  /**
+   * How each group's scale is made: 'f32' amax / 448 as it comes (DeepSeek-V3), or 'ue8m0' rounded
+   * up to a power of two (quantization_config.scale_fmt "ue8m0", DeepSeek-V3.1). Default 'f32'.
+   */
+  scaleFormat?: ActScaleFormat;
+}
+
+const AXES = { output: ['codes', 'dequantized', 'dequantized_copy'] } as const;
 type Output = (typeof AXES.output)[number];
 
 /** Bytes read and written; about 4 FLOPs per element (abs, max, divide, round). */
@@ -40,16 +54,18 @@ export function actQuantCost({ M, K }: { M: number; K: number }): Cost {
   return { bytes: 4 * M * K + M * K + (4 * M * K) / BLOCK, flops: 4 * M * K };
 }
 
-/** The pipeline of one output variant: codes + scales, or the dequantized values in place. */
-function actQuantPipeline(ctx: KernelContext, output: Output): CachedPipeline {
+/** The pipeline of one output variant (codes + scales, or the dequantized values) and scale format (the UE8M0 override). */
+function actQuantPipeline(ctx: KernelContext, output: Output, scaleFormat: ActScaleFormat = 'f32'): CachedPipeline {
+  if (scaleFormat !== 'f32' && scaleFormat !== 'ue8m0') throw new ArgumentError(`act_quant: scaleFormat must be "f32" or "ue8m0", got ${JSON.stringify(scaleFormat)}`);
   return kernelPipeline(ctx.pipelines, {
     kernel: 'act_quant',
     source: actQuantSource,
     snippets: [{ name: 'fp8_e4m3.wgsl', code: fp8Source }],
     axes: AXES,
     variant: { output },
-    constants: { WORKGROUP_SIZE },
-    bindings: output === 'codes' ? ['uniform', 'read-only-storage', 'storage', 'storage'] : ['uniform', 'storage'],
+    constants: { WORKGROUP_SIZE, UE8M0: scaleFormat === 'ue8m0' ? 1 : 0 },
+    bindings:
+      output === 'codes' ? ['uniform', 'read-only-storage', 'storage', 'storage'] : output === 'dequantized' ? ['uniform', 'storage'] : ['uniform', 'read-only-storage', 'storage'],
   });
 }
 
@@ -70,8 +86,8 @@ function prepareCall(device: GPUDevice, pipeline: CachedPipeline, label: string,
 }
 
 /** x [M, K] f32 -> e4m3 codes and per-group scales, the W8A8 matmuls' input. */
-export function createActQuant(ctx: KernelContext): Kernel<ActQuantArgs> {
-  const pipeline = actQuantPipeline(ctx, 'codes');
+export function createActQuant(ctx: KernelContext, options: ActQuantOptions = {}): Kernel<ActQuantArgs> {
+  const pipeline = actQuantPipeline(ctx, 'codes', options.scaleFormat);
   const { device } = ctx.gpu;
   return {
     name: 'act_quant',
@@ -87,15 +103,22 @@ export function createActQuant(ctx: KernelContext): Kernel<ActQuantArgs> {
  * act_quant's `dequantized` output: the activations the official fp8_gemm multiplies, written back
  * as f32 in place, for the kernels that read f32 inputs (the experts) on the W8A8 path.
  */
-export function createActRound(ctx: KernelContext): Kernel<ActRoundArgs> {
-  const pipeline = actQuantPipeline(ctx, 'dequantized');
+export function createActRound(ctx: KernelContext, options: ActQuantOptions = {}): Kernel<ActRoundArgs> {
+  const inPlace = actQuantPipeline(ctx, 'dequantized', options.scaleFormat);
+  const copy = actQuantPipeline(ctx, 'dequantized_copy', options.scaleFormat);
   const { device } = ctx.gpu;
   return {
     name: 'act_quant',
-    prepare({ M, K, x, label = 'act_round' }) {
+    prepare({ M, K, x, rounded, label = 'act_round' }) {
       checkShape(label, M, K);
-      checkBindings(device, label, { x: [x, 4 * M * K] }, `M=${M} K=${K}`);
-      return prepareCall(device, pipeline, label, M, K, [{ buffer: x, size: 4 * M * K }], { bytes: 8 * M * K, flops: 4 * M * K });
+      const cost = { bytes: 8 * M * K, flops: 4 * M * K };
+      if (!rounded) {
+        checkBindings(device, label, { x: [x, 4 * M * K] }, `M=${M} K=${K}`);
+        return prepareCall(device, inPlace, label, M, K, [{ buffer: x, size: 4 * M * K }], cost);
+      }
+      if (rounded === x) throw new ArgumentError(`${label}: rounded must be another buffer than x (leave it out to round in place)`);
+      checkBindings(device, label, { x: [x, 4 * M * K], rounded: [rounded, 4 * M * K] }, `M=${M} K=${K}`);
+      return prepareCall(device, copy, label, M, K, [{ buffer: x, size: 4 * M * K }, { buffer: rounded, size: 4 * M * K }], cost);
     },
   };
 }

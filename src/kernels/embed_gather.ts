@@ -4,6 +4,7 @@
 // Shader: shaders/embed_gather.wgsl; reference: embed_gather.ref.ts.
 
 import gatherSource from '../../shaders/embed_gather.wgsl?raw';
+import halfFloatSource from '../../shaders/half_float.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
 import { checkBindings, checkCounts, checkU32Indices, kernelPipeline, singleDispatch, Uniforms, type BufferResource, type Cost, type Kernel, type KernelContext } from '../gpu/kernel.ts';
 
@@ -55,6 +56,7 @@ export function createEmbedGather(ctx: KernelContext, options: EmbedGatherOption
   const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'embed_gather',
     source: gatherSource,
+    snippets: [{ name: 'half_float.wgsl', code: halfFloatSource }],
     axes: { dtype: EMBED_DTYPES },
     variant: { dtype },
     constants: { WORKGROUP_SIZE: workgroupSize },

@@ -3,20 +3,28 @@
 //   Expert_e(x) = (silu(x @ gate_e^T) * (x @ up_e^T)) @ down_e^T,    silu(z) = z * sigmoid(z)
 //   MoE_routed(x[t]) = sum over the chosen e of w * Expert_e(x[t]), added in expert-index order
 //                      (as the official MoE.forward loops over experts).
-// Computed in float64 against W = f32(e4m3(Q) * S), the value the f32 kernels approximate.
+// Computed in float64 against W = f32(e4m3(Q) * S) (fp8) or the bf16 value itself (bf16), the
+// value the f32 kernels approximate.
 
 import { align4 } from '../gpu/buffers.ts';
 import { BLOCK } from '../gpu/kernel.ts';
+import { actQuantRef } from './act_quant.ref.ts';
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 
-
 /** One projection of all experts, stacked as src/model/placement.ts places them on the GPU. */
-export interface StackedExpertWeight {
-  /** Expert e's [rows, cols] e4m3 bytes at byte e * align4(rows * cols). */
-  bytes: Uint8Array;
-  /** Expert e's weight_scale_inv [ceil(rows/128), ceil(cols/128)] f32 at e * ceil(rows/128) * ceil(cols/128). */
-  scale: Float32Array;
-}
+export type StackedExpertWeight =
+  | {
+      format: 'fp8';
+      /** Expert e's [rows, cols] e4m3 bytes at byte e * align4(rows * cols). */
+      bytes: Uint8Array;
+      /** Expert e's weight_scale_inv [ceil(rows/128), ceil(cols/128)] f32 at e * ceil(rows/128) * ceil(cols/128). */
+      scale: Float32Array;
+    }
+  | {
+      format: 'bf16';
+      /** Expert e's [rows, cols] little-endian bf16 at byte e * align4(2 * rows * cols). */
+      bytes: Uint8Array;
+    };
 
 export interface ExpertWeights {
   gate_proj: StackedExpertWeight;
@@ -29,12 +37,19 @@ export interface ExpertShape {
   moe_intermediate_size: number;
 }
 
-/** Expert e's W [rows, cols] dequantised: W[i, j] = f32(e4m3(Q[i, j]) * S[i/128, j/128]). */
+/** Expert e's W [rows, cols] as f32: fp8 W[i, j] = f32(e4m3(Q[i, j]) * S[i/128, j/128]); bf16 its value. */
 export function dequantizeExpert(w: StackedExpertWeight, e: number, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  if (w.format === 'bf16') {
+    // a bf16 value is the upper half of an f32 (bf16ToF32 of gemm_fp8.ref.ts, one view for all)
+    const bits = new Uint32Array(out.buffer);
+    const base = e * align4(2 * rows * cols);
+    for (let i = 0; i < rows * cols; i++) bits[i] = (w.bytes[base + 2 * i] | (w.bytes[base + 2 * i + 1] << 8)) << 16;
+    return out;
+  }
   const base = e * align4(rows * cols);
   const colBlocks = Math.ceil(cols / BLOCK);
   const scaleBase = e * Math.ceil(rows / BLOCK) * colBlocks;
-  const out = new Float32Array(rows * cols);
   for (let i = 0; i < rows; i++) {
     for (let j = 0; j < cols; j++) {
       const s = w.scale[scaleBase + Math.floor(i / BLOCK) * colBlocks + Math.floor(j / BLOCK)];
@@ -60,8 +75,13 @@ export function dequantizeExpertMlp(weights: ExpertWeights, shape: ExpertShape, 
   };
 }
 
-/** One expert (an MLP of 4.5) applied to one row x [hidden_size], in float64. */
-export function expertRef({ gate, up, down }: DequantizedExpert, shape: ExpertShape, x: ArrayLike<number>): Float64Array {
+/**
+ * The first half of one expert on one row x [hidden_size], in float64: h [moe_intermediate_size]
+ * = silu(x @ gate^T) * (x @ up^T). roundHidden (W8A8, FP8 weights): h is rounded to f32, then to
+ * the FP8 value act_quant gives it (the official Expert's w2 quantises its input; moe_intermediate_size
+ * a multiple of 128).
+ */
+export function expertHiddenRef({ gate, up }: DequantizedExpert, shape: ExpertShape, x: ArrayLike<number>, roundHidden = false): Float64Array {
   const { hidden_size: d, moe_intermediate_size: I } = shape;
   const h = new Float64Array(I);
   for (let i = 0; i < I; i++) {
@@ -73,6 +93,16 @@ export function expertRef({ gate, up, down }: DequantizedExpert, shape: ExpertSh
     }
     h[i] = (g / (1 + Math.exp(-g))) * u;
   }
+  if (roundHidden) {
+    const { codes, scales } = actQuantRef(Float32Array.from(h), 1, I);
+    for (let i = 0; i < I; i++) h[i] = Math.fround(E4M3_VALUES[codes[i]] * scales[Math.floor(i / BLOCK)]);
+  }
+  return h;
+}
+
+/** The second half: y [hidden_size] = h @ down^T, in float64. */
+export function expertDownRef({ down }: DequantizedExpert, shape: ExpertShape, h: ArrayLike<number>): Float64Array {
+  const { hidden_size: d, moe_intermediate_size: I } = shape;
   const y = new Float64Array(d);
   for (let j = 0; j < d; j++) {
     let acc = 0;
@@ -80,6 +110,11 @@ export function expertRef({ gate, up, down }: DequantizedExpert, shape: ExpertSh
     y[j] = acc;
   }
   return y;
+}
+
+/** One expert (an MLP of 4.5) applied to one row x [hidden_size], in float64. */
+export function expertRef(expert: DequantizedExpert, shape: ExpertShape, x: ArrayLike<number>): Float64Array {
+  return expertDownRef(expert, shape, expertHiddenRef(expert, shape, x));
 }
 
 export interface MoeExpertsRefArgs extends ExpertShape {

@@ -1,5 +1,5 @@
 // The routed experts of a MoE layer, and the plain SwiGLU MLP (dense layers, shared experts), on
-// block-scaled FP8 weights: pipelines, params, bind groups, dispatches, bytes/FLOPs.
+// block-scaled FP8 or bf16 weights: pipelines, params, bind groups, dispatches, bytes/FLOPs.
 // Shaders: moe_experts_gate_up.wgsl, moe_experts_down.wgsl, moe_combine.wgsl (+ moe_group.wgsl via
 // moe_group.ts); reference: moe_experts.ref.ts. Expert ids and weights come from moe_route's GPU
 // buffers: nothing is read back.
@@ -20,16 +20,27 @@ import combineSource from '../../shaders/moe_combine.wgsl?raw';
 import downSource from '../../shaders/moe_experts_down.wgsl?raw';
 import gateUpSource from '../../shaders/moe_experts_gate_up.wgsl?raw';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
-import { GpuLimitError } from '../errors.ts';
+import { ArgumentError, GpuLimitError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
 import { BLOCK, checkBindings, checkCounts, createBindGroup, dispatch, kernelPipeline, preparedCall, Uniforms, type BindingNeeds, type Cost, type Encodable, type Kernel, type KernelContext } from '../gpu/kernel.ts';
 import type { CachedPipeline } from '../gpu/pipeline_cache.ts';
 import type { WgslSource } from '../gpu/shader_compose.ts';
-import { createActRound } from './act_quant.ts';
+import { createActRound, type ActScaleFormat } from './act_quant.ts';
+import type { WeightFormat } from './matmul_operands.ts';
 import { createMoeGroup } from './moe_group.ts';
 
 export const MOE_PATHS = ['decode', 'grouped'] as const;
 export type MoePath = (typeof MOE_PATHS)[number];
+
+/**
+ * How the expert weights are stored: block-scaled e4m3 with weight_scale_inv (the FP8 release),
+ * or bf16 without scales (a bf16 checkpoint's experts, kept bf16 on the GPU).
+ */
+export const EXPERT_WEIGHT_FORMATS = ['fp8', 'bf16'] as const satisfies readonly WeightFormat[];
+export type ExpertWeightFormat = (typeof EXPERT_WEIGHT_FORMATS)[number];
+
+/** Bytes of one stored weight element. */
+const WEIGHT_BYTES: Record<ExpertWeightFormat, number> = { fp8: 1, bf16: 2 };
 
 /** The most tokens the decode path takes by default (the current token plus MTP drafts). */
 export const MOE_DECODE_MAX_TOKENS = 4;
@@ -41,21 +52,28 @@ const SNIPPETS: readonly WgslSource[] = [
   { name: 'moe_experts_common.wgsl', code: commonSource },
 ];
 
-/** One FP8 projection: for routed experts the stacked buffers of src/model/placement.ts. */
-export interface FP8Projection {
-  /** e4m3 bytes; expert e's [rows, cols] at byte e * align4(rows * cols). */
+/** One projection: for routed experts the stacked buffers of src/model/placement.ts. */
+export interface ExpertProjection {
+  /**
+   * fp8: e4m3 bytes, expert e's [rows, cols] at byte e * align4(rows * cols).
+   * bf16: bf16, 2 per u32 (low half the even element), expert e's [rows, cols] at byte e * align4(2 * rows * cols).
+   */
   weight: GPUBuffer;
-  /** f32; expert e's [ceil(rows/128), ceil(cols/128)] at element e * ceil(rows/128) * ceil(cols/128). */
-  weight_scale_inv: GPUBuffer;
+  /** fp8 only: f32, expert e's [ceil(rows/128), ceil(cols/128)] at element e * ceil(rows/128) * ceil(cols/128). */
+  weight_scale_inv?: GPUBuffer;
 }
 
+/** An fp8 projection: its block scales are required. */
+export type FP8Projection = ExpertProjection & { weight_scale_inv: GPUBuffer };
+
+/** The format of every projection is the kernel's (MoeExpertsOptions.weights). */
 export interface MlpWeights {
   /** [moe_intermediate_size, hidden_size] per expert. */
-  gate_proj: FP8Projection;
+  gate_proj: ExpertProjection;
   /** [moe_intermediate_size, hidden_size] per expert. */
-  up_proj: FP8Projection;
+  up_proj: ExpertProjection;
   /** [hidden_size, moe_intermediate_size] per expert. */
-  down_proj: FP8Projection;
+  down_proj: ExpertProjection;
 }
 
 export interface MoeExpertsShape {
@@ -125,26 +143,34 @@ export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath): R
  * token's experts are distinct and T = 1), or each of min(E, pairs) experts once (grouped, an
  * upper bound); plus x, routing, h (and y) written and read, out written.
  */
-export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath): Cost {
+export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath, weights: ExpertWeightFormat = 'fp8'): Cost {
   const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = shape;
   const pairs = T * K;
-  const expertBytes = 3 * I * d + 4 * 3 * Math.ceil(I / BLOCK) * Math.ceil(d / BLOCK);
+  const scaleBytes = weights === 'fp8' ? 4 * 3 * Math.ceil(I / BLOCK) * Math.ceil(d / BLOCK) : 0;
+  const expertBytes = WEIGHT_BYTES[weights] * 3 * I * d + scaleBytes;
   const reads = path === 'decode' ? pairs : Math.min(E, pairs);
   const activations = 4 * (2 * T * d + 2 * pairs + 2 * pairs * I) + (path === 'grouped' ? 4 * (2 * pairs * d + E + 1 + 2 * pairs) : 0);
   return { bytes: reads * expertBytes + activations, flops: 2 * 3 * pairs * I * d + 2 * pairs * d };
 }
 
 export interface MoeExpertsOptions {
+  /** The format of every projection's weights; default 'fp8'. */
+  weights?: ExpertWeightFormat;
   /**
    * The W8A8 path: round the SwiGLU hidden h in place to what act_quant makes of it before the down
-   * projection (the official Expert's w2 quantises its input); the caller rounds x itself.
+   * projection (the official Expert's w2 quantises its input); the caller rounds x itself. FP8
+   * weights only: the official linear() quantises activations only for an FP8 weight (a bf16
+   * one runs F.linear), so with bf16 weights this is an ArgumentError.
    */
   roundHidden?: boolean;
+  /** With roundHidden: how act_quant stores its scales ('ue8m0' for a scale_fmt "ue8m0" checkpoint). Default 'f32'. */
+  actScaleFormat?: ActScaleFormat;
   /** Invocations per workgroup (each 4 output columns); default 64. */
   workgroupSize?: number;
 }
 
 export interface MoeExperts extends Kernel<MoeExpertsArgs> {
+  readonly weights: ExpertWeightFormat;
   readonly workgroupSize: number;
 }
 
@@ -158,10 +184,17 @@ interface PassShape {
 }
 
 /** The pipelines and the dispatch builders the routed experts and the MLP share. */
-function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = false }: MoeExpertsOptions) {
+function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64, roundHidden = false, actScaleFormat = 'f32' }: MoeExpertsOptions) {
   const { device } = ctx.gpu;
   checkCounts('moe_experts', { workgroupSize });
+  if (!EXPERT_WEIGHT_FORMATS.includes(weights)) {
+    throw new ArgumentError(`moe_experts: "${weights}" is not an expert weight format; use one of ${EXPERT_WEIGHT_FORMATS.join(', ')}`);
+  }
+  if (roundHidden && weights !== 'fp8') {
+    throw new ArgumentError(`moe_experts: roundHidden (w8a8) quantises activations for FP8 weights only; ${weights} weights run weight_only`);
+  }
   const ro = 'read-only-storage' as const;
+  const scale = weights === 'fp8' ? ro : undefined; // the weight_scale_inv bindings: fp8 only
   // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
   // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
   const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath, k: number): CachedPipeline =>
@@ -169,11 +202,11 @@ function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = fa
       kernel: `moe_experts_${kind}`,
       source: kind === 'gate_up' ? gateUpSource : downSource,
       snippets: SNIPPETS,
-      axes: { path: MOE_PATHS },
-      variant: { path },
+      axes: { weights: EXPERT_WEIGHT_FORMATS, path: MOE_PATHS },
+      variant: { weights, path },
       constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
-      // gate_up: params, x, gate w/s, up w/s, h, ids or offsets, [sorted]; down: params, h, w, s, out, ids or offsets, weights or sorted
-      bindings: kind === 'gate_up' ? ['uniform', ro, ro, ro, ro, ro, 'storage', ro, path === 'grouped' ? ro : undefined] : ['uniform', ro, ro, ro, 'storage', ro, ro],
+      // gate_up: params, x, gate w/[s], up w/[s], h, ids or offsets, [sorted]; down: params, h, w, [s], out, ids or offsets, weights or sorted
+      bindings: kind === 'gate_up' ? ['uniform', ro, ro, scale, ro, scale, 'storage', ro, path === 'grouped' ? ro : undefined] : ['uniform', ro, ro, scale, 'storage', ro, ro],
     });
   const combinePipeline = () =>
     kernelPipeline(ctx.pipelines, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize }, bindings: ['uniform', ro, ro, 'storage'] });
@@ -184,17 +217,18 @@ function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = fa
   /** The ExpertParams uniform of moe_experts_common.wgsl for a linear [n, k]. */
   function expertParams(label: string, s: PassShape & { n: number; k: number }, owned: { destroy(): void }[]): Uniforms {
     const kBlocks = Math.ceil(s.k / BLOCK);
+    const slotScales = weights === 'fp8' ? Math.ceil(s.n / BLOCK) * kBlocks : 0;
     const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
-    uniforms.write([s.T, s.K, s.E, s.n, s.k, kBlocks, align4(s.n * s.k) / 4, Math.ceil(s.n / BLOCK) * kBlocks]);
+    uniforms.write([s.T, s.K, s.E, s.n, s.k, kBlocks, align4(WEIGHT_BYTES[weights] * s.n * s.k) / 4, slotScales]);
     owned.push(uniforms);
     return uniforms;
   }
 
-  /** A dispatch of `pipeline` with `resources` bound to bindings 0, 1, ... in order. */
-  const bound = (label: string, pipeline: CachedPipeline, resources: (GPUBuffer | Uniforms)[], grid: number | [number, number, number]): Encodable =>
+  /** A dispatch of `pipeline` with `resources` bound to bindings 0, 1, ... in order; undefined ones (bf16 scales) left out. */
+  const bound = (label: string, pipeline: CachedPipeline, resources: (GPUBuffer | Uniforms | undefined)[], grid: number | [number, number, number]): Encodable =>
     dispatch(device, pipeline, createBindGroup(device, label, pipeline, resources.map((r) => (r instanceof Uniforms ? r.buffer : r))), grid);
 
-  const actRound = roundHidden ? createActRound(ctx) : undefined;
+  const actRound = roundHidden ? createActRound(ctx, { scaleFormat: actScaleFormat }) : undefined;
   /** w8a8: the rounding of h [rows, I] between gate_up and down (none for weight_only). */
   function hiddenRound(label: string, rows: number, I: number, h: GPUBuffer, owned: { destroy(): void }[]): Encodable[] {
     if (!actRound) return [];
@@ -204,6 +238,7 @@ function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = fa
   }
 
   return {
+    weights,
     tiles,
     maxDim,
     combinePipeline,
@@ -246,12 +281,21 @@ function expertPasses(ctx: KernelContext, { workgroupSize = 64, roundHidden = fa
   };
 }
 
-/** The bytes of each projection's stacked weight and scales, for E experts. */
-function weightNeeds(weights: MlpWeights, E: number, d: number, I: number): BindingNeeds {
-  const need: Record<string, readonly [GPUBuffer, number]> = {};
+/**
+ * The bytes of each projection's stacked weight (and, for fp8, scales), for E experts. Throws an
+ * ArgumentError when an fp8 projection lacks its scales or a bf16 one has some.
+ */
+function weightNeeds(label: string, format: ExpertWeightFormat, weights: MlpWeights, E: number, d: number, I: number): BindingNeeds {
+  const need: Record<string, readonly [GPUBuffer | undefined, number]> = {};
   for (const [name, rows, cols] of [['gate_proj', I, d], ['up_proj', I, d], ['down_proj', d, I]] as const) {
-    need[`${name}.weight`] = [weights[name].weight, E * align4(rows * cols)];
-    need[`${name}.weight_scale_inv`] = [weights[name].weight_scale_inv, 4 * E * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)];
+    const { weight, weight_scale_inv: scale } = weights[name];
+    need[`${name}.weight`] = [weight, E * align4(WEIGHT_BYTES[format] * rows * cols)];
+    if (format === 'fp8') {
+      if (!scale) throw new ArgumentError(`${label}: ${name}.weight_scale_inv is required for fp8 weights`);
+      need[`${name}.weight_scale_inv`] = [scale, 4 * E * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)];
+    } else if (scale) {
+      throw new ArgumentError(`${label}: ${name}.weight_scale_inv is not used by ${format} weights (a kernel created with weights: '${format}')`);
+    }
   }
   return need;
 }
@@ -263,6 +307,7 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
   const group = createMoeGroup(ctx);
   return {
     name: 'moe_experts',
+    weights: passes.weights,
     workgroupSize: options.workgroupSize ?? 64,
     prepare(args) {
       const label = args.label ?? 'moe_experts';
@@ -277,7 +322,7 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
         topkWeights: [args.topkWeights, 4 * T * K],
         out: [args.out, 4 * T * d],
         'scratch.h': [scratch.h, scratchBytes.h],
-        ...weightNeeds(args.weights, E, d, I),
+        ...weightNeeds(label, passes.weights, args.weights, E, d, I),
         ...(path === 'grouped'
           ? { 'scratch.y': [scratch.y, scratchBytes.y], 'scratch.expertOffsets': [scratch.expertOffsets, scratchBytes.expertOffsets], 'scratch.sortedPairs': [scratch.sortedPairs, scratchBytes.sortedPairs] } as const
           : {}),
@@ -285,7 +330,7 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
       passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'moe_intermediate_size tiles': passes.tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { n_routed_experts: E }) });
       const owned: { destroy(): void }[] = [];
       const w = args.weights;
-      const cost = moeExpertsCost(args, path);
+      const cost = moeExpertsCost(args, path, passes.weights);
       const s = { T, K, E, d, I };
       if (path === 'decode') {
         const b = { x: args.x, weights: w, h: scratch.h, out: args.out, topkIds: args.topkIds, topkWeights: args.topkWeights };
@@ -319,7 +364,7 @@ export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): 
       const label = args.label ?? 'mlp';
       const { tokens: T, hidden_size: d, intermediate_size: I } = args;
       checkCounts(label, { tokens: T, hidden_size: d, intermediate_size: I });
-      checkBindings(device, label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...weightNeeds(args.weights, 1, d, I) });
+      checkBindings(device, label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...weightNeeds(label, passes.weights, args.weights, 1, d, I) });
       passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'intermediate_size tiles': passes.tiles(I) });
       // Constant routing, written once here: few tokens take the decode kernels (each token
       // chooses expert 0 at weight 1), more the grouped ones (one expert whose rows are all
@@ -335,7 +380,7 @@ export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): 
       const steps = T <= MOE_DECODE_MAX_TOKENS
         ? passes.decode(label, s, { x: args.x, weights: args.weights, h: args.h, out: args.out, topkIds: constant(new Uint32Array(T), 'topk_ids'), topkWeights: constant(new Float32Array(T).fill(1), 'topk_weights') }, owned)
         : passes.grouped(label, s, { x: args.x, weights: args.weights, h: args.h, y: args.out, offsets: constant(new Uint32Array([0, T]), 'expert_offsets'), sorted: constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs') }, owned);
-      const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode');
+      const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights);
       return preparedCall(cost, steps, owned);
     },
   };

@@ -42,6 +42,11 @@ export interface Activations {
   readonly topkIds: GPUBuffer;
   readonly topkWeights: GPUBuffer;
   readonly moeScratch: MoeExpertsScratch;
+  /**
+   * [T, hidden] the routed experts' input rounded with ue8m0 scales, beside x rounded with
+   * amax / 448 for the shared experts (W8A8 with scale_fmt "ue8m0": ffn.ts). Only for such configs.
+   */
+  readonly xRouted?: GPUBuffer;
   /** [T, hidden] after the final norm: the lm_head input (and the MTP module's h). */
   readonly hidden: GPUBuffer;
   destroy(): void;
@@ -89,6 +94,7 @@ export function createActivations(device: GPUDevice, c: DeepseekV3Config, rows: 
     topkIds: f32('topk_ids', T * K),
     topkWeights: f32('topk_weights', T * K),
     moeScratch: scratch,
+    xRouted: hasMoe && c.quantization_config?.scale_fmt === 'ue8m0' ? f32('x_routed', T * d) : undefined,
     hidden: f32('hidden', T * d),
     destroy() {
       for (const b of owned) b.destroy();

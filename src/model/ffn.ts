@@ -16,9 +16,10 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
   const T = acts.rows;
   const d = c.hidden_size;
   const calls: PreparedCall[] = [];
-  // w8a8: the experts' input rounded in place, after the router (a bf16 Linear) has read it.
+  // w8a8: the experts' input rounded in place, after the router (a bf16 Linear) has read it
+  // (FP8 experts only: BF16 weights take their input as it is).
   const roundX = () => {
-    if (k.actRound) calls.push(k.actRound.prepare({ M: T, K: d, x: acts.x, label: `${label}.x.act_quant` }));
+    if (k.actRound && k.expertWeights === 'fp8') calls.push(k.actRound.prepare({ M: T, K: d, x: acts.x, label: `${label}.x.act_quant` }));
   };
   try {
     if (w.mlp) {
@@ -33,11 +34,15 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
         tokens: T, config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route`,
       }),
     );
+    // Routed experts are plain Linears officially (the config's scale_fmt), shared experts parallel
+    // ones (amax / 448): with ue8m0 the routed experts get their own rounded copy of x.
+    const xRouted = k.actRound && k.expertWeights === 'fp8' && acts.xRouted && k.actRoundScaleFmt !== k.actRound ? acts.xRouted : undefined;
+    if (xRouted) calls.push(k.actRoundScaleFmt!.prepare({ M: T, K: d, x: acts.x, rounded: xRouted, label: `${label}.x_routed.act_quant` }));
     roundX();
     calls.push(
       k.experts.prepare({
         tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,
-        x: acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, weights: moe.experts, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+        x: xRouted ?? acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, weights: moe.experts, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
       }),
     );
     if (moe.shared_experts) {

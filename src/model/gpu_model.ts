@@ -44,6 +44,10 @@ function checkW8a8(c: DeepseekV3Config): void {
       throw new UnsupportedConfigError(key, `the W8A8 path quantises activations in groups of 128 (the official act_quant asserts it); ${key} is ${width}: use weight_only numerics`);
     }
   }
+  if (c.quantization_config?.scale_fmt === 'ue8m0' && c.q_lora_rank === null) {
+    // x would need two roundings: q_proj (a ColumnParallelLinear officially) takes amax / 448, kv_a_proj_with_mqa ue8m0.
+    throw new UnsupportedConfigError('quantization_config.scale_fmt', 'ue8m0 with a plain q_proj (q_lora_rank null) is not supported on the W8A8 path: use weight_only numerics');
+  }
 }
 
 export interface ForwardOptions {
@@ -144,8 +148,14 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
   const pipelineCache = options.pipelineCache ?? new PipelineCache(gpu.device);
   const numerics = options.numerics ?? 'weight_only';
   if (numerics === 'w8a8') checkW8a8(config);
-  const kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics);
   const weights = modelWeights(gpu, pipelineCache, loaded);
+  let kernels: ModelKernels;
+  try {
+    kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics, weights.expertWeights);
+  } catch (err) {
+    weights.destroy();
+    throw err;
+  }
   const invFreq = uploadBuffer(gpu.device, ropeInvFreq(config), 'rope.inv_freq');
   const cacheLayers = config.num_hidden_layers + (weights.mtp ? 1 : 0);
 

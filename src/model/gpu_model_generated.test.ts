@@ -24,7 +24,7 @@ let loaded: LoadedWeights;
 let model: GpuModel;
 beforeAll(async () => {
   const gpu = await testGpu();
-  loaded = await loadWeights(gpu.device, dir);
+  loaded = await loadWeights(gpu, dir);
   model = createGpuModel(gpu, loaded, { prefillChunk: 8 });
 });
 afterAll(() => {

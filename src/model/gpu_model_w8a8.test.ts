@@ -12,9 +12,12 @@ import { officialFixture, officialReference } from '../testing/fixtures.ts';
 import { parseConfig } from '../config.ts';
 import { memoryDir } from '../io/sources.ts';
 import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
-import { ODD } from '../../tools/checkpoint/presets.ts';
+import { ODD, TINY } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
 import { loadWeights, type LoadedWeights } from './load_weights.ts';
+import { openCheckpoint } from '../io/checkpoint_files.ts';
+import { referenceForward } from './reference/forward.ts';
+import { loadReferenceWeights } from './reference/tensors.ts';
 
 interface OfficialPrompt {
   prompt: number[];
@@ -26,7 +29,7 @@ let loaded: LoadedWeights;
 let model: GpuModel;
 beforeAll(async () => {
   const gpu = await testGpu();
-  loaded = await loadWeights(gpu.device, nodeDir(officialFixture()));
+  loaded = await loadWeights(gpu, nodeDir(officialFixture()));
   model = createGpuModel(gpu, loaded, { prefillChunk: 48, numerics: 'w8a8' });
 });
 afterAll(() => {
@@ -81,10 +84,77 @@ it('lies as far from f32_dequant as the official fp8 run does, and as close to t
   expect(toOfficial.median).toBeLessThan(2 * official.median);
 });
 
+// scale_fmt "ue8m0" (V3.1) on a generated checkpoint of the fixture's shape (2 layers: a dense one
+// and a MoE one), against the CPU reference run with the same rounding (reference numerics
+// 'w8a8': act_quant's scales powers of two for the plain Linears, amax / 448 for the parallel ones).
+const UE8M0: Record<string, unknown> = {
+  ...TINY,
+  num_hidden_layers: 2,
+  first_k_dense_replace: 1,
+  num_nextn_predict_layers: 0,
+  quantization_config: { ...(TINY.quantization_config as object), scale_fmt: 'ue8m0' },
+};
+
+/** Max |a - b| over every logit, relative to the largest |b|. */
+function relativeError(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
+  let err = 0;
+  let scale = 0;
+  a.forEach((row, t) => {
+    for (let j = 0; j < row.length; j++) {
+      err = Math.max(err, Math.abs(row[j] - b[t][j]));
+      scale = Math.max(scale, Math.abs(b[t][j]));
+    }
+  });
+  return err / scale;
+}
+
+it('with scale_fmt "ue8m0" (V3.1) matches the CPU reference rounding the same way, and differs from amax / 448 scales', async () => {
+  const generated = generateCheckpoint({ config: UE8M0, seed: 11 });
+  const files = Object.fromEntries(generated.files);
+  const plainConfig = { ...UE8M0, quantization_config: TINY.quantization_config };
+  const dirs = { ue8m0: memoryDir('tiny-ue8m0', files), f32: memoryDir('tiny-amax448', { ...files, 'config.json': JSON.stringify(plainConfig) }) };
+  const configs = { ue8m0: parseConfig(UE8M0), f32: parseConfig(plainConfig) };
+  expect(configs.ue8m0.quantization_config?.scale_fmt).toBe('ue8m0');
+  const ids = Array.from({ length: 12 }, (_, t) => (t * 53 + 7) % configs.ue8m0.vocab_size);
+  const gpu = await testGpu();
+  const reference = async (fmt: 'ue8m0' | 'f32', numerics: 'w8a8' | 'weight_only' = 'w8a8') =>
+    referenceForward(await loadReferenceWeights(await openCheckpoint(dirs[fmt]), configs[fmt]), configs[fmt], ids, { numerics }).logits;
+  /** Logits of every position: 9 rows prefilled in chunks of 8 (GEMM), then 3 decoded one by one (GEMV). */
+  const onGpu = async (fmt: 'ue8m0' | 'f32') => {
+    const loadedFmt = await loadWeights(gpu, dirs[fmt]);
+    const m = createGpuModel(gpu, loadedFmt, { prefillChunk: 8, numerics: 'w8a8' });
+    const cache = m.createCache(ids.length);
+    const plans = m.plans(cache);
+    try {
+      const rows = (await m.forward(plans, ids.slice(0, 9), 0, { logits: 'all' })).logits!;
+      for (let t = 9; t < ids.length; t++) rows.push(...(await m.forward(plans, [ids[t]], t, { logits: 'last' })).logits!);
+      return rows;
+    } finally {
+      plans.destroy();
+      cache.destroy();
+      m.destroy();
+      loadedFmt.destroy();
+    }
+  };
+  const want = { ue8m0: await reference('ue8m0'), f32: await reference('f32') };
+  const got = { ue8m0: await onGpu('ue8m0'), f32: await onGpu('f32') };
+  const errors = {
+    ue8m0: relativeError(got.ue8m0, want.ue8m0),
+    f32: relativeError(got.f32, want.f32),
+    formats: relativeError(want.ue8m0, want.f32), // what the option changes
+    w8a8: relativeError(want.f32, await reference('f32', 'weight_only')), // what W8A8 itself changes
+  };
+  console.log(`w8a8 GPU vs reference: ue8m0 ${errors.ue8m0.toExponential(2)}, amax/448 ${errors.f32.toExponential(2)}; reference ue8m0 vs amax/448 ${errors.formats.toExponential(2)}, w8a8 vs weight_only ${errors.w8a8.toExponential(2)}`);
+  expect(errors.ue8m0).toBeLessThan(1e-4);
+  expect(errors.f32).toBeLessThan(1e-4);
+  expect(errors.formats).toBeGreaterThan(100 * Math.max(errors.ue8m0, errors.f32)); // the option is applied
+  expect(relativeError(got.ue8m0, want.f32)).toBeGreaterThan(100 * errors.ue8m0);
+});
+
 it('refuses a config whose Linear inputs are not whole 128-channel groups', async () => {
   const gpu = await testGpu();
   const generated = generateCheckpoint({ config: ODD, seed: 3 });
-  const odd = await loadWeights(gpu.device, memoryDir('odd', Object.fromEntries(generated.files)));
+  const odd = await loadWeights(gpu, memoryDir('odd', Object.fromEntries(generated.files)));
   try {
     expect(parseConfig(ODD).hidden_size % 128).not.toBe(0);
     expect(() => createGpuModel(gpu, odd, { numerics: 'w8a8' })).toThrow(UnsupportedConfigError);

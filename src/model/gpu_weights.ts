@@ -9,7 +9,7 @@ import { CheckpointError, UnsupportedConfigError } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { createEmbedGather, type EmbedDtype } from '../kernels/embed_gather.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
-import type { FP8Projection, MlpWeights } from '../kernels/moe_experts.ts';
+import type { ExpertProjection, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
 import type { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { LoadedWeights } from './load_weights.ts';
 import { scaleInvName } from './weights.ts';
@@ -78,6 +78,8 @@ export interface ModelWeights {
   readonly lm_head: LinearWeight;
   /** Present when the checkpoint has an MTP layer and it was loaded. */
   readonly mtp?: MtpWeights;
+  /** How every dense MLP and expert projection is stored (one format per model). */
+  readonly expertWeights: ExpertWeightFormat;
   /** Free the f32 norm copies made here (the checkpoint buffers belong to LoadedWeights). */
   destroy(): void;
 }
@@ -92,7 +94,7 @@ const MATRIX_FORMAT: Record<string, WeightFormat> = { F8_E4M3: 'fp8', BF16: 'bf1
 export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedWeights): ModelWeights {
   const { config } = loaded;
   const owned: GPUBuffer[] = [];
-  const dtypeOf = (name: string) => loaded.checkpoint.tensors.get(name)?.dtype;
+  const dtypeOf = (name: string) => loaded.tensors.get(name)?.dtype; // as on the GPU (quantised at load or not)
   const buffer = (name: string): GPUBuffer => {
     const b = loaded.buffers.get(name);
     if (!b) throw new CheckpointError(`${name} is not loaded`);
@@ -128,15 +130,24 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
     return { name, format, weight: buffer(name), weight_scale_inv: format === 'fp8' ? buffer(scaleInvName(name)) : undefined, out, in: inDim };
   };
 
-  const fp8 = (name: string): FP8Projection => {
+  // An MLP projection as the expert kernels read it: FP8 with its scales, or BF16 alone.
+  const formats = new Set<ExpertWeightFormat>();
+  const projection = (name: string): ExpertProjection => {
     const dtype = dtypeOf(name) ?? dtypeOf(name.replace('.experts.', '.experts.0.'));
-    if (dtype !== 'F8_E4M3') throw new UnsupportedConfigError('quantization_config', `${name} is ${dtype}; the expert kernels read FP8 (F8_E4M3) MLP weights only`);
-    return { weight: buffer(name), weight_scale_inv: buffer(scaleInvName(name)) };
+    if (dtype === 'F8_E4M3') {
+      formats.add('fp8');
+      return { weight: buffer(name), weight_scale_inv: buffer(scaleInvName(name)) };
+    }
+    if (dtype === 'BF16') {
+      formats.add('bf16');
+      return { weight: buffer(name) };
+    }
+    throw new UnsupportedConfigError('torch_dtype', `${name} is ${dtype}; the expert kernels read FP8 (F8_E4M3) or BF16 MLP weights: load with weights 'fp8' to quantise it`);
   };
   const mlp = (prefix: string): MlpWeights => ({
-    gate_proj: fp8(`${prefix}.gate_proj.weight`),
-    up_proj: fp8(`${prefix}.up_proj.weight`),
-    down_proj: fp8(`${prefix}.down_proj.weight`),
+    gate_proj: projection(`${prefix}.gate_proj.weight`),
+    up_proj: projection(`${prefix}.up_proj.weight`),
+    down_proj: projection(`${prefix}.down_proj.weight`),
   });
 
   const c = config;
@@ -195,10 +206,12 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
         shared_head_head: linear(`${p}shared_head.head.weight`, c.vocab_size, d),
       };
     }
+    if (formats.size > 1) throw new UnsupportedConfigError('torch_dtype', 'the MLP weights mix FP8 and BF16; the expert kernels of one model read one format');
     pass.end();
     gpu.device.queue.submit([encoder.finish()]);
     return {
       config,
+      expertWeights: formats.has('bf16') ? 'bf16' : 'fp8',
       embed_tokens: buffer('model.embed_tokens.weight'),
       embedDtype,
       layers,

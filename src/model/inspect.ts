@@ -5,6 +5,7 @@
 import { parseConfig, type DeepseekV3Config } from '../config.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
+import { tensorsOnGpu, weightBytesOnGpu, type WeightMode } from './load_weights.ts';
 import { checkTensors, countParameters, expectedTensors, latentCacheBytesPerToken, mhaCacheBytesPerToken, type TensorMismatch } from './weights.ts';
 
 export interface InspectReport {
@@ -36,6 +37,10 @@ export interface InspectReport {
   params_mtp: number;
   bytes_total: number;
   bytes_by_dtype: Record<string, number>;
+  /** 'fp8': the release's Linears are block-scaled e4m3; 'bf16': unquantised (BF16, F16 or F32). */
+  release_weights: 'fp8' | 'bf16';
+  /** Bytes of the weight buffers on the GPU with weights 'fp8' (the default) and 'bf16' (MTP included). */
+  gpu_weight_bytes: { fp8: number; bf16: number };
   /** Bytes per cached value the cache figures assume (2: bf16, as the official deployment caches). */
   cache_bytes_per_value: number;
   latent_cache_bytes_per_token: number;
@@ -56,7 +61,8 @@ export async function inspectCheckpoint(
 export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPerValue?: number } = {}): InspectReport {
   const dir = checkpoint.dir;
   const config = parseConfig(checkpoint.configText, `${dir.description}/${CONFIG_FILE}`);
-  const { missing, unexpected, mismatched } = checkTensors(expectedTensors(config), checkpoint.tensors);
+  const expected = expectedTensors(config);
+  const { missing, unexpected, mismatched } = checkTensors(expected, checkpoint.tensors);
   const params = countParameters(config);
   const perValue = options.cacheBytesPerValue ?? 2;
   return {
@@ -69,6 +75,8 @@ export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPe
     params_mtp: params.mtp,
     bytes_total: checkpoint.totalBytes,
     bytes_by_dtype: { ...checkpoint.bytesByDtype },
+    release_weights: config.quantization_config === null ? 'bf16' : 'fp8',
+    gpu_weight_bytes: gpuWeightBytes(checkpoint, expected),
     cache_bytes_per_value: perValue,
     latent_cache_bytes_per_token: latentCacheBytesPerToken(config, perValue),
     mha_cache_bytes_per_token: mhaCacheBytesPerToken(config, perValue),
@@ -76,6 +84,12 @@ export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPe
     unexpected,
     mismatched,
   };
+}
+
+function gpuWeightBytes(checkpoint: Checkpoint, expected: ReturnType<typeof expectedTensors>): InspectReport['gpu_weight_bytes'] {
+  const tensors = [...checkpoint.tensors.values()];
+  const bytes = (mode: WeightMode) => weightBytesOnGpu(tensorsOnGpu(tensors, expected, mode).onGpu);
+  return { fp8: bytes('fp8'), bf16: bytes('bf16') };
 }
 
 function brief(c: DeepseekV3Config): InspectReport['config'] {
@@ -113,6 +127,9 @@ export function formatInspectReport(r: InspectReport): string {
     `  MoE: ${c.n_routed_experts} routed experts, top-${c.num_experts_per_tok} in ${c.topk_group} of ${c.n_group} groups, ${c.n_shared_experts} shared; MTP layers: ${c.mtp_layers}`,
     `  parameters: ${n(r.params_total)} total, ${n(r.params_active)} active per token, ${n(r.params_mtp)} in the MTP module`,
     `  bytes: ${size(r.bytes_total)} (${Object.entries(r.bytes_by_dtype).map(([d, b]) => `${d} ${size(b)}`).join(', ')})`,
+    r.release_weights === 'fp8'
+      ? `  weights: an FP8 release (e4m3, 128x128 block scales): ${size(r.gpu_weight_bytes.fp8)} on the GPU`
+      : `  weights: a BF16 release (no quantization_config): ${size(r.gpu_weight_bytes.fp8)} on the GPU quantised to FP8 at load (--weights fp8, the default), ${size(r.gpu_weight_bytes.bf16)} kept BF16 (--weights bf16)`,
     `  KV cache per token (${r.cache_bytes_per_value}-byte values): latent ${n(r.latent_cache_bytes_per_token)} B vs multi-head ${n(r.mha_cache_bytes_per_token)} B (${(r.mha_cache_bytes_per_token / r.latent_cache_bytes_per_token).toFixed(1)}x smaller)`,
   ];
   const list = (names: string[]) => names.slice(0, 10).join(', ') + (names.length > 10 ? `, ... (${names.length})` : '');

@@ -1,24 +1,42 @@
 // Load a checkpoint's tensors into GPU buffers: open and validate (config, headers, names),
 // allocate every buffer first (so an out-of-memory fails before any byte is read), then stream
-// each file's bytes in chunks. On any failure or abort every buffer made so far is destroyed.
+// each file's bytes in chunks. A release that stores its Linears unquantised (BF16 / F16 / F32)
+// has them quantised to block-scaled FP8 on the way in (weights 'fp8', the default) or kept as
+// they are (weights 'bf16'). On any failure or abort every buffer made so far is destroyed.
 
 import { parseConfig, type DeepseekV3Config } from '../config.ts';
-import { withGpuErrorScope } from '../gpu/device.ts';
+import { ArgumentError, throwIfAborted } from '../errors.ts';
+import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { ProgressCounter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
-import { throwIfAborted } from '../errors.ts';
-import { placeTensors, type WeightBuffer } from './placement.ts';
-import { assertTensors, expectedTensors } from './weights.ts';
+import { placeTensors, type GpuTensor, type WeightBuffer } from './placement.ts';
+import { Fp8Quantizer, QUANTIZE_FROM } from './quantize_on_load.ts';
+import { assertTensors, expectedTensors, scaleInvName, scaleInvShape, type ExpectedTensor } from './weights.ts';
+
+/**
+ * How the Linears that the FP8 release quantises are held on the GPU. 'fp8': block-scaled e4m3
+ * (an FP8 release as it is; a BF16 release quantised at load, half the memory). 'bf16': as the
+ * release stores them (a BF16 release stays BF16, exact; an FP8 release stays FP8).
+ */
+export const WEIGHT_MODES = ['fp8', 'bf16'] as const;
+export type WeightMode = (typeof WEIGHT_MODES)[number];
 
 export interface LoadedWeights {
   readonly config: DeepseekV3Config;
   readonly checkpoint: Checkpoint;
+  /** The tensors as they are on the GPU, by checkpoint name (quantised ones F8_E4M3, with their `_scale_inv`). */
+  readonly tensors: ReadonlyMap<string, GpuTensor>;
   /** GPU buffers by name (checkpoint names; stacked experts under their stacked name). */
   readonly buffers: ReadonlyMap<string, GPUBuffer>;
   readonly placement: ReadonlyMap<string, WeightBuffer>;
   readonly bytesOnGpu: number;
+  /** How the block-scaled Linears are held: 'fp8' when they are e4m3 on the GPU (released or quantised here). */
+  readonly weights: WeightMode;
+  /** Tensors quantised to FP8 by this load (0 for an FP8 release). */
+  readonly quantisedTensors: number;
   /** Destroy every buffer. Safe to call twice. */
   destroy(): void;
 }
@@ -29,21 +47,60 @@ export interface LoadWeightsOptions {
   /** Skip the MTP layer's tensors (when speculative decoding is off). */
   skipMtp?: boolean;
   chunkBytes?: number;
+  /** Default 'fp8'. */
+  weights?: WeightMode;
+  /** For the quantisation kernel; a fresh cache by default. */
+  pipelines?: PipelineCache;
+}
+
+/**
+ * What goes on the GPU: each tensor as stored or, for a block-scaled Linear of an unquantised
+ * release in mode 'fp8', its e4m3 codes and `_scale_inv` (quantised at load: `toQuantise`).
+ */
+export function tensorsOnGpu(
+  tensors: readonly TensorInfo[],
+  expected: ReadonlyMap<string, ExpectedTensor>,
+  mode: WeightMode,
+): { onGpu: GpuTensor[]; toQuantise: Set<TensorInfo> } {
+  const toQuantise = new Set(mode === 'fp8' ? tensors.filter((t) => expected.get(t.name)?.blockScaled && t.dtype in QUANTIZE_FROM) : []);
+  const onGpu: GpuTensor[] = [];
+  for (const t of tensors) {
+    if (!toQuantise.has(t)) {
+      onGpu.push(t);
+      continue;
+    }
+    const [rows, cols] = t.shape;
+    const scaleShape = scaleInvShape(rows, cols);
+    onGpu.push({ name: t.name, dtype: 'F8_E4M3', shape: t.shape, byteLength: rows * cols });
+    onGpu.push({ name: scaleInvName(t.name), dtype: 'F32', shape: scaleShape, byteLength: 4 * scaleShape[0] * scaleShape[1] });
+  }
+  return { onGpu, toQuantise };
+}
+
+/** Bytes of the weight buffers `tensorsOnGpu` would allocate (each padded to 4 bytes). */
+export function weightBytesOnGpu(onGpu: readonly GpuTensor[]): number {
+  return placeTensors(onGpu).reduce((sum, wb) => sum + Math.max(4, Math.ceil(wb.byteLength / 4) * 4), 0);
 }
 
 /** Load from a folder, or from a checkpoint already opened (its headers are not read again). */
-export async function loadWeights(device: GPUDevice, from: CheckpointDir | Checkpoint, options: LoadWeightsOptions = {}): Promise<LoadedWeights> {
+export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, options: LoadWeightsOptions = {}): Promise<LoadedWeights> {
   const { signal } = options;
+  const { device } = gpu;
+  const mode = options.weights ?? 'fp8';
+  if (!WEIGHT_MODES.includes(mode)) throw new ArgumentError(`weights must be one of ${WEIGHT_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
   const checkpoint = 'tensors' in from ? from : await openCheckpoint(from, { signal });
   const dir = checkpoint.dir;
   const config = parseConfig(checkpoint.configText, `${dir.description}/${CONFIG_FILE}`);
-  assertTensors(expectedTensors(config), checkpoint.tensors, dir.description);
+  const expected = expectedTensors(config);
+  assertTensors(expected, checkpoint.tensors, dir.description);
 
   const mtpPrefix = config.mtp_layer_index === null ? undefined : `model.layers.${config.mtp_layer_index}.`;
   const wanted = [...checkpoint.tensors.values()].filter((t) => !(options.skipMtp && mtpPrefix && t.name.startsWith(mtpPrefix)));
-  const placed = placeTensors(wanted);
+  const { onGpu, toQuantise } = tensorsOnGpu(wanted, expected, mode);
+  const placed = placeTensors(onGpu);
 
   const buffers = new Map<string, GPUBuffer>();
+  let quantizer: Fp8Quantizer | undefined;
   const destroy = () => {
     for (const b of buffers.values()) b.destroy();
     buffers.clear();
@@ -56,21 +113,41 @@ export async function loadWeights(device: GPUDevice, from: CheckpointDir | Check
         buffers.set(wb.name, device.createBuffer({ label: wb.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC }));
         bytesOnGpu += size;
       }
+      if (toQuantise.size > 0) quantizer = new Fp8Quantizer({ gpu, pipelines: options.pipelines ?? new PipelineCache(device) }, [...toQuantise]);
     });
 
-    const where = new Map<TensorInfo, { buffer: GPUBuffer; offset: number }>();
-    for (const wb of placed) for (const m of wb.members) where.set(m.tensor, { buffer: buffers.get(wb.name)!, offset: m.offset });
+    const where = new Map<string, { buffer: GPUBuffer; offset: number }>();
+    for (const wb of placed) for (const m of wb.members) where.set(m.tensor.name, { buffer: buffers.get(wb.name)!, offset: m.offset });
+    const place = (t: TensorInfo) => {
+      const at = where.get(t.name)!;
+      if (!toQuantise.has(t)) return at;
+      const scales = where.get(scaleInvName(t.name))!;
+      return quantizer!.writer(t, { codes: at.buffer, codeWord: at.offset / 4, scales: scales.buffer, scaleBase: scales.offset / 4 });
+    };
     const progress = new ProgressCounter(wanted.reduce((s, t) => s + t.byteLength, 0), options.onProgress);
     for (const file of checkpoint.files) {
       throwIfAborted(signal);
       const inFile = wanted.filter((t) => t.file === file);
-      await uploadTensors(device, checkpoint.sources.get(file)!, inFile, (t) => where.get(t)!, { signal, progress, chunkBytes: options.chunkBytes });
+      await uploadTensors(device, checkpoint.sources.get(file)!, inFile, place, { signal, progress, chunkBytes: options.chunkBytes });
     }
     await device.queue.onSubmittedWorkDone();
-    const placement = new Map(placed.map((wb) => [wb.name, wb]));
-    return { config, checkpoint, buffers, placement, bytesOnGpu, destroy };
+    const placement = new Map(placed.map((wb) => [wb.name, wb as WeightBuffer]));
+    const fp8OnGpu = [...expected].some(([name, t]) => t.blockScaled && onGpu.some((g) => g.name === name && g.dtype === 'F8_E4M3'));
+    return {
+      config,
+      checkpoint,
+      tensors: new Map(onGpu.map((t) => [t.name, t])),
+      buffers,
+      placement,
+      bytesOnGpu,
+      weights: fp8OnGpu ? 'fp8' : 'bf16',
+      quantisedTensors: toQuantise.size,
+      destroy,
+    };
   } catch (err) {
     destroy();
     throw err;
+  } finally {
+    quantizer?.destroy();
   }
 }

@@ -55,11 +55,14 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
 
   // w8a8: each FP8 Linear's input rounded in place (x feeds only q and kv_a here, q_a's norm only
   // q_b_proj, o only o_proj).
-  const round = (x: GPUBuffer, K: number, name: string, into: PreparedCall[], fp8: boolean) => {
-    if (k.actRound && fp8) into.push(keep(k.actRound.prepare({ M: T, K, x, label: `${label}.${name}.act_quant` })));
+  // x feeds q_a_proj and kv_a_proj_with_mqa, plain Linears officially: they take the config's
+  // scale_fmt (with a plain q_proj, a ColumnParallelLinear, gpu_model.ts refuses ue8m0).
+  const round = (x: GPUBuffer, K: number, name: string, into: PreparedCall[], fp8: boolean, scaleFmt = false) => {
+    const kernel = scaleFmt ? k.actRoundScaleFmt : k.actRound;
+    if (kernel && fp8) into.push(keep(kernel.prepare({ M: T, K, x, label: `${label}.${name}.act_quant` })));
   };
   try {
-    round(acts.x, c.hidden_size, 'x', before, w.kv_a_proj_with_mqa.format === 'fp8');
+    round(acts.x, c.hidden_size, 'x', before, w.kv_a_proj_with_mqa.format === 'fp8', true);
     if (w.q_proj) {
       before.push(keep(k.linear.prepare(w.q_proj, { M: T, x: acts.x, y: acts.q, label: `${label}.q_proj` })));
     } else {

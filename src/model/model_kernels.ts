@@ -11,7 +11,7 @@ import { createEmbedGather, type EmbedDtype, type EmbedGather } from '../kernels
 import { createMlaAbsorbQ, createMlaExpandO, type AbsorbQArgs, type ExpandOArgs, type MlaAbsorb } from '../kernels/mla_absorb.ts';
 import { createMlaDecode, type MlaDecodeArgs, type PreparedMlaDecode } from '../kernels/mla_decode.ts';
 import { createMlaPrefill, type MlaPrefillArgs, type PreparedMlaPrefill } from '../kernels/mla_prefill.ts';
-import { createMlp, createMoeExperts, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
+import { createMlp, createMoeExperts, type ExpertWeightFormat, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
 import { createMoeRoute, type MoeRouteArgs } from '../kernels/moe_route.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import { createRmsNorm, type RmsNorm } from '../kernels/rmsnorm.ts';
@@ -30,8 +30,17 @@ export type ModelNumerics = 'weight_only' | 'w8a8';
 /** The kernels (pipelines) one model uses, created once and shared by all its plans: a plan only prepares calls against them. */
 export interface ModelKernels extends KernelContext {
   readonly numerics: ModelNumerics;
-  /** w8a8 only: round x [M, K] in place to what act_quant makes of it. */
+  /**
+   * w8a8 only: round x [M, K] to what act_quant makes of it, with amax / 448 scales: the input of
+   * the official ColumnParallelLinear / RowParallelLinear modules (q_proj, q_b_proj, o_proj, dense
+   * MLP, shared experts), which never pass scale_fmt on.
+   */
   readonly actRound?: Kernel<ActRoundArgs>;
+  /**
+   * w8a8 only: the same with the config's scale_fmt (ue8m0: powers of two), for the official plain
+   * Linear modules (q_a_proj, kv_a_proj_with_mqa, routed experts). actRound itself without scale_fmt.
+   */
+  readonly actRoundScaleFmt?: Kernel<ActRoundArgs>;
   readonly linear: LinearKernels;
   readonly rmsnorm: RmsNorm;
   /** x += delta, then y = RMSNorm(x): the residual add fused with the next norm. */
@@ -40,6 +49,8 @@ export interface ModelKernels extends KernelContext {
   readonly mlaDecode: Kernel<MlaDecodeArgs, PreparedMlaDecode>;
   readonly mlaPrefill: Kernel<MlaPrefillArgs, PreparedMlaPrefill>;
   readonly route: Kernel<MoeRouteArgs>;
+  /** How the MLP and expert weights are stored: the format `experts` and `mlp` read. */
+  readonly expertWeights: ExpertWeightFormat;
   readonly experts: MoeExperts;
   readonly mlp: Kernel<MlpArgs>;
   readonly add: Kernel<AddArgs>;
@@ -51,7 +62,14 @@ export interface ModelKernels extends KernelContext {
   embed(dtype: EmbedDtype): EmbedGather;
 }
 
-export function createModelKernels(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, strategies: LinearStrategies = {}, numerics: ModelNumerics = 'weight_only'): ModelKernels {
+export function createModelKernels(
+  gpu: Gpu,
+  pipelines: PipelineCache,
+  config: DeepseekV3Config,
+  strategies: LinearStrategies = {},
+  numerics: ModelNumerics = 'weight_only',
+  expertWeights: ExpertWeightFormat = 'fp8',
+): ModelKernels {
   const ctx: KernelContext = { gpu, pipelines };
   const byFormat = <K>(make: (format: WeightFormat) => K) => {
     const made = new Map<WeightFormat, K>();
@@ -63,11 +81,15 @@ export function createModelKernels(gpu: Gpu, pipelines: PipelineCache, config: D
   };
   const embeds = new Map<EmbedDtype, EmbedGather>();
   const w8a8 = numerics === 'w8a8';
+  // scale_fmt "ue8m0" (V3.1): act_quant rounds its scales up to powers of two, for plain Linears only.
+  const scaleFormat = config.quantization_config?.scale_fmt === 'ue8m0' ? 'ue8m0' : 'f32';
+  const actRound = createActRound(ctx);
   return {
     gpu,
     pipelines,
     numerics,
-    actRound: w8a8 ? createActRound(ctx) : undefined,
+    actRound: w8a8 ? actRound : undefined,
+    actRoundScaleFmt: w8a8 ? (scaleFormat === 'ue8m0' ? createActRound(ctx, { scaleFormat }) : actRound) : undefined,
     linear: createLinearKernels(ctx, strategies),
     rmsnorm: createRmsNorm(ctx),
     addRmsnorm: createRmsNorm(ctx, { addResidual: true }),
@@ -75,8 +97,10 @@ export function createModelKernels(gpu: Gpu, pipelines: PipelineCache, config: D
     mlaDecode: createMlaDecode(ctx),
     mlaPrefill: createMlaPrefill(ctx, { kvLoraRank: config.kv_lora_rank }),
     route: createMoeRoute(ctx),
-    experts: createMoeExperts(ctx, { roundHidden: w8a8 }),
-    mlp: createMlp(ctx, { roundHidden: w8a8 }),
+    expertWeights,
+    // W8A8 rounds activations for FP8 weights only (the official linear() runs BF16 weights as they are).
+    experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights }),
+    mlp: createMlp(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', weights: expertWeights }), // dense MLP and shared experts: amax / 448
     add: createAdd(ctx),
     sample: createSample(ctx),
     repetitionPenalty: createRepetitionPenalty(ctx),

@@ -21,7 +21,7 @@ let loaded: LoadedWeights;
 let model: GpuModel;
 beforeAll(async () => {
   const gpu = await testGpu();
-  loaded = await loadWeights(gpu.device, nodeDir(officialFixture()));
+  loaded = await loadWeights(gpu, nodeDir(officialFixture()));
   model = createGpuModel(gpu, loaded, { prefillChunk: 12 });
 });
 afterAll(() => {

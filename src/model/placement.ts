@@ -7,17 +7,25 @@
 
 import { CheckpointError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
-import type { TensorInfo } from '../io/safetensors.ts';
+
+/** A tensor as it will be on the GPU (a checkpoint's, or one the loader makes from it). */
+export interface GpuTensor {
+  readonly name: string;
+  /** safetensors dtype name of the GPU bytes: "F8_E4M3", "BF16", "F32", ... */
+  readonly dtype: string;
+  readonly shape: readonly number[];
+  readonly byteLength: number;
+}
 
 const EXPERT = /^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(.+)$/;
 
-export interface WeightBuffer {
+export interface WeightBuffer<T extends GpuTensor = GpuTensor> {
   /** The buffer's name: the tensor's own, or the stacked name for experts. */
   readonly name: string;
   readonly byteLength: number;
   /** For stacked experts: bytes between consecutive slots. */
   readonly slotBytes?: number;
-  readonly members: ReadonlyArray<{ tensor: TensorInfo; offset: number }>;
+  readonly members: ReadonlyArray<{ tensor: T; offset: number }>;
 }
 
 /** The stacked buffer name of a routed-expert tensor, or undefined for other tensors. */
@@ -27,9 +35,9 @@ export function stackedExpertName(name: string): { stacked: string; expert: numb
 }
 
 /** Group tensors into GPU buffers. Stacked experts must be numbered 0..E-1 with equal shapes. */
-export function placeTensors(tensors: Iterable<TensorInfo>): WeightBuffer[] {
-  const single: WeightBuffer[] = [];
-  const stacks = new Map<string, TensorInfo[]>();
+export function placeTensors<T extends GpuTensor>(tensors: Iterable<T>): WeightBuffer<T>[] {
+  const single: WeightBuffer<T>[] = [];
+  const stacks = new Map<string, T[]>();
   for (const t of tensors) {
     const s = stackedExpertName(t.name);
     if (!s) {
@@ -40,7 +48,7 @@ export function placeTensors(tensors: Iterable<TensorInfo>): WeightBuffer[] {
     slots[s.expert] = t;
     stacks.set(s.stacked, slots);
   }
-  const stacked: WeightBuffer[] = [];
+  const stacked: WeightBuffer<T>[] = [];
   for (const [name, slots] of stacks) {
     const first = slots[0];
     for (let e = 0; e < slots.length; e++) {

@@ -33,7 +33,7 @@ let loaded: LoadedWeights;
 let model: GpuModel;
 beforeAll(async () => {
   const gpu = await testGpu();
-  loaded = await loadWeights(gpu.device, nodeDir(MODEL));
+  loaded = await loadWeights(gpu, nodeDir(MODEL));
   model = createGpuModel(gpu, loaded, { prefillChunk: 64 });
 });
 afterAll(() => {

@@ -67,9 +67,22 @@ describe('expectedTensors', () => {
     }
     expect(expected.get('model.layers.0.self_attn.kv_a_proj_with_mqa.weight')!.shape).toEqual([288, 128]);
     expect(expected.get('model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv')!.shape).toEqual([3, 1]);
-    expect(expected.get('model.layers.4.eh_proj.weight')).toEqual({ shape: [128, 256], dtype: 'bf16', kind: 'linear' });
+    expect(expected.get('model.layers.4.eh_proj.weight')).toEqual({ shape: [128, 256], dtype: 'bf16', kind: 'linear', blockScaled: false });
     expect(expected.has('model.layers.4.eh_proj.weight_scale_inv')).toBe(false);
     expect(names[0]).toBe('model.embed_tokens.weight');
+  });
+
+  it('expects the same Linears in BF16 without scales in a release without quantization_config', () => {
+    const fp8 = expectedTensors(fixtureConfig);
+    const bf16 = expectedTensors(config({ quantization_config: null }));
+    for (const [name, t] of fp8) {
+      if (t.kind === 'scale_inv') expect(bf16.has(name)).toBe(false);
+      else if (t.dtype === 'fp8') expect(bf16.get(name)).toEqual({ ...t, dtype: 'bf16', blockScaled: true });
+      else expect(bf16.get(name)).toEqual(t);
+    }
+    expect(bf16.size).toBe([...fp8.values()].filter((t) => t.kind !== 'scale_inv').length);
+    // Only the Linears the FP8 release quantises are block-scaled: not eh_proj, router or head.
+    expect([...bf16].filter(([, t]) => t.blockScaled).every(([n]) => /(self_attn|mlp)\..*proj(_with_mqa)?\.weight$/.test(n) && !n.endsWith('mlp.gate.weight'))).toBe(true);
   });
 
   it('has a plain q_proj when q_lora_rank is null', () => {

@@ -20,6 +20,12 @@ export interface ExpectedTensor {
   readonly shape: readonly number[];
   readonly dtype: WeightClass;
   readonly kind: TensorKind;
+  /**
+   * A Linear the FP8 release stores as e4m3 with 128x128 block scales (attention projections,
+   * dense MLP, shared and routed experts). In a release without quantization_config it is BF16,
+   * and the loader quantises it the same way unless asked to keep it (load_weights.ts).
+   */
+  readonly blockScaled: boolean;
 }
 
 /** A tensor as a safetensors header describes it (dtype as written there: "BF16", "F8_E4M3", ...). */
@@ -46,10 +52,11 @@ export function scaleInvShape(out: number, inDim: number): [number, number] {
 
 /**
  * Every tensor of the checkpoint, in module order: embedding, layers 0..L-1, final norm, lm_head,
- * then the MTP layer (index num_hidden_layers). Each FP8 weight is followed by its `_scale_inv`.
+ * then the MTP layer (index num_hidden_layers). Each FP8 weight is followed by its `_scale_inv`;
+ * a release without quantization_config has the same names, BF16, and no scales.
  */
 export function expectedTensors(config: DeepseekV3Config): ReadonlyMap<string, ExpectedTensor> {
-  const t = new TensorTable();
+  const t = new TensorTable(config.quantization_config !== null);
   const d = config.hidden_size;
   t.add('model.embed_tokens.weight', [config.vocab_size, d], 'bf16', 'embedding');
   for (let L = 0; L < config.num_hidden_layers; L++) addDecoderLayer(t, config, L);
@@ -109,13 +116,16 @@ function addMlp(t: TensorTable, p: string, d: number, inter: number): void {
 class TensorTable {
   readonly map = new Map<string, ExpectedTensor>();
 
-  add(name: string, shape: number[], dtype: WeightClass, kind: TensorKind): void {
-    this.map.set(name, Object.freeze({ shape: Object.freeze(shape), dtype, kind }));
+  constructor(private readonly quantised: boolean) {}
+
+  add(name: string, shape: number[], dtype: WeightClass, kind: TensorKind, blockScaled = false): void {
+    this.map.set(name, Object.freeze({ shape: Object.freeze(shape), dtype, kind, blockScaled }));
   }
 
-  /** An FP8 Linear weight [out, in] and its block scales. */
+  /** A block-scaled Linear [out, in]: FP8 with its scales in a quantised release, else BF16 alone. */
   fp8(name: string, out: number, inDim: number): void {
-    this.add(name, [out, inDim], 'fp8', 'linear');
+    if (!this.quantised) return this.add(name, [out, inDim], 'bf16', 'linear', true);
+    this.add(name, [out, inDim], 'fp8', 'linear', true);
     this.add(scaleInvName(name), scaleInvShape(out, inDim), 'f32', 'scale_inv');
   }
 }

@@ -9,6 +9,9 @@ import { nodeDir } from '../io/node_source.ts';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
 import { repetitionPenaltyRef } from '../kernels/repetition_penalty.ref.ts';
 import { argmaxRef } from '../kernels/sample.ref.ts';
+import { memoryDir } from '../io/sources.ts';
+import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
+import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createLocalEngine } from './engine.ts';
 import type { Engine, GenerateChunk } from './types.ts';
 
@@ -242,5 +245,25 @@ describe('local engine options', () => {
     const gpu = await testGpu();
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 100000 })).rejects.toThrow(/maxContext must be an integer in \[2, 512\]/);
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), cacheBudgetBytes: Number.NaN })).rejects.toThrow(/cacheBudgetBytes/);
+  });
+
+  it("reports how the Linears are held: a BF16 release is 'fp8' by default, 'bf16' when asked; a bad mode is refused", async () => {
+    const gpu = await testGpu();
+    const release = generateCheckpoint({ config: { ...ODD, quantization_config: null }, seed: 5 });
+    const dir = memoryDir('odd-bf16', Object.fromEntries(release.files));
+    for (const weights of [undefined, 'bf16'] as const) {
+      const local = await createLocalEngine({ gpu, dir, maxContext: 16, weights });
+      try {
+        expect(local.info.weights).toBe(weights ?? 'fp8');
+        expect((await collect(local.generate([1, 2, 3], { temperature: 0, maxTokens: 2, ignoreEos: true }))).ids).toHaveLength(2);
+      } finally {
+        await local.unload();
+      }
+    }
+    await expect(createLocalEngine({ gpu, dir, weights: 'int4' as 'fp8' })).rejects.toThrow(ArgumentError);
+    // An FP8 release stays FP8 whatever is asked.
+    const fp8Release = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 16, weights: 'bf16' });
+    expect(fp8Release.info.weights).toBe('fp8');
+    await fp8Release.unload();
   });
 });

@@ -9,7 +9,7 @@ import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { createGpuModel, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
 import type { ModelNumerics } from '../model/model_kernels.ts';
-import { loadWeights, type LoadedWeights } from '../model/load_weights.ts';
+import { loadWeights, type LoadedWeights, type WeightMode } from '../model/load_weights.ts';
 import { countParameters } from '../model/weights.ts';
 import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
@@ -36,6 +36,12 @@ export interface LocalEngineOptions {
   prefillChunk?: number;
   /** 'w8a8': activations rounded to FP8 before every FP8 Linear, as the official fp8 path (research; slower). */
   numerics?: ModelNumerics;
+  /**
+   * How a release's BF16 Linears are held: 'fp8' (default) quantises them at load to block-scaled
+   * e4m3, as an FP8 release stores them (half the memory); 'bf16' keeps them exact. An FP8
+   * release stays FP8 either way.
+   */
+  weights?: WeightMode;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
 }
@@ -72,8 +78,9 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   }
   // A checkpoint without tokenizer.json still runs on token ids (generate(ids), logits).
   const tokenizer = (await dir.exists(TOKENIZER_FILE, signal)) ? await loadTokenizerFromDir(dir, signal) : undefined;
-  const loaded = await loadWeights(gpu.device, checkpoint, {
+  const loaded = await loadWeights(gpu, checkpoint, {
     signal,
+    weights: options.weights,
     onProgress: (p) => options.onProgress?.({ phase: 'weights', ...p }),
   });
   let model: GpuModel;
@@ -114,6 +121,7 @@ class LocalEngine implements Engine {
       config: c,
       parameters: counts.total,
       hasMtp: model.weights.mtp !== undefined,
+      weights: loaded.weights,
       moeLayers: model.weights.layers.filter((l) => l.moe).map((l) => l.index),
       cacheBytesPerToken: { latent: 4 * c.latent_cache_dim * cacheLayers, mha: 4 * c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * cacheLayers },
     };

@@ -176,6 +176,8 @@ export interface ModelInfo {
   config: import('../config.ts').DeepseekV3Config;
   parameters: number;
   hasMtp: boolean;
+  /** How the Linears the FP8 release quantises are held on the GPU: 'fp8' (released, or quantised at load) or 'bf16'. */
+  weights: import('../model/load_weights.ts').WeightMode;
   /** Indices of the MoE layers (the rest are dense). */
   moeLayers: number[];
   /** Latent cache bytes per token (all layers), and what multi-head attention's K and V cache would take. */

@@ -1,10 +1,10 @@
 // Test support for the expert kernels (moe_experts, moe_group): random routings shaped like the
-// router's, and random stacked FP8 expert weights laid out as src/model/placement.ts places them.
+// router's, and random stacked FP8 or bf16 expert weights laid out as src/model/placement.ts places them.
 
 import { align4, uploadBuffer } from '../gpu/buffers.ts';
 import { randomWeight } from './random_weights.ts';
 import type { ExpertWeights, StackedExpertWeight } from '../kernels/moe_experts.ref.ts';
-import type { FP8Projection, MlpWeights } from '../kernels/moe_experts.ts';
+import type { ExpertProjection, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
 
 /**
  * Each token's topk distinct experts in random order (as the router makes them): `hot` is chosen
@@ -28,10 +28,17 @@ export function randomRouting(next: () => number, tokens: number, topk: number, 
 }
 
 /**
- * E experts' random [rows, cols] FP8 weights (all finite codes, random block scales), stacked. The
- * padding bytes between slots hold the NaN code 0x7F: a kernel that reads them as weights shows.
+ * E experts' random [rows, cols] weights, stacked: fp8 (all finite codes, random block scales) or
+ * bf16 (normal values). The padding bytes between slots hold NaN (the e4m3 code 0x7F, the bf16
+ * 0xFFFF): a kernel that reads them as weights shows.
  */
-export function randomStack(next: () => number, experts: number, rows: number, cols: number): StackedExpertWeight {
+export function randomStack(next: () => number, experts: number, rows: number, cols: number, format: ExpertWeightFormat = 'fp8'): StackedExpertWeight {
+  if (format === 'bf16') {
+    const slot = align4(2 * rows * cols);
+    const bytes = new Uint8Array(experts * slot).fill(0xff);
+    for (let e = 0; e < experts; e++) bytes.set(randomWeight('bf16', rows, cols, next).bytes, e * slot);
+    return { format, bytes };
+  }
   const slot = align4(rows * cols);
   const bytes = new Uint8Array(experts * slot).fill(0x7f);
   const scales: Float32Array[] = [];
@@ -42,21 +49,22 @@ export function randomStack(next: () => number, experts: number, rows: number, c
   }
   const scale = new Float32Array(scales.reduce((n, s) => n + s.length, 0));
   scales.forEach((s, e) => scale.set(s, e * s.length));
-  return { bytes, scale };
+  return { format, bytes, scale };
 }
 
-export function randomExperts(next: () => number, experts: number, hidden: number, inter: number): ExpertWeights {
+export function randomExperts(next: () => number, experts: number, hidden: number, inter: number, format: ExpertWeightFormat = 'fp8'): ExpertWeights {
   return {
-    gate_proj: randomStack(next, experts, inter, hidden),
-    up_proj: randomStack(next, experts, inter, hidden),
-    down_proj: randomStack(next, experts, hidden, inter),
+    gate_proj: randomStack(next, experts, inter, hidden, format),
+    up_proj: randomStack(next, experts, inter, hidden, format),
+    down_proj: randomStack(next, experts, hidden, inter, format),
   };
 }
 
+/** The stacks on the GPU, as MlpWeights (weight_scale_inv for fp8 stacks only). */
 export function uploadExperts(device: GPUDevice, w: ExpertWeights): MlpWeights & { destroy(): void } {
-  const up = (name: string, s: StackedExpertWeight): FP8Projection => ({
+  const up = (name: string, s: StackedExpertWeight): ExpertProjection => ({
     weight: uploadBuffer(device, s.bytes, `${name}.weight`),
-    weight_scale_inv: uploadBuffer(device, s.scale, `${name}.weight_scale_inv`),
+    weight_scale_inv: s.format === 'fp8' ? uploadBuffer(device, s.scale, `${name}.weight_scale_inv`) : undefined,
   });
   const gpu = { gate_proj: up('gate_proj', w.gate_proj), up_proj: up('up_proj', w.up_proj), down_proj: up('down_proj', w.down_proj) };
   return {
@@ -64,7 +72,7 @@ export function uploadExperts(device: GPUDevice, w: ExpertWeights): MlpWeights &
     destroy() {
       for (const p of Object.values(gpu)) {
         p.weight.destroy();
-        p.weight_scale_inv.destroy();
+        p.weight_scale_inv?.destroy();
       }
     },
   };

@@ -268,6 +268,8 @@ describe('worker client over a MessageChannel', () => {
 describe('loadRequest', () => {
   it('sends URLs as absolute strings and Files as an array; refuses what cannot cross', () => {
     expect(loadRequest({ model: new URL('http://localhost/m/'), maxContext: 64 })).toEqual({ model: 'http://localhost/m/', maxContext: 64 });
+    // every engine option that shapes the load crosses (numerics was once dropped here)
+    expect(loadRequest({ model: 'http://localhost/m/', numerics: 'w8a8', weights: 'bf16' })).toMatchObject({ numerics: 'w8a8', weights: 'bf16' });
     const files = [new File(['{}'], 'config.json')];
     expect(loadRequest({ model: { length: 1, 0: files[0] } as ArrayLike<File> }).model).toEqual(files);
     const dir = { description: 'memory', open: async () => undefined, exists: async () => false } as never;

@@ -13,7 +13,7 @@ expose(
     const dir = resolveModelSource(model, { cacheShards });
     const gpu = await openBrowserGpu();
     try {
-      // The load request's engine options (maxContext, cacheBudgetBytes, prefillChunk) as the page gave them.
+      // The load request's engine options (maxContext, cacheBudgetBytes, prefillChunk, numerics, weights) as the page gave them.
       const engine = await createLocalEngine({ ...limits, gpu, dir, onProgress, signal, ownsGpu: true });
       return { engine, lost: gpu.lost };
     } catch (err) {

@@ -9,7 +9,8 @@ import { checkTensors, expectedTensors } from '../../src/model/weights.ts';
 import { e4m3ToF32 as decodeE4m3 } from '../../src/kernels/fp8_e4m3.ref.ts';
 import { EDGE_CODES, generateCheckpoint } from './generate.ts';
 import { DEEPSEEK_V3_671B, ODD, TINY } from './presets.ts';
-import { bf16Bytes, bf16Values, quantizeFp8 } from './tensor_data.ts';
+import { quantizeFp8 } from '../../src/kernels/quantize_fp8.ref.ts';
+import { bf16Bytes, bf16Values } from './tensor_data.ts';
 import { writeCheckpoint } from './write.ts';
 
 /** Every tensor of a generated checkpoint: its header entry and its bytes, from whichever file holds it. */

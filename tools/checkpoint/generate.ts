@@ -15,7 +15,8 @@ import { ArgumentError } from '../../src/errors.ts';
 import { writeSafetensors } from '../../src/io/safetensors_write.ts';
 import { rng, randn } from '../../src/gpu/testing.ts';
 import { expectedTensors, scaleInvName, type ExpectedTensor } from '../../src/model/weights.ts';
-import { bf16Bytes, f32Bytes, quantizeFp8 } from './tensor_data.ts';
+import { quantizeFp8 } from '../../src/kernels/quantize_fp8.ref.ts';
+import { bf16Bytes, f32Bytes } from './tensor_data.ts';
 
 export type GeneratedDtype = 'F8_E4M3' | 'BF16' | 'F32' | 'F16';
 
@@ -102,11 +103,15 @@ export function generateTensors(config: DeepseekV3Config, seed: number, maxBytes
     const copyOf = mtpCopySource(config, name);
     if (copyOf) {
       push({ ...made.get(copyOf)!, name });
-    } else if (spec.dtype === 'fp8') {
+    } else if (spec.blockScaled) {
       const [rows, cols] = spec.shape;
       const std = (1 / Math.sqrt(cols)) * (/(o_proj|down_proj)\.weight$/.test(name) ? residualScale : 1);
       const w = randn(next, n, std);
       scaleBlocks(w, rows, cols, next);
+      if (spec.dtype !== 'fp8') {
+        push({ name, dtype: 'BF16', shape: spec.shape, data: bf16Bytes(w) }); // a release without quantization_config
+        continue;
+      }
       const { codes, scaleInv } = quantizeFp8(w, rows, cols);
       if (name === edgeTarget && cols >= EDGE_CODES.length) codes.set(EDGE_CODES, 0);
       push({ name, dtype: 'F8_E4M3', shape: spec.shape, data: codes });

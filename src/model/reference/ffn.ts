@@ -5,7 +5,7 @@
 
 import { isMoeLayer, type DeepseekV3Config } from '../../config.ts';
 import { moeRouteRef } from '../../kernels/moe_route.ref.ts';
-import { linear, swiglu } from './ops.ts';
+import { linear, swiglu, type ActRounding } from './ops.ts';
 import type { ReferenceWeights } from './tensors.ts';
 
 /** One token's routed experts, best first (descending biased score), with their weights. */
@@ -21,13 +21,17 @@ export interface FfnResult {
   routing: RouterChoice[] | null;
 }
 
-/** FFN(x) for x [T, hidden_size] = RMSNorm(h; post_attention_layernorm). */
-export function ffn(weights: ReferenceWeights, config: DeepseekV3Config, layer: number, x: Float32Array, T: number): FfnResult {
+/**
+ * FFN(x) for x [T, hidden_size] = RMSNorm(h; post_attention_layernorm). rounding (W8A8): the dense
+ * MLP and shared experts (parallel Linears officially) round with `parallel`, the routed experts
+ * (plain Linears) with `plain`; the router (a BF16 weight) reads x as it is.
+ */
+export function ffn(weights: ReferenceWeights, config: DeepseekV3Config, layer: number, x: Float32Array, T: number, rounding: ActRounding | null = null): FfnResult {
   const p = `model.layers.${layer}.mlp.`;
   const d = config.hidden_size;
-  const mlp = (prefix: string, inter: number, rows: Float32Array, n: number) =>
-    swiglu(rows, n, d, inter, weights.get(`${prefix}gate_proj.weight`), weights.get(`${prefix}up_proj.weight`), weights.get(`${prefix}down_proj.weight`));
-  if (!isMoeLayer(config, layer)) return { y: mlp(p, config.intermediate_size, x, T), routing: null };
+  const mlp = (prefix: string, inter: number, rows: Float32Array, n: number, round: ActRounding['plain'] | null) =>
+    swiglu(rows, n, d, inter, weights.get(`${prefix}gate_proj.weight`), weights.get(`${prefix}up_proj.weight`), weights.get(`${prefix}down_proj.weight`), round);
+  if (!isMoeLayer(config, layer)) return { y: mlp(p, config.intermediate_size, x, T, rounding?.parallel ?? null), routing: null };
 
   // Router: f32 logits x Wg^T, then sigmoid, bias for choosing, group-limited top-k.
   const E = config.n_routed_experts;
@@ -52,13 +56,13 @@ export function ffn(weights: ReferenceWeights, config: DeepseekV3Config, layer: 
     if (tokens.length === 0) continue;
     const rows = new Float32Array(tokens.length * d);
     tokens.forEach((t, i) => rows.set(x.subarray(t * d, (t + 1) * d), i * d));
-    const out = mlp(`${p}experts.${e}.`, inter, rows, tokens.length);
+    const out = mlp(`${p}experts.${e}.`, inter, rows, tokens.length, rounding?.plain ?? null);
     tokens.forEach((t, i) => {
       for (let j = 0; j < d; j++) acc[t * d + j] += Math.fround(out[i * d + j] * gates[i]);
     });
   }
   if (config.n_shared_experts > 0) {
-    const shared = mlp(`${p}shared_experts.`, config.n_shared_experts * inter, x, T);
+    const shared = mlp(`${p}shared_experts.`, config.n_shared_experts * inter, x, T, rounding?.parallel ?? null);
     for (let i = 0; i < acc.length; i++) acc[i] += shared[i];
   }
 

@@ -15,8 +15,9 @@ import { ArgumentError } from '../../errors.ts';
 import { ropeInvFreq } from '../../kernels/rope_tables.ts';
 import { ffn, type RouterChoice } from './ffn.ts';
 import { ReferenceLatentCache, mla, type AttentionForm } from './mla.ts';
-import { addInto, argmax, linear, rmsNorm, splitRows } from './ops.ts';
+import { actRounding, addInto, argmax, linear, rmsNorm, splitRows, type ActRounding } from './ops.ts';
 import type { ReferenceWeights } from './tensors.ts';
+import type { ModelNumerics } from '../model_kernels.ts';
 
 export interface ReferenceOptions {
   /** 'absorbed' (the official default) or 'naive'; equal up to rounding. */
@@ -25,6 +26,11 @@ export interface ReferenceOptions {
   cache?: ReferenceLatentCache;
   /** Keep the residual stream: `embed`, `after_block.<L>`, `final_norm`. */
   intermediates?: boolean;
+  /**
+   * 'weight_only' (default) or 'w8a8': every FP8 Linear's input rounded by act_quant first, with
+   * the config's scale_fmt where the official code passes it on (ops.ts ActRounding; MATH.md 5).
+   */
+  numerics?: ModelNumerics;
 }
 
 export interface ReferenceOutput {
@@ -40,7 +46,7 @@ export interface ReferenceOutput {
   cache: ReferenceLatentCache;
 }
 
-/** One decoder layer over h [T, hidden_size], in place; returns the routing of a MoE layer. */
+/** One decoder layer over h [T, hidden_size], in place; returns the routing of a MoE layer. rounding: W8A8 (null: weight-only). */
 export function decoderLayer(
   weights: ReferenceWeights,
   config: DeepseekV3Config,
@@ -49,15 +55,16 @@ export function decoderLayer(
   positions: Uint32Array,
   cache: ReferenceLatentCache,
   form: AttentionForm,
+  rounding: ActRounding | null = null,
 ): RouterChoice[] | null {
   const T = positions.length;
   const d = config.hidden_size;
   const p = `model.layers.${layer}.`;
   const attnIn = rmsNorm(h, T, d, weights.get(`${p}input_layernorm.weight`), config.rms_norm_eps);
   const invFreq = ropeInvFreq(config);
-  addInto(h, mla({ weights, config, layer, x: attnIn, positions, cache: cache.layer(layer), invFreq, form }));
+  addInto(h, mla({ weights, config, layer, x: attnIn, positions, cache: cache.layer(layer), invFreq, form, rounding }));
   const ffnIn = rmsNorm(h, T, d, weights.get(`${p}post_attention_layernorm.weight`), config.rms_norm_eps);
-  const { y, routing } = ffn(weights, config, layer, ffnIn, T);
+  const { y, routing } = ffn(weights, config, layer, ffnIn, T, rounding);
   addInto(h, y);
   return routing;
 }
@@ -84,6 +91,7 @@ export function positionsFrom(start: number, T: number): Uint32Array {
 export function referenceForward(weights: ReferenceWeights, config: DeepseekV3Config, tokens: readonly number[], options: ReferenceOptions = {}): ReferenceOutput {
   if (tokens.length === 0) throw new ArgumentError('referenceForward needs at least one token');
   const form = options.attention ?? 'absorbed';
+  const rounding = actRounding(config, options.numerics);
   const cache = options.cache ?? new ReferenceLatentCache();
   const T = tokens.length;
   const d = config.hidden_size;
@@ -97,7 +105,7 @@ export function referenceForward(weights: ReferenceWeights, config: DeepseekV3Co
   keep('embed', h);
   const router = new Map<number, RouterChoice[]>();
   for (let L = 0; L < config.num_hidden_layers; L++) {
-    const routing = decoderLayer(weights, config, L, h, positions, cache, form);
+    const routing = decoderLayer(weights, config, L, h, positions, cache, form, rounding);
     if (routing) router.set(L, routing);
     keep(`after_block.${L}`, h);
   }
@@ -126,14 +134,14 @@ export function referenceGreedy(
   config: DeepseekV3Config,
   prompt: readonly number[],
   steps: number,
-  options: { attention?: AttentionForm } = {},
+  options: { attention?: AttentionForm; numerics?: ModelNumerics } = {},
 ): GreedyResult {
   const cache = new ReferenceLatentCache();
   const tokens: number[] = [];
   const stepLogits: Float32Array[] = [];
   let next: readonly number[] = prompt;
   while (tokens.length < steps) {
-    const { logits } = referenceForward(weights, config, next, { attention: options.attention, cache });
+    const { logits } = referenceForward(weights, config, next, { attention: options.attention, numerics: options.numerics, cache });
     const last = logits[logits.length - 1];
     stepLogits.push(last);
     tokens.push(argmax(last));

@@ -7,7 +7,7 @@
 
 import type { DeepseekV3Config } from '../../config.ts';
 import { ropeRef } from '../../kernels/rope_yarn.ref.ts';
-import { linear, rmsNorm } from './ops.ts';
+import { linear, rmsNorm, roundInput, type ActRounding } from './ops.ts';
 import type { ReferenceWeights } from './tensors.ts';
 
 export type AttentionForm = 'absorbed' | 'naive';
@@ -46,10 +46,16 @@ export interface MlaArgs {
   /** [qk_rope_head_dim / 2] YaRN inverse frequencies (kernels/rope_tables.ts ropeInvFreq). */
   invFreq: Float32Array;
   form: AttentionForm;
+  /**
+   * W8A8: each FP8 Linear's input rounded first, x with `plain` for q_a_proj / kv_a_proj_with_mqa
+   * and with `parallel` for q_proj, the others with `parallel` (kv_b_proj in the naive form only:
+   * the absorbed one multiplies the dequantised weight). null or absent: weight-only.
+   */
+  rounding?: ActRounding | null;
 }
 
 /** [T, hidden_size] the attention output (after o_proj). Row s attends to positions 0 .. positions[s]. */
-export function mla({ weights, config: c, layer, x, positions, cache, invFreq, form }: MlaArgs): Float32Array {
+export function mla({ weights, config: c, layer, x, positions, cache, invFreq, form, rounding = null }: MlaArgs): Float32Array {
   const T = positions.length;
   const d = c.hidden_size;
   const H = c.num_attention_heads;
@@ -61,17 +67,20 @@ export function mla({ weights, config: c, layer, x, positions, cache, invFreq, f
   const w = (name: string) => weights.get(`model.layers.${layer}.self_attn.${name}.weight`);
 
   // q [T, H * dq], head-major; per head the first dn are q_nope, the last dr q_pe
+  const plain = rounding?.plain ?? null;
+  const parallel = rounding?.parallel ?? null;
+  const xPlain = roundInput(x, T, d, plain); // q_a_proj and kv_a_proj_with_mqa
   let q: Float32Array;
   if (c.q_lora_rank === null) {
-    q = linear(x, T, w('q_proj'), H * dq, d);
+    q = linear(roundInput(x, T, d, parallel), T, w('q_proj'), H * dq, d);
   } else {
-    const qLatent = rmsNorm(linear(x, T, w('q_a_proj'), c.q_lora_rank, d), T, c.q_lora_rank, w('q_a_layernorm'), eps);
-    q = linear(qLatent, T, w('q_b_proj'), H * dq, c.q_lora_rank);
+    const qLatent = rmsNorm(linear(xPlain, T, w('q_a_proj'), c.q_lora_rank, d), T, c.q_lora_rank, w('q_a_layernorm'), eps);
+    q = linear(roundInput(qLatent, T, c.q_lora_rank, parallel), T, w('q_b_proj'), H * dq, c.q_lora_rank);
   }
   ropeRef(q, { rows: T, heads: H, ropeDim: dr, rowStride: H * dq, headStride: dq, ropeOffset: dn }, positions, invFreq);
 
   // kv [T, rkv + dr]: the latent c, then the one RoPE key shared by all heads
-  const kv = linear(x, T, w('kv_a_proj_with_mqa'), rkv + dr, d);
+  const kv = linear(xPlain, T, w('kv_a_proj_with_mqa'), rkv + dr, d);
   ropeRef(kv, { rows: T, heads: 1, ropeDim: dr, rowStride: rkv + dr, headStride: 0, ropeOffset: rkv }, positions, invFreq);
   const cHat = rmsNorm(kv, T, rkv, w('kv_a_layernorm'), eps, { stride: rkv + dr, offset: 0 }); // [T, rkv]
   for (let t = 0; t < T; t++) {
@@ -81,8 +90,8 @@ export function mla({ weights, config: c, layer, x, positions, cache, invFreq, f
   }
 
   const wkvB = w('kv_b_proj'); // [H * (dn + dv), rkv]: per head W_UK [dn, rkv] then W_UV [dv, rkv]
-  const o = form === 'absorbed' ? absorbedAttention(c, q, positions, cache, wkvB) : naiveAttention(c, q, positions, cache, wkvB);
-  return linear(o, T, w('o_proj'), d, H * c.v_head_dim);
+  const o = form === 'absorbed' ? absorbedAttention(c, q, positions, cache, wkvB) : naiveAttention(c, q, positions, cache, wkvB, parallel);
+  return linear(roundInput(o, T, H * c.v_head_dim, parallel), T, w('o_proj'), d, H * c.v_head_dim);
 }
 
 /** Softmax over scores[0 .. n-1] in place (max subtracted; official: float32 softmax). */
@@ -140,14 +149,14 @@ function absorbedAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint
   return o;
 }
 
-/** o [T, H * dv] with per-head keys [k_nope ; k_pe] and values expanded from the cached latents. */
-function naiveAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint32Array, cache: ReferenceLayerCache, wkvB: Float32Array): Float32Array {
+/** o [T, H * dv] with per-head keys [k_nope ; k_pe] and values expanded from the cached latents (kv_b_proj's input rounded with `round`). */
+function naiveAttention(c: DeepseekV3Config, q: Float32Array, positions: Uint32Array, cache: ReferenceLayerCache, wkvB: Float32Array, round: ActRounding['parallel'] | null): Float32Array {
   const { num_attention_heads: H, qk_nope_head_dim: dn, qk_rope_head_dim: dr, qk_head_dim: dq, v_head_dim: dv, kv_lora_rank: rkv } = c;
   const T = positions.length;
   const rows = cache.cKv.length;
   const latents = new Float32Array(rows * rkv);
   cache.cKv.forEach((row, t) => latents.set(row, t * rkv));
-  const kvB = linear(latents, rows, wkvB, H * (dn + dv), rkv); // [rows, H, dn + dv]: k_nope then v per head
+  const kvB = linear(roundInput(latents, rows, rkv, round), rows, wkvB, H * (dn + dv), rkv); // [rows, H, dn + dv]: k_nope then v per head
   const o = new Float32Array(T * H * dv);
   const scores = new Float64Array(rows);
   for (let s = 0; s < T; s++) {

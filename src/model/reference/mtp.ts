@@ -14,13 +14,16 @@ import { ArgumentError, UnsupportedConfigError } from '../../errors.ts';
 import type { RouterChoice } from './ffn.ts';
 import { decoderLayer, embed, positionsFrom } from './forward.ts';
 import { ReferenceLatentCache, type AttentionForm } from './mla.ts';
-import { argmax, linear, rmsNorm, splitRows } from './ops.ts';
+import { actRounding, argmax, linear, rmsNorm, splitRows } from './ops.ts';
 import type { ReferenceWeights } from './tensors.ts';
+import type { ModelNumerics } from '../model_kernels.ts';
 
 export interface MtpOptions {
   attention?: AttentionForm;
   /** The MTP layer's cache to continue (rows at positions cache.length ...); a new one when absent. */
   cache?: ReferenceLatentCache;
+  /** As ReferenceOptions.numerics: 'w8a8' rounds the decoder layer's FP8 Linear inputs (eh_proj, BF16, is not). */
+  numerics?: ModelNumerics;
 }
 
 export interface MtpOutput {
@@ -69,7 +72,7 @@ export function referenceMtp(
   }
   const x = linear(both, T, weights.get(`${p}eh_proj.weight`), d, 2 * d); // [T, d]
 
-  const router = decoderLayer(weights, config, L, x, positionsFrom(cache.length, T), cache, options.attention ?? 'absorbed') ?? [];
+  const router = decoderLayer(weights, config, L, x, positionsFrom(cache.length, T), cache, options.attention ?? 'absorbed', actRounding(config, options.numerics)) ?? [];
   cache.length += T;
 
   const normed = rmsNorm(x, T, d, weights.get(`${p}shared_head.norm.weight`), eps);

@@ -1,7 +1,7 @@
 // Checkpoint tensors as f32 arrays for the CPU reference forward: FP8 Linear weights
 // dequantised with their block scales exactly as the official weight_dequant does
 // (W[i, j] = e4m3(Q[i, j]) * S[i/128, j/128], the product rounded to float32; src/model/MATH.md
-// section 3), BF16/F16/F32 decoded. Everything is read into memory: this is for small
+// section 3), BF16/F16/F32 decoded (and, on request, quantised to FP8 as the loader does). Everything is read into memory: this is for small
 // checkpoints (tests, the fixture), not for the 671B model.
 
 import type { DeepseekV3Config } from '../../config.ts';
@@ -9,6 +9,7 @@ import { CheckpointError } from '../../errors.ts';
 import type { Checkpoint } from '../../io/checkpoint_files.ts';
 import { shapeSize, type TensorInfo } from '../../io/safetensors.ts';
 import { dequantizeRef } from '../../kernels/gemm_fp8.ref.ts';
+import { quantizeFp8 } from '../../kernels/quantize_fp8.ref.ts';
 import { decodeF16, decodeF32 } from '../../kernels/float_decode.ref.ts';
 import { assertTensors, expectedTensors, scaleInvName } from '../weights.ts';
 
@@ -25,7 +26,17 @@ export interface ReferenceWeights {
  * Read every tensor of `checkpoint` after checking the set against what `config` implies
  * (names, shapes, dtypes: model/weights.ts), so a wrong file fails here with its names.
  */
-export async function loadReferenceWeights(checkpoint: Checkpoint, config: DeepseekV3Config, signal?: AbortSignal): Promise<ReferenceWeights> {
+export interface ReferenceWeightOptions {
+  signal?: AbortSignal;
+  /**
+   * Quantise the block-scaled Linears of a BF16 / F16 / F32 release to FP8 first, as the loader's
+   * weights 'fp8' does on the GPU (quantizeFp8), so the reference runs on the same weights.
+   */
+  quantise?: boolean;
+}
+
+export async function loadReferenceWeights(checkpoint: Checkpoint, config: DeepseekV3Config, options: ReferenceWeightOptions = {}): Promise<ReferenceWeights> {
+  const { signal } = options;
   const expected = expectedTensors(config);
   assertTensors(expected, checkpoint.tensors, checkpoint.dir.description);
   const values = new Map<string, Float32Array>();
@@ -39,14 +50,14 @@ export async function loadReferenceWeights(checkpoint: Checkpoint, config: Deeps
       const scaleBytes = await readTensorBytes(checkpoint, scaleInfo, signal);
       const scale = decodeF32(scaleBytes);
       values.set(name, dequantizeRef({ format: 'fp8', bytes, scale }, rows, cols));
-    } else if (info.dtype === 'BF16') {
-      values.set(name, dequantizeRef({ format: 'bf16', bytes }, rows, cols));
-    } else if (info.dtype === 'F32') {
-      values.set(name, decodeF32(bytes));
-    } else if (info.dtype === 'F16') {
-      values.set(name, decodeF16(bytes));
     } else {
-      throw new CheckpointError(`tensor "${name}" has dtype ${info.dtype}, which the reference forward cannot read`, info.file);
+      const decoded = decodeFloats(name, info, bytes);
+      if (options.quantise && want.blockScaled) {
+        const q = quantizeFp8(decoded, rows, cols);
+        values.set(name, dequantizeRef({ format: 'fp8', bytes: q.codes, scale: q.scaleInv }, rows, cols));
+      } else {
+        values.set(name, decoded);
+      }
     }
   }
   const where = checkpoint.dir.description;
@@ -59,6 +70,13 @@ export async function loadReferenceWeights(checkpoint: Checkpoint, config: Deeps
       return v;
     },
   };
+}
+
+function decodeFloats(name: string, info: TensorInfo, bytes: Uint8Array): Float32Array {
+  if (info.dtype === 'BF16') return dequantizeRef({ format: 'bf16', bytes }, 1, bytes.byteLength / 2);
+  if (info.dtype === 'F32') return decodeF32(bytes);
+  if (info.dtype === 'F16') return decodeF16(bytes);
+  throw new CheckpointError(`tensor "${name}" has dtype ${info.dtype}, which the reference forward cannot read`, info.file);
 }
 
 async function readTensorBytes(checkpoint: Checkpoint, info: TensorInfo, signal?: AbortSignal): Promise<Uint8Array> {
