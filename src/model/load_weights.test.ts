@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { CheckpointError, AbortError } from '../errors.ts';
+import { CheckpointError, AbortError, GpuLimitError } from '../errors.ts';
 import { readBuffer } from '../gpu/buffers.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
@@ -77,6 +77,19 @@ describe('loadWeights', () => {
     const dir = memoryDir('broken', { 'config.json': config, 'model.safetensors': model });
     await expect(loadWeights({ ...gpu, device }, dir)).rejects.toThrow(CheckpointError);
     await expect(loadWeights({ ...gpu, device }, dir)).rejects.toThrow(/missing \d+ tensor\(s\): model\.layers\.0\.input_layernorm\.weight/);
+    expect(made).toHaveLength(0);
+  });
+
+  it('refuses a tensor larger than the largest storage binding before it allocates or reads anything', async () => {
+    const gpu = await testGpu();
+    const { device: tracked, made } = trackingDevice(gpu.device);
+    // The fixture's largest buffers are the stacked experts: 12 x 128 x 128 bytes.
+    const real = gpu.device.limits as unknown as Record<string | symbol, unknown>;
+    const limits = new Proxy(real, { get: (_, p) => (p === 'maxStorageBufferBindingSize' ? 170_000 : real[p]) });
+    const device = new Proxy(tracked, { get: (t, p) => (p === 'limits' ? limits : Reflect.get(t, p)) });
+    const error = await loadWeights({ ...gpu, device }, nodeDir(officialFixture())).catch((e) => e);
+    expect(error).toBeInstanceOf(GpuLimitError);
+    expect(error.message).toMatch(/model\.layers\.\d+\.mlp\.experts\.\w+\.weight \(12 experts stacked\) needs a 196,608-byte buffer, over this GPU's largest storage binding \(170,000-byte maxStorageBufferBindingSize/);
     expect(made).toHaveLength(0);
   });
 

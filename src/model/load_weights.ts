@@ -5,7 +5,7 @@
 // they are (weights 'bf16'). On any failure or abort every buffer made so far is destroyed.
 
 import { parseConfig, type DeepseekV3Config } from '../config.ts';
-import { ArgumentError, throwIfAborted } from '../errors.ts';
+import { ArgumentError, GpuLimitError, throwIfAborted } from '../errors.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
@@ -82,6 +82,23 @@ export function weightBytesOnGpu(onGpu: readonly GpuTensor[]): number {
   return placeTensors(onGpu).reduce((sum, wb) => sum + Math.max(4, Math.ceil(wb.byteLength / 4) * 4), 0);
 }
 
+/**
+ * Refuse, before anything is allocated or read, a weight buffer that one storage binding cannot
+ * hold: the kernels bind each weight whole.
+ */
+function checkWeightLimits(placed: readonly WeightBuffer[], limits: GPUSupportedLimits, where: string): void {
+  const largest = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  for (const wb of placed) {
+    const size = Math.max(4, Math.ceil(wb.byteLength / 4) * 4);
+    if (size <= largest) continue;
+    const what = wb.slotBytes ? `${wb.name} (${wb.members.length} experts stacked)` : wb.name;
+    const mib = (n: number) => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${n.toLocaleString('en-US')}-byte`);
+    throw new GpuLimitError(
+      `${where}: ${what} needs a ${mib(size)} buffer, over this GPU's largest storage binding (${mib(largest)} maxStorageBufferBindingSize / maxBufferSize); webmoe does not split one tensor over several buffers yet, so this checkpoint cannot run on this GPU`,
+    );
+  }
+}
+
 /** Load from a folder, or from a checkpoint already opened (its headers are not read again). */
 export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, options: LoadWeightsOptions = {}): Promise<LoadedWeights> {
   const { signal } = options;
@@ -98,6 +115,7 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
   const wanted = [...checkpoint.tensors.values()].filter((t) => !(options.skipMtp && mtpPrefix && t.name.startsWith(mtpPrefix)));
   const { onGpu, toQuantise } = tensorsOnGpu(wanted, expected, mode);
   const placed = placeTensors(onGpu);
+  checkWeightLimits(placed, device.limits, dir.description);
 
   const buffers = new Map<string, GPUBuffer>();
   let quantizer: Fp8Quantizer | undefined;
