@@ -26,7 +26,12 @@ export interface Fp8QuantizationConfig {
   readonly fmt: 'e4m3';
   readonly activation_scheme: 'dynamic';
   readonly weight_block_size: readonly [128, 128];
-  /** 'ue8m0' (V3.1): on the W8A8 path act_quant rounds its activation scales up to powers of two, as the official one does (weight-only numerics are unaffected). */
+  /**
+   * 'ue8m0' (V3.1): on the W8A8 path act_quant rounds each activation scale up to a power of two
+   * (2^ceil(log2(amax / 448)), exactly) for the inputs of the official plain Linear modules
+   * (q_a_proj, kv_a_proj_with_mqa, routed experts), as the official code does; the parallel ones keep
+   * amax / 448 (src/model/MATH.md 5). Weight-only numerics are unaffected.
+   */
   readonly scale_fmt: 'ue8m0' | null;
 }
 

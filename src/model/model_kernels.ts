@@ -99,7 +99,7 @@ export function createModelKernels(
     route: createMoeRoute(ctx),
     expertWeights,
     // W8A8 rounds activations for FP8 weights only (the official linear() runs BF16 weights as they are).
-    experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: 'f32', weights: expertWeights }),
+    experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights }),
     mlp: createMlp(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', weights: expertWeights }), // dense MLP and shared experts: amax / 448
     add: createAdd(ctx),
     sample: createSample(ctx),
