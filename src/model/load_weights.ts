@@ -150,11 +150,12 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
     }
     await device.queue.onSubmittedWorkDone();
     const placement = new Map(placed.map((wb) => [wb.name, wb as WeightBuffer]));
-    const fp8OnGpu = [...expected].some(([name, t]) => t.blockScaled && onGpu.some((g) => g.name === name && g.dtype === 'F8_E4M3'));
+    const tensors = new Map(onGpu.map((t) => [t.name, t]));
+    const fp8OnGpu = [...expected].some(([name, t]) => t.blockScaled && tensors.get(name)?.dtype === 'F8_E4M3');
     return {
       config,
       checkpoint,
-      tensors: new Map(onGpu.map((t) => [t.name, t])),
+      tensors,
       buffers,
       placement,
       bytesOnGpu,

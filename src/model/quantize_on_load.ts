@@ -102,8 +102,9 @@ export class Fp8Quantizer {
   }
 }
 
+/** Bytes of one row of a tensor this quantiser takes (its dtype is in QUANTIZE_FROM). */
 function rowBytes(t: TensorInfo): number {
-  return t.shape[1] * (SOURCE_ELEMENT_BYTES[QUANTIZE_FROM[t.dtype] ?? 'f32'] ?? 4);
+  return t.shape[1] * SOURCE_ELEMENT_BYTES[QUANTIZE_FROM[t.dtype]];
 }
 
 /** Rows per band: whole 128-row blocks, as many as BAND_BYTES holds, at least one block. */
