@@ -2,7 +2,7 @@
 // webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json]
 import { runDecodeBench, type DecodeBenchResult } from '../bench/decode.ts';
 import { openNodeGpu } from '../gpu/node.ts';
-import { loadEngine } from './engine_args.ts';
+import { ENGINE_FLAGS, engineFlags, loadEngine } from './engine_args.ts';
 import { runKernelBench, type ShapeSet } from '../bench/suite.ts';
 import { parse, positiveInt, UsageError } from './args.ts';
 
@@ -23,6 +23,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
       runs: { type: 'string' },
       'max-seconds': { type: 'string' },
       'no-peers': { type: 'boolean' },
+      ...ENGINE_FLAGS,
     },
     argv.includes('--decode') ? ['model'] : [],
   );
@@ -78,7 +79,7 @@ async function decodeBench(positionals: string[], values: Record<string, unknown
   const maxTokens = values['max-tokens'] === undefined ? 64 : positiveInt('max-tokens', values['max-tokens'] as string, 4096);
   const runs = values.runs === undefined ? 1 : positiveInt('runs', values.runs as string, 10);
   const prompts = (values.prompt as string[] | undefined) ?? DEFAULT_DECODE_PROMPTS;
-  const engine = await loadEngine(positionals[0], {});
+  const engine = await loadEngine(positionals[0], engineFlags(values as Parameters<typeof engineFlags>[0]));
   try {
     const result = await runDecodeBench(engine, { prompts, maxTokens, runs, onProgress: (line) => console.error(`[bench] ${line}`) });
     const stats = await engine.stats();

@@ -15,7 +15,7 @@ commands:
   inspect <dir-or-url> [--json] [--cache-bytes N]   summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--max-context N] [--weights fp8|bf16]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
            [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16]
