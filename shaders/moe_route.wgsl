@@ -7,6 +7,13 @@
 //   topk_weights[t, k] = s[id_k] / sum_k' s[id_k'] * routed_scaling_factor  (norm_topk_prob; else s * factor)
 // Reference: src/kernels/moe_route.ref.ts. Wrapper: src/kernels/moe_route.ts.
 //
+// Variant axis `routing`:
+//   noaux_tc  DeepSeek-V3, as above
+//   softmax   DeepSeek-V2 (HF modeling_deepseek.py MoEGate): p = softmax(logits[t]) chooses and
+//             weighs (no bias binding); a group's score is its largest p (group_limited_greedy;
+//             greedy runs with params.groups = 1); topk_weights = p / (sum + 1e-20) when
+//             norm_topk_prob and top_k > 1, else p * routed_scaling_factor
+//
 // Bindings:
 //   0 params        uniform Params
 //   1 logits        [tokens, experts] f32, x @ Wg^T
@@ -34,7 +41,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
+#if routing == noaux_tc
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
+#endif
 @group(0) @binding(3) var<storage, read_write> topk_ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> topk_weights: array<f32>;
 
@@ -48,9 +57,26 @@ fn sigmoid(z: f32) -> f32 {
   return 1.0 / (1.0 + exp(-z));
 }
 
-// The biased score c of expert e for token t, used only to choose.
+// softmax: the largest logit of the token and the sum of exp(logit - max), set before any score.
+var<private> row_max: f32;
+var<private> row_sum: f32;
+
+// The score c of expert e for token t that chooses: sigmoid + bias (noaux_tc), or p (softmax).
 fn biased_score(t: u32, e: u32) -> f32 {
+#if routing == noaux_tc
   return sigmoid(logits[t * params.experts + e]) + bias[e];
+#else
+  return exp(logits[t * params.experts + e] - row_max) / row_sum;
+#endif
+}
+
+// The score that weighs a chosen expert: sigmoid (noaux_tc) or p (softmax).
+fn weight_score(t: u32, e: u32) -> f32 {
+#if routing == noaux_tc
+  return sigmoid(logits[t * params.experts + e]);
+#else
+  return biased_score(t, e);
+#endif
 }
 
 // Whether (score a, index ia) comes before (score b, index ib) in top-k order.
@@ -69,6 +95,16 @@ fn main(
     return;
   }
   let per_group = params.experts / params.groups;
+#if routing == softmax
+  row_max = LOWEST;
+  for (var e = 0u; e < params.experts; e++) {
+    row_max = max(row_max, logits[t * params.experts + e]);
+  }
+  row_sum = 0.0;
+  for (var e = 0u; e < params.experts; e++) {
+    row_sum += exp(logits[t * params.experts + e] - row_max);
+  }
+#endif
 
   // Group scores: the sum of each group's two largest c.
   var group_score: array<f32, MAX_GROUPS>;
@@ -84,7 +120,11 @@ fn main(
         second = c;
       }
     }
+#if routing == noaux_tc
     group_score[g] = first + second;
+#else
+    group_score[g] = first;
+#endif
   }
   // A group is kept when fewer than topk_group groups rank before it.
   var kept = 0u;
@@ -123,7 +163,7 @@ fn main(
     }
     var s = 0.0;
     if (best_id != NONE) {
-      s = sigmoid(logits[t * params.experts + best_id]);
+      s = weight_score(t, best_id);
       prev_score = best_score;
       prev_id = best_id;
     }
@@ -133,9 +173,18 @@ fn main(
   }
   for (var k = 0u; k < params.top_k; k++) {
     var w = topk_weights[out + k];
+#if routing == noaux_tc
     if (params.norm_topk_prob != 0u) {
       w = w / sum;
     }
-    topk_weights[out + k] = w * params.routed_scaling_factor;
+    w = w * params.routed_scaling_factor;
+#else
+    if (params.norm_topk_prob != 0u && params.top_k > 1u) {
+      w = w / (sum + 1e-20);
+    } else {
+      w = w * params.routed_scaling_factor;
+    }
+#endif
+    topk_weights[out + k] = w;
   }
 }

@@ -79,6 +79,18 @@ describe('parseConfig', () => {
     expect(parseConfig({ ...raw, quantization_config: null }).quantization_config).toBeNull();
   });
 
+  it('reads DeepSeek-V2 configs: softmax routing, greedy or group_limited_greedy, its defaults', () => {
+    const v2 = { ...fixtureJson(), model_type: 'deepseek_v2', architectures: ['DeepseekV2ForCausalLM'] } as Record<string, unknown>;
+    for (const key of ['scoring_func', 'topk_method', 'norm_topk_prob', 'routed_scaling_factor', 'quantization_config']) delete v2[key];
+    const c = parseConfig(v2);
+    expect([c.scoring_func, c.topk_method, c.norm_topk_prob, c.routed_scaling_factor, c.quantization_config]).toEqual(['softmax', 'greedy', false, 1, null]);
+    expect(parseConfig({ ...v2, topk_method: 'gready' }).topk_method).toBe('greedy'); // the original V2 spelling
+    expect(parseConfig({ ...v2, topk_method: 'group_limited_greedy', n_group: 4, topk_group: 2 }).topk_method).toBe('group_limited_greedy');
+    expect(() => parseConfig({ ...v2, topk_method: 'noaux_tc' })).toThrow(UnsupportedConfigError);
+    expect(() => parseConfig({ ...v2, scoring_func: 'sigmoid' })).toThrow(UnsupportedConfigError);
+    expect(() => parseConfig({ ...v2, norm_topk_prob: 'yes' })).toThrow(ConfigError);
+  });
+
   it('reads the tiny generator preset as the fixture config', () => {
     expect(parseConfig(TINY)).toEqual(parseConfig(fixtureText));
   });

@@ -62,9 +62,11 @@ export interface DeepseekV3Config {
   readonly n_group: number;
   readonly topk_group: number;
   readonly routed_scaling_factor: number;
-  readonly norm_topk_prob: true;
-  readonly scoring_func: 'sigmoid';
-  readonly topk_method: 'noaux_tc';
+  /** V3 (noaux_tc): always true. V2: normalise the top-k weights (when top_k > 1) instead of scaling them. */
+  readonly norm_topk_prob: boolean;
+  /** 'sigmoid' with 'noaux_tc' (DeepSeek-V3); 'softmax' with 'greedy' or 'group_limited_greedy' (DeepSeek-V2). */
+  readonly scoring_func: 'sigmoid' | 'softmax';
+  readonly topk_method: 'noaux_tc' | 'greedy' | 'group_limited_greedy';
   readonly hidden_act: 'silu';
   readonly rms_norm_eps: number;
   readonly rope_theta: number;
@@ -125,9 +127,14 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
 
   const model_type = r.optionalString('model_type', 'deepseek_v3');
   const architectures = r.stringList('architectures', []);
-  if (model_type !== 'deepseek_v3' && !architectures.includes('DeepseekV3ForCausalLM')) {
-    throw new UnsupportedConfigError('model_type', `"${model_type}" is not a DeepSeek-V3 architecture (expected model_type "deepseek_v3" or architectures ["DeepseekV3ForCausalLM"])`);
+  const v2 = model_type === 'deepseek_v2' || architectures.includes('DeepseekV2ForCausalLM');
+  if (!v2 && model_type !== 'deepseek_v3' && !architectures.includes('DeepseekV3ForCausalLM')) {
+    throw new UnsupportedConfigError(
+      'model_type',
+      `"${model_type}" is not a DeepSeek-V2/V3 architecture (expected model_type "deepseek_v3" or "deepseek_v2", or architectures ["DeepseekV3ForCausalLM"] / ["DeepseekV2ForCausalLM"])`,
+    );
   }
+  const routing = parseRouting(r, v2);
 
   const hidden_size = r.int('hidden_size', 1);
   const num_hidden_layers = r.int('num_hidden_layers', 1);
@@ -173,10 +180,7 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
     num_experts_per_tok,
     n_group,
     topk_group,
-    routed_scaling_factor: r.positive('routed_scaling_factor', 2.5),
-    norm_topk_prob: r.only('norm_topk_prob', 'boolean', true, true, 'the official code always renormalises sigmoid routing weights'),
-    scoring_func: r.only('scoring_func', 'string', 'sigmoid', 'sigmoid', 'the engine implements DeepSeek-V3 sigmoid routing only'),
-    topk_method: r.only('topk_method', 'string', 'noaux_tc', 'noaux_tc', 'the engine implements bias-corrected group-limited routing (noaux_tc) only'),
+    ...routing,
     hidden_act: r.only('hidden_act', 'string', 'silu', 'silu', 'the engine implements SiLU-gated MLPs only'),
     rms_norm_eps: r.positive('rms_norm_eps', 1e-6),
     rope_theta,
@@ -200,7 +204,7 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
     throw new UnsupportedConfigError('n_group', `n_routed_experts ${n_routed_experts} is not divisible by n_group ${n_group}`);
   }
   const experts_per_group = n_routed_experts / n_group;
-  if (experts_per_group < 2) {
+  if (routing.topk_method === 'noaux_tc' && experts_per_group < 2) {
     throw new UnsupportedConfigError('n_group', `${n_group} groups of ${experts_per_group} expert; a group's score is the sum of its 2 best experts, so groups need at least 2`);
   }
   if (topk_group > n_group) {
@@ -230,6 +234,34 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
     mtp_layer_index: num_nextn_predict_layers > 0 ? num_hidden_layers : null,
     eos_token_ids: Object.freeze(typeof eos === 'number' ? [eos] : [...eos]),
   });
+}
+
+/**
+ * The router's keys. DeepSeek-V3: sigmoid scores, bias-corrected group-limited top-k (noaux_tc),
+ * weights always renormalised, then scaled. DeepSeek-V2 (HF modeling_deepseek.py of V2): softmax
+ * scores, top-k over all experts (greedy) or within the best groups by their best expert
+ * (group_limited_greedy), no bias; weights renormalised when norm_topk_prob (and top_k > 1), else
+ * scaled. Defaults as each architecture's transformers config has them.
+ */
+function parseRouting(r: Reader, v2: boolean): Pick<DeepseekV3Config, 'routed_scaling_factor' | 'norm_topk_prob' | 'scoring_func' | 'topk_method'> {
+  if (!v2) {
+    return {
+      routed_scaling_factor: r.positive('routed_scaling_factor', 2.5),
+      norm_topk_prob: r.only('norm_topk_prob', 'boolean', true, true, 'the official code always renormalises sigmoid routing weights'),
+      scoring_func: r.only('scoring_func', 'string', 'sigmoid', 'sigmoid', 'DeepSeek-V3 routes with sigmoid scores (softmax is DeepSeek-V2\'s, model_type "deepseek_v2")'),
+      topk_method: r.only('topk_method', 'string', 'noaux_tc', 'noaux_tc', 'DeepSeek-V3 routes with bias-corrected group-limited top-k (noaux_tc)'),
+    };
+  }
+  const scoring_func = r.only('scoring_func', 'string', 'softmax', 'softmax', 'DeepSeek-V2 routes with softmax scores');
+  // The original V2 code and config spell greedy "gready".
+  let method = r.optionalString('topk_method', 'greedy');
+  if (method === 'gready') method = 'greedy';
+  if (method !== 'greedy' && method !== 'group_limited_greedy') {
+    throw new UnsupportedConfigError('topk_method', `${JSON.stringify(method)}: DeepSeek-V2 routes with "greedy" or "group_limited_greedy"`);
+  }
+  const norm = r.raw.norm_topk_prob ?? false;
+  if (typeof norm !== 'boolean') throw r.typeError('norm_topk_prob', 'a boolean', norm);
+  return { routed_scaling_factor: r.positive('routed_scaling_factor', 1), norm_topk_prob: norm, scoring_func, topk_method: method };
 }
 
 /**

@@ -22,11 +22,11 @@ function router(E: number, G: number, KG: number, K: number, norm_topk_prob = tr
   return { n_routed_experts: E, n_group: G, topk_group: KG, num_experts_per_tok: K, norm_topk_prob, routed_scaling_factor: 2.5 };
 }
 
-async function routeOnGpu(logits: Float32Array, bias: Float32Array, tokens: number, config: RouterConfig): Promise<Routing> {
+async function routeOnGpu(logits: Float32Array, bias: Float32Array | null, tokens: number, config: RouterConfig): Promise<Routing> {
   const { device } = await testGpu();
   const K = config.num_experts_per_tok;
   const logitsBuf = uploadBuffer(device, logits, 'logits');
-  const biasBuf = uploadBuffer(device, bias, 'bias');
+  const biasBuf = bias ? uploadBuffer(device, bias, 'bias') : undefined;
   // Poisoned outputs: every slot must be written.
   const idsBuf = uploadBuffer(device, new Uint32Array(tokens * K).fill(0xdeadbeef), 'topk_ids');
   const weightsBuf = uploadBuffer(device, new Float32Array(tokens * K).fill(Number.NaN), 'topk_weights');
@@ -38,7 +38,7 @@ async function routeOnGpu(logits: Float32Array, bias: Float32Array, tokens: numb
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const ids = await readU32(device, idsBuf, tokens * K);
   const weights = await readF32(device, weightsBuf, tokens * K);
-  for (const b of [logitsBuf, biasBuf, idsBuf, weightsBuf]) b.destroy();
+  for (const b of [logitsBuf, biasBuf, idsBuf, weightsBuf]) b?.destroy();
   op.destroy();
   return { ids, weights };
 }
@@ -87,6 +87,70 @@ function expectRouting(
   }
   return compared;
 }
+
+/** The smallest gap between consecutive softmax scores that decides token t (V2 routing), with group maxima. */
+function softmaxGap(logits: Float32Array, t: number, config: RouterConfig): number {
+  const { n_routed_experts: E, num_experts_per_tok: K } = config;
+  const G = config.topk_method === 'group_limited_greedy' ? config.n_group : 1;
+  const KG = G === 1 ? 1 : config.topk_group;
+  const per = E / G;
+  const row = Array.from(logits.subarray(t * E, (t + 1) * E));
+  const max = Math.max(...row);
+  const exps = row.map((v) => Math.exp(v - max));
+  const total = exps.reduce((a, b) => a + b, 0);
+  const p = exps.map((v) => v / total);
+  const groups = Array.from({ length: G }, (_, g) => ({ g, score: Math.max(...p.slice(g * per, (g + 1) * per)) })).sort((x, y) => y.score - x.score);
+  let gap = KG < G ? groups[KG - 1].score - groups[KG].score : Infinity;
+  const kept = new Set(groups.slice(0, KG).map((x) => x.g));
+  const top = p.filter((_, e) => kept.has(Math.floor(e / per))).sort((x, y) => y - x).slice(0, K + 1);
+  for (let k = 0; k + 1 < top.length; k++) gap = Math.min(gap, top[k] - top[k + 1]);
+  return gap;
+}
+
+describe('moe_route kernel, DeepSeek-V2 softmax routing', () => {
+  const v2 = (E: number, G: number, KG: number, K: number, topk_method: 'greedy' | 'group_limited_greedy', norm_topk_prob: boolean, routed_scaling_factor: number): RouterConfig => ({
+    n_routed_experts: E, n_group: G, topk_group: KG, num_experts_per_tok: K, norm_topk_prob, routed_scaling_factor, scoring_func: 'softmax', topk_method,
+  });
+  const shapes: [string, RouterConfig][] = [
+    ['V2-Lite greedy E=64 K=6, weights x 1.0', v2(64, 1, 1, 6, 'greedy', false, 1)],
+    ['V2 group_limited_greedy E=160 G=8 KG=3 K=6, weights x 16', v2(160, 8, 3, 6, 'group_limited_greedy', false, 16)],
+    ['greedy E=13 K=3, normalised', v2(13, 1, 1, 3, 'greedy', true, 2.5)],
+    ['group_limited_greedy E=15 G=5 KG=2 K=1, normalised (K=1: scaled)', v2(15, 5, 2, 1, 'group_limited_greedy', true, 3)],
+  ];
+  for (const [name, config] of shapes) {
+    it(`matches the reference on random logits (${name})`, async () => {
+      const next = rng(testSeed(`moe_route v2 ${name}`));
+      const E = config.n_routed_experts;
+      for (const tokens of [1, 7, 33]) {
+        const logits = randn(next, tokens * E, 1.5);
+        const want = moeRouteRef(logits, null, tokens, config);
+        const got = await routeOnGpu(logits, null, tokens, config);
+        const compared = expectRouting(got, want, tokens, config, (t) => softmaxGap(logits, t, config) > MARGIN, `${name} T=${tokens}`);
+        expect(compared).toBeGreaterThanOrEqual(Math.floor(tokens * 0.9));
+      }
+      // The weights follow the rule of the config: normalised to 1, or scaled softmax probabilities.
+      const K = config.num_experts_per_tok;
+      const one = moeRouteRef(randn(next, E, 1.5), null, 1, config).weights;
+      const sum = one.reduce((a, b) => a + b, 0);
+      if (config.norm_topk_prob && K > 1) expect(sum).toBeCloseTo(1, 5);
+      else expect(sum).toBeLessThan(config.routed_scaling_factor * (1 + 1e-6));
+    });
+  }
+
+  it('refuses a bias with softmax routing, none with noaux_tc, and scoring that does not fit the method', async () => {
+    const ctx = await testKernelContext();
+    const b = ctx.gpu.device.createBuffer({ size: 4096, usage: GPUBufferUsage.STORAGE });
+    const route = createMoeRoute(ctx);
+    const args = { tokens: 1, logits: b, topkIds: b, topkWeights: b };
+    try {
+      expect(() => route.prepare({ ...args, bias: b, config: v2(16, 1, 1, 2, 'greedy', false, 1) })).toThrow(/has no bias/);
+      expect(() => route.prepare({ ...args, config: router(16, 4, 2, 4) })).toThrow(/needs e_score_correction_bias/);
+      expect(() => route.prepare({ ...args, config: { ...router(16, 4, 2, 4), scoring_func: 'softmax' } })).toThrow(/noaux_tc goes with sigmoid/);
+    } finally {
+      b.destroy();
+    }
+  });
+});
 
 describe('moe_route kernel', () => {
   const shapes: [string, RouterConfig][] = [

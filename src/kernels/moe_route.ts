@@ -4,7 +4,7 @@
 // matmul; expert ids and weights stay on the GPU for the expert kernels.
 
 import shaderSource from '../../shaders/moe_route.wgsl?raw';
-import { ConfigError, UnsupportedConfigError } from '../errors.ts';
+import { ArgumentError, ConfigError, UnsupportedConfigError } from '../errors.ts';
 import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext } from '../gpu/kernel.ts';
 import type { RouterConfig } from './moe_route.ref.ts';
 
@@ -24,7 +24,7 @@ export function checkRouterConfig(config: RouterConfig): void {
   }
   if (E % G !== 0) throw new ConfigError(`config.json: n_routed_experts (${E}) must be a multiple of n_group (${G})`, 'n_group');
   if (G > MAX_GROUPS) throw new UnsupportedConfigError('n_group', `at most ${MAX_GROUPS} expert groups are supported, got ${G}`);
-  if (G > 1 && E / G < 2) {
+  if ((config.topk_method ?? 'noaux_tc') === 'noaux_tc' && G > 1 && E / G < 2) {
     throw new ConfigError(
       `config.json: n_group (${G}) leaves fewer than 2 experts per group; a group's score is the sum of its top 2`,
       'n_group',
@@ -57,8 +57,8 @@ export interface MoeRouteArgs {
   config: RouterConfig;
   /** [tokens, n_routed_experts] f32 router logits. */
   logits: GPUBuffer;
-  /** [n_routed_experts] f32 e_score_correction_bias. */
-  bias: GPUBuffer;
+  /** [n_routed_experts] f32 e_score_correction_bias (noaux_tc only; absent for DeepSeek-V2's softmax routing). */
+  bias?: GPUBuffer;
   /** [tokens, num_experts_per_tok] u32 out. */
   topkIds: GPUBuffer;
   /** [tokens, num_experts_per_tok] f32 out. */
@@ -66,15 +66,24 @@ export interface MoeRouteArgs {
   label?: string;
 }
 
+const ROUTINGS = ['noaux_tc', 'softmax'] as const;
+
 export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
   const { device } = ctx.gpu;
-  const pipeline = kernelPipeline(ctx.pipelines, {
-    kernel: 'moe_route',
-    source: shaderSource,
-    constants: { WG },
-    // params, logits, bias, topk_ids, topk_weights
-    bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'storage', 'storage'],
-  });
+  const pipelines = Object.fromEntries(
+    ROUTINGS.map((routing) => [
+      routing,
+      kernelPipeline(ctx.pipelines, {
+        kernel: 'moe_route',
+        source: shaderSource,
+        axes: { routing: ROUTINGS },
+        variant: { routing },
+        constants: { WG },
+        // params, logits, bias (noaux_tc), topk_ids, topk_weights
+        bindings: ['uniform', 'read-only-storage', routing === 'noaux_tc' ? 'read-only-storage' : undefined, 'storage', 'storage'],
+      }),
+    ]),
+  ) as Record<(typeof ROUTINGS)[number], ReturnType<typeof kernelPipeline>>;
   return {
     name: 'moe_route',
     prepare(args) {
@@ -82,20 +91,29 @@ export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
       const label = args.label ?? 'moe_route';
       checkRouterConfig(config);
       checkCounts(label, { tokens }, 0);
+      const method = config.topk_method ?? 'noaux_tc';
+      const scoring = config.scoring_func ?? 'sigmoid';
+      if ((method === 'noaux_tc') !== (scoring === 'sigmoid')) {
+        throw new ArgumentError(`${label}: ${scoring} scores with topk_method ${method}: noaux_tc goes with sigmoid, greedy and group_limited_greedy with softmax`);
+      }
+      const routing = method === 'noaux_tc' ? 'noaux_tc' : 'softmax';
+      if (routing === 'noaux_tc' && !args.bias) throw new ArgumentError(`${label}: noaux_tc routing needs e_score_correction_bias`);
+      if (routing === 'softmax' && args.bias) throw new ArgumentError(`${label}: ${method} routing has no bias`);
       const E = config.n_routed_experts;
       const K = config.num_experts_per_tok;
       checkBindings(device, label, {
         logits: [args.logits, 4 * tokens * E],
-        bias: [args.bias, 4 * E],
+        ...(args.bias ? { bias: [args.bias, 4 * E] as const } : {}),
         topkIds: [args.topkIds, 4 * tokens * K],
         topkWeights: [args.topkWeights, 4 * tokens * K],
       });
+      const groups = method === 'greedy' ? 1 : config.n_group;
       const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32']);
-      uniforms.write([tokens, E, config.n_group, config.topk_group, K, config.norm_topk_prob ? 1 : 0, config.routed_scaling_factor]);
+      uniforms.write([tokens, E, groups, method === 'greedy' ? 1 : config.topk_group, K, config.norm_topk_prob ? 1 : 0, config.routed_scaling_factor]);
       return singleDispatch({
         device,
         label,
-        pipeline,
+        pipeline: pipelines[routing],
         uniforms,
         bindings: [args.logits, args.bias, args.topkIds, args.topkWeights],
         workgroups: Math.ceil(tokens / WG),

@@ -43,7 +43,8 @@ export interface AttentionWeights {
 export interface MoeWeights {
   /** The router [n_routed_experts, hidden_size]. */
   readonly gate: LinearWeight;
-  readonly e_score_correction_bias: GPUBuffer;
+  /** DeepSeek-V3 (noaux_tc) only. */
+  readonly e_score_correction_bias?: GPUBuffer;
   /** Stacked over experts (placement.ts). */
   readonly experts: MlpWeights;
   /** One MLP of n_shared_experts * moe_intermediate_size, or absent when n_shared_experts is 0. */
@@ -177,7 +178,7 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
       attention,
       moe: {
         gate: linear(`${p}mlp.gate.weight`, c.n_routed_experts, d),
-        e_score_correction_bias: buffer(`${p}mlp.gate.e_score_correction_bias`),
+        e_score_correction_bias: c.topk_method === 'noaux_tc' ? buffer(`${p}mlp.gate.e_score_correction_bias`) : undefined,
         experts: mlp(`${p}mlp.experts`),
         shared_experts: c.n_shared_experts > 0 ? mlp(`${p}mlp.shared_experts`) : undefined,
       },

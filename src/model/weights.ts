@@ -102,7 +102,8 @@ function addDecoderLayer(t: TensorTable, c: DeepseekV3Config, L: number): void {
     return;
   }
   t.add(`${p}mlp.gate.weight`, [c.n_routed_experts, d], 'bf16', 'router');
-  t.add(`${p}mlp.gate.e_score_correction_bias`, [c.n_routed_experts], 'f32', 'router_bias');
+  // DeepSeek-V3's bias-corrected routing (noaux_tc) only; DeepSeek-V2's router has no bias.
+  if (c.topk_method === 'noaux_tc') t.add(`${p}mlp.gate.e_score_correction_bias`, [c.n_routed_experts], 'f32', 'router_bias');
   for (let e = 0; e < c.n_routed_experts; e++) addMlp(t, `${p}mlp.experts.${e}.`, d, c.moe_intermediate_size);
   if (c.n_shared_experts > 0) addMlp(t, `${p}mlp.shared_experts.`, d, c.n_shared_experts * c.moe_intermediate_size);
 }

@@ -1,7 +1,8 @@
 // Small random DeepSeek-V3 checkpoints in the exact released layout (src/model/MATH.md 2.1):
 // config.json plus one model.safetensors, or N shards with model.safetensors.index.json.
 // The tensor set comes from src/model/weights.ts, so a generated checkpoint always has exactly
-// the tensors the engine expects. Files are returned as bytes; write.ts puts them on disk.
+// the tensors the engine expects. Files are returned as bytes; write.ts puts them on disk, and
+// stream.ts writes the same files at real sizes, 128 rows at a time (`tensorBands`).
 // Random numbers: the seeded mulberry32 + Box-Muller of src/gpu/testing.ts.
 //
 // Conditioning, as for fixtures/dsv3-tiny-official: Linear weights Gaussian with variance
@@ -10,15 +11,16 @@
 // logits about N(0, 1.5^2); e_score_correction_bias uniform in +-0.12; the MTP layer's
 // embed_tokens and shared_head.head byte copies of the main ones, as in the release.
 
-import { parseConfig, type DeepseekV3Config } from '../../src/config.ts';
+import type { DeepseekV3Config } from '../../src/config.ts';
 import { ArgumentError } from '../../src/errors.ts';
 import { writeSafetensors } from '../../src/io/safetensors_write.ts';
 import { rng, randn } from '../../src/gpu/testing.ts';
-import { expectedTensors, scaleInvName, type ExpectedTensor } from '../../src/model/weights.ts';
-import { quantizeFp8 } from '../../src/kernels/quantize_fp8.ref.ts';
-import { bf16Bytes, f32Bytes } from './tensor_data.ts';
+import { BLOCK } from '../../src/gpu/kernel.ts';
+import { expectedTensors, type ExpectedTensor } from '../../src/model/weights.ts';
+import { INDEX_FILE, planCheckpoint, plannedTensors, type GeneratedDtype } from './layout.ts';
+import { bf16Bytes, f32Bytes, fp8Quantize } from './tensor_data.ts';
 
-export type GeneratedDtype = 'F8_E4M3' | 'BF16' | 'F32' | 'F16';
+export type { GeneratedDtype } from './layout.ts';
 
 export interface GeneratedTensor {
   readonly name: string;
@@ -52,114 +54,152 @@ export interface GeneratedCheckpoint {
 export const EDGE_CODES = [0x00, 0x80, 0x01, 0x81, 0x07, 0x08, 0x7e, 0xfe] as const;
 
 export function generateCheckpoint(options: GenerateOptions): GeneratedCheckpoint {
-  const config = parseConfig(options.config, 'the generator config');
-  const shards = options.shards ?? 1;
-  if (!Number.isInteger(shards) || shards < 1) throw new ArgumentError(`shards must be a positive integer, got ${shards}`);
-  const count = expectedTensors(config).size;
-  if (shards > count) throw new ArgumentError(`${shards} shards for ${count} tensors: at most one shard per tensor`);
-  const tensors = generateTensors(config, options.seed ?? 0, options.maxBytes ?? 2 ** 30);
+  const layout = planCheckpoint(options.config, { shards: options.shards ?? 1 });
+  const tensors = generateTensors(layout.config, options.seed ?? 0, options.maxBytes ?? 2 ** 30);
+  const byName = new Map(tensors.map((t) => [t.name, t]));
 
   const files = new Map<string, Uint8Array>();
-  files.set('config.json', new TextEncoder().encode(JSON.stringify(options.config, null, 2) + '\n'));
-  if (shards === 1) {
-    files.set('model.safetensors', serialize(tensors));
-    return { files, tensors };
+  files.set('config.json', layout.configJson);
+  for (const file of layout.files) {
+    const entries = file.tensors.map((p) => [p.name, { dtype: p.dtype, shape: p.shape, data: byName.get(p.name)!.data }]);
+    files.set(file.name, writeSafetensors(Object.fromEntries(entries), { format: 'pt' }));
   }
-  const weightMap: Record<string, string> = {};
-  const cuts = [0, ...shardCuts(tensors, shards), tensors.length];
-  for (let k = 0; k < shards; k++) {
-    const file = `model-${pad5(k + 1)}-of-${pad5(shards)}.safetensors`;
-    const part = tensors.slice(cuts[k], cuts[k + 1]);
-    for (const t of part) weightMap[t.name] = file;
-    files.set(file, serialize(part));
-  }
-  const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((name) => [name, weightMap[name]]));
-  const totalSize = tensors.reduce((sum, t) => sum + t.data.byteLength, 0);
-  const index = { metadata: { total_size: totalSize }, weight_map: sortedMap };
-  files.set('model.safetensors.index.json', new TextEncoder().encode(JSON.stringify(index, null, 2) + '\n'));
+  if (layout.index) files.set(INDEX_FILE, layout.index);
   return { files, tensors };
 }
 
 /** Every expected tensor with random contents, in module order (each FP8 weight then its scales). */
 export function generateTensors(config: DeepseekV3Config, seed: number, maxBytes = 2 ** 30): GeneratedTensor[] {
-  const expected = expectedTensors(config);
-  let bytes = 0;
-  for (const t of expected.values()) bytes += elements(t.shape) * (t.dtype === 'fp8' ? 1 : t.dtype === 'f32' ? 4 : 2);
+  const planned = plannedTensors(config);
+  const bytes = planned.reduce((sum, t) => sum + t.byteLength, 0);
   if (bytes > maxBytes) throw new ArgumentError(`the config needs ${bytes} bytes of tensors, over the generator's limit of ${maxBytes}`);
 
-  const residualScale = 1 / Math.sqrt(2 * (config.num_hidden_layers + 1));
-  const edgeTarget = [...expected.keys()].find((n) => /^model\.layers\.0\.self_attn\.(q_a_proj|q_proj)\.weight$/.test(n));
-  const made = new Map<string, GeneratedTensor>();
+  const byName = new Map(planned.map((t) => [t.name, t]));
+  const expected = expectedTensors(config);
   const out: GeneratedTensor[] = [];
-  const push = (t: GeneratedTensor) => {
-    made.set(t.name, t);
-    out.push(t);
-  };
-
-  for (const [name, spec] of expected) {
-    if (spec.kind === 'scale_inv') continue; // written with its weight
-    const next = rng(tensorSeed(seed, name));
-    const n = elements(spec.shape);
-    const copyOf = mtpCopySource(config, name);
-    if (copyOf) {
-      push({ ...made.get(copyOf)!, name });
-    } else if (spec.blockScaled) {
-      const [rows, cols] = spec.shape;
-      const std = (1 / Math.sqrt(cols)) * (/(o_proj|down_proj)\.weight$/.test(name) ? residualScale : 1);
-      const w = randn(next, n, std);
-      scaleBlocks(w, rows, cols, next);
-      if (spec.dtype !== 'fp8') {
-        push({ name, dtype: 'BF16', shape: spec.shape, data: bf16Bytes(w) }); // a release without quantization_config
-        continue;
-      }
-      const { codes, scaleInv } = quantizeFp8(w, rows, cols);
-      if (name === edgeTarget && cols >= EDGE_CODES.length) codes.set(EDGE_CODES, 0);
-      push({ name, dtype: 'F8_E4M3', shape: spec.shape, data: codes });
-      const scaleName = scaleInvName(name);
-      push({ name: scaleName, dtype: 'F32', shape: expected.get(scaleName)!.shape, data: f32Bytes(scaleInv) });
-    } else {
-      push({ name, dtype: spec.dtype === 'f32' ? 'F32' : 'BF16', shape: spec.shape, data: initial(spec, name, n, next, config) });
+  for (const t of planned) {
+    if (t.scaleOf) continue; // written with its weight
+    const data = new Uint8Array(t.byteLength);
+    const scale = t.scaleInv ? byName.get(t.scaleInv)! : undefined;
+    const scaleData = scale ? new Uint8Array(scale.byteLength) : undefined;
+    const rowBytes = t.byteLength / t.rows;
+    for (const band of tensorBands(config, seed, t.name, expected)) {
+      data.set(band.data, band.row * rowBytes);
+      if (band.scaleInv) scaleData!.set(band.scaleInv, (band.row / BLOCK) * band.scaleInv.byteLength);
     }
+    out.push({ name: t.name, dtype: t.dtype, shape: t.shape, data });
+    if (scale) out.push({ name: scale.name, dtype: scale.dtype, shape: scale.shape, data: scaleData! });
   }
   return out;
 }
 
-/** Values of a non-FP8 tensor, as bytes of its release dtype. */
-function initial(spec: ExpectedTensor, name: string, n: number, next: () => number, config: DeepseekV3Config): Uint8Array {
+/**
+ * Rows [row, row + its rows) of one tensor's release bytes; for an FP8 weight also that 128-row
+ * block's row of F32 block scales (`scaleInv`, the bytes of `ceil(in/128)` floats).
+ */
+export interface TensorBand {
+  readonly row: number;
+  readonly data: Uint8Array;
+  readonly scaleInv?: Uint8Array;
+}
+
+/**
+ * One tensor's bytes, 128 rows at a time, the same bytes generateTensors holds whole. Every value
+ * comes from the tensor's own mulberry32 stream, which is a counter: the k-th draw is the first of
+ * `rng(seed + k * step)`, so a band starts its stream where the whole tensor's would be (randn
+ * takes two draws per value; the block factors follow all the values).
+ */
+export function* tensorBands(
+  config: DeepseekV3Config,
+  seed: number,
+  name: string,
+  expected: ReadonlyMap<string, ExpectedTensor> = expectedTensors(config),
+): Generator<TensorBand> {
+  const source = mtpCopySource(config, name) ?? name; // the MTP copies are the main tensors' bytes
+  const spec = expected.get(source);
+  if (!spec || spec.kind === 'scale_inv') throw new ArgumentError(`generator: ${name} is not a tensor the generator writes (scales come with their weight)`);
+  const s = tensorSeed(seed, source);
+
+  if (spec.shape.length === 1) {
+    yield { row: 0, data: vector(spec, source, rng(s)) };
+    return;
+  }
+  const [rows, cols] = spec.shape;
+  const colBlocks = Math.ceil(cols / BLOCK);
+  const std = standardDeviation(spec, source, config);
+  const edgeTarget = spec.dtype === 'fp8' && name === edgeCodeTarget(expected) && cols >= EDGE_CODES.length;
+  for (let r0 = 0; r0 < rows; r0 += BLOCK) {
+    const bandRows = Math.min(BLOCK, rows - r0);
+    const w = randn(rngAt(s, 2 * r0 * cols), bandRows * cols, std);
+    if (!spec.blockScaled) {
+      yield { row: r0, data: bf16Bytes(w) };
+      continue;
+    }
+    // Each 128x128 block times a factor in [0.5, 2], so the block scales differ.
+    const factor = rngAt(s, 2 * rows * cols + (r0 / BLOCK) * colBlocks);
+    for (let c0 = 0; c0 < cols; c0 += BLOCK) {
+      const f = 2 ** (factor() * 2 - 1);
+      for (let r = 0; r < bandRows; r++) for (let c = c0; c < Math.min(c0 + BLOCK, cols); c++) w[r * cols + c] *= f;
+    }
+    if (spec.dtype !== 'fp8') {
+      yield { row: r0, data: bf16Bytes(w) }; // a release without quantization_config
+      continue;
+    }
+    const { codes, scaleInv } = fp8Quantize(w, bandRows, cols); // bit for bit the engine's reference quantizeFp8
+    if (r0 === 0 && edgeTarget) codes.set(EDGE_CODES, 0);
+    yield { row: r0, data: codes, scaleInv: f32Bytes(scaleInv) };
+  }
+}
+
+/** mulberry32 after `draws` draws: its state only ever adds a constant (src/testing/random.ts). */
+function rngAt(seed: number, draws: number): () => number {
+  return rng((seed + Math.imul(draws, 0x6d2b79f5)) >>> 0);
+}
+
+/** The first query projection of layer 0, which holds EDGE_CODES. */
+function edgeCodeTarget(expected: ReadonlyMap<string, ExpectedTensor>): string | undefined {
+  return [...expected.keys()].find((n) => /^model\.layers\.0\.self_attn\.(q_a_proj|q_proj)\.weight$/.test(n));
+}
+
+/** The Gaussian scale of a matrix's values. */
+function standardDeviation(spec: ExpectedTensor, name: string, config: DeepseekV3Config): number {
   const d = config.hidden_size;
+  if (spec.blockScaled) {
+    // Outputs into the residual stream scaled down by the depth.
+    const residualScale = 1 / Math.sqrt(2 * (config.num_hidden_layers + 1));
+    return (1 / Math.sqrt(spec.shape[1])) * (/(o_proj|down_proj)\.weight$/.test(name) ? residualScale : 1);
+  }
+  switch (spec.kind) {
+    case 'embedding':
+      return 1;
+    case 'head':
+      return 1 / Math.sqrt(d);
+    case 'router':
+      // x is RMS-normalised (|x|^2 ~ d), so logits x.w are about N(0, 1.5^2).
+      return 1.5 / Math.sqrt(d);
+    case 'linear': // eh_proj, the one BF16 Linear: [d, 2d]
+      return 1 / Math.sqrt(spec.shape[1]);
+    default:
+      throw new Error(`generator: no initialiser for the matrix ${name} (${spec.kind})`);
+  }
+}
+
+/** Values of a vector (norm weights, the router's correction bias), as bytes of its release dtype. */
+function vector(spec: ExpectedTensor, name: string, next: () => number): Uint8Array {
+  const n = elements(spec.shape);
   switch (spec.kind) {
     case 'norm': {
       const v = randn(next, n, 0.1);
       for (let i = 0; i < n; i++) v[i] += 1;
       return bf16Bytes(v);
     }
-    case 'embedding':
-      return bf16Bytes(randn(next, n, 1));
-    case 'head':
-      return bf16Bytes(randn(next, n, 1 / Math.sqrt(d)));
-    case 'router':
-      // x is RMS-normalised (|x|^2 ~ d), so logits x.w are about N(0, 1.5^2).
-      return bf16Bytes(randn(next, n, 1.5 / Math.sqrt(d)));
     case 'router_bias': {
       const v = new Float32Array(n);
       for (let i = 0; i < n; i++) v[i] = (next() * 2 - 1) * 0.12;
       return f32Bytes(v);
     }
-    case 'linear': // eh_proj, the one BF16 Linear: [d, 2d]
-      return bf16Bytes(randn(next, n, 1 / Math.sqrt(spec.shape[1])));
-    case 'scale_inv':
-      break;
-  }
-  throw new Error(`generator: no initialiser for ${name} (${spec.kind})`);
-}
-
-/** Multiply each 128x128 block by a factor in [0.5, 2] so the block scales differ. */
-function scaleBlocks(w: Float32Array, rows: number, cols: number, next: () => number): void {
-  for (let r0 = 0; r0 < rows; r0 += 128) {
-    for (let c0 = 0; c0 < cols; c0 += 128) {
-      const f = 2 ** (next() * 2 - 1);
-      for (let r = r0; r < Math.min(r0 + 128, rows); r++) for (let c = c0; c < Math.min(c0 + 128, cols); c++) w[r * cols + c] *= f;
-    }
+    default:
+      throw new Error(`generator: no initialiser for the vector ${name} (${spec.kind})`);
   }
 }
 
@@ -172,38 +212,6 @@ function mtpCopySource(config: DeepseekV3Config, name: string): string | null {
   return null;
 }
 
-/**
- * Shard boundaries (indices into `tensors`, module order), each near an equal share of the bytes.
- * A cut is moved forward to the next place that separates an FP8 weight from its scale_inv, so a
- * loader must use weight_map rather than assume a weight and its scales share a file.
- */
-export function shardCuts(tensors: readonly GeneratedTensor[], shards: number): number[] {
-  const before = [0];
-  for (const t of tensors) before.push(before[before.length - 1] + t.data.byteLength);
-  const total = before[tensors.length];
-  const splitsPair = (i: number) => tensors[i].name === scaleInvName(tensors[i - 1].name);
-  const cuts: number[] = [];
-  let prev = 0;
-  for (let k = 1; k < shards; k++) {
-    const last = tensors.length - (shards - k); // leave one tensor at least for each later shard
-    let cut = prev + 1;
-    while (cut < last && before[cut] < (total * k) / shards) cut++;
-    let pair = cut;
-    while (pair < last && !splitsPair(pair)) pair++;
-    if (splitsPair(pair)) cut = pair;
-    cuts.push(cut);
-    prev = cut;
-  }
-  return cuts;
-}
-
-/** One safetensors file; F32 first, then 2-byte, then 1-byte dtypes, so every tensor is aligned to its element size. */
-function serialize(tensors: readonly GeneratedTensor[]): Uint8Array {
-  const size = (t: GeneratedTensor) => (t.dtype === 'F32' ? 4 : t.dtype === 'F8_E4M3' ? 1 : 2);
-  const ordered = [...tensors].sort((a, b) => size(b) - size(a)); // stable: module order within a size
-  return writeSafetensors(Object.fromEntries(ordered.map((t) => [t.name, { dtype: t.dtype, shape: t.shape, data: t.data }])), { format: 'pt' });
-}
-
 /** A per-tensor seed, so each tensor's values depend only on the seed and its name. */
 function tensorSeed(seed: number, name: string): number {
   let h = 0x811c9dc5 ^ (seed >>> 0); // FNV-1a over the name, started from the seed
@@ -213,8 +221,4 @@ function tensorSeed(seed: number, name: string): number {
 
 function elements(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
-}
-
-function pad5(n: number): string {
-  return String(n).padStart(5, '0');
 }

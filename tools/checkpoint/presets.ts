@@ -1,5 +1,7 @@
 // config.json contents (Hugging Face keys) for generated test checkpoints, and the released
-// 671B config for arithmetic checks (never generated: it would be 685B parameters).
+// 671B and Moonlight configs for arithmetic checks (never generated whole: 685B and 16B parameters).
+// TINY and ODD fit in memory (generateCheckpoint); `moonlight` and `v3-dims` have the real
+// models' dimensions with fewer layers and are written tensor by tensor (stream.ts).
 
 type RawConfig = Record<string, unknown>;
 
@@ -86,7 +88,6 @@ export const ODD: RawConfig = {
   rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 4, mscale: 1.0, mscale_all_dim: 1.0, original_max_position_embeddings: 32, type: 'yarn' },
 };
 
-export const PRESETS: Readonly<Record<string, RawConfig>> = { tiny: TINY, odd: ODD };
 
 /** The released DeepSeek-V3 (671B) config.json (src/model/MATH.md section 1; auto_map left out). */
 export const DEEPSEEK_V3_671B: RawConfig = {
@@ -113,3 +114,73 @@ export const DEEPSEEK_V3_671B: RawConfig = {
   max_position_embeddings: 163840,
   rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 40, mscale: 1.0, mscale_all_dim: 1.0, original_max_position_embeddings: 4096, type: 'yarn' },
 };
+
+/**
+ * Moonshot's Moonlight-16B-A3B (DeepseekV3ForCausalLM, BF16, no quantization_config), as its
+ * config.json has it (auto_map left out): 27 layers (1 dense), 64 experts top-6 in one group,
+ * 2 shared, no query compression, no rope_scaling, no MTP. Values from the -Instruct release's
+ * config.json (revision 4e735b07a89f73647dfab71ab91b840f362ede5b, as quoted by a public parser
+ * test), matching Megatron's and miles' Moonlight configs (11264, 1408, 2.446, 1e-5, 50000, 8192).
+ */
+export const MOONLIGHT_16B_A3B: RawConfig = {
+  architectures: ['DeepseekV3ForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  aux_loss_alpha: 0.001,
+  bos_token_id: 163584,
+  eos_token_id: 163586,
+  ep_size: 1,
+  first_k_dense_replace: 1,
+  hidden_act: 'silu',
+  hidden_size: 2048,
+  initializer_range: 0.02,
+  intermediate_size: 11264,
+  kv_lora_rank: 512,
+  max_position_embeddings: 8192,
+  model_type: 'deepseek_v3',
+  moe_intermediate_size: 1408,
+  moe_layer_freq: 1,
+  n_group: 1,
+  n_routed_experts: 64,
+  n_shared_experts: 2,
+  norm_topk_prob: true,
+  num_attention_heads: 16,
+  num_experts_per_tok: 6,
+  num_hidden_layers: 27,
+  num_key_value_heads: 16,
+  num_nextn_predict_layers: 0,
+  pretraining_tp: 1,
+  q_lora_rank: null,
+  qk_nope_head_dim: 128,
+  qk_rope_head_dim: 64,
+  rms_norm_eps: 1e-5,
+  rope_theta: 50000.0,
+  routed_scaling_factor: 2.446,
+  scoring_func: 'sigmoid',
+  seq_aux: true,
+  tie_word_embeddings: false,
+  topk_group: 1,
+  topk_method: 'noaux_tc',
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.46.3',
+  use_cache: true,
+  v_head_dim: 128,
+  vocab_size: 163840,
+};
+
+/** Moonlight's dimensions with 3 layers (1 dense + 2 MoE): about 1.9B parameters, 3.6 GiB of BF16. */
+export const MOONLIGHT: RawConfig = { ...MOONLIGHT_16B_A3B, num_hidden_layers: 3 };
+
+/**
+ * DeepSeek-V3's dimensions, FP8 as released, with 2 layers (1 dense + 1 MoE) and the MTP layer:
+ * 16 routed experts in V3's 8 groups of which 4 are kept, top-8 as in V3, so a token's routed
+ * and shared work per MoE layer is V3's. 3.4B parameters plus 2.9B in the MTP layer, 9.4 GiB:
+ * the embedding, the head and their MTP copies are 1.7 GiB each (BF16 [129280, 7168]), over a
+ * 1 GiB storage binding (SwiftShader's), which the loader refuses before reading a byte.
+ */
+export const V3_DIMS: RawConfig = { ...DEEPSEEK_V3_671B, num_hidden_layers: 2, first_k_dense_replace: 1, n_routed_experts: 16 };
+
+export const PRESETS: Readonly<Record<string, RawConfig>> = { tiny: TINY, odd: ODD, moonlight: MOONLIGHT, 'v3-dims': V3_DIMS };
+
+/** Presets too large for generateCheckpoint's in-memory limit: written by stream.ts only. */
+export const REAL_SIZE_PRESETS: readonly string[] = ['moonlight', 'v3-dims'];

@@ -33,11 +33,12 @@ export function ffn(weights: ReferenceWeights, config: DeepseekV3Config, layer: 
     swiglu(rows, n, d, inter, weights.get(`${prefix}gate_proj.weight`), weights.get(`${prefix}up_proj.weight`), weights.get(`${prefix}down_proj.weight`), round);
   if (!isMoeLayer(config, layer)) return { y: mlp(p, config.intermediate_size, x, T, rounding?.parallel ?? null), routing: null };
 
-  // Router: f32 logits x Wg^T, then sigmoid, bias for choosing, group-limited top-k.
+  // Router: f32 logits x Wg^T, then sigmoid, bias for choosing, group-limited top-k (V3), or
+  // softmax and greedy / group-limited top-k (V2).
   const E = config.n_routed_experts;
   const K = config.num_experts_per_tok;
   const logits = linear(x, T, weights.get(`${p}gate.weight`), E, d); // [T, E]
-  const { ids, weights: routeWeights } = moeRouteRef(logits, weights.get(`${p}gate.e_score_correction_bias`), T, config);
+  const { ids, weights: routeWeights } = moeRouteRef(logits, config.topk_method === 'noaux_tc' ? weights.get(`${p}gate.e_score_correction_bias`) : null, T, config);
 
   // Routed experts in expert-index order, as the official loop adds them; each sees only its tokens.
   const acc = new Float64Array(T * d);
