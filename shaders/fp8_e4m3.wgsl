@@ -45,3 +45,25 @@ fn f32_to_e4m3(x: f32) -> u32 {
   let rounded = b + 0x7FFFFu + ((b >> 20u) & 1u);
   return sign | ((rounded >> 20u) - (120u << 3u));
 }
+
+// amax / 448 rounded to nearest as IEEE f32 division does. WGSL's `/` may be 2.5 ulp off, and the
+// scale must match the official one bit for bit, so divide the 24-bit significand by 7 in
+// integers (448 = 7 * 2^6). amax is a positive normal f32. Shared by act_quant.wgsl and quantize_fp8.wgsl.
+fn div_448(amax: f32) -> f32 {
+  let bits = bitcast<u32>(amax);
+  let significand = (bits & 0x7FFFFFu) | 0x800000u; // amax = significand * 2^(E - 150)
+  // amax / 448 = (significand * 8 / 7) * 2^(E - 159); shift by 2 instead of 3 when 8/7 would
+  // carry the quotient past 2^24, so q is always a 24-bit significand.
+  let wide = significand >= (7u << 21u);
+  let numerator = significand << select(3u, 2u, wide);
+  var q = numerator / 7u;
+  if (2u * (numerator % 7u) > 7u) {
+    q += 1u; // nearest; 7 is odd, so there are no ties
+  }
+  var exponent = (bits >> 23u) - select(9u, 8u, wide);
+  if (q == 0x1000000u) {
+    q = 0x800000u;
+    exponent += 1u;
+  }
+  return bitcast<f32>((exponent << 23u) | (q & 0x7FFFFFu));
+}

@@ -58,26 +58,6 @@ fn source_value(i: u32) -> f32 {
 #endif
 }
 
-// amax / 448 rounded to nearest as IEEE f32 division does (WGSL's `/` may be 2.5 ulp off, and S
-// is stored, so it must be the correctly rounded quotient): the 24-bit significand divided by 7
-// in integers (448 = 7 * 2^6). amax is a positive normal f32.
-fn div_448(amax: f32) -> f32 {
-  let bits = bitcast<u32>(amax);
-  let significand = (bits & 0x7FFFFFu) | 0x800000u;
-  let wide = significand >= (7u << 21u); // 8/7 would carry the quotient past 2^24: shift by 2
-  let numerator = significand << select(3u, 2u, wide);
-  var q = numerator / 7u;
-  if (2u * (numerator % 7u) > 7u) {
-    q += 1u; // nearest; 7 is odd, so there are no ties
-  }
-  var exponent = (bits >> 23u) - select(9u, 8u, wide);
-  if (q == 0x1000000u) {
-    q = 0x800000u;
-    exponent += 1u;
-  }
-  return bitcast<f32>((exponent << 23u) | (q & 0x7FFFFFu));
-}
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let c0 = wid.x * BLOCK;

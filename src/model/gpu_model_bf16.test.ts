@@ -17,6 +17,7 @@ import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
 import { loadWeights, type LoadedWeights } from './load_weights.ts';
+import { logitsAtEveryPosition, relativeLogitError } from '../testing/logits_testing.ts';
 import { referenceForward } from './reference/forward.ts';
 import { loadReferenceWeights } from './reference/tensors.ts';
 
@@ -25,33 +26,6 @@ const generated = generateCheckpoint({ config: RAW, seed: 11 });
 const dir = memoryDir('odd-bf16', Object.fromEntries(generated.files));
 const config = parseConfig(RAW);
 const ids = Array.from({ length: 13 }, (_, t) => (t * 41 + 3) % config.vocab_size);
-
-/** Largest |a - b| over the largest |b|, over all positions. */
-function relativeError(rows: Float32Array[], reference: Float32Array[]): number {
-  let err = 0;
-  let scale = 0;
-  rows.forEach((row, t) =>
-    row.forEach((v, j) => {
-      err = Math.max(err, Math.abs(v - reference[t][j]));
-      scale = Math.max(scale, Math.abs(reference[t][j]));
-    }),
-  );
-  return err / scale;
-}
-
-/** Logits of every position: prefill in chunks of 8 (GEMM paths), then decode row by row (GEMV). */
-async function allLogits(model: GpuModel): Promise<Float32Array[]> {
-  const cache = model.createCache(ids.length);
-  const plans = model.plans(cache);
-  try {
-    const rows = (await model.forward(plans, ids.slice(0, 9), 0, { logits: 'all' })).logits!;
-    for (let t = 9; t < ids.length; t++) rows.push(...(await model.forward(plans, [ids[t]], t, { logits: 'last' })).logits!);
-    return rows;
-  } finally {
-    plans.destroy();
-    cache.destroy();
-  }
-}
 
 let gpu: Gpu;
 beforeAll(async () => {
@@ -94,14 +68,14 @@ describe("weights 'fp8' on a BF16 release", () => {
 
   it('matches the CPU reference on the same quantised weights at every position (relative logit error < 1e-4)', async () => {
     const reference = referenceForward(await loadReferenceWeights(await openCheckpoint(dir), config, { quantise: true }), config, ids).logits;
-    expect(relativeError(await allLogits(model), reference)).toBeLessThan(1e-4);
+    expect(relativeLogitError(await logitsAtEveryPosition(model, ids, 9), reference)).toBeLessThan(1e-4);
   });
 
   it('is really quantised: the unquantised reference is much further away', async () => {
     const quantised = referenceForward(await loadReferenceWeights(await openCheckpoint(dir), config, { quantise: true }), config, ids).logits;
     const exact = referenceForward(await loadReferenceWeights(await openCheckpoint(dir), config), config, ids).logits;
     // FP8's 3 fraction bits move these random logits by several percent; the GPU by < 1e-4.
-    expect(relativeError(quantised, exact)).toBeGreaterThan(1e-2);
+    expect(relativeLogitError(quantised, exact)).toBeGreaterThan(1e-2);
   });
 });
 
@@ -122,7 +96,7 @@ describe("weights 'bf16' on a BF16 release", () => {
     expect(loaded.quantisedTensors).toBe(0);
     expect(loaded.tensors.get('model.layers.1.mlp.experts.0.up_proj.weight')!.dtype).toBe('BF16');
     const reference = referenceForward(await loadReferenceWeights(await openCheckpoint(dir), config), config, ids).logits;
-    expect(relativeError(await allLogits(model), reference)).toBeLessThan(1e-4);
+    expect(relativeLogitError(await logitsAtEveryPosition(model, ids, 9), reference)).toBeLessThan(1e-4);
   });
 
   it("takes more GPU memory than weights 'fp8' (which halves the Linears)", async () => {

@@ -12,6 +12,7 @@ import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
 import { loadWeights, type LoadedWeights } from './load_weights.ts';
+import { logitsAtEveryPosition, relativeLogitError } from '../testing/logits_testing.ts';
 import { referenceForward } from './reference/forward.ts';
 import { loadReferenceWeights } from './reference/tensors.ts';
 
@@ -34,22 +35,5 @@ afterAll(() => {
 
 it('matches the CPU reference at every position (relative logit error < 1e-4)', async () => {
   const reference = referenceForward(await loadReferenceWeights(await openCheckpoint(dir), config), config, ids).logits;
-  const cache = model.createCache(ids.length);
-  const plans = model.plans(cache);
-  try {
-    const rows = (await model.forward(plans, ids.slice(0, 17), 0, { logits: 'all' })).logits!;
-    for (let t = 17; t < ids.length; t++) rows.push(...(await model.forward(plans, [ids[t]], t, { logits: 'last' })).logits!);
-    let err = 0;
-    let scale = 0;
-    rows.forEach((row, t) =>
-      row.forEach((v, j) => {
-        err = Math.max(err, Math.abs(v - reference[t][j]));
-        scale = Math.max(scale, Math.abs(reference[t][j]));
-      }),
-    );
-    expect(err / scale).toBeLessThan(1e-4);
-  } finally {
-    plans.destroy();
-    cache.destroy();
-  }
+  expect(relativeLogitError(await logitsAtEveryPosition(model, ids, 17), reference)).toBeLessThan(1e-4);
 });

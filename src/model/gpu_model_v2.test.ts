@@ -14,6 +14,7 @@ import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel } from './gpu_model.ts';
 import { loadWeights, type WeightMode } from './load_weights.ts';
+import { logitsAtEveryPosition, relativeLogitError } from '../testing/logits_testing.ts';
 import { referenceForward } from './reference/forward.ts';
 import { loadReferenceWeights } from './reference/tensors.ts';
 import { expectedTensors } from './weights.ts';
@@ -56,18 +57,9 @@ describe('DeepSeek-V2', () => {
       const gpu = await testGpu();
       const loaded = await loadWeights(gpu, dir, { weights });
       const model = createGpuModel(gpu, loaded, { prefillChunk: 8 });
-      const cache = model.createCache(ids.length);
-      const plans = model.plans(cache);
       try {
-        const rows = (await model.forward(plans, ids.slice(0, 8), 0, { logits: 'all' })).logits!;
-        for (let t = 8; t < ids.length; t++) rows.push(...(await model.forward(plans, [ids[t]], t, { logits: 'last' })).logits!);
-        let err = 0;
-        let scale = 0;
-        rows.forEach((row, t) => row.forEach((v, j) => ((err = Math.max(err, Math.abs(v - reference[t][j]))), (scale = Math.max(scale, Math.abs(reference[t][j]))))));
-        expect(err / scale).toBeLessThan(1e-4);
+        expect(relativeLogitError(await logitsAtEveryPosition(model, ids, 8), reference)).toBeLessThan(1e-4);
       } finally {
-        plans.destroy();
-        cache.destroy();
         model.destroy();
         loaded.destroy();
       }

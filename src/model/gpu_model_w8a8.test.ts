@@ -15,6 +15,7 @@ import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD, TINY } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
 import { loadWeights, type LoadedWeights } from './load_weights.ts';
+import { logitsAtEveryPosition, relativeLogitError } from '../testing/logits_testing.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import { referenceForward } from './reference/forward.ts';
 import { loadReferenceWeights } from './reference/tensors.ts';
@@ -95,19 +96,6 @@ const UE8M0: Record<string, unknown> = {
   quantization_config: { ...(TINY.quantization_config as object), scale_fmt: 'ue8m0' },
 };
 
-/** Max |a - b| over every logit, relative to the largest |b|. */
-function relativeError(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
-  let err = 0;
-  let scale = 0;
-  a.forEach((row, t) => {
-    for (let j = 0; j < row.length; j++) {
-      err = Math.max(err, Math.abs(row[j] - b[t][j]));
-      scale = Math.max(scale, Math.abs(b[t][j]));
-    }
-  });
-  return err / scale;
-}
-
 it('with scale_fmt "ue8m0" (V3.1) matches the CPU reference rounding the same way, and differs from amax / 448 scales', async () => {
   const generated = generateCheckpoint({ config: UE8M0, seed: 11 });
   const files = Object.fromEntries(generated.files);
@@ -123,15 +111,9 @@ it('with scale_fmt "ue8m0" (V3.1) matches the CPU reference rounding the same wa
   const onGpu = async (fmt: 'ue8m0' | 'f32') => {
     const loadedFmt = await loadWeights(gpu, dirs[fmt]);
     const m = createGpuModel(gpu, loadedFmt, { prefillChunk: 8, numerics: 'w8a8' });
-    const cache = m.createCache(ids.length);
-    const plans = m.plans(cache);
     try {
-      const rows = (await m.forward(plans, ids.slice(0, 9), 0, { logits: 'all' })).logits!;
-      for (let t = 9; t < ids.length; t++) rows.push(...(await m.forward(plans, [ids[t]], t, { logits: 'last' })).logits!);
-      return rows;
+      return await logitsAtEveryPosition(m, ids, 9);
     } finally {
-      plans.destroy();
-      cache.destroy();
       m.destroy();
       loadedFmt.destroy();
     }
@@ -139,16 +121,16 @@ it('with scale_fmt "ue8m0" (V3.1) matches the CPU reference rounding the same wa
   const want = { ue8m0: await reference('ue8m0'), f32: await reference('f32') };
   const got = { ue8m0: await onGpu('ue8m0'), f32: await onGpu('f32') };
   const errors = {
-    ue8m0: relativeError(got.ue8m0, want.ue8m0),
-    f32: relativeError(got.f32, want.f32),
-    formats: relativeError(want.ue8m0, want.f32), // what the option changes
-    w8a8: relativeError(want.f32, await reference('f32', 'weight_only')), // what W8A8 itself changes
+    ue8m0: relativeLogitError(got.ue8m0, want.ue8m0),
+    f32: relativeLogitError(got.f32, want.f32),
+    formats: relativeLogitError(want.ue8m0, want.f32), // what the option changes
+    w8a8: relativeLogitError(want.f32, await reference('f32', 'weight_only')), // what W8A8 itself changes
   };
   console.log(`w8a8 GPU vs reference: ue8m0 ${errors.ue8m0.toExponential(2)}, amax/448 ${errors.f32.toExponential(2)}; reference ue8m0 vs amax/448 ${errors.formats.toExponential(2)}, w8a8 vs weight_only ${errors.w8a8.toExponential(2)}`);
   expect(errors.ue8m0).toBeLessThan(1e-4);
   expect(errors.f32).toBeLessThan(1e-4);
   expect(errors.formats).toBeGreaterThan(100 * Math.max(errors.ue8m0, errors.f32)); // the option is applied
-  expect(relativeError(got.ue8m0, want.f32)).toBeGreaterThan(100 * errors.ue8m0);
+  expect(relativeLogitError(got.ue8m0, want.f32)).toBeGreaterThan(100 * errors.ue8m0);
 });
 
 it('refuses a config whose Linear inputs are not whole 128-channel groups', async () => {

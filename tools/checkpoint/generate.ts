@@ -11,13 +11,13 @@
 // logits about N(0, 1.5^2); e_score_correction_bias uniform in +-0.12; the MTP layer's
 // embed_tokens and shared_head.head byte copies of the main ones, as in the release.
 
-import type { DeepseekV3Config } from '../../src/config.ts';
+import { parseConfig, type DeepseekV3Config } from '../../src/config.ts';
 import { ArgumentError } from '../../src/errors.ts';
 import { writeSafetensors } from '../../src/io/safetensors_write.ts';
 import { rng, randn } from '../../src/gpu/testing.ts';
 import { BLOCK } from '../../src/gpu/kernel.ts';
 import { expectedTensors, type ExpectedTensor } from '../../src/model/weights.ts';
-import { INDEX_FILE, planCheckpoint, plannedTensors, type GeneratedDtype } from './layout.ts';
+import { INDEX_FILE, planCheckpoint, plannedTensors, type GeneratedDtype, type PlannedTensor } from './layout.ts';
 import { bf16Bytes, f32Bytes, fp8Quantize } from './tensor_data.ts';
 
 export type { GeneratedDtype } from './layout.ts';
@@ -54,8 +54,10 @@ export interface GeneratedCheckpoint {
 export const EDGE_CODES = [0x00, 0x80, 0x01, 0x81, 0x07, 0x08, 0x7e, 0xfe] as const;
 
 export function generateCheckpoint(options: GenerateOptions): GeneratedCheckpoint {
+  const maxBytes = options.maxBytes ?? 2 ** 30;
+  checkSize(parseConfig(options.config, 'the generator config'), maxBytes); // before planning a 671B layout
   const layout = planCheckpoint(options.config, { shards: options.shards ?? 1 });
-  const tensors = generateTensors(layout.config, options.seed ?? 0, options.maxBytes ?? 2 ** 30);
+  const tensors = generateTensors(layout.config, options.seed ?? 0, maxBytes);
   const byName = new Map(tensors.map((t) => [t.name, t]));
 
   const files = new Map<string, Uint8Array>();
@@ -70,9 +72,7 @@ export function generateCheckpoint(options: GenerateOptions): GeneratedCheckpoin
 
 /** Every expected tensor with random contents, in module order (each FP8 weight then its scales). */
 export function generateTensors(config: DeepseekV3Config, seed: number, maxBytes = 2 ** 30): GeneratedTensor[] {
-  const planned = plannedTensors(config);
-  const bytes = planned.reduce((sum, t) => sum + t.byteLength, 0);
-  if (bytes > maxBytes) throw new ArgumentError(`the config needs ${bytes} bytes of tensors, over the generator's limit of ${maxBytes}`);
+  const planned = checkSize(config, maxBytes);
 
   const byName = new Map(planned.map((t) => [t.name, t]));
   const expected = expectedTensors(config);
@@ -91,6 +91,14 @@ export function generateTensors(config: DeepseekV3Config, seed: number, maxBytes
     if (scale) out.push({ name: scale.name, dtype: scale.dtype, shape: scale.shape, data: scaleData! });
   }
   return out;
+}
+
+/** The planned tensors, or an ArgumentError when they are over `maxBytes` together. */
+function checkSize(config: DeepseekV3Config, maxBytes: number): PlannedTensor[] {
+  const planned = plannedTensors(config);
+  const bytes = planned.reduce((sum, t) => sum + t.byteLength, 0);
+  if (bytes > maxBytes) throw new ArgumentError(`the config needs ${bytes} bytes of tensors, over the generator's limit of ${maxBytes}: write it with stream.ts`);
+  return planned;
 }
 
 /**

@@ -74,12 +74,12 @@ export function plannedTensors(config: DeepseekV3Config): PlannedTensor[] {
   const out: PlannedTensor[] = [];
   for (const [name, spec] of expectedTensors(config)) {
     const dtype = RELEASE_DTYPE[spec.dtype];
-    const byteLength = spec.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
-    const rows = spec.shape.length === 2 ? spec.shape[0] : 1;
-    const tensor = { name, dtype, shape: spec.shape, byteLength, rows };
-    if (spec.kind === 'scale_inv') out.push({ ...tensor, scaleOf: name.slice(0, -'_scale_inv'.length) });
-    else if (spec.dtype === 'fp8') out.push({ ...tensor, scaleInv: scaleInvName(name) });
-    else out.push(tensor);
+    const shape = spec.shape;
+    const byteLength = (shape.length === 2 ? shape[0] * shape[1] : shape[0]) * DTYPE_BYTES[dtype];
+    const rows = shape.length === 2 ? shape[0] : 1;
+    if (spec.kind === 'scale_inv') out.push({ name, dtype, shape, byteLength, rows, scaleOf: name.slice(0, -'_scale_inv'.length) });
+    else if (spec.dtype === 'fp8') out.push({ name, dtype, shape, byteLength, rows, scaleInv: scaleInvName(name) });
+    else out.push({ name, dtype, shape, byteLength, rows });
   }
   return out;
 }
@@ -116,15 +116,15 @@ export function planCheckpoint(rawConfig: Record<string, unknown>, options: Layo
 /** The fewest shards whose cuts keep every multi-tensor file under `maxBytes`. */
 function shardsUnder(tensors: readonly PlannedTensor[], maxBytes: number): number {
   if (!(maxBytes > 0)) throw new ArgumentError(`maxShardBytes must be a positive number of bytes, got ${maxBytes}`);
-  const total = tensors.reduce((sum, t) => sum + t.byteLength, 0);
-  for (let shards = Math.max(1, Math.ceil(total / maxBytes)); shards < tensors.length; shards++) {
+  const before = [0];
+  for (const t of tensors) before.push(before[before.length - 1] + t.byteLength);
+  let shards = Math.max(1, Math.ceil(before[tensors.length] / maxBytes));
+  while (shards < tensors.length) {
     const cuts = [0, ...shardCuts(tensors, shards), tensors.length];
-    let fits = true;
-    for (let k = 0; k < shards && fits; k++) {
-      const part = tensors.slice(cuts[k], cuts[k + 1]);
-      fits = part.length === 1 || part.reduce((sum, t) => sum + t.byteLength, 0) <= maxBytes;
-    }
-    if (fits) return shards;
+    let largest = 0; // of the files with more than one tensor
+    for (let k = 0; k < shards; k++) if (cuts[k + 1] - cuts[k] > 1) largest = Math.max(largest, before[cuts[k + 1]] - before[cuts[k]]);
+    if (largest <= maxBytes) return shards;
+    shards = Math.min(tensors.length, Math.max(shards + 1, Math.floor((shards * largest) / maxBytes)));
   }
   return tensors.length;
 }
