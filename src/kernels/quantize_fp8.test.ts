@@ -117,6 +117,8 @@ describe('quantize_fp8', () => {
     [300, 201, { bandRows: 256, codeWord: 7, scaleBase: 5 }],
     [129, 3, { bandRows: 384, codeWord: 1, scaleBase: 1 }],
     [64, 130, { bandRows: 128, codeWord: 0, scaleBase: 0 }],
+    [300, 200, { bandRows: 128, codeWord: 3, scaleBase: 2 }],
+    [256, 384, { bandRows: 256, codeWord: 0, scaleBase: 0 }],
   ];
   for (const dtype of QUANTIZE_SOURCE_DTYPES) {
     for (const [rows, cols, layout] of shapes) {
