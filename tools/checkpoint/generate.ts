@@ -36,6 +36,8 @@ export interface GenerateOptions {
   readonly seed?: number;
   /** 1 (default): model.safetensors; N > 1: model-0000k-of-0000N.safetensors + index. */
   readonly shards?: number;
+  /** Instead of `shards`: files of at most this many bytes of tensors (layout.ts `sizeCuts`). */
+  readonly maxShardBytes?: number;
   /** Refuse configs whose tensors exceed this many bytes (default 1 GiB): a guard against real sizes. */
   readonly maxBytes?: number;
 }
@@ -56,7 +58,8 @@ export const EDGE_CODES = [0x00, 0x80, 0x01, 0x81, 0x07, 0x08, 0x7e, 0xfe] as co
 export function generateCheckpoint(options: GenerateOptions): GeneratedCheckpoint {
   const maxBytes = options.maxBytes ?? 2 ** 30;
   checkSize(parseConfig(options.config, 'the generator config'), maxBytes); // before planning a 671B layout
-  const layout = planCheckpoint(options.config, { shards: options.shards ?? 1 });
+  const { shards, maxShardBytes } = options;
+  const layout = planCheckpoint(options.config, shards === undefined && maxShardBytes !== undefined ? { maxShardBytes } : { shards: shards ?? 1 });
   const tensors = generateTensors(layout.config, options.seed ?? 0, maxBytes);
   const byName = new Map(tensors.map((t) => [t.name, t]));
 

@@ -57,9 +57,9 @@ export interface CheckpointLayout {
 }
 
 export interface LayoutOptions {
-  /** Exactly this many safetensors files (1: model.safetensors, no index). */
+  /** Exactly this many safetensors files, near equal in size (1: model.safetensors, no index). */
   readonly shards?: number;
-  /** Without `shards`: as few files as keep each under this many bytes (default 4 GiB); a lone tensor over it gets a file of its own. */
+  /** Without `shards`: files of at most this many bytes of tensors, filled in order (default 4 GiB; see sizeCuts). */
   readonly maxShardBytes?: number;
 }
 
@@ -89,11 +89,17 @@ export function planCheckpoint(rawConfig: Record<string, unknown>, options: Layo
   const config = parseConfig(rawConfig, 'the generator config');
   const tensors = plannedTensors(config);
   const tensorBytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
-  const shards = options.shards ?? shardsUnder(tensors, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
-  if (!Number.isInteger(shards) || shards < 1) throw new ArgumentError(`shards must be a positive integer, got ${shards}`);
-  if (shards > tensors.length) throw new ArgumentError(`${shards} shards for ${tensors.length} tensors: at most one shard per tensor`);
-
-  const cuts = [0, ...shardCuts(tensors, shards), tensors.length];
+  let inner: number[];
+  if (options.shards !== undefined) {
+    const shards = options.shards;
+    if (!Number.isInteger(shards) || shards < 1) throw new ArgumentError(`shards must be a positive integer, got ${shards}`);
+    if (shards > tensors.length) throw new ArgumentError(`${shards} shards for ${tensors.length} tensors: at most one shard per tensor`);
+    inner = shardCuts(tensors, shards);
+  } else {
+    inner = sizeCuts(tensors, options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES);
+  }
+  const cuts = [0, ...inner, tensors.length];
+  const shards = cuts.length - 1;
   const files: FileLayout[] = [];
   for (let k = 0; k < shards; k++) {
     const name = shards === 1 ? 'model.safetensors' : `model-${pad5(k + 1)}-of-${pad5(shards)}.safetensors`;
@@ -113,20 +119,23 @@ export function planCheckpoint(rawConfig: Record<string, unknown>, options: Layo
   };
 }
 
-/** The fewest shards whose cuts keep every multi-tensor file under `maxBytes`. */
-function shardsUnder(tensors: readonly PlannedTensor[], maxBytes: number): number {
+/**
+ * Cuts for files of at most `maxBytes` of tensors, filled in module order as transformers'
+ * `save_pretrained(max_shard_size=...)` fills them: a tensor that would take a file over the limit
+ * starts the next one (a tensor over the limit alone has a file of its own).
+ */
+export function sizeCuts(tensors: readonly { readonly byteLength: number }[], maxBytes: number): number[] {
   if (!(maxBytes > 0)) throw new ArgumentError(`maxShardBytes must be a positive number of bytes, got ${maxBytes}`);
-  const before = [0];
-  for (const t of tensors) before.push(before[before.length - 1] + t.byteLength);
-  let shards = Math.max(1, Math.ceil(before[tensors.length] / maxBytes));
-  while (shards < tensors.length) {
-    const cuts = [0, ...shardCuts(tensors, shards), tensors.length];
-    let largest = 0; // of the files with more than one tensor
-    for (let k = 0; k < shards; k++) if (cuts[k + 1] - cuts[k] > 1) largest = Math.max(largest, before[cuts[k + 1]] - before[cuts[k]]);
-    if (largest <= maxBytes) return shards;
-    shards = Math.min(tensors.length, Math.max(shards + 1, Math.floor((shards * largest) / maxBytes)));
-  }
-  return tensors.length;
+  const cuts: number[] = [];
+  let inFile = 0;
+  tensors.forEach((t, i) => {
+    if (i > 0 && inFile + t.byteLength > maxBytes) {
+      cuts.push(i);
+      inFile = 0;
+    }
+    inFile += t.byteLength;
+  });
+  return cuts;
 }
 
 /**

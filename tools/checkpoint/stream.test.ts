@@ -7,7 +7,7 @@ import { parseConfig } from '../../src/config.ts';
 import { DTYPE_SIZE, parseSafetensorsHeader } from '../../src/io/safetensors.ts';
 import { checkTensors, countParameters, expectedTensors } from '../../src/model/weights.ts';
 import { generateCheckpoint, tensorBands } from './generate.ts';
-import { INDEX_FILE, planCheckpoint } from './layout.ts';
+import { INDEX_FILE, planCheckpoint, sizeCuts } from './layout.ts';
 import { MOONLIGHT, MOONLIGHT_16B_A3B, ODD, PRESETS, REAL_SIZE_PRESETS, TINY, V3_DIMS } from './presets.ts';
 import { writeCheckpointStreaming } from './stream.ts';
 
@@ -55,14 +55,21 @@ describe('writeCheckpointStreaming', () => {
     }
   });
 
-  it('shards by size: each file under maxShardBytes, with the cuts generateCheckpoint makes for that many', async () => {
+  it('shards by size: files filled in order up to maxShardBytes, as generateCheckpoint does', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'webmoe-stream-'));
     dirs.push(dir);
-    const { layout } = await writeCheckpointStreaming(dir, { config: ODD_BF16, seed: 2, maxShardBytes: 600_000 });
+    const maxShardBytes = 600_000;
+    const { layout } = await writeCheckpointStreaming(dir, { config: ODD_BF16, seed: 2, maxShardBytes });
     expect(layout.files.length).toBeGreaterThanOrEqual(4);
-    for (const f of layout.files) expect(f.size - f.header.byteLength, f.name).toBeLessThanOrEqual(600_000);
-    const { files } = generateCheckpoint({ config: ODD_BF16, seed: 2, shards: layout.files.length });
+    for (const f of layout.files) expect(f.size - f.header.byteLength, f.name).toBeLessThanOrEqual(maxShardBytes);
+    const { files } = generateCheckpoint({ config: ODD_BF16, seed: 2, maxShardBytes });
+    expect(readdirSync(dir).sort()).toEqual([...files.keys()].sort());
     for (const [name, bytes] of files) expect(sameBytes(readFileSync(join(dir, name)), bytes), name).toBe(true);
+  });
+
+  it('sizeCuts fills files in order; a tensor over the limit has a file of its own', () => {
+    expect(sizeCuts([5, 20, 3, 4, 4].map((byteLength) => ({ byteLength })), 10)).toEqual([1, 2, 4]);
+    expect(sizeCuts([{ byteLength: 7 }], 1)).toEqual([]);
   });
 
   // About 1 TB: V3's dimensions with a 2^24-token vocabulary (the embedding, head and their MTP copies).
@@ -120,7 +127,7 @@ describe('real-size presets', () => {
       for (const info of header.tensors.values()) {
         expect(info.byteOffset, info.name).toBe(end); // back to back, in file order
         expect(info.byteOffset % DTYPE_SIZE[info.dtype], `${info.name} alignment`).toBe(0);
-        expect(layout.files[layout.files.indexOf(f)].offsets.get(info.name)).toBe(info.byteOffset);
+        expect(f.offsets.get(info.name)).toBe(info.byteOffset);
         end += info.byteLength;
         actual.set(info.name, info);
       }

@@ -47,8 +47,8 @@ export async function writeCheckpointStreaming(dir: string, options: StreamOptio
   const started = performance.now();
   const layout = planCheckpoint(options.config, options);
   await mkdir(dir, { recursive: true });
-  const fs = await statfs(dir);
-  const free = fs.bavail * fs.bsize;
+  const disk = await statfs(dir);
+  const free = disk.bavail * disk.bsize;
   if (layout.fileBytes > free) {
     throw new ArgumentError(`the checkpoint needs ${gib(layout.fileBytes)} on disk, ${dir} has ${gib(free)} free`);
   }

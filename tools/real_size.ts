@@ -1,0 +1,285 @@
+// The engine on checkpoints of real dimensions, in Node: each preset (tools/checkpoint/presets.ts
+// `moonlight`, `v3-dims`) is generated tensor by tensor into a temporary folder (deleted after,
+// also on failure or Ctrl-C), loaded with weights 'fp8' and then 'bf16', and run for a short
+// greedy generation on token ids. It prints the load time, the weight bytes on the GPU, prefill
+// and decode tok/s, and checks that the logits are finite and the ids valid. Not part of npm test:
+//   npm run test:real-size -- [--preset moonlight|v3-dims|all] [--json] [--weights fp8,bf16]
+//     [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G]
+//     [--keep] [--force]
+// A preset whose largest weight buffer is over the adapter's storage binding limit is skipped
+// before generation (the loader would refuse it before reading a byte); --force tries anyway.
+
+import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { UnsupportedConfigError, WebmoeError } from '../src/errors.ts';
+import { openNodeGpu } from '../src/gpu/node.ts';
+import type { TensorInfo } from '../src/io/safetensors.ts';
+import { tensorsOnGpu, weightBytesOnGpu, WEIGHT_MODES, type WeightMode } from '../src/model/load_weights.ts';
+import { placeTensors } from '../src/model/placement.ts';
+import { countParameters, expectedTensors } from '../src/model/weights.ts';
+import { createNodeEngine } from '../src/node.ts';
+import { planCheckpoint, type CheckpointLayout } from './checkpoint/layout.ts';
+import { PRESETS, REAL_SIZE_PRESETS } from './checkpoint/presets.ts';
+import { stderrProgress, writeCheckpointStreaming } from './checkpoint/stream.ts';
+
+interface Run {
+  weights: WeightMode;
+  status: 'ok' | 'failed' | 'unsupported' | 'skipped';
+  reason?: string;
+  loadS?: number;
+  weightBytes?: number;
+  /** What tensorsOnGpu / placeTensors (the loader's own plan) say the weights take. */
+  plannedWeightBytes: number;
+  prefillTokPerS?: number;
+  decodeTokPerS?: number;
+  ttftMs?: number;
+  ids?: number[];
+  logitsFinite?: boolean;
+  /** Informational: the first generated id is the argmax of the logits of the prompt. */
+  argmaxMatches?: boolean;
+}
+
+interface PresetReport {
+  preset: string;
+  parameters: number;
+  mtpParameters: number;
+  files: number;
+  diskBytes: number;
+  generateS?: number;
+  skipped?: string;
+  runs: Run[];
+}
+
+const { values } = parseArgs({
+  options: {
+    preset: { type: 'string', default: 'moonlight' },
+    weights: { type: 'string', default: WEIGHT_MODES.join(',') },
+    prompt: { type: 'string', default: '8' },
+    tokens: { type: 'string', default: '4' },
+    layers: { type: 'string' },
+    experts: { type: 'string' },
+    set: { type: 'string', multiple: true, default: [] },
+    seed: { type: 'string', default: '0' },
+    'max-shard-gib': { type: 'string', default: '2' },
+    json: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    force: { type: 'boolean', default: false },
+  },
+});
+const presets = values.preset === 'all' ? [...REAL_SIZE_PRESETS] : values.preset.split(',');
+const modes = values.weights.split(',') as WeightMode[];
+for (const p of presets) if (!PRESETS[p]) usage(`unknown preset "${p}" (${Object.keys(PRESETS).join(', ')} or all)`);
+for (const m of modes) if (!WEIGHT_MODES.includes(m)) usage(`unknown weights "${m}" (${WEIGHT_MODES.join(', ')})`);
+const promptLength = count('prompt');
+const newTokens = count('tokens');
+
+const workDirs = new Set<string>();
+const cleanUp = () => {
+  for (const d of workDirs) if (!values.keep) rmSync(d, { recursive: true, force: true });
+  workDirs.clear();
+};
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    cleanUp();
+    process.exit(130);
+  });
+}
+
+const reports: PresetReport[] = [];
+let adapter = '';
+try {
+  const gpu = await openNodeGpu();
+  adapter = [gpu.adapter.vendor, gpu.adapter.architecture, gpu.adapter.description].filter(Boolean).join(' ');
+  const largestBinding = Math.min(gpu.adapter.limits.maxStorageBufferBindingSize, gpu.adapter.limits.maxBufferSize);
+  gpu.destroy();
+  for (const preset of presets) reports.push(await runPreset(preset, largestBinding));
+} finally {
+  cleanUp();
+}
+print(reports);
+const failed = reports.some((r) => r.runs.some((run) => run.status === 'failed'));
+process.exit(failed ? 1 : 0);
+
+async function runPreset(preset: string, largestBinding: number): Promise<PresetReport> {
+  const raw: Record<string, unknown> = { ...PRESETS[preset] };
+  if (values.layers) raw.num_hidden_layers = Number(values.layers);
+  if (values.experts) raw.n_routed_experts = Number(values.experts);
+  for (const assignment of values.set) {
+    const eq = assignment.indexOf('=');
+    if (eq <= 0) usage(`--set takes KEY=JSON, got "${assignment}"`);
+    raw[assignment.slice(0, eq)] = JSON.parse(assignment.slice(eq + 1));
+  }
+  const maxShardBytes = Number(values['max-shard-gib']) * 2 ** 30;
+  const layout = planCheckpoint(raw, { maxShardBytes });
+  const params = countParameters(layout.config);
+  const report: PresetReport = {
+    preset,
+    parameters: params.total,
+    mtpParameters: params.mtp,
+    files: layout.files.length,
+    diskBytes: layout.fileBytes,
+    runs: modes.map((weights) => ({ weights, status: 'skipped', plannedWeightBytes: plannedGpu(layout, weights).bytes })),
+  };
+  for (const run of report.runs) {
+    if (layout.config.quantization_config !== null && run !== report.runs[0]) {
+      run.reason = `an FP8 release is FP8 on the GPU in every mode: the ${report.runs[0].weights} run is the ${run.weights} run`;
+      continue;
+    }
+    const { largest } = plannedGpu(layout, run.weights);
+    if (largest.bytes > largestBinding && !values.force) {
+      run.reason = `${largest.name} needs ${mib(largest.bytes)}, over this adapter's largest storage binding (${mib(largestBinding)}): the loader refuses it before reading a byte`;
+    }
+  }
+  if (report.runs.every((r) => r.reason)) {
+    report.skipped = `not generated: ${report.runs[0].reason}`;
+    return report;
+  }
+  const free = statfsSync(tmpdir());
+  if (free.bavail * free.bsize < layout.fileBytes) {
+    report.skipped = `not generated: ${gib(layout.fileBytes)} needed, ${gib(free.bavail * free.bsize)} free in ${tmpdir()}`;
+    return report;
+  }
+
+  const dir = mkdtempSync(join(tmpdir(), `webmoe-real-size-${preset}-`));
+  workDirs.add(dir);
+  try {
+    const seed = Number(values.seed);
+    const written = await writeCheckpointStreaming(dir, { config: raw, seed, maxShardBytes, onProgress: stderrProgress(`generate ${preset}`) });
+    report.generateS = written.seconds;
+    for (const run of report.runs) if (!run.reason) await runMode(dir, layout, run);
+  } finally {
+    if (!values.keep) rmSync(dir, { recursive: true, force: true });
+    else process.stderr.write(`[real-size] kept ${dir}\n`);
+    workDirs.delete(dir);
+  }
+  return report;
+}
+
+/** Load, logits of the prompt, a greedy generation; the engine is unloaded whatever happens. */
+async function runMode(dir: string, layout: CheckpointLayout, run: Run): Promise<void> {
+  const vocab = layout.config.vocab_size;
+  const ids = Array.from({ length: promptLength }, (_, i) => (i * 7919 + 13) % vocab);
+  let lastReport = 0;
+  const started = performance.now();
+  try {
+    const engine = await createNodeEngine({
+      model: dir,
+      weights: run.weights,
+      maxContext: Math.min(layout.config.max_position_embeddings, 256),
+      onProgress: (p) => {
+        if (p.phase !== 'weights' || performance.now() - lastReport < 5000) return;
+        lastReport = performance.now();
+        process.stderr.write(`[load ${run.weights}] ${gib(p.bytesDone)} / ${gib(p.bytesTotal)} ${p.file ?? ''}\n`);
+      },
+    });
+    try {
+      run.loadS = (performance.now() - started) / 1000;
+      run.weightBytes = (await engine.stats()).weightBytes;
+      const [logits] = await engine.logits(ids);
+      run.logitsFinite = logits.length === vocab && logits.every(Number.isFinite);
+      const generated: number[] = [];
+      for await (const chunk of engine.generate(ids, { maxTokens: newTokens, temperature: 0, ignoreEos: true, speculative: false })) {
+        generated.push(...chunk.ids);
+        if (chunk.done) {
+          run.prefillTokPerS = chunk.done.stats.prefillTokensPerS;
+          run.decodeTokPerS = chunk.done.stats.decodeTokensPerS;
+          run.ttftMs = chunk.done.stats.ttftMs;
+        }
+      }
+      run.ids = generated;
+      run.argmaxMatches = generated[0] === argmax(logits);
+      const idsValid = generated.length === newTokens && generated.every((id) => Number.isInteger(id) && id >= 0 && id < vocab);
+      run.status = run.logitsFinite && idsValid ? 'ok' : 'failed';
+      if (!run.logitsFinite) run.reason = 'logits not finite';
+      else if (!idsValid) run.reason = `generated ids not ${newTokens} valid ids: ${generated.join(' ')}`;
+    } finally {
+      await engine.unload();
+    }
+  } catch (err) {
+    // The BF16 expert kernels are another engineer's work in progress: report and go on.
+    const experts = err instanceof UnsupportedConfigError && /expert/i.test(err.message);
+    run.status = experts ? 'unsupported' : 'failed';
+    run.reason = err instanceof WebmoeError ? err.message : String(err instanceof Error ? (err.stack ?? err) : err);
+  }
+}
+
+/** The GPU bytes of a mode, and its largest buffer, from the loader's own functions. */
+function plannedGpu(layout: CheckpointLayout, mode: WeightMode): { bytes: number; largest: { name: string; bytes: number } } {
+  const infos: TensorInfo[] = layout.tensors.map((t) => ({ ...t, byteOffset: layout.fileOf.get(t.name)!.offsets.get(t.name)!, file: layout.fileOf.get(t.name)!.name }));
+  const { onGpu } = tensorsOnGpu(infos, expectedTensors(layout.config), mode);
+  let largest = { name: '', bytes: 0 };
+  for (const wb of placeTensors(onGpu)) if (wb.byteLength > largest.bytes) largest = { name: wb.name, bytes: wb.byteLength };
+  return { bytes: weightBytesOnGpu(onGpu), largest };
+}
+
+function print(all: PresetReport[]): void {
+  if (values.json) {
+    console.log(JSON.stringify({ adapter, promptLength, newTokens, presets: all }, null, 2));
+    return;
+  }
+  console.log(`adapter: ${adapter}; ${promptLength} prompt ids, ${newTokens} new tokens, greedy, no speculative decoding`);
+  for (const r of all) {
+    const generated = r.generateS === undefined ? '' : `, generated in ${r.generateS.toFixed(0)} s`;
+    console.log(`\n${r.preset}: ${(r.parameters / 1e9).toFixed(2)}B parameters (+${(r.mtpParameters / 1e9).toFixed(2)}B MTP), ${size(r.diskBytes)} in ${r.files} file(s)${generated}`);
+    if (r.skipped) {
+      console.log(`  ${r.skipped}`);
+      continue;
+    }
+    const rows = [['weights', 'status', 'load s', 'on GPU', 'planned', 'prefill tok/s', 'decode tok/s', 'ttft ms', 'ids', 'argmax = first']];
+    for (const run of r.runs) {
+      rows.push([
+        run.weights,
+        run.status,
+        fixed(run.loadS, 1),
+        run.weightBytes === undefined ? '-' : size(run.weightBytes),
+        size(run.plannedWeightBytes),
+        fixed(run.prefillTokPerS, 2),
+        fixed(run.decodeTokPerS, 2),
+        fixed(run.ttftMs, 0),
+        run.ids?.join(' ') ?? '-',
+        run.argmaxMatches === undefined ? '-' : String(run.argmaxMatches),
+      ]);
+    }
+    const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
+    for (const row of rows) console.log('  ' + row.map((cell, c) => cell.padEnd(widths[c])).join('  '));
+    for (const run of r.runs) if (run.reason) console.log(`  ${run.weights}: ${run.reason}`);
+    const [a, b] = r.runs;
+    if (a?.ids && b?.ids) console.log(`  fp8 and bf16 ids ${a.ids.join() === b.ids.join() ? 'agree' : 'differ (random weights: quantisation may move a greedy choice)'}`);
+  }
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+function count(name: 'prompt' | 'tokens'): number {
+  const n = Number(values[name]);
+  if (!Number.isInteger(n) || n < 1) usage(`--${name} must be a positive integer, got "${values[name]}"`);
+  return n;
+}
+
+function usage(message: string): never {
+  console.error(`error: ${message}\nusage: npm run test:real-size -- [--preset ${REAL_SIZE_PRESETS.join('|')}|all] [--json] [--weights fp8,bf16] [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G] [--keep] [--force]`);
+  process.exit(2);
+}
+
+function fixed(x: number | undefined, digits: number): string {
+  return x === undefined ? '-' : x.toFixed(digits);
+}
+
+/** GiB from 1 GiB up, else MiB. */
+function size(bytes: number): string {
+  return bytes >= 2 ** 30 ? gib(bytes) : mib(bytes);
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
