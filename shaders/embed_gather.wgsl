@@ -1,6 +1,11 @@
 // Embedding lookup (src/model/MATH.md 4.1): h[t, j] = embed_tokens[ids[t], j] as f32, for the
 // table `model.embed_tokens.weight` [vocab, d] as stored in the checkpoint. An id >= vocab reads
 // nothing and gives a row of zeros. Reference: src/kernels/embed_gather.ref.ts.
+//
+// A table larger than one binding is split by rows (src/model/placement.ts): one dispatch per
+// piece, holding rows first_row .. first_row + rows - 1, writes the h rows of the ids it holds
+// and leaves the others alone; the piece with first_row 0 also writes the zeros of ids >= vocab.
+// The pieces together write every row of h once, in any order.
 // Wrapper: src/kernels/embed_gather.ts. Needs half_float.wgsl (f16_to_f32_bits).
 //
 // Variant axis (src/kernels/shader_compose.ts):
@@ -15,7 +20,7 @@
 // Bindings:
 //   0 params  uniform Params
 //   1 ids     [T] u32 token ids (on the GPU: the previous step's sampled id never visits the CPU)
-//   2 table   u32 words holding the table as above
+//   2 table   u32 words holding the table (or a piece: its rows, from word 0) as above
 //   3 h       [T, d] f32, written (as u32 bits)
 //
 // Dispatch: one invocation per element of h; workgroups = ceil(T * d / WORKGROUP_SIZE), laid out
@@ -24,8 +29,9 @@
 struct Params {
   T: u32,
   d: u32,
-  vocab: u32,
-  _pad: u32,
+  rows: u32, // rows of the table in this binding (vocab for a whole table)
+  first_row: u32, // the token id of its row 0 (0 for a whole table)
+  vocab: u32, // rows of the whole table
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -35,7 +41,7 @@ struct Params {
 
 override WORKGROUP_SIZE: u32 = 64;
 
-// The f32 bits of table element `i` (= id * d + j).
+// The f32 bits of table element `i` (= (id - first_row) * d + j).
 fn element_bits(i: u32) -> u32 {
 #if dtype == f32
   return table[i];
@@ -60,9 +66,11 @@ fn main(
   let j = index - t * params.d;
   let id = ids[t];
   // An id past the table (a corrupt or foreign token) must not read out of bounds: zeros instead.
-  var bits = 0u;
-  if (id < params.vocab) {
-    bits = element_bits(id * params.d + j);
+  // (id - first_row wraps for ids below first_row, so one comparison tests both ends.)
+  let row = id - params.first_row;
+  if (row < params.rows) {
+    h[index] = element_bits(row * params.d + j);
+  } else if (params.first_row == 0u && id >= params.vocab) {
+    h[index] = 0u;
   }
-  h[index] = bits;
 }

@@ -34,7 +34,7 @@ fn store_tile(acc: mat4x4<f32>, m0: u32, n0: u32) {
   for (var i = 0u; i < MICRO; i++) {
     for (var j = 0u; j < MICRO; j++) {
       if (m0 + i < params.M && n0 + j < params.N) {
-        y[(m0 + i) * params.N + n0 + j] = acc[i][j];
+        y[y_index(m0 + i, n0 + j)] = acc[i][j];
       }
     }
   }

@@ -50,7 +50,7 @@ fn rows_block_scale(kb: u32) -> vec4<f32> {
 
 fn store_rows(n: u32, acc: vec4<f32>) {
   for (var m = 0u; m < min(params.M, ROWS); m++) {
-    y[m * params.N + n] = acc[m];
+    y[y_index(m, n)] = acc[m];
   }
 }
 

@@ -16,7 +16,9 @@
 //   0 params           uniform MatmulParams
 //   1 x                [M, K] f32, or [M, K/4] u32 (w8a8)
 //   2 weight           u32 words holding W as above
-//   3 y                [M, N] f32, written
+//   3 y                f32, written: y[m, n] at m * y_stride + y_col + n (y_stride = N, y_col = 0
+//                      for a whole Linear; a row band of a split W writes its columns of the
+//                      full y, src/model/linear.ts)
 //   4 weight_scale_inv [ceil(N/128), ceil(K/128)] f32   (fp8 only)
 //   5 x_scale          [M, K/128] f32                   (w8a8 only)
 
@@ -25,6 +27,13 @@ struct MatmulParams {
   N: u32,
   K: u32,
   k_blocks: u32, // ceil(K / 128): row stride of weight_scale_inv and x_scale
+  y_stride: u32, // elements between rows of y (>= y_col + N)
+  y_col: u32, // the column of y that output n = 0 goes to
+}
+
+// Where y[m, n] is stored.
+fn y_index(m: u32, n: u32) -> u32 {
+  return m * params.y_stride + params.y_col + n;
 }
 
 const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint, 1 x 128 groups of act_quant
@@ -147,7 +156,7 @@ fn store_quad(v: vec4<f32>, m: u32, n0: u32) {
   if (m >= params.M) {
     return;
   }
-  let at = m * params.N + n0;
+  let at = y_index(m, n0);
   if (n0 + 3u < params.N) {
     y[at] = v.x;
     y[at + 1u] = v.y;

@@ -1,13 +1,15 @@
-// The weighted sum over each token's chosen experts after the grouped expert kernels
-// (src/model/MATH.md 4.6): out[t, j] = sum over k in order of topk_weights[t, k] * y[t * topk + k, j].
-// The same order as the decode path of moe_experts_down.wgsl, so both paths round alike.
+// The weighted sum over each token's chosen experts after the grouped expert kernels, or after the
+// decode_pairs ones of split expert ranges (src/model/MATH.md 4.6):
+//   out[t, j] = sum over k in order of topk_weights[t, k] * y[t * topk + k, j].
+// The same operations in the same order as the decode path of moe_experts_down.wgsl (acc from 0,
+// acc += w * y), so both paths round alike and split decode equals unsplit decode bit for bit.
 // Reference: src/kernels/moe_experts.ref.ts. Wrapper: src/kernels/moe_experts.ts.
 //
 // One invocation per output element; workgroups spread over (x, y), flattened as wid.y * nwg.x + wid.x.
 //
 // Bindings:
 //   0 params        uniform Params
-//   1 y             [T * topk, hidden_size] f32, from moe_experts_down.wgsl (grouped)
+//   1 y             [T * topk, hidden_size] f32, from moe_experts_down.wgsl (grouped, decode_pairs)
 //   2 topk_weights  [T * topk] f32
 //   3 out           [T, hidden_size] f32, written
 

@@ -1,6 +1,7 @@
 // Shared by moe_experts_gate_up.wgsl and moe_experts_down.wgsl (prepended after fp8_e4m3.wgsl by
 // src/gpu/shader_compose.ts): the params of one expert linear y = x W_e^T and the readers of
-// the stacked expert weights (src/model/placement.ts). Variant axis `weights`:
+// the stacked expert weights (src/model/placement.ts), or of one range of them (a stack split over
+// several buffers: the slots below are then e - first_expert). Variant axis `weights`:
 //   fp8   weight            expert e's Q [n, k] e4m3 bytes, row-major, rows not padded, starting at
 //                           word e * slot_words (byte e * align4(n * k)); 4 codes per u32
 //         weight_scale_inv  expert e's S [ceil(n/128), ceil(k/128)] f32, starting at e * slot_scales
@@ -17,12 +18,13 @@
 struct ExpertParams {
   tokens: u32,      // T
   topk: u32,        // num_experts_per_tok (1 for a dense MLP or the shared experts)
-  experts: u32,     // E, experts in the stacked buffers
+  experts: u32,     // experts in the bound stacked buffers: E, or the count of an expert range
   n: u32,           // output width of the linear: moe_inter_dim (gate/up) or hidden_size (down)
   k: u32,           // input width: hidden_size (gate/up) or moe_inter_dim (down)
   k_blocks: u32,    // ceil(k / 128): the blocks of a dot product; row stride of weight_scale_inv
   slot_words: u32,  // u32 words from one expert's weight to the next: align4(n * k * bytes per weight) / 4
   slot_scales: u32, // fp8: f32 from one expert's weight_scale_inv to the next, ceil(n / 128) * k_blocks; bf16: 0
+  first_expert: u32, // the bound buffers hold experts first_expert .. first_expert + experts - 1 (slot e - first_expert); 0 unsplit
 }
 
 const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint

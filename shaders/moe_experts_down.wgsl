@@ -6,23 +6,28 @@
 //
 // Variant axis `weights`: fp8 (with the scale binding 3) or bf16 (no binding 3).
 // Variant axis `path`:
-//   decode   out[t, j] = sum over k in order of topk_weights[t, k] * (h[pair] . down_e[j]): the
-//            weighted sum over the chosen experts inside the kernel (no atomics, no combine pass).
-//            One invocation per (t, 4 columns j). Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), T).
-//   grouped  y[pair, j] = h[pair] . down_e[j] over the pairs sorted by expert (moe_group.wgsl),
-//            tiles of 4 rows of one expert as in moe_experts_gate_up.wgsl; moe_combine.wgsl
-//            then weighs and adds the pairs of each token.
-//            Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), E, slices).
+//   decode        out[t, j] = sum over k in order of topk_weights[t, k] * (h[pair] . down_e[j]): the
+//                 weighted sum over the chosen experts inside the kernel (no atomics, no combine pass).
+//                 One invocation per (t, 4 columns j). Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), T).
+//   decode_pairs  the decode path over expert ranges (one dispatch per range, none sees every pair
+//                 of a token): y[pair, j] = h[pair] . down_e[j], the same down_dot, for the pairs
+//                 whose expert lies in the bound range; moe_combine.wgsl then does the decode
+//                 path's weighted sum, the same operations in the same order, so the out is
+//                 bit-identical. Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), T * topk).
+//   grouped       y[pair, j] = h[pair] . down_e[j] over the pairs sorted by expert (moe_group.wgsl),
+//                 tiles of 4 rows of one expert (first_expert + wid.y) as in moe_experts_gate_up.wgsl;
+//                 moe_combine.wgsl then weighs and adds the pairs of each token.
+//                 Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), experts, slices).
 // One invocation per 4 output columns (columns() of moe_experts_common.wgsl), no barrier (CPU
 // adapters, where a barrier is very expensive and every load is a gather).
 //
 // Bindings:
 //   0 params            uniform ExpertParams (n = hidden_size, k = moe_inter_dim)
 //   1 h                 [T * topk, moe_inter_dim] f32
-//   2 down_weight       stacked down_proj.weight, u32 words
-//   3 down_scale        stacked down_proj.weight_scale_inv, f32   (fp8)
-//   4 out               decode: [T, hidden_size] f32; grouped: y [T * topk, hidden_size] f32; written
-//   5 topk_ids          [T * topk] u32        (decode)
+//   2 down_weight       stacked down_proj.weight (of the range), u32 words
+//   3 down_scale        stacked down_proj.weight_scale_inv (of the range), f32   (fp8)
+//   4 out               decode: [T, hidden_size] f32; decode_pairs, grouped: y [T * topk, hidden_size] f32; written
+//   5 topk_ids          [T * topk] u32        (decode, decode_pairs)
 //   6 topk_weights      [T * topk] f32        (decode)
 //   5 expert_offsets    [E + 1] u32           (grouped)
 //   6 sorted_pairs      [T * topk] u32        (grouped)
@@ -36,12 +41,14 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(3) var<storage, read> down_scale: array<f32>;
 #endif
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-#if path == decode
-@group(0) @binding(5) var<storage, read> topk_ids: array<u32>;
-@group(0) @binding(6) var<storage, read> topk_weights: array<f32>;
-#else
+#if path == grouped
 @group(0) @binding(5) var<storage, read> expert_offsets: array<u32>;
 @group(0) @binding(6) var<storage, read> sorted_pairs: array<u32>;
+#else
+@group(0) @binding(5) var<storage, read> topk_ids: array<u32>;
+#if path == decode
+@group(0) @binding(6) var<storage, read> topk_weights: array<f32>;
+#endif
 #endif
 
 fn h_quad(pair: u32, j: u32) -> vec4<f32> {
@@ -106,7 +113,7 @@ fn store_out(row: u32, i0: u32, v: vec4<f32>) {
   }
 }
 
-#if path == decode
+#if path != grouped
 // h[pair] . down_e[i] for the 4 columns i (i0 = i.x % 4 == 0: one scale block).
 fn down_dot(e: u32, i: vec4<u32>, i0: u32, pair: u32) -> vec4<f32> {
   var acc = vec4<f32>(0.0);
@@ -120,7 +127,9 @@ fn down_dot(e: u32, i: vec4<u32>, i0: u32, pair: u32) -> vec4<f32> {
   }
   return acc;
 }
+#endif
 
+#if path == decode
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
@@ -136,6 +145,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   store_out(t, i0, acc);
 }
+#elif path == decode_pairs
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
+  let pair = wid.y;
+  // the pair's slot in the bound range; an expert below first_expert wraps past experts
+  let e = topk_ids[pair] - params.first_expert;
+  if (i0 >= params.n || e >= params.experts) {
+    return;
+  }
+  store_out(pair, i0, down_dot(e, columns(i0), i0, pair));
+}
 #elif path == grouped
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -144,13 +165,13 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
 ) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
-  let e = wid.y;
-  let rows_end = expert_offsets[e + 1u];
+  let e = wid.y; // the slot in the bound range; expert first_expert + e
+  let rows_end = expert_offsets[params.first_expert + e + 1u];
   if (i0 >= params.n) {
     return;
   }
   let i = columns(i0);
-  for (var r = expert_offsets[e] + 4u * wid.z; r < rows_end; r += 4u * nwg.z) {
+  for (var r = expert_offsets[params.first_expert + e] + 4u * wid.z; r < rows_end; r += 4u * nwg.z) {
     // sorted rows r .. r+3; past rows_end, repeat the last row (computed, not stored)
     let last = min(r + 4u, rows_end) - 1u;
     let pairs = vec4<u32>(sorted_pairs[r], sorted_pairs[min(r + 1u, last)], sorted_pairs[min(r + 2u, last)], sorted_pairs[min(r + 3u, last)]);

@@ -9,21 +9,24 @@
 // Variant axis `weights`: fp8 (with the scale bindings 3 and 5) or bf16 (no scale bindings).
 // Variant axis `path`:
 //   decode   one invocation per (pair, 4 columns i): expert ids read from topk_ids, no grouping
-//            (T <= 4). Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), T * topk).
+//            (T <= 4). Pairs whose expert lies outside the bound range exit at once.
+//            Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), T * topk).
 //   grouped  the pairs sorted by expert (moe_group.wgsl); workgroup (i tile, e, slice) takes the
-//            rows of expert e in tiles of 4 rows, tile slice, slice + slices, ...; each decoded
-//            weight quad serves 4 rows. Experts chosen by no token exit at once.
-//            Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), E, slices).
+//            rows of expert first_expert + e in tiles of 4 rows, tile slice, slice + slices, ...;
+//            each decoded weight quad serves 4 rows. Experts chosen by no token exit at once.
+//            Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), experts, slices).
+// Expert ranges (a stack split over several buffers): one dispatch per range, params.experts and
+// params.first_expert its range, the bindings its buffers; unsplit, first_expert = 0 and experts = E.
 // One invocation per 4 output columns (columns() of moe_experts_common.wgsl), no barrier (CPU
 // adapters, where a barrier is very expensive and every load is a gather).
 //
 // Bindings:
 //   0 params            uniform ExpertParams (n = moe_inter_dim, k = hidden_size)
 //   1 x                 [T, hidden_size] f32
-//   2 gate_weight       stacked gate_proj.weight, u32 words
-//   3 gate_scale        stacked gate_proj.weight_scale_inv, f32   (fp8)
-//   4 up_weight         stacked up_proj.weight, u32 words
-//   5 up_scale          stacked up_proj.weight_scale_inv, f32     (fp8)
+//   2 gate_weight       stacked gate_proj.weight (of the range), u32 words
+//   3 gate_scale        stacked gate_proj.weight_scale_inv (of the range), f32   (fp8)
+//   4 up_weight         stacked up_proj.weight (of the range), u32 words
+//   5 up_scale          stacked up_proj.weight_scale_inv (of the range), f32     (fp8)
 //   6 h                 [T * topk, moe_inter_dim] f32, written (row = pair)
 //   7 topk_ids          [T * topk] u32                    (decode)
 //   7 expert_offsets    [E + 1] u32, rows of expert e: expert_offsets[e] .. expert_offsets[e + 1]  (grouped)
@@ -146,10 +149,11 @@ fn store_h(pair: u32, i0: u32, s: Sums) {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
   let pair = wid.y;
-  if (i0 >= params.n) {
+  // the pair's slot in the bound range; an expert below first_expert wraps past experts
+  let e = topk_ids[pair] - params.first_expert;
+  if (i0 >= params.n || e >= params.experts) {
     return;
   }
-  let e = topk_ids[pair];
   let t = pair / params.topk;
   let i = columns(i0);
   var sums = Sums();
@@ -171,13 +175,13 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
 ) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
-  let e = wid.y;
-  let rows_end = expert_offsets[e + 1u];
+  let e = wid.y; // the slot in the bound range; expert first_expert + e
+  let rows_end = expert_offsets[params.first_expert + e + 1u];
   if (i0 >= params.n) {
     return;
   }
   let i = columns(i0);
-  for (var r = expert_offsets[e] + 4u * wid.z; r < rows_end; r += 4u * nwg.z) {
+  for (var r = expert_offsets[params.first_expert + e] + 4u * wid.z; r < rows_end; r += 4u * nwg.z) {
     // rows r .. r+3; past rows_end, repeat the last row (computed, not stored). Written out per
     // row, not looped over: CPU adapters keep named values in registers, indexed ones in memory.
     let last = min(r + 4u, rows_end) - 1u;

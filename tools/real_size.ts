@@ -5,9 +5,10 @@
 // and decode tok/s, and checks that the logits are finite and the ids valid. Not part of npm test:
 //   npm run test:real-size -- [--preset moonlight|v3-dims|all] [--json] [--weights fp8,bf16]
 //     [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G]
-//     [--keep] [--force]
-// A preset whose largest weight buffer is over the adapter's storage binding limit is skipped
-// before generation (the loader would refuse it before reading a byte); --force tries anyway.
+//     [--max-binding-mib N] [--keep] [--force]
+// Tensors over the adapter's storage binding limit (or --max-binding-mib) are split over several
+// buffers, as the engine does; a preset the loader would still refuse (a tensor that cannot be
+// split small enough) is skipped before generation; --force tries anyway.
 
 import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,8 +17,7 @@ import { parseArgs } from 'node:util';
 import { UnsupportedConfigError, WebmoeError } from '../src/errors.ts';
 import { openNodeGpu } from '../src/gpu/node.ts';
 import type { TensorInfo } from '../src/io/safetensors.ts';
-import { tensorsOnGpu, weightBytesOnGpu, WEIGHT_MODES, type WeightMode } from '../src/model/load_weights.ts';
-import { placeTensors } from '../src/model/placement.ts';
+import { placeWeights, plannedBindingLimit, tensorsOnGpu, weightBytesOnGpu, WEIGHT_MODES, type WeightMode } from '../src/model/load_weights.ts';
 import { countParameters, expectedTensors } from '../src/model/weights.ts';
 import { createNodeEngine } from '../src/node.ts';
 import { planCheckpoint, type CheckpointLayout } from './checkpoint/layout.ts';
@@ -30,8 +30,10 @@ interface Run {
   reason?: string;
   loadS?: number;
   weightBytes?: number;
-  /** What tensorsOnGpu / placeTensors (the loader's own plan) say the weights take. */
+  /** What tensorsOnGpu / placeWeights (the loader's own plan) say the weights take. */
   plannedWeightBytes: number;
+  /** Buffers that hold a piece of a tensor split over several (0: nothing split). */
+  plannedPieces?: number;
   prefillTokPerS?: number;
   decodeTokPerS?: number;
   ttftMs?: number;
@@ -63,6 +65,7 @@ const { values } = parseArgs({
     set: { type: 'string', multiple: true, default: [] },
     seed: { type: 'string', default: '0' },
     'max-shard-gib': { type: 'string', default: '2' },
+    'max-binding-mib': { type: 'string' },
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     force: { type: 'boolean', default: false },
@@ -73,6 +76,8 @@ const modes = values.weights.split(',') as WeightMode[];
 for (const p of presets) if (!PRESETS[p]) usage(`unknown preset "${p}" (${Object.keys(PRESETS).join(', ')} or all)`);
 for (const m of modes) if (!WEIGHT_MODES.includes(m)) usage(`unknown weights "${m}" (${WEIGHT_MODES.join(', ')})`);
 const promptLength = count('prompt');
+const maxBindingMib = values['max-binding-mib'] === undefined ? undefined : Number(values['max-binding-mib']);
+if (maxBindingMib !== undefined && !(maxBindingMib > 0)) usage(`--max-binding-mib must be a positive number, got "${values['max-binding-mib']}"`);
 const newTokens = count('tokens');
 
 const workDirs = new Set<string>();
@@ -92,7 +97,7 @@ let adapter = '';
 try {
   const gpu = await openNodeGpu();
   adapter = [gpu.adapter.vendor, gpu.adapter.architecture, gpu.adapter.description].filter(Boolean).join(' ');
-  const largestBinding = Math.min(gpu.adapter.limits.maxStorageBufferBindingSize, gpu.adapter.limits.maxBufferSize);
+  const largestBinding = plannedBindingLimit(gpu.adapter.limits, maxBindingMib === undefined ? undefined : Math.floor(maxBindingMib * 2 ** 20));
   gpu.destroy();
   for (const preset of presets) reports.push(await runPreset(preset, largestBinding));
 } finally {
@@ -120,17 +125,17 @@ async function runPreset(preset: string, largestBinding: number): Promise<Preset
     mtpParameters: params.mtp,
     files: layout.files.length,
     diskBytes: layout.fileBytes,
-    runs: modes.map((weights) => ({ weights, status: 'skipped', plannedWeightBytes: plannedGpu(layout, weights).bytes })),
+    runs: modes.map((weights) => ({ weights, status: 'skipped', plannedWeightBytes: 0 })),
   };
   for (const run of report.runs) {
     if (layout.config.quantization_config !== null && run !== report.runs[0]) {
       run.reason = `an FP8 release is FP8 on the GPU in every mode: the ${report.runs[0].weights} run is the ${run.weights} run`;
       continue;
     }
-    const { largest } = plannedGpu(layout, run.weights);
-    if (largest.bytes > largestBinding && !values.force) {
-      run.reason = `${largest.name} needs ${mib(largest.bytes)}, over this adapter's largest storage binding (${mib(largestBinding)}): the loader refuses it before reading a byte`;
-    }
+    const plan = plannedGpu(layout, run.weights, largestBinding);
+    run.plannedWeightBytes = plan.bytes;
+    run.plannedPieces = plan.pieces;
+    if (plan.refused && !values.force) run.reason = `the loader refuses it before reading a byte: ${plan.refused}`;
   }
   if (report.runs.every((r) => r.reason)) {
     report.skipped = `not generated: ${report.runs[0].reason}`;
@@ -167,6 +172,7 @@ async function runMode(dir: string, layout: CheckpointLayout, run: Run): Promise
     const engine = await createNodeEngine({
       model: dir,
       weights: run.weights,
+      maxBindingMib,
       maxContext: Math.min(layout.config.max_position_embeddings, 256),
       onProgress: (p) => {
         if (p.phase !== 'weights' || performance.now() - lastReport < 5000) return;
@@ -205,13 +211,17 @@ async function runMode(dir: string, layout: CheckpointLayout, run: Run): Promise
   }
 }
 
-/** The GPU bytes of a mode, and its largest buffer, from the loader's own functions. */
-function plannedGpu(layout: CheckpointLayout, mode: WeightMode): { bytes: number; largest: { name: string; bytes: number } } {
+/** The GPU bytes of a mode and its split pieces at the binding limit, or why the loader would refuse it, from the loader's own functions. */
+function plannedGpu(layout: CheckpointLayout, mode: WeightMode, limit: number): { bytes: number; pieces: number; refused?: string } {
   const infos: TensorInfo[] = layout.tensors.map((t) => ({ ...t, byteOffset: layout.fileOf.get(t.name)!.offsets.get(t.name)!, file: layout.fileOf.get(t.name)!.name }));
   const { onGpu } = tensorsOnGpu(infos, expectedTensors(layout.config), mode);
-  let largest = { name: '', bytes: 0 };
-  for (const wb of placeTensors(onGpu)) if (wb.byteLength > largest.bytes) largest = { name: wb.name, bytes: wb.byteLength };
-  return { bytes: weightBytesOnGpu(onGpu), largest };
+  const bytes = weightBytesOnGpu(onGpu);
+  try {
+    return { bytes, pieces: placeWeights(onGpu, limit).filter((wb) => wb.piece).length };
+  } catch (err) {
+    if (err instanceof WebmoeError) return { bytes, pieces: 0, refused: err.message };
+    throw err;
+  }
 }
 
 function print(all: PresetReport[]): void {
@@ -227,7 +237,7 @@ function print(all: PresetReport[]): void {
       console.log(`  ${r.skipped}`);
       continue;
     }
-    const rows = [['weights', 'status', 'load s', 'on GPU', 'planned', 'prefill tok/s', 'decode tok/s', 'ttft ms', 'ids', 'argmax = first']];
+    const rows = [['weights', 'status', 'load s', 'on GPU', 'planned', 'pieces', 'prefill tok/s', 'decode tok/s', 'ttft ms', 'ids', 'argmax = first']];
     for (const run of r.runs) {
       rows.push([
         run.weights,
@@ -235,6 +245,7 @@ function print(all: PresetReport[]): void {
         fixed(run.loadS, 1),
         run.weightBytes === undefined ? '-' : size(run.weightBytes),
         size(run.plannedWeightBytes),
+        String(run.plannedPieces ?? '-'),
         fixed(run.prefillTokPerS, 2),
         fixed(run.decodeTokPerS, 2),
         fixed(run.ttftMs, 0),
@@ -263,7 +274,7 @@ function count(name: 'prompt' | 'tokens'): number {
 }
 
 function usage(message: string): never {
-  console.error(`error: ${message}\nusage: npm run test:real-size -- [--preset ${REAL_SIZE_PRESETS.join('|')}|all] [--json] [--weights fp8,bf16] [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G] [--keep] [--force]`);
+  console.error(`error: ${message}\nusage: npm run test:real-size -- [--preset ${REAL_SIZE_PRESETS.join('|')}|all] [--json] [--weights fp8,bf16] [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G] [--max-binding-mib N] [--keep] [--force]`);
   process.exit(2);
 }
 

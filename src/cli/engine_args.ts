@@ -14,12 +14,14 @@ export const INTERRUPTED = 130;
 export const ENGINE_FLAGS = {
   'max-context': { type: 'string' },
   weights: { type: 'string' },
+  'max-binding-mib': { type: 'string' },
 } as const;
 
-/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16. */
+/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N. */
 export interface EngineFlags {
   maxContext?: number;
   weights?: WeightMode;
+  maxBindingMib?: number;
 }
 
 export function engineFlags(values: FlagValues): EngineFlags {
@@ -27,7 +29,11 @@ export function engineFlags(values: FlagValues): EngineFlags {
   if (weights !== undefined && !(WEIGHT_MODES as readonly string[]).includes(weights)) {
     throw new UsageError(`--weights must be one of ${WEIGHT_MODES.join(', ')}, got "${weights}"`);
   }
-  return { maxContext: intFlag(values, 'max-context', 2), weights: weights as WeightMode | undefined };
+  return {
+    maxContext: intFlag(values, 'max-context', 2),
+    weights: weights as WeightMode | undefined,
+    maxBindingMib: numberFlag(values, 'max-binding-mib', (n) => n > 0, 'a positive number of MiB'),
+  };
 }
 
 /** parseArgs options of the commands that sample. */
@@ -104,7 +110,7 @@ export async function loadEngine(model: string, options: EngineFlags & { signal?
   };
   let engine: Engine;
   try {
-    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, signal: options.signal, onProgress, numerics: options.numerics });
+    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, signal: options.signal, onProgress, numerics: options.numerics });
   } finally {
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }

@@ -144,6 +144,7 @@ describe('webmoe generate: bad flags fail before loading, with one line', () => 
     [['--ids', '1', '--max-tokens', '0'], /--max-tokens must be an integer in \[1, ∞\]/],
     [['--ids', '1', '--chat'], /--chat needs a text --prompt/],
     [['--ids', '1', '--weights', 'int4'], /--weights must be one of fp8, bf16, got "int4"/],
+    [['--ids', '1', '--max-binding-mib', '0'], /--max-binding-mib must be a positive number of MiB, got "0"/],
     [['--ids', '1', '--bogus'], /Unknown option '--bogus'/],
   ])('%j', async (flags, message) => {
     const r = await runCli(['generate', '/no/such/model', ...flags]);

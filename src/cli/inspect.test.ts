@@ -54,6 +54,22 @@ describe('webmoe inspect', () => {
     expect(fp8.gpu_weight_bytes.fp8).toBe(fp8.gpu_weight_bytes.bf16);
   });
 
+  it('plans the weights at a binding limit: split tensors and pieces, or the tensor that cannot be split', async () => {
+    const r = JSON.parse((await run('inspect', officialFixture(), '--json')).out);
+    expect(r.binding_limit_bytes).toBe(128 * 2 ** 20);
+    expect(r.binding_plan.fp8).toMatchObject({ split: [], pieces: 0 });
+    // 0.03 MiB: kv_b_proj (640 x 256, read whole) does not fit. 0.16 MiB: it does, and the
+    // stacked experts (12 x 16 KiB) are split by expert ranges.
+    const low = JSON.parse((await run('inspect', officialFixture(), '--json', '--max-binding-mib', '0.03')).out);
+    expect(low.binding_plan.fp8.refused).toMatch(/needs a [\d,]+-byte buffer, over the largest storage binding webmoe plans with \(31,456-byte/);
+    const mid = JSON.parse((await run('inspect', officialFixture(), '--json', '--max-binding-mib', '0.16')).out);
+    expect(mid.binding_plan.fp8.split).toEqual(expect.arrayContaining(['model.layers.2.mlp.experts.gate_proj.weight', 'model.layers.2.mlp.experts.gate_proj.weight_scale_inv']));
+    expect(mid.binding_plan.fp8.largest_buffer).toBeLessThanOrEqual(Math.floor(0.16 * 2 ** 20));
+    expect((await run('inspect', officialFixture(), '--max-binding-mib', '0.16')).out).toMatch(/GPU bindings of 163\.8 KiB \(--max-binding-mib\): weights fp8: \d+ buffers, \d+ tensor\(s\) split into \d+ pieces/);
+    const bad = await run('inspect', officialFixture(), '--max-binding-mib', '0');
+    expect(bad.code).toBe(2);
+  });
+
   it('prints a readable summary without --json', async () => {
     const r = await run('inspect', officialFixture());
     expect(r.code).toBe(0);

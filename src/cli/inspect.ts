@@ -1,11 +1,20 @@
-// webmoe inspect <dir-or-url> [--json] [--cache-bytes N]
+// webmoe inspect <dir-or-url> [--json] [--cache-bytes N] [--max-binding-mib N]
 import { formatInspectReport, inspectCheckpoint } from '../model/inspect.ts';
-import { checkpointDir, parse, positiveInt } from './args.ts';
+import { checkpointDir, parse, positiveInt, UsageError } from './args.ts';
 
 export async function inspectCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, 'cache-bytes': { type: 'string' } }, ['dir-or-url']);
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, 'cache-bytes': { type: 'string' }, 'max-binding-mib': { type: 'string' } }, ['dir-or-url']);
   const report = await inspectCheckpoint(checkpointDir(positionals[0]), {
     cacheBytesPerValue: positiveInt('cache-bytes', values['cache-bytes'] as string | undefined, 2),
+    bindingLimitBytes: bindingLimit(values['max-binding-mib'] as string | undefined),
   });
   console.log(values.json ? JSON.stringify(report, null, 2) : formatInspectReport(report));
+}
+
+/** --max-binding-mib N (default: WebGPU's default limit, 128 MiB) in bytes. */
+function bindingLimit(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const mib = Number(value);
+  if (!(value.trim() !== '' && Number.isFinite(mib) && mib > 0)) throw new UsageError(`--max-binding-mib must be a positive number of MiB, got "${value}"`);
+  return Math.max(4, Math.floor(mib * 2 ** 20));
 }

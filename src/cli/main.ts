@@ -12,22 +12,26 @@ import { UsageError } from './args.ts';
 const USAGE = `usage: webmoe <command> [options]
 
 commands:
-  inspect <dir-or-url> [--json] [--cache-bytes N]   summarise a DeepSeek-V3-family checkpoint
+  inspect <dir-or-url> [--json] [--cache-bytes N] [--max-binding-mib N]
+                                                    summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--max-context N] [--weights fp8|bf16]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-           [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16]
+           [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
                                                     stream a continuation (--chat: the prompt as a user message)
-  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16]
+  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
                                                     the model's logits after the ids (--json: every row, whole vocabulary)
-  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16]
+  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
                                                     chat in the terminal (or over piped lines); /exit or Ctrl-D ends it
 
 --weights fp8 (default): a BF16 release's Linears are quantised at load to FP8 with 128x128 block
   scales, as DeepSeek's FP8 release stores them (half the GPU memory); --weights bf16 keeps them exact.
-  An FP8 release stays FP8 either way.`;
+  An FP8 release stays FP8 either way.
+--max-binding-mib N: plan the weights with GPU bindings of at most N MiB (default: the GPU's largest);
+  a larger tensor is split over several buffers (embedding and head by vocabulary rows, Linears by
+  row bands, routed experts by expert ranges).`;
 
 /** A command returns its exit status (0 when it returns nothing); user errors are thrown. */
 const commands: Record<string, (argv: string[]) => Promise<number | void>> = {

@@ -145,6 +145,27 @@ export async function uploadTensors(
   for (const w of writers.values()) w.finish();
 }
 
+/**
+ * A writer for a tensor split over several buffers (src/model/placement.ts): its bytes [from, to)
+ * go to each part's buffer at `offset`, each part's last word zero-padded.
+ */
+export function splitWriter(device: GPUDevice, tensor: TensorInfo, parts: readonly (GpuPlacement & { from: number; to: number })[]): ChunkWriter {
+  const writers = parts.map((p) => ({ ...p, writer: new TensorWriter(device, { ...tensor, name: `${tensor.name} bytes ${p.from}..${p.to}`, byteLength: p.to - p.from }, p) }));
+  return {
+    write(chunk, offsetInTensor) {
+      const end = offsetInTensor + chunk.byteLength;
+      for (const p of writers) {
+        const from = Math.max(p.from, offsetInTensor);
+        const to = Math.min(p.to, end);
+        if (from < to) p.writer.write(chunk.subarray(from - offsetInTensor, to - offsetInTensor), from - p.from);
+      }
+    },
+    finish() {
+      for (const p of writers) p.writer.finish();
+    },
+  };
+}
+
 /** Upload one tensor into a new storage buffer (or `buffer` at `bufferOffset`). */
 export async function uploadTensor(
   device: GPUDevice,

@@ -108,6 +108,32 @@ describe('embed_gather', () => {
     expect(Array.from(h.subarray(2 * d))).toEqual(new Array(d).fill(0));
   });
 
+  it.each(EMBED_DTYPES)('gathers from a %s table split by rows, one call per piece in any order, bit for bit', async (dtype) => {
+    const { device } = gpu;
+    const next = rng(testSeed(`embed_gather pieces ${dtype}`));
+    const [vocab, d, T] = [1001, 129, 40];
+    const table = randomTable(dtype, vocab, d, next);
+    const ids = tokenIds(T, vocab, next);
+    const want = embedGatherRef({ dtype, table, vocab, d, ids });
+    const rowBytes = table.byteLength / vocab;
+    for (const pieceRows of [1000, 333, 1]) {
+      const firsts = Array.from({ length: Math.ceil(vocab / pieceRows) }, (_, k) => k * pieceRows).reverse(); // row 0's piece last
+      const idsBuffer = uploadBuffer(device, ids, 'ids');
+      const hBuffer = uploadBuffer(device, new Uint32Array(T * d).fill(POISON), 'h');
+      const owned: { destroy(): void }[] = [idsBuffer, hBuffer];
+      const calls = firsts.map((firstRow) => {
+        const rows = Math.min(pieceRows, vocab - firstRow);
+        const piece = uploadBuffer(device, table.slice(firstRow * rowBytes, (firstRow + rows) * rowBytes), `rows ${firstRow}`);
+        const call = gather({ dtype }).prepare({ T, vocab, d, firstRow, rows, ids: idsBuffer, table: piece, h: hBuffer });
+        owned.push(piece, call);
+        return call;
+      });
+      submitPass(device, ...calls);
+      expectBitsEqual(await readU32(device, hBuffer, T * d), want, `pieces of ${pieceRows} rows`);
+      for (const o of owned) o.destroy();
+    }
+  });
+
   it('spreads more workgroups than one grid dimension holds over two', async () => {
     // workgroupSize 1 and T * d = 67199 > 65535 workgroups: checks the (x, y) flattening.
     const [vocab, d, T] = [320, 1639, 41];
@@ -143,6 +169,8 @@ describe('embed_gather', () => {
     expect(() => kernel.prepare({ T: 1, vocab: 3, d: 3, ids: b, table: b, h: b })).toThrow(/table holds 32 bytes.*needs 36/);
     expect(() => kernel.prepare({ T: 3, vocab: 2, d: 3, ids: b, table: b, h: b })).toThrow(/h holds 32 bytes/);
     expect(() => gather({ dtype: 'fp8' as EmbedDtype })).toThrow(ArgumentError);
+    expect(() => kernel.prepare({ T: 1, vocab: 8, d: 1, firstRow: 6, rows: 3, ids: b, table: b, h: b })).toThrow(/rows 6 \.\. 8 are not rows of a 8-row table/);
+    expect(() => kernel.prepare({ T: 1, vocab: 100, d: 2, firstRow: 90, rows: 4, ids: b, table: b, h: b }).destroy()).not.toThrow(); // a piece is checked against its own rows
     b.destroy();
   });
 

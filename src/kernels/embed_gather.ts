@@ -30,8 +30,15 @@ export interface EmbedGatherArgs {
   d: number;
   /** [T] u32 token ids. An id >= vocab gives a row of zeros (never an out-of-bounds read). */
   ids: BufferResource;
-  /** [vocab, d] in `dtype`, little-endian, rows not padded, as in the checkpoint. */
+  /** [vocab, d] in `dtype`, little-endian, rows not padded, as in the checkpoint (or rows firstRow .. firstRow + rows - 1 of it). */
   table: BufferResource;
+  /**
+   * A piece of a table split by rows: the id of its row 0 (default 0) and its row count (default
+   * vocab). It writes the rows of h whose ids it holds; the piece at firstRow 0 also writes the
+   * zeros of ids >= vocab. One call per piece, in any order.
+   */
+  firstRow?: number;
+  rows?: number;
   /** [T, d] f32, written. */
   h: BufferResource;
   label?: string;
@@ -68,17 +75,20 @@ export function createEmbedGather(ctx: KernelContext, options: EmbedGatherOption
     dtype,
     workgroupSize,
     prepare(args) {
-      const { T, vocab, d, label = 'embed_gather' } = args;
-      checkCounts(label, { T, vocab, d });
-      checkU32Indices(label, { 'vocab * d': vocab * d, 'T * d': T * d });
+      const { T, vocab, d, firstRow = 0, rows = vocab - firstRow, label = 'embed_gather' } = args;
+      checkCounts(label, { T, vocab, d, rows });
+      if (!Number.isInteger(firstRow) || firstRow < 0 || firstRow + rows > vocab) {
+        throw new ArgumentError(`${label}: rows ${firstRow} .. ${firstRow + rows - 1} are not rows of a ${vocab}-row table`);
+      }
+      checkU32Indices(label, { 'rows * d': rows * d, 'T * d': T * d });
       checkBindings(
         device,
         label,
-        { ids: [args.ids, 4 * T], table: [args.table, ELEMENT_BYTES[dtype] * vocab * d], h: [args.h, 4 * T * d] },
-        `T=${T} vocab=${vocab} d=${d} (${dtype})`,
+        { ids: [args.ids, 4 * T], table: [args.table, ELEMENT_BYTES[dtype] * rows * d], h: [args.h, 4 * T * d] },
+        `T=${T} rows=${rows} d=${d} (${dtype})`,
       );
-      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32']);
-      uniforms.write([T, d, vocab]);
+      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32']);
+      uniforms.write([T, d, rows, firstRow, vocab]);
       return singleDispatch({
         device,
         label,

@@ -11,7 +11,7 @@ import { actQuantRef } from './act_quant.ref.ts';
 import { createGemm, GEMM_STRATEGIES, type Gemm, type GemmOptions } from './gemm_fp8.ts';
 import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
 import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
-import { expectClose, fp8GemmCases, randomWeight, runMatmul } from '../testing/matmul_testing.ts';
+import { expectClose, fp8GemmCases, randomWeight, runMatmul, runMatmulBands } from '../testing/matmul_testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
@@ -52,6 +52,20 @@ describe.each(GEMM_STRATEGIES)('gemm_fp8 %s', (strategy) => {
         const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
         expectClose(await runMatmul(gpu.device, kernel, args), matmulRef(args), 1e-5, `M=${M} N=${N} K=${K}`);
       }
+    }
+  });
+
+  it.each(OPERANDS)('$weights weights, $numerics: row bands of W, each writing its columns of one y, give the whole W\'s y bit for bit', async ({ weights, numerics }) => {
+    const next = rng(testSeed(`gemm bands ${strategy} ${weights} ${numerics}`));
+    const kernel = gemm({ weights, numerics, strategy });
+    const [N, K] = SHAPES[numerics][0];
+    const weight = randomWeight(weights, N, K, next);
+    const M = 33;
+    const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
+    const whole = await runMatmul(gpu.device, kernel, args);
+    for (const bandRows of weights === 'fp8' ? [128] : [128, 7]) {
+      const banded = await runMatmulBands(gpu.device, kernel, args, bandRows);
+      expect(new Uint32Array(banded.buffer), `M=${M} N=${N} bands of ${bandRows}`).toEqual(new Uint32Array(whole.buffer));
     }
   });
 

@@ -94,8 +94,9 @@ export function createGemm(ctx: KernelContext, options: GemmOptions = {}): Gemm 
     name: 'gemm_fp8',
     variant,
     prepare(args) {
-      const { M, N, K, label } = args;
-      checkMatmulArgs('gemm_fp8', gpu.device, variant, { M, N, K }, args);
+      const { M, N, K, yStride, yCol, label } = args;
+      const shape = { M, N, K, yStride, yCol };
+      checkMatmulArgs('gemm_fp8', gpu.device, variant, shape, args);
       const workgroups = tiled
         ? Math.ceil(M / TILE) * Math.ceil(N / TILE)
         : Math.ceil((Math.ceil(M / (4 * rowGroups(M))) * Math.ceil(N / THREAD_TILE_N)) / workgroupSize);
@@ -104,7 +105,7 @@ export function createGemm(ctx: KernelContext, options: GemmOptions = {}): Gemm 
         device: gpu.device,
         pipeline: pipeline(M, K),
         variant,
-        shape: { M, N, K },
+        shape,
         buffers: args,
         workgroups,
         label,

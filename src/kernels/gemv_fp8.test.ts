@@ -13,7 +13,7 @@ import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
 import { createGemv, GEMV_STRATEGIES, type Gemv, type GemvOptions } from './gemv_fp8.ts';
 import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
-import { expectClose, fp8GemmCases, randomWeight, runMatmul } from '../testing/matmul_testing.ts';
+import { expectClose, fp8GemmCases, randomWeight, runMatmul, runMatmulBands } from '../testing/matmul_testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
@@ -49,6 +49,21 @@ describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
       for (let M = 1; M <= 4; M++) {
         const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
         expectClose(await runMatmul(gpu.device, kernel, args), matmulRef(args), 1e-5, `M=${M} N=${N} K=${K}`);
+      }
+    }
+  });
+
+  it.each(OPERANDS)('$weights weights, $numerics: row bands of W, each writing its columns of one y, give the whole W\'s y bit for bit', async ({ weights, numerics }) => {
+    const next = rng(testSeed(`gemv bands ${strategy} ${weights} ${numerics}`));
+    const kernel = gemv({ weights, numerics, strategy });
+    const [N, K] = SHAPES[numerics][0];
+    const weight = randomWeight(weights, N, K, next);
+    for (const M of [1, 3]) {
+      const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
+      const whole = await runMatmul(gpu.device, kernel, args);
+      for (const bandRows of weights === 'fp8' ? [128] : [128, 7]) {
+        const banded = await runMatmulBands(gpu.device, kernel, args, bandRows);
+        expect(new Uint32Array(banded.buffer), `M=${M} N=${N} bands of ${bandRows}`).toEqual(new Uint32Array(whole.buffer));
       }
     }
   });
@@ -114,6 +129,8 @@ describe('gemv_fp8 arguments', () => {
     expect(() => fp8.prepare({ ...ok, M: 1, weight_scale_inv: undefined })).toThrow(/weight_scale_inv is required/);
     expect(() => fp8.prepare({ ...ok, M: 1, N: 301 })).toThrow(/weight holds 76800 bytes, M=1 N=301 K=256 needs 77056/);
     expect(() => fp8.prepare({ ...ok, M: 0 })).toThrow(ArgumentError);
+    expect(() => fp8.prepare({ ...ok, M: 1, N: 128, yStride: 300, yCol: 200 })).toThrow(/yCol 200 \+ N 128 must lie within yStride 300/);
+    expect(() => fp8.prepare({ ...ok, M: 2, N: 128, yStride: 1300, yCol: 1172 })).toThrow(/y holds 6000 bytes/);
     const w8a8 = gemv({ strategy: 'thread_per_4_rows', numerics: 'w8a8' });
     expect(() => w8a8.prepare({ ...ok, M: 1, K: 200, x_scale: scale })).toThrow(/K to be a multiple of 128 .* got K=200/);
     expect(() => w8a8.prepare({ ...ok, M: 1 })).toThrow(/x_scale is required/);

@@ -84,16 +84,17 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
     variant,
     workgroupSize,
     prepare(args) {
-      const { M, N, K, label } = args;
+      const { M, N, K, yStride, yCol, label } = args;
+      const shape = { M, N, K, yStride, yCol };
       if (M > GEMV_MAX_ROWS) throw new ArgumentError(`gemv_fp8: M=${M} rows, at most ${GEMV_MAX_ROWS}; use gemm_fp8 for more`);
-      checkMatmulArgs('gemv_fp8', gpu.device, variant, { M, N, K }, args);
+      checkMatmulArgs('gemv_fp8', gpu.device, variant, shape, args);
       const pipeline = pipelineFor(M <= 2 ? M : GEMV_MAX_ROWS, K);
       return prepareMatmul({
         kernel: 'gemv_fp8',
         device: gpu.device,
         pipeline,
         variant,
-        shape: { M, N, K },
+        shape,
         buffers: args,
         workgroups: perRow ? N : Math.ceil(N / (4 * workgroupSize)),
         label,

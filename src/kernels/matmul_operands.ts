@@ -58,6 +58,18 @@ export interface MatmulShape {
   N: number;
   /** Columns of x and W. */
   K: number;
+  /**
+   * Elements between rows of y; default N. With yCol, a row band of a split W (rows yCol ..
+   * yCol + N - 1 of the Linear) writes its columns of the whole y [M, yStride].
+   */
+  yStride?: number;
+  /** The column of y that W's row 0 writes; default 0. */
+  yCol?: number;
+}
+
+/** Elements of y from its first to its last written one: (M - 1) * yStride + yCol + N. */
+export function yExtent({ M, N, yStride = N, yCol = 0 }: MatmulShape): number {
+  return (M - 1) * yStride + yCol + N;
 }
 
 export interface OperandVariant {
@@ -75,7 +87,7 @@ export interface MatmulBuffers {
   weight_scale_inv?: BufferResource;
   /** w8a8 only: the act_quant scales [M, K/128] f32. */
   x_scale?: BufferResource;
-  /** [M, N] f32, written. */
+  /** [M, N] f32 (or [M, yStride] with yCol), written. */
   y: BufferResource;
 }
 
@@ -119,8 +131,11 @@ export function checkMatmulArgs(
   shape: MatmulShape,
   buffers: MatmulBuffers,
 ): void {
-  const { M, N, K } = shape;
-  checkCounts(kernel, { M, N, K });
+  const { M, N, K, yStride = N, yCol = 0 } = shape;
+  checkCounts(kernel, { M, N, K, yStride });
+  if (!Number.isInteger(yCol) || yCol < 0 || yCol + N > yStride) {
+    throw new ArgumentError(`${kernel}: yCol ${yCol} + N ${N} must lie within yStride ${yStride}`);
+  }
   if (variant.numerics === 'w8a8' && K % BLOCK !== 0) {
     throw new ArgumentError(
       `${kernel}: w8a8 needs K to be a multiple of ${BLOCK} (the official act_quant asserts it), got K=${K}; use weight_only`,
@@ -132,6 +147,7 @@ export function checkMatmulArgs(
     if (needed[name] === 0 && buffers[name]) throw new ArgumentError(`${kernel}: ${name} is not used by ${variant.weights} weights, ${variant.numerics}`);
     if (needed[name] > 0 && !buffers[name]) throw new ArgumentError(`${kernel}: ${name} is required for ${variant.weights} weights, ${variant.numerics}`);
   }
+  needed.y = 4 * yExtent(shape);
   const needs = Object.fromEntries(names.filter((name) => needed[name] > 0).map((name) => [name, [buffers[name], needed[name]] as const]));
   checkBindings(device, kernel, needs, `M=${M} N=${N} K=${K}`);
 }
@@ -152,8 +168,8 @@ export interface PrepareMatmulOptions {
 export function prepareMatmul(options: PrepareMatmulOptions): PreparedCall {
   const { device, variant, shape, buffers, workgroups } = options;
   const label = options.label ?? options.kernel;
-  const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32']);
-  uniforms.write([shape.M, shape.N, shape.K, Math.ceil(shape.K / BLOCK)]);
+  const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
+  uniforms.write([shape.M, shape.N, shape.K, Math.ceil(shape.K / BLOCK), shape.yStride ?? shape.N, shape.yCol ?? 0]);
   return singleDispatch({
     device,
     label,

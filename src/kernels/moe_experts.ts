@@ -9,6 +9,12 @@
 //   grouped (prefill) moe_group sorts the pairs by expert; gate_up and down run over each expert's
 //                     rows so its weights are read once per 4 rows -> y per pair; moe_combine
 //                     weighs and adds each token's pairs. Four dispatches.
+//   expert ranges     a stack split over several buffers (ExpertRange: a browser's binding limit):
+//                     gate_up and down run once per range over the pairs of its experts, binding
+//                     its buffers; decode's down then writes y per pair (decode_pairs) and
+//                     moe_combine sums it in the same order, so the out equals the unsplit one bit
+//                     for bit. Decode: 2 * ranges + 1 dispatches; grouped: 2 * ranges + 2. One
+//                     range is the unsplit call.
 //   MLP               a dense MLP or the merged shared experts, as a one-expert stack: for T <= 4
 //                     the decode kernels with every token choosing expert 0 at weight 1; for more,
 //                     the grouped kernels with every token its row (no combine).
@@ -84,7 +90,28 @@ export interface MoeExpertsShape {
   num_experts_per_tok: number;
 }
 
-export interface MoeExpertsArgs extends MoeExpertsShape {
+/**
+ * The routed experts first .. first + count - 1 of a stack split over several buffers: each
+ * projection holds `count` slots laid out as a whole stack's (slot e - first at byte
+ * (e - first) * align4(bytes of one expert); fp8 scales of slot e - first at element
+ * (e - first) * ceil(rows/128) * ceil(cols/128)).
+ */
+export interface ExpertRange {
+  first: number;
+  count: number;
+  weights: MlpWeights;
+}
+
+/**
+ * The expert weights of a call, exactly one of: `weights`, every expert in one set of buffers; or
+ * `ranges`, in order, contiguous, covering 0 .. n_routed_experts - 1 (one range is `weights`).
+ */
+export type MoeExpertsWeights = { weights: MlpWeights; ranges?: undefined } | { ranges: readonly ExpertRange[]; weights?: undefined };
+
+export type MoeExpertsArgs = MoeExpertsCallArgs & MoeExpertsWeights;
+
+/** The arguments of a call but its weights. */
+export interface MoeExpertsCallArgs extends MoeExpertsShape {
   /** Default: decode for tokens <= MOE_DECODE_MAX_TOKENS, else grouped. */
   path?: MoePath;
   /** [tokens, hidden_size] f32 (after post_attention_layernorm). */
@@ -93,7 +120,6 @@ export interface MoeExpertsArgs extends MoeExpertsShape {
   topkIds: GPUBuffer;
   /** [tokens, num_experts_per_tok] f32 from moe_route. */
   topkWeights: GPUBuffer;
-  weights: MlpWeights;
   /** Work buffers, sized by moeExpertsScratchBytes (shared by the layers of a plan). */
   scratch: MoeExpertsScratch;
   /** [tokens, hidden_size] f32, written: sum over k of topk_weights * Expert(x). */
@@ -104,7 +130,7 @@ export interface MoeExpertsArgs extends MoeExpertsShape {
 export interface MoeExpertsScratch {
   /** [tokens * topk, moe_intermediate_size] f32. */
   h: GPUBuffer;
-  /** grouped: [tokens * topk, hidden_size] f32, each pair's expert output. */
+  /** grouped, and decode over several expert ranges: [tokens * topk, hidden_size] f32, each pair's expert output. */
   y?: GPUBuffer;
   /** grouped: [n_routed_experts + 1] u32. */
   expertOffsets?: GPUBuffer;
@@ -126,13 +152,16 @@ export interface MlpArgs {
   label?: string;
 }
 
-/** Byte sizes of the scratch buffers of a path (0: not used). */
-export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath): Required<Record<keyof MoeExpertsScratch, number>> {
+/**
+ * Byte sizes of the scratch buffers of a path (0: not used), for calls over at most `ranges`
+ * expert ranges (default 1: unsplit; decode over more needs y).
+ */
+export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath, ranges = 1): Required<Record<keyof MoeExpertsScratch, number>> {
   const pairs = shape.tokens * shape.num_experts_per_tok;
   const grouped = path === 'grouped';
   return {
     h: 4 * pairs * shape.moe_intermediate_size,
-    y: grouped ? 4 * pairs * shape.hidden_size : 0,
+    y: grouped || ranges > 1 ? 4 * pairs * shape.hidden_size : 0,
     expertOffsets: grouped ? 4 * (shape.n_routed_experts + 1) : 0,
     sortedPairs: grouped ? 4 * pairs : 0,
   };
@@ -183,6 +212,13 @@ interface PassShape {
   I: number;
 }
 
+/**
+ * The down kernel's paths: MoePath's, and decode_pairs, decode over several expert ranges (y per
+ * pair, summed by moe_combine).
+ */
+const DOWN_PATHS = ['decode', 'decode_pairs', 'grouped'] as const;
+type DownPath = (typeof DOWN_PATHS)[number];
+
 /** The pipelines and the dispatch builders the routed experts and the MLP share. */
 function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64, roundHidden = false, actScaleFormat = 'f32' }: MoeExpertsOptions) {
   const { device } = ctx.gpu;
@@ -197,16 +233,27 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   const scale = weights === 'fp8' ? ro : undefined; // the weight_scale_inv bindings: fp8 only
   // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
   // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
-  const expertPipeline = (kind: 'gate_up' | 'down', path: MoePath, k: number): CachedPipeline =>
+  const gateUpPipeline = (path: MoePath, k: number): CachedPipeline =>
     kernelPipeline(ctx.pipelines, {
-      kernel: `moe_experts_${kind}`,
-      source: kind === 'gate_up' ? gateUpSource : downSource,
+      kernel: 'moe_experts_gate_up',
+      source: gateUpSource,
       snippets: SNIPPETS,
       axes: { weights: EXPERT_WEIGHT_FORMATS, path: MOE_PATHS },
       variant: { weights, path },
       constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
-      // gate_up: params, x, gate w/[s], up w/[s], h, ids or offsets, [sorted]; down: params, h, w, [s], out, ids or offsets, weights or sorted
-      bindings: kind === 'gate_up' ? ['uniform', ro, ro, scale, ro, scale, 'storage', ro, path === 'grouped' ? ro : undefined] : ['uniform', ro, ro, scale, 'storage', ro, ro],
+      // params, x, gate w/[s], up w/[s], h, ids or offsets, [sorted]
+      bindings: ['uniform', ro, ro, scale, ro, scale, 'storage', ro, path === 'grouped' ? ro : undefined],
+    });
+  const downPipeline = (path: DownPath, k: number): CachedPipeline =>
+    kernelPipeline(ctx.pipelines, {
+      kernel: 'moe_experts_down',
+      source: downSource,
+      snippets: SNIPPETS,
+      axes: { weights: EXPERT_WEIGHT_FORMATS, path: DOWN_PATHS },
+      variant: { weights, path },
+      constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
+      // params, h, w, [s], out or y, ids or offsets, [weights or sorted]
+      bindings: ['uniform', ro, ro, scale, 'storage', ro, path === 'decode_pairs' ? undefined : ro],
     });
   const combinePipeline = () =>
     kernelPipeline(ctx.pipelines, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize }, bindings: ['uniform', ro, ro, 'storage'] });
@@ -214,12 +261,12 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   // Workgroups along the output columns: each invocation takes 4 of them.
   const tiles = (columns: number) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * workgroupSize));
 
-  /** The ExpertParams uniform of moe_experts_common.wgsl for a linear [n, k]. */
-  function expertParams(label: string, s: PassShape & { n: number; k: number }, owned: { destroy(): void }[]): Uniforms {
+  /** The ExpertParams uniform of moe_experts_common.wgsl for a linear [n, k] over the experts of range r. */
+  function expertParams(label: string, s: PassShape & { n: number; k: number }, r: ExpertRange, owned: { destroy(): void }[]): Uniforms {
     const kBlocks = Math.ceil(s.k / BLOCK);
     const slotScales = weights === 'fp8' ? Math.ceil(s.n / BLOCK) * kBlocks : 0;
-    const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
-    uniforms.write([s.T, s.K, s.E, s.n, s.k, kBlocks, align4(WEIGHT_BYTES[weights] * s.n * s.k) / 4, slotScales]);
+    const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
+    uniforms.write([s.T, s.K, r.count, s.n, s.k, kBlocks, align4(WEIGHT_BYTES[weights] * s.n * s.k) / 4, slotScales, r.first]);
     owned.push(uniforms);
     return uniforms;
   }
@@ -228,8 +275,16 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   const bound = (label: string, pipeline: CachedPipeline, resources: (GPUBuffer | Uniforms | undefined)[], grid: number | [number, number, number]): Encodable =>
     dispatch(device, pipeline, createBindGroup(device, label, pipeline, resources.map((r) => (r instanceof Uniforms ? r.buffer : r))), grid);
 
+  /** moe_combine: out[t] = sum over k in order of topk_weights[t, k] * y[t * topk + k]. */
+  function combine(label: string, s: PassShape, b: { y: GPUBuffer; topkWeights: GPUBuffer; out: GPUBuffer }, owned: { destroy(): void }[]): Encodable {
+    const params = new Uniforms(device, `${label}.combine`, ['u32', 'u32', 'u32']);
+    params.write([s.T, s.K, s.d]);
+    owned.push(params);
+    return bound(`${label}.combine`, combinePipeline(), [params, b.y, b.topkWeights, b.out], Math.ceil((s.T * s.d) / workgroupSize));
+  }
+
   const actRound = roundHidden ? createActRound(ctx, { scaleFormat: actScaleFormat }) : undefined;
-  /** w8a8: the rounding of h [rows, I] between gate_up and down (none for weight_only). */
+  /** w8a8: the rounding of h [rows, I] between gate_up and down (none for weight_only); once, after every range's gate_up. */
   function hiddenRound(label: string, rows: number, I: number, h: GPUBuffer, owned: { destroy(): void }[]): Encodable[] {
     if (!actRound) return [];
     const call = actRound.prepare({ M: rows, K: I, x: h, label: `${label}.h.act_quant` });
@@ -237,41 +292,64 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
     return [call];
   }
 
+  /** A dispatch's label: the range's experts when there are several. */
+  const rangeLabel = (label: string, ranges: readonly ExpertRange[], r: ExpertRange) => (ranges.length === 1 ? label : `${label}[${r.first}:${r.first + r.count}]`);
+
   return {
     weights,
     tiles,
     maxDim,
-    combinePipeline,
-    bound,
-    /** gate_up over the T * topk pairs, then down with the weighted sum: the decode path, shared with the MLP. */
-    decode(label: string, s: PassShape, b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
-      const { weights: w } = b;
-      return [
-        bound(`${label}.gate_up`, expertPipeline('gate_up', 'decode', s.d),
-          [expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.topkIds],
-          [tiles(s.I), s.T * s.K, 1]),
-        ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
-        bound(`${label}.down`, expertPipeline('down', 'decode', s.I),
-          [expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights],
-          [tiles(s.d), s.T, 1]),
-      ];
+    combine,
+    /**
+     * gate_up over the T * topk pairs, then down with the weighted sum: the decode path, shared
+     * with the MLP. Several ranges: each pass over its pairs, y per pair, then moe_combine.
+     */
+    decode(label: string, s: PassShape, b: { x: GPUBuffer; ranges: readonly ExpertRange[]; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer; y?: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
+      const gateUp = b.ranges.map((r) => {
+        const w = r.weights;
+        const name = rangeLabel(`${label}.gate_up`, b.ranges, r);
+        return bound(name, gateUpPipeline('decode', s.d),
+          [expertParams(name, { ...s, n: s.I, k: s.d }, r, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.topkIds],
+          [tiles(s.I), s.T * s.K, 1]);
+      });
+      const round = hiddenRound(label, s.T * s.K, s.I, b.h, owned);
+      if (b.ranges.length === 1) {
+        const [r] = b.ranges;
+        const w = r.weights;
+        return [...gateUp, ...round, bound(`${label}.down`, downPipeline('decode', s.I),
+          [expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, r, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights],
+          [tiles(s.d), s.T, 1])];
+      }
+      // No pass sees all of a token's pairs: each writes its pairs' y, combine sums them in k order.
+      const y = b.y!;
+      const down = b.ranges.map((r) => {
+        const w = r.weights;
+        const name = rangeLabel(`${label}.down`, b.ranges, r);
+        return bound(name, downPipeline('decode_pairs', s.I),
+          [expertParams(name, { ...s, n: s.d, k: s.I }, r, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, y, b.topkIds],
+          [tiles(s.d), s.T * s.K, 1]);
+      });
+      return [...gateUp, ...round, ...down, combine(label, s, { y, topkWeights: b.topkWeights, out: b.out }, owned)];
     },
-    /** gate_up and down over sorted rows: the grouped path's middle, shared with the MLP. */
-    grouped(label: string, s: PassShape, b: { x: GPUBuffer; weights: MlpWeights; h: GPUBuffer; y: GPUBuffer; offsets: GPUBuffer; sorted: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
-      const { weights: w } = b;
+    /** gate_up and down over sorted rows, one dispatch each per range: the grouped path's middle, shared with the MLP. */
+    grouped(label: string, s: PassShape, b: { x: GPUBuffer; ranges: readonly ExpertRange[]; h: GPUBuffer; y: GPUBuffer; offsets: GPUBuffer; sorted: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
       // Slices of an expert's row tiles run in parallel: enough for an average expert's rows.
       const slices = Math.min(maxDim, Math.max(1, Math.ceil((s.T * s.K) / (s.E * ROWS_PER_TILE))));
-      const gateUpParams = expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, owned);
-      const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, owned);
-      return [
-        bound(`${label}.gate_up`, expertPipeline('gate_up', 'grouped', s.d),
-          [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
-          [tiles(s.I), s.E, slices]),
-        ...hiddenRound(label, s.T * s.K, s.I, b.h, owned),
-        bound(`${label}.down`, expertPipeline('down', 'grouped', s.I),
-          [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
-          [tiles(s.d), s.E, slices]),
-      ];
+      const gateUp = b.ranges.map((r) => {
+        const w = r.weights;
+        const name = rangeLabel(`${label}.gate_up`, b.ranges, r);
+        return bound(name, gateUpPipeline('grouped', s.d),
+          [expertParams(name, { ...s, n: s.I, k: s.d }, r, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
+          [tiles(s.I), r.count, slices]);
+      });
+      const down = b.ranges.map((r) => {
+        const w = r.weights;
+        const name = rangeLabel(`${label}.down`, b.ranges, r);
+        return bound(name, downPipeline('grouped', s.I),
+          [expertParams(name, { ...s, n: s.d, k: s.I }, r, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
+          [tiles(s.d), r.count, slices]);
+      });
+      return [...gateUp, ...hiddenRound(label, s.T * s.K, s.I, b.h, owned), ...down];
     },
     checkGrid(label: string, counts: Record<string, number>): void {
       for (const [name, count] of Object.entries(counts)) {
@@ -282,22 +360,47 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
 }
 
 /**
- * The bytes of each projection's stacked weight (and, for fp8, scales), for E experts. Throws an
- * ArgumentError when an fp8 projection lacks its scales or a bf16 one has some.
+ * The bytes of each projection's stacked weight (and, for fp8, scales), for E experts (`prefix`
+ * names a range's). Throws an ArgumentError when an fp8 projection lacks its scales or a bf16 one has some.
  */
-function weightNeeds(label: string, format: ExpertWeightFormat, weights: MlpWeights, E: number, d: number, I: number): BindingNeeds {
+function weightNeeds(label: string, format: ExpertWeightFormat, weights: MlpWeights, E: number, d: number, I: number, prefix = ''): BindingNeeds {
   const need: Record<string, readonly [GPUBuffer | undefined, number]> = {};
   for (const [name, rows, cols] of [['gate_proj', I, d], ['up_proj', I, d], ['down_proj', d, I]] as const) {
     const { weight, weight_scale_inv: scale } = weights[name];
-    need[`${name}.weight`] = [weight, E * align4(WEIGHT_BYTES[format] * rows * cols)];
+    need[`${prefix}${name}.weight`] = [weight, E * align4(WEIGHT_BYTES[format] * rows * cols)];
     if (format === 'fp8') {
-      if (!scale) throw new ArgumentError(`${label}: ${name}.weight_scale_inv is required for fp8 weights`);
-      need[`${name}.weight_scale_inv`] = [scale, 4 * E * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)];
+      if (!scale) throw new ArgumentError(`${label}: ${prefix}${name}.weight_scale_inv is required for fp8 weights`);
+      need[`${prefix}${name}.weight_scale_inv`] = [scale, 4 * E * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)];
     } else if (scale) {
-      throw new ArgumentError(`${label}: ${name}.weight_scale_inv is not used by ${format} weights (a kernel created with weights: '${format}')`);
+      throw new ArgumentError(`${label}: ${prefix}${name}.weight_scale_inv is not used by ${format} weights (a kernel created with weights: '${format}')`);
     }
   }
   return need;
+}
+
+/**
+ * The expert ranges of a call: `weights` as the one range 0 .. E - 1, or `ranges` checked to be in
+ * order, contiguous and covering 0 .. E - 1 (ArgumentError otherwise).
+ */
+function expertRanges(label: string, args: MoeExpertsWeights, E: number): readonly ExpertRange[] {
+  const { weights, ranges } = args as { weights?: MlpWeights; ranges?: readonly ExpertRange[] };
+  if (weights && ranges) throw new ArgumentError(`${label}: pass weights (every expert in one set of buffers) or ranges (a stack split by expert), not both`);
+  if (weights) return [{ first: 0, count: E, weights }];
+  if (!ranges) throw new ArgumentError(`${label}: weights or ranges is required`);
+  if (ranges.length === 0) throw new ArgumentError(`${label}: ranges is empty; it must cover experts 0 .. ${E - 1}`);
+  const cover = `the ranges must be in order and contiguous, covering experts 0 .. ${E - 1}`;
+  let next = 0; // the first expert no range so far holds
+  ranges.forEach((r, i) => {
+    checkCounts(label, { [`ranges[${i}].first`]: r.first }, 0);
+    checkCounts(label, { [`ranges[${i}].count`]: r.count });
+    if (r.first > next) throw new ArgumentError(`${label}: ranges[${i}] starts at expert ${r.first}, leaving experts ${next} .. ${r.first - 1} in no range; ${cover}`);
+    if (r.first < next) throw new ArgumentError(`${label}: ranges[${i}] starts at expert ${r.first}, overlapping ranges[${i - 1}] (which ends at expert ${next - 1}); ${cover}`);
+    if (!r.weights) throw new ArgumentError(`${label}: ranges[${i}].weights is required`);
+    next = r.first + r.count;
+  });
+  if (next < E) throw new ArgumentError(`${label}: the ranges end at expert ${next - 1}, leaving experts ${next} .. ${E - 1} in no range; ${cover}`);
+  if (next > E) throw new ArgumentError(`${label}: ranges[${ranges.length - 1}] ends at expert ${next - 1}, past n_routed_experts = ${E}; ${cover}`);
+  return ranges;
 }
 
 /** The routed experts of one MoE layer, indexed by the router's ids on the GPU. */
@@ -313,27 +416,30 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
       const label = args.label ?? 'moe_experts';
       const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = args;
       checkCounts(label, { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K });
+      const ranges = expertRanges(label, args, E);
       const path = args.path ?? (T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped');
-      const scratchBytes = moeExpertsScratchBytes(args, path);
+      const scratchBytes = moeExpertsScratchBytes(args, path, ranges.length);
       const { scratch } = args;
+      // each range's buffers hold its count of slots
+      const weightBindings: BindingNeeds = Object.fromEntries(ranges.flatMap((r, i) => Object.entries(weightNeeds(label, passes.weights, r.weights, r.count, d, I, args.ranges ? `ranges[${i}].` : ''))));
       checkBindings(device, label, {
         x: [args.x, 4 * T * d],
         topkIds: [args.topkIds, 4 * T * K],
         topkWeights: [args.topkWeights, 4 * T * K],
         out: [args.out, 4 * T * d],
         'scratch.h': [scratch.h, scratchBytes.h],
-        ...weightNeeds(label, passes.weights, args.weights, E, d, I),
+        ...weightBindings,
+        ...(scratchBytes.y > 0 ? { 'scratch.y': [scratch.y, scratchBytes.y] } as const : {}),
         ...(path === 'grouped'
-          ? { 'scratch.y': [scratch.y, scratchBytes.y], 'scratch.expertOffsets': [scratch.expertOffsets, scratchBytes.expertOffsets], 'scratch.sortedPairs': [scratch.sortedPairs, scratchBytes.sortedPairs] } as const
+          ? { 'scratch.expertOffsets': [scratch.expertOffsets, scratchBytes.expertOffsets], 'scratch.sortedPairs': [scratch.sortedPairs, scratchBytes.sortedPairs] } as const
           : {}),
       });
       passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'moe_intermediate_size tiles': passes.tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { n_routed_experts: E }) });
       const owned: { destroy(): void }[] = [];
-      const w = args.weights;
       const cost = moeExpertsCost(args, path, passes.weights);
       const s = { T, K, E, d, I };
       if (path === 'decode') {
-        const b = { x: args.x, weights: w, h: scratch.h, out: args.out, topkIds: args.topkIds, topkWeights: args.topkWeights };
+        const b = { x: args.x, ranges, h: scratch.h, out: args.out, topkIds: args.topkIds, topkWeights: args.topkWeights, y: scratch.y };
         return preparedCall(cost, passes.decode(label, s, b, owned), owned);
       }
       const offsets = scratch.expertOffsets!;
@@ -341,13 +447,10 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
       const y = scratch.y!;
       const grouping = group.prepare({ pairs: T * K, experts: E, topkIds: args.topkIds, expertOffsets: offsets, sortedPairs: sorted, label: `${label}.group` });
       owned.push(grouping);
-      const combineParams = new Uniforms(device, `${label}.combine`, ['u32', 'u32', 'u32']);
-      combineParams.write([T, K, d]);
-      owned.push(combineParams);
       const steps = [
         grouping,
-        ...passes.grouped(label, s, { x: args.x, weights: w, h: scratch.h, y, offsets, sorted }, owned),
-        passes.bound(`${label}.combine`, passes.combinePipeline(), [combineParams, y, args.topkWeights, args.out], Math.ceil((T * d) / (options.workgroupSize ?? 64))),
+        ...passes.grouped(label, s, { x: args.x, ranges, h: scratch.h, y, offsets, sorted }, owned),
+        passes.combine(label, s, { y, topkWeights: args.topkWeights, out: args.out }, owned),
       ];
       return preparedCall(cost, steps, owned);
     },
@@ -377,18 +480,22 @@ export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): 
         return buffer;
       };
       const s = { T, K: 1, E: 1, d, I };
+      const ranges = [{ first: 0, count: 1, weights: args.weights }];
       const steps = T <= MOE_DECODE_MAX_TOKENS
-        ? passes.decode(label, s, { x: args.x, weights: args.weights, h: args.h, out: args.out, topkIds: constant(new Uint32Array(T), 'topk_ids'), topkWeights: constant(new Float32Array(T).fill(1), 'topk_weights') }, owned)
-        : passes.grouped(label, s, { x: args.x, weights: args.weights, h: args.h, y: args.out, offsets: constant(new Uint32Array([0, T]), 'expert_offsets'), sorted: constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs') }, owned);
+        ? passes.decode(label, s, { x: args.x, ranges, h: args.h, out: args.out, topkIds: constant(new Uint32Array(T), 'topk_ids'), topkWeights: constant(new Float32Array(T).fill(1), 'topk_weights') }, owned)
+        : passes.grouped(label, s, { x: args.x, ranges, h: args.h, y: args.out, offsets: constant(new Uint32Array([0, T]), 'expert_offsets'), sorted: constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs') }, owned);
       const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights);
       return preparedCall(cost, steps, owned);
     },
   };
 }
 
-/** Allocates the scratch buffers of a path for a shape (the model shares one set across layers). */
-export function createMoeExpertsScratch(device: GPUDevice, shape: MoeExpertsShape, path: MoePath, label = 'moe_experts'): MoeExpertsScratch & { destroy(): void } {
-  const bytes = moeExpertsScratchBytes(shape, path);
+/**
+ * Allocates the scratch buffers of a path for a shape (the model shares one set across layers),
+ * for calls over at most `ranges` expert ranges (moeExpertsScratchBytes).
+ */
+export function createMoeExpertsScratch(device: GPUDevice, shape: MoeExpertsShape, path: MoePath, label = 'moe_experts', ranges = 1): MoeExpertsScratch & { destroy(): void } {
+  const bytes = moeExpertsScratchBytes(shape, path, ranges);
   const make = (name: string, size: number) =>
     size > 0 ? device.createBuffer({ label: `${label}.${name}`, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST }) : undefined;
   const h = make('h', bytes.h)!;

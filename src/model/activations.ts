@@ -52,7 +52,8 @@ export interface Activations {
   destroy(): void;
 }
 
-export function createActivations(device: GPUDevice, c: DeepseekV3Config, rows: number, label = 'act'): Activations {
+/** `expertRanges`: the most expert ranges a layer's stacked experts are split into (ModelWeights.expertRanges). */
+export function createActivations(device: GPUDevice, c: DeepseekV3Config, rows: number, label = 'act', expertRanges = 1): Activations {
   const owned: GPUBuffer[] = [];
   const f32 = (name: string, count: number) => {
     const b = device.createBuffer({ label: `${label}.${name}`, size: Math.max(16, 4 * count), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
@@ -71,6 +72,7 @@ export function createActivations(device: GPUDevice, c: DeepseekV3Config, rows: 
     { tokens: T, hidden_size: d, moe_intermediate_size: Math.max(1, c.moe_intermediate_size), n_routed_experts: E, num_experts_per_tok: K },
     T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped',
     `${label}.moe`,
+    expertRanges,
   );
   const acts: Activations = {
     rows,

@@ -24,6 +24,7 @@ import { writeConsecutivePositions } from '../kernels/rope_yarn.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
 import { createActivations, type Activations } from './activations.ts';
 import type { ModelWeights } from './gpu_weights.ts';
+import { prepareEmbedding } from './embedding.ts';
 import { prepareHead, type LogitRows, type RepetitionInput } from './head.ts';
 import type { LatentCache } from './kv_cache.ts';
 import { encodeLayer, prepareLayer, prepareNorm } from './layer.ts';
@@ -109,8 +110,8 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
   const buffer = (label: string, size: number, usage: number) => keep(device.createBuffer({ label, size: Math.max(16, size), usage }));
 
   try {
-    const acts = keep(createActivations(device, c, rows, `plan${rows}`));
-    const embed = keep(k.embed(W.embedDtype).prepare({ T: rows, vocab: V, d: c.hidden_size, ids: acts.ids, table: W.embed_tokens, h: acts.h, label: 'embed_tokens' }));
+    const acts = keep(createActivations(device, c, rows, `plan${rows}`, W.expertRanges));
+    const embed = keep(prepareEmbedding(k, W.embed_tokens, { T: rows, ids: acts.ids, h: acts.h, label: 'embed_tokens' }));
     const inputNorm = keep(prepareNorm(k, c, { x: acts.h, weight: W.layers[0].attention.input_layernorm, y: acts.x, rows, label: 'input_layernorm.0' }));
     const layers = W.layers.map((weights, L) =>
       prepareLayer({

@@ -7,9 +7,15 @@
 
 import type { DeepseekV3Config } from '../config.ts';
 import type { PreparedCall } from '../gpu/kernel.ts';
+import type { ExpertRange, MlpWeights } from '../kernels/moe_experts.ts';
 import type { Activations } from './activations.ts';
 import type { LayerWeights } from './gpu_weights.ts';
 import type { ModelKernels } from './model_kernels.ts';
+
+/** All experts in one set of buffers, or the expert ranges of a stack split over several. */
+function expertWeights(ranges: readonly ExpertRange[]): { weights: MlpWeights } | { ranges: readonly ExpertRange[] } {
+  return ranges.length === 1 ? { weights: ranges[0].weights } : { ranges };
+}
 
 /** The calls of one layer's FFN, in order, for one compute pass. */
 export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string): PreparedCall[] {
@@ -42,7 +48,7 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
     calls.push(
       k.experts.prepare({
         tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,
-        x: xRouted ?? acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, weights: moe.experts, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+        x: xRouted ?? acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, ...expertWeights(moe.experts), scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
       }),
     );
     if (moe.shared_experts) {

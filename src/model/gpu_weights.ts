@@ -5,24 +5,46 @@
 
 import type { DeepseekV3Config } from '../config.ts';
 import { isMoeLayer } from '../config.ts';
-import { CheckpointError, UnsupportedConfigError } from '../errors.ts';
+import { CheckpointError, GpuLimitError, UnsupportedConfigError } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { createEmbedGather, type EmbedDtype } from '../kernels/embed_gather.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
-import type { ExpertProjection, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
+import type { ExpertProjection, ExpertRange, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
 import type { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { LoadedWeights } from './load_weights.ts';
 import { scaleInvName } from './weights.ts';
 
-/** One Linear [out, in]: its buffer, its format and, for FP8, its block scales. */
+/** Rows firstRow .. firstRow + rows - 1 of a Linear's W, in buffers of their own (and, for FP8, their block scales). */
+export interface LinearPiece {
+  readonly firstRow: number;
+  readonly rows: number;
+  readonly weight: GPUBuffer;
+  /** fp8 only: the scales of these rows' 128-row blocks. */
+  readonly weight_scale_inv?: GPUBuffer;
+}
+
+/** One Linear [out, in]: its format and its row pieces (one, unless W is larger than a binding). */
 export interface LinearWeight {
   readonly name: string;
   readonly format: WeightFormat;
-  readonly weight: GPUBuffer;
-  /** fp8 only. */
-  readonly weight_scale_inv?: GPUBuffer;
+  readonly pieces: readonly LinearPiece[];
   readonly out: number;
   readonly in: number;
+}
+
+/** An embedding table [vocab, d] as stored, in row pieces (one, unless it is larger than a binding). */
+export interface EmbeddingWeight {
+  readonly name: string;
+  readonly dtype: EmbedDtype;
+  readonly vocab: number;
+  readonly d: number;
+  readonly pieces: readonly { readonly firstRow: number; readonly rows: number; readonly table: GPUBuffer }[];
+}
+
+/** The one piece of a Linear that its kernel binds whole (src/model/weight_split.ts never splits it). */
+export function unsplit(w: LinearWeight): LinearPiece {
+  if (w.pieces.length !== 1) throw new GpuLimitError(`${w.name} is split into ${w.pieces.length} buffers, but its kernel binds it whole`);
+  return w.pieces[0];
 }
 
 export interface AttentionWeights {
@@ -45,8 +67,11 @@ export interface MoeWeights {
   readonly gate: LinearWeight;
   /** DeepSeek-V3 (noaux_tc) only. */
   readonly e_score_correction_bias?: GPUBuffer;
-  /** Stacked over experts (placement.ts). */
-  readonly experts: MlpWeights;
+  /**
+   * Stacked over experts (placement.ts): one range of all n_routed_experts, or the expert ranges a
+   * stack larger than a binding was split into, in order.
+   */
+  readonly experts: readonly ExpertRange[];
   /** One MLP of n_shared_experts * moe_intermediate_size, or absent when n_shared_experts is 0. */
   readonly shared_experts?: MlpWeights;
 }
@@ -60,8 +85,7 @@ export interface LayerWeights {
 }
 
 export interface MtpWeights {
-  readonly embed_tokens: GPUBuffer;
-  readonly embedDtype: EmbedDtype;
+  readonly embed_tokens: EmbeddingWeight;
   readonly enorm: GPUBuffer;
   readonly hnorm: GPUBuffer;
   readonly eh_proj: LinearWeight;
@@ -72,8 +96,7 @@ export interface MtpWeights {
 
 export interface ModelWeights {
   readonly config: DeepseekV3Config;
-  readonly embed_tokens: GPUBuffer;
-  readonly embedDtype: EmbedDtype;
+  readonly embed_tokens: EmbeddingWeight;
   readonly layers: readonly LayerWeights[];
   readonly norm: GPUBuffer;
   readonly lm_head: LinearWeight;
@@ -81,6 +104,8 @@ export interface ModelWeights {
   readonly mtp?: MtpWeights;
   /** How every dense MLP and expert projection is stored (one format per model). */
   readonly expertWeights: ExpertWeightFormat;
+  /** The most expert ranges any MoE layer's stack is split into (1: none split); sizes the scratch. */
+  readonly expertRanges: number;
   /** Free the f32 norm copies made here (the checkpoint buffers belong to LoadedWeights). */
   destroy(): void;
 }
@@ -128,28 +153,40 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
     const dtype = dtypeOf(name) ?? '';
     const format = MATRIX_FORMAT[dtype];
     if (!format) throw new UnsupportedConfigError('torch_dtype', `${name} is ${dtype}; Linear weights must be F8_E4M3 (with block scales), BF16 or F32`);
-    return { name, format, weight: buffer(name), weight_scale_inv: format === 'fp8' ? buffer(scaleInvName(name)) : undefined, out, in: inDim };
+    const scales = format === 'fp8' ? loaded.pieces(scaleInvName(name)) : undefined;
+    const pieces = loaded.pieces(name).map((p, k) => ({ firstRow: p.first, rows: p.count, weight: p.buffer, weight_scale_inv: scales?.[k].buffer }));
+    return { name, format, pieces, out, in: inDim };
   };
 
-  // An MLP projection as the expert kernels read it: FP8 with its scales, or BF16 alone.
+  const embedding = (name: string): EmbeddingWeight => {
+    const dtype = EMBED_DTYPE[dtypeOf(name) ?? ''];
+    if (!dtype) throw new UnsupportedConfigError('torch_dtype', `${name} is ${dtypeOf(name)}; embeddings must be BF16, F16 or F32`);
+    const pieces = loaded.pieces(name).map((p) => ({ firstRow: p.first, rows: p.count, table: p.buffer }));
+    return { name, dtype, vocab: config.vocab_size, d: config.hidden_size, pieces };
+  };
+
+  // An MLP projection as the expert kernels read it: FP8 with its scales, or BF16 alone; piece k
+  // of a stack split by expert ranges (the three projections of a stack split alike: equal sizes).
   const formats = new Set<ExpertWeightFormat>();
-  const projection = (name: string): ExpertProjection => {
+  const projection = (name: string, piece = 0): ExpertProjection => {
     const dtype = dtypeOf(name) ?? dtypeOf(name.replace('.experts.', '.experts.0.'));
     if (dtype === 'F8_E4M3') {
       formats.add('fp8');
-      return { weight: buffer(name), weight_scale_inv: buffer(scaleInvName(name)) };
+      return { weight: loaded.pieces(name)[piece].buffer, weight_scale_inv: loaded.pieces(scaleInvName(name))[piece].buffer };
     }
     if (dtype === 'BF16') {
       formats.add('bf16');
-      return { weight: buffer(name) };
+      return { weight: loaded.pieces(name)[piece].buffer };
     }
     throw new UnsupportedConfigError('torch_dtype', `${name} is ${dtype}; the expert kernels read FP8 (F8_E4M3) or BF16 MLP weights: load with weights 'fp8' to quantise it`);
   };
-  const mlp = (prefix: string): MlpWeights => ({
-    gate_proj: projection(`${prefix}.gate_proj.weight`),
-    up_proj: projection(`${prefix}.up_proj.weight`),
-    down_proj: projection(`${prefix}.down_proj.weight`),
+  const mlp = (prefix: string, piece = 0): MlpWeights => ({
+    gate_proj: projection(`${prefix}.gate_proj.weight`, piece),
+    up_proj: projection(`${prefix}.up_proj.weight`, piece),
+    down_proj: projection(`${prefix}.down_proj.weight`, piece),
   });
+  const expertRanges = (prefix: string): ExpertRange[] =>
+    loaded.pieces(`${prefix}.gate_proj.weight`).map((p, k) => ({ first: p.first, count: p.count, weights: mlp(prefix, k) }));
 
   const c = config;
   const d = c.hidden_size;
@@ -179,15 +216,14 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
       moe: {
         gate: linear(`${p}mlp.gate.weight`, c.n_routed_experts, d),
         e_score_correction_bias: c.topk_method === 'noaux_tc' ? buffer(`${p}mlp.gate.e_score_correction_bias`) : undefined,
-        experts: mlp(`${p}mlp.experts`),
+        experts: expertRanges(`${p}mlp.experts`),
         shared_experts: c.n_shared_experts > 0 ? mlp(`${p}mlp.shared_experts`) : undefined,
       },
     };
   };
 
   try {
-    const embedDtype = EMBED_DTYPE[dtypeOf('model.embed_tokens.weight') ?? ''];
-    if (!embedDtype) throw new UnsupportedConfigError('torch_dtype', `model.embed_tokens.weight is ${dtypeOf('model.embed_tokens.weight')}; embeddings must be BF16, F16 or F32`);
+    const embed_tokens = embedding('model.embed_tokens.weight');
     const layers = Array.from({ length: c.num_hidden_layers }, (_, L) => layer(L));
     const norm = normF32('model.norm.weight', d);
     const lm_head = linear('lm_head.weight', c.vocab_size, d);
@@ -195,10 +231,8 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
     const M = c.mtp_layer_index;
     if (M !== null && loaded.buffers.has(`model.layers.${M}.eh_proj.weight`)) {
       const p = `model.layers.${M}.`;
-      const mtpEmbedDtype = EMBED_DTYPE[dtypeOf(`${p}embed_tokens.weight`) ?? ''] ?? embedDtype;
       mtp = {
-        embed_tokens: buffer(`${p}embed_tokens.weight`),
-        embedDtype: mtpEmbedDtype,
+        embed_tokens: embedding(`${p}embed_tokens.weight`),
         enorm: normF32(`${p}enorm.weight`, d),
         hnorm: normF32(`${p}hnorm.weight`, d),
         eh_proj: linear(`${p}eh_proj.weight`, d, 2 * d),
@@ -210,11 +244,12 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
     if (formats.size > 1) throw new UnsupportedConfigError('torch_dtype', 'the MLP weights mix FP8 and BF16; the expert kernels of one model read one format');
     pass.end();
     gpu.device.queue.submit([encoder.finish()]);
+    const moeLayers = [...layers, ...(mtp ? [mtp.layer] : [])].flatMap((l) => (l.moe ? [l.moe] : []));
     return {
       config,
       expertWeights: formats.has('bf16') ? 'bf16' : 'fp8',
-      embed_tokens: buffer('model.embed_tokens.weight'),
-      embedDtype,
+      expertRanges: Math.max(1, ...moeLayers.map((m) => m.experts.length)),
+      embed_tokens,
       layers,
       norm,
       lm_head,

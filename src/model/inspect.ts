@@ -5,7 +5,17 @@
 import { parseConfig, type DeepseekV3Config } from '../config.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
-import { tensorsOnGpu, weightBytesOnGpu, type WeightMode } from './load_weights.ts';
+import { WebmoeError } from '../errors.ts';
+import { placeWeights, tensorsOnGpu, weightBytesOnGpu, type WeightMode } from './load_weights.ts';
+import { weightBufferSize } from './placement.ts';
+
+/** WebGPU's default maxStorageBufferBindingSize, and what a browser gives unless asked: the plan inspect shows by default. */
+export const DEFAULT_INSPECT_BINDING_BYTES = 128 * 2 ** 20;
+
+/** How the weights of one mode are laid out at a binding limit, or why the loader would refuse them. */
+export type BindingPlan =
+  | { buffers: number; split: string[]; pieces: number; largest_buffer: number }
+  | { refused: string };
 import { checkTensors, countParameters, expectedTensors, latentCacheBytesPerToken, mhaCacheBytesPerToken, type TensorMismatch } from './weights.ts';
 
 export interface InspectReport {
@@ -41,6 +51,9 @@ export interface InspectReport {
   release_weights: 'fp8' | 'bf16';
   /** Bytes of the weight buffers on the GPU with weights 'fp8' (the default) and 'bf16' (MTP included). */
   gpu_weight_bytes: { fp8: number; bf16: number };
+  /** The weights at a storage binding limit (`binding_limit_bytes`): split tensors and pieces, per mode. */
+  binding_limit_bytes: number;
+  binding_plan: { fp8: BindingPlan; bf16: BindingPlan };
   /** Bytes per cached value the cache figures assume (2: bf16, as the official deployment caches). */
   cache_bytes_per_value: number;
   latent_cache_bytes_per_token: number;
@@ -52,19 +65,20 @@ export interface InspectReport {
 
 export async function inspectCheckpoint(
   dir: CheckpointDir,
-  options: { cacheBytesPerValue?: number; signal?: AbortSignal } = {},
+  options: { cacheBytesPerValue?: number; bindingLimitBytes?: number; signal?: AbortSignal } = {},
 ): Promise<InspectReport> {
   return checkpointReport(await openCheckpoint(dir, { signal: options.signal }), options);
 }
 
 /** The report of a checkpoint already opened. */
-export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPerValue?: number } = {}): InspectReport {
+export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPerValue?: number; bindingLimitBytes?: number } = {}): InspectReport {
   const dir = checkpoint.dir;
   const config = parseConfig(checkpoint.configText, `${dir.description}/${CONFIG_FILE}`);
   const expected = expectedTensors(config);
   const { missing, unexpected, mismatched } = checkTensors(expected, checkpoint.tensors);
   const params = countParameters(config);
   const perValue = options.cacheBytesPerValue ?? 2;
+  const limit = options.bindingLimitBytes ?? DEFAULT_INSPECT_BINDING_BYTES;
   return {
     source: dir.description,
     layout: checkpoint.layout,
@@ -77,6 +91,8 @@ export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPe
     bytes_by_dtype: { ...checkpoint.bytesByDtype },
     release_weights: config.quantization_config === null ? 'bf16' : 'fp8',
     gpu_weight_bytes: gpuWeightBytes(checkpoint, expected),
+    binding_limit_bytes: limit,
+    binding_plan: { fp8: bindingPlan(checkpoint, expected, 'fp8', limit), bf16: bindingPlan(checkpoint, expected, 'bf16', limit) },
     cache_bytes_per_value: perValue,
     latent_cache_bytes_per_token: latentCacheBytesPerToken(config, perValue),
     mha_cache_bytes_per_token: mhaCacheBytesPerToken(config, perValue),
@@ -90,6 +106,24 @@ function gpuWeightBytes(checkpoint: Checkpoint, expected: ReturnType<typeof expe
   const tensors = [...checkpoint.tensors.values()];
   const bytes = (mode: WeightMode) => weightBytesOnGpu(tensorsOnGpu(tensors, expected, mode).onGpu);
   return { fp8: bytes('fp8'), bf16: bytes('bf16') };
+}
+
+/** The loader's own layout (placeWeights) of a mode's weights at `limit`. */
+function bindingPlan(checkpoint: Checkpoint, expected: ReturnType<typeof expectedTensors>, mode: WeightMode, limit: number): BindingPlan {
+  const { onGpu } = tensorsOnGpu([...checkpoint.tensors.values()], expected, mode);
+  try {
+    const placed = placeWeights(onGpu, limit);
+    const split = [...new Set(placed.flatMap((wb) => (wb.piece ? [wb.piece.of] : [])))];
+    return {
+      buffers: placed.length,
+      split,
+      pieces: placed.filter((wb) => wb.piece).length,
+      largest_buffer: Math.max(...placed.map((wb) => weightBufferSize(wb.byteLength))),
+    };
+  } catch (err) {
+    if (err instanceof WebmoeError) return { refused: err.message };
+    throw err;
+  }
 }
 
 function brief(c: DeepseekV3Config): InspectReport['config'] {
@@ -115,6 +149,13 @@ function brief(c: DeepseekV3Config): InspectReport['config'] {
   };
 }
 
+function formatPlan(mode: WeightMode, plan: BindingPlan): string {
+  if ('refused' in plan) return `weights ${mode} refused: ${plan.refused}`;
+  const largest = `largest ${(plan.largest_buffer / 2 ** 20).toFixed(1)} MiB`;
+  if (plan.split.length === 0) return `weights ${mode}: ${plan.buffers} buffers, none split (${largest})`;
+  return `weights ${mode}: ${plan.buffers} buffers, ${plan.split.length} tensor(s) split into ${plan.pieces} pieces (${largest})`;
+}
+
 /** The report as a person reads it. */
 export function formatInspectReport(r: InspectReport): string {
   const c = r.config;
@@ -130,6 +171,7 @@ export function formatInspectReport(r: InspectReport): string {
     r.release_weights === 'fp8'
       ? `  weights: an FP8 release (e4m3, 128x128 block scales): ${size(r.gpu_weight_bytes.fp8)} on the GPU`
       : `  weights: a BF16 release (no quantization_config): ${size(r.gpu_weight_bytes.fp8)} on the GPU quantised to FP8 at load (--weights fp8, the default), ${size(r.gpu_weight_bytes.bf16)} kept BF16 (--weights bf16)`,
+    `  GPU bindings of ${size(r.binding_limit_bytes)} (--max-binding-mib): ${formatPlan('fp8', r.binding_plan.fp8)}${r.release_weights === 'bf16' ? `; ${formatPlan('bf16', r.binding_plan.bf16)}` : ''}`,
     `  KV cache per token (${r.cache_bytes_per_value}-byte values): latent ${n(r.latent_cache_bytes_per_token)} B vs multi-head ${n(r.mha_cache_bytes_per_token)} B (${(r.mha_cache_bytes_per_token / r.latent_cache_bytes_per_token).toFixed(1)}x smaller)`,
   ];
   const list = (names: string[]) => names.slice(0, 10).join(', ') + (names.length > 10 ? `, ... (${names.length})` : '');

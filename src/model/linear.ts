@@ -1,8 +1,9 @@
 // Every Linear of the forward pass goes through here: y [M, out] = x [M, in] · Wᵀ with W in its
 // checkpoint format. Up to GEMV_MAX_ROWS rows (decode, the MTP verify step) take the GEMV, whose
-// decoded weights serve every row; more rows (prefill chunks) take the tiled GEMM.
+// decoded weights serve every row; more rows (prefill chunks) take the tiled GEMM. A W split into
+// row bands (src/model/placement.ts) is one call per band, each writing its columns of y.
 
-import type { BufferResource, KernelContext, PreparedCall } from '../gpu/kernel.ts';
+import { preparedCall, type BufferResource, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import { createGemm, type Gemm, type GemmStrategy } from '../kernels/gemm_fp8.ts';
 import { createGemv, GEMV_MAX_ROWS, type Gemv, type GemvStrategy } from '../kernels/gemv_fp8.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
@@ -24,15 +25,26 @@ export function createLinearKernels(ctx: KernelContext, strategies: LinearStrate
   const gemms = new Map<WeightFormat, Gemm>();
   return {
     prepare(w, { M, x, y, label }) {
-      const operands = { M, N: w.out, K: w.in, x, y, weight: w.weight, weight_scale_inv: w.weight_scale_inv, label: label ?? w.name };
+      let kernel: Gemv | Gemm;
       if (M <= GEMV_MAX_ROWS) {
         let gemv = gemvs.get(w.format);
         if (!gemv) gemvs.set(w.format, (gemv = createGemv(ctx, { weights: w.format, strategy: strategies.gemv })));
-        return gemv.prepare(operands);
+        kernel = gemv;
+      } else {
+        let gemm = gemms.get(w.format);
+        if (!gemm) gemms.set(w.format, (gemm = createGemm(ctx, { weights: w.format, strategy: strategies.gemm })));
+        kernel = gemm;
       }
-      let gemm = gemms.get(w.format);
-      if (!gemm) gemms.set(w.format, (gemm = createGemm(ctx, { weights: w.format, strategy: strategies.gemm })));
-      return gemm.prepare(operands);
+      const name = label ?? w.name;
+      const calls = w.pieces.map((p) =>
+        kernel.prepare({
+          M, N: p.rows, K: w.in, yStride: w.out, yCol: p.firstRow, x, y, weight: p.weight, weight_scale_inv: p.weight_scale_inv,
+          label: w.pieces.length === 1 ? name : `${name}[${p.firstRow}:${p.firstRow + p.rows}]`,
+        }),
+      );
+      if (calls.length === 1) return calls[0];
+      const cost = calls.reduce((sum, c) => ({ bytes: sum.bytes + c.bytes, flops: sum.flops + c.flops }), { bytes: 0, flops: 0 });
+      return preparedCall(cost, calls, calls);
     },
   };
 }

@@ -11,29 +11,8 @@ import { officialFixture } from '../testing/fixtures.ts';
 import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { loadWeights } from './load_weights.ts';
+import { trackingDevice } from '../testing/tracking_device.ts';
 
-/** A device whose buffers remember whether they were destroyed, to check nothing leaks. */
-function trackingDevice(device: GPUDevice) {
-  const made: { label: string; destroyed: boolean }[] = [];
-  const proxy = new Proxy(device, {
-    get(target, prop) {
-      if (prop === 'createBuffer') {
-        return (desc: GPUBufferDescriptor) => {
-          const buffer = target.createBuffer(desc);
-          const record = { label: desc.label ?? '', destroyed: false };
-          made.push(record);
-          // Native calls need the real GPUBuffer, so patch its destroy rather than wrap it.
-          const destroy = buffer.destroy.bind(buffer);
-          buffer.destroy = () => ((record.destroyed = true), destroy());
-          return buffer;
-        };
-      }
-      const v = Reflect.get(target, prop);
-      return typeof v === 'function' ? v.bind(target) : v;
-    },
-  });
-  return { device: proxy as GPUDevice, made };
-}
 
 describe('loadWeights', () => {
   it.each(['', 'sharded'])('puts every tensor of the official fixture (%s) on the GPU byte for byte, experts stacked', async (sub) => {
@@ -80,16 +59,20 @@ describe('loadWeights', () => {
     expect(made).toHaveLength(0);
   });
 
-  it('refuses a tensor larger than the largest storage binding before it allocates or reads anything', async () => {
+  it('refuses, before it allocates or reads anything, a tensor over the binding limit that cannot be split', async () => {
     const gpu = await testGpu();
     const { device: tracked, made } = trackingDevice(gpu.device);
-    // The fixture's largest buffers are the stacked experts: 12 x 128 x 128 bytes.
+    // The device's own limit: one expert of the fixture's stacks is 128 x 128 bytes, over 16,000.
     const real = gpu.device.limits as unknown as Record<string | symbol, unknown>;
-    const limits = new Proxy(real, { get: (_, p) => (p === 'maxStorageBufferBindingSize' ? 170_000 : real[p]) });
+    const limits = new Proxy(real, { get: (_, p) => (p === 'maxStorageBufferBindingSize' ? 16_000 : real[p]) });
     const device = new Proxy(tracked, { get: (t, p) => (p === 'limits' ? limits : Reflect.get(t, p)) });
     const error = await loadWeights({ ...gpu, device }, nodeDir(officialFixture())).catch((e) => e);
     expect(error).toBeInstanceOf(GpuLimitError);
-    expect(error.message).toMatch(/model\.layers\.\d+\.mlp\.experts\.\w+\.weight \(12 experts stacked\) needs a 196,608-byte buffer, over this GPU's largest storage binding \(170,000-byte maxStorageBufferBindingSize/);
+    expect(error.message).toMatch(/: (model\.layers\.\d+\.\S+|one expert of model\.layers\.\d+\.mlp\.experts\.\S+) needs a [\d,]+-byte buffer, over the largest storage binding webmoe plans with \(16,000-byte/);
+    // maxBindingBytes lowers the limit the same way; a tensor read whole (a dense MLP's, kv_b_proj) is named.
+    const lowered = await loadWeights({ ...gpu, device: tracked }, nodeDir(officialFixture()), { maxBindingBytes: 30_000 }).catch((e) => e);
+    expect(lowered).toBeInstanceOf(GpuLimitError);
+    expect(lowered.message).toMatch(/model\.layers\.\d+\.(mlp\.\w+_proj|self_attn\.kv_b_proj)\.weight needs a [\d,]+-byte buffer, .*30,000-byte.*binds it whole/);
     expect(made).toHaveLength(0);
   });
 

@@ -5,15 +5,16 @@
 // they are (weights 'bf16'). On any failure or abort every buffer made so far is destroyed.
 
 import { parseConfig, type DeepseekV3Config } from '../config.ts';
-import { ArgumentError, GpuLimitError, throwIfAborted } from '../errors.ts';
+import { ArgumentError, CheckpointError, throwIfAborted } from '../errors.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
-import { ProgressCounter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
-import { placeTensors, type GpuTensor, type WeightBuffer } from './placement.ts';
-import { Fp8Quantizer, QUANTIZE_FROM } from './quantize_on_load.ts';
+import { ProgressCounter, splitWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
+import { placeTensors, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
+import { Fp8Quantizer, QUANTIZE_FROM, type Fp8Target } from './quantize_on_load.ts';
+import { rowSplittable } from './weight_split.ts';
 import { assertTensors, expectedTensors, scaleInvName, scaleInvShape, type ExpectedTensor } from './weights.ts';
 
 /**
@@ -29,9 +30,14 @@ export interface LoadedWeights {
   readonly checkpoint: Checkpoint;
   /** The tensors as they are on the GPU, by checkpoint name (quantised ones F8_E4M3, with their `_scale_inv`). */
   readonly tensors: ReadonlyMap<string, GpuTensor>;
-  /** GPU buffers by name (checkpoint names; stacked experts under their stacked name). */
+  /** GPU buffers by name (checkpoint names; stacked experts under their stacked name; pieces as `name[first:end]`). */
   readonly buffers: ReadonlyMap<string, GPUBuffer>;
   readonly placement: ReadonlyMap<string, WeightBuffer>;
+  /**
+   * The buffers holding a tensor (or stack), in order: one covering it all, or the pieces it was
+   * split into (rows first .. first + count - 1, or experts for a stack).
+   */
+  pieces(name: string): readonly WeightPiece[];
   readonly bytesOnGpu: number;
   /** How the block-scaled Linears are held: 'fp8' when they are e4m3 on the GPU (released or quantised here). */
   readonly weights: WeightMode;
@@ -51,6 +57,29 @@ export interface LoadWeightsOptions {
   weights?: WeightMode;
   /** For the quantisation kernel; a fresh cache by default. */
   pipelines?: PipelineCache;
+  /**
+   * Plan with storage bindings of at most this many bytes (default: the device's
+   * maxStorageBufferBindingSize / maxBufferSize, whichever is smaller); larger tensors are split.
+   */
+  maxBindingBytes?: number;
+}
+
+/** One buffer of a tensor: its rows (or, for a stack, experts) first .. first + count - 1. */
+export interface WeightPiece {
+  readonly buffer: GPUBuffer;
+  readonly first: number;
+  readonly count: number;
+}
+
+/** The binding limit a load plans with: the device's, or the lower one asked for. */
+export function plannedBindingLimit(limits: Pick<GPUSupportedLimits, 'maxStorageBufferBindingSize' | 'maxBufferSize'>, maxBindingBytes?: number): number {
+  if (maxBindingBytes !== undefined && !(maxBindingBytes >= 4)) throw new ArgumentError(`maxBindingBytes must be at least 4 bytes, got ${maxBindingBytes}`);
+  return Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize, maxBindingBytes ?? Infinity);
+}
+
+/** placeTensors with the loader's rule of what may be split (src/model/weight_split.ts). */
+export function placeWeights(onGpu: readonly GpuTensor[], maxBufferBytes?: number, where?: string): WeightBuffer[] {
+  return placeTensors(onGpu, { maxBufferBytes, rowSplittable, where });
 }
 
 /**
@@ -77,26 +106,9 @@ export function tensorsOnGpu(
   return { onGpu, toQuantise };
 }
 
-/** Bytes of the weight buffers `tensorsOnGpu` would allocate (each padded to 4 bytes). */
-export function weightBytesOnGpu(onGpu: readonly GpuTensor[]): number {
-  return placeTensors(onGpu).reduce((sum, wb) => sum + Math.max(4, Math.ceil(wb.byteLength / 4) * 4), 0);
-}
-
-/**
- * Refuse, before anything is allocated or read, a weight buffer that one storage binding cannot
- * hold: the kernels bind each weight whole.
- */
-function checkWeightLimits(placed: readonly WeightBuffer[], limits: GPUSupportedLimits, where: string): void {
-  const largest = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
-  for (const wb of placed) {
-    const size = Math.max(4, Math.ceil(wb.byteLength / 4) * 4);
-    if (size <= largest) continue;
-    const what = wb.slotBytes ? `${wb.name} (${wb.members.length} experts stacked)` : wb.name;
-    const mib = (n: number) => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${n.toLocaleString('en-US')}-byte`);
-    throw new GpuLimitError(
-      `${where}: ${what} needs a ${mib(size)} buffer, over this GPU's largest storage binding (${mib(largest)} maxStorageBufferBindingSize / maxBufferSize); webmoe does not split one tensor over several buffers yet, so this checkpoint cannot run on this GPU`,
-    );
-  }
+/** Bytes of the weight buffers `tensorsOnGpu` would allocate (each padded to 4 bytes), split at `maxBufferBytes`. */
+export function weightBytesOnGpu(onGpu: readonly GpuTensor[], maxBufferBytes?: number): number {
+  return placeWeights(onGpu, maxBufferBytes).reduce((sum, wb) => sum + weightBufferSize(wb.byteLength), 0);
 }
 
 /** Load from a folder, or from a checkpoint already opened (its headers are not read again). */
@@ -114,8 +126,8 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
   const mtpPrefix = config.mtp_layer_index === null ? undefined : `model.layers.${config.mtp_layer_index}.`;
   const wanted = [...checkpoint.tensors.values()].filter((t) => !(options.skipMtp && mtpPrefix && t.name.startsWith(mtpPrefix)));
   const { onGpu, toQuantise } = tensorsOnGpu(wanted, expected, mode);
-  const placed = placeTensors(onGpu);
-  checkWeightLimits(placed, device.limits, dir.description);
+  // Refuses, before anything is allocated or read, a buffer that cannot be split small enough.
+  const placed = placeWeights(onGpu, plannedBindingLimit(device.limits, options.maxBindingBytes), dir.description);
 
   const buffers = new Map<string, GPUBuffer>();
   let quantizer: Fp8Quantizer | undefined;
@@ -127,20 +139,34 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
     let bytesOnGpu = 0;
     await withGpuErrorScope(device, `the weights of ${dir.description}`, () => {
       for (const wb of placed) {
-        const size = Math.max(4, Math.ceil(wb.byteLength / 4) * 4);
+        const size = weightBufferSize(wb.byteLength);
         buffers.set(wb.name, device.createBuffer({ label: wb.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC }));
         bytesOnGpu += size;
       }
       if (toQuantise.size > 0) quantizer = new Fp8Quantizer({ gpu, pipelines: options.pipelines ?? new PipelineCache(device) }, [...toQuantise]);
     });
 
-    const where = new Map<string, { buffer: GPUBuffer; offset: number }>();
-    for (const wb of placed) for (const m of wb.members) where.set(m.tensor.name, { buffer: buffers.get(wb.name)!, offset: m.offset });
+    // Each tensor's parts: its bytes [from, to) at `offset` of a buffer (one part unless split).
+    const where = new Map<string, { buffer: GPUBuffer; offset: number; from: number; to: number }[]>();
+    for (const wb of placed) {
+      for (const m of wb.members) {
+        const parts = where.get(m.tensor.name) ?? [];
+        parts.push({ buffer: buffers.get(wb.name)!, offset: m.offset, from: m.from ?? 0, to: m.to ?? m.tensor.byteLength });
+        where.set(m.tensor.name, parts);
+      }
+    }
     const place = (t: TensorInfo) => {
-      const at = where.get(t.name)!;
-      if (!toQuantise.has(t)) return at;
+      const parts = where.get(t.name)!;
+      if (!toQuantise.has(t)) return parts.length === 1 ? parts[0] : splitWriter(device, t, parts);
+      // Quantised: the codes [rows, cols] (1 byte each) and the scales go to pieces of the same rows.
+      const cols = t.shape[1];
       const scales = where.get(scaleInvName(t.name))!;
-      return quantizer!.writer(t, { codes: at.buffer, codeWord: at.offset / 4, scales: scales.buffer, scaleBase: scales.offset / 4 });
+      const targets = parts.map((p, k): { firstRow: number; rows: number; target: Fp8Target } => ({
+        firstRow: p.from / cols,
+        rows: (p.to - p.from) / cols,
+        target: { codes: p.buffer, codeWord: p.offset / 4, scales: scales[k].buffer, scaleBase: scales[k].offset / 4 },
+      }));
+      return quantizer!.writer(t, targets);
     };
     const progress = new ProgressCounter(wanted.reduce((s, t) => s + t.byteLength, 0), options.onProgress);
     for (const file of checkpoint.files) {
@@ -150,6 +176,13 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
     }
     await device.queue.onSubmittedWorkDone();
     const placement = new Map(placed.map((wb) => [wb.name, wb as WeightBuffer]));
+    const piecesOf = new Map<string, WeightPiece[]>();
+    for (const wb of placed) {
+      if (!wb.piece) continue;
+      const list = piecesOf.get(wb.piece.of) ?? [];
+      list.push({ buffer: buffers.get(wb.name)!, first: wb.piece.first, count: wb.piece.count });
+      piecesOf.set(wb.piece.of, list);
+    }
     const tensors = new Map(onGpu.map((t) => [t.name, t]));
     const fp8OnGpu = [...expected].some(([name, t]) => t.blockScaled && tensors.get(name)?.dtype === 'F8_E4M3');
     return {
@@ -158,6 +191,13 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
       tensors,
       buffers,
       placement,
+      pieces(name) {
+        const split = piecesOf.get(name);
+        if (split) return split;
+        const wb = placement.get(name);
+        if (!wb) throw new CheckpointError(`${name} is not loaded`);
+        return [{ buffer: buffers.get(name)!, first: 0, count: wb.slotBytes ? wb.members.length : (wb.members[0].tensor.shape[0] ?? 1) }];
+      },
       bytesOnGpu,
       weights: fp8OnGpu ? 'fp8' : 'bf16',
       quantisedTensors: toQuantise.size,

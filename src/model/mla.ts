@@ -14,7 +14,7 @@ import type { DeepseekV3Config } from '../config.ts';
 import type { PreparedCall } from '../gpu/kernel.ts';
 import { GEMV_MAX_ROWS } from '../kernels/gemv_fp8.ts';
 import type { Activations } from './activations.ts';
-import type { AttentionWeights } from './gpu_weights.ts';
+import { unsplit, type AttentionWeights } from './gpu_weights.ts';
 import { prepareCacheWrite, type LatentCache } from './kv_cache.ts';
 import type { ModelKernels } from './model_kernels.ts';
 
@@ -90,7 +90,8 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     );
 
     const shape = { rows: T, heads: H, qkNopeHeadDim: c.qk_nope_head_dim, qkRopeHeadDim: c.qk_rope_head_dim, vHeadDim: c.v_head_dim, kvLoraRank: c.kv_lora_rank };
-    const kvB = { kvB: w.kv_b_proj.weight, kvBScale: w.kv_b_proj.weight_scale_inv };
+    const kvBWhole = unsplit(w.kv_b_proj); // read per head by mla_absorb, never split
+    const kvB = { kvB: kvBWhole.weight, kvBScale: kvBWhole.weight_scale_inv };
     after.push(keep(k.absorbQ(w.kv_b_proj.format).prepare({ ...shape, ...kvB, q: acts.q, qLat: acts.qLat, qPe: acts.qPe, label: `${label}.q_absorb` })));
     const attentionArgs = {
       rows: T, heads: H, kvLoraRank: c.kv_lora_rank, ropeDim: c.qk_rope_head_dim, maxT: cache.maxT, startPos: 0, softmaxScale: c.softmax_scale,

@@ -15,6 +15,7 @@ import type { PreparedCall } from '../gpu/kernel.ts';
 import type { SamplingParams } from '../kernels/sample.ts';
 import { createActivations, type Activations } from './activations.ts';
 import type { ModelWeights } from './gpu_weights.ts';
+import { prepareEmbedding } from './embedding.ts';
 import { prepareHead, type LogitRows } from './head.ts';
 import type { LatentCache } from './kv_cache.ts';
 import { encodeLayer, prepareLayer, prepareNorm } from './layer.ts';
@@ -57,11 +58,11 @@ export function createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, lo
   const keep = <P extends { destroy(): void }>(p: P): P => (owned.push(p), p);
   const buffer = (label: string, size: number) => keep(device.createBuffer({ label, size: Math.max(16, size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST }));
   try {
-    const acts = keep(createActivations(device, c, rows, `mtp${rows}`));
+    const acts = keep(createActivations(device, c, rows, `mtp${rows}`, W.expertRanges));
     const emb = buffer('mtp.emb', 4 * rows * d); // [rows, hidden] embed_tokens(t_{i+1})
     const cat = buffer('mtp.concat', 8 * rows * d); // [rows, 2 hidden]: enorm(emb) | hnorm(h)
     const front: PreparedCall[] = [
-      keep(k.embed(mtp.embedDtype).prepare({ T: rows, vocab: c.vocab_size, d, ids: acts.ids, table: mtp.embed_tokens, h: emb, label: 'mtp.embed_tokens' })),
+      keep(prepareEmbedding(k, mtp.embed_tokens, { T: rows, ids: acts.ids, h: emb, label: 'mtp.embed_tokens' })),
       keep(prepareNorm(k, c, { x: emb, weight: mtp.enorm, y: cat, rows, yLayout: { stride: 2 * d, offset: 0 }, label: 'mtp.enorm' })),
       keep(prepareNorm(k, c, { x: mainHidden, weight: mtp.hnorm, y: cat, rows, yLayout: { stride: 2 * d, offset: d }, label: 'mtp.hnorm' })),
       keep(k.linear.prepare(mtp.eh_proj, { M: rows, x: cat, y: acts.h, label: 'mtp.eh_proj' })),

@@ -1,12 +1,18 @@
 // Where each checkpoint tensor lives on the GPU. Most tensors get a buffer of their own, under
-// their checkpoint name. The one re-layout: routed experts are stacked, so that a kernel can
-// index one buffer with the router's expert ids on the GPU (no readback, one binding):
-//   model.layers.L.mlp.experts.E.P.weight            -> model.layers.L.mlp.experts.P.weight, slot E
-//   model.layers.L.mlp.experts.E.P.weight_scale_inv  -> model.layers.L.mlp.experts.P.weight_scale_inv, slot E
-// Each slot starts at a 4-byte boundary: slot E is at E * align4(bytes of one expert's tensor).
+// their checkpoint name. Two re-layouts:
+// - Routed experts are stacked, so that a kernel can index one buffer with the router's expert ids
+//   on the GPU (no readback, one binding):
+//     model.layers.L.mlp.experts.E.P.weight            -> model.layers.L.mlp.experts.P.weight, slot E
+//     model.layers.L.mlp.experts.E.P.weight_scale_inv  -> model.layers.L.mlp.experts.P.weight_scale_inv, slot E
+//   Each slot starts at a 4-byte boundary: slot E is at E * align4(bytes of one expert's tensor).
+// - A buffer larger than the binding limit the engine plans with is split into pieces of their own
+//   (a browser binds 128 MiB - 2 GiB; DeepSeek-V3's embedding is 1.85 GB): a tensor the kernels
+//   can read in row bands by rows (`name[first:end]`, whole 128-row blocks for FP8, its
+//   `_scale_inv` by the same block rows), a stack by expert ranges (slot e - first in its piece).
 
-import { CheckpointError } from '../errors.ts';
+import { CheckpointError, GpuLimitError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
+import { BLOCK } from '../gpu/kernel.ts';
 
 /** A tensor as it will be on the GPU (a checkpoint's, or one the loader makes from it). */
 export interface GpuTensor {
@@ -18,14 +24,27 @@ export interface GpuTensor {
 }
 
 const EXPERT = /^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(.+)$/;
+const SCALE_INV = /^(.+)_scale_inv$/;
 
 export interface WeightBuffer<T extends GpuTensor = GpuTensor> {
-  /** The buffer's name: the tensor's own, or the stacked name for experts. */
+  /** The buffer's name: the tensor's own, the stacked name for experts, `name[first:end]` for a piece. */
   readonly name: string;
   readonly byteLength: number;
   /** For stacked experts: bytes between consecutive slots. */
   readonly slotBytes?: number;
-  readonly members: ReadonlyArray<{ tensor: T; offset: number }>;
+  /** The tensors (or, for a row piece, the bytes [from, to) of one tensor) at their byte offsets. */
+  readonly members: ReadonlyArray<{ tensor: T; offset: number; from?: number; to?: number }>;
+  /** A piece of a split tensor or stack `of`: its rows (or experts) first .. first + count - 1. */
+  readonly piece?: { readonly of: string; readonly first: number; readonly count: number };
+}
+
+export interface PlaceOptions {
+  /** The largest buffer a weight may have; default: no limit (nothing is split). */
+  maxBufferBytes?: number;
+  /** Tensors the forward pass reads in row bands (src/model/weight_split.ts); stacks split always. */
+  rowSplittable?: (name: string) => boolean;
+  /** The checkpoint, for error messages. */
+  where?: string;
 }
 
 /** The stacked buffer name of a routed-expert tensor, or undefined for other tensors. */
@@ -34,22 +53,67 @@ export function stackedExpertName(name: string): { stacked: string; expert: numb
   return m ? { stacked: `${m[1]}.${m[3]}`, expert: Number(m[2]) } : undefined;
 }
 
-/** Group tensors into GPU buffers. Stacked experts must be numbered 0..E-1 with equal shapes. */
-export function placeTensors<T extends GpuTensor>(tensors: Iterable<T>): WeightBuffer<T>[] {
+/** The size of a buffer for `bytes` of weights (at least 4, a multiple of 4). */
+export function weightBufferSize(bytes: number): number {
+  return Math.max(4, align4(bytes));
+}
+
+/**
+ * Group tensors into GPU buffers, splitting what `maxBufferBytes` cannot hold. Stacked experts must
+ * be numbered 0..E-1 with equal shapes (CheckpointError); a buffer that cannot be split small
+ * enough is a GpuLimitError naming it.
+ */
+export function placeTensors<T extends GpuTensor>(tensors: Iterable<T>, options: PlaceOptions = {}): WeightBuffer<T>[] {
+  const limit = Math.floor((options.maxBufferBytes ?? Infinity) / 4) * 4;
+  const refuse = (what: string, bytes: number, why: string): never => {
+    throw new GpuLimitError(
+      `${options.where ? `${options.where}: ` : ''}${what} needs a ${mib(bytes)} buffer, over the largest storage binding webmoe plans with (${mib(limit)}: the GPU's maxStorageBufferBindingSize / maxBufferSize, or maxBindingMib); ${why}`,
+    );
+  };
+  const all = [...tensors];
+  const byName = new Map(all.map((t) => [t.name, t]));
   const single: WeightBuffer<T>[] = [];
   const stacks = new Map<string, T[]>();
-  for (const t of tensors) {
+  const rowCuts = new Map<string, number[]>(); // split tensors: first row of each piece, then rows
+  for (const t of all) {
     const s = stackedExpertName(t.name);
-    if (!s) {
+    if (s) {
+      const slots = stacks.get(s.stacked) ?? [];
+      slots[s.expert] = t;
+      stacks.set(s.stacked, slots);
+    } else if (weightBufferSize(t.byteLength) > limit && !SCALE_INV.test(t.name)) {
+      if (!options.rowSplittable?.(t.name) || t.shape.length !== 2) refuse(t.name, t.byteLength, 'the kernel that reads it binds it whole');
+      const rows = t.shape[0];
+      const rowBytes = t.byteLength / rows;
+      const step = t.dtype === 'F8_E4M3' ? BLOCK : 1; // FP8 pieces hold whole 128 x 128 scale blocks
+      const perPiece = Math.floor(Math.floor(limit / rowBytes) / step) * step;
+      if (perPiece < 1) refuse(t.name, t.byteLength, `even ${step} row${step > 1 ? 's' : ''} of it (${mib(step * rowBytes)}) would not fit`);
+      const cuts = [];
+      for (let r = 0; r < rows; r += perPiece) cuts.push(r);
+      rowCuts.set(t.name, [...cuts, rows]);
+    }
+  }
+  for (const t of all) {
+    if (stackedExpertName(t.name)) continue;
+    const scaled = SCALE_INV.exec(t.name)?.[1];
+    const cuts = rowCuts.get(t.name) ?? (scaled !== undefined && byName.has(scaled) ? rowCuts.get(scaled)?.map((r) => Math.ceil(r / BLOCK)) : undefined);
+    if (cuts === undefined) {
+      if (weightBufferSize(t.byteLength) > limit) refuse(t.name, t.byteLength, 'the kernel that reads it binds it whole');
       single.push({ name: t.name, byteLength: t.byteLength, members: [{ tensor: t, offset: 0 }] });
       continue;
     }
-    const slots = stacks.get(s.stacked) ?? [];
-    slots[s.expert] = t;
-    stacks.set(s.stacked, slots);
+    const rowBytes = t.byteLength / t.shape[0];
+    for (let k = 0; k + 1 < cuts.length; k++) {
+      const [first, end] = [cuts[k], cuts[k + 1]];
+      const [from, to] = [first * rowBytes, end * rowBytes];
+      single.push({ name: `${t.name}[${first}:${end}]`, byteLength: to - from, members: [{ tensor: t, offset: 0, from, to }], piece: { of: t.name, first, count: end - first } });
+    }
   }
+
   const stacked: WeightBuffer<T>[] = [];
-  for (const [name, slots] of stacks) {
+  const expertCuts = new Map<string, number[]>(); // by the weight's stacked name
+  const sortedStacks = [...stacks].sort(([a], [b]) => Number(SCALE_INV.test(a)) - Number(SCALE_INV.test(b))); // weights before their scales
+  for (const [name, slots] of sortedStacks) {
     const first = slots[0];
     for (let e = 0; e < slots.length; e++) {
       const t = slots[e];
@@ -59,7 +123,29 @@ export function placeTensors<T extends GpuTensor>(tensors: Iterable<T>): WeightB
       }
     }
     const slotBytes = align4(first.byteLength);
-    stacked.push({ name, byteLength: slotBytes * slots.length, slotBytes, members: slots.map((tensor, e) => ({ tensor, offset: e * slotBytes })) });
+    const E = slots.length;
+    let cuts = expertCuts.get(SCALE_INV.exec(name)?.[1] ?? '');
+    if (cuts === undefined) {
+      const perPiece = Math.floor(limit / slotBytes);
+      if (perPiece < 1) refuse(`one expert of ${name}`, slotBytes, 'a stack is split by whole experts');
+      cuts = [];
+      for (let e = 0; e < E; e += perPiece) cuts.push(e);
+      cuts.push(E);
+      expertCuts.set(name, cuts);
+    }
+    if (cuts.length === 2) {
+      stacked.push({ name, byteLength: slotBytes * E, slotBytes, members: slots.map((tensor, e) => ({ tensor, offset: e * slotBytes })) });
+      continue;
+    }
+    for (let k = 0; k + 1 < cuts.length; k++) {
+      const [from, end] = [cuts[k], cuts[k + 1]];
+      const members = slots.slice(from, end).map((tensor, i) => ({ tensor, offset: i * slotBytes }));
+      stacked.push({ name: `${name}[${from}:${end}]`, byteLength: slotBytes * (end - from), slotBytes, members, piece: { of: name, first: from, count: end - from } });
+    }
   }
   return [...single, ...stacked];
+}
+
+function mib(n: number): string {
+  return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${n.toLocaleString('en-US')}-byte`;
 }

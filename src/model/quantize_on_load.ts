@@ -45,14 +45,21 @@ export class Fp8Quantizer {
     this.staging = ctx.gpu.device.createBuffer({ label: 'fp8 quantisation staging', size: capacity, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
   }
 
-  /** A writer that quantises `tensor` [rows, cols] into `target` as its bytes arrive. */
-  writer(tensor: TensorInfo, target: Fp8Target): ChunkWriter {
+  /**
+   * A writer that quantises `tensor` [rows, cols] into `targets` as its bytes arrive: one target,
+   * or the row pieces of a split tensor (each rows firstRow .. firstRow + rows - 1, on 128-row
+   * blocks, in order), each holding its rows' codes and scales from its own start.
+   */
+  writer(tensor: TensorInfo, targets: Fp8Target | readonly Fp8Piece[]): ChunkWriter {
     const dtype = QUANTIZE_FROM[tensor.dtype];
     if (!dtype || tensor.shape.length !== 2) throw new ArgumentError(`${tensor.name}: cannot quantise a ${tensor.dtype} [${tensor.shape}] tensor to FP8`);
     let kernel = this.kernels.get(dtype);
     if (!kernel) this.kernels.set(dtype, (kernel = createQuantizeFp8(this.ctx, { dtype })));
     const [rows, cols] = tensor.shape;
+    const pieces = 'codes' in targets ? [{ firstRow: 0, rows, target: targets }] : targets;
+    checkPieces(tensor, pieces);
     const perBand = bandRows(tensor);
+    let piece = 0; // the piece that row firstRow falls in
     const bytesPerRow = rowBytes(tensor);
     const { device } = this.ctx.gpu;
     let firstRow = 0;
@@ -64,7 +71,8 @@ export class Fp8Quantizer {
         if (offsetInTensor !== firstRow * bytesPerRow + filled) throw new ArgumentError(`${tensor.name}: chunks out of order`);
         let data = chunk;
         while (data.byteLength > 0) {
-          const band = Math.min(perBand, rows - firstRow);
+          const { firstRow: pieceRow, rows: pieceRows, target } = pieces[piece];
+          const band = Math.min(perBand, pieceRow + pieceRows - firstRow); // never across pieces
           const take = Math.min(data.byteLength, band * bytesPerRow - filled);
           this.host.set(data.subarray(0, take), filled);
           filled += take;
@@ -75,9 +83,9 @@ export class Fp8Quantizer {
           this.host.fill(0, filled, padded);
           device.queue.writeBuffer(this.staging, 0, this.host, 0, padded);
           const call = kernel.prepare({
-            rows,
+            rows: pieceRows,
             cols,
-            firstRow,
+            firstRow: firstRow - pieceRow,
             bandRows: band,
             source: { buffer: this.staging, size: padded },
             ...target,
@@ -87,6 +95,7 @@ export class Fp8Quantizer {
           call.destroy(); // its params go once the queued work is done
           firstRow += band;
           filled = 0;
+          if (firstRow === pieceRow + pieceRows) piece++;
           if (firstRow === rows) this.active = undefined;
         }
       },
@@ -100,6 +109,25 @@ export class Fp8Quantizer {
   destroy(): void {
     this.staging.destroy();
   }
+}
+
+/** One row piece of a split tensor and where its codes and scales go. */
+export interface Fp8Piece {
+  firstRow: number;
+  rows: number;
+  target: Fp8Target;
+}
+
+/** Pieces must tile the rows in order, each starting on a 128-row block (its scales are whole block rows). */
+function checkPieces(tensor: TensorInfo, pieces: readonly Fp8Piece[]): void {
+  let next = 0;
+  for (const p of pieces) {
+    if (p.firstRow !== next || p.rows < 1 || p.firstRow % BLOCK !== 0) {
+      throw new ArgumentError(`${tensor.name}: row pieces must tile rows 0..${tensor.shape[0] - 1} in order on ${BLOCK}-row blocks, got rows ${p.firstRow}..${p.firstRow + p.rows - 1} after ${next}`);
+    }
+    next += p.rows;
+  }
+  if (next !== tensor.shape[0]) throw new ArgumentError(`${tensor.name}: row pieces cover ${next} of ${tensor.shape[0]} rows`);
 }
 
 /** Bytes of one row of a tensor this quantiser takes (its dtype is in QUANTIZE_FROM). */

@@ -245,6 +245,21 @@ describe('local engine options', () => {
     const gpu = await testGpu();
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 100000 })).rejects.toThrow(/maxContext must be an integer in \[2, 512\]/);
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), cacheBudgetBytes: Number.NaN })).rejects.toThrow(/cacheBudgetBytes/);
+    await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxBindingMib: -1 })).rejects.toThrow(/maxBindingMib must be a positive number of MiB, got -1/);
+  });
+
+  it('plans with maxBindingMib: the stacked experts split by expert ranges, the same greedy ids', async () => {
+    const gpu = await testGpu();
+    const ids: number[][] = [];
+    for (const maxBindingMib of [undefined, 0.16]) { // 0.16 MiB: over kv_b_proj (160 KiB, read whole), under a stack of 12 experts (192 KiB)
+      const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 16, maxBindingMib });
+      try {
+        ids.push((await collect(local.generate([1, 2, 3], { temperature: 0, maxTokens: 3, ignoreEos: true }))).ids);
+      } finally {
+        await local.unload();
+      }
+    }
+    expect(ids[1]).toEqual(ids[0]);
   });
 
   it("reports how the Linears are held: a BF16 release is 'fp8' by default, 'bf16' when asked; a bad mode is refused", async () => {

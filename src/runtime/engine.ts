@@ -42,6 +42,12 @@ export interface LocalEngineOptions {
    * release stays FP8 either way.
    */
   weights?: WeightMode;
+  /**
+   * Plan the weights with storage bindings of at most this many MiB (default: the GPU's largest,
+   * maxStorageBufferBindingSize / maxBufferSize). A tensor larger than that is split into
+   * buffers of row bands or expert ranges; lower it to test the split path, or to leave room.
+   */
+  maxBindingMib?: number;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
 }
@@ -76,11 +82,16 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   if (!(Number.isFinite(limits.cacheBudgetBytes) && limits.cacheBudgetBytes > 0)) {
     throw new ArgumentError(`cacheBudgetBytes must be a positive number of bytes, got ${limits.cacheBudgetBytes}`);
   }
+  const { maxBindingMib } = options;
+  if (maxBindingMib !== undefined && !(Number.isFinite(maxBindingMib) && maxBindingMib > 0)) {
+    throw new ArgumentError(`maxBindingMib must be a positive number of MiB, got ${maxBindingMib}`);
+  }
   // A checkpoint without tokenizer.json still runs on token ids (generate(ids), logits).
   const tokenizer = (await dir.exists(TOKENIZER_FILE, signal)) ? await loadTokenizerFromDir(dir, signal) : undefined;
   const loaded = await loadWeights(gpu, checkpoint, {
     signal,
     weights: options.weights,
+    maxBindingBytes: maxBindingMib === undefined ? undefined : Math.max(4, Math.floor(maxBindingMib * 2 ** 20)),
     onProgress: (p) => options.onProgress?.({ phase: 'weights', ...p }),
   });
   let model: GpuModel;

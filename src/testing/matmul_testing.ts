@@ -7,7 +7,7 @@ import { expect } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { relError } from '../gpu/testing.ts';
 import { officialFixture, officialReference } from './fixtures.ts';
-import { submitPass } from '../gpu/kernel.ts';
+import { BLOCK, submitPass } from '../gpu/kernel.ts';
 export { randomWeight } from './random_weights.ts';
 import { parseSafetensorsHeader } from '../io/safetensors.ts';
 import type { MatmulRefArgs, RefWeight } from '../kernels/gemm_fp8.ref.ts';
@@ -50,6 +50,50 @@ export async function runMatmul(
     } finally {
       call.destroy();
     }
+  } finally {
+    for (const b of owned) b?.destroy();
+  }
+}
+
+/**
+ * Rows [first, first + rows) of W [N, K] as a weight of its own: a row band of a split Linear.
+ * fp8 bands start on a 128-row block, so their scales are whole block rows.
+ */
+export function weightRows(w: RefWeight, N: number, K: number, first: number, rows: number): RefWeight {
+  const rowBytes = w.bytes.byteLength / N;
+  const bytes = w.bytes.slice(first * rowBytes, (first + rows) * rowBytes);
+  if (!w.scale) return { format: w.format, bytes };
+  if (first % BLOCK !== 0) throw new Error(`an fp8 band must start on a ${BLOCK}-row block, got row ${first}`);
+  const kBlocks = Math.ceil(K / BLOCK);
+  return { format: w.format, bytes, scale: w.scale.slice((first / BLOCK) * kBlocks, Math.ceil((first + rows) / BLOCK) * kBlocks) };
+}
+
+/**
+ * As runMatmul, with W split into row bands of `bandRows` (the last band takes the rest), each in
+ * its own buffers and writing its columns of one y [M, N] (yStride N, yCol its first row).
+ */
+export async function runMatmulBands(
+  device: GPUDevice,
+  kernel: { prepare(args: MatmulShape & MatmulBuffers): PreparedCall },
+  { M, N, K, weight, activations }: MatmulRefArgs,
+  bandRows: number,
+): Promise<Float32Array> {
+  const a = activations;
+  const x = uploadBuffer(device, a.numerics === 'w8a8' ? a.codes : a.x, 'x');
+  const x_scale = a.numerics === 'w8a8' ? uploadBuffer(device, a.scales, 'x_scale') : undefined;
+  const y = poisonedOutput(device, M * N);
+  const owned: (GPUBuffer | PreparedCall | undefined)[] = [x, x_scale, y];
+  try {
+    const calls: PreparedCall[] = [];
+    for (let first = 0; first < N; first += bandRows) {
+      const rows = Math.min(bandRows, N - first);
+      const w = uploadWeight(device, weightRows(weight, N, K, first, rows));
+      owned.push(w.weight, w.weight_scale_inv);
+      const call = kernel.prepare({ M, N: rows, K, yStride: N, yCol: first, x, y, ...w, ...(x_scale && { x_scale }) });
+      owned.push(call);
+      calls.push(call);
+    }
+    return await runAndRead(device, calls, y, M * N);
   } finally {
     for (const b of owned) b?.destroy();
   }

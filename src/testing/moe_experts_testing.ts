@@ -1,10 +1,11 @@
 // Test support for the expert kernels (moe_experts, moe_group): random routings shaped like the
-// router's, and random stacked FP8 or bf16 expert weights laid out as src/model/placement.ts places them.
+// router's, and random stacked FP8 or bf16 expert weights laid out as src/model/placement.ts places
+// them, whole or split into expert ranges (ExpertRange).
 
 import { align4, uploadBuffer } from '../gpu/buffers.ts';
 import { randomWeight } from './random_weights.ts';
 import type { ExpertWeights, StackedExpertWeight } from '../kernels/moe_experts.ref.ts';
-import type { ExpertProjection, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
+import type { ExpertProjection, ExpertRange, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
 
 /**
  * Each token's topk distinct experts in random order (as the router makes them): `hot` is chosen
@@ -74,6 +75,39 @@ export function uploadExperts(device: GPUDevice, w: ExpertWeights): MlpWeights &
         p.weight.destroy();
         p.weight_scale_inv?.destroy();
       }
+    },
+  };
+}
+
+/**
+ * Experts first .. first + count - 1 of a stack of `experts`, as a stack of their own: the slots
+ * (and fp8 scales) copied with the whole stack's layout, as a split stack holds them.
+ */
+export function sliceStack(s: StackedExpertWeight, experts: number, first: number, count: number): StackedExpertWeight {
+  const slot = s.bytes.length / experts;
+  const bytes = s.bytes.slice(first * slot, (first + count) * slot);
+  if (s.format === 'bf16') return { format: s.format, bytes };
+  const scales = s.scale.length / experts;
+  return { format: s.format, bytes, scale: s.scale.slice(first * scales, (first + count) * scales) };
+}
+
+/** The experts of `w` split into consecutive ranges of `counts` experts, each range's slots in buffers of its own. */
+export function uploadExpertRanges(device: GPUDevice, w: ExpertWeights, counts: readonly number[]): { ranges: ExpertRange[]; destroy(): void } {
+  const experts = counts.reduce((a, b) => a + b, 0);
+  const uploaded: (MlpWeights & { destroy(): void })[] = [];
+  let first = 0;
+  const ranges = counts.map((count) => {
+    const slice = (s: StackedExpertWeight) => sliceStack(s, experts, first, count);
+    const weights = uploadExperts(device, { gate_proj: slice(w.gate_proj), up_proj: slice(w.up_proj), down_proj: slice(w.down_proj) });
+    uploaded.push(weights);
+    const range = { first, count, weights };
+    first += count;
+    return range;
+  });
+  return {
+    ranges,
+    destroy() {
+      for (const u of uploaded) u.destroy();
     },
   };
 }
