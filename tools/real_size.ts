@@ -3,7 +3,7 @@
 // also on failure or Ctrl-C), loaded with weights 'fp8' and then 'bf16', and run for a short
 // greedy generation on token ids. It prints the load time, the weight bytes on the GPU, prefill
 // and decode tok/s, and checks that the logits are finite and the ids valid. Not part of npm test:
-//   npm run test:real-size -- [--preset moonlight|v3-dims|all] [--json] [--weights fp8,bf16]
+//   npm run test:real-size -- [--preset moonlight|v3-dims|v2-lite|all] [--json] [--weights fp8,bf16]
 //     [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G]
 //     [--max-binding-mib N] [--keep] [--force]
 // Tensors over the adapter's storage binding limit (or --max-binding-mib) are split over several
@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { UnsupportedConfigError, WebmoeError } from '../src/errors.ts';
 import { openNodeGpu } from '../src/gpu/node.ts';
+import { measureCeilings } from '../src/bench/ceilings.ts';
 import type { TensorInfo } from '../src/io/safetensors.ts';
 import { placeWeights, plannedBindingLimit, tensorsOnGpu, weightBytesOnGpu, WEIGHT_MODES, type WeightMode } from '../src/model/load_weights.ts';
 import { countParameters, expectedTensors } from '../src/model/weights.ts';
@@ -34,6 +35,10 @@ interface Run {
   plannedWeightBytes: number;
   /** Buffers that hold a piece of a tensor split over several (0: nothing split). */
   plannedPieces?: number;
+  /** Weight bytes one decode step reads: every tensor but the embeddings and the MTP layer, routed experts top-k of E. */
+  bytesPerToken?: number;
+  /** What decode could reach if it only read those bytes at the adapter's copy bandwidth. */
+  copyBoundTokPerS?: number;
   prefillTokPerS?: number;
   decodeTokPerS?: number;
   ttftMs?: number;
@@ -94,10 +99,12 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 
 const reports: PresetReport[] = [];
 let adapter = '';
+let copyGbps = 0;
 try {
   const gpu = await openNodeGpu();
   adapter = [gpu.adapter.vendor, gpu.adapter.architecture, gpu.adapter.description].filter(Boolean).join(' ');
   const largestBinding = plannedBindingLimit(gpu.adapter.limits, maxBindingMib === undefined ? undefined : Math.floor(maxBindingMib * 2 ** 20));
+  copyGbps = (await measureCeilings(gpu, { quick: true })).copyGbps;
   gpu.destroy();
   for (const preset of presets) reports.push(await runPreset(preset, largestBinding));
 } finally {
@@ -135,6 +142,8 @@ async function runPreset(preset: string, largestBinding: number): Promise<Preset
     const plan = plannedGpu(layout, run.weights, largestBinding);
     run.plannedWeightBytes = plan.bytes;
     run.plannedPieces = plan.pieces;
+    run.bytesPerToken = plan.bytesPerToken;
+    run.copyBoundTokPerS = copyGbps > 0 ? (copyGbps * 1e9) / plan.bytesPerToken : undefined;
     if (plan.refused && !values.force) run.reason = `the loader refuses it before reading a byte: ${plan.refused}`;
   }
   if (report.runs.every((r) => r.reason)) {
@@ -212,24 +221,33 @@ async function runMode(dir: string, layout: CheckpointLayout, run: Run): Promise
 }
 
 /** The GPU bytes of a mode and its split pieces at the binding limit, or why the loader would refuse it, from the loader's own functions. */
-function plannedGpu(layout: CheckpointLayout, mode: WeightMode, limit: number): { bytes: number; pieces: number; refused?: string } {
+function plannedGpu(layout: CheckpointLayout, mode: WeightMode, limit: number): { bytes: number; pieces: number; bytesPerToken: number; refused?: string } {
   const infos: TensorInfo[] = layout.tensors.map((t) => ({ ...t, byteOffset: layout.fileOf.get(t.name)!.offsets.get(t.name)!, file: layout.fileOf.get(t.name)!.name }));
   const { onGpu } = tensorsOnGpu(infos, expectedTensors(layout.config), mode);
   const bytes = weightBytesOnGpu(onGpu);
+  // A decode step without speculation: one row of the embedding, the MTP layer not at all, and
+  // num_experts_per_tok of each layer's n_routed_experts (distinct experts: the most it reads).
+  const c = layout.config;
+  const mtp = c.mtp_layer_index === null ? undefined : `model.layers.${c.mtp_layer_index}.`;
+  let bytesPerToken = 0;
+  for (const t of onGpu) {
+    if (t.name.endsWith('embed_tokens.weight') || (mtp && t.name.startsWith(mtp))) continue;
+    bytesPerToken += /\.mlp\.experts\.\d+\./.test(t.name) ? (t.byteLength * c.num_experts_per_tok) / c.n_routed_experts : t.byteLength;
+  }
   try {
-    return { bytes, pieces: placeWeights(onGpu, limit).filter((wb) => wb.piece).length };
+    return { bytes, bytesPerToken, pieces: placeWeights(onGpu, limit).filter((wb) => wb.piece).length };
   } catch (err) {
-    if (err instanceof WebmoeError) return { bytes, pieces: 0, refused: err.message };
+    if (err instanceof WebmoeError) return { bytes, bytesPerToken, pieces: 0, refused: err.message };
     throw err;
   }
 }
 
 function print(all: PresetReport[]): void {
   if (values.json) {
-    console.log(JSON.stringify({ adapter, promptLength, newTokens, presets: all }, null, 2));
+    console.log(JSON.stringify({ adapter, copyGbps, promptLength, newTokens, presets: all }, null, 2));
     return;
   }
-  console.log(`adapter: ${adapter}; ${promptLength} prompt ids, ${newTokens} new tokens, greedy, no speculative decoding`);
+  console.log(`adapter: ${adapter} (copy bandwidth ${copyGbps.toFixed(1)} GB/s); ${promptLength} prompt ids, ${newTokens} new tokens, greedy, no speculative decoding`);
   for (const r of all) {
     const generated = r.generateS === undefined ? '' : `, generated in ${r.generateS.toFixed(0)} s`;
     console.log(`\n${r.preset}: ${(r.parameters / 1e9).toFixed(2)}B parameters (+${(r.mtpParameters / 1e9).toFixed(2)}B MTP), ${size(r.diskBytes)} in ${r.files} file(s)${generated}`);
@@ -237,7 +255,7 @@ function print(all: PresetReport[]): void {
       console.log(`  ${r.skipped}`);
       continue;
     }
-    const rows = [['weights', 'status', 'load s', 'on GPU', 'planned', 'pieces', 'prefill tok/s', 'decode tok/s', 'ttft ms', 'ids', 'argmax = first']];
+    const rows = [['weights', 'status', 'load s', 'on GPU', 'planned', 'pieces', 'read/token', 'copy-bound tok/s', 'prefill tok/s', 'decode tok/s', 'ttft ms', 'ids', 'argmax = first']];
     for (const run of r.runs) {
       rows.push([
         run.weights,
@@ -246,6 +264,8 @@ function print(all: PresetReport[]): void {
         run.weightBytes === undefined ? '-' : size(run.weightBytes),
         size(run.plannedWeightBytes),
         String(run.plannedPieces ?? '-'),
+        run.bytesPerToken === undefined ? '-' : size(run.bytesPerToken),
+        fixed(run.copyBoundTokPerS, 2),
         fixed(run.prefillTokPerS, 2),
         fixed(run.decodeTokPerS, 2),
         fixed(run.ttftMs, 0),

@@ -15,13 +15,15 @@ export const ENGINE_FLAGS = {
   'max-context': { type: 'string' },
   weights: { type: 'string' },
   'max-binding-mib': { type: 'string' },
+  'gpu-budget-mib': { type: 'string' },
 } as const;
 
-/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N. */
+/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N, --gpu-budget-mib N. */
 export interface EngineFlags {
   maxContext?: number;
   weights?: WeightMode;
   maxBindingMib?: number;
+  gpuBudgetMib?: number;
 }
 
 export function engineFlags(values: FlagValues): EngineFlags {
@@ -33,6 +35,7 @@ export function engineFlags(values: FlagValues): EngineFlags {
     maxContext: intFlag(values, 'max-context', 2),
     weights: weights as WeightMode | undefined,
     maxBindingMib: numberFlag(values, 'max-binding-mib', (n) => n > 0, 'a positive number of MiB'),
+    gpuBudgetMib: numberFlag(values, 'gpu-budget-mib', (n) => n > 0, 'a positive number of MiB'),
   };
 }
 
@@ -110,7 +113,7 @@ export async function loadEngine(model: string, options: EngineFlags & { signal?
   };
   let engine: Engine;
   try {
-    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, signal: options.signal, onProgress, numerics: options.numerics });
+    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, gpuBudgetMib: options.gpuBudgetMib, signal: options.signal, onProgress, numerics: options.numerics });
   } finally {
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }

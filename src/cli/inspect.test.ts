@@ -70,6 +70,17 @@ describe('webmoe inspect', () => {
     expect(bad.code).toBe(2);
   });
 
+  it('prints the GPU memory plan: weights, one session\'s latent cache at --max-context, plans', async () => {
+    const r = JSON.parse((await run('inspect', officialFixture(), '--json')).out);
+    const p = r.memory_plan.fp8;
+    expect(r.memory_plan.max_context).toBe(512); // the fixture's max_position_embeddings, under the engine's 4096
+    expect(p.oneSessionBytes).toBe(p.weightBytes + p.sessionCacheBytes + p.activationBytes);
+    expect(p.weightBytes).toBe(r.gpu_weight_bytes.fp8);
+    const short = JSON.parse((await run('inspect', officialFixture(), '--json', '--max-context', '64')).out);
+    expect(short.memory_plan.fp8.sessionCacheBytes).toBeLessThan(p.sessionCacheBytes / 4);
+    expect((await run('inspect', officialFixture())).out).toMatch(/GPU memory, weights fp8, one session of 512 positions \(--max-context\): [\d.]+ MiB = weights/);
+  });
+
   it('prints a readable summary without --json', async () => {
     const r = await run('inspect', officialFixture());
     expect(r.code).toBe(0);

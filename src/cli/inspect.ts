@@ -1,12 +1,13 @@
-// webmoe inspect <dir-or-url> [--json] [--cache-bytes N] [--max-binding-mib N]
+// webmoe inspect <dir-or-url> [--json] [--cache-bytes N] [--max-binding-mib N] [--max-context N]
 import { formatInspectReport, inspectCheckpoint } from '../model/inspect.ts';
 import { checkpointDir, parse, positiveInt, UsageError } from './args.ts';
 
 export async function inspectCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, 'cache-bytes': { type: 'string' }, 'max-binding-mib': { type: 'string' } }, ['dir-or-url']);
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, 'cache-bytes': { type: 'string' }, 'max-binding-mib': { type: 'string' }, 'max-context': { type: 'string' } }, ['dir-or-url']);
   const report = await inspectCheckpoint(checkpointDir(positionals[0]), {
     cacheBytesPerValue: positiveInt('cache-bytes', values['cache-bytes'] as string | undefined, 2),
     bindingLimitBytes: bindingLimit(values['max-binding-mib'] as string | undefined),
+    maxContext: values['max-context'] === undefined ? undefined : positiveInt('max-context', values['max-context'] as string, 2),
   });
   console.log(values.json ? JSON.stringify(report, null, 2) : formatInspectReport(report));
 }

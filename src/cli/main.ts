@@ -12,18 +12,18 @@ import { UsageError } from './args.ts';
 const USAGE = `usage: webmoe <command> [options]
 
 commands:
-  inspect <dir-or-url> [--json] [--cache-bytes N] [--max-binding-mib N]
+  inspect <dir-or-url> [--json] [--cache-bytes N] [--max-binding-mib N] [--max-context N]
                                                     summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-           [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
+           [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     stream a continuation (--chat: the prompt as a user message)
-  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
+  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     the model's logits after the ids (--json: every row, whole vocabulary)
-  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N]
+  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     chat in the terminal (or over piped lines); /exit or Ctrl-D ends it
 
 --weights fp8 (default): a BF16 release's Linears are quantised at load to FP8 with 128x128 block
@@ -31,7 +31,9 @@ commands:
   An FP8 release stays FP8 either way.
 --max-binding-mib N: plan the weights with GPU bindings of at most N MiB (default: the GPU's largest);
   a larger tensor is split over several buffers (embedding and head by vocabulary rows, Linears by
-  row bands, routed experts by expert ranges).`;
+  row bands, routed experts by expert ranges).
+--gpu-budget-mib N: refuse, before the download, a model whose weights, latent cache (one session at
+  --max-context) and plans take more than N MiB, saying what would fit.`;
 
 /** A command returns its exit status (0 when it returns nothing); user errors are thrown. */
 const commands: Record<string, (argv: string[]) => Promise<number | void>> = {

@@ -16,9 +16,9 @@ import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { dequantizeExpertMlp, expertDownRef, expertHiddenRef, mlpRef, moeExpertsRef, type DequantizedExpert, type ExpertShape, type ExpertWeights } from './moe_experts.ref.ts';
 import { E4M3_MAX, f32ToE4m3 } from './fp8_e4m3.ref.ts';
-import { BLOCK, submitPass, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import { BLOCK, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import { createMlp, createMoeExperts, createMoeExpertsScratch, EXPERT_WEIGHT_FORMATS, moeExpertsCost, type ExpertWeightFormat, type MlpArgs, type MoeExperts, type MoePath } from './moe_experts.ts';
-import { randomExperts, randomRouting, uploadExperts } from '../testing/moe_experts_testing.ts';
+import { randomExperts, randomRouting, uploadExperts, runChecked } from '../testing/moe_experts_testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const TOL = 1e-5;
@@ -36,13 +36,7 @@ beforeAll(async () => {
 
 const nan = (n: number) => new Float32Array(n).fill(Number.NaN);
 
-async function run(call: PreparedCall, out: GPUBuffer, count: number): Promise<Float32Array> {
-  const { device } = gpu;
-  device.pushErrorScope('validation');
-  submitPass(device, call);
-  expect((await device.popErrorScope())?.message).toBeUndefined();
-  return readF32(device, out, count);
-}
+const run = (call: PreparedCall, out: GPUBuffer, count: number) => runChecked(gpu.device, call, out, count);
 
 function expectClose(got: Float32Array, want: Float32Array, what: string, tol = TOL): void {
   const bad = got.findIndex((v) => !Number.isFinite(v));

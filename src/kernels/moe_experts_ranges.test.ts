@@ -11,12 +11,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { ArgumentError } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
-import { submitPass, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import type { KernelContext, PreparedCall } from '../gpu/kernel.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { randn, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import type { ExpertWeights } from './moe_experts.ref.ts';
 import { createMoeExperts, createMoeExpertsScratch, moeExpertsScratchBytes, type ExpertRange, type ExpertWeightFormat, type MlpWeights, type MoeExperts, type MoeExpertsArgs, type MoePath } from './moe_experts.ts';
-import { randomExperts, randomRouting, uploadExpertRanges, uploadExperts } from '../testing/moe_experts_testing.ts';
+import { randomExperts, randomRouting, uploadExpertRanges, uploadExperts, runChecked } from '../testing/moe_experts_testing.ts';
 
 let gpu: Gpu;
 let ctx: KernelContext;
@@ -65,13 +65,7 @@ function routing(next: () => number, tokens: number, K: number, E: number): Uint
   }
 }
 
-async function run(call: PreparedCall, out: GPUBuffer, count: number): Promise<Float32Array> {
-  const { device } = gpu;
-  device.pushErrorScope('validation');
-  submitPass(device, call);
-  expect((await device.popErrorScope())?.message).toBeUndefined();
-  return readF32(device, out, count);
-}
+const run = (call: PreparedCall, out: GPUBuffer, count: number) => runChecked(gpu.device, call, out, count);
 
 function expectSameBits(got: Float32Array, want: Float32Array, what: string): void {
   const a = new Uint32Array(got.buffer, got.byteOffset, got.length);

@@ -2,7 +2,7 @@
 // by all layers of the plan (layers run one after another). Sizes follow the config and T only.
 
 import type { DeepseekV3Config } from '../config.ts';
-import { createMoeExpertsScratch, MOE_DECODE_MAX_TOKENS, type MoeExpertsScratch } from '../kernels/moe_experts.ts';
+import { createMoeExpertsScratch, MOE_DECODE_MAX_TOKENS, moeExpertsScratchBytes, type MoeExpertsScratch, type MoeExpertsShape, type MoePath } from '../kernels/moe_experts.ts';
 
 export interface Activations {
   readonly rows: number;
@@ -52,52 +52,89 @@ export interface Activations {
   destroy(): void;
 }
 
+/** The f32 element count of each plain buffer of a plan of T rows (absent: not used by this config). */
+function bufferCounts(c: DeepseekV3Config, T: number): Record<string, number | undefined> {
+  const d = c.hidden_size;
+  const H = c.num_attention_heads;
+  const hasMoe = c.n_routed_experts > 0 && c.num_hidden_layers > c.first_k_dense_replace;
+  return {
+    ids: T,
+    positions: T,
+    h: T * d,
+    x: T * d,
+    q_a: c.q_lora_rank === null ? undefined : T * c.q_lora_rank,
+    q_a_norm: c.q_lora_rank === null ? undefined : T * c.q_lora_rank,
+    q: T * H * c.qk_head_dim,
+    kv_a: T * c.latent_cache_dim,
+    q_lat: T * H * c.kv_lora_rank,
+    q_pe: T * H * c.qk_rope_head_dim,
+    o_lat: T * H * c.kv_lora_rank,
+    o: T * H * c.v_head_dim,
+    attn_out: T * d,
+    ffn_out: T * d,
+    shared_out: T * d,
+    mlp_h: T * Math.max(c.intermediate_size, c.n_shared_experts * c.moe_intermediate_size, 1),
+    router_logits: hasMoe ? T * Math.max(1, c.n_routed_experts) : 1,
+    topk_ids: T * Math.max(1, c.num_experts_per_tok),
+    topk_weights: T * Math.max(1, c.num_experts_per_tok),
+    x_routed: hasMoe && c.quantization_config?.scale_fmt === 'ue8m0' ? T * d : undefined,
+    hidden: T * d,
+  };
+}
+
+/** The routed experts' scratch of a plan of T rows: its shape and path. */
+function scratchShape(c: DeepseekV3Config, T: number): { shape: MoeExpertsShape; path: MoePath } {
+  const shape = { tokens: T, hidden_size: c.hidden_size, moe_intermediate_size: Math.max(1, c.moe_intermediate_size), n_routed_experts: Math.max(1, c.n_routed_experts), num_experts_per_tok: Math.max(1, c.num_experts_per_tok) };
+  return { shape, path: T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped' };
+}
+
+const bufferBytes = (count: number) => Math.max(16, 4 * count);
+
+/** Bytes of every buffer createActivations makes for T rows, by name (for the memory plan). */
+export function activationBytes(c: DeepseekV3Config, rows: number, expertRanges = 1): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, count] of Object.entries(bufferCounts(c, rows))) if (count !== undefined) out[name] = bufferBytes(count);
+  const { shape, path } = scratchShape(c, rows);
+  for (const [name, bytes] of Object.entries(moeExpertsScratchBytes(shape, path, expertRanges))) if (bytes > 0) out[`moe.${name}`] = bytes;
+  return out;
+}
+
 /** `expertRanges`: the most expert ranges a layer's stacked experts are split into (ModelWeights.expertRanges). */
 export function createActivations(device: GPUDevice, c: DeepseekV3Config, rows: number, label = 'act', expertRanges = 1): Activations {
   const owned: GPUBuffer[] = [];
-  const f32 = (name: string, count: number) => {
-    const b = device.createBuffer({ label: `${label}.${name}`, size: Math.max(16, 4 * count), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  const counts = bufferCounts(c, rows);
+  const make = (name: string) => {
+    const b = device.createBuffer({ label: `${label}.${name}`, size: bufferBytes(counts[name]!), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
     owned.push(b);
     return b;
   };
-  const T = rows;
-  const d = c.hidden_size;
-  const H = c.num_attention_heads;
-  const mlpWidth = Math.max(c.intermediate_size, c.n_shared_experts * c.moe_intermediate_size, 1);
-  const hasMoe = c.n_routed_experts > 0 && c.num_hidden_layers > c.first_k_dense_replace;
-  const E = Math.max(1, c.n_routed_experts);
-  const K = Math.max(1, c.num_experts_per_tok);
-  const scratch = createMoeExpertsScratch(
-    device,
-    { tokens: T, hidden_size: d, moe_intermediate_size: Math.max(1, c.moe_intermediate_size), n_routed_experts: E, num_experts_per_tok: K },
-    T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped',
-    `${label}.moe`,
-    expertRanges,
-  );
+  const optional = (name: string) => (counts[name] === undefined ? undefined : make(name));
+  const { shape, path } = scratchShape(c, rows);
+  const scratch = createMoeExpertsScratch(device, shape, path, `${label}.moe`, expertRanges);
   const acts: Activations = {
     rows,
-    ids: f32('ids', T),
-    positions: f32('positions', T),
-    h: f32('h', T * d),
-    x: f32('x', T * d),
-    qA: c.q_lora_rank === null ? undefined : f32('q_a', T * c.q_lora_rank),
-    qANorm: c.q_lora_rank === null ? undefined : f32('q_a_norm', T * c.q_lora_rank),
-    q: f32('q', T * H * c.qk_head_dim),
-    kvA: f32('kv_a', T * c.latent_cache_dim),
-    qLat: f32('q_lat', T * H * c.kv_lora_rank),
-    qPe: f32('q_pe', T * H * c.qk_rope_head_dim),
-    oLat: f32('o_lat', T * H * c.kv_lora_rank),
-    o: f32('o', T * H * c.v_head_dim),
-    attnOut: f32('attn_out', T * d),
-    ffnOut: f32('ffn_out', T * d),
-    sharedOut: f32('shared_out', T * d),
-    mlpH: f32('mlp_h', T * mlpWidth),
-    routerLogits: f32('router_logits', hasMoe ? T * E : 1),
-    topkIds: f32('topk_ids', T * K),
-    topkWeights: f32('topk_weights', T * K),
+    ids: make('ids'),
+    positions: make('positions'),
+    h: make('h'),
+    x: make('x'),
+    qA: optional('q_a'),
+    qANorm: optional('q_a_norm'),
+    q: make('q'),
+    kvA: make('kv_a'),
+    qLat: make('q_lat'),
+    qPe: make('q_pe'),
+    oLat: make('o_lat'),
+    o: make('o'),
+    attnOut: make('attn_out'),
+    ffnOut: make('ffn_out'),
+    sharedOut: make('shared_out'),
+    mlpH: make('mlp_h'),
+    routerLogits: make('router_logits'),
+    topkIds: make('topk_ids'),
+    topkWeights: make('topk_weights'),
     moeScratch: scratch,
-    xRouted: hasMoe && c.quantization_config?.scale_fmt === 'ue8m0' ? f32('x_routed', T * d) : undefined,
-    hidden: f32('hidden', T * d),
+    xRouted: optional('x_routed'),
+    hidden: make('hidden'),
     destroy() {
       for (const b of owned) b.destroy();
       owned.length = 0;

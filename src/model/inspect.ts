@@ -8,6 +8,12 @@ import type { CheckpointDir } from '../io/sources.ts';
 import { WebmoeError } from '../errors.ts';
 import { placeWeights, tensorsOnGpu, weightBytesOnGpu, type WeightMode } from './load_weights.ts';
 import { weightBufferSize } from './placement.ts';
+import { DEFAULT_PREFILL_CHUNK } from './gpu_model.ts';
+import { planMemory, type MemoryPlan } from './memory_plan.ts';
+
+/** The engine's defaults the memory plan assumes (src/runtime/engine.ts). */
+const DEFAULT_CONTEXT = 4096;
+const DEFAULT_CACHE_BUDGET = 512 * 2 ** 20;
 
 /** WebGPU's default maxStorageBufferBindingSize, and what a browser gives unless asked: the plan inspect shows by default. */
 export const DEFAULT_INSPECT_BINDING_BYTES = 128 * 2 ** 20;
@@ -54,6 +60,8 @@ export interface InspectReport {
   /** The weights at a storage binding limit (`binding_limit_bytes`): split tensors and pieces, per mode. */
   binding_limit_bytes: number;
   binding_plan: { fp8: BindingPlan; bf16: BindingPlan };
+  /** GPU bytes at the engine's defaults (or --max-context): weights, one session's latent cache, its plans; per mode. */
+  memory_plan: { max_context: number; fp8?: MemoryPlan; bf16?: MemoryPlan };
   /** Bytes per cached value the cache figures assume (2: bf16, as the official deployment caches). */
   cache_bytes_per_value: number;
   latent_cache_bytes_per_token: number;
@@ -65,13 +73,13 @@ export interface InspectReport {
 
 export async function inspectCheckpoint(
   dir: CheckpointDir,
-  options: { cacheBytesPerValue?: number; bindingLimitBytes?: number; signal?: AbortSignal } = {},
+  options: { cacheBytesPerValue?: number; bindingLimitBytes?: number; maxContext?: number; signal?: AbortSignal } = {},
 ): Promise<InspectReport> {
   return checkpointReport(await openCheckpoint(dir, { signal: options.signal }), options);
 }
 
 /** The report of a checkpoint already opened. */
-export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPerValue?: number; bindingLimitBytes?: number } = {}): InspectReport {
+export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPerValue?: number; bindingLimitBytes?: number; maxContext?: number } = {}): InspectReport {
   const dir = checkpoint.dir;
   const config = parseConfig(checkpoint.configText, `${dir.description}/${CONFIG_FILE}`);
   const expected = expectedTensors(config);
@@ -93,6 +101,7 @@ export function checkpointReport(checkpoint: Checkpoint, options: { cacheBytesPe
     gpu_weight_bytes: gpuWeightBytes(checkpoint, expected),
     binding_limit_bytes: limit,
     binding_plan: { fp8: bindingPlan(checkpoint, expected, 'fp8', limit), bf16: bindingPlan(checkpoint, expected, 'bf16', limit) },
+    memory_plan: memoryPlans(checkpoint, config, limit, options.maxContext ?? Math.min(config.max_position_embeddings, DEFAULT_CONTEXT)),
     cache_bytes_per_value: perValue,
     latent_cache_bytes_per_token: latentCacheBytesPerToken(config, perValue),
     mha_cache_bytes_per_token: mhaCacheBytesPerToken(config, perValue),
@@ -126,6 +135,20 @@ function bindingPlan(checkpoint: Checkpoint, expected: ReturnType<typeof expecte
   }
 }
 
+/** The memory plan of each mode (absent where the layout is refused: binding_plan says why). */
+function memoryPlans(checkpoint: Checkpoint, config: DeepseekV3Config, bindingLimit: number, maxContext: number): InspectReport['memory_plan'] {
+  const tensors = [...checkpoint.tensors.values()];
+  const plan = (weights: WeightMode): MemoryPlan | undefined => {
+    try {
+      return planMemory({ config, tensors, weights, maxContext, prefillChunk: DEFAULT_PREFILL_CHUNK, cacheBudgetBytes: DEFAULT_CACHE_BUDGET, bindingLimit, maxBufferSize: Infinity });
+    } catch (err) {
+      if (err instanceof WebmoeError) return undefined;
+      throw err;
+    }
+  };
+  return { max_context: maxContext, fp8: plan('fp8'), bf16: plan('bf16') };
+}
+
 function brief(c: DeepseekV3Config): InspectReport['config'] {
   return {
     model_type: c.model_type,
@@ -147,6 +170,15 @@ function brief(c: DeepseekV3Config): InspectReport['config'] {
     max_position_embeddings: c.max_position_embeddings,
     mtp_layers: c.num_nextn_predict_layers,
   };
+}
+
+function memoryLines(r: InspectReport, size: (bytes: number) => string): string[] {
+  const modes: WeightMode[] = r.release_weights === 'bf16' ? ['fp8', 'bf16'] : ['fp8'];
+  return modes.flatMap((mode) => {
+    const p = r.memory_plan[mode];
+    if (!p) return [];
+    return [`  GPU memory, weights ${mode}, one session of ${r.memory_plan.max_context} positions (--max-context): ${size(p.oneSessionBytes)} = weights ${size(p.weightBytes)} + latent cache ${size(p.sessionCacheBytes)} + plans ${size(p.activationBytes)}`];
+  });
 }
 
 function formatPlan(mode: WeightMode, plan: BindingPlan): string {
@@ -172,6 +204,7 @@ export function formatInspectReport(r: InspectReport): string {
       ? `  weights: an FP8 release (e4m3, 128x128 block scales): ${size(r.gpu_weight_bytes.fp8)} on the GPU`
       : `  weights: a BF16 release (no quantization_config): ${size(r.gpu_weight_bytes.fp8)} on the GPU quantised to FP8 at load (--weights fp8, the default), ${size(r.gpu_weight_bytes.bf16)} kept BF16 (--weights bf16)`,
     `  GPU bindings of ${size(r.binding_limit_bytes)} (--max-binding-mib): ${formatPlan('fp8', r.binding_plan.fp8)}${r.release_weights === 'bf16' ? `; ${formatPlan('bf16', r.binding_plan.bf16)}` : ''}`,
+    ...memoryLines(r, size),
     `  KV cache per token (${r.cache_bytes_per_value}-byte values): latent ${n(r.latent_cache_bytes_per_token)} B vs multi-head ${n(r.mha_cache_bytes_per_token)} B (${(r.mha_cache_bytes_per_token / r.latent_cache_bytes_per_token).toFixed(1)}x smaller)`,
   ];
   const list = (names: string[]) => names.slice(0, 10).join(', ') + (names.length > 10 ? `, ... (${names.length})` : '');

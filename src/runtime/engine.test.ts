@@ -2,7 +2,7 @@
 // through sessions, limits checked before any GPU work, abort, stop ids, logits, stats, unload.
 
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { AbortError, ArgumentError, DeviceLostError, PromptTooLongError, TokenizerError } from '../errors.ts';
+import { AbortError, ArgumentError, DeviceLostError, GpuOutOfMemoryError, PromptTooLongError, TokenizerError } from '../errors.ts';
 import { openNodeGpu } from '../gpu/node.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { nodeDir } from '../io/node_source.ts';
@@ -13,6 +13,7 @@ import { memoryDir } from '../io/sources.ts';
 import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createLocalEngine } from './engine.ts';
+import { trackingDevice } from '../testing/tracking_device.ts';
 import type { Engine, GenerateChunk } from './types.ts';
 
 interface OfficialPrompt {
@@ -246,6 +247,22 @@ describe('local engine options', () => {
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 100000 })).rejects.toThrow(/maxContext must be an integer in \[2, 512\]/);
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), cacheBudgetBytes: Number.NaN })).rejects.toThrow(/cacheBudgetBytes/);
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxBindingMib: -1 })).rejects.toThrow(/maxBindingMib must be a positive number of MiB, got -1/);
+  });
+
+  it('refuses a model over gpuBudgetMib before it allocates or downloads anything, saying what would fit', async () => {
+    const gpu = await testGpu();
+    const { device, made } = trackingDevice(gpu.device);
+    const phases: string[] = [];
+    // The fixture: weights 4.2 MiB, plans 4.5 MiB, and 5 layers x 288 f32 of latent cache per position.
+    const error = await createLocalEngine({ gpu: { ...gpu, device }, dir: nodeDir(officialFixture()), maxContext: 512, gpuBudgetMib: 10, onProgress: (p) => phases.push(p.phase) }).catch((e) => e);
+    expect(error).toBeInstanceOf(GpuOutOfMemoryError);
+    expect(error.message).toMatch(/over the budget of 10\.0 MiB; what would fit: a context of \d+ positions/);
+    expect(made).toHaveLength(0);
+    expect(phases).toEqual([]);
+    const fits = Number(/a context of (\d+) positions/.exec(error.message)![1]);
+    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: fits, gpuBudgetMib: 10 });
+    await local.unload();
+    await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), gpuBudgetMib: 0 })).rejects.toThrow(/gpuBudgetMib must be a positive number of MiB, got 0/);
   });
 
   it('plans with maxBindingMib: the stacked experts split by expert ranges, the same greedy ids', async () => {

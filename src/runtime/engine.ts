@@ -7,9 +7,10 @@ import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
-import { createGpuModel, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
+import { createGpuModel, DEFAULT_PREFILL_CHUNK, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
+import { checkMemoryPlan, planMemory } from '../model/memory_plan.ts';
 import type { ModelNumerics } from '../model/model_kernels.ts';
-import { loadWeights, type LoadedWeights, type WeightMode } from '../model/load_weights.ts';
+import { loadWeights, plannedBindingLimit, type LoadedWeights, type WeightMode } from '../model/load_weights.ts';
 import { countParameters } from '../model/weights.ts';
 import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
@@ -48,6 +49,12 @@ export interface LocalEngineOptions {
    * buffers of row bands or expert ranges; lower it to test the split path, or to leave room.
    */
   maxBindingMib?: number;
+  /**
+   * GPU memory the model may take in all, in MiB: the weights, one session's latent cache at
+   * maxContext and its plans. Checked from the headers before the download (GpuOutOfMemoryError
+   * saying what would fit); default: no budget (the GPU's own limits are checked in any case).
+   */
+  gpuBudgetMib?: number;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
 }
@@ -82,16 +89,29 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   if (!(Number.isFinite(limits.cacheBudgetBytes) && limits.cacheBudgetBytes > 0)) {
     throw new ArgumentError(`cacheBudgetBytes must be a positive number of bytes, got ${limits.cacheBudgetBytes}`);
   }
-  const { maxBindingMib } = options;
-  if (maxBindingMib !== undefined && !(Number.isFinite(maxBindingMib) && maxBindingMib > 0)) {
-    throw new ArgumentError(`maxBindingMib must be a positive number of MiB, got ${maxBindingMib}`);
+  const { maxBindingMib, gpuBudgetMib } = options;
+  for (const [name, value] of [['maxBindingMib', maxBindingMib], ['gpuBudgetMib', gpuBudgetMib]] as const) {
+    if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new ArgumentError(`${name} must be a positive number of MiB, got ${value}`);
   }
+  const maxBindingBytes = maxBindingMib === undefined ? undefined : Math.max(4, Math.floor(maxBindingMib * 2 ** 20));
+  // The memory plan, from the headers: refused here, before a byte of the weights is read.
+  const { limits: gpuLimits } = gpu.device;
+  const bindingLimit = plannedBindingLimit(gpuLimits, maxBindingBytes);
+  const planFor = (weights: WeightMode) =>
+    planMemory({
+      config, tensors: [...checkpoint.tensors.values()], weights, maxContext: limits.maxContext, prefillChunk: options.prefillChunk ?? DEFAULT_PREFILL_CHUNK,
+      cacheBudgetBytes: limits.cacheBudgetBytes, bindingLimit, maxBufferSize: gpuLimits.maxBufferSize, where: dir.description,
+    });
+  const mode = options.weights ?? 'fp8';
+  const fp8Instead = mode === 'bf16' && config.quantization_config === null ? planFor('fp8') : undefined;
+  // The working buffers are checked against the GPU's own binding limit (maxBindingMib lowers the weights' only).
+  checkMemoryPlan(planFor(mode), { bindingLimit: plannedBindingLimit(gpuLimits), maxBufferSize: gpuLimits.maxBufferSize, budgetBytes: gpuBudgetMib === undefined ? undefined : gpuBudgetMib * 2 ** 20 }, dir.description, fp8Instead);
   // A checkpoint without tokenizer.json still runs on token ids (generate(ids), logits).
   const tokenizer = (await dir.exists(TOKENIZER_FILE, signal)) ? await loadTokenizerFromDir(dir, signal) : undefined;
   const loaded = await loadWeights(gpu, checkpoint, {
     signal,
     weights: options.weights,
-    maxBindingBytes: maxBindingMib === undefined ? undefined : Math.max(4, Math.floor(maxBindingMib * 2 ** 20)),
+    maxBindingBytes,
     onProgress: (p) => options.onProgress?.({ phase: 'weights', ...p }),
   });
   let model: GpuModel;

@@ -2,7 +2,9 @@
 // router's, and random stacked FP8 or bf16 expert weights laid out as src/model/placement.ts places
 // them, whole or split into expert ranges (ExpertRange).
 
-import { align4, uploadBuffer } from '../gpu/buffers.ts';
+import { expect } from 'vitest';
+import { align4, readF32, uploadBuffer } from '../gpu/buffers.ts';
+import { submitPass, type PreparedCall } from '../gpu/kernel.ts';
 import { randomWeight } from './random_weights.ts';
 import type { ExpertWeights, StackedExpertWeight } from '../kernels/moe_experts.ref.ts';
 import type { ExpertProjection, ExpertRange, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
@@ -110,4 +112,12 @@ export function uploadExpertRanges(device: GPUDevice, w: ExpertWeights, counts: 
       for (const u of uploaded) u.destroy();
     },
   };
+}
+
+/** Run one call in its own pass with no validation error, and read `count` f32 of `out` back. */
+export async function runChecked(device: GPUDevice, call: PreparedCall, out: GPUBuffer, count: number): Promise<Float32Array> {
+  device.pushErrorScope('validation');
+  submitPass(device, call);
+  expect((await device.popErrorScope())?.message).toBeUndefined();
+  return readF32(device, out, count);
 }

@@ -1,6 +1,6 @@
 // Generate a random DeepSeek-V3 checkpoint in the released layout, streamed to disk tensor by
 // tensor (stream.ts), so the real-size presets work as well as the small ones:
-//   npx tsx tools/checkpoint/main.ts --out DIR [--preset tiny|odd|moonlight|v3-dims] [--config FILE]
+//   npx tsx tools/checkpoint/main.ts --out DIR [--preset tiny|odd|moonlight|v3-dims|v2-lite] [--config FILE]
 //     [--seed S] [--shards N | --max-shard-gib G] [--layers N] [--experts N] [--set KEY=JSON]...
 
 import { readFile } from 'node:fs/promises';

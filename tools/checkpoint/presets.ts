@@ -176,11 +176,65 @@ export const MOONLIGHT: RawConfig = { ...MOONLIGHT_16B_A3B, num_hidden_layers: 3
  * 16 routed experts in V3's 8 groups of which 4 are kept, top-8 as in V3, so a token's routed
  * and shared work per MoE layer is V3's. 3.4B parameters plus 2.9B in the MTP layer, 9.4 GiB:
  * the embedding, the head and their MTP copies are 1.7 GiB each (BF16 [129280, 7168]), over a
- * 1 GiB storage binding (SwiftShader's), which the loader refuses before reading a byte.
+ * 1 GiB storage binding (SwiftShader's): the loader splits them by vocabulary rows.
  */
 export const V3_DIMS: RawConfig = { ...DEEPSEEK_V3_671B, num_hidden_layers: 2, first_k_dense_replace: 1, n_routed_experts: 16 };
 
-export const PRESETS: Readonly<Record<string, RawConfig>> = { tiny: TINY, odd: ODD, moonlight: MOONLIGHT, 'v3-dims': V3_DIMS };
+/**
+ * DeepSeek-V2-Lite(-Chat)'s config.json (DeepseekV2ForCausalLM): 15.7B parameters, 2.4B active;
+ * MLA with q_proj (no q_lora) and kv_lora 512, 64 routed experts top-6 by a softmax router
+ * (topk_method greedy, no bias, weights not renormalised), 2 shared, YaRN factor 40 with mscale
+ * 0.707, a 102400-token vocabulary, BF16.
+ */
+export const DEEPSEEK_V2_LITE: RawConfig = {
+  architectures: ['DeepseekV2ForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  aux_loss_alpha: 0.001,
+  bos_token_id: 100000,
+  eos_token_id: 100001,
+  first_k_dense_replace: 1,
+  hidden_act: 'silu',
+  hidden_size: 2048,
+  initializer_range: 0.02,
+  intermediate_size: 10944,
+  kv_lora_rank: 512,
+  max_position_embeddings: 163840,
+  model_type: 'deepseek_v2',
+  moe_intermediate_size: 1408,
+  moe_layer_freq: 1,
+  n_group: 1,
+  n_routed_experts: 64,
+  n_shared_experts: 2,
+  norm_topk_prob: false,
+  num_attention_heads: 16,
+  num_experts_per_tok: 6,
+  num_hidden_layers: 27,
+  num_key_value_heads: 16,
+  pretraining_tp: 1,
+  q_lora_rank: null,
+  qk_nope_head_dim: 128,
+  qk_rope_head_dim: 64,
+  rms_norm_eps: 1e-6,
+  rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 40, mscale: 0.707, mscale_all_dim: 0.707, original_max_position_embeddings: 4096, type: 'yarn' },
+  rope_theta: 10000,
+  routed_scaling_factor: 1.0,
+  scoring_func: 'softmax',
+  seq_aux: true,
+  tie_word_embeddings: false,
+  topk_group: 1,
+  topk_method: 'greedy',
+  torch_dtype: 'bfloat16',
+  transformers_version: '4.39.3',
+  use_cache: true,
+  v_head_dim: 128,
+  vocab_size: 102400,
+};
+
+/** DeepSeek-V2-Lite's dimensions with 3 layers (1 dense + 2 MoE): about 1.6B parameters, 3.1 GiB of BF16. */
+export const V2_LITE: RawConfig = { ...DEEPSEEK_V2_LITE, num_hidden_layers: 3 };
+
+export const PRESETS: Readonly<Record<string, RawConfig>> = { tiny: TINY, odd: ODD, moonlight: MOONLIGHT, 'v3-dims': V3_DIMS, 'v2-lite': V2_LITE };
 
 /** Presets too large for generateCheckpoint's in-memory limit: written by stream.ts only. */
-export const REAL_SIZE_PRESETS: readonly string[] = ['moonlight', 'v3-dims'];
+export const REAL_SIZE_PRESETS: readonly string[] = ['moonlight', 'v3-dims', 'v2-lite'];
