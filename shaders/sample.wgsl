@@ -9,7 +9,10 @@
 //   pick     u = uniform(seed, step, row) in [0, 1) from a PCG hash; walk the kept tokens in
 //            INDEX order (not probability order, as FlashInfer's sorting-free samplers do: the
 //            distribution is the same) and take the first whose running mass exceeds u * mass.
-// Masses are exp((logit - max) / temperature); no NaN logits (-inf is fine).
+// Masses are exp((logit - max) / temperature). A row with a NaN or +inf logit, or only -inf ones,
+// has no right token: it gets NON_FINITE_ID (>= any vocabulary) instead, so the host sees it in
+// the ids it reads back anyway (src/model/deepseek_v3.ts) and stops with a typed error; -inf
+// logits beside finite ones are fine (masked tokens).
 //
 // How, without a sort: a kept set is a prefix of the order, so it is fixed by a Cut (key, end):
 // token j is in it when key_j > key or (key_j == key and j < end), with key_j the order-preserving
@@ -59,6 +62,7 @@ override RADIX_BITS: u32 = 2;
 override DIGITS: u32 = 1u << RADIX_BITS;
 
 const NONE: u32 = 0xffffffffu;
+const NON_FINITE_ID: u32 = 0xfffffffeu; // src/kernels/sample.ts NON_FINITE_ID
 const ALL: Cut = Cut(0u, NONE);
 
 var<workgroup> wg_f: array<f32, WG>;
@@ -69,9 +73,16 @@ var<workgroup> wg_owner: u32;
 var<workgroup> wg_start: f32;
 var<workgroup> wg_target: f32;
 var<workgroup> wg_result: u32;
+var<workgroup> wg_bad: atomic<u32>; // a NaN or +inf logit in the row (zero at dispatch start)
 
 var<private> row_base: u32;
 var<private> row_max: f32;
+
+// NaN or +inf, from the bits (a compiler may assume x == x for floats).
+fn nan_or_pos_inf(x: f32) -> bool {
+  let b = bitcast<u32>(x);
+  return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
+}
 
 // Float order as unsigned order: negative floats reversed below the positive ones.
 fn order_key(x: f32) -> u32 {
@@ -308,12 +319,17 @@ fn sample(
   // Max and argmax (ties -> lowest index; an all -inf row gives its first token).
   var best = 0.0;
   var best_j = NONE;
+  var bad = false;
   for (var j = lid; j < params.vocab; j += WG) {
     let l = logits[row_base + j];
+    bad = bad || nan_or_pos_inf(l);
     if (best_j == NONE || l > best) {
       best = l;
       best_j = j;
     }
+  }
+  if (bad) {
+    atomicOr(&wg_bad, 1u);
   }
   wg_f[lid] = best;
   wg_u[lid] = best_j;
@@ -332,9 +348,20 @@ fn sample(
       workgroupBarrier();
     }
   }
+  if (lid == 0u) {
+    // Bad as well: every logit -inf (softmax of nothing).
+    wg_result = select(0u, 1u, atomicLoad(&wg_bad) != 0u || bitcast<u32>(wg_f[0]) == 0xff800000u);
+  }
+  let non_finite = workgroupUniformLoad(&wg_result) != 0u;
   let top = workgroupUniformLoad(&wg_u[0]);
   row_max = workgroupUniformLoad(&wg_f[0]);
   workgroupBarrier();
+  if (non_finite) {
+    if (lid == 0u) {
+      ids[row] = NON_FINITE_ID;
+    }
+    return;
+  }
   if (params.temperature <= 0.0) {
     if (lid == 0u) {
       ids[row] = top;

@@ -6,6 +6,7 @@ export type WebmoeErrorCode =
   | 'DEVICE_LOST'
   | 'OUT_OF_MEMORY'
   | 'GPU_LIMIT'
+  | 'NON_FINITE'
   | 'BAD_CONFIG'
   | 'UNSUPPORTED_CONFIG'
   | 'BAD_CHECKPOINT'
@@ -52,6 +53,16 @@ export class GpuOutOfMemoryError extends WebmoeError {
 export class GpuLimitError extends WebmoeError {
   constructor(message: string) {
     super('GPU_LIMIT', message);
+  }
+}
+
+/**
+ * The model computed NaN or infinite logits (a broken weight or scale, an extreme config value, a
+ * GPU fault): no token would be right, so the step ends here instead of emitting token 0 forever.
+ */
+export class NonFiniteError extends WebmoeError {
+  constructor(message: string) {
+    super('NON_FINITE', message);
   }
 }
 

@@ -145,6 +145,11 @@ export async function uploadTensors(
   for (const w of writers.values()) w.finish();
 }
 
+/** A writer of one tensor's bytes into `at` (what uploadTensors makes of a GpuPlacement). */
+export function tensorWriter(device: GPUDevice, tensor: TensorInfo, at: GpuPlacement): ChunkWriter {
+  return new TensorWriter(device, tensor, at);
+}
+
 /**
  * A writer for a tensor split over several buffers (src/model/placement.ts): its bytes [from, to)
  * go to each part's buffer at `offset`, each part's last word zero-padded.

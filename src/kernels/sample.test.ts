@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { ArgumentError } from '../errors.ts';
 import { readU32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
-import { createSample, sampleCost, type Sample, type SamplingParams } from './sample.ts';
+import { createSample, NON_FINITE_ID, sampleCost, type Sample, type SamplingParams } from './sample.ts';
 import { keptDistribution, pcgHash, sampleRef, sampleUniform } from './sample.ref.ts';
 import { submitPass } from '../gpu/kernel.ts';
 
@@ -84,9 +84,25 @@ describe('sample kernel', () => {
         const [got] = await runGpu(logits, rows, vocab, GREEDY, isSoftware);
         expectIds(got, sampleRef({ rows, vocab, logits, params: GREEDY }), `argmax ${rows}x${vocab}`);
       }
-      // All -inf: the first token.
-      const [got] = await runGpu(new Float32Array(5).fill(-Infinity), 1, 5, GREEDY, isSoftware);
-      expect(got[0]).toBe(0);
+    });
+
+    it(`marks a row with a NaN or +inf logit, or only -inf ones, with NON_FINITE_ID; -inf beside finite logits is fine (${variant})`, async () => {
+      const vocab = 301;
+      const next = rng(testSeed(`sample non-finite ${isSoftware}`));
+      const rows = 5;
+      const logits = randn(next, rows * vocab, 2);
+      logits[0 * vocab + 17] = Number.NaN; // row 0: one NaN, deep in the row
+      logits[1 * vocab + 300] = Number.POSITIVE_INFINITY; // row 1: +inf at the last index
+      logits.fill(Number.NEGATIVE_INFINITY, 2 * vocab, 3 * vocab); // row 2: all -inf
+      for (let j = 0; j < vocab; j += 2) logits[3 * vocab + j] = Number.NEGATIVE_INFINITY; // row 3: masked half, fine
+      // row 4: untouched
+      for (const sampling of [GREEDY, { temperature: 0.8, topK: 50, topP: 0.9, seed: 3, step: 1 }]) {
+        const [got] = await runGpu(logits, rows, vocab, sampling, isSoftware);
+        expect(Array.from(got.subarray(0, 3)), `temperature ${sampling.temperature}`).toEqual([NON_FINITE_ID, NON_FINITE_ID, NON_FINITE_ID]);
+        for (const r of [3, 4]) expect(got[r], `row ${r}`).toBeLessThan(vocab);
+      }
+      const [masked] = await runGpu(logits.subarray(3 * vocab, 4 * vocab), 1, vocab, GREEDY, isSoftware);
+      expect(masked[0] % 2).toBe(1); // the argmax of the finite (odd) tokens
     });
 
     it(`samples the reference's ids for the same seed and step (${variant})`, async () => {

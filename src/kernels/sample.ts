@@ -71,12 +71,18 @@ export function checkSamplingParams(p: SamplingParams): void {
   if (!u32(p.step)) throw new ArgumentError(`sampling: step must be a u32 integer, got ${p.step}`);
 }
 
+/**
+ * The id the sampler writes for a row with a NaN or +inf logit, or only -inf ones (shaders/sample.wgsl):
+ * past every vocabulary, so a step's reader can tell it from a token.
+ */
+export const NON_FINITE_ID = 0xfffffffe;
+
 export interface SampleArgs {
   rows: number;
   vocab: number;
   /** [rows, vocab] f32 logits. */
   logits: GPUBuffer;
-  /** [rows] u32 sampled token ids out. */
+  /** [rows] u32 sampled token ids out (NON_FINITE_ID for a row without a finite maximum). */
   ids: GPUBuffer;
   /** The first call's settings; later calls change them with setSampling. */
   sampling: SamplingParams;

@@ -18,10 +18,10 @@
 // encoder: one submit, and only sampled ids (or, when asked, logits) come back.
 
 import type { DeepseekV3Config } from '../config.ts';
-import { ArgumentError } from '../errors.ts';
+import { ArgumentError, NonFiniteError } from '../errors.ts';
 import { readBuffer } from '../gpu/buffers.ts';
 import { writeConsecutivePositions } from '../kernels/rope_yarn.ts';
-import type { SamplingParams } from '../kernels/sample.ts';
+import { NON_FINITE_ID, type SamplingParams } from '../kernels/sample.ts';
 import { createActivations, type Activations } from './activations.ts';
 import type { ModelWeights } from './gpu_weights.ts';
 import { prepareEmbedding } from './embedding.ts';
@@ -189,6 +189,8 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
           readback.unmap();
           out.ids = words.slice(0, outRows);
           if (mtp) out.drafts = words.slice(outRows, 2 * outRows);
+          checkFinite(out.ids, 'lm_head');
+          if (out.drafts) checkFinite(out.drafts, "the MTP module's shared_head");
         }
         // Logits are for scoring and tests, not the decode loop: read with their own copies.
         if (input.readLogits) out.logits = new Float32Array(await readBuffer(device, head.logits, 4 * outRows * V));
@@ -208,6 +210,16 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
   } catch (err) {
     for (const p of owned.splice(0)) p.destroy();
     throw err;
+  }
+}
+
+/** The sampler marks a row without finite logits (shaders/sample.wgsl): stop rather than emit a wrong token. */
+function checkFinite(ids: Uint32Array, head: string): void {
+  const row = ids.indexOf(NON_FINITE_ID);
+  if (row >= 0) {
+    throw new NonFiniteError(
+      `the logits of ${head} are NaN or infinite (row ${row} of the step): a weight or block scale of the checkpoint is not finite, a config value is extreme, or the GPU failed; no token can be sampled`,
+    );
   }
 }
 

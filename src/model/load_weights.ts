@@ -11,7 +11,8 @@ import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
-import { ProgressCounter, splitWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
+import { ProgressCounter, splitWriter, tensorWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
+import { checkedForFinite, finiteChecking } from './finite_check.ts';
 import { placeTensors, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
 import { Fp8Quantizer, QUANTIZE_FROM, type Fp8Target } from './quantize_on_load.ts';
 import { rowSplittable } from './weight_split.ts';
@@ -157,6 +158,7 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
     }
     const place = (t: TensorInfo) => {
       const parts = where.get(t.name)!;
+      if (checkedForFinite(t)) return finiteChecking(t, t.file, parts.length === 1 ? tensorWriter(device, t, parts[0]) : splitWriter(device, t, parts));
       if (!toQuantise.has(t)) return parts.length === 1 ? parts[0] : splitWriter(device, t, parts);
       // Quantised: the codes [rows, cols] (1 byte each) and the scales go to pieces of the same rows.
       const cols = t.shape[1];
