@@ -63,7 +63,7 @@ describe('non-finite values in a checkpoint', () => {
   });
 
   it('finiteChecking finds an element split across chunk edges', () => {
-    const info = { name: 't', dtype: 'F32', shape: [4], byteOffset: 0, byteLength: 16, file: 'f' };
+    const info = { name: 't', dtype: 'F32' as const, shape: [4], byteOffset: 0, byteLength: 16, file: 'f' };
     const bytes = new Uint8Array(new Float32Array([1, 2, Number.POSITIVE_INFINITY, 4]).buffer);
     const written: number[] = [];
     const sink: ChunkWriter = { write: (c) => written.push(c.byteLength), finish: () => {} };

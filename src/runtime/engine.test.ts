@@ -2,7 +2,7 @@
 // through sessions, limits checked before any GPU work, abort, stop ids, logits, stats, unload.
 
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { AbortError, ArgumentError, DeviceLostError, GpuOutOfMemoryError, PromptTooLongError, TokenizerError } from '../errors.ts';
+import { AbortError, ArgumentError, DeviceLostError, GpuOutOfMemoryError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
 import { openNodeGpu } from '../gpu/node.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { nodeDir } from '../io/node_source.ts';
@@ -14,7 +14,7 @@ import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createLocalEngine } from './engine.ts';
 import { trackingDevice } from '../testing/tracking_device.ts';
-import type { Engine, GenerateChunk } from './types.ts';
+import type { Engine, GenerateChunk, GenerateOptions } from './types.ts';
 
 interface OfficialPrompt {
   prompt: number[];
@@ -96,6 +96,10 @@ describe('local engine (official fixture, ids)', () => {
     await expect(collect(engine.generate([999]))).rejects.toBeInstanceOf(ArgumentError);
     await expect(collect(engine.generate([5], { temperature: -1 }))).rejects.toBeInstanceOf(ArgumentError);
     await expect(collect(engine.generate('text needs a tokenizer'))).rejects.toBeInstanceOf(TokenizerError);
+    // Options of the wrong type (plain JS, or over the Worker) are ArgumentErrors, not TypeErrors.
+    for (const bad of [{ stop: 5 }, { stop: [null] }, { stopTokenIds: 5 }, { stopTokenIds: [1.5] }, { ignoreEos: 'yes' }] as unknown as GenerateOptions[]) {
+      await expect(collect(engine.generate([5], bad)), JSON.stringify(bad)).rejects.toBeInstanceOf(ArgumentError);
+    }
     expect((await engine.stats()).sessions).toBe(0);
   });
 
@@ -238,6 +242,18 @@ describe('local engine unloaded during a request', () => {
     await unloading;
     expect(seen.length).toBeLessThanOrEqual(4);
     await expect(collect(local.generate([5]))).rejects.toThrow(/unloaded/);
+  });
+
+  it('logits during unload end in a typed error', async () => {
+    const gpu = await openNodeGpu();
+    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 300, ownsGpu: true });
+    // 256 ids: several prefill chunks, so the unload lands between two of them.
+    const pending = local.logits(Array.from({ length: 256 }, (_, i) => (i * 7) % 320), { positions: 'all' });
+    const unloading = local.unload();
+    const error = await pending.then(() => undefined, (e: unknown) => e);
+    await unloading;
+    expect(error).toBeInstanceOf(AbortError);
+    await expect(local.logits([1, 2])).rejects.toThrow(/unloaded/);
   });
 });
 

@@ -233,7 +233,17 @@ class LocalEngine implements Engine {
       for (const { start, end, isLast } of model.chunks(ids.length)) {
         const part = ids.slice(start, end);
         const logits = positions === 'all' ? 'all' : isLast ? 'last' : undefined;
-        const out = await this.scheduler.turn(() => model.forward(session.plans, part, start, { logits, signal: options.signal }));
+        // As generate's steps: typed errors when the engine is unloaded or the device lost meanwhile.
+        const out = await this.scheduler
+          .turn(() => {
+            this.context.checkDevice();
+            this.context.checkOpen(session);
+            return model.forward(session.plans, part, start, { logits, signal: options.signal });
+          })
+          .catch((err: unknown) => {
+            if (this.unloaded) throw err instanceof AbortError ? err : new AbortError('The engine was unloaded during the request.');
+            throw this.gpu.lostError ?? err;
+          });
         // Copies: the rows are views of one readback each, and may cross a worker boundary.
         if (out.logits) rows.push(...out.logits.map((r) => r.slice()));
       }

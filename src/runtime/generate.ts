@@ -70,6 +70,17 @@ export function checkGenerateOptions(options: GenerateOptions): GenerationOption
   if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new ArgumentError(`seed must be an integer in [0, 2^32), got ${seed}`);
   const repetitionPenalty = options.repetitionPenalty ?? 1;
   if (!(Number.isFinite(repetitionPenalty) && repetitionPenalty > 0)) throw new ArgumentError(`repetition_penalty must be a number > 0 (1: off), got ${repetitionPenalty}`);
+  // The types too: a caller in plain JS (or over the Worker) may pass anything.
+  const { stop, stopTokenIds } = options;
+  if (stop !== undefined && !(typeof stop === 'string' || (Array.isArray(stop) && stop.every((s) => typeof s === 'string')))) {
+    throw new ArgumentError(`stop must be a string or an array of strings, got ${JSON.stringify(stop)}`);
+  }
+  if (stopTokenIds !== undefined && !(Array.isArray(stopTokenIds) && stopTokenIds.every((id) => Number.isInteger(id) && id >= 0))) {
+    throw new ArgumentError(`stopTokenIds must be an array of token ids, got ${JSON.stringify(stopTokenIds)}`);
+  }
+  for (const flag of ['ignoreEos', 'speculative', 'experts'] as const) {
+    if (options[flag] !== undefined && typeof options[flag] !== 'boolean') throw new ArgumentError(`${flag} must be true or false, got ${JSON.stringify(options[flag])}`);
+  }
   return {
     maxTokens,
     sampling: { temperature, topP, topK, seed, step: 0 },

@@ -244,8 +244,8 @@ describe('worker client over a MessageChannel', () => {
     await sleep(10);
     h.worker.crash('Uncaught ReferenceError: x is not defined');
     const error = await pending.catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(WebmoeError);
-    expect((error as WebmoeError).message).toContain("The engine's Worker stopped (Uncaught ReferenceError: x is not defined)");
+    expect(error).toBeInstanceOf(DeviceLostError);
+    expect((error as WebmoeError).message).toContain("the engine's Worker stopped: Uncaught ReferenceError: x is not defined; create the engine again");
     expect(h.worker.terminated).toBe(true);
   });
 

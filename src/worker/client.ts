@@ -4,7 +4,7 @@
 // worker dies or its GPU device is lost, every pending and later call fails with a typed error.
 
 import { proxy, wrap, type Endpoint, type Remote } from 'comlink';
-import { ArgumentError, throwIfAborted, WebmoeError } from '../errors.ts';
+import { ArgumentError, DeviceLostError, throwIfAborted, WebmoeError } from '../errors.ts';
 import type { CreateEngineOptions } from '../runtime/engine.ts';
 import { isCheckpointDir } from '../runtime/model_source.ts';
 import type { ChatCompletionChunk, ChatCompletionRequest, Engine, EngineProgress, GenerateChunk, ModelInfo } from '../runtime/types.ts';
@@ -116,7 +116,8 @@ class Link {
     this.failed.catch(() => undefined); // observed through call(); not an unhandled rejection
     worker.addEventListener('error', (event) => {
       const detail = (event as ErrorEvent).message || 'an uncaught error or a script that failed to load';
-      this.close(new WebmoeError('DEVICE_LOST', `The engine's Worker stopped (${detail}). Create the engine again.`));
+      // The engine (and its device) went with it: the same class as a lost device, so callers need one check.
+      this.close(new DeviceLostError("the engine's Worker stopped", `${detail}; create the engine again`));
     });
   }
 
