@@ -7,6 +7,7 @@ export type WebmoeErrorCode =
   | 'OUT_OF_MEMORY'
   | 'GPU_LIMIT'
   | 'NON_FINITE'
+  | 'BUSY'
   | 'BAD_CONFIG'
   | 'UNSUPPORTED_CONFIG'
   | 'BAD_CHECKPOINT'
@@ -63,6 +64,13 @@ export class GpuLimitError extends WebmoeError {
 export class NonFiniteError extends WebmoeError {
   constructor(message: string) {
     super('NON_FINITE', message);
+  }
+}
+
+/** The engine has more requests waiting for cache memory than it queues: try again later. */
+export class EngineBusyError extends WebmoeError {
+  constructor(message: string) {
+    super('BUSY', message);
   }
 }
 

@@ -1,6 +1,8 @@
 // The engine in this thread on the official fixture (token ids; it has no tokenizer): generation
 // through sessions, limits checked before any GPU work, abort, stop ids, logits, stats, unload.
 
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { AbortError, ArgumentError, DeviceLostError, GpuOutOfMemoryError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
 import { openNodeGpu } from '../gpu/node.ts';
@@ -203,6 +205,50 @@ describe('local engine (official fixture, ids)', () => {
     ]);
     expect(a.ids).toEqual(prompts[0].greedy.tokens.slice(0, 5));
     expect(b.ids).toEqual(prompts[2].greedy.tokens.slice(0, 5));
+  });
+});
+
+describe('local engine admission', () => {
+  it('queues a burst over the cache budget until requests in flight free their caches; refuses at once when nothing will', async () => {
+    const gpu = await testGpu();
+    // One session's first page (256 positions x 5 layers x 288 f32) is ~1.4 MiB: two fit in 3 MiB.
+    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 256, cacheBudgetBytes: 3 * 2 ** 20 });
+    try {
+      const burst = await Promise.all(Array.from({ length: 8 }, (_, i) => collect(local.generate([1 + i, 2, 3], { temperature: 0, maxTokens: 2, ignoreEos: true, speculative: false }))));
+      for (const r of burst) expect(r.ids).toHaveLength(2);
+      expect((await local.stats()).sessions).toBe(0);
+      // Two kept sessions hold the budget and are idle: nothing will free it, so no wait.
+      const kept = [await local.createSession(), await local.createSession()];
+      for (const session of kept) await collect(local.generate([1, 2], { session, temperature: 0, maxTokens: 1 }));
+      await expect(collect(local.generate([4, 5], { temperature: 0, maxTokens: 1 }))).rejects.toBeInstanceOf(PromptTooLongError);
+    } finally {
+      await local.unload();
+    }
+  });
+});
+
+describe('local engine and dropped iterators', () => {
+  it('closes the session of an iterator dropped without return() once it is garbage-collected', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const gpu = await testGpu();
+    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 256 });
+    try {
+      const start = async () => {
+        const it = local.generate([1, 2, 3], { temperature: 0, maxTokens: 50, ignoreEos: true });
+        await it.next(); // one chunk, then the caller forgets the iterator
+      };
+      for (let i = 0; i < 3; i++) await start();
+      expect((await local.stats()).sessions).toBe(3);
+      for (let round = 0; round < 20 && (await local.stats()).sessions > 0; round++) {
+        gc();
+        await new Promise((r) => setTimeout(r, 20)); // finalisers run after a turn of the event loop
+      }
+      expect((await local.stats()).sessions).toBe(0);
+      expect((await local.stats()).cacheBytes).toBe(0);
+    } finally {
+      await local.unload();
+    }
   });
 });
 

@@ -2,7 +2,7 @@
 // the scheduler that shares the GPU between requests. The Worker hosts exactly this; Node uses it
 // directly. Every request checks its arguments and limits before any GPU work starts.
 
-import { AbortError, ArgumentError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
+import { AbortError, ArgumentError, EngineBusyError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
@@ -24,6 +24,8 @@ import type { Engine, EngineLimits, EngineProgress, EngineStats, GenerateChunk, 
 
 export const DEFAULT_MAX_CONTEXT = 4096;
 export const DEFAULT_CACHE_BUDGET_BYTES = 512 * 2 ** 20;
+/** Requests that may wait for cache memory at once; past that a request fails with EngineBusyError. */
+export const MAX_WAITING_REQUESTS = 64;
 
 export interface LocalEngineOptions {
   gpu: Gpu;
@@ -126,6 +128,11 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   return engine;
 }
 
+/** The session a request opened, for the finaliser of its dropped iterator (holds no reference to the iterator). */
+interface SessionHolder {
+  session?: SessionState;
+}
+
 class LocalEngine implements Engine {
   readonly info: ModelInfo;
   readonly chat: Engine['chat'];
@@ -175,11 +182,36 @@ class LocalEngine implements Engine {
 
   // The API edge of generation: the options and the ids that enter (the caller's, or the
   // tokenizer's) are checked here, once; runGeneration and the model trust them.
-  async *generate(prompt: string | number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
+  generate(prompt: string | number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
+    return this.reclaimedWhenDropped((holder) => this.generateText(holder, prompt, options));
+  }
+
+  /** Generation over a whole conversation's ids (the chat API): the session reuses its common prefix. */
+  generateIds(ids: number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
+    return this.reclaimedWhenDropped((holder) => this.generateFromIds(holder, ids, options));
+  }
+
+  /**
+   * A caller that drops an iterator without return() (or break) never runs the generator's
+   * finally: when the iterator is garbage-collected, the session it opened is closed here.
+   */
+  private readonly dropped = new FinalizationRegistry<SessionHolder>((holder) => {
+    const s = holder.session;
+    if (s && s.ephemeral && this.sessions.get(s.id) === s) this.closeSessionState(s);
+  });
+
+  private reclaimedWhenDropped(make: (holder: SessionHolder) => AsyncGenerator<GenerateChunk>): AsyncGenerator<GenerateChunk> {
+    const holder: SessionHolder = {};
+    const it = make(holder);
+    this.dropped.register(it, holder);
+    return it;
+  }
+
+  private async *generateText(holder: SessionHolder, prompt: string | number[], options: GenerateOptions): AsyncGenerator<GenerateChunk> {
     this.checkLoaded();
     if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new ArgumentError('the prompt must be a string or an array of token ids');
     const checked = checkGenerateOptions(options);
-    yield* this.onSession(options.session, checked, (held) => {
+    yield* this.onSession(holder, options.session, checked, (held) => {
       const promptIds = typeof prompt === 'string' ? this.text().encode(prompt, { addSpecialTokens: (options.addBos ?? true) && held.length === 0 }) : [...prompt];
       // The ids the session holds were checked when they came in.
       checkTokenIds(promptIds, this.model.config.vocab_size);
@@ -187,17 +219,18 @@ class LocalEngine implements Engine {
     });
   }
 
-  /** Generation over a whole conversation's ids (the chat API): the session reuses its common prefix. */
-  async *generateIds(ids: number[], options: GenerateOptions = {}): AsyncGenerator<GenerateChunk> {
+  private async *generateFromIds(holder: SessionHolder, ids: number[], options: GenerateOptions): AsyncGenerator<GenerateChunk> {
     this.checkLoaded();
     const checked = checkGenerateOptions(options);
     checkTokenIds(ids, this.model.config.vocab_size);
-    yield* this.onSession(options.session, checked, () => ids);
+    yield* this.onSession(holder, options.session, checked, () => ids);
   }
 
   /** Runs a generation on the given session (or a new one, closed after): `ids` gets what the session holds. */
-  private async *onSession(handle: Session | undefined, options: GenerationOptions, ids: (held: number[]) => number[]): AsyncGenerator<GenerateChunk> {
+  private async *onSession(holder: SessionHolder, handle: Session | undefined, options: GenerationOptions, ids: (held: number[]) => number[]): AsyncGenerator<GenerateChunk> {
     const session = handle ? this.session(handle) : this.openSession();
+    session.ephemeral = !handle;
+    holder.session = session;
     if (session.busy) throw new ArgumentError(`session ${session.id} is already generating; wait for that request to finish`);
     session.busy = true;
     try {
@@ -292,6 +325,7 @@ class LocalEngine implements Engine {
     // Requests stop at their next step; wait for the step on the GPU now to finish first.
     await this.scheduler.turn(async () => {});
     for (const s of [...this.sessions.values()]) this.closeSessionState(s);
+    this.wakeWaiting();
     this.model.destroy();
     this.loaded.destroy();
     if (this.ownsGpu) this.gpu.destroy();
@@ -322,18 +356,44 @@ class LocalEngine implements Engine {
   private closeSessionState(state: SessionState): void {
     state.destroy();
     this.sessions.delete(state.id);
+    this.wakeWaiting();
+  }
+
+  /** Requests waiting for cache memory, woken when a session frees some (or the engine unloads). */
+  private waiters: (() => void)[] = [];
+
+  private wakeWaiting(): void {
+    for (const wake of this.waiters.splice(0)) wake();
   }
 
   /** Grows a session's cache within the engine-wide budget and makes its plans, in a GPU error scope. */
   private async reserve(session: SessionState, positions: number, work: PlannedWork): Promise<void> {
     if (this.gpu.lostError) throw this.gpu.lostError;
     const wanted = session.bytesFor(positions, this.limits.maxContext);
-    let others = 0;
-    for (const s of this.sessions.values()) if (s !== session) others += s.bytes;
-    if (wanted > session.bytes && others + wanted > this.limits.cacheBudgetBytes) {
-      throw new PromptTooLongError(
-        `${positions} positions need ${wanted} bytes of latent cache; with the other sessions' ${others} bytes that is over the engine's cache budget of ${this.limits.cacheBudgetBytes} bytes: close a session, ask for fewer tokens, or raise cacheBudgetBytes`,
-      );
+    // Admission: over the budget, wait while requests in flight will free their caches; refuse
+    // when nothing will (the others are idle sessions kept by their callers) or the queue is full.
+    for (;;) {
+      let others = 0;
+      let freeing = false;
+      for (const s of this.sessions.values()) {
+        if (s === session) continue;
+        others += s.bytes;
+        freeing ||= s.ephemeral && s.busy && !s.waiting && s.bytes > 0;
+      }
+      if (wanted <= session.bytes || others + wanted <= this.limits.cacheBudgetBytes) break;
+      if (!freeing || wanted > this.limits.cacheBudgetBytes) {
+        throw new PromptTooLongError(
+          `${positions} positions need ${wanted} bytes of latent cache; with the other sessions' ${others} bytes that is over the engine's cache budget of ${this.limits.cacheBudgetBytes} bytes: close a session, ask for fewer tokens, or raise cacheBudgetBytes`,
+        );
+      }
+      if (this.waiters.length >= MAX_WAITING_REQUESTS) {
+        throw new EngineBusyError(`${MAX_WAITING_REQUESTS} requests are already waiting for latent-cache memory (budget ${this.limits.cacheBudgetBytes} bytes): try again when some finish`);
+      }
+      session.waiting = true;
+      await new Promise<void>((wake) => this.waiters.push(wake));
+      session.waiting = false;
+      if (this.unloaded) throw new AbortError('The engine was unloaded during the request.');
+      if (this.gpu.lostError) throw this.gpu.lostError;
     }
     try {
       await withGpuErrorScope(this.gpu.device, `the latent cache and working buffers of ${positions} positions`, () => {

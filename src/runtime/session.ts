@@ -19,6 +19,10 @@ export class SessionState {
   busy = false;
   /** closeSession was called during a request: it stops at its next step and the session closes. */
   closing = false;
+  /** Opened for one request (no Session handle): closed, its cache freed, when that request ends. */
+  ephemeral = false;
+  /** Waiting in the engine's queue for cache memory (holds none it is waiting for). */
+  waiting = false;
   private cache: LatentCache | undefined;
   private planSet: PlanSet | undefined;
   private readonly model: GpuModel;

@@ -20,6 +20,7 @@ const ADVICE: Partial<Record<WebmoeErrorCode, [title: string, advice: string]>> 
   OUT_OF_MEMORY: ['Out of GPU memory', 'Close other tabs or apps that use the GPU, lower “Max tokens”, start a new chat, or load a smaller checkpoint.'],
   GPU_LIMIT: ['This GPU cannot run this model', 'The adapter lacks a limit or feature the engine needs; try another browser or GPU, or a smaller checkpoint.'],
   NON_FINITE: ['The model produced NaN or infinite numbers', 'The checkpoint’s weights or scales hold non-finite values, or a config value is extreme: this checkpoint cannot run; try another one.'],
+  BUSY: ['The engine is busy', 'Too many requests are waiting for memory; try again when some finish.'],
   BAD_CONFIG: ['The checkpoint’s config.json is wrong', 'Check that the folder holds a DeepSeek-V3-family checkpoint in the Hugging Face layout.'],
   UNSUPPORTED_CONFIG: ['This checkpoint asks for something webmoe does not run', 'webmoe runs DeepSeek-V3-architecture models; see the key named above.'],
   BAD_CHECKPOINT: ['The checkpoint’s files are wrong', 'The weights do not match config.json; download the checkpoint again or pick another one.'],
