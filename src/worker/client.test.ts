@@ -236,6 +236,36 @@ describe('worker client over a MessageChannel', () => {
     await engine.unload(); // still safe
   });
 
+  it('a stuck worker cannot hold an abort or an unload: both end within the grace period, the worker terminated', async () => {
+    const h = harness();
+    const engine = await connectWorkerEngine(h.worker, { model: 'http://localhost/models/x/' }, { graceMs: 100 });
+    // Stuck: each step takes a minute and never looks at the signal (as a hostile template would).
+    h.fake.stepMs = 60_000;
+    h.fake.generate = async function* () {
+      await sleep(60_000);
+      yield { text: '', ids: [] };
+    };
+    const controller = new AbortController();
+    const pending = collect(engine.generate([1], { maxTokens: 5, signal: controller.signal }));
+    await sleep(10);
+    const started = performance.now();
+    controller.abort();
+    const error = await pending.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AbortError);
+    expect((error as Error).message).toMatch(/did not stop within 100 ms of the abort, so it was terminated/);
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(h.worker.terminated).toBe(true);
+
+    const h2 = harness();
+    const engine2 = await connectWorkerEngine(h2.worker, { model: 'http://localhost/models/x/' }, { graceMs: 100 });
+    h2.fake.unload = () => new Promise<void>(() => {}); // never answers
+    const unloadStarted = performance.now();
+    await engine2.unload();
+    expect(performance.now() - unloadStarted).toBeLessThan(5000);
+    expect(h2.worker.terminated).toBe(true);
+    await expect(engine2.stats()).rejects.toThrow(/unloaded/);
+  });
+
   it('a worker that dies fails pending calls with a typed error', async () => {
     const h = harness();
     const engine = await connect(h);

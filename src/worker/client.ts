@@ -4,7 +4,7 @@
 // worker dies or its GPU device is lost, every pending and later call fails with a typed error.
 
 import { proxy, wrap, type Endpoint, type Remote } from 'comlink';
-import { ArgumentError, DeviceLostError, throwIfAborted, WebmoeError } from '../errors.ts';
+import { AbortError, ArgumentError, DeviceLostError, throwIfAborted, WebmoeError } from '../errors.ts';
 import type { CreateEngineOptions } from '../runtime/engine.ts';
 import { isCheckpointDir } from '../runtime/model_source.ts';
 import type { ChatCompletionChunk, ChatCompletionRequest, Engine, EngineProgress, GenerateChunk, ModelInfo } from '../runtime/types.ts';
@@ -45,9 +45,19 @@ function wireModel(model: CreateEngineOptions['model']): WireModelSource {
   throw new ArgumentError('model must be a URL, a list of Files, a directory handle or a CheckpointDir');
 }
 
+/**
+ * How long an abort or unload waits for the worker to answer before terminating it: a worker
+ * stuck in a long computation (a hostile template, a huge config) never reads its messages.
+ */
+export const WORKER_GRACE_MS = 2000;
+
 /** The engine over a worker that runs worker.ts (or any endpoint serving createHost). */
-export async function connectWorkerEngine(worker: WorkerLike, request: LoadRequest, options: Pick<CreateEngineOptions, 'onProgress' | 'signal'> = {}): Promise<Engine> {
-  const link = new Link(worker);
+export async function connectWorkerEngine(
+  worker: WorkerLike,
+  request: LoadRequest,
+  options: Pick<CreateEngineOptions, 'onProgress' | 'signal'> & { graceMs?: number } = {},
+): Promise<Engine> {
+  const link = new Link(worker, options.graceMs ?? WORKER_GRACE_MS);
   const { host } = link;
   const onProgress = options.onProgress;
   let info: ModelInfo;
@@ -91,7 +101,7 @@ export async function connectWorkerEngine(worker: WorkerLike, request: LoadReque
     unload() {
       unloading ??= (async () => {
         try {
-          await link.call(host.unload());
+          await Promise.race([link.call(host.unload()), new Promise((resolve) => setTimeout(resolve, link.graceMs))]);
         } catch {
           // Terminating the worker below frees whatever its unload could not.
         }
@@ -110,7 +120,10 @@ class Link {
   private readonly failed: Promise<never>;
   private fail!: (error: Error) => void;
 
-  constructor(private readonly worker: WorkerLike) {
+  constructor(
+    private readonly worker: WorkerLike,
+    readonly graceMs: number,
+  ) {
     this.host = wrap<WorkerHost>(worker);
     this.failed = new Promise<never>((_, reject) => (this.fail = reject));
     this.failed.catch(() => undefined); // observed through call(); not an unhandled rejection
@@ -171,12 +184,24 @@ class Link {
   private abortOnce(signal: AbortSignal | undefined) {
     const id = this.nextId++;
     let sent = false;
+    let stuck: ReturnType<typeof setTimeout> | undefined;
     const now = () => {
       if (sent) return;
       sent = true;
       this.host.abort(id).catch(() => undefined);
+      // A worker that does not end the request in time is stuck: end it, and the engine with it.
+      stuck = setTimeout(() => {
+        this.close(new AbortError(`the engine's Worker did not stop within ${this.graceMs} ms of the abort, so it was terminated; create the engine again`));
+      }, this.graceMs);
     };
     signal?.addEventListener('abort', now, { once: true });
-    return { id, now, dispose: () => signal?.removeEventListener('abort', now) };
+    return {
+      id,
+      now,
+      dispose: () => {
+        signal?.removeEventListener('abort', now);
+        clearTimeout(stuck);
+      },
+    };
   }
 }
