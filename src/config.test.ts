@@ -2,8 +2,9 @@ import { officialFixture } from './testing/fixtures.ts';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isMoeLayer, parseConfig } from './config.ts';
+import { MAX_COUNT, MAX_EXPERT_LAYERS, REAL_RANGE } from './config_limits.ts';
 import { ConfigError, UnsupportedConfigError } from './errors.ts';
-import { DEEPSEEK_V3_671B, TINY } from '../tools/checkpoint/presets.ts';
+import { DEEPSEEK_V2_LITE, DEEPSEEK_V3_671B, MOONLIGHT_16B_A3B, PRESETS, TINY } from '../tools/checkpoint/presets.ts';
 
 const FIXTURE = officialFixture();
 const fixtureText = readFileSync(`${FIXTURE}/config.json`, 'utf8');
@@ -222,5 +223,82 @@ describe('parseConfig', () => {
     expect(err).toBeInstanceOf(UnsupportedConfigError);
     expect((err as UnsupportedConfigError).key).toBe(key);
     expect((err as Error).message).toContain(key);
+  });
+});
+
+describe('parseConfig bounds (a config is untrusted input)', () => {
+  /** Where each bounded key lives: top level, or inside rope_scaling. */
+  const YARN_KEYS = new Set(['factor', 'beta_fast', 'beta_slow', 'mscale', 'mscale_all_dim', 'original_max_position_embeddings']);
+  const withValue = (key: string, value: unknown) => {
+    const raw = fixtureJson();
+    return YARN_KEYS.has(key) ? variant({ rope_scaling: { ...(raw.rope_scaling as object), [key]: value } }, raw) : variant({ [key]: value }, raw);
+  };
+  const keyPath = (key: string) => (YARN_KEYS.has(key) ? `rope_scaling.${key}` : key);
+
+  it('accepts every released config and every generator preset', () => {
+    for (const preset of Object.values(PRESETS)) expect(() => parseConfig(preset)).not.toThrow();
+    for (const released of [DEEPSEEK_V3_671B, MOONLIGHT_16B_A3B, DEEPSEEK_V2_LITE]) expect(() => parseConfig(released)).not.toThrow();
+    // Kimi K2: V3's architecture with 384 experts in one group, 64 heads, a 163840-token vocabulary.
+    const k2 = parseConfig({ ...DEEPSEEK_V3_671B, n_routed_experts: 384, n_group: 1, topk_group: 1, num_attention_heads: 64, num_key_value_heads: 64, vocab_size: 163840, bos_token_id: 163584, eos_token_id: 163585, rope_theta: 50000, routed_scaling_factor: 2.827, rope_scaling: { ...(DEEPSEEK_V3_671B.rope_scaling as object), factor: 32 } });
+    expect(k2.n_routed_experts).toBe(384);
+  });
+
+  it.each(Object.entries(MAX_COUNT))('refuses %s over its limit %d, naming the key and the bound', (key, max) => {
+    const err = errorOf(() => parseConfig(withValue(key, max + 1)));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe(keyPath(key));
+    expect((err as Error).message).toContain(`${keyPath(key)} is ${max + 1}, over the limit of ${max}`);
+  });
+
+  it('refuses the review\'s 1.5 KB configs asking for 1e8 layers or 4e8 experts at once', () => {
+    for (const [key, value] of [['num_hidden_layers', 1e8], ['n_routed_experts', 4e8], ['vocab_size', 2 ** 40]] as const) {
+      const start = performance.now();
+      const err = errorOf(() => parseConfig(variant({ [key]: value })));
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).key).toBe(key);
+      expect(performance.now() - start).toBeLessThan(1000); // the bug was a 45 s hang
+    }
+  });
+
+  it('bounds the routed experts of all layers together', () => {
+    // Each factor is within its own limit; the product is not.
+    const err = errorOf(() => parseConfig(variant({ num_hidden_layers: 1024, n_routed_experts: 4092, n_group: 4, topk_group: 3, first_k_dense_replace: 1 })));
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe('n_routed_experts');
+    expect((err as Error).message).toContain(`over the limit of ${MAX_EXPERT_LAYERS}`);
+    expect(() => parseConfig(variant({ num_hidden_layers: 32, n_routed_experts: 4095, n_group: 5, topk_group: 3 }))).not.toThrow();
+  });
+
+  const absurd = [Number.NaN, Infinity, -Infinity, -1, 0, 1e-300, 1e300];
+  it.each(Object.entries(REAL_RANGE))('refuses %s outside [%s] and non-finite', (key, [min, max]) => {
+    expect(() => parseConfig(withValue(key, min))).not.toThrow();
+    expect(() => parseConfig(withValue(key, max))).not.toThrow();
+    for (const value of absurd.filter((v) => !(v >= min && v <= max))) {
+      const err = errorOf(() => parseConfig(withValue(key, value)));
+      expect(err, `${key} = ${value}`).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).key).toBe(keyPath(key));
+      if (Number.isFinite(value)) expect((err as Error).message).toContain(`a number from ${min} to ${max}`);
+    }
+  });
+
+  it('refuses the review\'s silent-wrong-output floats', () => {
+    for (const changes of [{ rope_theta: 1e-300 }, { rms_norm_eps: 1e300 }, { rms_norm_eps: Number.NaN }, { routed_scaling_factor: 1e300 }]) {
+      expect(() => parseConfig(variant(changes))).toThrow(ConfigError);
+    }
+    const yarn = fixtureJson().rope_scaling as object;
+    expect(() => parseConfig(variant({ rope_scaling: { ...yarn, factor: 1e-300 } }))).toThrow(ConfigError);
+    expect(() => parseConfig(variant({ rope_scaling: { ...yarn, mscale_all_dim: -1e300 } }))).toThrow(ConfigError);
+    expect(() => parseConfig(variant({ rope_scaling: undefined, rope_theta: undefined, rope_parameters: { rope_type: 'default', rope_theta: 1e-300 } }))).toThrow(/rope_parameters\.rope_theta/);
+  });
+
+  it('refuses token ids that are not in the vocabulary', () => {
+    for (const [key, value] of [['bos_token_id', 320], ['eos_token_id', 320], ['eos_token_id', [1, 2 ** 40]]] as const) {
+      const err = errorOf(() => parseConfig(variant({ [key]: value })));
+      expect(err).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).key).toBe(key);
+      expect((err as Error).message).toContain('below vocab_size 320');
+    }
+    expect(parseConfig(variant({ bos_token_id: null })).bos_token_id).toBeNull();
+    expect(parseConfig(variant({ eos_token_id: 319 })).eos_token_ids).toEqual([319]);
   });
 });

@@ -5,7 +5,9 @@
 // `DeepseekV3Config` wherever both have the key; sizes have no default: a config without them is
 // not a DeepSeek-V3 config. Derived values (below the HF keys) are computed here once.
 // The object is plain data (no functions), so it crosses postMessage to the worker unchanged.
+// The file is untrusted: every size and real number is bounded (config_limits.ts says why).
 
+import { MAX_COUNT, MAX_EXPERT_LAYERS, REAL_RANGE, type CountKey, type RealKey } from './config_limits.ts';
 import { ConfigError, UnsupportedConfigError } from './errors.ts';
 
 /** YaRN context extension (src/model/MATH.md 4.3). */
@@ -136,6 +138,7 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
   }
   const routing = parseRouting(r, v2);
 
+  const vocab_size = r.int('vocab_size', 1);
   const hidden_size = r.int('hidden_size', 1);
   const num_hidden_layers = r.int('num_hidden_layers', 1);
   const num_attention_heads = r.int('num_attention_heads', 1);
@@ -143,7 +146,7 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
   const qk_rope_head_dim = r.int('qk_rope_head_dim', 1);
   const v_head_dim = r.int('v_head_dim', 1);
   const kv_lora_rank = r.int('kv_lora_rank', 1);
-  const q_lora_rank = r.nullableInt('q_lora_rank');
+  const q_lora_rank = r.nullableInt('q_lora_rank', MAX_COUNT.q_lora_rank);
   const n_routed_experts = r.int('n_routed_experts', 1);
   const n_group = r.int('n_group', 1);
   const topk_group = r.int('topk_group', 1);
@@ -154,14 +157,14 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
   // transformers >= 5 saves rope_theta inside rope_parameters.
   const ropeParameters = isObject(raw.rope_parameters) ? raw.rope_parameters : {};
   const rope_theta = 'rope_theta' in raw || !('rope_theta' in ropeParameters)
-    ? r.positive('rope_theta', 10000)
-    : r.child(ropeParameters, 'rope_parameters').positive('rope_theta');
+    ? r.real('rope_theta', 10000)
+    : r.child(ropeParameters, 'rope_parameters').real('rope_theta');
   const max_position_embeddings = r.int('max_position_embeddings', 1, 4096);
 
   const config = {
     model_type,
     architectures: Object.freeze(architectures),
-    vocab_size: r.int('vocab_size', 1),
+    vocab_size,
     hidden_size,
     intermediate_size: r.int('intermediate_size', 1),
     moe_intermediate_size: r.int('moe_intermediate_size', 1),
@@ -182,15 +185,15 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
     topk_group,
     ...routing,
     hidden_act: r.only('hidden_act', 'string', 'silu', 'silu', 'the engine implements SiLU-gated MLPs only'),
-    rms_norm_eps: r.positive('rms_norm_eps', 1e-6),
+    rms_norm_eps: r.real('rms_norm_eps', 1e-6),
     rope_theta,
     rope_scaling: parseRopeScaling(r),
     max_position_embeddings,
     num_nextn_predict_layers,
     quantization_config: parseQuantization(r),
     tie_word_embeddings: r.only('tie_word_embeddings', 'boolean', false, false, 'DeepSeek-V3 checkpoints have a separate lm_head.weight; tied embeddings are not supported'),
-    bos_token_id: r.nullableInt('bos_token_id', 0),
-    eos_token_id: r.tokenIds('eos_token_id', 1),
+    bos_token_id: r.tokenId('bos_token_id', vocab_size, 0),
+    eos_token_id: r.tokenIds('eos_token_id', vocab_size, 1),
   };
 
   // Values the engine cannot run, each named by its key.
@@ -215,6 +218,12 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
   }
   if (first_k_dense_replace > num_hidden_layers) {
     throw new ConfigError(`${source}: first_k_dense_replace ${first_k_dense_replace} is more than num_hidden_layers ${num_hidden_layers}`, 'first_k_dense_replace');
+  }
+  if (num_hidden_layers * n_routed_experts > MAX_EXPERT_LAYERS) {
+    throw new ConfigError(
+      `${source}: num_hidden_layers ${num_hidden_layers} x n_routed_experts ${n_routed_experts} is over the limit of ${MAX_EXPERT_LAYERS} routed experts in all (DeepSeek-V3 has 61 x 256): the config is corrupt`,
+      'n_routed_experts',
+    );
   }
   if (num_nextn_predict_layers > 1) {
     throw new UnsupportedConfigError('num_nextn_predict_layers', `${num_nextn_predict_layers} MTP modules; only depth 1 (the released one) is built`);
@@ -246,7 +255,7 @@ export function parseConfig(json: unknown, source = 'config.json'): DeepseekV3Co
 function parseRouting(r: Reader, v2: boolean): Pick<DeepseekV3Config, 'routed_scaling_factor' | 'norm_topk_prob' | 'scoring_func' | 'topk_method'> {
   if (!v2) {
     return {
-      routed_scaling_factor: r.positive('routed_scaling_factor', 2.5),
+      routed_scaling_factor: r.real('routed_scaling_factor', 2.5),
       norm_topk_prob: r.only('norm_topk_prob', 'boolean', true, true, 'the official code always renormalises sigmoid routing weights'),
       scoring_func: r.only('scoring_func', 'string', 'sigmoid', 'sigmoid', 'DeepSeek-V3 routes with sigmoid scores (softmax is DeepSeek-V2\'s, model_type "deepseek_v2")'),
       topk_method: r.only('topk_method', 'string', 'noaux_tc', 'noaux_tc', 'DeepSeek-V3 routes with bias-corrected group-limited top-k (noaux_tc)'),
@@ -261,7 +270,7 @@ function parseRouting(r: Reader, v2: boolean): Pick<DeepseekV3Config, 'routed_sc
   }
   const norm = r.raw.norm_topk_prob ?? false;
   if (typeof norm !== 'boolean') throw r.typeError('norm_topk_prob', 'a boolean', norm);
-  return { routed_scaling_factor: r.positive('routed_scaling_factor', 1), norm_topk_prob: norm, scoring_func, topk_method: method };
+  return { routed_scaling_factor: r.real('routed_scaling_factor', 1), norm_topk_prob: norm, scoring_func, topk_method: method };
 }
 
 /**
@@ -292,12 +301,12 @@ function parseRopeScaling(r: Reader): YarnRopeScaling | null {
   }
   return Object.freeze({
     type: 'yarn' as const,
-    factor: s.positive('factor'),
+    factor: s.real('factor'),
     original_max_position_embeddings: s.int('original_max_position_embeddings', 1),
-    beta_fast: s.positive('beta_fast', 32),
-    beta_slow: s.positive('beta_slow', 1),
-    mscale: s.number('mscale', 1),
-    mscale_all_dim: s.number('mscale_all_dim', 0),
+    beta_fast: s.real('beta_fast', 32),
+    beta_slow: s.real('beta_slow', 1),
+    mscale: s.real('mscale', 1),
+    mscale_all_dim: s.real('mscale_all_dim', 0),
   });
 }
 
@@ -355,34 +364,40 @@ class Reader {
     return fallback;
   }
 
-  /** An integer >= min; `fallback` when absent (required if no fallback). */
-  int(key: string, min: number, fallback?: number): number {
+  /** An integer from `min` to MAX_COUNT[key]; `fallback` when absent (required if no fallback). */
+  int(key: CountKey, min: number, fallback?: number): number {
     const value = this.get(key, fallback);
     if (typeof value !== 'number' || !Number.isInteger(value)) throw this.typeError(key, 'an integer', value);
     if (value < min) throw this.typeError(key, `an integer >= ${min}`, value);
+    if (value > MAX_COUNT[key]) throw this.overLimit(key, value, MAX_COUNT[key]);
     return value;
   }
 
-  /** An integer >= 0 or null; required unless a fallback is given. */
-  nullableInt(key: string, fallback?: number | null): number | null {
+  /** An integer from 0 to `max`, or null; required unless a fallback is given. */
+  nullableInt(key: string, max: number, fallback?: number | null): number | null {
     if (!(key in this.raw) && fallback !== undefined) return fallback;
     const value = this.raw[key];
     if (value === null) return null;
     if (value === undefined) throw this.missing(key);
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw this.typeError(key, 'a non-negative integer or null', value);
+    if (value > max) throw this.overLimit(key, value, max);
     return value;
   }
 
-  number(key: string, fallback?: number): number {
+  /** A finite number within REAL_RANGE[key]. */
+  real(key: RealKey, fallback?: number): number {
     const value = this.get(key, fallback);
+    const [min, max] = REAL_RANGE[key];
     if (typeof value !== 'number' || !Number.isFinite(value)) throw this.typeError(key, 'a number', value);
+    if (value < min || value > max) throw this.typeError(key, `a number from ${min} to ${max}`, value);
     return value;
   }
 
-  positive(key: string, fallback?: number): number {
-    const value = this.number(key, fallback);
-    if (!(value > 0)) throw this.typeError(key, 'a positive number', value);
-    return value;
+  overLimit(key: string, value: number, max: number): ConfigError {
+    return new ConfigError(
+      `${this.source}: ${this.path(key)} is ${value}, over the limit of ${max} (far above any released DeepSeek-V2/V3-family model): the config is corrupt`,
+      this.path(key),
+    );
   }
 
   optionalString(key: string, fallback: string): string {
@@ -397,13 +412,23 @@ class Reader {
     return [...value];
   }
 
-  /** A token id or a non-empty list of them. */
-  tokenIds(key: string, fallback: number): number | readonly number[] {
+  /** A token id below `vocabSize`, or null. */
+  tokenId(key: string, vocabSize: number, fallback: number): number | null {
     const value = this.get(key, fallback);
-    const isId = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+    if (value === null) return null;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value >= vocabSize) {
+      throw this.typeError(key, `a token id below vocab_size ${vocabSize}, or null`, value);
+    }
+    return value;
+  }
+
+  /** A token id below `vocabSize`, or a non-empty list of them. */
+  tokenIds(key: string, vocabSize: number, fallback: number): number | readonly number[] {
+    const value = this.get(key, fallback);
+    const isId = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < vocabSize;
     if (isId(value)) return value as number;
     if (Array.isArray(value) && value.length > 0 && value.every(isId)) return Object.freeze([...(value as number[])]);
-    throw this.typeError(key, 'a token id or a list of token ids', value);
+    throw this.typeError(key, `a token id or a list of token ids below vocab_size ${vocabSize}`, value);
   }
 
   /** A key of the given JSON type whose only runnable value is `supported`. */

@@ -5,7 +5,7 @@ import { CheckpointError, MissingFileError } from '../errors.ts';
 import { getTensor, INDEX_FILE, openCheckpoint } from './checkpoint_files.ts';
 import { nodeDir } from './node_source.ts';
 import { writeSafetensors } from './safetensors_write.ts';
-import { memoryDir } from './sources.ts';
+import { memoryDir, TEXT_FILE_MAX_BYTES, type CheckpointDir } from './sources.ts';
 
 // The repo is cloned with shared/ beside it.
 const FIXTURE = resolve(import.meta.dirname, '../../../shared/fixtures/dsv3-tiny-official');
@@ -109,6 +109,18 @@ describe('openCheckpoint refuses a broken checkpoint', () => {
       `${INDEX_FILE} or model.safetensors not found in mem`,
     );
     await expect(openCheckpoint(memoryDir('mem', { 'model.safetensors': writeSafetensors({}) }))).rejects.toThrow('config.json not found in mem');
+  });
+
+  it('config.json and the index are read with their caps', async () => {
+    const asked: [string, number | undefined][] = [];
+    const inner = memoryDir('mem', { ...shardedFiles(), [INDEX_FILE]: JSON.stringify(index()) });
+    const spy: CheckpointDir = { ...inner, readText: (file, signal, maxBytes) => (asked.push([file, maxBytes]), inner.readText(file, signal, maxBytes)) };
+    await openCheckpoint(spy);
+    expect(asked).toEqual([['config.json', 1 << 20], [INDEX_FILE, 64 << 20]]);
+    expect(TEXT_FILE_MAX_BYTES[INDEX_FILE]).toBe(64 << 20);
+    // A config.json of 1 MiB + 1 (the review's /dev/zero, made finite) is refused by name.
+    const huge = { ...shardedFiles(), 'config.json': new Uint8Array((1 << 20) + 1).fill(0x20) };
+    await expect(withIndex(() => {}, huge)).rejects.toThrow(`config.json is over ${1 << 20} bytes`);
   });
 
   it('a corrupt shard header names the shard', async () => {

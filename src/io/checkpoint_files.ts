@@ -8,7 +8,7 @@
 
 import { CheckpointError, MissingFileError, throwIfAborted } from '../errors.ts';
 import { readSafetensorsHeader, type Dtype, type SafetensorsHeader, type TensorInfo } from './safetensors.ts';
-import type { ByteSource, CheckpointDir } from './sources.ts';
+import { TEXT_FILE_MAX_BYTES, type ByteSource, type CheckpointDir } from './sources.ts';
 
 export const CONFIG_FILE = 'config.json';
 export const INDEX_FILE = 'model.safetensors.index.json';
@@ -40,13 +40,13 @@ export interface OpenCheckpointOptions {
 /** Read config.json and every safetensors header of a checkpoint folder, and check they agree. */
 export async function openCheckpoint(dir: CheckpointDir, options: OpenCheckpointOptions = {}): Promise<Checkpoint> {
   const { signal } = options;
-  const configText = await dir.readText(CONFIG_FILE, signal);
+  const configText = await dir.readText(CONFIG_FILE, signal, TEXT_FILE_MAX_BYTES[CONFIG_FILE]);
   let layout: Checkpoint['layout'];
   let headers: SafetensorsHeader[];
   let sources: Map<string, ByteSource>;
   if (await dir.exists(INDEX_FILE, signal)) {
     layout = 'sharded';
-    const index = parseIndex(await dir.readText(INDEX_FILE, signal));
+    const index = parseIndex(await dir.readText(INDEX_FILE, signal, TEXT_FILE_MAX_BYTES[INDEX_FILE]));
     const files = [...new Set(index.weightMap.values())].sort();
     ({ headers, sources } = await readHeaders(dir, files, options, `${dir.description} (named in ${INDEX_FILE})`));
     checkAgainstIndex(index.weightMap, headers);

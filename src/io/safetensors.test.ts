@@ -127,6 +127,27 @@ describe('parseSafetensorsHeader', () => {
     expect(parse(rawFile({ a: ok, b: { ...b, data_offsets: [24, 32] }, e: { dtype: 'U8', shape: [0], data_offsets: [4, 4] } }, 40)).tensors.size).toBe(3);
   });
 
+  it('refuses a tensor named twice, and any key repeated in an entry or the metadata', () => {
+    // JSON.parse would keep the second silently.
+    const twice = `{"w":${JSON.stringify(ok)},"w":{"dtype":"U8","shape":[24],"data_offsets":[0,24]}}`;
+    expectBad(rawFile(twice, 24), /"w" appears twice in the header/);
+    // The same key spelled with an escape is still the same key.
+    expectBad(rawFile(`{"w":${JSON.stringify(ok)},"\u0077":${JSON.stringify(ok)}}`, 24), /"w" appears twice in the header/);
+    expectBad(rawFile('{"w":{"dtype":"F32","dtype":"U8","shape":[2,3],"data_offsets":[0,24]}}', 24), /"dtype" appears twice in the entry "w"/);
+    expectBad(rawFile(`{"__metadata__":{"format":"pt","format":"np"},"w":${JSON.stringify(ok)}}`, 24), /"format" appears twice in the entry "__metadata__"/);
+    // Equal strings as values, or in different objects, are not duplicates; nor are quotes inside names.
+    const fine = { 'a"b': ok, 'a\\"b': { ...ok, data_offsets: [24, 48] }, __metadata__: { format: 'w', w: 'w' } };
+    expect(parse(rawFile(fine, 48)).tensors.size).toBe(2);
+  });
+
+  it('accepts a zero-size tensor whatever its other dimensions', () => {
+    for (const shape of [[2 ** 26, 2 ** 26, 0], [0, 2 ** 53 - 1, 2 ** 53 - 1, 2 ** 53 - 1, 2 ** 53 - 1, 2 ** 53 - 1, 2 ** 53 - 1]]) {
+      const h = parse(rawFile({ z: { dtype: 'F32', shape, data_offsets: [0, 0] } }));
+      expect(h.tensors.get('z')).toMatchObject({ shape, byteLength: 0 });
+    }
+    expectBad(rawFile({ z: { dtype: 'F32', shape: [2 ** 26, 2 ** 26, 0], data_offsets: [0, 4] } }, 4), /hold 4 bytes, but F32 .* needs 0/);
+  });
+
   it('refuses a header given too few bytes', () => {
     const bytes = rawFile({ w: ok }, 24);
     expect(() => parseSafetensorsHeader(bytes.subarray(0, 20), 'x.safetensors', bytes.byteLength)).toThrow(/got 20 bytes, the header needs/);

@@ -5,6 +5,7 @@
 // Every rule is checked here so the rest of the engine can trust a TensorInfo.
 
 import { CheckpointError, throwIfAborted } from '../errors.ts';
+import { findDuplicateKey } from './json_duplicates.ts';
 import type { ByteSource } from './sources.ts';
 
 /**
@@ -59,6 +60,8 @@ export function isEngineDtype(dtype: string): dtype is Dtype {
 
 /** Number of elements of a shape ([] is a scalar: 1). */
 export function shapeSize(shape: readonly number[]): number {
+  // An empty tensor first: huge other dimensions could overflow to Infinity, and Infinity * 0 is NaN.
+  if (shape.includes(0)) return 0;
   return shape.reduce((a, b) => a * b, 1);
 }
 
@@ -152,6 +155,12 @@ function decodeJson(bytes: Uint8Array, fileName: string): Record<string, unknown
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new CheckpointError('the header is not a JSON object', fileName);
   }
+  // JSON.parse kept the last of any repeated key; the file must not say two things about one tensor.
+  const duplicate = findDuplicateKey(text);
+  if (duplicate) {
+    const where = duplicate.path.length === 0 ? 'the header' : `the entry "${duplicate.path.join('"."')}"`;
+    throw new CheckpointError(`"${duplicate.key}" appears twice in ${where}: a loader could read either one, so the file is refused`, fileName);
+  }
   return json as Record<string, unknown>;
 }
 
@@ -180,10 +189,13 @@ function parseEntry(name: string, value: unknown, fileName: string, dataSize: nu
     throw bad(`dtype ${JSON.stringify(dtype)} is not supported (one of ${Object.keys(DTYPE_SIZE).join(', ')})`);
   }
   if (!Array.isArray(shape) || !shape.every(isCount)) throw bad(`shape ${JSON.stringify(shape)} must be an array of non-negative integers`);
-  let elements = 1;
-  for (const d of shape) {
-    elements *= d;
-    if (!Number.isSafeInteger(elements * 8)) throw bad(`shape [${shape.join(', ')}] is too large`);
+  // A zero anywhere makes an empty tensor, however large the other dimensions.
+  if (!shape.includes(0)) {
+    let elements = 1;
+    for (const d of shape) {
+      elements *= d;
+      if (!Number.isSafeInteger(elements * 8)) throw bad(`shape [${shape.join(', ')}] is too large`);
+    }
   }
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
     throw bad(`data_offsets ${JSON.stringify(offsets)} must be [begin, end], non-negative integers`);

@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AbortError, CheckpointError, MissingFileError } from '../errors.ts';
 import { nodeDir, nodeFileSource } from './node_source.ts';
-import { blobSource, bytesSource, directoryHandleDir, filesDir, memoryDir, type CheckpointDir } from './sources.ts';
+import { blobSource, bytesSource, directoryHandleDir, filesDir, memoryDir, TEXT_FILE_MAX_BYTES, textFileMaxBytes, type CheckpointDir } from './sources.ts';
 
 const bytes = new Uint8Array(100).map((_, i) => i * 3);
 const config = '{"model_type": "deepseek_v3"}';
@@ -15,6 +16,12 @@ async function checkDir(dir: CheckpointDir): Promise<void> {
   expect(await dir.exists('missing.json')).toBe(false);
   expect(await dir.readText('config.json')).toBe(config);
   await expect(dir.readText('missing.json')).rejects.toBeInstanceOf(MissingFileError);
+  // Bounded reads: the exact size passes, one byte less is refused, naming the file and the cap.
+  expect(await dir.readText('config.json', undefined, config.length)).toBe(config);
+  const over = dir.readText('config.json', undefined, config.length - 1);
+  await expect(over).rejects.toBeInstanceOf(CheckpointError);
+  await expect(over).rejects.toThrow(`config.json is over ${config.length - 1} bytes`);
+  await expect(dir.readText('config.json', AbortSignal.abort())).rejects.toBeInstanceOf(AbortError);
   await expect(dir.open('missing.safetensors')).rejects.toThrow(/missing\.safetensors not found in /);
   const src = await dir.open('model.safetensors');
   expect(src.name).toBe('model.safetensors');
@@ -73,8 +80,66 @@ describe('byte sources and checkpoint folders', () => {
     await expect(blobSource('f', lying).read(90, 20)).rejects.toThrow(/the file changed/);
   });
 
+  it('caps each text file by name: configs 1 MiB, tokenizer.json and the index 64 MiB', async () => {
+    expect(textFileMaxBytes('config.json')).toBe(1 << 20);
+    expect(textFileMaxBytes('tokenizer.json')).toBe(64 << 20);
+    expect(textFileMaxBytes('model.safetensors.index.json')).toBe(64 << 20);
+    expect(textFileMaxBytes('other.json')).toBe(64 << 20);
+    expect(textFileMaxBytes('__proto__')).toBe(64 << 20);
+    const cap = TEXT_FILE_MAX_BYTES['config.json'];
+    // With no maxBytes argument the file's own cap applies, in every kind of folder.
+    const big = new Uint8Array(cap + 1).fill(0x20);
+    const dirs = [
+      memoryDir('memory', { 'config.json': big }),
+      filesDir([new File([big], 'config.json')]),
+      directoryHandleDir({ name: 'ckpt', getFileHandle: async () => ({ getFile: async () => new File([big], 'config.json') }) } as unknown as FileSystemDirectoryHandle),
+    ];
+    for (const dir of dirs) await expect(dir.readText('config.json')).rejects.toThrow(`config.json is over ${cap} bytes (it has ${cap + 1})`);
+    expect((await memoryDir('m', { 'config.json': big.subarray(1) }).readText('config.json')).length).toBe(cap);
+  });
+
   const tmp = mkdtempSync(join(tmpdir(), 'webmoe-io-'));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  /** The promise's outcome, or 'hung' after `ms` (the bug was a read that never returns). */
+  const within = <T,>(p: Promise<T>, ms: number) =>
+    Promise.race([p.then(() => 'resolved', (e: unknown) => e), new Promise((r) => setTimeout(() => r('hung'), ms))]);
+
+  it('nodeDir reads text files whole up to their cap, never past it', async () => {
+    const dir = join(tmp, 'big');
+    mkdirSync(dir);
+    const cap = TEXT_FILE_MAX_BYTES['config.json'];
+    writeFileSync(join(dir, 'config.json'), Buffer.alloc(cap + 1, 0x20));
+    await expect(nodeDir(dir).readText('config.json')).rejects.toThrow(`config.json is over ${cap} bytes (it has ${cap + 1})`);
+    writeFileSync(join(dir, 'config.json'), Buffer.alloc(cap, 0x20));
+    expect((await nodeDir(dir).readText('config.json')).length).toBe(cap);
+    mkdirSync(join(dir, 'tokenizer.json'));
+    await expect(nodeDir(dir).readText('tokenizer.json')).rejects.toBeInstanceOf(MissingFileError);
+  });
+
+  it('nodeDir refuses a config.json that is /dev/zero, and returns', { skip: process.platform === 'win32' }, async () => {
+    const dir = join(tmp, 'zero');
+    mkdirSync(dir);
+    symlinkSync('/dev/zero', join(dir, 'config.json'));
+    const outcome = await within(nodeDir(dir).readText('config.json'), 5000);
+    expect(outcome).toBeInstanceOf(CheckpointError);
+    expect(String(outcome)).toMatch(/config\.json in .* is not a regular file/);
+  });
+
+  it('nodeDir refuses a config.json that is a FIFO, and returns', { skip: process.platform === 'win32' }, async () => {
+    const dir = join(tmp, 'fifo');
+    mkdirSync(dir);
+    const fifo = join(dir, 'config.json');
+    execFileSync('mkfifo', [fifo]);
+    try {
+      const outcome = await within(nodeDir(dir).readText('config.json'), 5000);
+      expect(outcome).toBeInstanceOf(CheckpointError);
+      expect(String(outcome)).toMatch(/config\.json in .* is not a regular file/);
+    } finally {
+      // Should a read still wait for a writer (the bug), be one for a moment so that it ends.
+      closeSync(openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK));
+    }
+  });
 
   it('nodeDir and nodeFileSource', async () => {
     writeFileSync(join(tmp, 'model.safetensors'), bytes);

@@ -24,8 +24,47 @@ export interface CheckpointDir {
   exists(file: string, signal?: AbortSignal): Promise<boolean>;
   /** Open a file; a missing one is a MissingFileError. */
   open(file: string, signal?: AbortSignal): Promise<ByteSource>;
-  /** A whole (small) text file; a missing one is a MissingFileError. */
-  readText(file: string, signal?: AbortSignal): Promise<string>;
+  /**
+   * A whole (small) text file; a missing one is a MissingFileError. One over `maxBytes`
+   * (default `textFileMaxBytes(file)`) is a CheckpointError, refused without reading it all.
+   */
+  readText(file: string, signal?: AbortSignal, maxBytes?: number): Promise<string>;
+}
+
+const MiB = 1 << 20;
+
+/**
+ * The largest size of each text file of a checkpoint that is read whole. A folder is untrusted:
+ * without a cap, a config.json linked to /dev/zero or an endless HTTP body fills the memory.
+ * Each cap is far above the real files: configs are a few KB, the V3 / Kimi K2 index ~10 MB
+ * (one line per tensor), the largest tokenizer.json files ~20 MB.
+ */
+export const TEXT_FILE_MAX_BYTES: Readonly<Record<string, number>> = Object.freeze({
+  'config.json': 1 * MiB,
+  'generation_config.json': 1 * MiB,
+  'chat_template.jinja': 1 * MiB,
+  'tokenizer_config.json': 16 * MiB,
+  'tokenizer.json': 64 * MiB,
+  'model.safetensors.index.json': 64 * MiB,
+});
+
+/** The cap for a text file that TEXT_FILE_MAX_BYTES does not name. */
+export const DEFAULT_TEXT_MAX_BYTES = 64 * MiB;
+
+/** readText's default cap for `file`. */
+export function textFileMaxBytes(file: string): number {
+  return Object.hasOwn(TEXT_FILE_MAX_BYTES, file) ? TEXT_FILE_MAX_BYTES[file] : DEFAULT_TEXT_MAX_BYTES;
+}
+
+/** The refusal of a text file over its cap; `size` when known (a stream's is not). */
+export function textFileTooLarge(file: string, maxBytes: number, where: string, size?: number): CheckpointError {
+  const actual = size === undefined ? '' : ` (it has ${size})`;
+  return new CheckpointError(`${file} is over ${maxBytes} bytes${actual} in ${where}, the limit for it: a real ${file} is far smaller, so this one is corrupt or not one`);
+}
+
+/** Refuse a text file of known size over `maxBytes` before reading it (a NaN cap refuses all). */
+function checkTextSize(file: string, size: number, maxBytes: number, where: string): void {
+  if (!(size <= maxBytes)) throw textFileTooLarge(file, maxBytes, where, size);
 }
 
 /** Refuse reads outside [0, size): the file is shorter than the header said, or changed. */
@@ -79,7 +118,12 @@ export function memoryDir(description: string, files: Record<string, Uint8Array 
     description,
     exists: async (file) => table.has(file),
     open: async (file) => bytesSource(file, get(file)),
-    readText: async (file) => new TextDecoder().decode(get(file)),
+    async readText(file, signal, maxBytes = textFileMaxBytes(file)) {
+      throwIfAborted(signal);
+      const bytes = get(file);
+      checkTextSize(file, bytes.byteLength, maxBytes, description);
+      return new TextDecoder().decode(bytes);
+    },
   };
 }
 
@@ -108,7 +152,12 @@ export function filesDir(files: Iterable<File> | ArrayLike<File>, description?: 
     description: where,
     exists: async (name) => byName.has(name),
     open: async (name) => blobSource(name, get(name)),
-    readText: async (name) => get(name).text(),
+    async readText(name, signal, maxBytes = textFileMaxBytes(name)) {
+      throwIfAborted(signal);
+      const file = get(name);
+      checkTextSize(name, file.size, maxBytes, where);
+      return file.text();
+    },
   };
 }
 
@@ -141,6 +190,10 @@ export function directoryHandleDir(handle: FileSystemDirectoryHandle): Checkpoin
       }
     },
     open: async (name, signal) => blobSource(name, await getFile(name, signal)),
-    readText: async (name, signal) => (await getFile(name, signal)).text(),
+    async readText(name, signal, maxBytes = textFileMaxBytes(name)) {
+      const file = await getFile(name, signal);
+      checkTextSize(name, file.size, maxBytes, description);
+      return file.text();
+    },
   };
 }

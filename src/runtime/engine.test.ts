@@ -235,7 +235,7 @@ describe('local engine and dropped iterators', () => {
     const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 256 });
     try {
       const start = async () => {
-        const it = local.generate([1, 2, 3], { temperature: 0, maxTokens: 50, ignoreEos: true });
+        const it = local.generate([1, 2, 3], { temperature: 0, maxTokens: 50, ignoreEos: true })[Symbol.asyncIterator]();
         await it.next(); // one chunk, then the caller forgets the iterator
       };
       for (let i = 0; i < 3; i++) await start();
