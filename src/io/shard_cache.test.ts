@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { FetchError } from '../errors.ts';
+import { openCheckpoint } from './checkpoint_files.ts';
 import { memoryStore, ShardCache, type KeyValueStore } from './shard_cache.ts';
 import { readSafetensorsHeader } from './safetensors.ts';
 import { writeSafetensors } from './safetensors_write.ts';
@@ -22,7 +24,8 @@ function origin(files: Record<string, { bytes: Uint8Array; etag?: string; lastMo
     if (file.etag) headers.etag = file.etag;
     if (file.lastModified) headers['last-modified'] = file.lastModified;
     if (method === 'HEAD') return new Response(null, { status: 200, headers: { ...headers, 'content-length': String(file.bytes.byteLength) } });
-    const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? '')!;
+    const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? '');
+    if (!m) return new Response(file.bytes.slice(), { status: 200, headers }); // text files
     const [start, end] = [Number(m[1]), Number(m[2])];
     return new Response(file.bytes.slice(start, end + 1), {
       status: 206,
@@ -187,6 +190,8 @@ describe('ShardCache', () => {
     await streamTensors(src, [...header.tensors.values()], (_, chunk) => void got.push(...new Float32Array(chunk.slice().buffer)));
     expect(got).toEqual([1, 2, 3]);
     expect((await dir.open('model.safetensors')).fromCache).toBe(true);
+    // readText passes the caller's cap on.
+    await expect(dir.readText('model.safetensors', undefined, 10)).rejects.toThrow(/model.safetensors is over 10 bytes/);
     // Non-URL folders pass through untouched.
     const plain = memoryDir('mem', { 'model.safetensors': model });
     expect((await cache.wrap(plain).open('model.safetensors')).fromCache).toBeUndefined();
@@ -202,5 +207,118 @@ describe('ShardCache', () => {
     await cache.clear();
     expect([...store.map.keys()]).toEqual(['someone-else']);
     expect((await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }))).fromCache).toBe(false);
+  });
+});
+
+/** Bytes the GETs of `log` asked for (Range GETs only). */
+const rangeBytes = (log: string[]) =>
+  log.reduce((sum, l) => {
+    const m = /^GET bytes=(\d+)-(\d+)$/.exec(l);
+    return m ? sum + Number(m[2]) - Number(m[1]) + 1 : sum;
+  }, 0);
+
+describe('ShardCache: headers by small reads (F7)', () => {
+  it('openCheckpoint of 12 shards fetches only their headers, not a chunk each', async () => {
+    const base = 'https://models.example/big/';
+    const files: Record<string, { bytes: Uint8Array; etag: string }> = {};
+    const weightMap: Record<string, string> = {};
+    for (let i = 0; i < 12; i++) {
+      const name = `model-${i}.safetensors`;
+      files[`${base}${name}`] = { bytes: writeSafetensors({ [`w${i}`]: { dtype: 'U8', shape: [100_000], data: fileBytes(100_000, i) } }), etag: `"s${i}"` };
+      weightMap[`w${i}`] = name;
+    }
+    files[`${base}config.json`] = { bytes: new TextEncoder().encode('{}'), etag: '"c"' };
+    files[`${base}model.safetensors.index.json`] = { bytes: new TextEncoder().encode(JSON.stringify({ weight_map: weightMap })), etag: '"i"' };
+    const net = origin(files);
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 64 << 10, onWarning: (m) => expect.fail(m) });
+    const checkpoint = await openCheckpoint(cache.wrap(urlDir(base, { fetch: net.fetch })));
+    // Two small reads per shard (the 8-byte length, then the JSON), nothing of the tensors.
+    expect(net.log.filter((l) => l.startsWith('GET bytes'))).toHaveLength(24);
+    expect(rangeBytes(net.log)).toBeLessThan(12 * 200);
+    expect(store.map.size).toBe(0);
+
+    // Streaming a shard then fills the cache whole: a second visit needs no GET.
+    const src = checkpoint.sources.get('model-3.safetensors')!;
+    const got: number[] = [];
+    await streamTensors(src, [checkpoint.tensors.get('w3')!], (_, chunk) => void got.push(...chunk));
+    expect(got).toEqual(Array.from(fileBytes(100_000, 3)));
+    expect(Reflect.get(src, 'recent')).toBeUndefined(); // the last chunk was read to its end: not held
+    net.log.length = 0;
+    const again = await cache.open(new UrlSource(`${base}model-3.safetensors`, undefined, { fetch: net.fetch }));
+    expect(again.fromCache).toBe(true);
+    await readSafetensorsHeader(again);
+    expect(net.log).toEqual(['HEAD']);
+  });
+
+  it('a header bigger than a chunk, read small, is still cached when the tensors are streamed', async () => {
+    const model = writeSafetensors({ [`w${'x'.repeat(300)}`]: { dtype: 'U8', shape: [2000], data: fileBytes(2000, 5) } });
+    const net = origin({ [URL_A]: { bytes: model, etag: '"v1"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 64, smallReadBytes: 1000 });
+    const src = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    const header = await readSafetensorsHeader(src);
+    expect(header.headerLength).toBeGreaterThan(128);
+    expect(store.map.size).toBe(0);
+    await streamTensors(src, [...header.tensors.values()], () => {});
+    net.log.length = 0;
+    const again = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(again.fromCache).toBe(true);
+    expect(await readAll(again)).toEqual(Array.from(model));
+    expect(net.log).toEqual(['HEAD']);
+  });
+});
+
+describe('ShardCache: a file that changes during a load (F8)', () => {
+  it('is refused, and the store never holds a mix or a complete marker for it', async () => {
+    const v1 = fileBytes(300, 1);
+    const v2 = fileBytes(300, 2);
+    const net = origin({ [URL_A]: { bytes: v1, etag: '"v1"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 100, onWarning: (m) => expect.fail(m) });
+    const src = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(Array.from(await src.read(0, 100))).toEqual(Array.from(v1.subarray(0, 100)));
+    net.files[URL_A] = { bytes: v2, etag: '"v2"' }; // a new commit on main, mid-load
+    const e = await src.read(100, 200).catch((x: Error) => x);
+    expect(e).toBeInstanceOf(FetchError);
+    expect((e as Error).message).toMatch(/the file changed on the server during the load \(ETag "v1" at first, now "v2"\)/);
+    expect([...store.map.keys()].some((k) => k.endsWith('complete'))).toBe(false);
+    for (const [key, value] of store.map) {
+      const n = Number(key.split('|').at(-1));
+      expect(Array.from(new Uint8Array(await (value as Blob).arrayBuffer()))).toEqual(Array.from(v1.subarray(n * 100, n * 100 + 100)));
+    }
+    // The next load reads v2, all of it, and caches it.
+    const next = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(next.fromCache).toBe(false);
+    expect(await readAll(next)).toEqual(Array.from(v2));
+    const cached = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(cached.fromCache).toBe(true);
+    expect(await readAll(cached)).toEqual(Array.from(v2));
+  });
+
+  it('a complete marker is served only if it records the size and validator the server gives now', async () => {
+    const bytes = fileBytes(200, 1);
+    const net = origin({ [URL_A]: { bytes, etag: '"v1"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 100 });
+    await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
+    const markerKey = [...store.map.keys()].find((k) => k.endsWith('complete'))!;
+    expect(store.map.get(markerKey)).toEqual({ size: 200, chunkBytes: 100, chunks: 2, etag: '"v1"' });
+    store.map.set(markerKey, { size: 200, chunkBytes: 100, chunks: 2, etag: '"v0"' });
+    expect((await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }))).fromCache).toBe(false);
+  });
+
+  it('entries written by earlier versions (which could hold mixed bytes) are dropped', async () => {
+    const bytes = fileBytes(200, 1);
+    const net = origin({ [URL_A]: { bytes, etag: '"v1"' } });
+    const store = memoryStore();
+    const old = `shard|${encodeURIComponent(URL_A)}|${encodeURIComponent('etag:"v1"')};size=200;chunk=100|`;
+    store.map.set(`${old}0`, new Blob([new Uint8Array(100)]));
+    store.map.set(`${old}1`, new Blob([new Uint8Array(100)]));
+    store.map.set(`${old}complete`, { size: 200, chunkBytes: 100, chunks: 2 });
+    const src = await new ShardCache({ store, chunkBytes: 100 }).open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(src.fromCache).toBe(false);
+    expect(await readAll(src)).toEqual(Array.from(bytes));
+    expect([...store.map.keys()].some((k) => k.startsWith(old))).toBe(false);
   });
 });

@@ -1,10 +1,13 @@
 // A local copy of checkpoint shards fetched from URLs, so a second visit loads from disk.
 // Stored in IndexedDB (idb-keyval) as fixed-size chunks (32 MiB Blobs by default), never as
 // one giant value. Keys hold the URL and a validator (ETag, else Last-Modified, plus the size)
-// so a changed file is never served stale. A "complete" marker is written only after every
-// chunk, so a half-written entry is never taken for a whole one; its finished chunks are
-// still reused. The cache is an optimisation only: any failure to read or write it (quota
-// full, private mode, no IndexedDB) is a warning, and loading goes on over the network.
+// so a changed file is never served stale; the "complete" marker records them too, and is
+// checked against the server's answer at every open. A chunk is stored only once all of its
+// bytes came, from one version of the file (UrlSource refuses an answer from another), and
+// the marker only after every chunk, so a half-written or mixed entry is never taken for a
+// whole one; its finished chunks are still reused. The cache is an optimisation only: any
+// failure to read or write it (quota full, private mode, no IndexedDB) is a warning, and
+// loading goes on over the network.
 
 import { createStore, del, get, keys, set, type UseStore } from 'idb-keyval';
 import { throwIfAborted } from '../errors.ts';
@@ -50,19 +53,37 @@ export interface ShardCacheOptions {
   chunkBytes?: number;
   /** Told when the cache cannot be used; loading continues without it. */
   onWarning?: (message: string, cause?: unknown) => void;
+  /**
+   * Reads up to this size of a chunk not yet at hand go straight to the network, without
+   * fetching the chunk (default min(4 MiB, chunkBytes / 8)). The loader reads every shard's
+   * 8-byte length and JSON header before any tensor: a whole chunk for each would download and
+   * hold chunkBytes per shard (5 GB for DeepSeek-V3's 163 shards).
+   */
+  smallReadBytes?: number;
 }
 
 const PREFIX = 'shard|';
+/** Part of every entry's key: entries written before the validators were checked are dropped. */
+const FORMAT = 'v2';
 
+/** The "complete" record: what the file was when its chunks were stored. */
 interface Marker {
   size: number;
   chunkBytes: number;
   chunks: number;
+  etag?: string;
+  lastModified?: string;
+}
+
+function sameMarker(stored: Partial<Marker> | undefined, expected: Marker): boolean {
+  return !!stored && stored.size === expected.size && stored.chunkBytes === expected.chunkBytes && stored.chunks === expected.chunks &&
+    stored.etag === expected.etag && stored.lastModified === expected.lastModified;
 }
 
 export class ShardCache {
   readonly store: KeyValueStore;
   readonly chunkBytes: number;
+  readonly smallReadBytes: number;
   private readonly onWarning: (message: string, cause?: unknown) => void;
   /** Set after a failed write: this session stops writing (reads of stored chunks go on). */
   private writesOff = false;
@@ -72,6 +93,7 @@ export class ShardCache {
   constructor(options: ShardCacheOptions = {}) {
     this.store = options.store ?? idbStore();
     this.chunkBytes = Math.max(1, Math.floor(options.chunkBytes ?? 32 << 20));
+    this.smallReadBytes = options.smallReadBytes ?? Math.min(4 << 20, Math.floor(this.chunkBytes / 8));
     this.onWarning = options.onWarning ?? ((message) => console.warn(`[webmoe] ${message}`));
   }
 
@@ -85,12 +107,15 @@ export class ShardCache {
       return origin;
     }
     const urlKey = `${PREFIX}${encodeURIComponent(origin.url)}|`;
-    const entry = `${urlKey}${encodeURIComponent(validator)};size=${info.size};chunk=${this.chunkBytes}|`;
+    const entry = `${urlKey}${FORMAT};${encodeURIComponent(validator)};size=${info.size};chunk=${this.chunkBytes}|`;
     const chunks = Math.ceil(info.size / this.chunkBytes);
     const expected: Marker = { size: info.size, chunkBytes: this.chunkBytes, chunks };
+    // The validator the key holds (ETag first, as `validator` above).
+    if (info.etag) expected.etag = info.etag;
+    else expected.lastModified = info.lastModified;
     try {
       const marker = (await this.store.get(`${entry}complete`)) as Partial<Marker> | undefined;
-      if (marker && marker.size === expected.size && marker.chunkBytes === expected.chunkBytes && marker.chunks === chunks) {
+      if (sameMarker(marker, expected)) {
         return new CachedSource(this, origin, info, entry, expected, new Set(Array.from({ length: chunks }, (_, i) => i)), true);
       }
       // Not complete: drop other versions of this URL, and resume from the chunks already stored.
@@ -114,7 +139,7 @@ export class ShardCache {
     return {
       description: dir.description,
       exists: (file, signal) => dir.exists(file, signal),
-      readText: (file, signal) => dir.readText(file, signal),
+      readText: (file, signal, maxBytes) => dir.readText(file, signal, maxBytes),
       open: async (file, signal) => {
         const source = await dir.open(file, signal);
         return source instanceof UrlSource && file.endsWith('.safetensors') ? this.open(source, signal) : source;
@@ -156,8 +181,10 @@ export class ShardCache {
 /** One URL file read through the cache: stored chunks from the store, others from the network (then stored). */
 class CachedSource implements ByteSource {
   readonly name: string;
-  /** The last chunk fetched from the network, kept for the reads that follow it. */
+  /** The last chunk fetched from the network, kept for the reads that follow it until one reaches its end. */
   private recent: { index: number; bytes: Uint8Array<ArrayBuffer> } | undefined;
+  /** Chunks a small read went around; fetched (and stored) when a later chunk is, so the entry can complete. */
+  private readonly skipped = new Set<number>();
 
   constructor(
     private readonly cache: ShardCache,
@@ -179,8 +206,14 @@ class CachedSource implements ByteSource {
   async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array<ArrayBuffer>> {
     throwIfAborted(signal);
     checkReadRange(this.name, offset, length, this.info.size);
-    const out = new Uint8Array(length);
     const step = this.marker.chunkBytes;
+    const first = Math.floor(offset / step);
+    const last = Math.floor((offset + length - 1) / step);
+    if (length <= this.cache.smallReadBytes && !this.atHand(first, last)) {
+      for (let i = first; i <= last; i++) if (!this.stored.has(i)) this.skipped.add(i);
+      return this.origin.read(offset, length, signal);
+    }
+    const out = new Uint8Array(length);
     for (let at = offset; at < offset + length; ) {
       const index = Math.floor(at / step);
       const end = Math.min(offset + length, (index + 1) * step);
@@ -190,25 +223,54 @@ class CachedSource implements ByteSource {
     return out;
   }
 
+  /** True when every chunk of first..last is in the store or in memory. */
+  private atHand(first: number, last: number): boolean {
+    for (let i = first; i <= last; i++) if (this.recent?.index !== i && !this.stored.has(i)) return false;
+    return true;
+  }
+
+  private chunkLength(index: number): number {
+    return Math.min(this.marker.chunkBytes, this.info.size - index * this.marker.chunkBytes);
+  }
+
   /** Bytes [from, to) of chunk `index`. */
   private async readInChunk(index: number, from: number, to: number, signal?: AbortSignal): Promise<Uint8Array<ArrayBuffer>> {
-    if (this.recent?.index === index) return this.recent.bytes.subarray(from, to);
+    const recent = this.recent;
+    const chunkLength = this.chunkLength(index);
+    // Reads go forward: once one reaches the end of the kept chunk, it is not needed again.
+    if (recent?.index === index) {
+      if (to === chunkLength) this.recent = undefined;
+      return recent.bytes.subarray(from, to);
+    }
     const chunkStart = index * this.marker.chunkBytes;
-    const chunkLength = Math.min(this.marker.chunkBytes, this.info.size - chunkStart);
     if (this.stored.has(index)) {
       const hit = await this.fromStore(index, chunkLength, from, to);
       throwIfAborted(signal);
       if (hit) return hit;
     }
     if (!this.cache.writable) return this.origin.read(chunkStart + from, to - from, signal);
-    const bytes = await this.origin.read(chunkStart, chunkLength, signal);
-    this.recent = { index, bytes };
+    for (const k of this.skipped) if (k < index) await this.fill(k, signal);
+    const bytes = await this.fetchAndStore(index, signal);
+    this.recent = to === chunkLength ? undefined : { index, bytes };
+    return bytes.subarray(from, to);
+  }
+
+  /** A chunk a small read went around, stored now without being kept in memory. */
+  private async fill(index: number, signal?: AbortSignal): Promise<void> {
+    this.skipped.delete(index);
+    if (!this.stored.has(index) && this.cache.writable) await this.fetchAndStore(index, signal);
+  }
+
+  /** The whole chunk from the network (all of one version: UrlSource checks), then stored. */
+  private async fetchAndStore(index: number, signal?: AbortSignal): Promise<Uint8Array<ArrayBuffer>> {
+    const bytes = await this.origin.read(index * this.marker.chunkBytes, this.chunkLength(index), signal);
+    this.skipped.delete(index);
     if (await this.cache.put(`${this.entry}${index}`, new Blob([bytes]))) {
       this.stored.add(index);
       // The marker goes last: only now is every chunk of this version in the store.
       if (this.stored.size === this.marker.chunks) await this.cache.put(`${this.entry}complete`, { ...this.marker });
     }
-    return bytes.subarray(from, to);
+    return bytes;
   }
 
   /** A stored chunk's bytes, or undefined when it is missing, the wrong size, or unreadable. */

@@ -59,6 +59,9 @@ afterAll(async () => {
   await new Promise((done) => server.close(done));
 });
 
+/** Retries that take milliseconds, not the default seconds. */
+const FAST_RETRIES = { maxAttempts: 2, retryDelayMs: 1 };
+
 async function rejection(p: Promise<unknown>): Promise<Error> {
   try {
     await p;
@@ -115,11 +118,11 @@ describe('URL failures are typed', () => {
     expect(bare.message).toBe(`${base}/r/nope.bin: HTTP 404 Not Found`);
   });
 
-  it('a server error is a FetchError with the URL and status', async () => {
-    const e = await rejection(urlDir(`${base}/err/`).readText('config.json'));
+  it('a server error is a FetchError with the URL and status, after the retries', async () => {
+    const e = await rejection(urlDir(`${base}/err/`, FAST_RETRIES).readText('config.json'));
     expect(e).toBeInstanceOf(FetchError);
     expect((e as FetchError).status).toBe(500);
-    expect(e.message).toContain(`${base}/err/config.json: HTTP 500`);
+    expect(e.message).toContain(`${base}/err/config.json: HTTP 500 Internal Server Error; gave up after 2 attempts`);
   });
 
   it('an unreachable server is a FetchError', async () => {
@@ -127,7 +130,7 @@ describe('URL failures are typed', () => {
     await new Promise<void>((done) => closed.listen(0, '127.0.0.1', done));
     const port = (closed.address() as AddressInfo).port;
     await new Promise((done) => closed.close(done));
-    const e = await rejection(urlDir(`http://127.0.0.1:${port}/`).readText('config.json'));
+    const e = await rejection(urlDir(`http://127.0.0.1:${port}/`, FAST_RETRIES).readText('config.json'));
     expect(e).toBeInstanceOf(FetchError);
     expect(e.message).toMatch(/network error/);
   });

@@ -10,10 +10,10 @@ import { memoryDir } from '../io/sources.ts';
 import type { ChunkWriter } from '../io/stream_to_gpu.ts';
 import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
-import { createLocalEngine } from '../runtime/engine.ts';
+import { createLocalEngine } from './engine.ts';
 import { trackingDevice } from '../testing/tracking_device.ts';
-import { finiteChecking } from './finite_check.ts';
-import { loadWeights } from './load_weights.ts';
+import { finiteChecking } from '../model/finite_check.ts';
+import { loadWeights } from '../model/load_weights.ts';
 
 /** The ODD checkpoint with `bytes` written at element `element` of tensor `name`. */
 function corrupted(name: string, element: number, bytes: number[]) {
