@@ -5,7 +5,7 @@
 
 import { openBrowserGpu } from './gpu/browser.ts';
 import { createLocalEngine, type CreateEngineOptions } from './runtime/engine.ts';
-import { resolveModelSource } from './runtime/model_source.ts';
+import { progressWithRetries, resolveModelSource } from './runtime/model_source.ts';
 import type { Engine } from './runtime/types.ts';
 import { createWorkerEngine } from './worker/client.ts';
 
@@ -14,10 +14,11 @@ export type { CreateEngineOptions } from './runtime/engine.ts';
 export async function createEngine(options: CreateEngineOptions): Promise<Engine> {
   const inWorker = options.worker ?? (typeof Worker !== 'undefined' && options.gpu === undefined);
   if (inWorker) return createWorkerEngine(options);
-  const dir = resolveModelSource(options.model, { cacheShards: options.cacheShards });
+  const progress = progressWithRetries(options.onProgress);
+  const dir = resolveModelSource(options.model, { cacheShards: options.cacheShards, onRetry: progress.onRetry });
   const gpu = options.gpu ?? (await openBrowserGpu());
   try {
-    return await createLocalEngine({ ...options, gpu, dir, ownsGpu: options.gpu === undefined });
+    return await createLocalEngine({ ...options, onProgress: progress.onProgress, gpu, dir, ownsGpu: options.gpu === undefined });
   } catch (err) {
     if (options.gpu === undefined) gpu.destroy();
     throw err;

@@ -5,13 +5,32 @@
 import { ArgumentError } from '../errors.ts';
 import { ShardCache } from '../io/shard_cache.ts';
 import { directoryHandleDir, filesDir, type CheckpointDir } from '../io/sources.ts';
+import type { RetryEvent } from '../io/http_retry.ts';
 import { urlDir } from '../io/url_source.ts';
+import type { EngineProgress } from './types.ts';
 
 export type ModelSource = string | URL | CheckpointDir | ArrayLike<File> | FileSystemDirectoryHandle;
 
 export interface ResolveOptions {
   /** Keep downloaded shards in IndexedDB (browser; default true where IndexedDB exists). */
   cacheShards?: boolean;
+  /** Network retries of a URL model, for the load's progress (see progressWithRetries). */
+  onRetry?: (event: RetryEvent) => void;
+}
+
+/**
+ * The load's progress callback, and an onRetry that reports each network retry through it with
+ * the bytes of the last report (a retry has no byte count of its own).
+ */
+export function progressWithRetries(onProgress: ((p: EngineProgress) => void) | undefined) {
+  let last: EngineProgress = { phase: 'weights', bytesDone: 0, bytesTotal: 0 };
+  return {
+    onProgress: onProgress && ((p: EngineProgress) => onProgress((last = p))),
+    onRetry: onProgress && ((e: RetryEvent) => {
+      const { url, attempt, maxAttempts, reason, delayMs } = e;
+      onProgress({ ...last, phase: 'weights', retrying: { url, attempt, maxAttempts, reason, delayMs } });
+    }),
+  };
 }
 
 export function isCheckpointDir(value: unknown): value is CheckpointDir {
@@ -28,7 +47,7 @@ export function resolveModelSource(source: ModelSource, options: ResolveOptions 
     } catch {
       throw new ArgumentError(`model "${String(source)}" is not a URL; in Node, open a folder with createNodeEngine (webmoe/node) or pass nodeDir(path)`);
     }
-    const dir = urlDir(url.href);
+    const dir = urlDir(url.href, { onRetry: options.onRetry });
     const useCache = options.cacheShards ?? typeof indexedDB !== 'undefined';
     return useCache ? new ShardCache().wrap(dir) : dir;
   }

@@ -13,6 +13,8 @@ export interface EngineProgress {
   file?: string;
   /** The bytes came from the browser's shard cache (IndexedDB), not the network. */
   fromCache?: boolean;
+  /** A network read failed or stalled and is retried after `delayMs` (bytesDone / bytesTotal: the last report's). */
+  retrying?: { url: string; attempt: number; maxAttempts: number; reason: string; delayMs: number };
 }
 
 export interface EngineLimits {

@@ -5,16 +5,17 @@
 import { expose } from 'comlink';
 import { openBrowserGpu } from '../gpu/browser.ts';
 import { createLocalEngine } from '../runtime/engine.ts';
-import { resolveModelSource } from '../runtime/model_source.ts';
+import { progressWithRetries, resolveModelSource } from '../runtime/model_source.ts';
 import { createHost } from './host.ts';
 
 expose(
   createHost(async ({ model, cacheShards, ...limits }, { onProgress, signal }) => {
-    const dir = resolveModelSource(model, { cacheShards });
+    const progress = progressWithRetries(onProgress);
+    const dir = resolveModelSource(model, { cacheShards, onRetry: progress.onRetry });
     const gpu = await openBrowserGpu();
     try {
       // The load request's engine options (maxContext, cacheBudgetBytes, prefillChunk, numerics, weights) as the page gave them.
-      const engine = await createLocalEngine({ ...limits, gpu, dir, onProgress, signal, ownsGpu: true });
+      const engine = await createLocalEngine({ ...limits, gpu, dir, onProgress: progress.onProgress, signal, ownsGpu: true });
       return { engine, lost: gpu.lost };
     } catch (err) {
       gpu.destroy();

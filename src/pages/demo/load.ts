@@ -27,7 +27,7 @@ export async function loadEngine(model: ModelSource, fromFiles: boolean, signal:
     if (p.phase !== 'weights') return;
     fromCache ||= p.fromCache === true;
     bar.value = p.bytesTotal ? p.bytesDone / p.bytesTotal : 1;
-    text.textContent = `${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} · ${formatBytes(p.bytesDone / seconds(started))}/s${p.fromCache ? ' · from the browser cache' : ''}`;
+    text.textContent = `${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} · ${formatBytes(p.bytesDone / seconds(started))}/s${p.fromCache ? ' · from the browser cache' : ''}${p.retrying ? ` · ${p.retrying.reason}: retry ${p.retrying.attempt + 1} of ${p.retrying.maxAttempts} in ${Math.round(p.retrying.delayMs / 1000)} s` : ''}`;
   };
   try {
     const engine = await createEngine({ model, onProgress, signal });
