@@ -33,10 +33,15 @@ function generateOptionsOf(request: ChatCompletionRequest): GenerateOptions {
   };
 }
 
-export function createChat(host: ChatHost, tokenizer: () => Tokenizer, modelName: string): Engine['chat'] {
+/**
+ * `maxContext`: the engine's context; messages longer than it could hold are refused before the
+ * template runs and the text is tokenized (PromptTooLongError).
+ */
+export function createChat(host: ChatHost, tokenizer: () => Tokenizer, modelName: string, maxContext?: number): Engine['chat'] {
   function start(request: ChatCompletionRequest) {
     if (!Array.isArray(request.messages) || request.messages.length === 0) throw new ArgumentError('messages must be a non-empty array of {role, content}');
-    const ids = tokenizer().encodeChat(request.messages, { addGenerationPrompt: true });
+    // Message content is plain text: a control token typed into it stays text (no forged turns).
+    const ids = tokenizer().encodeChat(request.messages, { addGenerationPrompt: true, maxTokens: maxContext });
     const chunks = host.generateIds(ids, generateOptionsOf(request));
     return { chunks, id: `chatcmpl-${Date.now().toString(36)}-${++completionCounter}`, created: Math.floor(Date.now() / 1000) };
   }

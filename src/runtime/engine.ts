@@ -177,7 +177,7 @@ class LocalEngine implements Engine {
         if (session.closing) throw new AbortError(`Session ${session.id} was closed during the request.`);
       },
     };
-    this.chat = createChat(this, () => this.text(), name);
+    this.chat = createChat(this, () => this.text(), name, limits.maxContext);
   }
 
   // The API edge of generation: the options and the ids that enter (the caller's, or the
@@ -212,7 +212,7 @@ class LocalEngine implements Engine {
     if (typeof prompt !== 'string' && !Array.isArray(prompt)) throw new ArgumentError('the prompt must be a string or an array of token ids');
     const checked = checkGenerateOptions(options);
     yield* this.onSession(holder, options.session, checked, (held) => {
-      const promptIds = typeof prompt === 'string' ? this.text().encode(prompt, { addSpecialTokens: (options.addBos ?? true) && held.length === 0 }) : [...prompt];
+      const promptIds = typeof prompt === 'string' ? this.text().encode(prompt, { addSpecialTokens: (options.addBos ?? true) && held.length === 0, maxTokens: this.limits.maxContext }) : [...prompt];
       // The ids the session holds were checked when they came in.
       checkTokenIds(promptIds, this.model.config.vocab_size);
       return [...held, ...promptIds];
@@ -244,7 +244,7 @@ class LocalEngine implements Engine {
   }
 
   async tokenize(text: string, options: { addBos?: boolean } = {}): Promise<number[]> {
-    return this.text().encode(text, { addSpecialTokens: options.addBos ?? true });
+    return this.text().encode(text, { addSpecialTokens: options.addBos ?? true, maxTokens: this.limits.maxContext });
   }
 
   async detokenize(ids: number[]): Promise<string> {

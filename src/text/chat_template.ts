@@ -1,9 +1,11 @@
 // The checkpoint's chat template (Jinja, from tokenizer_config.json or chat_template.jinja),
 // rendered with @huggingface/jinja the way transformers' `apply_chat_template` renders it:
-// variables `messages`, `add_generation_prompt` and the special tokens as strings.
+// variables `messages`, `add_generation_prompt` and the special tokens as strings. The template
+// is untrusted code, so it is rendered within a budget of steps and characters (template_budget.ts).
 
 import { Template } from '@huggingface/jinja';
 import { ArgumentError, TokenizerError } from '../errors.ts';
+import { BudgetExceeded, countLoopIterations, renderWithBudget, type RenderBudget } from './template_budget.ts';
 import { CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE, describeFile, parseJsonObject, tokenContent } from './tokenizer_files.ts';
 
 export type ChatRole = 'system' | 'user' | 'assistant';
@@ -25,7 +27,16 @@ export interface LoadChatTemplateOptions {
   chatTemplate?: string;
   /** Where the files came from (a URL, a folder), for error messages. */
   source?: string;
+  /** Limits of one render (template_budget.ts); the defaults are far above what real templates need. */
+  budget?: Partial<RenderBudget>;
 }
+
+/**
+ * Real chat templates are a few KiB and take ~100 steps per message; the budget is generous and
+ * grows with the conversation, since the output holds every message.
+ */
+const MAX_TEMPLATE_CHARS = 256 * 1024;
+const DEFAULT_BUDGET = { baseSteps: 200_000, stepsPerMessage: 2_000, baseChars: 1 << 20, maxItems: 1 << 16, maxDepth: 500, maxMillis: 2_000 };
 
 const ROLES: ReadonlySet<string> = new Set<ChatRole>(['system', 'user', 'assistant']);
 /** The special tokens transformers passes to every chat template (its `special_tokens_map`). */
@@ -36,26 +47,41 @@ export class ChatTemplate {
   readonly origin: string;
   readonly #template: Template;
   readonly #tokens: Readonly<Record<string, string>>;
+  readonly #budget: Partial<RenderBudget>;
 
-  constructor(template: Template, tokens: Readonly<Record<string, string>>, origin: string) {
+  constructor(template: Template, tokens: Readonly<Record<string, string>>, origin: string, budget: Partial<RenderBudget> = {}) {
     this.#template = template;
     this.#tokens = tokens;
     this.origin = origin;
+    this.#budget = budget;
   }
 
   /** Render a conversation into the prompt text; encode it with `addSpecialTokens: false` (the template writes BOS itself). */
   applyChatTemplate(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): string {
     checkMessages(messages);
+    const items = {
+      ...this.#tokens,
+      // Plain copies: the template sees exactly role and content, nothing the caller attached.
+      messages: messages.map(({ role, content }) => ({ role, content })),
+      add_generation_prompt: options.addGenerationPrompt ?? true,
+    };
     try {
-      return this.#template.render({
-        ...this.#tokens,
-        // Plain copies: the template sees exactly role and content, nothing the caller attached.
-        messages: messages.map(({ role, content }) => ({ role, content })),
-        add_generation_prompt: options.addGenerationPrompt ?? true,
-      });
+      return renderWithBudget(this.#template, items, this.budgetFor(messages));
     } catch (err) {
+      if (err instanceof BudgetExceeded) throw new TokenizerError(`${this.origin} was stopped: ${err.message}; it is not a usable chat template`, { cause: err });
       throw new TokenizerError(`${this.origin} failed to render: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  private budgetFor(messages: readonly ChatMessage[]): RenderBudget {
+    const contentChars = messages.reduce((n, m) => n + m.content.length, 0);
+    return {
+      maxSteps: this.#budget.maxSteps ?? DEFAULT_BUDGET.baseSteps + DEFAULT_BUDGET.stepsPerMessage * messages.length,
+      maxChars: this.#budget.maxChars ?? DEFAULT_BUDGET.baseChars + 2 * contentChars,
+      maxItems: this.#budget.maxItems ?? DEFAULT_BUDGET.maxItems + messages.length,
+      maxDepth: this.#budget.maxDepth ?? DEFAULT_BUDGET.maxDepth,
+      maxMillis: this.#budget.maxMillis ?? DEFAULT_BUDGET.maxMillis,
+    };
   }
 }
 
@@ -69,18 +95,22 @@ export function loadChatTemplate(options: LoadChatTemplateOptions): ChatTemplate
       ? [options.chatTemplate, describeFile(CHAT_TEMPLATE_FILE, source)]
       : [templateText(config.chat_template, configOrigin, source), configOrigin];
 
+  if (text.length > MAX_TEMPLATE_CHARS) {
+    throw new TokenizerError(`${origin} is ${text.length} characters long, over the limit of ${MAX_TEMPLATE_CHARS}: it is not a usable chat template`);
+  }
   let template: Template;
   try {
     template = new Template(text);
   } catch (err) {
     throw new TokenizerError(`${origin} is not a valid Jinja template: ${(err as Error).message}`, { cause: err });
   }
+  countLoopIterations(template);
   const tokens: Record<string, string> = {};
   for (const key of TOKEN_VARIABLES) {
     const content = tokenContent(config, key, source);
     if (content !== null) tokens[key] = content;
   }
-  return new ChatTemplate(template, tokens, origin);
+  return new ChatTemplate(template, tokens, origin, options.budget);
 }
 
 /**

@@ -6,6 +6,7 @@ export {
   loadTokenizerFromDir,
   type AddedTokenInfo,
   type DecodeOptions,
+  type EncodeChatOptions,
   type EncodeOptions,
   type LoadTokenizerOptions,
 } from './tokenizer.ts';
@@ -18,3 +19,5 @@ export {
   type LoadChatTemplateOptions,
 } from './chat_template.ts';
 export { createStreamDecoder, type StreamDecoder } from './stream_decoder.ts';
+export { MAX_CHARS_PER_TOKEN } from './prompt_size.ts';
+export type { RenderBudget } from './template_budget.ts';

@@ -54,3 +54,29 @@ describe('createStreamDecoder', () => {
     expect(bytesOf('中').map((b) => decoder.push(b)).join('')).toBe('中');
   });
 });
+
+describe('createStreamDecoder over ids that decode to nothing', () => {
+  // Id 0 stands for a special token that skipSpecialTokens drops (the review's F4 case: BOS forever).
+  const SKIPPED = 0;
+  const decodeSkipping = (ids: readonly number[]) => decodeBytes(ids.filter((id) => id !== SKIPPED));
+
+  it('keeps its window bounded: each push decodes a few ids, not all seen so far', () => {
+    let decoded = 0;
+    const decoder = createStreamDecoder((ids) => {
+      decoded += ids.length;
+      return decodeSkipping(ids);
+    });
+    decoder.push(0x41);
+    for (let i = 0; i < 2000; i++) expect(decoder.push(SKIPPED)).toBe('');
+    expect(decoder.push(0x42)).toBe('B');
+    // Without the drop the window grows to 2000 ids and the decodes sum to ~2000^2 = 4e6 ids.
+    expect(decoded).toBeLessThan(20_000);
+  });
+
+  it('still concatenates to decode(all) when skipped ids split a character', () => {
+    const ids = [0x61, SKIPPED, 0xe4, SKIPPED, 0xb8, SKIPPED, SKIPPED, 0xad, SKIPPED, 0x62];
+    const decoder = createStreamDecoder(decodeSkipping);
+    const text = ids.map((id) => decoder.push(id)).join('') + decoder.flush();
+    expect(text).toBe(decodeSkipping(ids));
+  });
+});

@@ -30,6 +30,12 @@ export function createStreamDecoder(decode: (ids: readonly number[]) => string):
   const take = (force: boolean): string => {
     const context = decode(window.slice(0, contextLength));
     const text = decode(window);
+    if (!force && text === context && decode(window.slice(contextLength)) === '') {
+      // The new ids decode to nothing (skipped special tokens): drop them, or the window, and
+      // each push's decode with it, would grow for as long as the model emits them (O(n^2)).
+      window.length = contextLength;
+      return '';
+    }
     if (!force && (text.length <= context.length || text.endsWith(REPLACEMENT_CHARACTER))) return '';
     // The ids just emitted become the left context of the next window.
     window = window.slice(contextLength);

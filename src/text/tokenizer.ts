@@ -7,6 +7,9 @@ import { ArgumentError, TokenizerError } from '../errors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { ChatTemplate, loadChatTemplate, type ApplyChatTemplateOptions, type ChatMessage } from './chat_template.ts';
 import { createStreamDecoder, type StreamDecoder } from './stream_decoder.ts';
+import { checkPromptChars } from './prompt_size.ts';
+import { patternProblem } from './regex_safety.ts';
+import { AddedTokenMatcher, encodeLiteral, splitRendered } from './literal_content.ts';
 import {
   CHAT_TEMPLATE_FILE,
   TOKENIZER_CONFIG_FILE,
@@ -34,6 +37,19 @@ export interface EncodeOptions {
    * `encode` does. Default true. Use false for text that already holds them, such as a chat prompt.
    */
   addSpecialTokens?: boolean;
+  /** The context the ids are for: text longer than it could hold is refused (PromptTooLongError) before encoding. */
+  maxTokens?: number;
+}
+
+export interface EncodeChatOptions extends ApplyChatTemplateOptions {
+  /** The context the ids are for: messages longer than it could hold are refused before the template runs. */
+  maxTokens?: number;
+  /**
+   * Let added tokens typed in message content (`<｜Assistant｜>`, EOS) act as control tokens. Default
+   * false: content is encoded as the text it is, so a message cannot forge a turn; only the
+   * template's own tokens are special (literal_content.ts).
+   */
+  specialTokensInContent?: boolean;
 }
 
 export interface DecodeOptions {
@@ -79,6 +95,7 @@ export class Tokenizer {
   readonly #chatTemplateText: string | undefined;
   readonly #source: string | undefined;
   #chatTemplate: ChatTemplate | undefined;
+  #addedTokenMatcher: AddedTokenMatcher | undefined;
 
   /** Use loadTokenizer(). */
   constructor(parts: TokenizerParts) {
@@ -100,6 +117,7 @@ export class Tokenizer {
 
   /** Text -> token ids. */
   encode(text: string, options: EncodeOptions = {}): number[] {
+    checkPromptChars(text.length, options.maxTokens);
     const addSpecialTokens = options.addSpecialTokens ?? true;
     const ids = this.#hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
     if (addSpecialTokens && this.#prependBos) ids.unshift(this.bosTokenId!);
@@ -143,9 +161,26 @@ export class Tokenizer {
     return this.#chatTemplate.applyChatTemplate(messages, options);
   }
 
-  /** A conversation -> prompt ids. The template writes BOS itself, so none is added again. */
-  encodeChat(messages: readonly ChatMessage[], options: ApplyChatTemplateOptions = {}): number[] {
-    return this.encode(this.applyChatTemplate(messages, options), { addSpecialTokens: false });
+  /**
+   * A conversation -> prompt ids. The template writes BOS itself, so none is added again. Added
+   * tokens typed in message content stay text unless `specialTokensInContent` (literal_content.ts).
+   */
+  encodeChat(messages: readonly ChatMessage[], options: EncodeChatOptions = {}): number[] {
+    if (!Array.isArray(messages)) throw new ArgumentError('messages must be an array of {role, content}');
+    const { maxTokens } = options;
+    checkPromptChars(messages.reduce((n, m) => n + (typeof m?.content === 'string' ? m.content.length : 0), 0), maxTokens, 'the messages');
+    const rendered = this.applyChatTemplate(messages, options);
+    const matcher = (this.#addedTokenMatcher ??= new AddedTokenMatcher(this.addedTokens.map((t) => t.content)));
+    if (options.specialTokensInContent || !messages.some((m) => matcher.find(m.content))) {
+      return this.encode(rendered, { addSpecialTokens: false, maxTokens });
+    }
+    checkPromptChars(rendered.length, maxTokens);
+    const render = (withPlaceholders: ChatMessage[]) => this.applyChatTemplate(withPlaceholders, options);
+    const addedIds = new Set(this.addedTokens.filter((t) => t.content.length > 1).map((t) => t.id));
+    const plain = (text: string) => this.encode(text, { addSpecialTokens: false });
+    return splitRendered(messages, rendered, render, this.#chatTemplate!.origin, matcher).flatMap((s) =>
+      s.content ? encodeLiteral(s.text, matcher, plain, addedIds) : plain(s.text),
+    );
   }
 }
 
@@ -160,6 +195,8 @@ export function loadTokenizer(options: LoadTokenizerOptions): Tokenizer {
   if (json.model === null || typeof json.model !== 'object' || Array.isArray(json.model)) {
     throw new TokenizerError(`${describeFile(TOKENIZER_FILE, source)} has no "model" object: it is not a Hugging Face tokenizer.json`);
   }
+
+  checkPatterns(json, source);
 
   // The library reads special tokens of the config as strings; tokenizer_config.json may hold AddedToken objects.
   const libraryConfig = { ...config };
@@ -202,6 +239,30 @@ export async function loadTokenizerFromDir(dir: CheckpointDir, signal?: AbortSig
   const tokenizerConfigJson = await readIfThere(TOKENIZER_CONFIG_FILE);
   const chatTemplate = await readIfThere(CHAT_TEMPLATE_FILE);
   return loadTokenizer({ tokenizerJson, tokenizerConfigJson, chatTemplate, source: dir.description });
+}
+
+/**
+ * Every regex of tokenizer.json (a `"pattern": {"Regex": ...}` anywhere: pre-tokenizer, normalizer,
+ * decoder) must be safe to backtrack over untrusted text (regex_safety.ts): refused by its path.
+ */
+function checkPatterns(json: Record<string, unknown>, source: string | undefined): void {
+  const visit = (node: unknown, path: string): void => {
+    if (node === null || typeof node !== 'object' || path === '.model' || path === '.added_tokens') return;
+    for (const [key, value] of Object.entries(node)) {
+      const here = Array.isArray(node) ? `${path}[${key}]` : `${path}.${key}`;
+      const regex = key === 'pattern' && value && typeof value === 'object' ? (value as { Regex?: unknown }).Regex : undefined;
+      if (typeof regex === 'string') {
+        const problem = patternProblem(regex);
+        if (problem) {
+          throw new TokenizerError(
+            `${describeFile(TOKENIZER_FILE, source)}: the regex at ${here.slice(1)}.Regex ${JSON.stringify(regex.slice(0, 80))} is refused: ` +
+              `${problem.reason}; it could hang the tokenizer on some inputs`,
+          );
+        }
+      } else visit(value, here);
+    }
+  };
+  visit(json, '');
 }
 
 /** The id of a special token named in tokenizer_config.json; it must exist in tokenizer.json. */
