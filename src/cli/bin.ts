@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // The `webmoe` executable: run the command line and exit with its status.
 import { main } from './main.ts';
+import { watchOutput } from './output.ts';
 
-main(process.argv.slice(2)).then((code) => process.exit(code));
+const output = watchOutput();
+main(process.argv.slice(2)).then((code) => process.exit(output.exitStatus(code)));

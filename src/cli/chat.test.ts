@@ -21,6 +21,7 @@ afterEach(async () => {
   expect(sharedEngines.unloads).toBe(sharedEngines.loads);
   expect(await sharedEngines.openSessions()).toBe(0);
   expect(process.listenerCount('SIGINT')).toBe(0);
+  expect(process.listenerCount('SIGTERM')).toBe(0);
   sharedEngines.chatRequests.length = 0;
 });
 

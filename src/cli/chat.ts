@@ -2,7 +2,8 @@
 // A conversation in the terminal. One engine session lives for the whole chat, so each turn
 // prefills only its new tokens; every turn sends the conversation so far to chat.completions and
 // streams the reply. /exit or end of input (Ctrl-D) ends it. Ctrl-C during a reply stops that reply
-// (what was said stays in the conversation); Ctrl-C at the prompt leaves with status 130.
+// (what was said stays in the conversation); Ctrl-C at the prompt leaves with status 130. SIGTERM
+// ends the chat whatever it is doing (status 143), and so does a closed stdout (quietly, status 0).
 // Works with piped input too: each line is a user turn, each reply is printed on its own line.
 
 import { createInterface, type Interface } from 'node:readline';
@@ -10,7 +11,9 @@ import { AbortError, TokenizerError } from '../errors.ts';
 import type { ChatMessage } from '../text/chat_template.ts';
 import type { Engine, Session } from '../runtime/types.ts';
 import { parse } from './args.ts';
-import { ENGINE_FLAGS, engineFlags, exitNow, INTERRUPTED, loadEngine, onSigint, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
+import { ENGINE_FLAGS, engineFlags, loadEngine, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
+import { escapeControls } from './escape.ts';
+import { exitNow, INTERRUPTED, onStop, STOP_STATUS, type StopReason } from './stop.ts';
 
 const FLAGS = { ...SAMPLING_FLAGS, ...ENGINE_FLAGS } as const;
 
@@ -31,18 +34,27 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const loading = new AbortController();
   let reply: AbortController | undefined;
   let lines: Interface | undefined;
-  let interrupted = false;
+  /** Why the whole chat ends early, if it does. */
+  let ended: StopReason | undefined;
+  const end = (reason: StopReason) => {
+    if (ended) {
+      if (reason !== 'stdout-closed') exitNow(reason);
+      return;
+    }
+    ended = reason;
+    loading.abort();
+    reply?.abort();
+    lines?.close();
+  };
   const interrupt = () => {
     const work = reply ?? (lines ? undefined : loading);
-    if (work) {
-      if (work.signal.aborted) exitNow();
-      work.abort();
-    } else {
-      interrupted = true;
-      lines!.close();
-    }
+    if (!work) return end('SIGINT');
+    if (work.signal.aborted) exitNow('SIGINT');
+    work.abort();
   };
-  const restoreSigint = onSigint(interrupt);
+  const restoreStops = onStop((reason) => (reason === 'SIGINT' ? interrupt() : end(reason)));
+  // An aborted load or setup: Ctrl-C's status unless something ended the whole chat.
+  const stoppedStatus = () => (ended ? STOP_STATUS[ended] : INTERRUPTED);
 
   let engine: Engine | undefined;
   let session: Session | undefined;
@@ -50,23 +62,23 @@ export async function chatCommand(argv: string[]): Promise<number> {
     try {
       engine = await loadEngine(positionals[0], { ...flags, signal: loading.signal });
     } catch (err) {
-      if (err instanceof AbortError && loading.signal.aborted) return INTERRUPTED;
+      if (err instanceof AbortError && loading.signal.aborted) return stoppedStatus();
       throw err;
     }
     await checkTokenizer(engine);
     session = await engine.createSession();
-    if (loading.signal.aborted) return INTERRUPTED;
+    if (loading.signal.aborted) return stoppedStatus();
 
     lines = createInterface({ input, output: interactive ? process.stdout : undefined, terminal: interactive, prompt: '> ' });
     // In a terminal readline reads Ctrl-C as a key (raw mode) and reports it here, not as a signal.
     lines.on('SIGINT', interrupt);
     if (interactive) {
-      process.stdout.write(`chatting with ${engine.info.name}: ${EXIT} or Ctrl-D to leave, Ctrl-C stops a reply\n`);
+      process.stdout.write(`chatting with ${escapeControls(engine.info.name)}: ${EXIT} or Ctrl-D to leave, Ctrl-C stops a reply\n`);
       lines.prompt();
     }
     const messages: ChatMessage[] = [];
     for await (const line of lines) {
-      if (line.trim() === EXIT) break;
+      if (ended || line.trim() === EXIT) break;
       if (line.trim() !== '') {
         messages.push({ role: 'user', content: line });
         reply = new AbortController();
@@ -76,13 +88,14 @@ export async function chatCommand(argv: string[]): Promise<number> {
           reply = undefined;
         }
       }
+      if (ended) break;
       if (interactive) lines.prompt();
     }
-    if (interactive) process.stdout.write('\n'); // the shell's prompt starts on its own line
-    return interrupted ? INTERRUPTED : 0;
+    if (interactive && ended !== 'stdout-closed') process.stdout.write('\n'); // the shell's prompt starts on its own line
+    return ended ? STOP_STATUS[ended] : 0;
   } finally {
     lines?.close();
-    restoreSigint();
+    restoreStops();
     if (session) await engine?.closeSession(session);
     await engine?.unload();
   }

@@ -1,14 +1,12 @@
-// What the commands that run the model share: their flags (token ids, sampling, context), loading
-// the engine with progress on stderr, and Ctrl-C turned into an AbortSignal. Flags are checked
-// here, before the slow load, so a typo fails at once with a one-line UsageError.
+// What the commands that run the model share: their flags (token ids, sampling, context) and
+// loading the engine with progress on stderr (stop.ts turns Ctrl-C and SIGTERM into an abort).
+// Flags are checked here, before the slow load, so a typo fails at once with a one-line UsageError.
 
 import { createNodeEngine } from '../node.ts';
 import type { Engine, EngineProgress, SamplingOptions } from '../runtime/types.ts';
 import { WEIGHT_MODES, type WeightMode } from '../model/load_weights.ts';
 import { UsageError } from './args.ts';
-
-/** Exit status after Ctrl-C (128 + SIGINT), as shells report it. */
-export const INTERRUPTED = 130;
+import { escapeControls } from './escape.ts';
 
 /** parseArgs options of every command that loads a model. */
 export const ENGINE_FLAGS = {
@@ -90,7 +88,7 @@ export function samplingFlags(values: FlagValues): SamplingOptions & { maxTokens
     maxTokens: intFlag(values, 'max-tokens', 1),
     temperature: numberFlag(values, 'temperature', (t) => t >= 0, 'a number >= 0 (0: greedy)'),
     topP: numberFlag(values, 'top-p', (p) => p > 0 && p <= 1, 'a number in (0, 1]'),
-    topK: intFlag(values, 'top-k', 0),
+    topK: intFlag(values, 'top-k', 0, 2 ** 32 - 1), // the sampler's u32
     seed: intFlag(values, 'seed', 0, 2 ** 32 - 1),
   };
 }
@@ -109,7 +107,7 @@ export async function loadEngine(model: string, options: EngineFlags & { signal?
     if (t - shown < 100 && p.bytesDone < p.bytesTotal) return; // ~10 redraws a second
     shown = t;
     const percent = p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 0;
-    stderr.write(`\r\x1b[2Kloading ${p.file ?? model}: ${percent}% (${mib(p.bytesDone)} of ${mib(p.bytesTotal)} MiB)`);
+    stderr.write(`\r\x1b[2Kloading ${escapeControls(p.file ?? model)}: ${percent}% (${mib(p.bytesDone)} of ${mib(p.bytesTotal)} MiB)`);
   };
   let engine: Engine;
   try {
@@ -118,24 +116,10 @@ export async function loadEngine(model: string, options: EngineFlags & { signal?
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }
   const { weightBytes } = await engine.stats();
-  stderr.write(`loaded ${engine.info.name}: ${mib(weightBytes)} MiB of weights in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  stderr.write(`loaded ${escapeControls(engine.info.name)}: ${mib(weightBytes)} MiB of weights in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
   return engine;
 }
 
 function mib(bytes: number): string {
   return (bytes / 2 ** 20).toFixed(1);
-}
-
-/**
- * Calls `onInterrupt` on Ctrl-C (SIGINT) instead of letting Node exit, so that the command can
- * abort, unload and exit by itself. Returns the function that gives SIGINT back to Node.
- */
-export function onSigint(onInterrupt: () => void): () => void {
-  process.on('SIGINT', onInterrupt);
-  return () => process.off('SIGINT', onInterrupt);
-}
-
-/** What a second Ctrl-C does while an abort is still under way: a request that does not stop must not trap the user. */
-export function exitNow(): never {
-  process.exit(INTERRUPTED);
 }

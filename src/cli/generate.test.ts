@@ -153,6 +153,19 @@ describe('webmoe generate: bad flags fail before loading, with one line', () => 
     expect(r.err).not.toMatch(/loaded/);
   });
 
+  it.each([
+    [['--ids', '1,99999'], /--ids: token id 99999 is not in \[0, 320\) \(vocab_size of /],
+    [['--ids', '1', '--top-k', '99999999999'], /--top-k must be an integer in \[0, 4294967295\]/],
+    [['--ids', '1', '--top-k', '321'], /--top-k must be at most vocab_size 320 \(0: off\), got 321/],
+  ])('checks what needs only config.json before the GPU is opened: %j', async (flags, message) => {
+    const loads = sharedEngines.loads;
+    const r = await runCli(['generate', officialFixture(), ...flags]);
+    expect(r.code).toBe(2);
+    expect(errorLines(r.err)).toEqual([expect.stringMatching(message)]);
+    expect(r.err).not.toMatch(/loaded/);
+    expect(sharedEngines.loads).toBe(loads);
+  });
+
   it('names the missing folder', async () => {
     const r = await runCli(['generate', '/no/such/model', '--ids', '1']);
     expect(r.code).toBe(2);

@@ -1,12 +1,16 @@
 // webmoe generate <model> (--prompt TEXT | --ids 1,2,3) [sampling flags] [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json]
 // Streams the continuation to stdout as it comes, or with --json prints one object at the end.
-// Ctrl-C aborts the request through its AbortSignal, unloads, and exits with status 130.
+// Ctrl-C or SIGTERM aborts the request through its AbortSignal, unloads, prints what was made (the
+// --json object too) and exits with status 130 or 143; a closed stdout (`| head`) does the same,
+// quietly, with status 0 (stop.ts).
 
 import { AbortError, TokenizerError } from '../errors.ts';
 import type { Engine, FinishReason, GenerateOptions, GenerationStats } from '../runtime/types.ts';
 import { parse, UsageError } from './args.ts';
-import { ENGINE_FLAGS, engineFlags, exitNow, INTERRUPTED, loadEngine, onSigint, parseIds, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
+import { ENGINE_FLAGS, engineFlags, loadEngine, parseIds, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
 import type { EngineFlags } from './engine_args.ts';
+import { checkAgainstConfig } from './preflight.ts';
+import { abortOnStop } from './stop.ts';
 
 const FLAGS = {
   prompt: { type: 'string' },
@@ -68,10 +72,12 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const request = parseGenerateArgs(argv);
   const controller = new AbortController();
   const { signal } = controller;
-  const restoreSigint = onSigint(() => (signal.aborted ? exitNow() : controller.abort()));
+  const stops = abortOnStop(controller);
   const transcript: Transcript = { ids: [], text: '', finishReason: 'abort', promptTokens: null, stats: null };
   let engine: Engine | undefined;
   try {
+    const ids = typeof request.prompt === 'string' ? undefined : request.prompt;
+    await checkAgainstConfig(request.model, { ids, topK: request.options.topK }, signal);
     engine = await loadEngine(request.model, { ...request.engine, signal });
     const show = request.json ? () => {} : (piece: string) => void process.stdout.write(piece);
     if (request.chat) await streamChat(engine, request, transcript, show, signal);
@@ -79,12 +85,12 @@ export async function generateCommand(argv: string[]): Promise<number> {
   } catch (err) {
     if (!(err instanceof AbortError && signal.aborted)) throw err;
   } finally {
-    restoreSigint();
+    stops.restore();
     await engine?.unload();
   }
   // Loaded and generating (perhaps aborted): end the streamed line, or print the one object.
-  if (engine) process.stdout.write(request.json ? `${JSON.stringify(jsonReport(transcript))}\n` : '\n');
-  return signal.aborted ? INTERRUPTED : 0;
+  if (engine && stops.reason !== 'stdout-closed') process.stdout.write(request.json ? `${JSON.stringify(jsonReport(transcript))}\n` : '\n');
+  return stops.status();
 }
 
 async function streamGeneration(engine: Engine, request: GenerateRequest, transcript: Transcript, show: (piece: string) => void, signal: AbortSignal) {

@@ -136,3 +136,49 @@ describe('webmoe inspect', () => {
     expect(r.err).toMatch(/scoring_func/);
   });
 });
+
+/** The official fixture with `config` merged into its config.json and one more, zero-size, tensor named `extra`. */
+function fixtureWith(config: Record<string, unknown>, extra: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'webmoe-inspect-hostile-'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(officialFixture('config.json'), 'utf8')), ...config }));
+  const file = readFileSync(officialFixture('model.safetensors'));
+  const headerLength = Number(file.readBigUInt64LE(0));
+  const header = JSON.parse(file.subarray(8, 8 + headerLength).toString('utf8'));
+  header[extra] = { dtype: 'F32', shape: [0], data_offsets: [0, 0] };
+  const text = Buffer.from(JSON.stringify(header));
+  const json = Buffer.concat([text, Buffer.alloc((8 - (text.byteLength % 8)) % 8, ' ')]); // the data stays 8-byte aligned
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.byteLength));
+  writeFileSync(join(dir, 'model.safetensors'), Buffer.concat([length, json, file.subarray(8 + headerLength)]));
+  return dir;
+}
+
+describe('webmoe inspect: strings from the checkpoint reach the terminal escaped', () => {
+  // An OSC sequence that sets the window title, a colour, and a name that rewrites the line above
+  // and ends in C1's one-byte CSI.
+  const MODEL_TYPE = '\x1b]0;pwned\x07\x1b[31mdeepseek';
+  const TENSOR = 'evil\x1b[2K\x1b[1A\x1b[32m ALL GOOD\u009b';
+  const CONTROL = /[\x00-\x09\x0b-\x1f\x7f-\x9f]/; // any control character but the newline
+
+  it('text mode escapes model_type and tensor names; --json keeps them exact', async () => {
+    const dir = fixtureWith({ model_type: MODEL_TYPE, architectures: ['DeepseekV3ForCausalLM'] }, TENSOR);
+    const r = await run('inspect', dir);
+    expect(r.code).toBe(0);
+    expect(r.out).not.toMatch(CONTROL);
+    expect(r.out).toContain('\\x1b]0;pwned\\x07\\x1b[31mdeepseek: hidden');
+    expect(r.out).toContain('evil\\x1b[2K\\x1b[1A\\x1b[32m ALL GOOD\\x9b');
+    const json = JSON.parse((await run('inspect', dir, '--json')).out);
+    expect(json.config.model_type).toBe(MODEL_TYPE);
+    expect(json.unexpected).toEqual([TENSOR]);
+  });
+
+  it('the one-line error escapes what it quotes from the checkpoint', async () => {
+    const dir = fixtureWith({ model_type: MODEL_TYPE, architectures: [] }, 'unused');
+    const r = await run('inspect', dir);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^webmoe inspect: .*model_type.*\\x1b\]0;pwned\\x07\\x1b\[31mdeepseek/);
+    expect(r.err).not.toMatch(CONTROL);
+    expect(r.err.split('\n')).toHaveLength(1);
+  });
+});
+

@@ -64,11 +64,14 @@ describe('webmoe logits (official fixture)', () => {
     expect(diff).toBeLessThan(5);
   });
 
-  it('exits 2 with one line for an id outside the vocabulary', async () => {
+  it('exits 2 with one line for an id outside the vocabulary, before the GPU is opened (config.json says the vocabulary)', async () => {
+    const loads = sharedEngines.loads;
     const r = await runCli(['logits', officialFixture(), '--ids', `1,${VOCAB}`, '--json']);
     expect(r.code).toBe(2);
     expect(errorLines(r.err)).toEqual([expect.stringMatching(/token id 320 is not in \[0, 320\)/)]);
     expect(r.out).toBe('');
+    expect(r.err).not.toMatch(/loaded/);
+    expect(sharedEngines.loads).toBe(loads);
   });
 
   it.each([

@@ -7,7 +7,10 @@
 import { AbortError, TokenizerError } from '../errors.ts';
 import type { Engine } from '../runtime/types.ts';
 import { parse, UsageError } from './args.ts';
-import { ENGINE_FLAGS, engineFlags, exitNow, INTERRUPTED, loadEngine, onSigint, parseIds } from './engine_args.ts';
+import { ENGINE_FLAGS, engineFlags, loadEngine, parseIds } from './engine_args.ts';
+import { escapeControls } from './escape.ts';
+import { checkAgainstConfig } from './preflight.ts';
+import { abortOnStop } from './stop.ts';
 
 const FLAGS = {
   ids: { type: 'string' },
@@ -30,19 +33,20 @@ export async function logitsCommand(argv: string[]): Promise<number> {
 
   const controller = new AbortController();
   const { signal } = controller;
-  const restoreSigint = onSigint(() => (signal.aborted ? exitNow() : controller.abort()));
+  const stops = abortOnStop(controller);
   let engine: Engine | undefined;
   try {
+    await checkAgainstConfig(positionals[0], { ids }, signal);
     engine = await loadEngine(positionals[0], { ...flags, signal, numerics: values['fp8-activations'] ? 'w8a8' : 'weight_only' });
     const rows = await engine.logits(ids, { positions, signal });
     if (values.json) process.stdout.write(`${JSON.stringify({ logits: rows.map((row) => Array.from(row)) })}\n`);
     else process.stdout.write(await summary(engine, ids, rows));
-    return 0;
+    return stops.status();
   } catch (err) {
-    if (err instanceof AbortError && signal.aborted) return INTERRUPTED;
+    if (err instanceof AbortError && signal.aborted) return stops.status();
     throw err;
   } finally {
-    restoreSigint();
+    stops.restore();
     await engine?.unload();
   }
 }
@@ -75,7 +79,8 @@ function highest(row: Float32Array, k: number): number[] {
 /** ` "text"` of one id, or nothing for a checkpoint without tokenizer.json. */
 async function tokenText(engine: Engine, id: number): Promise<string> {
   try {
-    return ` ${JSON.stringify(await engine.detokenize([id]))}`;
+    // JSON.stringify escapes C0 controls; the tokenizer's C1 controls (CSI) need escaping too.
+    return ` ${escapeControls(JSON.stringify(await engine.detokenize([id])))}`;
   } catch (err) {
     if (err instanceof TokenizerError) return '';
     throw err;

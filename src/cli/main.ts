@@ -1,7 +1,9 @@
 // The `webmoe` command. Each subcommand is one small module; errors a user can cause end in
-// exit status 2 and one line, never a stack trace.
+// exit status 2 and one line, never a stack trace. Messages may quote a checkpoint's strings:
+// they are printed with control characters escaped (escape.ts).
 
 import { WebmoeError } from '../errors.ts';
+import { oneLine } from './escape.ts';
 import { benchCommand } from './bench.ts';
 import { chatCommand } from './chat.ts';
 import { generateCommand } from './generate.ts';
@@ -52,18 +54,18 @@ export async function main(argv: string[]): Promise<number> {
   }
   const command = commands[name];
   if (!command) {
-    console.error(`webmoe: unknown command "${name}"\n${USAGE}`);
+    console.error(`webmoe: unknown command "${oneLine(name)}"\n${USAGE}`);
     return 2;
   }
   try {
     return (await command(rest)) ?? 0;
   } catch (err) {
     if (err instanceof WebmoeError || err instanceof UsageError) {
-      console.error(`webmoe ${name}: ${err.message.split('\n').join(' ')}`);
+      console.error(`webmoe ${name}: ${oneLine(err.message)}`);
       return 2;
     }
     // Not a user error: a bug. Say so in one line and keep the detail for a report.
-    console.error(`webmoe ${name}: internal error: ${err instanceof Error ? err.message : String(err)} (set WEBMOE_DEBUG=1 for the stack)`);
+    console.error(`webmoe ${name}: internal error: ${oneLine(err instanceof Error ? err.message : String(err))} (set WEBMOE_DEBUG=1 for the stack)`);
     if (process.env.WEBMOE_DEBUG) console.error(err);
     return 1;
   }

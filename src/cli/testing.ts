@@ -4,7 +4,7 @@
 // prompts, --chat and the chat command run end to end. The model is random, so its text is
 // gibberish: the tests check structure.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,23 +112,44 @@ export function fixtureWithTokenizer(): string {
   return dir;
 }
 
-/**
- * Runs `webmoe <argv>` as its own process (node with tsx, as `npm run webmoe` does), writing `stdin`
- * to it and then closing it. `onStdout` sees stdout as it comes and gets the child, to signal it.
- */
-export function spawnCli(argv: string[], options: { stdin?: string; onStdout?: (piece: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<CliRun> {
+/** How spawnCli runs the child. */
+export interface SpawnOptions {
+  /** Written to its stdin, which is then closed. */
+  stdin?: string;
+  /** Close the reading end of its stdout before it writes anything, as `| head -c 0` would: its writes fail with EPIPE. */
+  closeStdout?: boolean;
+  /** Sees stdout as it comes, with the child (to signal it). */
+  onStdout?: (piece: string, child: ChildProcess) => void;
+  /** Sees stderr as it comes, with the child. */
+  onStderr?: (piece: string, child: ChildProcess) => void;
+  /** Kill it (SIGKILL, code -1) if it runs longer: a test of a hang fails without leaving the child behind. */
+  deadlineMs?: number;
+}
+
+/** Runs `webmoe <argv>` as its own process (node with tsx, as `npm run webmoe` does). `code` is -1 when a signal ended it. */
+export function spawnCli(argv: string[], options: SpawnOptions = {}): Promise<CliRun> {
   const child = spawn(process.execPath, ['--import', 'tsx', '--import', './tools/register-raw.mjs', 'src/cli/bin.ts', ...argv], { cwd: REPO_ROOT });
   let out = '';
   let err = '';
-  child.stdout.setEncoding('utf8').on('data', (piece: string) => {
-    out += piece;
-    options.onStdout?.(piece, child);
+  if (options.closeStdout) child.stdout.destroy();
+  else {
+    child.stdout.setEncoding('utf8').on('data', (piece: string) => {
+      out += piece;
+      options.onStdout?.(piece, child);
+    });
+  }
+  child.stderr.setEncoding('utf8').on('data', (piece: string) => {
+    err += piece;
+    options.onStderr?.(piece, child);
   });
-  child.stderr.setEncoding('utf8').on('data', (piece: string) => (err += piece));
   child.stdin.end(options.stdin ?? '');
+  const deadline = options.deadlineMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), options.deadlineMs);
   return new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, out, err }));
+    child.on('close', (code) => {
+      clearTimeout(deadline);
+      resolve({ code: code ?? -1, out, err });
+    });
   });
 }
 

@@ -1,8 +1,14 @@
 // Dawn's WebGPU for Node (the `webgpu` package). When no hardware adapter answers, fall back
 // to SwiftShader, the CPU Vulkan driver that Debian's chromium package ships, so tests,
 // the CLI and benchmarks run on machines without a GPU.
+//
+// The Vulkan drivers and Dawn print to the process's stderr natively, where no JS can catch it:
+// opening the GPU must leave stderr to the caller (the CLI's progress and its one error line), so
+// the two sources of that noise are avoided rather than filtered (withoutWaylandComplaint, mayHaveGpu).
 
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { isAbsolute, join } from 'node:path';
 import { NoWebGPUError } from '../errors.ts';
 import { openAdapter, type Gpu, type OpenGpuOptions } from './device.ts';
 
@@ -34,6 +40,50 @@ async function loadDawn(): Promise<DawnModule> {
 }
 
 /**
+ * Runs `probe` with XDG_RUNTIME_DIR pointed at a private empty folder when the variable is unset
+ * (servers, containers, CI), then puts it back and removes the folder. A Vulkan driver's window-
+ * system setup (Mesa's lavapipe, loaded with the others) looks for a Wayland display while the
+ * adapters are enumerated, and libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set in
+ * the environment." each time the variable is unset; an empty folder gives the same answer, no
+ * display, without the line.
+ */
+async function withoutWaylandComplaint<T>(probe: () => Promise<T>): Promise<T> {
+  const current = process.env.XDG_RUNTIME_DIR;
+  if (current && isAbsolute(current)) return probe();
+  let empty: string;
+  try {
+    empty = mkdtempSync(join(tmpdir(), 'webmoe-runtime-'));
+  } catch {
+    return probe(); // no writable temp folder: the lines stay, the probe is the same
+  }
+  process.env.XDG_RUNTIME_DIR = empty;
+  try {
+    return await probe();
+  } finally {
+    if (current === undefined) delete process.env.XDG_RUNTIME_DIR;
+    else process.env.XDG_RUNTIME_DIR = current;
+    rmSync(empty, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Whether a hardware Vulkan driver could find a GPU here. On Linux it needs a device node: a DRM
+ * node (/dev/dri, Mesa's drivers), NVIDIA's /dev/nvidia*, or WSL's /dev/dxg. Without one, the
+ * hardware probe can only fail, and on the way the loader and Dawn print a complaint about each
+ * driver installed ("Vulkan shaderUniform*ArrayDynamicIndexing required" for lavapipe, "Failed to
+ * detect any valid GPUs" for the others), so 'auto' skips it. Other systems are probed.
+ */
+function mayHaveGpu(): boolean {
+  if (process.platform !== 'linux') return true;
+  if (existsSync('/dev/dri') || existsSync('/dev/dxg')) return true;
+  try {
+    return readdirSync('/dev').some((name) => name.startsWith('nvidia'));
+  } catch {
+    return true; // no /dev to read: probe, as before
+  }
+}
+
+/**
  * Dawn instances made so far. They must outlive their adapters and devices: a GPU object that
  * is garbage-collected takes the native instance with it, and the next queue operation of a
  * device made from it crashes the process (seen as a futex or mutex abort under memory pressure).
@@ -43,7 +93,7 @@ const instances: GPU[] = [];
 async function adapterFrom(d: DawnModule): Promise<GPUAdapter | null> {
   const gpu = d.create(['backend=vulkan']);
   instances.push(gpu);
-  return gpu.requestAdapter({ powerPreference: 'high-performance' });
+  return withoutWaylandComplaint(() => gpu.requestAdapter({ powerPreference: 'high-performance' }));
 }
 
 /** Open a GPU device in Node. */
@@ -51,7 +101,10 @@ export async function openNodeGpu(options: NodeGpuOptions = {}): Promise<Gpu> {
   const d = await loadDawn();
   const mode = options.adapter ?? 'auto';
   let adapter: GPUAdapter | null = null;
-  if (mode !== 'swiftshader' && !process.env.VK_ICD_FILENAMES?.includes('swiftshader')) adapter = await adapterFrom(d);
+  // Drivers the user chose (VK_ICD_FILENAMES) are probed whatever /dev shows.
+  const chosen = process.env.VK_ICD_FILENAMES;
+  const probeHardware = mode === 'hardware' || (mode === 'auto' && (chosen !== undefined || mayHaveGpu()));
+  if (probeHardware && !chosen?.includes('swiftshader')) adapter = await adapterFrom(d);
   if (!adapter && mode !== 'hardware') {
     const icd = options.swiftshaderIcd ?? SWIFTSHADER_ICD;
     if (!existsSync(icd)) {
