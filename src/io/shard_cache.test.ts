@@ -251,6 +251,17 @@ describe('ShardCache: headers by small reads (F7)', () => {
     expect(net.log).toEqual(['HEAD']);
   });
 
+  it('a file read only in small pieces (a small checkpoint) is still stored whole, and served from the cache next time', async () => {
+    const bytes = fileBytes(1000, 4);
+    const net = origin({ [URL_A]: { bytes, etag: '"v1"' } });
+    const store = memoryStore();
+    const cache = new ShardCache({ store, chunkBytes: 128, smallReadBytes: 64 }); // every 37-byte read is small
+    expect(await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })))).toEqual(Array.from(bytes));
+    const second = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(second.fromCache).toBe(true);
+    expect(await readAll(second)).toEqual(Array.from(bytes));
+  });
+
   it('a header bigger than a chunk, read small, is still cached when the tensors are streamed', async () => {
     const model = writeSafetensors({ [`w${'x'.repeat(300)}`]: { dtype: 'U8', shape: [2000], data: fileBytes(2000, 5) } });
     const net = origin({ [URL_A]: { bytes: model, etag: '"v1"' } });

@@ -185,6 +185,7 @@ class CachedSource implements ByteSource {
   private recent: { index: number; bytes: Uint8Array<ArrayBuffer> } | undefined;
   /** Chunks a small read went around; fetched (and stored) when a later chunk is, so the entry can complete. */
   private readonly skipped = new Set<number>();
+  private sawLargeRead = false;
 
   constructor(
     private readonly cache: ShardCache,
@@ -209,10 +210,16 @@ class CachedSource implements ByteSource {
     const step = this.marker.chunkBytes;
     const first = Math.floor(offset / step);
     const last = Math.floor((offset + length - 1) / step);
-    if (length <= this.cache.smallReadBytes && !this.atHand(first, last)) {
+    // The header's small reads go around the cache (no 32 MiB chunk per shard to read a header),
+    // until the first large read: from then on every read goes through chunks, so that each is
+    // stored and the entry completes. A read in the file's last chunk always does (a small file's
+    // tensor reads are all small).
+    const lastChunk = Math.ceil(this.info.size / step) - 1;
+    if (length <= this.cache.smallReadBytes && !this.sawLargeRead && last < lastChunk && !this.atHand(first, last)) {
       for (let i = first; i <= last; i++) if (!this.stored.has(i)) this.skipped.add(i);
       return this.origin.read(offset, length, signal);
     }
+    if (length > this.cache.smallReadBytes) this.sawLargeRead = true;
     const out = new Uint8Array(length);
     for (let at = offset; at < offset + length; ) {
       const index = Math.floor(at / step);
