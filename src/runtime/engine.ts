@@ -3,6 +3,7 @@
 // directly. Every request checks its arguments and limits before any GPU work starts.
 
 import { AbortError, ArgumentError, EngineBusyError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
+import { withBufferLedger, type BufferLedger } from '../gpu/buffer_ledger.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
@@ -77,7 +78,8 @@ export interface CreateEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'd
 }
 
 export async function createLocalEngine(options: LocalEngineOptions): Promise<Engine> {
-  const { gpu, dir, signal } = options;
+  const { dir, signal } = options;
+  const { gpu, ledger } = withBufferLedger(options.gpu); // stats() counts every buffer made from here
   const checkpoint = await openCheckpoint(dir, { signal });
   const config = parseConfig(checkpoint.configText, `${dir.description}/config.json`);
   const limits: EngineLimits = {
@@ -123,7 +125,7 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     loaded.destroy();
     throw err;
   }
-  const engine = new LocalEngine(gpu, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false);
+  const engine = new LocalEngine(gpu, ledger, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false);
   options.onProgress?.({ phase: 'ready', bytesDone: loaded.bytesOnGpu, bytesTotal: loaded.bytesOnGpu });
   return engine;
 }
@@ -144,6 +146,7 @@ class LocalEngine implements Engine {
 
   constructor(
     private readonly gpu: Gpu,
+    private readonly ledger: BufferLedger,
     private readonly loaded: LoadedWeights,
     private readonly model: GpuModel,
     private readonly tokenizer: Tokenizer | undefined,
@@ -314,6 +317,8 @@ class LocalEngine implements Engine {
       cacheBytesPerToken: 4 * c.latent_cache_dim * cacheLayers,
       cachedTokens,
       weightBytes: this.loaded.bytesOnGpu,
+      gpuBytes: this.ledger.liveBytes,
+      gpuBuffers: this.ledger.liveBuffers,
       limits: { ...this.limits },
       adapter: [this.gpu.adapter.vendor, this.gpu.adapter.architecture, this.gpu.adapter.description].filter(Boolean).join(' '),
     };

@@ -1,6 +1,7 @@
 // A GPU-buffer ledger soak: many requests, kept sessions, aborts, logits, dropped iterators and a
 // burst over the cache budget on one engine, then an unload. Every buffer the engine made after
-// loading is destroyed by the time its sessions are closed, and none at all is left after unload.
+// loading is destroyed by the time its sessions are closed, and none at all is left after unload;
+// stats() counts exactly the buffers the ledger sees as live.
 
 import { describe, expect, it } from 'vitest';
 import { AbortError, PromptTooLongError } from '../errors.ts';
@@ -24,6 +25,8 @@ describe('engine soak', () => {
     const engine = await createLocalEngine({ gpu: { ...gpu, device }, dir: nodeDir(officialFixture()), maxContext: 256, cacheBudgetBytes: 4 * 2 ** 20 });
     const live = () => made.filter((b) => !b.destroyed).length;
     const loaded = live();
+    // stats() counts the same buffers as this ledger: the weights and the norms' f32 copies, and nothing else yet.
+    expect((await engine.stats()).gpuBuffers).toBe(loaded);
     let tried = 0;
     let refused = 0;
     try {
@@ -45,6 +48,9 @@ describe('engine soak', () => {
         const session = await engine.createSession();
         await drain(engine.generate([4, 5, 6], { session, temperature: 0, maxTokens: 2 }));
         await drain(engine.generate([7], { session, temperature: 0, maxTokens: 2 }));
+        const held = await engine.stats();
+        expect(held.gpuBuffers).toBe(live()); // the session's cache, plans and uniforms are counted
+        expect(held.gpuBytes).toBeGreaterThan(held.weightBytes + held.cacheBytes);
         await engine.closeSession(session);
         // Logits, and a request too long for the budget.
         await engine.logits([1, 2, 3, 4], { positions: 'all' });
@@ -53,6 +59,7 @@ describe('engine soak', () => {
       }
       expect((await engine.stats()).sessions).toBe(0);
       expect(live(), `buffers live after ${tried} requests (${refused} aborted)`).toBe(loaded);
+      expect((await engine.stats()).gpuBuffers).toBe(loaded);
     } finally {
       await engine.unload();
     }

@@ -115,6 +115,12 @@ export interface EngineStats {
   /** Positions cached over all sessions. */
   cachedTokens: number;
   weightBytes: number;
+  /**
+   * Every GPU buffer the engine holds now, and their bytes: the weights, the sessions' latent
+   * caches, their plans' working and uniform buffers.
+   */
+  gpuBytes: number;
+  gpuBuffers: number;
   limits: EngineLimits;
   adapter: string;
 }

@@ -66,7 +66,7 @@ class ScriptedEngine implements Engine {
   }
   async closeSession(): Promise<void> {}
   async stats() {
-    return { sessions: this.sessions, cacheBytes: 0, cacheBytesPerToken: 0, cachedTokens: 0, weightBytes: 0, limits: { maxContext: 64, cacheBudgetBytes: 0 }, adapter: 'scripted' };
+    return { sessions: this.sessions, cacheBytes: 0, cacheBytesPerToken: 0, cachedTokens: 0, weightBytes: 0, gpuBytes: 0, gpuBuffers: 0, limits: { maxContext: 64, cacheBudgetBytes: 0 }, adapter: 'scripted' };
   }
   async unload(): Promise<void> {
     this.unloads++;
