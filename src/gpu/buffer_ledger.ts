@@ -31,11 +31,16 @@ export function withBufferLedger(gpu: Gpu): { gpu: Gpu; ledger: BufferLedger } {
     };
     return buffer;
   };
+  // Methods bound once, not at every call of a decode step.
+  const bound = new Map<PropertyKey, unknown>();
   const device = new Proxy(real, {
     get(target, prop) {
       if (prop === 'createBuffer') return createBuffer;
       const value = Reflect.get(target, prop, target);
-      return typeof value === 'function' ? value.bind(target) : value;
+      if (typeof value !== 'function') return value;
+      let fn = bound.get(prop);
+      if (!fn) bound.set(prop, (fn = value.bind(target)));
+      return fn;
     },
   });
   const counted: Gpu = {

@@ -118,6 +118,7 @@ function parseRetryAfter(value: string | null | undefined): number | undefined {
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new AbortError()); // aborted already (by onRetry, say): no wait
     const done = () => {
       signal?.removeEventListener('abort', onAbort);
       resolve();

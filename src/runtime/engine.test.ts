@@ -225,6 +225,27 @@ describe('local engine admission', () => {
       await local.unload();
     }
   });
+
+  it('a request waiting for cache memory ends at its abort, while the requests it waits for go on', async () => {
+    const gpu = await testGpu();
+    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 256, cacheBudgetBytes: 3 * 2 ** 20 });
+    try {
+      const long = [1, 2].map((i) => collect(local.generate([i, 2, 3], { temperature: 0, maxTokens: 30, ignoreEos: true, speculative: false })));
+      await new Promise((r) => setTimeout(r, 50));
+      const controller = new AbortController();
+      const waiting = collect(local.generate([3, 2, 3], { temperature: 0, maxTokens: 2, signal: controller.signal }));
+      await new Promise((r) => setTimeout(r, 50));
+      controller.abort();
+      await expect(waiting).rejects.toBeInstanceOf(AbortError);
+      let finished = 0;
+      for (const p of long) void p.then(() => finished++);
+      await new Promise((r) => setTimeout(r, 0));
+      expect(finished).toBe(0); // the abort did not wait for them
+      for (const r of await Promise.all(long)) expect(r.ids).toHaveLength(30);
+    } finally {
+      await local.unload();
+    }
+  });
 });
 
 describe('local engine and dropped iterators', () => {
@@ -234,18 +255,35 @@ describe('local engine and dropped iterators', () => {
     const gpu = await testGpu();
     const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 256 });
     try {
-      const start = async () => {
+      // Made in a function of their own, so that no variable of this one keeps the last alive.
+      const start = async (into: unknown[]) => {
         const it = local.generate([1, 2, 3], { temperature: 0, maxTokens: 50, ignoreEos: true })[Symbol.asyncIterator]();
-        await it.next(); // one chunk, then the caller forgets the iterator
+        await it.next(); // one chunk, then (below) the caller forgets the iterator
+        into.push(it);
       };
-      for (let i = 0; i < 3; i++) await start();
+      const held: unknown[] = [];
+      for (let i = 0; i < 3; i++) await start(held);
       expect((await local.stats()).sessions).toBe(3);
-      for (let round = 0; round < 20 && (await local.stats()).sessions > 0; round++) {
+      held.length = 0;
+      for (let round = 0; round < 40 && (await local.stats()).sessions > 0; round++) {
         gc();
         await new Promise((r) => setTimeout(r, 20)); // finalisers run after a turn of the event loop
       }
       expect((await local.stats()).sessions).toBe(0);
       expect((await local.stats()).cacheBytes).toBe(0);
+      // On a kept session: the session stays, free for its next request.
+      const session = await local.createSession();
+      await (async () => {
+        const it = local.generate([1, 2, 3], { session, temperature: 0, maxTokens: 50, ignoreEos: true })[Symbol.asyncIterator]();
+        await it.next();
+      })();
+      let freed = false;
+      for (let round = 0; round < 20 && !freed; round++) {
+        gc();
+        await new Promise((r) => setTimeout(r, 20));
+        freed = await collect(local.generate([4], { session, temperature: 0, maxTokens: 1 })).then(() => true, (e: Error) => (/already generating/.test(e.message) ? false : Promise.reject(e)));
+      }
+      expect(freed).toBe(true);
     } finally {
       await local.unload();
     }

@@ -2,7 +2,7 @@
 // the scheduler that shares the GPU between requests. The Worker hosts exactly this; Node uses it
 // directly. Every request checks its arguments and limits before any GPU work starts.
 
-import { AbortError, ArgumentError, EngineBusyError, PromptTooLongError, TokenizerError, WebmoeError } from '../errors.ts';
+import { AbortError, ArgumentError, EngineBusyError, PromptTooLongError, throwIfAborted, TokenizerError, WebmoeError } from '../errors.ts';
 import { withBufferLedger, type BufferLedger } from '../gpu/buffer_ledger.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { parseConfig } from '../config.ts';
@@ -107,7 +107,8 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
       cacheBudgetBytes: limits.cacheBudgetBytes, bindingLimit, maxBufferSize: gpuLimits.maxBufferSize, where: dir.description,
     });
   const mode = options.weights ?? 'fp8';
-  const fp8Instead = mode === 'bf16' && config.quantization_config === null ? planFor('fp8') : undefined;
+  // Only to advise --weights fp8 in a refusal: its layout may itself be refused (FP8 pieces are whole 128-row blocks).
+  const fp8Instead = mode === 'bf16' && config.quantization_config === null ? orUndefined(() => planFor('fp8')) : undefined;
   // The working buffers are checked against the GPU's own binding limit (maxBindingMib lowers the weights' only).
   checkMemoryPlan(planFor(mode), { bindingLimit: plannedBindingLimit(gpuLimits), maxBufferSize: gpuLimits.maxBufferSize, budgetBytes: gpuBudgetMib === undefined ? undefined : gpuBudgetMib * 2 ** 20 }, dir.description, fp8Instead);
   // A checkpoint without tokenizer.json still runs on token ids (generate(ids), logits).
@@ -133,6 +134,15 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
 /** The session a request opened, for the finaliser of its dropped iterator (holds no reference to the iterator). */
 interface SessionHolder {
   session?: SessionState;
+}
+
+function orUndefined<T>(f: () => T): T | undefined {
+  try {
+    return f();
+  } catch (err) {
+    if (err instanceof WebmoeError) return undefined;
+    throw err;
+  }
 }
 
 class LocalEngine implements Engine {
@@ -171,7 +181,7 @@ class LocalEngine implements Engine {
       tokenizer,
       scheduler: this.scheduler,
       limits,
-      reserve: (s, n, plans) => this.reserve(s, n, plans),
+      reserve: (s, n, plans, signal) => this.reserve(s, n, plans, signal),
       checkDevice: () => {
         if (gpu.lostError) throw gpu.lostError;
       },
@@ -200,7 +210,10 @@ class LocalEngine implements Engine {
    */
   private readonly dropped = new FinalizationRegistry<SessionHolder>((holder) => {
     const s = holder.session;
-    if (s && s.ephemeral && this.sessions.get(s.id) === s) this.closeSessionState(s);
+    if (!s || this.sessions.get(s.id) !== s) return;
+    // A kept session stays the caller's, free for its next request (or closed, if that was asked).
+    if (s.ephemeral || s.closing) this.closeSessionState(s);
+    else s.busy = false;
   });
 
   private reclaimedWhenDropped(make: (holder: SessionHolder) => AsyncGenerator<GenerateChunk>): AsyncGenerator<GenerateChunk> {
@@ -262,9 +275,12 @@ class LocalEngine implements Engine {
     checkTokenIds(ids, this.model.config.vocab_size);
     if (ids.length > this.limits.maxContext) throw new PromptTooLongError(`${ids.length} ids exceed the context limit of ${this.limits.maxContext}`);
     const session = this.openSession();
+    // A request in flight, to admission: its cache is freed when it ends.
+    session.ephemeral = true;
+    session.busy = true;
     try {
       const model = this.model;
-      await this.reserve(session, ids.length, { prefill: ids.length, logits: positions });
+      await this.reserve(session, ids.length, { prefill: ids.length, logits: positions }, options.signal);
       const rows: Float32Array[] = [];
       for (const { start, end, isLast } of model.chunks(ids.length)) {
         const part = ids.slice(start, end);
@@ -372,7 +388,7 @@ class LocalEngine implements Engine {
   }
 
   /** Grows a session's cache within the engine-wide budget and makes its plans, in a GPU error scope. */
-  private async reserve(session: SessionState, positions: number, work: PlannedWork): Promise<void> {
+  private async reserve(session: SessionState, positions: number, work: PlannedWork, signal?: AbortSignal): Promise<void> {
     if (this.gpu.lostError) throw this.gpu.lostError;
     const wanted = session.bytesFor(positions, this.limits.maxContext);
     // Admission: over the budget, wait while requests in flight will free their caches; refuse
@@ -395,10 +411,21 @@ class LocalEngine implements Engine {
         throw new EngineBusyError(`${MAX_WAITING_REQUESTS} requests are already waiting for latent-cache memory (budget ${this.limits.cacheBudgetBytes} bytes): try again when some finish`);
       }
       session.waiting = true;
-      await new Promise<void>((wake) => this.waiters.push(wake));
+      await new Promise<void>((wake) => {
+        const done = () => {
+          signal?.removeEventListener('abort', done);
+          const i = this.waiters.indexOf(done);
+          if (i >= 0) this.waiters.splice(i, 1);
+          wake();
+        };
+        this.waiters.push(done);
+        signal?.addEventListener('abort', done, { once: true });
+      });
       session.waiting = false;
       if (this.unloaded) throw new AbortError('The engine was unloaded during the request.');
       if (this.gpu.lostError) throw this.gpu.lostError;
+      throwIfAborted(signal);
+      if (session.closing) throw new AbortError(`Session ${session.id} was closed during the request.`);
     }
     try {
       await withGpuErrorScope(this.gpu.device, `the latent cache and working buffers of ${positions} positions`, () => {

@@ -29,7 +29,8 @@ export interface GenerateContext {
    * beyond it) and makes the plans of the given row counts, all inside a GPU error scope
    * (GpuOutOfMemoryError when the device refuses), before any work is submitted.
    */
-  reserve(session: SessionState, positions: number, work: PlannedWork): Promise<void>;
+  /** `signal` ends a wait for cache memory (AbortError). */
+  reserve(session: SessionState, positions: number, work: PlannedWork, signal?: AbortSignal): Promise<void>;
   /** Throws the device's DeviceLostError once it is lost. */
   checkDevice(): void;
   /** Throws AbortError once the engine is unloaded or the session closed. */
@@ -131,7 +132,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
 
   // Reuse the rows the session holds for the common prefix; at least one id must run to give logits.
   const reuse = Math.min(commonPrefix(session.history, ids), ids.length - 1);
-  await ctx.reserve(session, ids.length + budget, { prefill: ids.length - reuse, mtp: speculative, decode: speculative ? 'verify' : 'plain' });
+  await ctx.reserve(session, ids.length + budget, { prefill: ids.length - reuse, mtp: speculative, decode: speculative ? 'verify' : 'plain' }, options.signal);
   session.truncate(reuse);
   session.tail = [];
   const toPrefill = ids.slice(reuse);

@@ -101,7 +101,8 @@ export async function connectWorkerEngine(
     unload() {
       unloading ??= (async () => {
         try {
-          await Promise.race([link.call(host.unload()), new Promise((resolve) => setTimeout(resolve, link.graceMs))]);
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await Promise.race([link.call(host.unload()), new Promise((resolve) => (timer = setTimeout(resolve, link.graceMs)))]).finally(() => clearTimeout(timer));
         } catch {
           // Terminating the worker below frees whatever its unload could not.
         }
@@ -149,6 +150,7 @@ class Link {
     try {
       return await this.call(start(abort.id));
     } finally {
+      abort.settled();
       abort.dispose();
     }
   }
@@ -162,8 +164,8 @@ class Link {
     const abort = this.abortOnce(signal);
     const queue = new ChunkQueue<T>();
     this.call(start(abort.id, proxy((batch: T[]) => queue.push(batch)))).then(
-      () => queue.end(),
-      (err) => queue.end(err),
+      () => (abort.settled(), queue.end()),
+      (err) => (abort.settled(), queue.end(err)),
     );
     try {
       yield* queue;
@@ -188,20 +190,24 @@ class Link {
     const now = () => {
       if (sent) return;
       sent = true;
-      this.host.abort(id).catch(() => undefined);
-      // A worker that does not end the request in time is stuck: end it, and the engine with it.
+      // A worker that neither answers the abort nor ends the request in time is stuck (its event
+      // loop never reads messages): end it, and the engine with it. A live one answers at once,
+      // even while a long GPU step finishes.
       stuck = setTimeout(() => {
-        this.close(new AbortError(`the engine's Worker did not stop within ${this.graceMs} ms of the abort, so it was terminated; create the engine again`));
+        this.close(new AbortError(`the engine's Worker did not answer an abort within ${this.graceMs} ms, so it was terminated; create the engine again`));
       }, this.graceMs);
+      this.host.abort(id).then(
+        () => clearTimeout(stuck),
+        () => undefined,
+      );
     };
     signal?.addEventListener('abort', now, { once: true });
     return {
       id,
       now,
-      dispose: () => {
-        signal?.removeEventListener('abort', now);
-        clearTimeout(stuck);
-      },
+      /** The request ended (either way): no abort can be stuck any more. */
+      settled: () => clearTimeout(stuck),
+      dispose: () => signal?.removeEventListener('abort', now),
     };
   }
 }
