@@ -228,6 +228,13 @@ export function preparedCall(cost: Cost, steps: readonly Encodable[], owned: rea
   };
 }
 
+/** Calls recorded one after another as one call (its cost the sum); a single call is itself. */
+export function sequence(calls: readonly PreparedCall[]): PreparedCall {
+  if (calls.length === 1) return calls[0];
+  const cost = calls.reduce((sum, c) => ({ bytes: sum.bytes + c.bytes, flops: sum.flops + c.flops }), { bytes: 0, flops: 0 });
+  return preparedCall(cost, calls, calls);
+}
+
 export interface SingleDispatch {
   device: GPUDevice;
   label: string;

@@ -2,7 +2,7 @@
 // one embed_gather call, or one per row piece of a table split over several buffers (each writes
 // the rows of the ids it holds; src/kernels/embed_gather.ts).
 
-import { preparedCall, type BufferResource, type PreparedCall } from '../gpu/kernel.ts';
+import { sequence, type BufferResource, type PreparedCall } from '../gpu/kernel.ts';
 import type { EmbeddingWeight } from './gpu_weights.ts';
 import type { ModelKernels } from './model_kernels.ts';
 
@@ -14,7 +14,5 @@ export function prepareEmbedding(k: ModelKernels, table: EmbeddingWeight, args: 
       label: table.pieces.length === 1 ? args.label : `${args.label}[${p.firstRow}:${p.firstRow + p.rows}]`,
     }),
   );
-  if (calls.length === 1) return calls[0];
-  const cost = { bytes: calls.reduce((s, c) => s + c.bytes, 0), flops: 0 };
-  return preparedCall(cost, calls, calls);
+  return sequence(calls);
 }

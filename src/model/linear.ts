@@ -3,7 +3,7 @@
 // decoded weights serve every row; more rows (prefill chunks) take the tiled GEMM. A W split into
 // row bands (src/model/placement.ts) is one call per band, each writing its columns of y.
 
-import { preparedCall, type BufferResource, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import { sequence, type BufferResource, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import { createGemm, type Gemm, type GemmStrategy } from '../kernels/gemm_fp8.ts';
 import { createGemv, GEMV_MAX_ROWS, type Gemv, type GemvStrategy } from '../kernels/gemv_fp8.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
@@ -42,9 +42,7 @@ export function createLinearKernels(ctx: KernelContext, strategies: LinearStrate
           label: w.pieces.length === 1 ? name : `${name}[${p.firstRow}:${p.firstRow + p.rows}]`,
         }),
       );
-      if (calls.length === 1) return calls[0];
-      const cost = calls.reduce((sum, c) => ({ bytes: sum.bytes + c.bytes, flops: sum.flops + c.flops }), { bytes: 0, flops: 0 });
-      return preparedCall(cost, calls, calls);
+      return sequence(calls);
     },
   };
 }

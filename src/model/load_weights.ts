@@ -13,7 +13,7 @@ import type { TensorInfo } from '../io/safetensors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { ProgressCounter, splitWriter, tensorWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
 import { checkedForFinite, finiteChecking } from './finite_check.ts';
-import { placeTensors, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
+import { placedBytes, placeTensors, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
 import { Fp8Quantizer, QUANTIZE_FROM, type Fp8Target } from './quantize_on_load.ts';
 import { rowSplittable } from './weight_split.ts';
 import { assertTensors, expectedTensors, scaleInvName, scaleInvShape, type ExpectedTensor } from './weights.ts';
@@ -109,7 +109,7 @@ export function tensorsOnGpu(
 
 /** Bytes of the weight buffers `tensorsOnGpu` would allocate (each padded to 4 bytes), split at `maxBufferBytes`. */
 export function weightBytesOnGpu(onGpu: readonly GpuTensor[], maxBufferBytes?: number): number {
-  return placeWeights(onGpu, maxBufferBytes).reduce((sum, wb) => sum + weightBufferSize(wb.byteLength), 0);
+  return placedBytes(placeWeights(onGpu, maxBufferBytes));
 }
 
 /** Load from a folder, or from a checkpoint already opened (its headers are not read again). */

@@ -10,7 +10,7 @@ import type { TensorInfo } from '../io/safetensors.ts';
 import { activationBytes } from './activations.ts';
 import { placeWeights, tensorsOnGpu, type WeightMode } from './load_weights.ts';
 import { latentCacheBytes } from './kv_cache.ts';
-import { weightBufferSize } from './placement.ts';
+import { placedBytes } from './placement.ts';
 import { expectedTensors } from './weights.ts';
 
 export interface MemoryPlanInput {
@@ -63,8 +63,11 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const wanted = input.tensors.filter((t) => hasMtp || !(mtpPrefix && t.name.startsWith(mtpPrefix)));
   const { onGpu } = tensorsOnGpu(wanted, expectedTensors(c), input.weights);
   const placed = placeWeights(onGpu, input.bindingLimit, input.where);
-  const weightBytes = placed.reduce((sum, wb) => sum + weightBufferSize(wb.byteLength), 0);
-  const expertRanges = Math.max(1, ...placed.filter((wb) => wb.piece && wb.slotBytes).map((wb) => countPieces(placed, wb.piece!.of)));
+  const weightBytes = placedBytes(placed);
+  // The most pieces one expert stack is split into (ModelWeights.expertRanges): it sizes the scratch.
+  const rangesOf = new Map<string, number>();
+  for (const wb of placed) if (wb.piece && wb.slotBytes) rangesOf.set(wb.piece.of, (rangesOf.get(wb.piece.of) ?? 0) + 1);
+  const expertRanges = Math.max(1, ...rangesOf.values());
 
   const cacheLayers = c.num_hidden_layers + (hasMtp ? 1 : 0);
   const sessionCacheBytes = latentCacheBytes(c, cacheLayers, input.maxContext);
@@ -92,10 +95,6 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     oneSessionBytes: weightBytes + activations + sessionCacheBytes,
     fullBudgetBytes: weightBytes + activations + Math.max(sessionCacheBytes, input.cacheBudgetBytes),
   };
-}
-
-function countPieces(placed: ReturnType<typeof placeWeights>, of: string): number {
-  return placed.filter((wb) => wb.piece?.of === of).length;
 }
 
 export interface MemoryLimits {

@@ -58,6 +58,11 @@ export function weightBufferSize(bytes: number): number {
   return Math.max(4, align4(bytes));
 }
 
+/** Bytes of the buffers a placement allocates. */
+export function placedBytes(placed: readonly WeightBuffer[]): number {
+  return placed.reduce((sum, wb) => sum + weightBufferSize(wb.byteLength), 0);
+}
+
 /**
  * Group tensors into GPU buffers, splitting what `maxBufferBytes` cannot hold. Stacked experts must
  * be numbered 0..E-1 with equal shapes (CheckpointError); a buffer that cannot be split small
