@@ -1,7 +1,9 @@
 // Shared by moe_experts_gate_up.wgsl and moe_experts_down.wgsl (prepended after fp8_e4m3.wgsl by
 // src/gpu/shader_compose.ts): the params of one expert linear y = x W_e^T and the readers of
 // the stacked expert weights (src/model/placement.ts), or of one range of them (a stack split over
-// several buffers: the slots below are then e - first_expert). Variant axis `weights`:
+// several buffers: the slots below are then e - first_expert), or of a row band of one (a dense
+// MLP's or the shared experts' projection split by rows: n is the band's rows, its output columns
+// land at out_col .. out_col + n - 1 of rows out_stride wide). Variant axis `weights`:
 //   fp8   weight            expert e's Q [n, k] e4m3 bytes, row-major, rows not padded, starting at
 //                           word e * slot_words (byte e * align4(n * k)); 4 codes per u32
 //         weight_scale_inv  expert e's S [ceil(n/128), ceil(k/128)] f32, starting at e * slot_scales
@@ -25,6 +27,8 @@ struct ExpertParams {
   slot_words: u32,  // u32 words from one expert's weight to the next: align4(n * k * bytes per weight) / 4
   slot_scales: u32, // fp8: f32 from one expert's weight_scale_inv to the next, ceil(n / 128) * k_blocks; bf16: 0
   first_expert: u32, // the bound buffers hold experts first_expert .. first_expert + experts - 1 (slot e - first_expert); 0 unsplit
+  out_stride: u32,  // row stride of the written buffer: n, or the full width when the bound weight is a row band
+  out_col: u32,     // the column of the written buffer that output column 0 goes to: 0, or the band's first row
 }
 
 const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint

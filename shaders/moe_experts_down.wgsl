@@ -98,9 +98,9 @@ fn add_quad(s: vec4<f32>, a: vec4<f32>, w: Down) -> vec4<f32> {
   return s + dots(a, w.w0, w.w1, w.w2, w.w3);
 }
 
-// out[row, i0 .. i0+3] = v, the columns that exist.
+// out[row, out_col + i0 .. out_col + i0+3] = v, the columns that exist (out_col 0 but for a row band).
 fn store_out(row: u32, i0: u32, v: vec4<f32>) {
-  let at = row * params.n + i0;
+  let at = row * params.out_stride + params.out_col + i0;
   if (i0 + 3u < params.n) {
     out[at] = v.x;
     out[at + 1u] = v.y;

@@ -128,10 +128,10 @@ fn add_scaled_block(s: Sums, block: Sums, e: u32, i0: u32, kb: u32) -> Sums {
 #endif
 }
 
-// h[pair, i0 .. i0+3] = silu(gate) * up, the columns that exist.
+// h[pair, out_col + i0 .. out_col + i0+3] = silu(gate) * up, the columns that exist (out_col 0 but for a row band).
 fn store_h(pair: u32, i0: u32, s: Sums) {
   let v = silu(s.gate) * s.up;
-  let at = pair * params.n + i0;
+  let at = pair * params.out_stride + params.out_col + i0;
   if (i0 + 3u < params.n) {
     h[at] = v.x;
     h[at + 1u] = v.y;

@@ -18,7 +18,7 @@ import { UnsupportedConfigError, WebmoeError } from '../src/errors.ts';
 import { openNodeGpu } from '../src/gpu/node.ts';
 import { measureCeilings } from '../src/bench/ceilings.ts';
 import type { TensorInfo } from '../src/io/safetensors.ts';
-import { placeWeights, plannedBindingLimit, tensorsOnGpu, weightBytesOnGpu, WEIGHT_MODES, type WeightMode } from '../src/model/load_weights.ts';
+import { placeWeights, plannedBindingLimit, smallestWeightBinding, tensorsOnGpu, weightBytesOnGpu, WEIGHT_MODES, type WeightMode } from '../src/model/load_weights.ts';
 import { countParameters, expectedTensors } from '../src/model/weights.ts';
 import { createNodeEngine } from '../src/node.ts';
 import { planCheckpoint, type CheckpointLayout } from './checkpoint/layout.ts';
@@ -35,6 +35,8 @@ interface Run {
   plannedWeightBytes: number;
   /** Buffers that hold a piece of a tensor split over several (0: nothing split). */
   plannedPieces?: number;
+  /** The smallest storage binding the loader could lay these weights out under, and the tensor that sets it. */
+  smallestBinding?: { bytes: number; tensor: string };
   /** Weight bytes one decode step reads: every tensor but the embeddings and the MTP layer, routed experts top-k of E. */
   bytesPerToken?: number;
   /** What decode could reach if it only read those bytes at the adapter's copy bandwidth. */
@@ -142,6 +144,7 @@ async function runPreset(preset: string, largestBinding: number): Promise<Preset
     const plan = plannedGpu(layout, run.weights, largestBinding);
     run.plannedWeightBytes = plan.bytes;
     run.plannedPieces = plan.pieces;
+    run.smallestBinding = plan.smallestBinding;
     run.bytesPerToken = plan.bytesPerToken;
     run.copyBoundTokPerS = copyGbps > 0 ? (copyGbps * 1e9) / plan.bytesPerToken : undefined;
     if (plan.refused && !values.force) run.reason = `the loader refuses it before reading a byte: ${plan.refused}`;
@@ -220,7 +223,7 @@ async function runMode(dir: string, layout: CheckpointLayout, run: Run): Promise
 }
 
 /** The GPU bytes of a mode and its split pieces at the binding limit, or why the loader would refuse it, from the loader's own functions. */
-function plannedGpu(layout: CheckpointLayout, mode: WeightMode, limit: number): { bytes: number; pieces: number; bytesPerToken: number; refused?: string } {
+function plannedGpu(layout: CheckpointLayout, mode: WeightMode, limit: number): { bytes: number; pieces: number; bytesPerToken: number; smallestBinding: { bytes: number; tensor: string }; refused?: string } {
   const infos: TensorInfo[] = layout.tensors.map((t) => ({ ...t, byteOffset: layout.fileOf.get(t.name)!.offsets.get(t.name)!, file: layout.fileOf.get(t.name)!.name }));
   const { onGpu } = tensorsOnGpu(infos, expectedTensors(layout.config), mode);
   const bytes = weightBytesOnGpu(onGpu);
@@ -233,10 +236,11 @@ function plannedGpu(layout: CheckpointLayout, mode: WeightMode, limit: number): 
     if (t.name.endsWith('embed_tokens.weight') || (mtp && t.name.startsWith(mtp))) continue;
     bytesPerToken += /\.mlp\.experts\.\d+\./.test(t.name) ? (t.byteLength * c.num_experts_per_tok) / c.n_routed_experts : t.byteLength;
   }
+  const smallestBinding = smallestWeightBinding(onGpu);
   try {
-    return { bytes, bytesPerToken, pieces: placeWeights(onGpu, limit).filter((wb) => wb.piece).length };
+    return { bytes, bytesPerToken, smallestBinding, pieces: placeWeights(onGpu, limit).filter((wb) => wb.piece).length };
   } catch (err) {
-    if (err instanceof WebmoeError) return { bytes, bytesPerToken, pieces: 0, refused: err.message };
+    if (err instanceof WebmoeError) return { bytes, bytesPerToken, smallestBinding, pieces: 0, refused: err.message };
     throw err;
   }
 }
@@ -275,6 +279,7 @@ function print(all: PresetReport[]): void {
     const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
     for (const row of rows) console.log('  ' + row.map((cell, c) => cell.padEnd(widths[c])).join('  '));
     for (const run of r.runs) if (run.reason) console.log(`  ${run.weights}: ${run.reason}`);
+    for (const run of r.runs) if (run.smallestBinding) console.log(`  ${run.weights}: loads with storage bindings down to ${size(run.smallestBinding.bytes)} (${run.smallestBinding.tensor})`);
     const [a, b] = r.runs;
     if (a?.ids && b?.ids) console.log(`  fp8 and bf16 ids ${a.ids.join() === b.ids.join() ? 'agree' : 'differ (random weights: quantisation may move a greedy choice)'}`);
   }

@@ -66,6 +66,13 @@ describe('webmoe inspect', () => {
     expect(mid.binding_plan.fp8.split).toEqual(expect.arrayContaining(['model.layers.2.mlp.experts.gate_proj.weight', 'model.layers.2.mlp.experts.gate_proj.weight_scale_inv']));
     expect(mid.binding_plan.fp8.largest_buffer).toBeLessThanOrEqual(Math.floor(0.16 * 2 ** 20));
     expect((await run('inspect', officialFixture(), '--max-binding-mib', '0.16')).out).toMatch(/GPU bindings of 163\.8 KiB \(--max-binding-mib\): weights fp8: \d+ buffers, \d+ tensor\(s\) split into \d+ pieces/);
+    // The smallest limit it loads with: kv_b_proj, 163,840 bytes; 4 bytes less is refused.
+    expect(r.binding_plan.fp8.smallest_binding).toEqual({ bytes: 163_840, tensor: 'model.layers.0.self_attn.kv_b_proj.weight' });
+    const below = JSON.parse((await run('inspect', officialFixture(), '--json', '--max-binding-mib', String((163_840 - 4) / 2 ** 20))).out);
+    expect(below.binding_plan.fp8.refused).toMatch(/kv_b_proj\.weight needs a 163,840-byte buffer/);
+    const at = JSON.parse((await run('inspect', officialFixture(), '--json', '--max-binding-mib', String(163_840 / 2 ** 20))).out);
+    expect(at.binding_plan.fp8.largest_buffer).toBeLessThanOrEqual(163_840);
+    expect((await run('inspect', officialFixture())).out).toMatch(/loads down to 0\.16 MiB bindings, set by model\.layers\.0\.self_attn\.kv_b_proj\.weight/);
     const bad = await run('inspect', officialFixture(), '--max-binding-mib', '0');
     expect(bad.code).toBe(2);
   });

@@ -82,6 +82,24 @@ export interface MlpWeights {
   down_proj: ExpertProjection;
 }
 
+/** A row band of an MLP projection: rows first .. first + rows - 1 of the [n, k] matrix. */
+export interface ProjectionBand extends ExpertProjection {
+  first: number;
+  rows: number;
+}
+
+/**
+ * An MLP whose projections are split by rows over several buffers (src/model/placement.ts, a
+ * browser's binding limit): each projection's bands in order, contiguous, covering its rows; fp8
+ * bands start on a 128-row scale block. gate_proj and up_proj have the same bands (one gate_up
+ * dispatch per band writes those columns of h); down_proj's bands write columns of out.
+ */
+export interface MlpBands {
+  gate_proj: readonly ProjectionBand[];
+  up_proj: readonly ProjectionBand[];
+  down_proj: readonly ProjectionBand[];
+}
+
 export interface MoeExpertsShape {
   tokens: number;
   hidden_size: number;
@@ -144,7 +162,8 @@ export interface MlpArgs {
   /** intermediate_size (dense), or n_shared_experts * moe_intermediate_size (shared experts). */
   intermediate_size: number;
   x: GPUBuffer;
-  weights: MlpWeights;
+  /** Each projection in one buffer, or split in row bands. */
+  weights: MlpWeights | MlpBands;
   /** [tokens, intermediate_size] f32 work buffer. */
   h: GPUBuffer;
   /** [tokens, hidden_size] f32, written. */
@@ -201,6 +220,18 @@ export interface MoeExpertsOptions {
 export interface MoeExperts extends Kernel<MoeExpertsArgs> {
   readonly weights: ExpertWeightFormat;
   readonly workgroupSize: number;
+}
+
+/** The experts a dispatch's buffers hold: first .. first + count - 1 (an ExpertRange, or one expert). */
+interface Slots {
+  first: number;
+  count: number;
+}
+
+/** Where a dispatch writes its n output columns: from column `col` of rows `stride` wide. */
+interface OutColumns {
+  col: number;
+  stride: number;
 }
 
 /** The shape of one pass of the expert kernels: T tokens, K pairs per token, E experts of d -> I -> d. */
@@ -260,15 +291,43 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
   // Workgroups along the output columns: each invocation takes 4 of them.
   const tiles = (columns: number) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * workgroupSize));
+  // grouped: slices of an expert's row tiles run in parallel, enough for an average expert's rows.
+  const slices = (s: PassShape) => Math.min(maxDim, Math.max(1, Math.ceil((s.T * s.K) / (s.E * ROWS_PER_TILE))));
 
-  /** The ExpertParams uniform of moe_experts_common.wgsl for a linear [n, k] over the experts of range r. */
-  function expertParams(label: string, s: PassShape & { n: number; k: number }, r: ExpertRange, owned: { destroy(): void }[]): Uniforms {
+  /**
+   * The ExpertParams uniform of moe_experts_common.wgsl for a linear [n, k] over the experts of
+   * range r, writing rows `stride` wide from column `col` (a row band of n rows; default the whole n).
+   */
+  function expertParams(label: string, s: PassShape & { n: number; k: number }, r: Slots, owned: { destroy(): void }[], out: OutColumns = { col: 0, stride: s.n }): Uniforms {
     const kBlocks = Math.ceil(s.k / BLOCK);
     const slotScales = weights === 'fp8' ? Math.ceil(s.n / BLOCK) * kBlocks : 0;
-    const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
-    uniforms.write([s.T, s.K, r.count, s.n, s.k, kBlocks, align4(WEIGHT_BYTES[weights] * s.n * s.k) / 4, slotScales, r.first]);
+    const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
+    uniforms.write([s.T, s.K, r.count, s.n, s.k, kBlocks, align4(WEIGHT_BYTES[weights] * s.n * s.k) / 4, slotScales, r.first, out.stride, out.col]);
     owned.push(uniforms);
     return uniforms;
+  }
+
+  /**
+   * One gate_up dispatch: h for the pairs whose expert is in `r`, output columns n (a band's rows
+   * at `out`, or all of I). `routing`: topk_ids (decode), or expert_offsets, sorted_pairs (grouped).
+   */
+  function gateUp(name: string, path: MoePath, s: PassShape, r: Slots, w: { gate: ExpertProjection; up: ExpertProjection }, b: { x: GPUBuffer; h: GPUBuffer; routing: GPUBuffer[] }, owned: { destroy(): void }[], band?: { rows: number; col: number }): Encodable {
+    const n = band?.rows ?? s.I;
+    const params = expertParams(name, { ...s, n, k: s.d }, r, owned, { col: band?.col ?? 0, stride: s.I });
+    const grid: [number, number, number] = path === 'decode' ? [tiles(n), s.T * s.K, 1] : [tiles(n), r.count, slices(s)];
+    return bound(name, gateUpPipeline(path, s.d), [params, b.x, w.gate.weight, w.gate.weight_scale_inv, w.up.weight, w.up.weight_scale_inv, b.h, ...b.routing], grid);
+  }
+
+  /**
+   * One down dispatch over the pairs whose expert is in `r`, output columns n (a band's rows at
+   * `band.col`, or all of d) of `out`. `routing`: topk_ids, topk_weights (decode), topk_ids
+   * (decode_pairs), or expert_offsets, sorted_pairs (grouped).
+   */
+  function down(name: string, path: DownPath, s: PassShape, r: Slots, w: ExpertProjection, b: { h: GPUBuffer; out: GPUBuffer; routing: GPUBuffer[] }, owned: { destroy(): void }[], band?: { rows: number; col: number }): Encodable {
+    const n = band?.rows ?? s.d;
+    const params = expertParams(name, { ...s, n, k: s.I }, r, owned, { col: band?.col ?? 0, stride: s.d });
+    const grid: [number, number, number] = path === 'decode' ? [tiles(n), s.T, 1] : path === 'decode_pairs' ? [tiles(n), s.T * s.K, 1] : [tiles(n), r.count, slices(s)];
+    return bound(name, downPipeline(path, s.I), [params, b.h, w.weight, w.weight_scale_inv, b.out, ...b.routing], grid);
   }
 
   /** A dispatch of `pipeline` with `resources` bound to bindings 0, 1, ... in order; undefined ones (bf16 scales) left out. */
@@ -300,56 +359,33 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
     tiles,
     maxDim,
     combine,
+    gateUp,
+    down,
+    hiddenRound,
     /**
-     * gate_up over the T * topk pairs, then down with the weighted sum: the decode path, shared
-     * with the MLP. Several ranges: each pass over its pairs, y per pair, then moe_combine.
+     * gate_up over the T * topk pairs, then down with the weighted sum: the decode path. Several
+     * ranges: each pass over its pairs, y per pair, then moe_combine.
      */
     decode(label: string, s: PassShape, b: { x: GPUBuffer; ranges: readonly ExpertRange[]; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer; y?: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
-      const gateUp = b.ranges.map((r) => {
-        const w = r.weights;
-        const name = rangeLabel(`${label}.gate_up`, b.ranges, r);
-        return bound(name, gateUpPipeline('decode', s.d),
-          [expertParams(name, { ...s, n: s.I, k: s.d }, r, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.topkIds],
-          [tiles(s.I), s.T * s.K, 1]);
-      });
+      const gateUps = b.ranges.map((r) =>
+        gateUp(rangeLabel(`${label}.gate_up`, b.ranges, r), 'decode', s, r, { gate: r.weights.gate_proj, up: r.weights.up_proj }, { x: b.x, h: b.h, routing: [b.topkIds] }, owned));
       const round = hiddenRound(label, s.T * s.K, s.I, b.h, owned);
       if (b.ranges.length === 1) {
         const [r] = b.ranges;
-        const w = r.weights;
-        return [...gateUp, ...round, bound(`${label}.down`, downPipeline('decode', s.I),
-          [expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, r, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights],
-          [tiles(s.d), s.T, 1])];
+        return [...gateUps, ...round, down(`${label}.down`, 'decode', s, r, r.weights.down_proj, { h: b.h, out: b.out, routing: [b.topkIds, b.topkWeights] }, owned)];
       }
       // No pass sees all of a token's pairs: each writes its pairs' y, combine sums them in k order.
       const y = b.y!;
-      const down = b.ranges.map((r) => {
-        const w = r.weights;
-        const name = rangeLabel(`${label}.down`, b.ranges, r);
-        return bound(name, downPipeline('decode_pairs', s.I),
-          [expertParams(name, { ...s, n: s.d, k: s.I }, r, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, y, b.topkIds],
-          [tiles(s.d), s.T * s.K, 1]);
-      });
-      return [...gateUp, ...round, ...down, combine(label, s, { y, topkWeights: b.topkWeights, out: b.out }, owned)];
+      const downs = b.ranges.map((r) => down(rangeLabel(`${label}.down`, b.ranges, r), 'decode_pairs', s, r, r.weights.down_proj, { h: b.h, out: y, routing: [b.topkIds] }, owned));
+      return [...gateUps, ...round, ...downs, combine(label, s, { y, topkWeights: b.topkWeights, out: b.out }, owned)];
     },
-    /** gate_up and down over sorted rows, one dispatch each per range: the grouped path's middle, shared with the MLP. */
+    /** gate_up and down over sorted rows, one dispatch each per range: the grouped path's middle. */
     grouped(label: string, s: PassShape, b: { x: GPUBuffer; ranges: readonly ExpertRange[]; h: GPUBuffer; y: GPUBuffer; offsets: GPUBuffer; sorted: GPUBuffer }, owned: { destroy(): void }[]): Encodable[] {
-      // Slices of an expert's row tiles run in parallel: enough for an average expert's rows.
-      const slices = Math.min(maxDim, Math.max(1, Math.ceil((s.T * s.K) / (s.E * ROWS_PER_TILE))));
-      const gateUp = b.ranges.map((r) => {
-        const w = r.weights;
-        const name = rangeLabel(`${label}.gate_up`, b.ranges, r);
-        return bound(name, gateUpPipeline('grouped', s.d),
-          [expertParams(name, { ...s, n: s.I, k: s.d }, r, owned), b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, b.offsets, b.sorted],
-          [tiles(s.I), r.count, slices]);
-      });
-      const down = b.ranges.map((r) => {
-        const w = r.weights;
-        const name = rangeLabel(`${label}.down`, b.ranges, r);
-        return bound(name, downPipeline('grouped', s.I),
-          [expertParams(name, { ...s, n: s.d, k: s.I }, r, owned), b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.y, b.offsets, b.sorted],
-          [tiles(s.d), r.count, slices]);
-      });
-      return [...gateUp, ...hiddenRound(label, s.T * s.K, s.I, b.h, owned), ...down];
+      const routing = [b.offsets, b.sorted];
+      const gateUps = b.ranges.map((r) =>
+        gateUp(rangeLabel(`${label}.gate_up`, b.ranges, r), 'grouped', s, r, { gate: r.weights.gate_proj, up: r.weights.up_proj }, { x: b.x, h: b.h, routing }, owned));
+      const downs = b.ranges.map((r) => down(rangeLabel(`${label}.down`, b.ranges, r), 'grouped', s, r, r.weights.down_proj, { h: b.h, out: b.y, routing }, owned));
+      return [...gateUps, ...hiddenRound(label, s.T * s.K, s.I, b.h, owned), ...downs];
     },
     checkGrid(label: string, counts: Record<string, number>): void {
       for (const [name, count] of Object.entries(counts)) {
@@ -457,7 +493,62 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
   };
 }
 
-/** A plain SwiGLU MLP: the dense layers' mlp, or the shared experts, as a one-expert stack. */
+/**
+ * The bands of an MLP's weights: whole weights as one band per projection, or `bands` checked: in
+ * order, contiguous, covering the rows; fp8 bands on 128-row blocks; gate and up cut alike
+ * (ArgumentError otherwise).
+ */
+function mlpBands(label: string, format: ExpertWeightFormat, weights: MlpWeights | MlpBands, d: number, I: number): MlpBands {
+  if (!Array.isArray(weights.gate_proj)) {
+    const w = weights as MlpWeights;
+    const whole = (p: ExpertProjection, rows: number): ProjectionBand[] => [{ ...p, first: 0, rows }];
+    return { gate_proj: whole(w.gate_proj, I), up_proj: whole(w.up_proj, I), down_proj: whole(w.down_proj, d) };
+  }
+  const bands = weights as MlpBands;
+  for (const [name, rows] of [['gate_proj', I], ['up_proj', I], ['down_proj', d]] as const) {
+    const list = bands[name];
+    if (!Array.isArray(list) || list.length === 0) throw new ArgumentError(`${label}: ${name} has no bands; give each projection one buffer or its row bands`);
+    let next = 0;
+    list.forEach((b, i) => {
+      checkCounts(label, { [`${name}[${i}].rows`]: b.rows });
+      if (b.first !== next) throw new ArgumentError(`${label}: ${name}[${i}] starts at row ${b.first}, not ${next}; the bands must be in order and contiguous, covering rows 0 .. ${rows - 1}`);
+      if (format === 'fp8' && b.first % BLOCK !== 0) throw new ArgumentError(`${label}: ${name}[${i}] starts at row ${b.first}, inside a 128-row scale block; fp8 bands hold whole blocks`);
+      next += b.rows;
+    });
+    if (next !== rows) throw new ArgumentError(`${label}: the bands of ${name} cover rows 0 .. ${next - 1}, not 0 .. ${rows - 1}`);
+  }
+  const cuts = (list: readonly ProjectionBand[]) => list.map((b) => `${b.first}+${b.rows}`).join();
+  if (cuts(bands.gate_proj) !== cuts(bands.up_proj)) throw new ArgumentError(`${label}: gate_proj and up_proj are cut in different bands (${cuts(bands.gate_proj)} vs ${cuts(bands.up_proj)}); one gate_up dispatch reads a band of each`);
+  return bands;
+}
+
+/** The bytes each band of an MLP binds, named `projection[first:end]`. */
+function bandNeeds(label: string, format: ExpertWeightFormat, bands: MlpBands, d: number, I: number): BindingNeeds {
+  const split = bands.gate_proj.length > 1 || bands.down_proj.length > 1;
+  return Object.fromEntries(
+    (['gate_proj', 'up_proj', 'down_proj'] as const).flatMap((name) =>
+      bands[name].flatMap((b) => {
+        const cols = name === 'down_proj' ? I : d;
+        const prefix = split ? `${name}[${b.first}:${b.first + b.rows}].` : `${name}.`;
+        const entries: [string, readonly [GPUBuffer | undefined, number]][] = [[`${prefix}weight`, [b.weight, align4(WEIGHT_BYTES[format] * b.rows * cols)]]];
+        if (format === 'fp8') {
+          if (!b.weight_scale_inv) throw new ArgumentError(`${label}: ${prefix}weight_scale_inv is required for fp8 weights`);
+          entries.push([`${prefix}weight_scale_inv`, [b.weight_scale_inv, 4 * Math.ceil(b.rows / BLOCK) * Math.ceil(cols / BLOCK)]]);
+        } else if (b.weight_scale_inv) {
+          throw new ArgumentError(`${label}: ${prefix}weight_scale_inv is not used by ${format} weights (a kernel created with weights: '${format}')`);
+        }
+        return entries;
+      }),
+    ),
+  );
+}
+
+/**
+ * A plain SwiGLU MLP: the dense layers' mlp, or the shared experts, as a one-expert stack. Row
+ * bands (MlpBands): one gate_up dispatch per band of gate/up, each writing its columns of h, and
+ * one down dispatch per band of down, each writing its columns of out: every column is computed
+ * as unsplit, so the out is the same bit for bit.
+ */
 export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): Kernel<MlpArgs> {
   const { device } = ctx.gpu;
   const passes = expertPasses(ctx, options);
@@ -467,11 +558,12 @@ export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): 
       const label = args.label ?? 'mlp';
       const { tokens: T, hidden_size: d, intermediate_size: I } = args;
       checkCounts(label, { tokens: T, hidden_size: d, intermediate_size: I });
-      checkBindings(device, label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...weightNeeds(label, passes.weights, args.weights, 1, d, I) });
+      const bands = mlpBands(label, passes.weights, args.weights, d, I);
+      checkBindings(device, label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...bandNeeds(label, passes.weights, bands, d, I) });
       passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'intermediate_size tiles': passes.tiles(I) });
       // Constant routing, written once here: few tokens take the decode kernels (each token
       // chooses expert 0 at weight 1), more the grouped ones (one expert whose rows are all
-      // tokens in order).
+      // tokens in order; down writes out as the y of its only pair, no combine).
       const owned: { destroy(): void }[] = [];
       const constant = (data: Uint32Array<ArrayBuffer> | Float32Array<ArrayBuffer>, name: string) => {
         const buffer = device.createBuffer({ label: `${label}.${name}`, size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
@@ -480,10 +572,25 @@ export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): 
         return buffer;
       };
       const s = { T, K: 1, E: 1, d, I };
-      const ranges = [{ first: 0, count: 1, weights: args.weights }];
-      const steps = T <= MOE_DECODE_MAX_TOKENS
-        ? passes.decode(label, s, { x: args.x, ranges, h: args.h, out: args.out, topkIds: constant(new Uint32Array(T), 'topk_ids'), topkWeights: constant(new Float32Array(T).fill(1), 'topk_weights') }, owned)
-        : passes.grouped(label, s, { x: args.x, ranges, h: args.h, y: args.out, offsets: constant(new Uint32Array([0, T]), 'expert_offsets'), sorted: constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs') }, owned);
+      const one = { first: 0, count: 1 };
+      const decode = T <= MOE_DECODE_MAX_TOKENS;
+      let gateUpRouting: GPUBuffer[];
+      let downRouting: GPUBuffer[];
+      if (decode) {
+        const ids = constant(new Uint32Array(T), 'topk_ids');
+        gateUpRouting = [ids];
+        downRouting = [ids, constant(new Float32Array(T).fill(1), 'topk_weights')];
+      } else {
+        gateUpRouting = downRouting = [constant(new Uint32Array([0, T]), 'expert_offsets'), constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs')];
+      }
+      const path = decode ? 'decode' : 'grouped';
+      const name = (step: string, list: readonly ProjectionBand[], b: ProjectionBand) => (list.length === 1 ? `${label}.${step}` : `${label}.${step}[${b.first}:${b.first + b.rows}]`);
+      const steps = [
+        ...bands.gate_proj.map((g, i) =>
+          passes.gateUp(name('gate_up', bands.gate_proj, g), path, s, one, { gate: g, up: bands.up_proj[i] }, { x: args.x, h: args.h, routing: gateUpRouting }, owned, { rows: g.rows, col: g.first })),
+        ...passes.hiddenRound(label, T, I, args.h, owned),
+        ...bands.down_proj.map((b) => passes.down(name('down', bands.down_proj, b), path, s, one, b, { h: args.h, out: args.out, routing: downRouting }, owned, { rows: b.rows, col: b.first })),
+      ];
       const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights);
       return preparedCall(cost, steps, owned);
     },

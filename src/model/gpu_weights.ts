@@ -9,7 +9,7 @@ import { CheckpointError, GpuLimitError, UnsupportedConfigError } from '../error
 import type { Gpu } from '../gpu/device.ts';
 import { createEmbedGather, type EmbedDtype } from '../kernels/embed_gather.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
-import type { ExpertProjection, ExpertRange, ExpertWeightFormat, MlpWeights } from '../kernels/moe_experts.ts';
+import type { ExpertProjection, ExpertRange, ExpertWeightFormat, MlpBands, MlpWeights } from '../kernels/moe_experts.ts';
 import type { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { LoadedWeights } from './load_weights.ts';
 import { scaleInvName } from './weights.ts';
@@ -72,15 +72,18 @@ export interface MoeWeights {
    * stack larger than a binding was split into, in order.
    */
   readonly experts: readonly ExpertRange[];
-  /** One MLP of n_shared_experts * moe_intermediate_size, or absent when n_shared_experts is 0. */
-  readonly shared_experts?: MlpWeights;
+  /**
+   * One MLP of n_shared_experts * moe_intermediate_size (its projections in row bands when larger
+   * than a binding), or absent when n_shared_experts is 0.
+   */
+  readonly shared_experts?: MlpWeights | MlpBands;
 }
 
 export interface LayerWeights {
   readonly index: number;
   readonly attention: AttentionWeights;
-  /** Dense layers (index < first_k_dense_replace). */
-  readonly mlp?: MlpWeights;
+  /** Dense layers (index < first_k_dense_replace); its projections in row bands when larger than a binding. */
+  readonly mlp?: MlpWeights | MlpBands;
   readonly moe?: MoeWeights;
 }
 
@@ -185,6 +188,14 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
     up_proj: projection(`${prefix}.up_proj.weight`, piece),
     down_proj: projection(`${prefix}.down_proj.weight`, piece),
   });
+  // A dense MLP or the shared experts: whole, or, when a projection was split by rows, every
+  // projection as its row bands (one piece is one band).
+  const denseMlp = (prefix: string): MlpWeights | MlpBands => {
+    const names = { gate_proj: `${prefix}.gate_proj.weight`, up_proj: `${prefix}.up_proj.weight`, down_proj: `${prefix}.down_proj.weight` };
+    if (Object.values(names).every((name) => loaded.pieces(name).length === 1)) return mlp(prefix);
+    const bands = (name: string) => loaded.pieces(name).map((p, k) => ({ ...projection(name, k), first: p.first, rows: p.count }));
+    return { gate_proj: bands(names.gate_proj), up_proj: bands(names.up_proj), down_proj: bands(names.down_proj) };
+  };
   const expertRanges = (prefix: string): ExpertRange[] =>
     loaded.pieces(`${prefix}.gate_proj.weight`).map((p, k) => ({ first: p.first, count: p.count, weights: mlp(prefix, k) }));
 
@@ -209,7 +220,7 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
       o_proj: linear(`${a}o_proj.weight`, d, H * c.v_head_dim),
       post_attention_layernorm: normF32(`${p}post_attention_layernorm.weight`, d),
     };
-    if (!isMoeLayer(c, L)) return { index: L, attention, mlp: mlp(`${p}mlp`) };
+    if (!isMoeLayer(c, L)) return { index: L, attention, mlp: denseMlp(`${p}mlp`) };
     return {
       index: L,
       attention,
@@ -217,7 +228,7 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
         gate: linear(`${p}mlp.gate.weight`, c.n_routed_experts, d),
         e_score_correction_bias: c.topk_method === 'noaux_tc' ? buffer(`${p}mlp.gate.e_score_correction_bias`) : undefined,
         experts: expertRanges(`${p}mlp.experts`),
-        shared_experts: c.n_shared_experts > 0 ? mlp(`${p}mlp.shared_experts`) : undefined,
+        shared_experts: c.n_shared_experts > 0 ? denseMlp(`${p}mlp.shared_experts`) : undefined,
       },
     };
   };

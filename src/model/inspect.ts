@@ -6,7 +6,7 @@ import { parseConfig, type DeepseekV3Config } from '../config.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { WebmoeError } from '../errors.ts';
-import { placeWeights, tensorsOnGpu, weightBytesOnGpu, type WeightMode } from './load_weights.ts';
+import { placeWeights, smallestWeightBinding, tensorsOnGpu, weightBytesOnGpu, type WeightMode } from './load_weights.ts';
 import { weightBufferSize } from './placement.ts';
 import { DEFAULT_PREFILL_CHUNK } from './gpu_model.ts';
 import { planMemory, type MemoryPlan } from './memory_plan.ts';
@@ -19,9 +19,13 @@ const DEFAULT_CACHE_BUDGET = 512 * 2 ** 20;
 export const DEFAULT_INSPECT_BINDING_BYTES = 128 * 2 ** 20;
 
 /** How the weights of one mode are laid out at a binding limit, or why the loader would refuse them. */
-export type BindingPlan =
-  | { buffers: number; split: string[]; pieces: number; largest_buffer: number }
-  | { refused: string };
+/**
+ * The loader's layout at a binding limit, or why it refuses it; either way the smallest limit the
+ * weights could be laid out under, and the tensor whose piece sets it.
+ */
+export type BindingPlan = ({ buffers: number; split: string[]; pieces: number; largest_buffer: number } | { refused: string }) & {
+  smallest_binding: { bytes: number; tensor: string };
+};
 import { checkTensors, countParameters, expectedTensors, latentCacheBytesPerToken, mhaCacheBytesPerToken, type TensorMismatch } from './weights.ts';
 
 export interface InspectReport {
@@ -120,6 +124,7 @@ function gpuWeightBytes(checkpoint: Checkpoint, expected: ReturnType<typeof expe
 /** The loader's own layout (placeWeights) of a mode's weights at `limit`. */
 function bindingPlan(checkpoint: Checkpoint, expected: ReturnType<typeof expectedTensors>, mode: WeightMode, limit: number): BindingPlan {
   const { onGpu } = tensorsOnGpu([...checkpoint.tensors.values()], expected, mode);
+  const smallest_binding = smallestWeightBinding(onGpu);
   try {
     const placed = placeWeights(onGpu, limit);
     const split = [...new Set(placed.flatMap((wb) => (wb.piece ? [wb.piece.of] : [])))];
@@ -128,9 +133,10 @@ function bindingPlan(checkpoint: Checkpoint, expected: ReturnType<typeof expecte
       split,
       pieces: placed.filter((wb) => wb.piece).length,
       largest_buffer: Math.max(...placed.map((wb) => weightBufferSize(wb.byteLength))),
+      smallest_binding,
     };
   } catch (err) {
-    if (err instanceof WebmoeError) return { refused: err.message };
+    if (err instanceof WebmoeError) return { refused: err.message, smallest_binding };
     throw err;
   }
 }
@@ -182,8 +188,9 @@ function memoryLines(r: InspectReport, size: (bytes: number) => string): string[
 }
 
 function formatPlan(mode: WeightMode, plan: BindingPlan): string {
-  if ('refused' in plan) return `weights ${mode} refused: ${plan.refused}`;
-  const largest = `largest ${(plan.largest_buffer / 2 ** 20).toFixed(1)} MiB`;
+  const floor = `loads down to ${(plan.smallest_binding.bytes / 2 ** 20).toFixed(2)} MiB bindings, set by ${plan.smallest_binding.tensor}`;
+  if ('refused' in plan) return `weights ${mode} refused: ${plan.refused} (${floor})`;
+  const largest = `largest ${(plan.largest_buffer / 2 ** 20).toFixed(1)} MiB; ${floor}`;
   if (plan.split.length === 0) return `weights ${mode}: ${plan.buffers} buffers, none split (${largest})`;
   return `weights ${mode}: ${plan.buffers} buffers, ${plan.split.length} tensor(s) split into ${plan.pieces} pieces (${largest})`;
 }

@@ -69,10 +69,11 @@ describe('loadWeights', () => {
     const error = await loadWeights({ ...gpu, device }, nodeDir(officialFixture())).catch((e) => e);
     expect(error).toBeInstanceOf(GpuLimitError);
     expect(error.message).toMatch(/: (model\.layers\.\d+\.\S+|one expert of model\.layers\.\d+\.mlp\.experts\.\S+) needs a [\d,]+-byte buffer, over the largest storage binding webmoe plans with \(16,000-byte/);
-    // maxBindingBytes lowers the limit the same way; a tensor read whole (a dense MLP's, kv_b_proj) is named.
+    // maxBindingBytes lowers the limit the same way; the piece that cannot be cut smaller is named
+    // (the dense MLP's down_proj [128, 384] is one 128-row FP8 block).
     const lowered = await loadWeights({ ...gpu, device: tracked }, nodeDir(officialFixture()), { maxBindingBytes: 30_000 }).catch((e) => e);
     expect(lowered).toBeInstanceOf(GpuLimitError);
-    expect(lowered.message).toMatch(/model\.layers\.\d+\.(mlp\.\w+_proj|self_attn\.kv_b_proj)\.weight needs a [\d,]+-byte buffer, .*30,000-byte.*binds it whole/);
+    expect(lowered.message).toMatch(/model\.layers\.0\.mlp\.down_proj\.weight needs a 49,152-byte buffer, .*30,000-byte.*even 128 rows of it \(49,152-byte\) would not fit/);
     expect(made).toHaveLength(0);
   });
 

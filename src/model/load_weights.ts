@@ -13,7 +13,7 @@ import type { TensorInfo } from '../io/safetensors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { ProgressCounter, splitWriter, tensorWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
 import { checkedForFinite, finiteChecking } from './finite_check.ts';
-import { placedBytes, placeTensors, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
+import { placedBytes, placeTensors, smallestBufferLimit, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
 import { Fp8Quantizer, QUANTIZE_FROM, type Fp8Target } from './quantize_on_load.ts';
 import { rowSplittable } from './weight_split.ts';
 import { assertTensors, expectedTensors, scaleInvName, scaleInvShape, type ExpectedTensor } from './weights.ts';
@@ -76,6 +76,11 @@ export interface WeightPiece {
 export function plannedBindingLimit(limits: Pick<GPUSupportedLimits, 'maxStorageBufferBindingSize' | 'maxBufferSize'>, maxBindingBytes?: number): number {
   if (maxBindingBytes !== undefined && !(maxBindingBytes >= 4)) throw new ArgumentError(`maxBindingBytes must be at least 4 bytes, got ${maxBindingBytes}`);
   return Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize, maxBindingBytes ?? Infinity);
+}
+
+/** The smallest binding limit the loader can place these weights under (smallestBufferLimit with its rule). */
+export function smallestWeightBinding(onGpu: readonly GpuTensor[]): { bytes: number; tensor: string } {
+  return smallestBufferLimit(onGpu, { rowSplittable });
 }
 
 /** placeTensors with the loader's rule of what may be split (src/model/weight_split.ts). */

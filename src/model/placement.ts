@@ -151,6 +151,31 @@ export function placeTensors<T extends GpuTensor>(tensors: Iterable<T>, options:
   return [...single, ...stacked];
 }
 
+/**
+ * The smallest buffer limit placeTensors accepts for these tensors, and the tensor that sets it:
+ * the largest piece that cannot be cut smaller (one expert of a stack, a 128-row block (FP8) or a
+ * row of a row-splittable tensor, or a whole tensor the kernels bind whole).
+ */
+export function smallestBufferLimit(tensors: Iterable<GpuTensor>, options: Pick<PlaceOptions, 'rowSplittable'> = {}): { bytes: number; tensor: string } {
+  let floor = { bytes: 4, tensor: '' };
+  const all = [...tensors];
+  const splittable = new Set(all.filter((t) => !stackedExpertName(t.name) && t.shape.length === 2 && options.rowSplittable?.(t.name)).map((t) => t.name));
+  for (const t of all) {
+    let unit = t.byteLength;
+    const scaled = SCALE_INV.exec(t.name)?.[1];
+    if (stackedExpertName(t.name)) {
+      unit = align4(t.byteLength);
+    } else if (splittable.has(t.name)) {
+      const step = t.dtype === 'F8_E4M3' ? BLOCK : 1;
+      unit = (Math.min(step, t.shape[0]) * t.byteLength) / t.shape[0];
+    } else if (scaled !== undefined && splittable.has(scaled) && t.shape.length === 2) {
+      unit = t.byteLength / t.shape[0]; // one block row of scales beside one block of the weight
+    }
+    if (weightBufferSize(unit) > floor.bytes) floor = { bytes: weightBufferSize(unit), tensor: t.name };
+  }
+  return floor;
+}
+
 function mib(n: number): string {
   return n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${n.toLocaleString('en-US')}-byte`;
 }
