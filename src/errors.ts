@@ -16,7 +16,9 @@ export type WebmoeErrorCode =
   | 'BAD_TOKENIZER'
   | 'PROMPT_TOO_LONG'
   | 'ABORTED'
-  | 'BAD_ARGUMENT';
+  | 'BAD_ARGUMENT'
+  | 'REMOTE_FAILED'
+  | 'REMOTE_UNSUPPORTED';
 
 export class WebmoeError extends Error {
   readonly code: WebmoeErrorCode;
@@ -146,6 +148,40 @@ export class AbortError extends WebmoeError {
 export class ArgumentError extends WebmoeError {
   constructor(message: string) {
     super('BAD_ARGUMENT', message);
+  }
+}
+
+/**
+ * An OpenAI-compatible server (webmoe serve, vLLM, SGLang) answered a remote engine with an error
+ * status, an error event in its stream, or a reply that is not the API's shape. `status` is the
+ * HTTP status (200 for a bad reply inside a stream that had started), `serverMessage` the server's
+ * own words, `errorType` and `param` its error body's fields when it sent them.
+ */
+export class RemoteError extends WebmoeError {
+  readonly url: string;
+  readonly status: number;
+  readonly serverMessage: string;
+  readonly errorType: string | undefined;
+  readonly param: string | undefined;
+  /** The server's Retry-After, when it sent one. */
+  readonly retryAfterMs: number | undefined;
+  constructor(url: string, status: number, serverMessage: string, details: { errorType?: string; param?: string; retryAfterMs?: number } = {}) {
+    super('REMOTE_FAILED', `${url}: HTTP ${status}: ${serverMessage}`);
+    this.url = url;
+    this.status = status;
+    this.serverMessage = serverMessage;
+    this.errorType = details.errorType;
+    this.param = details.param;
+    this.retryAfterMs = details.retryAfterMs;
+  }
+}
+
+/** What a remote engine cannot do over the OpenAI HTTP API (logits, the experts of each token, ...). `feature` names it. */
+export class RemoteUnsupportedError extends WebmoeError {
+  readonly feature: string;
+  constructor(feature: string, message: string) {
+    super('REMOTE_UNSUPPORTED', message);
+    this.feature = feature;
   }
 }
 

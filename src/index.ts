@@ -16,6 +16,7 @@ export { inspectCheckpoint, checkpointReport, formatInspectReport, type InspectR
 export { expectedTensors, checkTensors, countParameters } from './model/weights.ts';
 export { selfCheck, type SelfCheckResult } from './kernels/self_check.ts';
 export * from './text/index.ts';
-export { createEngine, type CreateEngineOptions } from './create_engine.ts';
+export { createEngine, type CreateEngineOptions, type EngineFallback } from './create_engine.ts';
+export { createRemoteEngine, type RemoteEngineOptions } from './remote/engine.ts';
 export { type ModelSource } from './runtime/model_source.ts';
 export type * from './runtime/types.ts';

@@ -3,6 +3,8 @@
 // the ones below it, never one above:
 //
 //   index.ts, node.ts, create_engine.ts, cli/, pages/, bench/   entries and tools (no rule)
+//   server/    webmoe serve: the OpenAI HTTP API over an Engine (no Worker, page or kernel)
+//   remote/    the Engine API over an OpenAI-compatible server (no GPU, no kernel, no server/)
 //   worker/    the engine in a Worker: protocol, host, client   (uses runtime/)
 //   runtime/   the engine: sessions, scheduler, generation, chat (knows no Worker and no kernel)
 //   model/     the forward pass, weights, the latent cache
@@ -47,6 +49,8 @@ const RULES: Rule[] = [
   { layer: 'model', not: ['runtime', 'worker', 'cli', 'pages', 'bench'] },
   { layer: 'runtime', not: ['kernels', 'worker', 'cli', 'pages', 'bench'] },
   { layer: 'worker', not: ['cli', 'pages', 'bench'] },
+  { layer: 'server', not: ['kernels', 'worker', 'cli', 'pages', 'bench'] },
+  { layer: 'remote', not: ['kernels', 'gpu', 'worker', 'server', 'cli', 'pages', 'bench'] },
   { layer: 'io', not: ['model', 'runtime', 'worker', 'kernels', 'cli', 'pages', 'bench'] },
   { layer: 'text', not: ['model', 'runtime', 'worker', 'kernels', 'gpu', 'cli', 'bench'] },
 ];

@@ -13,6 +13,7 @@ import type { Engine } from './runtime/types.ts';
 export * from './index.ts';
 export { openNodeGpu, type NodeGpuOptions } from './gpu/node.ts';
 export { nodeDir } from './io/node_source.ts';
+export { startServer, type ServerOptions, type WebmoeServer } from './server/server.ts';
 
 export interface NodeEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'dir' | 'ownsGpu'> {
   /** A folder path, an http(s) URL, or a CheckpointDir. */
