@@ -1,22 +1,81 @@
-import { expect, test } from '@playwright/test';
+import { readFileSync } from 'node:fs';
+import { expect, test, type Page } from '@playwright/test';
+import { checkWidth } from './layout.ts';
 
-// The kernel benchmark page runs its quick suite on SwiftShader and shows figures for every kernel.
-test('the kernel benchmark page runs and shows numbers', async ({ page }) => {
+// The benchmark page on SwiftShader: the quick kernel suite with its progress bar, the roofline
+// (one point per kernel), tables with a unit in every figure, then the decode benchmark of the
+// shipped checkpoint with the model-level peer, the JSON export of both, and no sideways scrolling
+// at 1280 and 360 px. One page for all tests; screenshots go to test-results/screenshots/.
+test.describe.configure({ mode: 'serial' });
+
+let page: Page;
+
+test.beforeAll(async ({ browser }) => {
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   await page.goto('/bench/');
   await expect(page.locator('#adapter')).toHaveAttribute('data-state', 'ready', { timeout: 60_000 });
+});
+
+test.afterAll(async () => {
+  await page.close();
+});
+
+test('the kernels run with a progress bar, and the roofline has one point per kernel', async () => {
+  await expect(page.locator('#adapter-note')).toContainText('running WebGPU on the CPU');
   await page.locator('#shapes').selectOption('small');
   await page.locator('#run').click();
+  await expect(page.locator('#case-progress')).toBeVisible();
+  await expect(page.locator('#progress')).toContainText(/case \d+ of \d+/, { timeout: 30_000 });
   await expect(page.locator('#progress')).toHaveAttribute('data-state', 'done', { timeout: 150_000 });
-  const rows = page.locator('#results tr');
-  expect(await rows.count()).toBeGreaterThan(4);
-  await expect(page.locator('#results')).toContainText('gemv_fp8');
+  expect(await page.locator('#case-progress').evaluate((p: HTMLProgressElement) => [p.value === p.max, p.max > 4])).toEqual([true, true]);
+
+  const rows = page.locator('#results tbody tr');
+  const kernels = await rows.count();
+  expect(kernels).toBeGreaterThan(4);
+  const points = page.locator('#roofline g.point');
+  await expect(points).toHaveCount(kernels);
+  await expect(points.first().locator('title')).toHaveText(/^#1 \S+ .*: [\d.,]+ GB\/s, [\d.,e-]+ GFLOP\/s, .* of the FMA ceiling$/);
+  await expect(page.locator('#roofline .roof')).toHaveCount(1);
+
+  // A unit in every figure: times, rates, fractions of the ceilings (also beside each bar).
+  const column = (label: string) => page.locator(`#results td[data-label="${label}"]`).allTextContents();
+  for (const t of await column('time')) expect(t).toMatch(/^[\d.,]+ ms(GPU timestamps|wall clock), \d+ runs$/);
+  for (const t of await column('bandwidth')) expect(t).toMatch(/^[\d.,e-]+ GB\/s$/);
+  for (const t of await column('compute')) expect(t).toMatch(/^[\d.,e-]+ GFLOP\/s$/);
+  for (const t of await column('of copy')) expect(t).toMatch(/^[\d.,e-]+ %$/);
+  await expect(page.locator('#chart .ceiling-value.copy')).toHaveCount(kernels);
+  await expect(page.locator('#chart .ceiling-value.fma').first()).toHaveText(/^[\d.,e-]+ % of FMA$/);
   await expect(page.locator('#peers')).toContainText('tfjs_webgpu_matmul_f32');
   await expect(page.locator('#decode-cost')).toContainText(/gemm_fp8.*M=130 K=256 N=384.*%/);
-  await expect(page.locator('#ceilings')).toContainText(/copy \d+(\.\d+)? GB\/s/);
-  // Every timed kernel has a positive time.
-  const times = await page.locator('#results tr td:nth-child(4)').allTextContents();
-  expect(times.length).toBeGreaterThan(3);
-  for (const t of times) expect(Number(t)).toBeGreaterThan(0);
-  await page.screenshot({ path: test.info().outputPath('bench.png'), fullPage: true });
-  await expect(page.locator('#export')).toBeEnabled();
+  await expect(page.locator('#ceilings')).toContainText(/copy [\d.]+ GB\/s/);
+});
+
+test('the decode benchmark: tok/s with and without MTP, dispatches per token, the bytes floor, the model-level peer', async () => {
+  await page.locator('#run-decode').click();
+  await expect(page.locator('#decode-progress')).toHaveAttribute('data-state', 'done', { timeout: 170_000 });
+  const figure = (id: string) => page.locator(`#decode-figures [data-figure=${id}] dd`).first();
+  await expect(figure('plain')).toHaveText(/^[\d.]+ tok\/s$/);
+  await expect(figure('mtp')).toHaveText(/^[\d.]+ tok\/s$/);
+  await expect(figure('dispatches')).toHaveText(/^\d+ plain · [\d.]+ with MTP$/);
+  await expect(figure('cpu')).toHaveText(/^[\d.]+ ms plain · [\d.]+ ms with MTP$/);
+  await expect(figure('gpu')).toHaveText(/^[\d.]+ ms plain · [\d.]+ ms with MTP$/); // SwiftShader has timestamps
+  await expect(page.locator('#decode-figures [data-figure=floor]')).toContainText(/MiB of weights per token at [\d.]+ GB\/s copy/);
+  // The model-level peer beside the kernel-level one.
+  const peer = page.locator('#model-peer');
+  await expect(peer).toBeVisible();
+  await expect(peer).toContainText('the whole decode step');
+  await expect(peer).toContainText(/tfjs_webgpu_matmul_f32.*its 98 matrix products only/);
+
+  // The JSON export: the kernel report as the CLI prints it, with the decode report beside it.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#export').click()]);
+  const json = JSON.parse(readFileSync((await download.path())!, 'utf8'));
+  expect(json.kernels.length).toBeGreaterThan(4);
+  expect(json.decode.dispatches_per_token).toBeGreaterThan(10);
+  expect(json.decode.bytes_floor.bytes_per_token).toBeGreaterThan(0);
+  expect(json.decode.model_peer.matmuls_per_token).toBe(98);
+});
+
+test('no horizontal scrolling at 1280 and 360 px', async () => {
+  await checkWidth(page, 'bench', 1280);
+  await checkWidth(page, 'bench', 360);
 });

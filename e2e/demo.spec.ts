@@ -1,10 +1,12 @@
 import { expect, test, type Page } from '@playwright/test';
+import { checkWidth } from './layout.ts';
 
 // The demo page with the shipped checkpoint (public/models/webmoe-kjv-12m) in an engine Worker, on
-// SwiftShader: a chat message streams an answer, the figures, the experts heatmap and the cache
-// chart follow it, Stop ends a long answer and the page stays usable, and it fits a 360 px screen.
-// One page and one load for all tests (SwiftShader is slow); screenshots are attached to the report.
-// A browser without WebGPU is covered by smoke.spec.ts.
+// SwiftShader: the page loads it by itself and answers a message typed with no click at all; the
+// figures, the experts heatmap and the cache chart follow it, Stop ends a long answer and the page
+// stays usable, and it fits 1280 and 360 px screens. One page and one load for all tests
+// (SwiftShader is slow); screenshots go to test-results/screenshots/ and the report. A browser
+// without WebGPU is covered by smoke.spec.ts.
 test.describe.configure({ mode: 'serial' });
 
 let page: Page;
@@ -26,8 +28,8 @@ async function send(text: string, maxTokens: number): Promise<void> {
 }
 
 test.beforeAll(async ({ browser }) => {
-  page = await browser.newPage();
-  await page.goto('/?autoload');
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto('/');
   await expect(page.locator('#gpu-status')).toHaveAttribute('data-state', 'ready', { timeout: 60_000 });
   await expect(page.locator('#progress-text')).toHaveAttribute('data-state', 'loaded', { timeout: 60_000 });
   await expect(page.locator('#summary')).toContainText('deepseek_v3: hidden 256, 5 layers (1 dense)');
@@ -38,7 +40,19 @@ test.afterAll(async () => {
   await page.close();
 });
 
-test('a message gets a streamed answer; the figures, the experts heatmap and the cache chart follow', async () => {
+test('on the first visit the page loads the shipped checkpoint by itself and says what runs it', async () => {
+  // SwiftShader is a software adapter: the page says so in plain words.
+  await expect(page.locator('#gpu-note')).toBeVisible();
+  await expect(page.locator('#gpu-note')).toContainText('Your browser is running WebGPU on the CPU');
+  await expect(page.locator('#gpu-note')).toContainText('expect a few tokens per second');
+  // The memory plan of the checkpoint against this adapter's limits.
+  await expect(page.locator('#memory-box')).toHaveAttribute('data-fits', 'true');
+  await expect(page.locator('#memory-plan')).toContainText(/for one conversation of 1,024 positions: weights 23\.5 MiB \(FP8\)/);
+  await expect(page.locator('#model-url')).toHaveValue(/\/models\/webmoe-kjv-12m\/$/);
+  await expect(page.locator('#progress-text')).toHaveAttribute('data-source', /network|cache/);
+});
+
+test('a message gets a streamed answer without a click; the figures, the experts heatmap and the cache chart follow', async () => {
   // Count the answer's text updates: streamed means several, not one at the end.
   await page.evaluate(() => {
     const w = window as unknown as { textUpdates: number };
@@ -74,6 +88,7 @@ test('a message gets a streamed answer; the figures, the experts heatmap and the
   await expect.poll(() => bytes('latent')).toBeGreaterThan(0);
   expect(await bytes('mha')).toBe(4 * (await bytes('latent'))); // 4 heads x (64 + 32) vs 64 + 32 per layer
   await snapshot('answered');
+  await checkWidth(page, 'demo', 1280);
 });
 
 test('Stop ends a long answer, and the next message continues the conversation', async () => {
@@ -102,7 +117,5 @@ test('Stop ends a long answer, and the next message continues the conversation',
 });
 
 test('fits a 360 px screen without horizontal scrolling', async () => {
-  await page.setViewportSize({ width: 360, height: 800 });
-  await expect.poll(() => page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(360);
-  await snapshot('narrow');
+  await checkWidth(page, 'demo', 360);
 });

@@ -1,6 +1,6 @@
 // The decode benchmark: tokens per second of greedy generation with and without MTP speculative
-// decoding, in the same run on the same prompts, with the acceptance rate and the simple model
-// that explains the speed-up:
+// decoding, and with speculative 'auto' (the default: speculate where it pays), in the same run on
+// the same prompts, with the acceptance rate and the simple model that explains the speed-up:
 //
 //   tokens per step with MTP = 1 + a          (a: share of drafts accepted)
 //   speed-up = (1 + a) · t1 / t2               (t1: a 1-token step, t2: a verify step = 2-token main step + MTP layer)
@@ -8,7 +8,7 @@
 // t1 is the plain run's time per token; t2 the MTP run's decode time per verify step. The
 // speed-up is then read as the ideal (1 + a) divided by what a verify step costs over a plain one.
 
-import type { Engine, GenerationStats } from '../runtime/types.ts';
+import type { Engine, GenerationStats, SpeculationStats } from '../runtime/types.ts';
 
 export interface DecodeBenchOptions {
   /** Token-id prompts (or text, when the checkpoint has a tokenizer). */
@@ -35,55 +35,80 @@ export interface DecodeBenchResult {
    * measuredSpeedup = MTP tok/s over plain tok/s (the two differ by the steps that end a reply).
    */
   model?: { t1Ms: number; t2Ms: number; t2OverT1: number; speedup: number; measuredSpeedup: number };
-  /** Greedy outputs agree token for token between the two modes. */
+  /**
+   * speculative 'auto' (the engine's default) on the same prompts: its tok/s, how many requests it
+   * chose to speculate, and its tok/s over plain decoding's (the policy's promise: never below 1
+   * but for measurement noise).
+   */
+  auto?: DecodeModeResult & { requests: number; speculated: number; overPlain: number; policy: SpeculationStats | null };
+  /** Greedy outputs agree token for token between the modes. */
   identical: boolean;
 }
 
-async function runMode(engine: Engine, options: DecodeBenchOptions, speculative: boolean): Promise<{ result: DecodeModeResult; drafted: number; accepted: number; outputs: number[][] }> {
+type Mode = boolean | 'auto';
+interface ModeRun {
+  result: DecodeModeResult;
+  drafted: number;
+  accepted: number;
+  speculated: number;
+  outputs: number[][];
+}
+
+/**
+ * The modes on the same prompts, interleaved: each prompt runs every mode in turn, the order
+ * rotated from prompt to prompt, so that a drift of the adapter's speed (CPU adapters drift by
+ * 10-20% over a minute) falls on every mode alike.
+ */
+async function runModes(engine: Engine, options: DecodeBenchOptions, modes: readonly Mode[]): Promise<ModeRun[]> {
   const runs = options.runs ?? 1;
-  let generated = 0;
-  let decodeSeconds = 0;
-  let ttft = 0;
-  let prefillRate = 0;
-  let drafted = 0;
-  let accepted = 0;
-  let samples = 0;
-  const outputs: number[][] = [];
-  // Warm-up: compile every pipeline the mode uses (not timed).
-  for await (const chunk of engine.generate(options.prompts[0], { temperature: 0, maxTokens: 4, ignoreEos: true, speculative })) void chunk;
+  const acc = modes.map(() => ({ generated: 0, decodeSeconds: 0, ttft: 0, prefillRate: 0, drafted: 0, accepted: 0, samples: 0, speculated: 0, outputs: [] as number[][] }));
+  const label = (m: Mode) => (m === 'auto' ? 'auto ' : m ? 'mtp  ' : 'plain');
+  // Warm-up: compile every pipeline each mode uses (not timed).
+  for (const speculative of modes) for await (const chunk of engine.generate(options.prompts[0], { temperature: 0, maxTokens: 4, ignoreEos: true, speculative })) void chunk;
+  let turn = 0;
   for (let r = 0; r < runs; r++) {
     for (const prompt of options.prompts) {
-      const ids: number[] = [];
-      let stats: GenerationStats | undefined;
-      for await (const chunk of engine.generate(prompt, { temperature: 0, maxTokens: options.maxTokens, ignoreEos: true, speculative })) {
-        ids.push(...chunk.ids);
-        if (chunk.done) stats = chunk.done.stats;
+      const order = modes.map((_, i) => (i + turn) % modes.length);
+      turn++;
+      for (const m of order) {
+        const speculative = modes[m];
+        const a = acc[m];
+        const ids: number[] = [];
+        let stats: GenerationStats | undefined;
+        for await (const chunk of engine.generate(prompt, { temperature: 0, maxTokens: options.maxTokens, ignoreEos: true, speculative })) {
+          ids.push(...chunk.ids);
+          if (chunk.done) stats = chunk.done.stats;
+        }
+        if (r === 0) a.outputs.push(ids);
+        const s = stats!;
+        const decoded = Math.max(0, s.generatedTokens - 1);
+        a.generated += decoded;
+        a.decodeSeconds += decoded > 0 ? decoded / s.decodeTokensPerS : 0;
+        a.ttft += s.ttftMs;
+        a.prefillRate += s.prefillTokensPerS;
+        a.samples++;
+        a.drafted += s.mtp?.drafted ?? 0;
+        a.accepted += s.mtp?.accepted ?? 0;
+        if (s.mtp) a.speculated++;
+        options.onProgress?.(`${label(speculative)} run ${r + 1}: ${s.generatedTokens} tokens, ${s.decodeTokensPerS.toFixed(2)} tok/s${s.mtp ? `, ${s.mtp.accepted}/${s.mtp.drafted} drafts accepted` : ''}`);
       }
-      if (r === 0) outputs.push(ids);
-      const s = stats!;
-      const decoded = Math.max(0, s.generatedTokens - 1);
-      generated += decoded;
-      decodeSeconds += decoded > 0 ? decoded / s.decodeTokensPerS : 0;
-      ttft += s.ttftMs;
-      prefillRate += s.prefillTokensPerS;
-      samples++;
-      drafted += s.mtp?.drafted ?? 0;
-      accepted += s.mtp?.accepted ?? 0;
-      options.onProgress?.(`${speculative ? 'mtp  ' : 'plain'} run ${r + 1}: ${s.generatedTokens} tokens, ${s.decodeTokensPerS.toFixed(2)} tok/s${s.mtp ? `, ${s.mtp.accepted}/${s.mtp.drafted} drafts accepted` : ''}`);
     }
   }
-  return {
-    result: { tokensPerS: generated / Math.max(1e-9, decodeSeconds), generated, decodeSeconds, ttftMs: ttft / samples, prefillTokensPerS: prefillRate / samples },
-    drafted,
-    accepted,
-    outputs,
-  };
+  return acc.map((a) => ({
+    result: { tokensPerS: a.generated / Math.max(1e-9, a.decodeSeconds), generated: a.generated, decodeSeconds: a.decodeSeconds, ttftMs: a.ttft / a.samples, prefillTokensPerS: a.prefillRate / a.samples },
+    drafted: a.drafted,
+    accepted: a.accepted,
+    speculated: a.speculated,
+    outputs: a.outputs,
+  }));
 }
 
 export async function runDecodeBench(engine: Engine, options: DecodeBenchOptions): Promise<DecodeBenchResult> {
-  const plain = await runMode(engine, options, false);
-  if (!engine.info.hasMtp) return { plain: plain.result, identical: true };
-  const mtp = await runMode(engine, options, true);
+  if (!engine.info.hasMtp) {
+    const [plain] = await runModes(engine, options, [false]);
+    return { plain: plain.result, identical: true };
+  }
+  const [plain, mtp, auto] = await runModes(engine, options, [false, true, 'auto']);
   const acceptance = mtp.drafted > 0 ? mtp.accepted / mtp.drafted : 0;
   const t1 = 1000 / plain.result.tokensPerS;
   const t2 = (1000 * mtp.result.decodeSeconds) / Math.max(1, mtp.drafted);
@@ -91,6 +116,10 @@ export async function runDecodeBench(engine: Engine, options: DecodeBenchOptions
     plain: plain.result,
     mtp: { ...mtp.result, drafted: mtp.drafted, accepted: mtp.accepted, acceptance, tokensPerStep: 1 + acceptance },
     model: { t1Ms: t1, t2Ms: t2, t2OverT1: t2 / t1, speedup: (1 + acceptance) / (t2 / t1), measuredSpeedup: mtp.result.tokensPerS / plain.result.tokensPerS },
-    identical: plain.outputs.every((ids, i) => ids.join() === mtp.outputs[i].join()),
+    auto: {
+      ...auto.result, requests: options.prompts.length * (options.runs ?? 1), speculated: auto.speculated, overPlain: auto.result.tokensPerS / plain.result.tokensPerS,
+      policy: (await engine.stats()).speculation ?? null,
+    },
+    identical: plain.outputs.every((ids, i) => ids.join() === mtp.outputs[i].join() && ids.join() === auto.outputs[i].join()),
   };
 }

@@ -84,6 +84,14 @@ export function benchCases(shapes: ShapeSet): BenchCase[] {
   return cases;
 }
 
+export interface CaseProgress {
+  /** 0-based index of the case about to run, of `total`. */
+  index: number;
+  total: number;
+  name: string;
+  shape: Record<string, number>;
+}
+
 export interface RunOptions {
   shapes?: ShapeSet;
   runs?: number;
@@ -91,6 +99,8 @@ export interface RunOptions {
   quick?: boolean;
   peers?: boolean;
   onProgress?: (line: string) => void;
+  /** Called before each timed case (the kernel cases, then the FP8 decode-cost pairs): for a progress bar. */
+  onCase?: (progress: CaseProgress) => void;
   /** Only cases whose name contains this. */
   filter?: string;
   /**
@@ -123,7 +133,12 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
     }
   }
   const cases = benchCases(options.shapes ?? 'all').filter((c) => !options.filter || c.name.includes(options.filter));
-  for (const c of cases) {
+  const shapeSet = options.shapes ?? 'all';
+  const costShapes = [...(shapeSet !== 'small' ? [{ M: 128, K: 7168, N: 1536 }] : []), ...(shapeSet !== 'v3' ? [{ M: 130, K: 256, N: 384 }] : [])];
+  const runCosts = !options.filter || 'gemm_fp8.decode_cost'.includes(options.filter);
+  const total = cases.length + (runCosts ? costShapes.length : 0);
+  for (const [index, c] of cases.entries()) {
+    options.onCase?.({ index, total, name: c.name, shape: c.shape });
     const shapeText = Object.entries(c.shape).map(([k, v]) => `${k}=${v}`).join(' ');
     const prepared = await c.prepare({ gpu, pipelines: cache }, variants);
     try {
@@ -172,10 +187,9 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
   peer?.dispose();
 
   const decodeCosts: DecodeCostResult[] = [];
-  const shapeSet = options.shapes ?? 'all';
-  const costShapes = [...(shapeSet !== 'small' ? [{ M: 128, K: 7168, N: 1536 }] : []), ...(shapeSet !== 'v3' ? [{ M: 130, K: 256, N: 384 }] : [])];
-  if (!options.filter || 'gemm_fp8.decode_cost'.includes(options.filter)) {
-    for (const shape of costShapes) {
+  if (runCosts) {
+    for (const [i, shape] of costShapes.entries()) {
+      options.onCase?.({ index: cases.length + i, total, name: 'gemm_fp8 FP8 decode cost', shape });
       const shapeText = Object.entries(shape).map(([k, v]) => `${k}=${v}`).join(' ');
       // Two calls a round; the suite's own FP8 figure for the shape, if it ran, sizes the rounds.
       const known = kernels.find((k) => k.name === 'gemm_fp8' && k.shape.M === shape.M && k.shape.K === shape.K && k.shape.N === shape.N);

@@ -1,8 +1,15 @@
 // webmoe bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
-// webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json]
-import { runDecodeBench, type DecodeBenchResult } from '../bench/decode.ts';
+// webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers]
+import { runDecodeReport, type DecodeReport } from '../bench/decode_report.ts';
+import type { Gpu } from '../gpu/device.ts';
 import { openNodeGpu } from '../gpu/node.ts';
-import { ENGINE_FLAGS, engineFlags, loadEngine } from './engine_args.ts';
+import { openCheckpoint } from '../io/checkpoint_files.ts';
+import type { TensorInfo } from '../io/safetensors.ts';
+import { nodeModelDir } from '../node.ts';
+import { createLocalEngine } from '../runtime/engine.ts';
+import type { Engine } from '../runtime/types.ts';
+import { ENGINE_FLAGS, engineFlags, type EngineFlags } from './engine_args.ts';
+import { escapeControls } from './escape.ts';
 import { runKernelBench, type ShapeSet } from '../bench/suite.ts';
 import { parse, positiveInt, UsageError } from './args.ts';
 
@@ -74,30 +81,82 @@ function formatReport(r: Awaited<ReturnType<typeof runKernelBench>>): string {
   return lines.join('\n');
 }
 
-/** Greedy decode with and without MTP speculative decoding on one model (BENCHMARKS.md). */
+/**
+ * Greedy decode with and without MTP speculative decoding on one model, and what a step costs
+ * (BENCHMARKS.md). The engine runs in this process on a device opened here, so that the step probe
+ * sees its steps, its device takes the timestamps, and the copy bandwidth and the TF.js peer are
+ * measured on the same device.
+ */
 async function decodeBench(positionals: string[], values: Record<string, unknown>): Promise<void> {
   const maxTokens = values['max-tokens'] === undefined ? 64 : positiveInt('max-tokens', values['max-tokens'] as string, 4096);
   const runs = values.runs === undefined ? 1 : positiveInt('runs', values.runs as string, 10);
   const prompts = (values.prompt as string[] | undefined) ?? DEFAULT_DECODE_PROMPTS;
-  const engine = await loadEngine(positionals[0], engineFlags(values as Parameters<typeof engineFlags>[0]));
+  const flags = engineFlags(values as Parameters<typeof engineFlags>[0]);
+  const gpu = await openNodeGpu({ label: 'webmoe-bench' });
   try {
-    const result = await runDecodeBench(engine, { prompts, maxTokens, runs, onProgress: (line) => console.error(`[bench] ${line}`) });
-    const stats = await engine.stats();
-    if (values.json) console.log(JSON.stringify({ adapter: stats.adapter, model: engine.info.name, prompts, max_tokens: maxTokens, ...result }, null, 2));
-    else console.log(formatDecode(result, stats.adapter));
+    const { engine, tensors } = await loadOnGpu(positionals[0], flags, gpu);
+    try {
+      const report = await runDecodeReport(engine, gpu, {
+        prompts,
+        maxTokens,
+        runs,
+        tensors,
+        quick: values.quick as boolean | undefined,
+        peers: !values['no-peers'],
+        onProgress: (line) => console.error(`[bench] ${line}`),
+      });
+      console.log(values.json ? JSON.stringify(report, null, 2) : formatDecode(report));
+    } finally {
+      await engine.unload();
+    }
   } finally {
-    await engine.unload();
+    gpu.destroy();
   }
 }
 
-function formatDecode(r: DecodeBenchResult, adapter: string): string {
-  const lines = [`${adapter}`, `plain decoding: ${r.plain.tokensPerS.toFixed(2)} tok/s (prefill ${r.plain.prefillTokensPerS.toFixed(1)} tok/s, time to first token ${r.plain.ttftMs.toFixed(0)} ms)`];
+/** The engine on `gpu` (it stays ours to destroy), and the checkpoint's tensors for the bytes floor. */
+async function loadOnGpu(model: string, flags: EngineFlags, gpu: Gpu): Promise<{ engine: Engine; tensors: TensorInfo[] }> {
+  const started = performance.now();
+  const dir = nodeModelDir(model);
+  const engine = await createLocalEngine({ gpu, dir, ownsGpu: false, ...flags });
+  try {
+    const { tensors } = await openCheckpoint(dir);
+    const { weightBytes } = await engine.stats();
+    console.error(`loaded ${escapeControls(engine.info.name)}: ${(weightBytes / 2 ** 20).toFixed(1)} MiB of weights in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    return { engine, tensors: [...tensors.values()] };
+  } catch (err) {
+    await engine.unload();
+    throw err;
+  }
+}
+
+/** The decode report as a person reads it. */
+export function formatDecode(r: DecodeReport): string {
+  const step = (s: DecodeReport['plain']['step']) =>
+    `${s.dispatches_per_token.toFixed(1)} dispatches per token (${s.dispatches_per_step} per step, ${s.steps_per_token.toFixed(2)} steps per token), ` +
+    `${s.cpu_record_submit_ms.toFixed(2)} ms CPU to record and submit a step, ${s.gpu_ms_per_step === null ? 'no GPU timestamps' : `${s.gpu_ms_per_step.toFixed(2)} ms GPU per step`}`;
+  const f = r.bytes_floor;
+  const lines = [
+    `${r.adapter}`,
+    `plain decoding: ${r.plain.tokensPerS.toFixed(2)} tok/s (prefill ${r.plain.prefillTokensPerS.toFixed(1)} tok/s, time to first token ${r.plain.ttftMs.toFixed(0)} ms)`,
+    `  step: ${step(r.plain.step)}`,
+  ];
   if (r.mtp && r.model) {
     lines.push(
       `MTP speculative: ${r.mtp.tokensPerS.toFixed(2)} tok/s, ${r.mtp.accepted}/${r.mtp.drafted} drafts accepted (${(100 * r.mtp.acceptance).toFixed(1)}%), ${r.mtp.tokensPerStep.toFixed(2)} tokens per step`,
+      `  step: ${step(r.mtp.step)}`,
       `model: speed-up = tokens per step / (t2 / t1) = ${r.mtp.tokensPerStep.toFixed(2)} / (${r.model.t2Ms.toFixed(1)} ms / ${r.model.t1Ms.toFixed(1)} ms = ${r.model.t2OverT1.toFixed(2)}) = ${r.model.speedup.toFixed(2)}x (measured: ${r.model.measuredSpeedup.toFixed(2)}x)`,
+      ...(r.auto ? [`speculative auto (the default): ${r.auto.tokensPerS.toFixed(2)} tok/s, ${r.auto.overPlain.toFixed(2)}x plain, speculated ${r.auto.speculated} of ${r.auto.requests} requests`] : []),
+      ...(r.auto?.policy ? [`  policy: plain step ${r.auto.policy.plainStepMs.toFixed(1)} ms, verify step ${r.auto.policy.verifyStepMs.toFixed(1)} ms (${r.auto.policy.measured}, refreshed by the requests), acceptance ${(100 * r.auto.policy.acceptance).toFixed(0)}% over ${r.auto.policy.verifySteps} verify steps: ${r.auto.policy.pays ? 'pays' : 'does not pay'}`] : []),
       `greedy outputs identical: ${r.identical ? 'yes' : 'NO'}`,
     );
   } else lines.push('this checkpoint has no MTP layer');
+  lines.push(
+    `bytes floor: ${(f.bytes_per_token / 2 ** 20).toFixed(2)} MiB of weights per token at ${f.copy_gbps.toFixed(1)} GB/s copy = ${f.floor_ms_per_token.toFixed(3)} ms per token (${f.floor_tokens_per_s.toFixed(0)} tok/s); ` +
+      `plain decoding takes ${f.measured_ms_per_token.toFixed(1)} ms, ${f.measured_over_floor.toFixed(0)}x the floor`,
+  );
+  const peer = r.model_peer;
+  if (peer && 'skipped' in peer) lines.push(`model-level peer skipped: ${peer.skipped}`);
+  else if (peer) lines.push(`model-level peer: ${peer.name}: ${peer.ms_per_token.toFixed(1)} ms per token (${peer.matmuls_per_token} matMuls, f32), ours ${f.measured_ms_per_token.toFixed(1)} ms for the whole step`);
   return lines.join('\n');
 }

@@ -1,104 +1,141 @@
-// The kernel benchmark page: the same suite as `webmoe bench --kernels`, on the visitor's GPU.
+// The benchmark page: the kernel suite of `webmoe bench --kernels` and the decode benchmark of
+// `webmoe bench --decode`, on the visitor's GPU, with a progress bar, a roofline, tables that fit
+// the screen, and the JSON export of both.
 import { openBrowserGpu, WebmoeError, type Gpu } from '../../index.ts';
 import { runKernelBench, type BenchReport, type ShapeSet } from '../../bench/suite.ts';
+import type { DecodeReport } from '../../bench/decode_report.ts';
+import { $ } from '../demo/dom.ts';
+import { softwareNote } from '../demo/gpu_status.ts';
+import { gbps, gflops, shapeText } from './format.ts';
+import { drawRoofline } from './roofline.ts';
+import { ceilingBars, decodeCostTable, kernelPeerTable, kernelsTable } from './tables.ts';
+import { runDecode, showDecode } from './decode_view.ts';
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const params = new URLSearchParams(location.search);
+const MODEL = new URL(params.get('model') ?? '../models/webmoe-kjv-12m/', location.href).href;
 let gpu: Gpu | undefined;
 let report: BenchReport | undefined;
+let decode: DecodeReport | undefined;
+/** One run at a time: the kernels and the decode step share the device. */
+let busy = false;
 
-const shape = (s: Record<string, number>) => Object.entries(s).map(([k, v]) => `${k}=${v}`).join(' ');
-
-function row(cells: string[], header = false): HTMLTableRowElement {
-  const tr = document.createElement('tr');
-  for (const text of cells) {
-    const cell = document.createElement(header ? 'th' : 'td');
-    if (header) cell.scope = 'col';
-    cell.textContent = text;
-    tr.append(cell);
-  }
-  return tr;
-}
+const roofline = document.querySelector<SVGSVGElement>('#roofline')!;
+// Redrawn at the width it gets (a phone's is narrower than the drawing's default).
+new ResizeObserver(() => report && drawRoofline(roofline, report)).observe(roofline.parentElement!);
 
 function show(r: BenchReport): void {
-  $('ceilings').textContent = `Measured here: buffer copy ${r.copy_gbps.toFixed(1)} GB/s, f32 FMA ${r.fma_gflops.toFixed(1)} GFLOP/s.`;
-  $('results').replaceChildren(
-    row(['kernel', 'shape', 'variant', 'ms', 'GB/s', 'GFLOP/s', '% copy', '% FMA', 'check'], true),
-    ...r.kernels.map((k) =>
-      row([k.name, shape(k.shape), k.variant ?? '', k.median_ms.toFixed(3), k.gbps.toFixed(2), k.gflops.toFixed(2), (100 * k.copy_fraction).toFixed(1), (100 * k.fma_fraction).toFixed(1), k.check_rel_error.toExponential(1)]),
-    ),
-  );
-  $('peers').replaceChildren(
-    row(['peer', 'shape', 'ms (wall)', 'ours, x faster', 'versus'], true),
-    ...r.peers.map((p) => row([p.name, shape(p.shape), p.median_ms.toFixed(3), p.speedup_of_ours?.toFixed(2) ?? '', p.versus ?? ''])),
-  );
-  $('decode-cost').replaceChildren(
-    row(['kernel', 'shape', 'variant', 'FP8 ms', 'f32 weights ms', 'rounds', 'cost'], true),
-    ...r.fp8_decode_cost.map((c) => row([c.kernel, shape(c.shape), c.variant ?? '', c.fp8_median_ms.toFixed(3), c.f32_median_ms.toFixed(3), String(c.rounds), `${(100 * c.cost).toFixed(1)}%`])),
-  );
-  const chart = $('chart');
-  chart.replaceChildren(
-    ...r.kernels.map((k) => {
-      const line = document.createElement('div');
-      line.className = 'bar-row';
-      const label = document.createElement('span');
-      label.textContent = `${k.name} ${shape(k.shape)}`;
-      const bars = document.createElement('div');
-      bars.className = 'bars';
-      for (const [kind, fraction] of [['copy', k.copy_fraction], ['fma', k.fma_fraction]] as const) {
-        const bar = document.createElement('div');
-        bar.className = `bar ${kind}`;
-        bar.style.width = `${Math.min(100, 100 * fraction)}%`;
-        bar.title = `${(100 * fraction).toFixed(1)}% of the ${kind === 'copy' ? 'copy bandwidth' : 'FMA'} ceiling`;
-        bars.append(bar);
-      }
-      line.append(label, bars);
-      return line;
-    }),
-  );
-  $('results-box').hidden = false;
+  $('ceilings').textContent = `Measured here: buffer copy ${gbps(r.copy_gbps)}, f32 FMA ${gflops(r.fma_gflops)}.`;
+  $('results-box').hidden = false; // visible first, so the roofline is drawn at its width
+  drawRoofline(roofline, r);
+  kernelsTable($<HTMLTableElement>('results'), r);
+  ceilingBars($('chart'), r);
+  decodeCostTable($<HTMLTableElement>('decode-cost'), r);
+  kernelPeerTable($<HTMLTableElement>('peers'), r);
+  $('peers').hidden = r.peers.length === 0;
+  $('kernel-peer-note').textContent = r.peers.length ? 'TF.js’s WebGPU matMul in f32 on the same device and shapes; both timed by the wall clock from submit to done.' : 'No peer ran (TF.js was unavailable or switched off).';
 }
 
-async function run(): Promise<void> {
-  if (!gpu) return;
-  const button = $<HTMLButtonElement>('run');
-  button.disabled = true;
+function setBusy(on: boolean): void {
+  busy = on;
+  $<HTMLButtonElement>('run').disabled = on || !gpu;
+  $<HTMLButtonElement>('run-decode').disabled = on || !gpu;
+  $<HTMLButtonElement>('export').disabled = on || (!report && !decode);
+}
+
+function showFailure(err: unknown): void {
+  $('error').hidden = false;
+  $('error').textContent = err instanceof Error ? err.message : String(err);
+}
+
+async function runKernels(): Promise<void> {
+  if (!gpu || busy) return;
+  setBusy(true);
   $('error').hidden = true;
+  const bar = $<HTMLProgressElement>('case-progress');
+  const progress = $('progress');
+  delete progress.dataset.state;
+  $('progress-box').hidden = false;
+  bar.value = 0;
+  const started = performance.now();
+  let current = '';
   try {
     report = await runKernelBench(gpu, {
       shapes: $<HTMLSelectElement>('shapes').value as ShapeSet,
       quick: $<HTMLInputElement>('quick').checked,
-      onProgress: (line) => ($('progress').textContent = line),
+      onCase: ({ index, total, name, shape }) => {
+        bar.max = total;
+        bar.value = index;
+        current = `${name} [${shapeText(shape)}]: case ${index + 1} of ${total}`;
+      },
+      onProgress: (line) => {
+        const seconds = ((performance.now() - started) / 1000).toFixed(0);
+        progress.textContent = current ? `${current} · ${seconds} s · ${line}` : line;
+      },
     });
+    bar.value = bar.max;
     show(report);
-    $('progress').textContent = `Done: ${report.kernels.length} kernels, ${report.peers.length} peer runs.`;
-    $('progress').dataset.state = 'done';
-    $<HTMLButtonElement>('export').disabled = false;
+    progress.textContent = `Done in ${((performance.now() - started) / 1000).toFixed(0)} s: ${report.kernels.length} kernels, ${report.peers.length} peer runs.`;
+    progress.dataset.state = 'done';
   } catch (err) {
-    $('error').hidden = false;
-    $('error').textContent = err instanceof Error ? err.message : String(err);
+    progress.dataset.state = 'failed';
+    showFailure(err);
   } finally {
-    button.disabled = false;
+    setBusy(false);
   }
 }
 
-$('run').addEventListener('click', () => void run());
+async function runDecodeBench(): Promise<void> {
+  if (!gpu || busy) return;
+  setBusy(true);
+  $('error').hidden = true;
+  const progress = $('decode-progress');
+  delete progress.dataset.state;
+  const started = performance.now();
+  try {
+    decode = await runDecode(gpu, MODEL, {
+      quick: $<HTMLInputElement>('quick').checked,
+      peers: $<HTMLInputElement>('decode-peer').checked,
+      onProgress: (line) => (progress.textContent = `${line} · ${((performance.now() - started) / 1000).toFixed(0)} s`),
+    });
+    showDecode(decode);
+    progress.textContent = `Done in ${((performance.now() - started) / 1000).toFixed(0)} s.`;
+    progress.dataset.state = 'done';
+  } catch (err) {
+    progress.dataset.state = 'failed';
+    progress.textContent = 'The decode benchmark failed.';
+    showFailure(err);
+  } finally {
+    setBusy(false);
+  }
+}
+
+$('run').addEventListener('click', () => void runKernels());
+$('run-decode').addEventListener('click', () => void runDecodeBench());
 $('export').addEventListener('click', () => {
-  if (!report) return;
+  if (!report && !decode) return;
+  // The kernel report as `bench --kernels --json` prints it, with the decode report beside it when it ran.
+  const json = { ...(report ?? {}), ...(decode ? { decode } : {}) };
+  const adapter = gpu?.adapter;
   const a = document.createElement('a');
-  a.href = URL.createObjectURL(new Blob([JSON.stringify(report, null, 2)], { type: 'application/json' }));
-  a.download = `webmoe-bench-${report.adapter.vendor}-${report.adapter.architecture}.json`.replace(/\s+/g, '_');
+  a.href = URL.createObjectURL(new Blob([JSON.stringify(json, null, 2)], { type: 'application/json' }));
+  a.download = `webmoe-bench-${adapter?.vendor ?? 'gpu'}-${adapter?.architecture ?? ''}.json`.replace(/\s+/g, '_');
   a.click();
   URL.revokeObjectURL(a.href);
 });
 
+setBusy(true);
 try {
   gpu = await openBrowserGpu({ label: 'webmoe-bench' });
   const a = gpu.adapter;
   $('adapter').textContent = `${a.vendor} ${a.architecture} ${a.description}${a.isSoftware ? ' (software renderer)' : ''} · features: ${Object.entries(a.features).filter(([, on]) => on).map(([f]) => f).join(', ') || 'none'} · max storage binding ${(a.limits.maxStorageBufferBindingSize / 2 ** 20).toFixed(0)} MiB`;
   $('adapter').dataset.state = 'ready';
-  if (new URLSearchParams(location.search).has('autorun')) void run();
+  const note = softwareNote(a);
+  $('adapter-note').hidden = note === undefined;
+  $('adapter-note').textContent = note ?? '';
+  setBusy(false);
+  if (params.has('autorun')) void runKernels();
 } catch (err) {
   $('adapter').dataset.state = 'none';
   $('adapter').textContent = err instanceof WebmoeError ? err.message : String(err);
-  $<HTMLButtonElement>('run').disabled = true;
+  setBusy(false);
 }

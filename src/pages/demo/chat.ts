@@ -1,8 +1,9 @@
 // The chat: a message list, the prompt box with Send / Stop / New chat, and the streaming loop
-// that writes the model's tokens into the last message. Each reply runs with its own
-// AbortController (Stop, Escape); the figures, the experts heatmap and the cache chart follow it.
+// that writes the model's tokens into the last message (each turn goes through the engine's
+// chat.completions: conversation.ts). Each reply runs with its own AbortController (Stop,
+// Escape); the figures, the experts heatmap and the cache chart follow it.
 
-import { shortName, type ChatTemplate, type Engine } from './lib.ts';
+import { shortName, type Engine } from './lib.ts';
 import { $, el } from './dom.ts';
 import { clearError, isAbort, isDeviceLost, showError } from './alert.ts';
 import { Conversation, type TurnEnd } from './conversation.ts';
@@ -22,16 +23,17 @@ export class ChatView {
 
   constructor(
     private readonly engine: Engine,
-    template: ChatTemplate | undefined,
+    /** 'chat': the checkpoint has a chat template (the engine renders it); 'text': plain continuation. */
+    mode: 'chat' | 'text',
     /** Called when the engine's GPU device is gone: the page drops the engine. */
     private readonly onDeviceLost: () => void,
   ) {
-    this.conversation = new Conversation(engine, template);
+    this.conversation = new Conversation(engine, mode);
     this.heatmap = new ExpertsHeatmap(engine, engine.info);
     adaptSettings(engine.info);
     $('messages').replaceChildren();
     const name = shortName(engine.info.name);
-    $('chat-hint').textContent = template
+    $('chat-hint').textContent = mode === 'chat'
       ? `Chatting with ${name} in its chat format. A small model writes fluent-looking text, not reliable answers.`
       : `${name} has no chat template: the model continues your text.`;
     // A checkpoint without tokenizer.json runs on token ids only: say so before the first message.
@@ -98,9 +100,7 @@ export class ChatView {
     let tokens = 0;
     let how: TurnEnd = 'failed';
     try {
-      const turn = await this.conversation.begin(text);
-      const chunks = this.engine.generate(turn.prompt, { ...settings, session: turn.session, addBos: turn.addBos, experts: true, signal: controller.signal });
-      for await (const chunk of chunks) {
+      for await (const chunk of this.conversation.reply(text, { ...settings, signal: controller.signal })) {
         written += chunk.text;
         tokens += chunk.ids.length;
         this.write(answer, written);

@@ -1,89 +1,92 @@
-// One conversation held in one engine Session: each turn sends only the text that is new since
-// the cache's last token, so the engine prefills just that. The turn's text comes from the chat
-// template: render the conversation with the new user message, and drop the part the session
-// already holds (the same conversation rendered up to the last answer). Without a template the
-// model simply continues the text.
-//
-// What the session holds after an answer: when it stopped on EOS, the EOS token (which closes an
-// assistant turn in DeepSeek-V3's template); when it ran out of tokens or was stopped, not the
-// closing, so the next turn starts with it.
+// One conversation held in one engine Session. With a chat template, each turn is a request to
+// engine.chat.completions.create with the whole conversation and the kept session: the engine
+// renders the template where it runs (the Worker), encodes message content as plain text (a
+// control token typed by the visitor stays text: no forged turns, src/text/literal_content.ts),
+// and prefills only what its cache does not hold yet (the conversation's common prefix with the
+// session's tokens is reused). Without a template the model continues plain text: each turn
+// appends a new line to what the session holds.
 
-import type { ChatMessage, ChatTemplate, Engine, FinishReason, Session } from './lib.ts';
-
-export interface Turn {
-  /** Text to append to what the session holds. */
-  prompt: string;
-  session: Session;
-  /** Add the tokenizer's BOS (only a fresh session without a template that writes it). */
-  addBos: boolean;
-}
+import type { ChatMessage, Engine, FinishReason, GenerateChunk, GenerateOptions, Session } from './lib.ts';
 
 /** How a turn ended: the engine's finish reason, or 'failed' (an error before or during the answer). */
 export type TurnEnd = FinishReason | 'failed';
 
-const MARK = '\u0000answer\u0000';
+/** What one reply takes from the page's settings. */
+export type ReplyOptions = Pick<GenerateOptions, 'temperature' | 'topP' | 'maxTokens' | 'speculative' | 'signal'>;
 
 export class Conversation {
   private messages: ChatMessage[] = [];
   private session: Session | undefined;
-  /** The session's tokens end with the template's closing of the last answer. */
-  private closed = true;
-  /** The session no longer matches `messages`: the next turn starts a fresh one with everything. */
+  /** Plain text only: the session no longer holds what `messages` says (a failed turn), start a fresh one. */
   private stale = false;
-  /** What the template writes after an assistant message's content (DeepSeek-V3: the EOS token). */
-  private readonly closing: string;
 
   constructor(
     private readonly engine: Engine,
-    private readonly template: ChatTemplate | undefined,
-  ) {
-    const sample = template?.applyChatTemplate([{ role: 'user', content: 'u' }, { role: 'assistant', content: MARK }], { addGenerationPrompt: false }) ?? '';
-    this.closing = sample.includes(MARK) ? sample.slice(sample.indexOf(MARK) + MARK.length) : '';
+    /** 'chat': the checkpoint has a chat template; 'text': it continues plain text. */
+    readonly mode: 'chat' | 'text',
+  ) {}
+
+  /** The model's answer to `user`, streamed; call end() with what was shown when it is over. */
+  async *reply(user: string, options: ReplyOptions): AsyncGenerator<GenerateChunk> {
+    if (this.mode === 'chat') yield* this.chatTurn(user, options);
+    else yield* this.textTurn(user, options);
   }
 
-  get usesTemplate(): boolean {
-    return this.template !== undefined;
-  }
-
-  /** The text and session for the user's next message. */
-  async begin(user: string): Promise<Turn> {
-    const next: ChatMessage[] = [...this.messages, { role: 'user', content: user }];
-    if (this.session && !this.stale) {
-      const held = this.render(this.messages, false);
-      const whole = this.render(next, true);
-      // A template that rewrites earlier turns (some drop old reasoning) needs the whole conversation again.
-      if (whole.startsWith(held)) return { prompt: (this.closed ? '' : this.closing) + whole.slice(held.length), session: this.session, addBos: false };
+  private async *chatTurn(user: string, options: ReplyOptions): AsyncGenerator<GenerateChunk> {
+    this.session ??= await this.engine.createSession();
+    const stream = await this.engine.chat.completions.create({
+      messages: [...this.messages, { role: 'user', content: user }],
+      session: this.session,
+      stream: true,
+      experts: true,
+      max_tokens: options.maxTokens,
+      temperature: options.temperature,
+      top_p: options.topP,
+      speculative: options.speculative,
+      signal: options.signal,
+    });
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      const stats = chunk.webmoe?.stats;
+      yield {
+        text: choice.delta.content ?? '',
+        ids: chunk.webmoe?.ids ?? [],
+        ...(chunk.webmoe?.experts ? { experts: chunk.webmoe.experts } : {}),
+        ...(choice.finish_reason && stats ? { done: { finishReason: choice.finish_reason, stats } } : {}),
+      };
     }
-    await this.closeSession();
-    this.session = await this.engine.createSession();
-    this.stale = false;
-    return { prompt: this.render(next, true), session: this.session, addBos: !this.template };
+  }
+
+  private async *textTurn(user: string, options: ReplyOptions): AsyncGenerator<GenerateChunk> {
+    let prompt = `\n${user}`;
+    if (!this.session || this.stale) {
+      await this.closeSession();
+      this.session = await this.engine.createSession();
+      this.stale = false;
+      prompt = [...this.messages.map((m) => m.content), user].join('\n');
+    }
+    const first = this.messages.length === 0 || prompt !== `\n${user}`;
+    yield* this.engine.generate(prompt, { ...options, session: this.session, addBos: first, experts: true });
   }
 
   /** Records the turn; `answer` is the text shown, `tokens` how many were generated. */
   end(user: string, answer: string, how: TurnEnd, tokens: number): void {
     if (how === 'failed') {
-      // The session may hold part of the prompt: start over next time, without this message.
+      // Left out of the conversation. A chat session is compared with the next request anyway;
+      // a text session may hold part of this prompt, so the next turn starts a fresh one.
       this.stale = true;
       return;
     }
     this.messages.push({ role: 'user', content: user }, { role: 'assistant', content: answer });
-    this.closed = how === 'stop';
-    // Stopped during the prefill: the session holds part of the user's turn.
+    // Stopped during the prefill: the text session holds part of the user's turn.
     if (how === 'abort' && tokens === 0) this.stale = true;
   }
 
   /** Forgets the conversation and frees its cache. */
   async reset(): Promise<void> {
     this.messages = [];
-    this.closed = true;
     this.stale = false;
     await this.closeSession();
-  }
-
-  private render(messages: ChatMessage[], addGenerationPrompt: boolean): string {
-    if (this.template) return messages.length === 0 ? '' : this.template.applyChatTemplate(messages, { addGenerationPrompt });
-    return messages.map((m) => m.content).join('\n');
   }
 
   private async closeSession(): Promise<void> {

@@ -1,19 +1,22 @@
-// The page `npm start` serves: checks WebGPU, loads a checkpoint (the shipped one, a URL or a
-// local folder) into an engine in a Worker, then chats with it and shows the model at work. It
-// uses the library exactly as an npm user would (lib.ts).
+// The page `npm start` serves: checks WebGPU, then loads a checkpoint by itself (the one this
+// browser loaded last, else the shipped one; ?model= names another) into an engine in a Worker,
+// and chats with it, showing the model at work. Another URL or a folder on this computer can be
+// loaded at any time. It uses the library exactly as an npm user would (lib.ts).
 
-import { NoWebGPUError, type Engine } from './lib.ts';
+import { NoWebGPUError, type AdapterReport, type Engine } from './lib.ts';
 import { $ } from './dom.ts';
 import { clearError, isAbort, showError } from './alert.ts';
 import { checkGpu } from './gpu_status.ts';
 import { loadEngine, showSummary } from './load.ts';
-import { loadTemplate } from './template.ts';
+import { showMemoryPlan } from './memory_plan.ts';
+import { folderName, recall, remember } from './remembered.ts';
+import { hasChatTemplate } from './template.ts';
 import { ChatView } from './chat.ts';
 
 const DEFAULT_MODEL = 'models/webmoe-kjv-12m/';
 const params = new URLSearchParams(location.search);
 
-let webgpu = false;
+let adapter: AdapterReport | undefined;
 let engine: Engine | undefined;
 let chat: ChatView | undefined;
 let loading: AbortController | undefined;
@@ -30,7 +33,8 @@ async function unload(): Promise<void> {
 /** Loads a checkpoint from a URL or a picked folder, replacing the engine the page had. */
 async function load(model: string | FileList): Promise<void> {
   clearError();
-  if (!webgpu) {
+  $('model-note').hidden = true;
+  if (!adapter) {
     showError(new NoWebGPUError('No model can run in this browser: WebGPU is missing (see the GPU line above).'));
     return;
   }
@@ -39,16 +43,18 @@ async function load(model: string | FileList): Promise<void> {
   const { signal } = controller;
   try {
     await unload();
-    // The page reads the chat template itself; a template that fails leaves plain-text chat.
-    const template = loadTemplate(model, signal).catch((err: unknown) => (isAbort(err) || signal.aborted ? undefined : (showError(err), undefined)));
+    // Both read only small files (config.json, the headers, tokenizer_config.json) beside the load.
+    void showMemoryPlan(model, adapter, signal);
+    const chatMode = hasChatTemplate(model, signal).catch(() => false);
     const next = await loadEngine(model, typeof model !== 'string', signal);
     if (loading !== controller) {
       await next.unload(); // another load started meanwhile
       return;
     }
     engine = next;
+    remember(typeof model === 'string' ? { kind: 'url', url: model } : { kind: 'folder', name: folderName(model) });
     await showSummary(next);
-    chat = new ChatView(next, await template, () => void dropLostEngine());
+    chat = new ChatView(next, (await chatMode) ? 'chat' : 'text', () => void dropLostEngine());
   } catch (err) {
     if (!isAbort(err) && !signal.aborted) showError(err);
   } finally {
@@ -65,7 +71,9 @@ async function dropLostEngine(): Promise<void> {
 }
 
 const urlInput = $<HTMLInputElement>('model-url');
-urlInput.value = new URL(params.get('model') ?? DEFAULT_MODEL, location.href).href;
+const last = recall();
+const named = params.get('model');
+urlInput.value = new URL(named ?? (last?.kind === 'url' ? last.url : DEFAULT_MODEL), location.href).href;
 $('load-form').addEventListener('submit', (e) => {
   e.preventDefault();
   void load(urlInput.value);
@@ -77,5 +85,13 @@ $<HTMLInputElement>('model-folder').addEventListener('change', (e) => {
 $('cancel').addEventListener('click', () => loading?.abort());
 $('error-dismiss').addEventListener('click', clearError);
 
-webgpu = await checkGpu();
-if (webgpu && params.has('autoload')) void load(urlInput.value);
+adapter = await checkGpu();
+if (adapter && params.get('autoload') !== '0') {
+  if (!named && last?.kind === 'folder') {
+    // A page cannot reopen a folder by itself: say so, and leave the choice to the visitor.
+    $('model-note').textContent = `Last time this browser loaded the folder “${last.name}” from this computer: pick it again below, or press Load for the URL.`;
+    $('model-note').hidden = false;
+  } else {
+    void load(urlInput.value);
+  }
+}

@@ -1,15 +1,14 @@
-// The checkpoint's chat template, read by the page from the same place as the weights (the engine
-// in the Worker has its own copy): the page renders each turn's text with it (conversation.ts).
-// A checkpoint without tokenizer_config.json has none, and the demo continues plain text instead.
+// Whether the checkpoint has a chat template, so that the demo knows to chat (engine.chat, which
+// renders the template in the engine's Worker) or to continue plain text. The page only looks for
+// the template; it never renders it (a checkpoint's template is untrusted code). The engine's
+// ModelInfo does not say, so the page reads the same two small files the engine reads.
 
-import { filesDir, loadChatTemplate, MissingFileError, urlDir, type ChatTemplate, type CheckpointDir } from './lib.ts';
+import { filesDir, MissingFileError, urlDir, type CheckpointDir } from './lib.ts';
 
-/** The template, or undefined when the checkpoint has no tokenizer_config.json or no chat_template in it. */
-export async function loadTemplate(model: string | ArrayLike<File>, signal?: AbortSignal): Promise<ChatTemplate | undefined> {
+export async function hasChatTemplate(model: string | ArrayLike<File>, signal?: AbortSignal): Promise<boolean> {
   const dir = typeof model === 'string' ? urlDir(model) : filesDir(model);
   const [configText, jinja] = await Promise.all([readIfThere(dir, 'tokenizer_config.json', signal), readIfThere(dir, 'chat_template.jinja', signal)]);
-  if (configText === undefined || (jinja === undefined && !mentionsTemplate(configText))) return undefined;
-  return loadChatTemplate({ tokenizerConfigJson: configText, chatTemplate: jinja, source: dir.description });
+  return jinja !== undefined || (configText !== undefined && mentionsTemplate(configText));
 }
 
 async function readIfThere(dir: CheckpointDir, file: string, signal?: AbortSignal): Promise<string | undefined> {
@@ -21,10 +20,11 @@ async function readIfThere(dir: CheckpointDir, file: string, signal?: AbortSigna
   }
 }
 
-/** Whether the JSON has a chat_template (a file that is not JSON counts: loadChatTemplate says what is wrong). */
+/** Whether tokenizer_config.json has a chat_template (a file that is not JSON: the engine says what is wrong when asked to chat). */
 function mentionsTemplate(configText: string): boolean {
   try {
-    return (JSON.parse(configText) as { chat_template?: unknown }).chat_template !== undefined;
+    const template = (JSON.parse(configText) as { chat_template?: unknown }).chat_template;
+    return template !== undefined && template !== null;
   } catch {
     return true;
   }

@@ -1,0 +1,92 @@
+// The whole decode benchmark of one loaded model, as `webmoe bench --decode --json` prints it and
+// the benchmark page shows it: tok/s with and without MTP (decode.ts), what a step costs
+// (dispatches per token, CPU time to record and submit, GPU time: step_cost.ts), the bytes floor
+// (bytes_floor.ts) against the copy bandwidth measured on the same device, and the model-level
+// peer (model_peer.ts). The engine must run on `gpu` (createEngine with `gpu`, in this thread), so
+// that the probe sees its steps and its device can take timestamps.
+
+import type { Gpu } from '../gpu/device.ts';
+import type { TensorInfo } from '../io/safetensors.ts';
+import type { Engine } from '../runtime/types.ts';
+import { bytesFloor, decodeBytesPerToken, type BytesFloor } from './bytes_floor.ts';
+import { measureCeilings } from './ceilings.ts';
+import { runDecodeBench, type DecodeBenchResult, type DecodeModeResult } from './decode.ts';
+import { timeModelPeer, type ModelPeerResult } from './model_peer.ts';
+import { tfjsMatmulPeer } from './peers.ts';
+import { measureStepCost, type StepCost } from './step_cost.ts';
+
+export interface DecodeReportOptions {
+  prompts: (string | number[])[];
+  maxTokens: number;
+  runs?: number;
+  /** The checkpoint's tensors (its safetensors headers), for the bytes floor. */
+  tensors: readonly TensorInfo[];
+  /** Shorter step-cost runs and ceiling probes. */
+  quick?: boolean;
+  /** Time the model-level peer (default true). */
+  peers?: boolean;
+  onProgress?: (line: string) => void;
+}
+
+export interface DecodeReport extends Omit<DecodeBenchResult, 'plain' | 'mtp'> {
+  adapter: string;
+  checkpoint: string;
+  weights: string;
+  prompts: (string | number[])[];
+  max_tokens: number;
+  plain: DecodeModeResult & { step: StepCost };
+  mtp?: NonNullable<DecodeBenchResult['mtp']> & { step: StepCost };
+  /** Plain decoding's step, at the top as issue 19 names the figures. */
+  dispatches_per_token: number;
+  cpu_record_submit_ms: number;
+  gpu_ms_per_step: number | null;
+  /** The floor, and plain decoding's measured time per token over it. */
+  bytes_floor: BytesFloor & { measured_ms_per_token: number; measured_over_floor: number };
+  model_peer?: ModelPeerResult | { skipped: string };
+}
+
+export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeReportOptions): Promise<DecodeReport> {
+  const log = options.onProgress ?? (() => {});
+  const bench = await runDecodeBench(engine, options);
+  const stepOptions = { prompt: options.prompts[0], device: gpu.device, shortTokens: options.quick ? 3 : 8, longTokens: options.quick ? 9 : 32 };
+  log('counting the dispatches and timing the steps of plain decoding');
+  const plainStep = await measureStepCost(engine, { ...stepOptions, speculative: false });
+  log(`plain: ${plainStep.dispatches_per_token.toFixed(1)} dispatches per token, ${plainStep.cpu_record_submit_ms.toFixed(2)} ms CPU per step${plainStep.gpu_ms_per_step === null ? '' : `, ${plainStep.gpu_ms_per_step.toFixed(2)} ms GPU per step`}`);
+  let mtpStep: StepCost | undefined;
+  if (bench.mtp) {
+    log('the same with MTP speculative decoding');
+    mtpStep = await measureStepCost(engine, { ...stepOptions, speculative: true });
+    log(`mtp: ${mtpStep.dispatches_per_token.toFixed(1)} dispatches per token, ${mtpStep.steps_per_token.toFixed(2)} steps per token`);
+  }
+  log('measuring the copy bandwidth for the bytes floor');
+  const { copyGbps } = await measureCeilings(gpu, { quick: options.quick });
+  const floor = bytesFloor(decodeBytesPerToken(engine.info.config, options.tensors, engine.info.weights), copyGbps);
+  const measuredMs = 1000 / bench.plain.tokensPerS;
+  let modelPeer: DecodeReport['model_peer'];
+  if (options.peers !== false) {
+    log("timing the model-level peer (TF.js, the decode step's matrix products)");
+    const peer = await tfjsMatmulPeer(gpu);
+    try {
+      modelPeer = await timeModelPeer(peer, engine.info.config, options.quick ? 3 : 5);
+    } finally {
+      peer.dispose();
+    }
+  }
+  const stats = await engine.stats();
+  const { plain, mtp, ...rest } = bench;
+  return {
+    adapter: stats.adapter,
+    checkpoint: engine.info.name,
+    weights: engine.info.weights,
+    prompts: options.prompts,
+    max_tokens: options.maxTokens,
+    ...rest,
+    plain: { ...plain, step: plainStep },
+    ...(mtp && mtpStep ? { mtp: { ...mtp, step: mtpStep } } : {}),
+    dispatches_per_token: plainStep.dispatches_per_token,
+    cpu_record_submit_ms: plainStep.cpu_record_submit_ms,
+    gpu_ms_per_step: plainStep.gpu_ms_per_step,
+    bytes_floor: { ...floor, measured_ms_per_token: measuredMs, measured_over_floor: measuredMs / floor.floor_ms_per_token },
+    ...(modelPeer ? { model_peer: modelPeer } : {}),
+  };
+}

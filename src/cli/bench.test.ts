@@ -1,0 +1,44 @@
+// webmoe bench --decode on the shipped checkpoint: the JSON carries the step's cost (dispatches
+// per token, CPU and GPU time per step) and the bytes floor beside tok/s. Short runs: the figures
+// are checked for what they must be, not for their speed.
+
+import { describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../testing/fixtures.ts';
+import { formatDecode } from './bench.ts';
+import { runCli } from './testing.ts';
+
+const SHIPPED = `${REPO_ROOT}/public/models/webmoe-kjv-12m`;
+
+describe('webmoe bench --decode --json', () => {
+  it('prints dispatches per token, the step times and the bytes floor', async () => {
+    const r = await runCli(['bench', '--decode', SHIPPED, '--json', '--quick', '--no-peers', '--max-tokens', '4', '--prompt', 'In the beginning']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out);
+    expect(report.checkpoint).toBe(SHIPPED);
+    expect(report.identical).toBe(true);
+    // Plain decoding: one submit per token, so every dispatch of a step is a dispatch per token.
+    const plain = report.plain.step;
+    expect(plain.steps_per_token).toBe(1);
+    expect(Number.isInteger(plain.dispatches_per_token)).toBe(true);
+    expect(plain.dispatches_per_token).toBe(plain.dispatches_per_step);
+    expect(report.dispatches_per_token).toBe(plain.dispatches_per_token);
+    expect(report.cpu_record_submit_ms).toBeGreaterThan(0);
+    expect(report.gpu_ms_per_step).toBeGreaterThan(0); // SwiftShader has timestamp queries
+    // MTP: a verify step makes more than one token when drafts are accepted, and runs more dispatches.
+    const mtp = report.mtp.step;
+    expect(mtp.steps_per_token).toBeLessThan(1);
+    expect(mtp.dispatches_per_step).toBeGreaterThan(plain.dispatches_per_step);
+    // The floor: 23.5 MiB of weights on the GPU, of which a token reads the part outside the embedding, the MTP layer and the unchosen experts.
+    const floor = report.bytes_floor;
+    expect(floor.bytes_per_token).toBeGreaterThan(2 ** 20);
+    expect(floor.bytes_per_token).toBeLessThan(20 * 2 ** 20);
+    expect(floor.floor_ms_per_token).toBeCloseTo(floor.bytes_per_token / (floor.copy_gbps * 1e6), 9);
+    expect(floor.measured_over_floor).toBeCloseTo(1000 / report.plain.tokensPerS / floor.floor_ms_per_token, 9);
+    expect(report.model_peer).toBeUndefined(); // --no-peers
+
+    // Without --json, the same figures as text.
+    const text = formatDecode(report);
+    expect(text).toMatch(/step: \d+\.\d dispatches per token \(\d+ per step, 1\.00 steps per token\), \d+\.\d\d ms CPU to record and submit a step, \d+\.\d\d ms GPU per step/);
+    expect(text).toMatch(/bytes floor: \d+\.\d\d MiB of weights per token at \d+\.\d GB\/s copy = \d+\.\d{3} ms per token/);
+  });
+});
