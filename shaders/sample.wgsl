@@ -6,7 +6,7 @@
 //   top-k    keep the first top_k of the order (top_k == 0 or >= vocab: keep all).
 //   top-p    of those, keep the shortest prefix of the order (at least 1 token) whose mass
 //            reaches top_p times the mass of the top-k set (top_p >= 1: off), as HF/vLLM after top-k.
-//   pick     u = uniform(seed, step, row) in [0, 1) from a PCG hash; walk the kept tokens in
+//   pick     u = uniform(seed, step + row) in [0, 1) from a PCG hash; walk the kept tokens in
 //            INDEX order (not probability order, as FlashInfer's sorting-free samplers do: the
 //            distribution is the same) and take the first whose running mass exceeds u * mass.
 // Masses are exp((logit - max) / temperature). A row with a NaN or +inf logit, or only -inf ones,
@@ -105,9 +105,12 @@ fn pcg_hash(v: u32) -> u32 {
   return (word >> 22u) ^ word;
 }
 
-// 24 random bits / 2^24: exact in f32 and in the f64 reference.
+// 24 random bits / 2^24: exact in f32 and in the f64 reference. Keyed by step + row, the index
+// of the token the row samples: row r of a speculative verify step draws the uniform a plain
+// step r later would, so that speculation (which outputs a row's sample only where every row
+// before it was accepted) outputs what plain decoding would, token for token, for a seed.
 fn uniform01(row: u32) -> f32 {
-  let h = pcg_hash(pcg_hash(pcg_hash(params.seed) + params.step) + row);
+  let h = pcg_hash(pcg_hash(pcg_hash(params.seed) + params.step + row));
   return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 

@@ -5,6 +5,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
 import { errorLines, fixtureWithTokenizer, runCli, sharedEngines, spawnCli } from './testing.ts';
+import { speculativeFlag } from './generate.ts';
 
 vi.mock('../node.ts', async (importOriginal) => (await import('./testing.ts')).withSharedEngines(await importOriginal<typeof import('../node.ts')>()));
 
@@ -36,18 +37,29 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     expect(Object.keys(report).sort()).toEqual(JSON_KEYS);
     expect(report).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), text: '', prompt_tokens: p.prompt.length, finish_reason: 'length' });
     for (const key of ['ttft_ms', 'prefill_tokens_per_s', 'decode_tokens_per_s']) expect(report[key]).toBeGreaterThan(0);
-    // The fixture has an MTP layer: speculative decoding is on by default.
-    expect(report.mtp.drafted).toBeGreaterThan(0);
-    expect(report.mtp.accepted).toBeLessThanOrEqual(report.mtp.drafted);
+    // The fixture has an MTP layer: speculation is 'auto' by default (on where it pays: mtp says whether it ran).
+    if (report.mtp !== null) expect(report.mtp.accepted).toBeLessThanOrEqual(report.mtp.drafted);
     // Progress went to stderr (one line: stderr is not a terminal here), nothing else.
     expect(r.err).toMatch(/^loaded .*dsv3-tiny-official: [\d.]+ MiB of weights in [\d.]+ s\n$/);
     expect(sharedEngines.loads).toBe(1);
   });
 
-  it('--no-mtp decodes without drafts, to the same tokens', async () => {
+  it('--speculative on drafts, --no-mtp (--speculative off) does not, to the same tokens', async () => {
     const p = prompts[1];
-    const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--no-mtp', '--json']);
-    expect(JSON.parse(r.out)).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), mtp: null });
+    const args = ['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--json'];
+    const on = JSON.parse((await runCli([...args, '--speculative', 'on'])).out);
+    expect(on).toMatchObject({ ids: p.greedy.tokens.slice(0, 5) });
+    expect(on.mtp.drafted).toBeGreaterThan(0);
+    expect(on.mtp.accepted).toBeLessThanOrEqual(on.mtp.drafted);
+    for (const off of [['--no-mtp'], ['--speculative', 'off']]) expect(JSON.parse((await runCli([...args, ...off])).out)).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), mtp: null });
+  });
+
+  it('--speculative takes auto, on or off, and not against --no-mtp', () => {
+    expect(speculativeFlag(undefined, undefined)).toBe('auto');
+    expect(speculativeFlag('on', undefined)).toBe(true);
+    expect(speculativeFlag('off', true)).toBe(false);
+    expect(() => speculativeFlag('yes', undefined)).toThrow(/--speculative takes auto, on or off, got "yes"/);
+    expect(() => speculativeFlag('on', true)).toThrow(/--no-mtp is --speculative off; it cannot go with --speculative on/);
   });
 
   it('without --json streams the generated ids, since there is no text', async () => {
@@ -125,7 +137,7 @@ describe('webmoe generate on text (the fixture with a tokenizer)', () => {
     expect(report).toMatchObject({ prompt_tokens: 8 });
     expect(report.ids.length).toBeGreaterThan(0);
     expect(report.ttft_ms).toBeGreaterThan(0);
-    expect(report.mtp.drafted).toBeGreaterThanOrEqual(0);
+    expect(report.mtp === null || report.mtp.drafted >= 0).toBe(true); // speculation 'auto': on where it pays
     expect(['length', 'stop']).toContain(report.finish_reason);
     expect(typeof report.text).toBe('string');
   });

@@ -1,4 +1,4 @@
-// webmoe generate <model> (--prompt TEXT | --ids 1,2,3) [sampling flags] [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json]
+// webmoe generate <model> (--prompt TEXT | --ids 1,2,3) [sampling flags] [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json]
 // Streams the continuation to stdout as it comes, or with --json prints one object at the end.
 // Ctrl-C or SIGTERM aborts the request through its AbortSignal, unloads, prints what was made (the
 // --json object too) and exits with status 130 or 143; a closed stdout (`| head`) does the same,
@@ -19,6 +19,7 @@ const FLAGS = {
   'top-k': { type: 'string' },
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
+  speculative: { type: 'string' },
   'no-mtp': { type: 'boolean' },
   chat: { type: 'boolean' },
   json: { type: 'boolean' },
@@ -53,8 +54,17 @@ export function parseGenerateArgs(argv: string[]): GenerateRequest {
     chat,
     json: values.json ?? false,
     engine: engineFlags(values),
-    options: { ...samplingFlags(values), stop: values.stop, ignoreEos: values['ignore-eos'], speculative: !(values['no-mtp'] ?? false) },
+    options: { ...samplingFlags(values), stop: values.stop, ignoreEos: values['ignore-eos'], speculative: speculativeFlag(values.speculative, values['no-mtp']) },
   };
+}
+
+const SPECULATIVE: Record<string, boolean | 'auto'> = { auto: 'auto', on: true, off: false };
+
+/** --speculative auto|on|off (default auto: where it pays on this adapter); --no-mtp is off. */
+export function speculativeFlag(value: string | undefined, noMtp: boolean | undefined): boolean | 'auto' {
+  if (value !== undefined && !(value in SPECULATIVE)) throw new UsageError(`--speculative takes auto, on or off, got "${value}"`);
+  if (noMtp && value !== undefined && value !== 'off') throw new UsageError(`--no-mtp is --speculative off; it cannot go with --speculative ${value}`);
+  return noMtp ? false : SPECULATIVE[value ?? 'auto'];
 }
 
 /** What was generated, filled in as it streams so that an aborted request still has it. */

@@ -9,6 +9,7 @@ import { chatCommand } from './chat.ts';
 import { generateCommand } from './generate.ts';
 import { inspectCommand } from './inspect.ts';
 import { logitsCommand } from './logits.ts';
+import { serveCommand } from './serve.ts';
 import { UsageError } from './args.ts';
 
 const USAGE = `usage: webmoe <command> [options]
@@ -18,15 +19,19 @@ commands:
                                                     summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-           [--stop STR]... [--ignore-eos] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+           [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     stream a continuation (--chat: the prompt as a user message)
   logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     the model's logits after the ids (--json: every row, whole vocabulary)
   chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
                                                     chat in the terminal (or over piped lines); /exit or Ctrl-D ends it
+  serve <model> [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--served-model-name NAME]
+        [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+                                                    an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models);
+                                                    another host than loopback needs --api-key (or WEBMOE_API_KEY)
 
 --weights fp8 (default): a BF16 release's Linears are quantised at load to FP8 with 128x128 block
   scales, as DeepSeek's FP8 release stores them (half the GPU memory); --weights bf16 keeps them exact.
@@ -44,6 +49,7 @@ const commands: Record<string, (argv: string[]) => Promise<number | void>> = {
   generate: generateCommand,
   logits: logitsCommand,
   chat: chatCommand,
+  serve: serveCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

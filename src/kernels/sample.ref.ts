@@ -1,7 +1,7 @@
 // CPU reference of shaders/sample.wgsl, written from the definition (a full sort), not from the
 // GPU's search: argmax at temperature 0; else softmax(logits / temperature), top-k, then top-p
 // within the top-k set, then an inverse-CDF pick over the kept tokens in index order with the
-// uniform of (seed, step, row). See the shader's header for the exact definition.
+// uniform of (seed, step + row). See the shader's header for the exact definition.
 
 export interface SamplingParams {
   /** 0: greedy (argmax, ties -> lowest index). */
@@ -23,9 +23,13 @@ export function pcgHash(v: number): number {
   return ((word >>> 22) ^ word) >>> 0;
 }
 
-/** The uniform in [0, 1) of one row: 24 bits of hash(hash(hash(seed) + step) + row) / 2^24. */
+/**
+ * The uniform in [0, 1) of one row: 24 bits of hash(hash(hash(seed) + step + row)) / 2^24, keyed
+ * by the index (step + row) of the token the row samples, so a verify step's row 1 draws what the
+ * next plain step would.
+ */
 export function sampleUniform(seed: number, step: number, row: number): number {
-  const h = pcgHash((pcgHash((pcgHash(seed) + step) >>> 0) + row) >>> 0);
+  const h = pcgHash(pcgHash((pcgHash(seed) + step + row) >>> 0));
   return (h >>> 8) / 16777216;
 }
 

@@ -157,7 +157,8 @@ describe('sample kernel', () => {
     const expected = keptDistribution(row, sampling);
     // Top-k 5 drops tokens 5 and 2; top-p 0.9 then drops token 6 (the 5th), as computed by hand.
     expect(Array.from(expected, (p) => p > 0)).toEqual([true, true, false, true, true, false, false]);
-    const draws = await runGpu(logits, rows, vocab, sampling, true, [0, 1, 2, 3]);
+    // 4 steps of 1000 rows, each row a distinct token index step + row (its own uniform)
+    const draws = await runGpu(logits, rows, vocab, sampling, true, [0, rows, 2 * rows, 3 * rows]);
     const freq = new Float64Array(vocab);
     for (const ids of draws) for (const id of ids) freq[id] += 1 / (rows * draws.length);
     const err = Math.max(...Array.from(freq, (f, j) => Math.abs(f - expected[j])));
@@ -188,6 +189,9 @@ describe('sample kernel', () => {
     expect(u).toBeGreaterThanOrEqual(0);
     expect(u).toBeLessThan(1);
     expect(sampleUniform(1, 3, 3)).not.toBe(u);
+    // keyed by the token index step + row; row 0 is hash(hash(hash(seed) + step))
+    expect(sampleUniform(1, 2, 3)).toBe(sampleUniform(1, 5, 0));
+    expect(sampleUniform(7, 4, 0)).toBe((pcgHash(pcgHash((pcgHash(7) + 4) >>> 0)) >>> 8) / 16777216);
   });
 
   it('rejects bad settings and too-small buffers', async () => {

@@ -8,55 +8,13 @@ import type { Gpu } from '../gpu/device.ts';
 import { createStorageBuffer, uploadBuffer } from '../gpu/buffers.ts';
 import { BLOCK, type Encodable, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import { timeComputePass, type TimeOptions, type Timing } from '../gpu/timing.ts';
+import type { VariantStore } from '../gpu/variant_store.ts';
 import { createGemm, GEMM_STRATEGIES, type GemmStrategy } from './gemm_fp8.ts';
 import { createGemv, GEMV_STRATEGIES, type GemvStrategy } from './gemv_fp8.ts';
 import { operandBytes, type MatmulBuffers, type MatmulShape, type WeightFormat } from './matmul_operands.ts';
 
-/** Where choices are remembered: a key-value store of strings (localStorage in a browser). */
-export interface VariantStore {
-  get(key: string): string | undefined;
-  set(key: string, value: string): void;
-}
-
-/** A store for this process only (Node, tests, or a browser without usable localStorage). */
-export function memoryVariantStore(): VariantStore {
-  const map = new Map<string, string>();
-  return { get: (key) => map.get(key), set: (key, value) => void map.set(key, value) };
-}
-
-/** The minimal part of the Web Storage API used here. */
-export interface StorageLike {
-  getItem(key: string): string | null;
-  setItem(key: string, value: string): void;
-}
-
-/** A store over Web Storage; a failing write (quota, private mode) only loses the memory of it. */
-export function webStorageStore(storage: StorageLike): VariantStore {
-  return {
-    get: (key) => storage.getItem(key) ?? undefined,
-    set: (key, value) => {
-      try {
-        storage.setItem(key, value);
-      } catch {
-        // Not remembered: the next session measures again.
-      }
-    },
-  };
-}
-
-/** localStorage where the page has it (reading it can throw in sandboxed frames), else memory. */
-export function defaultVariantStore(): VariantStore {
-  try {
-    const storage = (globalThis as { localStorage?: StorageLike }).localStorage;
-    if (storage && typeof storage.getItem === 'function') {
-      storage.getItem('webmoe.variant.probe');
-      return webStorageStore(storage);
-    }
-  } catch {
-    // Fall through to memory.
-  }
-  return memoryVariantStore();
-}
+// The stores live in gpu/ (runtime/ uses them too); re-exported for the kernels' callers.
+export { defaultVariantStore, memoryVariantStore, webStorageStore, type StorageLike, type VariantStore } from '../gpu/variant_store.ts';
 
 /** The time of one candidate's call: the benchmark's timeComputePass, or a fake in tests. */
 export type TimeFunction = (gpu: Gpu, record: (pass: GPUComputePassEncoder) => void, options: TimeOptions) => Promise<Timing>;

@@ -58,7 +58,7 @@ describe('local engine (official fixture, ids)', () => {
     [2, 5],
   ])('speculative decoding with the MTP module (prompt %i, %i tokens) gives exactly the plain greedy tokens', async (i, n) => {
     const p = prompts[i];
-    const spec = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: n, ignoreEos: true }));
+    const spec = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: n, ignoreEos: true, speculative: true }));
     expect(spec.ids).toEqual(p.greedy.tokens.slice(0, n));
     const { drafted, accepted } = spec.last.done!.stats.mtp!;
     expect(drafted).toBeGreaterThan(0);
@@ -132,12 +132,37 @@ describe('local engine (official fixture, ids)', () => {
 
   it('samples with speculative decoding too (seeded: the same seed gives the same tokens)', async () => {
     const p = prompts[0];
-    const run = () => collect(engine.generate(p.prompt, { temperature: 0.8, topP: 0.9, seed: 1234, maxTokens: 6, ignoreEos: true }));
+    const run = () => collect(engine.generate(p.prompt, { temperature: 0.8, topP: 0.9, seed: 1234, maxTokens: 6, ignoreEos: true, speculative: true }));
     const a = await run();
     const b = await run();
     expect(a.ids).toEqual(b.ids);
     expect(a.ids).toHaveLength(6);
     expect(a.last.done!.stats.mtp!.drafted).toBeGreaterThan(0);
+  });
+
+  it("speculative 'auto' (the default) goes by the step costs measured at load, and decodes the same tokens", async () => {
+    const before = (await engine.stats()).speculation!;
+    expect(before.plainStepMs).toBeGreaterThan(0);
+    expect(before.verifyStepMs).toBeGreaterThan(0);
+    expect(['at load', 'remembered']).toContain(before.measured);
+    const p = prompts[0];
+    const auto = await collect(engine.generate(p.prompt, { temperature: 0, maxTokens: 6, ignoreEos: true }));
+    expect(auto.ids).toEqual(p.greedy.tokens.slice(0, 6));
+    const after = (await engine.stats()).speculation!;
+    // The request's steps refreshed the costs of the kind it ran.
+    if (auto.last.done!.stats.mtp) expect(after.verifySteps).toBeGreaterThan(before.verifySteps);
+    else expect(after.plainStepMs).not.toBe(before.plainStepMs);
+    await expect(collect(engine.generate(p.prompt, { speculative: 'yes' as unknown as boolean }))).rejects.toThrow(/speculative must be true, false or "auto", got "yes"/);
+  });
+
+  it('samples the same tokens for a seed with speculative decoding as without (row r of a verify draws token step + r\'s uniform)', async () => {
+    for (const [i, seed, temperature] of [[0, 7, 0.8], [2, 4242, 0.6]] as const) {
+      const options = { temperature, topP: 0.95, seed, maxTokens: 10, ignoreEos: true };
+      const plain = await collect(engine.generate(prompts[i].prompt, { ...options, speculative: false }));
+      const speculated = await collect(engine.generate(prompts[i].prompt, { ...options, speculative: true }));
+      expect(speculated.last.done!.stats.mtp!.accepted, 'some drafts accepted').toBeGreaterThan(0);
+      expect(speculated.ids, `prompt ${i}, seed ${seed}`).toEqual(plain.ids);
+    }
   });
 
   it('reports the experts that processed each generated token, with and without speculative decoding', async () => {

@@ -20,6 +20,7 @@ import { createChat } from './chat.ts';
 import { checkGenerateOptions, checkPromptLength, checkTokenIds, runGeneration, type GenerateContext, type GenerationOptions } from './generate.ts';
 import type { ModelSource } from './model_source.ts';
 import { Scheduler } from './scheduler.ts';
+import { speculationPolicy, type SpeculationPolicy } from './speculation_policy.ts';
 import { SessionState } from './session.ts';
 import type { Engine, EngineLimits, EngineProgress, EngineStats, GenerateChunk, GenerateOptions, LogitsOptions, ModelInfo, Session } from './types.ts';
 
@@ -120,13 +121,26 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     onProgress: (p) => options.onProgress?.({ phase: 'weights', ...p }),
   });
   let model: GpuModel;
+  let speculation: SpeculationPolicy | undefined;
   try {
     model = createGpuModel(gpu, loaded, { prefillChunk: options.prefillChunk, numerics: options.numerics });
   } catch (err) {
     loaded.destroy();
     throw err;
   }
-  const engine = new LocalEngine(gpu, ledger, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false);
+  try {
+    // What a plain and a verify step cost here, for speculative 'auto' (remembered per adapter and model).
+    if (model.weights.mtp) {
+      const identity = [adapterName(gpu), dir.description, loaded.weights, options.numerics ?? 'weight_only', options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, fnv1a(checkpoint.configText)].join('|');
+      speculation = await speculationPolicy(model, identity);
+    }
+    throwIfAborted(signal);
+  } catch (err) {
+    model.destroy();
+    loaded.destroy();
+    throw err;
+  }
+  const engine = new LocalEngine(gpu, ledger, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false, speculation);
   options.onProgress?.({ phase: 'ready', bytesDone: loaded.bytesOnGpu, bytesTotal: loaded.bytesOnGpu });
   return engine;
 }
@@ -134,6 +148,17 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
 /** The session a request opened, for the finaliser of its dropped iterator (holds no reference to the iterator). */
 interface SessionHolder {
   session?: SessionState;
+}
+
+function adapterName(gpu: Gpu): string {
+  return [gpu.adapter.vendor, gpu.adapter.architecture, gpu.adapter.description].filter(Boolean).join(' ');
+}
+
+/** A short fingerprint of a text (FNV-1a, 32 bits, hex): the config in a remembered measurement's key. */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
 }
 
 function orUndefined<T>(f: () => T): T | undefined {
@@ -163,6 +188,7 @@ class LocalEngine implements Engine {
     private readonly limits: EngineLimits,
     name: string,
     private readonly ownsGpu: boolean,
+    private readonly speculation: SpeculationPolicy | undefined,
   ) {
     const counts = countParameters(model.config);
     const c = model.config;
@@ -185,6 +211,7 @@ class LocalEngine implements Engine {
       checkDevice: () => {
         if (gpu.lostError) throw gpu.lostError;
       },
+      speculation,
       checkOpen: (session) => {
         if (this.unloaded) throw new AbortError('The engine was unloaded during the request.');
         if (session.closing) throw new AbortError(`Session ${session.id} was closed during the request.`);
@@ -336,7 +363,8 @@ class LocalEngine implements Engine {
       gpuBytes: this.ledger.liveBytes,
       gpuBuffers: this.ledger.liveBuffers,
       limits: { ...this.limits },
-      adapter: [this.gpu.adapter.vendor, this.gpu.adapter.architecture, this.gpu.adapter.description].filter(Boolean).join(' '),
+      adapter: adapterName(this.gpu),
+      speculation: this.speculation?.snapshot() ?? null,
     };
   }
 

@@ -10,6 +10,7 @@ import type { Tokenizer } from '../text/tokenizer.ts';
 import type { Scheduler } from './scheduler.ts';
 import { commonPrefix, type SessionState } from './session.ts';
 import { acceptDraft } from './speculative.ts';
+import type { SpeculationPolicy } from './speculation_policy.ts';
 import { StopStrings } from './stop_strings.ts';
 import type { EngineLimits, FinishReason, GenerateChunk, GenerateOptions, GenerationStats, TokenExperts } from './types.ts';
 
@@ -35,6 +36,8 @@ export interface GenerateContext {
   checkDevice(): void;
   /** Throws AbortError once the engine is unloaded or the session closed. */
   checkOpen(session: SessionState): void;
+  /** What speculative 'auto' decides by (absent without an MTP layer). */
+  speculation?: SpeculationPolicy;
 }
 
 /**
@@ -51,8 +54,8 @@ export interface GenerationOptions {
   stop: string | string[] | undefined;
   stopTokenIds: readonly number[];
   ignoreEos: boolean;
-  /** Asked for (default true); used only where the checkpoint has MTP and no repetition penalty. */
-  speculative: boolean;
+  /** Asked for (default 'auto'); used only where the checkpoint has MTP and no repetition penalty. */
+  speculative: boolean | 'auto';
   experts: boolean;
   signal: AbortSignal | undefined;
 }
@@ -79,8 +82,12 @@ export function checkGenerateOptions(options: GenerateOptions): GenerationOption
   if (stopTokenIds !== undefined && !(Array.isArray(stopTokenIds) && stopTokenIds.every((id) => Number.isInteger(id) && id >= 0))) {
     throw new ArgumentError(`stopTokenIds must be an array of token ids, got ${JSON.stringify(stopTokenIds)}`);
   }
-  for (const flag of ['ignoreEos', 'speculative', 'experts'] as const) {
+  for (const flag of ['ignoreEos', 'experts'] as const) {
     if (options[flag] !== undefined && typeof options[flag] !== 'boolean') throw new ArgumentError(`${flag} must be true or false, got ${JSON.stringify(options[flag])}`);
+  }
+  const { speculative } = options;
+  if (speculative !== undefined && typeof speculative !== 'boolean' && speculative !== 'auto') {
+    throw new ArgumentError(`speculative must be true, false or "auto", got ${JSON.stringify(speculative)}`);
   }
   return {
     maxTokens,
@@ -89,7 +96,7 @@ export function checkGenerateOptions(options: GenerateOptions): GenerationOption
     stop: options.stop,
     stopTokenIds: options.stopTokenIds ?? [],
     ignoreEos: options.ignoreEos ?? false,
-    speculative: options.speculative ?? true,
+    speculative: speculative ?? 'auto',
     experts: options.experts ?? false,
     signal: options.signal,
   };
@@ -126,9 +133,11 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
   const budget = Math.min(maxTokens, limits.maxContext - ids.length);
 
   // Speculative decoding with the checkpoint's MTP module (speculative.ts): the same tokens as plain
-  // greedy decoding, the same distribution as plain sampling. Not with a repetition penalty (the
-  // draft row would need the draft in its mask).
-  const speculative = options.speculative && model.weights.mtp !== undefined && !repetition;
+  // decoding, greedy or seeded. Not with a repetition penalty (the draft row would need the draft
+  // in its mask). 'auto' asks the policy once, here (speculation_policy.ts).
+  const canSpeculate = model.weights.mtp !== undefined && !repetition;
+  const policy = ctx.speculation;
+  const speculative = canSpeculate && (options.speculative === 'auto' ? (policy?.chooseForRequest() ?? false) : options.speculative);
 
   // Reuse the rows the session holds for the common prefix; at least one id must run to give logits.
   const reuse = Math.min(commonPrefix(session.history, ids), ids.length - 1);
@@ -226,8 +235,9 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     const position = session.history.length;
     if (speculative && draft !== undefined) {
       const guess = draft;
-      const v = await turn(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts }));
+      const v = await turn(() => timed(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts })));
       const outcome = acceptDraft(guess, v.ids);
+      policy?.observeVerify(v.ms, outcome.accepted);
       drafted++;
       noteExperts(v.routing, outcome.accepted ? [id, guess] : [id]);
       if (outcome.accepted) accepted++;
@@ -236,7 +246,8 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
       queue.push(...outcome.tokens);
       draft = outcome.accepted ? v.drafts[1] : v.drafts[0];
     } else {
-      const result = await turn(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts }));
+      const result = await turn(() => timed(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts })));
+      if (!repetition) policy?.observePlain(result.ms); // a penalty's mask upload is not a plain step's cost
       noteExperts(result.routing, [id]);
       session.history.push(id);
       session.tail = [];
@@ -262,4 +273,11 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
 
 function now(): number {
   return performance.now();
+}
+
+/** A step's result with the ms it ran (inside its turn: the wait for the GPU is not its cost). */
+async function timed<T extends object>(step: () => Promise<T>): Promise<T & { ms: number }> {
+  const started = now();
+  const result = await step();
+  return Object.assign(result, { ms: now() - started });
 }

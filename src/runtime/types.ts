@@ -54,11 +54,12 @@ export interface GenerateOptions extends SamplingOptions {
   stopTokenIds?: number[];
   ignoreEos?: boolean;
   /**
-   * Speculative decoding with the checkpoint's MTP module (default true when it has one): greedy
-   * output identical to plain decoding, sampled output with the same distribution. Not used with a
-   * repetition penalty.
+   * Speculative decoding with the checkpoint's MTP module: 'auto' (the default) where it is faster
+   * on this adapter at the acceptance requests get (EngineStats.speculation), true always, false
+   * never. The output is the same either way: greedy tokens identical to plain decoding, sampled
+   * ones identical for a seed. Not used with a repetition penalty, nor without an MTP layer.
    */
-  speculative?: boolean;
+  speculative?: boolean | 'auto';
   /** Report which experts processed each generated token (GenerateChunk.experts): every generated token that was run through the model, i.e. all but the last; not the prompt. */
   experts?: boolean;
   /** Continue this session: the prompt is appended to what it holds (chat requests instead send the whole conversation, which shares its prefix with the cache). */
@@ -123,6 +124,28 @@ export interface EngineStats {
   gpuBuffers: number;
   limits: EngineLimits;
   adapter: string;
+  /**
+   * What speculative 'auto' goes by (null without an MTP layer, and for a remote engine): the
+   * costs of a plain and a verify step on this adapter (measured at load or remembered, then
+   * refreshed by every step), the acceptance the requests have shown, and whether an auto request
+   * starting now would speculate.
+   */
+  speculation?: SpeculationStats | null;
+  /**
+   * A remote engine (createRemoteEngine): the server it talks to and its requests now in flight.
+   * Every GPU and cache figure above is then 0 and `sessions` counts the histories kept here: the
+   * server's memory is not this client's to count.
+   */
+  remote?: { baseURL: string; model: string; requestsInFlight: number };
+}
+
+export interface SpeculationStats {
+  plainStepMs: number;
+  verifyStepMs: number;
+  acceptance: number;
+  verifySteps: number;
+  pays: boolean;
+  measured: 'at load' | 'remembered';
 }
 
 export interface ChatCompletionRequest {
@@ -140,7 +163,7 @@ export interface ChatCompletionRequest {
   top_k?: number;
   repetition_penalty?: number;
   ignore_eos?: boolean;
-  speculative?: boolean;
+  speculative?: boolean | 'auto';
   experts?: boolean;
 }
 
@@ -162,7 +185,8 @@ export interface ChatCompletion {
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: { index: 0; message: { role: 'assistant'; content: string }; finish_reason: FinishReason }[];
+  /** `reasoning_content`: a reasoning model's thinking, as a remote server separates it (SGLang `reasoning_content`, vLLM `reasoning`). */
+  choices: { index: 0; message: { role: 'assistant'; content: string; reasoning_content?: string }; finish_reason: FinishReason }[];
   usage: ChatCompletionUsage;
   webmoe: ChatWebmoeFields;
 }
@@ -172,7 +196,7 @@ export interface ChatCompletionChunk {
   object: 'chat.completion.chunk';
   created: number;
   model: string;
-  choices: { index: 0; delta: { role?: 'assistant'; content?: string }; finish_reason: FinishReason | null }[];
+  choices: { index: 0; delta: { role?: 'assistant'; content?: string; reasoning_content?: string }; finish_reason: FinishReason | null }[];
   /** On the last chunk. */
   usage?: ChatCompletionUsage;
   /** On content chunks and the last one. */
@@ -190,7 +214,27 @@ export interface ModelInfo {
   moeLayers: number[];
   /** Latent cache bytes per token (all layers), and what multi-head attention's K and V cache would take. */
   cacheBytesPerToken: { latent: number; mha: number };
+  /**
+   * Where the engine runs. Absent: on this machine's GPU. createRemoteEngine sets `remote`;
+   * createEngine with a `fallback` sets it on either engine, with the reason for its choice.
+   */
+  backend?: EngineBackend;
 }
+
+/** ModelInfo.backend: this machine's GPU, or an OpenAI-compatible server. */
+export type EngineBackend =
+  | { kind: 'local'; reason?: string }
+  | {
+      kind: 'remote';
+      /** The API's base URL, as given ("http://host:8000/v1"). */
+      baseURL: string;
+      model: string;
+      /** Who serves it, as its /v1/models says (`owned_by`: "webmoe", "vllm", "sglang", ...). */
+      server: string;
+      reason?: string;
+      /** createEngine's fallback: the code of the error that ruled the local engine out ('NO_WEBGPU', 'OUT_OF_MEMORY', 'GPU_LIMIT'). */
+      localRefusal?: string;
+    };
 
 /** What createEngine returns, in this thread or as the client of a Worker. */
 export interface Engine {
