@@ -11,6 +11,7 @@ import { GpuLimitError, GpuOutOfMemoryError, NoWebGPUError, WebmoeError } from '
 import { openBrowserGpu } from './gpu/browser.ts';
 import { createRemoteEngine, type RemoteEngineOptions } from './remote/engine.ts';
 import { createLocalEngine, type CreateEngineOptions as LocalCreateOptions } from './runtime/engine.ts';
+import { delegateEngine } from './runtime/delegate_engine.ts';
 import { progressWithRetries, resolveModelSource } from './runtime/model_source.ts';
 import type { Engine, EngineBackend } from './runtime/types.ts';
 import { createWorkerEngine } from './worker/client.ts';
@@ -63,16 +64,5 @@ function rulesOutLocal(err: unknown): err is WebmoeError {
 /** The engine with `info.backend` set (the info's other fields as they are, getters included). */
 function withBackend(engine: Engine, backend: EngineBackend): Engine {
   const info = Object.freeze(Object.defineProperties({}, { ...Object.getOwnPropertyDescriptors(engine.info), backend: { value: backend, enumerable: true } })) as Engine['info'];
-  return {
-    info,
-    chat: engine.chat,
-    generate: (prompt, options) => engine.generate(prompt, options),
-    tokenize: (text, options) => engine.tokenize(text, options),
-    detokenize: (ids) => engine.detokenize(ids),
-    logits: (ids, options) => engine.logits(ids, options),
-    createSession: () => engine.createSession(),
-    closeSession: (session) => engine.closeSession(session),
-    stats: () => engine.stats(),
-    unload: () => engine.unload(),
-  };
+  return delegateEngine(engine, { info });
 }

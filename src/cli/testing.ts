@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { vi } from 'vitest';
 import type { NodeEngineOptions } from '../node.ts';
+import { delegateEngine } from '../runtime/delegate_engine.ts';
 import type { ChatCompletionRequest, Engine } from '../runtime/types.ts';
 import { officialFixture, REPO_ROOT } from '../testing/fixtures.ts';
 
@@ -201,16 +202,8 @@ function commandView(engine: Engine): Engine {
     sharedEngines.chatRequests.push(request);
     return engine.chat.completions.create(request);
   };
-  return {
-    info: engine.info,
-    generate: (prompt, options) => engine.generate(prompt, options),
+  return delegateEngine(engine, {
     chat: { completions: { create: create as Engine['chat']['completions']['create'] } },
-    tokenize: (text, options) => engine.tokenize(text, options),
-    detokenize: (ids) => engine.detokenize(ids),
-    logits: (ids, options) => engine.logits(ids, options),
-    createSession: () => engine.createSession(),
-    closeSession: (session) => engine.closeSession(session),
-    stats: () => engine.stats(),
     unload: async () => void sharedEngines.unloads++,
-  };
+  });
 }

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { testGpu } from '../gpu/testing.ts';
 import { nodeDir } from '../io/node_source.ts';
 import { createLocalEngine } from '../runtime/engine.ts';
+import { delegateEngine } from '../runtime/delegate_engine.ts';
 import type { ChatCompletionRequest, Engine } from '../runtime/types.ts';
 import { REPO_ROOT } from '../testing/fixtures.ts';
 
@@ -44,18 +45,10 @@ export function recordingEngine(engine: Engine): { engine: Engine; endings: Endi
     const reply = await engine.chat.completions.create(request);
     return request.stream ? track(reply as AsyncIterable<unknown>) : reply;
   };
-  const recorded: Engine = {
-    info: engine.info,
+  const recorded = delegateEngine(engine, {
     chat: { completions: { create: create as Engine['chat']['completions']['create'] } },
     generate: (prompt, options) => track(engine.generate(prompt, options)),
-    tokenize: (text, options) => engine.tokenize(text, options),
-    detokenize: (ids) => engine.detokenize(ids),
-    logits: (ids, options) => engine.logits(ids, options),
-    createSession: () => engine.createSession(),
-    closeSession: (session) => engine.closeSession(session),
-    stats: () => engine.stats(),
-    unload: () => engine.unload(),
-  };
+  });
   return { engine: recorded, endings };
 }
 
