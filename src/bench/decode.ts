@@ -17,6 +17,8 @@ export interface DecodeBenchOptions {
   /** Runs per prompt and mode; the first run of each mode also warms the pipelines. */
   runs?: number;
   onProgress?: (line: string) => void;
+  /** Ends the benchmark with an AbortError (the CLI's Ctrl-C / SIGTERM). */
+  signal?: AbortSignal;
 }
 
 export interface DecodeModeResult {
@@ -64,7 +66,7 @@ async function runModes(engine: Engine, options: DecodeBenchOptions, modes: read
   const acc = modes.map(() => ({ generated: 0, decodeSeconds: 0, ttft: 0, prefillRate: 0, drafted: 0, accepted: 0, samples: 0, speculated: 0, outputs: [] as number[][] }));
   const label = (m: Mode) => (m === 'auto' ? 'auto ' : m ? 'mtp  ' : 'plain');
   // Warm-up: compile every pipeline each mode uses (not timed).
-  for (const speculative of modes) for await (const chunk of engine.generate(options.prompts[0], { temperature: 0, maxTokens: 4, ignoreEos: true, speculative })) void chunk;
+  for (const speculative of modes) for await (const chunk of engine.generate(options.prompts[0], { temperature: 0, maxTokens: 4, ignoreEos: true, speculative, signal: options.signal })) void chunk;
   let turn = 0;
   for (let r = 0; r < runs; r++) {
     for (const prompt of options.prompts) {
@@ -75,7 +77,7 @@ async function runModes(engine: Engine, options: DecodeBenchOptions, modes: read
         const a = acc[m];
         const ids: number[] = [];
         let stats: GenerationStats | undefined;
-        for await (const chunk of engine.generate(prompt, { temperature: 0, maxTokens: options.maxTokens, ignoreEos: true, speculative })) {
+        for await (const chunk of engine.generate(prompt, { temperature: 0, maxTokens: options.maxTokens, ignoreEos: true, speculative, signal: options.signal })) {
           ids.push(...chunk.ids);
           if (chunk.done) stats = chunk.done.stats;
         }

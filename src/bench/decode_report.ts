@@ -5,6 +5,7 @@
 // peer (model_peer.ts). The engine must run on `gpu` (createEngine with `gpu`, in this thread), so
 // that the probe sees its steps and its device can take timestamps.
 
+import { throwIfAborted } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
 import type { Engine } from '../runtime/types.ts';
@@ -26,6 +27,8 @@ export interface DecodeReportOptions {
   /** Time the model-level peer (default true). */
   peers?: boolean;
   onProgress?: (line: string) => void;
+  /** Ends the report with an AbortError between its measurements (the CLI's Ctrl-C / SIGTERM). */
+  signal?: AbortSignal;
 }
 
 export interface DecodeReport extends Omit<DecodeBenchResult, 'plain' | 'mtp'> {
@@ -48,7 +51,8 @@ export interface DecodeReport extends Omit<DecodeBenchResult, 'plain' | 'mtp'> {
 export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeReportOptions): Promise<DecodeReport> {
   const log = options.onProgress ?? (() => {});
   const bench = await runDecodeBench(engine, options);
-  const stepOptions = { prompt: options.prompts[0], device: gpu.device, shortTokens: options.quick ? 3 : 8, longTokens: options.quick ? 9 : 32 };
+  const { signal } = options;
+  const stepOptions = { prompt: options.prompts[0], device: gpu.device, shortTokens: options.quick ? 3 : 8, longTokens: options.quick ? 9 : 32, signal };
   log('counting the dispatches and timing the steps of plain decoding');
   const plainStep = await measureStepCost(engine, { ...stepOptions, speculative: false });
   log(`plain: ${plainStep.dispatches_per_token.toFixed(1)} dispatches per token, ${plainStep.cpu_record_submit_ms.toFixed(2)} ms CPU per step${plainStep.gpu_ms_per_step === null ? '' : `, ${plainStep.gpu_ms_per_step.toFixed(2)} ms GPU per step`}`);
@@ -58,11 +62,13 @@ export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeR
     mtpStep = await measureStepCost(engine, { ...stepOptions, speculative: true });
     log(`mtp: ${mtpStep.dispatches_per_token.toFixed(1)} dispatches per token, ${mtpStep.steps_per_token.toFixed(2)} steps per token`);
   }
+  throwIfAborted(signal);
   log('measuring the copy bandwidth for the bytes floor');
   const { copyGbps } = await measureCeilings(gpu, { quick: options.quick });
   const floor = bytesFloor(decodeBytesPerToken(engine.info.config, options.tensors, engine.info.weights), copyGbps);
   const measuredMs = 1000 / bench.plain.tokensPerS;
   let modelPeer: DecodeReport['model_peer'];
+  throwIfAborted(signal);
   if (options.peers !== false) {
     log("timing the model-level peer (TF.js, the decode step's matrix products)");
     const peer = await tfjsMatmulPeer(gpu);

@@ -32,6 +32,8 @@ export interface StepCostOptions {
   longTokens?: number;
   /** The engine's device, for timestamps (without it, gpu_ms_per_step is null). */
   device?: GPUDevice;
+  /** Ends the measurement with an AbortError (the bench's Ctrl-C). */
+  signal?: AbortSignal;
 }
 
 /** Runs one greedy request under a probe; returns the steps that carried dispatches and the token count. */
@@ -39,7 +41,7 @@ async function probedRun(engine: Engine, options: StepCostOptions, maxTokens: nu
   const probe = installStepProbe({ device });
   let tokens = 0;
   try {
-    for await (const chunk of engine.generate(options.prompt, { temperature: 0, maxTokens, ignoreEos: true, speculative: options.speculative })) tokens += chunk.ids.length;
+    for await (const chunk of engine.generate(options.prompt, { temperature: 0, maxTokens, ignoreEos: true, speculative: options.speculative, signal: options.signal })) tokens += chunk.ids.length;
   } finally {
     probe.uninstall();
   }

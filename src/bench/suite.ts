@@ -4,6 +4,7 @@
 // TF.js's WebGPU matMul runs on every matrix shape as the peer. Used by `webmoe bench --kernels`
 // and by the benchmark page.
 
+import { throwIfAborted } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { defaultVariantStore, type VariantStore } from '../kernels/variant_choice.ts';
@@ -111,6 +112,8 @@ export interface RunOptions {
   maxSecondsPerCase?: number;
   /** Where measured variant choices are remembered (default: localStorage in a page, memory in Node). */
   variants?: VariantStore;
+  /** Ends the run with an AbortError before the next case (the CLI's Ctrl-C / SIGTERM, the page's Stop). */
+  signal?: AbortSignal;
 }
 
 export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promise<BenchReport> {
@@ -138,6 +141,7 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
   const runCosts = !options.filter || 'gemm_fp8.decode_cost'.includes(options.filter);
   const total = cases.length + (runCosts ? costShapes.length : 0);
   for (const [index, c] of cases.entries()) {
+    throwIfAborted(options.signal);
     options.onCase?.({ index, total, name: c.name, shape: c.shape });
     const shapeText = Object.entries(c.shape).map(([k, v]) => `${k}=${v}`).join(' ');
     const prepared = await c.prepare({ gpu, pipelines: cache }, variants);
@@ -189,6 +193,7 @@ export async function runKernelBench(gpu: Gpu, options: RunOptions = {}): Promis
   const decodeCosts: DecodeCostResult[] = [];
   if (runCosts) {
     for (const [i, shape] of costShapes.entries()) {
+      throwIfAborted(options.signal);
       options.onCase?.({ index: cases.length + i, total, name: 'gemm_fp8 FP8 decode cost', shape });
       const shapeText = Object.entries(shape).map(([k, v]) => `${k}=${v}`).join(' ');
       // Two calls a round; the suite's own FP8 figure for the shape, if it ran, sizes the rounds.

@@ -41,4 +41,31 @@ describe('webmoe bench --decode --json', () => {
     expect(text).toMatch(/step: \d+\.\d dispatches per token \(\d+ per step, 1\.00 steps per token\), \d+\.\d\d ms CPU to record and submit a step, \d+\.\d\d ms GPU per step/);
     expect(text).toMatch(/bytes floor: \d+\.\d\d MiB of weights per token at \d+\.\d GB\/s copy = \d+\.\d{3} ms per token/);
   });
+
+  it('SIGTERM mid-measurement: no report, status 143, the signals handed back', async () => {
+    let sent = false;
+    const r = await runCli(['bench', '--decode', SHIPPED, '--json', '--quick', '--no-peers', '--max-tokens', '4', '--prompt', 'In the beginning'], {
+      onStderr: (piece) => {
+        if (!sent && piece.includes('run 1:')) (sent = true), process.emit('SIGTERM');
+      },
+    });
+    expect(sent).toBe(true);
+    expect(r.code).toBe(143);
+    expect(r.out).toBe('');
+    expect(r.err).toMatch(/\[bench\] stopped \(SIGTERM\): no report/);
+    expect(process.listenerCount('SIGTERM')).toBe(0);
+    expect(process.listenerCount('SIGINT')).toBe(0);
+  });
+
+  it('Ctrl-C before the first kernel case: status 130', async () => {
+    let sent = false;
+    const r = await runCli(['bench', '--kernels', '--quick', '--no-peers', '--filter', 'rmsnorm'], {
+      onStderr: (piece) => {
+        if (!sent && piece.includes('measuring the adapter ceilings')) (sent = true), process.emit('SIGINT');
+      },
+    });
+    expect(r.code).toBe(130);
+    expect(r.out).toBe('');
+    expect(process.listenerCount('SIGINT')).toBe(0);
+  });
 });

@@ -12,10 +12,31 @@ import { ENGINE_FLAGS, engineFlags, type EngineFlags } from './engine_args.ts';
 import { escapeControls } from './escape.ts';
 import { runKernelBench, type ShapeSet } from '../bench/suite.ts';
 import { parse, positiveInt, UsageError } from './args.ts';
+import { AbortError } from '../errors.ts';
+import { abortOnStop } from './stop.ts';
 
 const DEFAULT_DECODE_PROMPTS = ['In the beginning God created', 'And Jesus answered and said unto them,', 'def main():\n    ', 'The LORD is my shepherd;'];
 
-export async function benchCommand(argv: string[]): Promise<void> {
+/**
+ * Ctrl-C or SIGTERM ends a benchmark between its measurements: the engine unloads, the device is
+ * destroyed, no report is printed (a partial one would read as a complete one), and the status is
+ * 130 or 143.
+ */
+export async function benchCommand(argv: string[]): Promise<number> {
+  const controller = new AbortController();
+  const stops = abortOnStop(controller);
+  try {
+    await runBench(argv, controller.signal);
+  } catch (err) {
+    if (!(err instanceof AbortError && controller.signal.aborted)) throw err;
+    console.error(`[bench] stopped (${stops.reason}): no report`);
+  } finally {
+    stops.restore();
+  }
+  return stops.status();
+}
+
+async function runBench(argv: string[], signal: AbortSignal): Promise<void> {
   const { values, positionals } = parse(
     argv,
     {
@@ -34,7 +55,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
     },
     argv.includes('--decode') ? ['model'] : [],
   );
-  if (values.decode) return decodeBench(positionals, values);
+  if (values.decode) return decodeBench(positionals, values, signal);
   if (!values.kernels) throw new UsageError('say what to benchmark: --kernels, or --decode <model>');
   const shapes = (values.shapes ?? (values.quick ? 'small' : 'all')) as ShapeSet;
   if (!['small', 'v3', 'all'].includes(shapes)) throw new UsageError(`--shapes must be small, v3 or all, got "${shapes}"`);
@@ -47,6 +68,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
       runs: values.runs === undefined ? undefined : positiveInt('runs', values.runs as string, 10),
       peers: !values['no-peers'],
       maxSecondsPerCase: values['max-seconds'] === undefined ? undefined : positiveInt('max-seconds', values['max-seconds'] as string, 60),
+      signal,
       // Progress goes to stderr so that --json output stays one object on stdout.
       onProgress: (line) => console.error(`[bench] ${line}`),
     });
@@ -87,14 +109,14 @@ function formatReport(r: Awaited<ReturnType<typeof runKernelBench>>): string {
  * sees its steps, its device takes the timestamps, and the copy bandwidth and the TF.js peer are
  * measured on the same device.
  */
-async function decodeBench(positionals: string[], values: Record<string, unknown>): Promise<void> {
+async function decodeBench(positionals: string[], values: Record<string, unknown>, signal: AbortSignal): Promise<void> {
   const maxTokens = values['max-tokens'] === undefined ? 64 : positiveInt('max-tokens', values['max-tokens'] as string, 4096);
   const runs = values.runs === undefined ? 1 : positiveInt('runs', values.runs as string, 10);
   const prompts = (values.prompt as string[] | undefined) ?? DEFAULT_DECODE_PROMPTS;
   const flags = engineFlags(values as Parameters<typeof engineFlags>[0]);
   const gpu = await openNodeGpu({ label: 'webmoe-bench' });
   try {
-    const { engine, tensors } = await loadOnGpu(positionals[0], flags, gpu);
+    const { engine, tensors } = await loadOnGpu(positionals[0], { ...flags, signal }, gpu);
     try {
       const report = await runDecodeReport(engine, gpu, {
         prompts,
@@ -104,6 +126,7 @@ async function decodeBench(positionals: string[], values: Record<string, unknown
         quick: values.quick as boolean | undefined,
         peers: !values['no-peers'],
         onProgress: (line) => console.error(`[bench] ${line}`),
+        signal,
       });
       console.log(values.json ? JSON.stringify(report, null, 2) : formatDecode(report));
     } finally {
@@ -115,7 +138,7 @@ async function decodeBench(positionals: string[], values: Record<string, unknown
 }
 
 /** The engine on `gpu` (it stays ours to destroy), and the checkpoint's tensors for the bytes floor. */
-async function loadOnGpu(model: string, flags: EngineFlags, gpu: Gpu): Promise<{ engine: Engine; tensors: TensorInfo[] }> {
+async function loadOnGpu(model: string, flags: EngineFlags & { signal?: AbortSignal }, gpu: Gpu): Promise<{ engine: Engine; tensors: TensorInfo[] }> {
   const started = performance.now();
   const dir = nodeModelDir(model);
   const engine = await createLocalEngine({ gpu, dir, ownsGpu: false, ...flags });

@@ -27,6 +27,8 @@ export interface RunOptions {
   stdin?: NodeJS.ReadableStream;
   /** Called with each piece written to stdout, as it is written. */
   onStdout?: (piece: string) => void;
+  /** The same for stderr (console.error included). */
+  onStderr?: (piece: string) => void;
 }
 
 /** Runs `webmoe <argv>` in this process through main(), capturing stdout and stderr. */
@@ -41,9 +43,13 @@ export async function runCli(argv: string[], options: RunOptions = {}): Promise<
     }),
     vi.spyOn(process.stderr, 'write').mockImplementation((piece) => {
       err.push(String(piece));
+      options.onStderr?.(String(piece));
       return true;
     }),
-    vi.spyOn(console, 'error').mockImplementation((...a) => void err.push(`${a.join(' ')}\n`)),
+    vi.spyOn(console, 'error').mockImplementation((...a) => {
+      err.push(`${a.join(' ')}\n`);
+      options.onStderr?.(`${a.join(' ')}\n`);
+    }),
     vi.spyOn(console, 'log').mockImplementation((...a) => void out.push(`${a.join(' ')}\n`)),
   ];
   if (options.stdin) spies.push(vi.spyOn(process, 'stdin', 'get').mockReturnValue(options.stdin as typeof process.stdin));

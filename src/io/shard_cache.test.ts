@@ -55,12 +55,14 @@ describe('ShardCache', () => {
     const first = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
     expect(first.fromCache).toBe(false);
     expect(await readAll(first)).toEqual(Array.from(bytes));
-    // Whole 128-byte chunks are fetched, each once, and each kept as its own value; the marker is last.
+    // Whole 128-byte chunks are fetched, each once, and each kept as its own value beside the
+    // "last opened" record; the marker is last.
     expect(net.log.filter((l) => l.startsWith('GET'))).toHaveLength(8);
     const keys = [...store.map.keys()];
-    expect(keys).toHaveLength(9);
+    expect(keys).toHaveLength(10);
+    expect(keys[0]).toMatch(/\|used$/);
     expect(keys.at(-1)).toMatch(/\|complete$/);
-    expect(store.map.get(keys[0])).toBeInstanceOf(Blob);
+    expect(store.map.get(keys[1])).toBeInstanceOf(Blob);
 
     net.log.length = 0;
     const second = await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
@@ -75,7 +77,7 @@ describe('ShardCache', () => {
     const store = memoryStore();
     const cache = new ShardCache({ store, chunkBytes: 100 });
     await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
-    expect(store.map.size).toBe(4);
+    expect(store.map.size).toBe(5);
 
     const changed = fileBytes(300, 2);
     net.files[URL_A] = { bytes: changed, etag: '"v2"' };
@@ -116,7 +118,7 @@ describe('ShardCache', () => {
     const full: KeyValueStore = {
       ...inner,
       async set(key, value) {
-        if (++sets > 2) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+        if (++sets > 3) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError'); // the record, two chunks
         return inner.set(key, value);
       },
     };
@@ -197,13 +199,77 @@ describe('ShardCache', () => {
     expect((await cache.wrap(plain).open('model.safetensors')).fromCache).toBeUndefined();
   });
 
+  it('a full quota deletes the model opened longest ago, never one being loaded', async () => {
+    const url = (name: string) => `https://models.example/${name}/model.safetensors`;
+    const files = Object.fromEntries(['a', 'b', 'c'].map((n, i) => [url(n), { bytes: fileBytes(300, i), etag: `"${n}"` }]));
+    const net = origin(files);
+    const inner = memoryStore();
+    const held = () => [...inner.map.values()].reduce<number>((sum, v) => sum + (v instanceof Blob ? v.size : 0), 0);
+    // A quota of 700 bytes of chunks: two models of 300 fit, a third does not.
+    const quota: KeyValueStore = {
+      ...inner,
+      async set(key, value) {
+        if (value instanceof Blob && held() + value.size > 700) throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+        return inner.set(key, value);
+      },
+    };
+    let clock = 0;
+    const warnings: string[] = [];
+    const session = () => new ShardCache({ store: quota, chunkBytes: 100, now: () => ++clock, persist: false, onWarning: (m) => warnings.push(m) });
+    const load = async (cache: ShardCache, name: string) => {
+      const src = await cache.open(new UrlSource(url(name), undefined, { fetch: net.fetch }));
+      expect(await readAll(src)).toEqual(Array.from(files[url(name)].bytes));
+      return src.fromCache;
+    };
+    expect(await load(session(), 'a')).toBe(false);
+    expect(await load(session(), 'b')).toBe(false);
+    expect(await load(session(), 'a')).toBe(true); // a is now the more recent
+    expect(warnings).toEqual([]);
+
+    expect(await load(session(), 'c')).toBe(false);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/quota is full: deleted the cached copy of https:\/\/models\.example\/b\/model\.safetensors \(3 chunks, last opened .*\) to make room/);
+    expect([...inner.map.keys()].some((k) => k.includes(encodeURIComponent(url('b'))))).toBe(false);
+    expect(await load(session(), 'c')).toBe(true);
+    expect(await load(session(), 'a')).toBe(true);
+
+    // A file larger than the quota: the others go, then its own chunks stay and caching stops.
+    warnings.length = 0;
+    net.files[url('big')] = { bytes: fileBytes(900, 9), etag: '"big"' };
+    const cache = session();
+    const src = await cache.open(new UrlSource(url('big'), undefined, { fetch: net.fetch }));
+    expect(await readAll(src)).toEqual(Array.from(fileBytes(900, 9)));
+    expect(warnings.filter((w) => w.includes('deleted the cached copy'))).toHaveLength(2);
+    expect(warnings.at(-1)).toMatch(/storage quota is full; loading continues without caching/);
+    expect(cache.writable).toBe(false);
+    expect(held()).toBe(700);
+    expect([...inner.map.keys()].every((k) => k.includes(encodeURIComponent(url('big'))))).toBe(true);
+  });
+
+  it('asks the browser once to keep the storage, at the first write', async () => {
+    const net = origin({ [URL_A]: { bytes: fileBytes(300, 1), etag: '"v1"' } });
+    let asked = 0;
+    const cache = new ShardCache({ store: memoryStore(), chunkBytes: 100, persist: async () => (++asked, true) });
+    expect(cache.persisted).toBeUndefined();
+    await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
+    await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
+    expect(asked).toBe(1);
+    expect(cache.persisted).toBe(true);
+    // A refusal (or a failure) changes nothing but the answer.
+    const refused = new ShardCache({ store: memoryStore(), chunkBytes: 100, persist: async () => { throw new Error('no'); } });
+    const src = await refused.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }));
+    expect(await readAll(src)).toEqual(Array.from(fileBytes(300, 1)));
+    expect(refused.persisted).toBe(false);
+    expect(refused.writable).toBe(true);
+  });
+
   it('clear() removes every cached shard', async () => {
     const net = origin({ [URL_A]: { bytes: fileBytes(100, 1), etag: '"v1"' } });
     const store = memoryStore();
     await store.set('someone-else', 1);
     const cache = new ShardCache({ store, chunkBytes: 64 });
     await readAll(await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch })));
-    expect(store.map.size).toBe(4);
+    expect(store.map.size).toBe(5); // two chunks, the record, the marker, someone else's
     await cache.clear();
     expect([...store.map.keys()]).toEqual(['someone-else']);
     expect((await cache.open(new UrlSource(URL_A, undefined, { fetch: net.fetch }))).fromCache).toBe(false);
@@ -295,6 +361,7 @@ describe('ShardCache: a file that changes during a load (F8)', () => {
     expect((e as Error).message).toMatch(/the file changed on the server during the load \(ETag "v1" at first, now "v2"\)/);
     expect([...store.map.keys()].some((k) => k.endsWith('complete'))).toBe(false);
     for (const [key, value] of store.map) {
+      if (key.endsWith('|used')) continue;
       const n = Number(key.split('|').at(-1));
       expect(Array.from(new Uint8Array(await (value as Blob).arrayBuffer()))).toEqual(Array.from(v1.subarray(n * 100, n * 100 + 100)));
     }

@@ -6,8 +6,12 @@
 // bytes came, from one version of the file (UrlSource refuses an answer from another), and
 // the marker only after every chunk, so a half-written or mixed entry is never taken for a
 // whole one; its finished chunks are still reused. The cache is an optimisation only: any
-// failure to read or write it (quota full, private mode, no IndexedDB) is a warning, and
-// loading goes on over the network.
+// failure to read or write it (private mode, no IndexedDB) is a warning, and loading goes on
+// over the network. When the quota is full, the entries opened longest ago (other models, or
+// other versions) are deleted to make room, one at a time, never a file this cache is loading;
+// only when nothing is left to delete does caching stop. The browser is asked once, at the
+// first write, to keep the storage (navigator.storage.persist()), so it does not evict a
+// multi-GB model on its own under storage pressure.
 
 import { createStore, del, get, keys, set, type UseStore } from 'idb-keyval';
 import { throwIfAborted } from '../errors.ts';
@@ -60,6 +64,13 @@ export interface ShardCacheOptions {
    * hold chunkBytes per shard (5 GB for DeepSeek-V3's 163 shards).
    */
   smallReadBytes?: number;
+  /**
+   * Asked once, before the first write, to make the storage persistent (default:
+   * navigator.storage.persist where it exists; false: never ask). Its answer is `persisted`.
+   */
+  persist?: (() => Promise<boolean>) | false;
+  /** The clock of the "last opened" records (tests). */
+  now?: () => number;
 }
 
 const PREFIX = 'shard|';
@@ -73,6 +84,20 @@ interface Marker {
   chunks: number;
   etag?: string;
   lastModified?: string;
+}
+
+/** The "last opened" record of an entry: what eviction orders by. */
+interface Used {
+  at: number;
+  size: number;
+}
+
+/** Key suffixes under an entry: chunk indices, `complete` and `used`. */
+const ENTRY_KEY = /^(.*\|)(\d+|complete|used)$/;
+
+function defaultPersist(): (() => Promise<boolean>) | undefined {
+  const storage = (globalThis as { navigator?: { storage?: { persist?: () => Promise<boolean> } } }).navigator?.storage;
+  return typeof storage?.persist === 'function' ? () => storage.persist!() : undefined;
 }
 
 function sameMarker(stored: Partial<Marker> | undefined, expected: Marker): boolean {
@@ -89,12 +114,24 @@ export class ShardCache {
   private writesOff = false;
   /** Set when the store cannot even be read (no IndexedDB): the cache is off for this session. */
   private off = false;
+  /** Entries opened by this cache: never evicted to make room (they are being loaded). */
+  private readonly active = new Set<string>();
+  private readonly persistRequest: (() => Promise<boolean>) | undefined;
+  private persistAsked: Promise<void> | undefined;
+  private readonly now: () => number;
+  /**
+   * The browser's answer to navigator.storage.persist(), once a write asked it; undefined before
+   * that, or where it cannot be asked.
+   */
+  persisted: boolean | undefined;
 
   constructor(options: ShardCacheOptions = {}) {
     this.store = options.store ?? idbStore();
     this.chunkBytes = Math.max(1, Math.floor(options.chunkBytes ?? 32 << 20));
     this.smallReadBytes = options.smallReadBytes ?? Math.min(4 << 20, Math.floor(this.chunkBytes / 8));
     this.onWarning = options.onWarning ?? ((message) => console.warn(`[webmoe] ${message}`));
+    this.persistRequest = options.persist === false ? undefined : (options.persist ?? defaultPersist());
+    this.now = options.now ?? Date.now;
   }
 
   /** Read `origin` through the cache. Its ETag / Last-Modified is asked for first (one HEAD). */
@@ -114,8 +151,10 @@ export class ShardCache {
     if (info.etag) expected.etag = info.etag;
     else expected.lastModified = info.lastModified;
     try {
+      this.active.add(entry);
       const marker = (await this.store.get(`${entry}complete`)) as Partial<Marker> | undefined;
       if (sameMarker(marker, expected)) {
+        await this.touch(entry, info.size);
         return new CachedSource(this, origin, info, entry, expected, new Set(Array.from({ length: chunks }, (_, i) => i)), true);
       }
       // Not complete: drop other versions of this URL, and resume from the chunks already stored.
@@ -125,6 +164,7 @@ export class ShardCache {
         if (!key.startsWith(entry)) await this.store.del(key);
         else if (/^\d+$/.test(key.slice(entry.length))) stored.add(Number(key.slice(entry.length)));
       }
+      if (stored.size > 0) await this.touch(entry, info.size);
       return new CachedSource(this, origin, info, entry, expected, stored, false);
     } catch (cause) {
       this.off = true;
@@ -152,23 +192,84 @@ export class ShardCache {
     for (const key of await this.store.keys()) if (key.startsWith(PREFIX)) await this.store.del(key);
   }
 
+  /**
+   * Records that `entry` was opened now, once per open (the first chunk stored writes it for a
+   * new entry): the least recently opened entry is the first evicted.
+   */
+  async touch(entry: string, size: number): Promise<void> {
+    await this.put(`${entry}used`, { at: this.now(), size } satisfies Used);
+  }
+
   /** False once a write has failed: this session reads what is stored and writes nothing more. */
   get writable(): boolean {
     return !this.writesOff;
   }
 
-  /** Store one value (for the cached sources); false, after one warning, when the store refuses. */
+  /**
+   * Store one value (for the cached sources). A full quota deletes the least recently opened
+   * entry not in use and tries again; false, after one warning, when nothing is left to delete
+   * or the store refuses for another reason.
+   */
   async put(key: string, value: unknown): Promise<boolean> {
     if (this.writesOff) return false;
+    await (this.persistAsked ??= this.askPersist());
+    for (;;) {
+      try {
+        await this.store.set(key, value);
+        return true;
+      } catch (cause) {
+        const quota = (cause as { name?: string }).name === 'QuotaExceededError';
+        if (quota && (await this.evictLeastRecent())) continue;
+        this.writesOff = true;
+        this.warn(`${quota ? 'the browser storage quota is full' : `the shard cache cannot be written (${describe(cause)})`}; ` +
+          'loading continues without caching. Free space or clear the cache to cache the model.', cause);
+        return false;
+      }
+    }
+  }
+
+  /**
+   * Deletes every key of the entry opened longest ago (entries without a record first: partial
+   * downloads of an older version of this cache), except the entries this cache opened. False
+   * when there is none.
+   */
+  private async evictLeastRecent(): Promise<boolean> {
+    let keys: string[];
     try {
-      await this.store.set(key, value);
-      return true;
-    } catch (cause) {
-      this.writesOff = true;
-      const quota = (cause as { name?: string }).name === 'QuotaExceededError';
-      this.warn(`${quota ? 'the browser storage quota is full' : `the shard cache cannot be written (${describe(cause)})`}; ` +
-        'loading continues without caching. Free space or clear the cache to cache the model.', cause);
+      keys = (await this.store.keys()).filter((k) => k.startsWith(PREFIX));
+    } catch {
       return false;
+    }
+    const entries = new Map<string, string[]>();
+    for (const key of keys) {
+      const m = ENTRY_KEY.exec(key);
+      const entry = m ? m[1] : key;
+      if (this.active.has(entry)) continue;
+      entries.set(entry, [...(entries.get(entry) ?? []), key]);
+    }
+    let oldest: { entry: string; at: number } | undefined;
+    for (const entry of entries.keys()) {
+      const used = (await this.store.get(`${entry}used`).catch(() => undefined)) as Partial<Used> | undefined;
+      const at = typeof used?.at === 'number' ? used.at : -Infinity;
+      if (!oldest || at < oldest.at) oldest = { entry, at };
+    }
+    if (!oldest) return false;
+    const doomed = entries.get(oldest.entry)!;
+    for (const key of doomed) await this.store.del(key);
+    const url = decodeURIComponent(oldest.entry.slice(PREFIX.length).split('|')[0]);
+    const chunks = doomed.filter((k) => /\|\d+$/.test(k)).length;
+    this.warn(`the browser storage quota is full: deleted the cached copy of ${url} (${chunks} chunk${chunks === 1 ? '' : 's'}, ` +
+      `${Number.isFinite(oldest.at) ? `last opened ${new Date(oldest.at).toISOString()}` : 'never completed'}) to make room`);
+    return true;
+  }
+
+  /** navigator.storage.persist(), once; a refusal or failure changes nothing but `persisted`. */
+  private async askPersist(): Promise<void> {
+    if (!this.persistRequest) return;
+    try {
+      this.persisted = await this.persistRequest();
+    } catch {
+      this.persisted = false;
     }
   }
 
@@ -272,6 +373,7 @@ class CachedSource implements ByteSource {
   private async fetchAndStore(index: number, signal?: AbortSignal): Promise<Uint8Array<ArrayBuffer>> {
     const bytes = await this.origin.read(index * this.marker.chunkBytes, this.chunkLength(index), signal);
     this.skipped.delete(index);
+    if (this.stored.size === 0) await this.cache.touch(this.entry, this.info.size);
     if (await this.cache.put(`${this.entry}${index}`, new Blob([bytes]))) {
       this.stored.add(index);
       // The marker goes last: only now is every chunk of this version in the store.
