@@ -5,14 +5,14 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../config.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
-import { bytesFloor, decodeBytesPerToken } from './bytes_floor.ts';
+import { bytesFloor, decodeBytesByKind } from './bytes_floor.ts';
 
 // The shipped checkpoint's config: 16 routed experts, 4 per token, MTP layer 5.
 const config = parseConfig(readFileSync(new URL('../../public/models/webmoe-kjv-12m/config.json', import.meta.url), 'utf8'));
 
 const tensor = (name: string, byteLength: number): TensorInfo => ({ name, dtype: 'F8_E4M3', shape: [byteLength], byteOffset: 0, byteLength, file: 'model.safetensors' });
 
-describe('decodeBytesPerToken', () => {
+describe('decodeBytesByKind', () => {
   it('counts every weight a token reads once, routed experts at num_experts_per_tok of n_routed_experts', () => {
     const tensors = [
       tensor('model.embed_tokens.weight', 100_000),
@@ -24,8 +24,8 @@ describe('decodeBytesPerToken', () => {
       tensor('model.layers.5.embed_tokens.weight', 50_000),
       tensor('lm_head.weight', 2000),
     ];
-    // 300 + 4 + 16 * 64 * 4/16 + 96 + 2000
-    expect(decodeBytesPerToken(config, tensors, 'fp8')).toBe(2656);
+    // 300 + 4 + 16 * 64 * 4/16 + 96 + 2000, of which 16 * 64 * 4/16 routed
+    expect(decodeBytesByKind(config, tensors, 'fp8')).toEqual({ total: 2656, routed: 256 });
   });
 
   it('the floor is the bytes at the copy bandwidth', () => {

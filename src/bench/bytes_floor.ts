@@ -26,15 +26,21 @@ export interface BytesFloor {
 
 const ROUTED_EXPERT = /\.mlp\.experts\.\d+\./;
 
-export function decodeBytesPerToken(config: DeepseekV3Config, tensors: readonly TensorInfo[], weights: WeightMode): number {
+/** The weight bytes one decode token reads, and the part of them that is routed experts (what a second row of a step reads again). */
+export function decodeBytesByKind(config: DeepseekV3Config, tensors: readonly TensorInfo[], weights: WeightMode): { total: number; routed: number } {
   const { onGpu } = tensorsOnGpu(tensors, expectedTensors(config), weights);
   const mtp = config.mtp_layer_index === null ? undefined : `model.layers.${config.mtp_layer_index}.`;
-  let bytes = 0;
+  let total = 0;
+  let routed = 0;
   for (const t of onGpu) {
     if (t.name === 'model.embed_tokens.weight' || (mtp && t.name.startsWith(mtp))) continue;
-    bytes += ROUTED_EXPERT.test(t.name) ? (t.byteLength * config.num_experts_per_tok) / config.n_routed_experts : t.byteLength;
+    if (ROUTED_EXPERT.test(t.name)) {
+      const share = (t.byteLength * config.num_experts_per_tok) / config.n_routed_experts;
+      routed += share;
+      total += share;
+    } else total += t.byteLength;
   }
-  return bytes;
+  return { total, routed };
 }
 
 export function bytesFloor(bytesPerToken: number, copyGbps: number): BytesFloor {

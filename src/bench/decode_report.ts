@@ -9,11 +9,12 @@ import { throwIfAborted } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
 import type { Engine } from '../runtime/types.ts';
-import { bytesFloor, decodeBytesPerToken, type BytesFloor } from './bytes_floor.ts';
+import { bytesFloor, decodeBytesByKind, type BytesFloor } from './bytes_floor.ts';
 import { measureCeilings } from './ceilings.ts';
 import { runDecodeBench, type DecodeBenchResult, type DecodeModeResult } from './decode.ts';
 import { timeModelPeer, type ModelPeerResult } from './model_peer.ts';
 import { tfjsMatmulPeer } from './peers.ts';
+import { consecutiveOverlap, speculationBound, type SpeculationBound } from './speculation_bound.ts';
 import { measureStepCost, type StepCost } from './step_cost.ts';
 
 export interface DecodeReportOptions {
@@ -46,6 +47,8 @@ export interface DecodeReport extends Omit<DecodeBenchResult, 'plain' | 'mtp'> {
   /** The floor, and plain decoding's measured time per token over it. */
   bytes_floor: BytesFloor & { measured_ms_per_token: number; measured_over_floor: number };
   model_peer?: ModelPeerResult | { skipped: string };
+  /** With MTP: the most speculation can gain at batch 1 on this model, beside the measured speed-up (speculation_bound.ts). */
+  bound?: SpeculationBound;
 }
 
 export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeReportOptions): Promise<DecodeReport> {
@@ -65,7 +68,14 @@ export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeR
   throwIfAborted(signal);
   log('measuring the copy bandwidth for the bytes floor');
   const { copyGbps } = await measureCeilings(gpu, { quick: options.quick });
-  const floor = bytesFloor(decodeBytesPerToken(engine.info.config, options.tensors, engine.info.weights), copyGbps);
+  const bytes = decodeBytesByKind(engine.info.config, options.tensors, engine.info.weights);
+  const floor = bytesFloor(bytes.total, copyGbps);
+  let bound: SpeculationBound | undefined;
+  if (bench.mtp && bench.model) {
+    log("measuring how many experts consecutive tokens share (the verify step's two rows)");
+    const overlap = await expertOverlap(engine, options.prompts[0], options.maxTokens, signal);
+    bound = speculationBound(bench.mtp.acceptance, bytes.routed / bytes.total, overlap, bench.model.measuredSpeedup);
+  }
   const measuredMs = 1000 / bench.plain.tokensPerS;
   let modelPeer: DecodeReport['model_peer'];
   throwIfAborted(signal);
@@ -94,5 +104,15 @@ export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeR
     gpu_ms_per_step: plainStep.gpu_ms_per_step,
     bytes_floor: { ...floor, measured_ms_per_token: measuredMs, measured_over_floor: measuredMs / floor.floor_ms_per_token },
     ...(modelPeer ? { model_peer: modelPeer } : {}),
+    ...(bound ? { bound } : {}),
   };
+}
+
+/** The experts each token of one greedy plain run chose, as the share consecutive tokens have in common. */
+async function expertOverlap(engine: Engine, prompt: string | number[], maxTokens: number, signal?: AbortSignal): Promise<number> {
+  const tokens = [];
+  for await (const chunk of engine.generate(prompt, { temperature: 0, maxTokens: Math.max(maxTokens, 8), ignoreEos: true, speculative: false, experts: true, signal })) {
+    tokens.push(...(chunk.experts ?? []));
+  }
+  return consecutiveOverlap(tokens);
 }

@@ -35,10 +35,19 @@ describe('webmoe bench --decode --json', () => {
     expect(floor.floor_ms_per_token).toBeCloseTo(floor.bytes_per_token / (floor.copy_gbps * 1e6), 9);
     expect(floor.measured_over_floor).toBeCloseTo(1000 / report.plain.tokensPerS / floor.floor_ms_per_token, 9);
     expect(report.model_peer).toBeUndefined(); // --no-peers
+    // The batch-1 bound of speculation, from the measured acceptance and expert overlap.
+    const b = report.bound;
+    expect(b.acceptance).toBeCloseTo(report.mtp.acceptance, 12);
+    expect(b.routed_share).toBeGreaterThan(0);
+    expect(b.routed_share).toBeLessThan(1);
+    expect(b.overlap).toBeGreaterThanOrEqual(0);
+    expect(b.overlap).toBeLessThanOrEqual(1);
+    expect(b.bound).toBeCloseTo((1 + b.acceptance) / (1 + b.routed_share * (1 - b.overlap)), 12);
 
     // Without --json, the same figures as text.
     const text = formatDecode(report);
     expect(text).toMatch(/step: \d+\.\d dispatches per token \(\d+ per step, 1\.00 steps per token\), \d+\.\d\d ms CPU to record and submit a step, \d+\.\d\d ms GPU per step/);
+    expect(text).toMatch(/bound at batch 1: \(1 \+ a\) \/ \(1 \+ r \(1 - o\)\) = .* = \d+\.\d\dx .*; measured \d+\.\d\dx/);
     expect(text).toMatch(/bytes floor: \d+\.\d\d MiB of weights per token at \d+\.\d GB\/s copy = \d+\.\d{3} ms per token/);
   });
 

@@ -171,6 +171,7 @@ export function formatDecode(r: DecodeReport): string {
       `model: speed-up = tokens per step / (t2 / t1) = ${r.mtp.tokensPerStep.toFixed(2)} / (${r.model.t2Ms.toFixed(1)} ms / ${r.model.t1Ms.toFixed(1)} ms = ${r.model.t2OverT1.toFixed(2)}) = ${r.model.speedup.toFixed(2)}x (measured: ${r.model.measuredSpeedup.toFixed(2)}x)`,
       ...(r.auto ? [`speculative auto (the default): ${r.auto.tokensPerS.toFixed(2)} tok/s, ${r.auto.overPlain.toFixed(2)}x plain, speculated ${r.auto.speculated} of ${r.auto.requests} requests`] : []),
       ...(r.auto?.policy ? [`  policy: plain step ${r.auto.policy.plainStepMs.toFixed(1)} ms, verify step ${r.auto.policy.verifyStepMs.toFixed(1)} ms (${r.auto.policy.measured}, refreshed by the requests), acceptance ${(100 * r.auto.policy.acceptance).toFixed(0)}% over ${r.auto.policy.verifySteps} verify steps: ${r.auto.policy.pays ? 'pays' : 'does not pay'}`] : []),
+      ...(r.bound ? [`bound at batch 1: (1 + a) / (1 + r (1 - o)) = (1 + ${r.bound.acceptance.toFixed(2)}) / (1 + ${r.bound.routed_share.toFixed(2)} x (1 - ${r.bound.overlap.toFixed(2)})) = ${r.bound.bound.toFixed(2)}x (a: acceptance, r: routed experts' share of the bytes, o: experts consecutive tokens share); measured ${r.bound.measured_speedup.toFixed(2)}x`] : []),
       `greedy outputs identical: ${r.identical ? 'yes' : 'NO'}`,
     );
   } else lines.push('this checkpoint has no MTP layer');
