@@ -14,6 +14,11 @@
 //                      (coalesced) and add up in workgroup memory (GPUs). Dispatch: N workgroups.
 // Workgroups are spread over (x, y) and flattened as wid.y * nwg.x + wid.x (N = 129280 for lm_head
 // exceeds the 65535 per dimension).
+//
+// Variant axis `linears` (matmul_operands.wgsl): with `two`, q_a_proj and kv_a_proj_with_mqa read
+// the same x in one dispatch. The first Linear's units come first (thread_per_4_rows: its ceil(N / 4)
+// invocations, so both share workgroups; workgroup_per_row: its N workgroups), the second's follow,
+// from params.first_unit_b on; each unit computes its columns exactly as the `one` variant does.
 
 // Rows of x this pipeline computes per call: 1, 2 or 4 (the wrapper picks the smallest >= M). A
 // compile-time count, so the loops over rows unroll without a branch (costly on CPU adapters);
@@ -23,11 +28,32 @@ override ROWS: u32 = 1u;
 // Invocations per workgroup; a power of two for workgroup_per_row (its reduction halves it).
 override WORKGROUP_SIZE: u32 = 64u;
 
+// The weight block scale of the unit's Linear (W's or W_b's).
+fn linear_block_scale(n: u32, kb: u32) -> f32 {
+#if linears == two
+  if (second) {
+    return weight_b_block_scale(n, kb);
+  }
+#endif
+  return weight_block_scale(n, kb);
+}
+
+// W[n, k .. k+3] of the unit's Linear, chosen per quad: for workgroup_per_row (GPUs), where the
+// choice is the same for the whole workgroup and costs next to nothing (K % 4 == 0 with two).
+fn linear_weight_quad(n: u32, k: u32) -> vec4<f32> {
+#if linears == two
+  if (second) {
+    return weight_b_quad(n, k);
+  }
+#endif
+  return weight_quad(n, k);
+}
+
 // sum over k .. k+3 of x[m, k] * W[n, k] (unscaled) for rows m < ROWS, in the lanes of a vec4.
 // Written out per lane, not as a loop writing d[m]: ROWS is a pipeline constant, so the unused
 // lanes fold away, and a CPU adapter never indexes a vector dynamically (which costs a spill).
 fn rows_dot_quad(n: u32, k: u32) -> vec4<f32> {
-  let w = weight_quad(n, k);
+  let w = linear_weight_quad(n, k);
   var d = vec4<f32>(dot(x_quad(0u, k), w), 0.0, 0.0, 0.0);
   if (ROWS >= 2u) {
     d.y = dot(x_quad(min(1u, params.M - 1u), k), w);
@@ -50,25 +76,101 @@ fn rows_block_scale(kb: u32) -> vec4<f32> {
 
 fn store_rows(n: u32, acc: vec4<f32>) {
   for (var m = 0u; m < min(params.M, ROWS); m++) {
-    y[y_index(m, n)] = acc[m];
+    store_y(y_index(m, n), acc[m]);
   }
 }
 
+// (a unit's index within its Linear, that Linear's N) for unit = an invocation (thread_per_4_rows)
+// or a workgroup (workgroup_per_row); with two Linears, also picks the one the unit computes. Made
+// from ids and params only, so a workgroup's result is uniform (the barriers of workgroup_per_row
+// follow a return on it; `second`, a private variable, does not count as uniform).
+fn linear_unit(unit: u32) -> vec2<u32> {
+#if linears == two
+  second = unit >= params.first_unit_b;
+  if (unit >= params.first_unit_b) {
+    return vec2<u32>(unit - params.first_unit_b, params.n_b);
+  }
+#endif
+  return vec2<u32>(unit, params.N);
+}
+
 #if strategy == thread_per_4_rows
+// The unscaled sums over K block kb of x[m_j, k] * W[n_i, k]: column j of the result for row m_j of
+// x, its lanes the 4 columns n_i.
+fn block_dots(n: vec4<u32>, m: vec4<u32>, kb: u32) -> mat4x4<f32> {
+  var block0 = vec4<f32>(0.0);
+  var block1 = vec4<f32>(0.0);
+  var block2 = vec4<f32>(0.0);
+  var block3 = vec4<f32>(0.0);
+  let k_end = min(kb * BLOCK + BLOCK, params.K);
+  for (var k = kb * BLOCK; k < k_end; k += 4u) {
+    let w0 = weight_quad(n.x, k);
+    let w1 = weight_quad(n.y, k);
+    let w2 = weight_quad(n.z, k);
+    let w3 = weight_quad(n.w, k);
+    block0 += dots(x_quad(m.x, k), w0, w1, w2, w3);
+    if (ROWS >= 2u) {
+      block1 += dots(x_quad(m.y, k), w0, w1, w2, w3);
+    }
+    if (ROWS >= 4u) {
+      block2 += dots(x_quad(m.z, k), w0, w1, w2, w3);
+      block3 += dots(x_quad(m.w, k), w0, w1, w2, w3);
+    }
+  }
+  return mat4x4<f32>(block0, block1, block2, block3);
+}
+
+#if linears == two
+// block_dots over W_b (weight_b_quad; K % 4 == 0).
+fn block_dots_b(n: vec4<u32>, m: vec4<u32>, kb: u32) -> mat4x4<f32> {
+  var block0 = vec4<f32>(0.0);
+  var block1 = vec4<f32>(0.0);
+  var block2 = vec4<f32>(0.0);
+  var block3 = vec4<f32>(0.0);
+  let k_end = min(kb * BLOCK + BLOCK, params.K);
+  for (var k = kb * BLOCK; k < k_end; k += 4u) {
+    let w0 = weight_b_quad(n.x, k);
+    let w1 = weight_b_quad(n.y, k);
+    let w2 = weight_b_quad(n.z, k);
+    let w3 = weight_b_quad(n.w, k);
+    block0 += dots(x_quad(m.x, k), w0, w1, w2, w3);
+    if (ROWS >= 2u) {
+      block1 += dots(x_quad(m.y, k), w0, w1, w2, w3);
+    }
+    if (ROWS >= 4u) {
+      block2 += dots(x_quad(m.z, k), w0, w1, w2, w3);
+      block3 += dots(x_quad(m.w, k), w0, w1, w2, w3);
+    }
+  }
+  return mat4x4<f32>(block0, block1, block2, block3);
+}
+#endif
+
+// block_dots of the invocation's Linear: one choice per K block (see weight_b_quad).
+fn linear_block_dots(n: vec4<u32>, m: vec4<u32>, kb: u32) -> mat4x4<f32> {
+#if linears == two
+  if (second) {
+    return block_dots_b(n, m, kb);
+  }
+#endif
+  return block_dots(n, m, kb);
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let n0 = ((wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid) * 4u;
-  if (n0 >= params.N) {
+  let linear = linear_unit((wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid);
+  let n0 = linear.x * 4u;
+  if (n0 >= linear.y) {
     return;
   }
   // Columns past N read the last row of W (valid memory) and are not stored; rows from M to
   // ROWS repeat row M - 1. One accumulator per row of x, its lanes the 4 columns; written out,
   // not looped over (see rows_dot_quad).
-  let n = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.N - 1u));
+  let n = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(linear.y - 1u));
   let m = min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.M - 1u));
   var acc0 = vec4<f32>(0.0);
   var acc1 = vec4<f32>(0.0);
@@ -77,33 +179,15 @@ fn main(
   for (var kb = 0u; kb < params.k_blocks; kb++) {
     // the official fp8_gemm order: a whole 128-wide block, then (sum * x_scale) * S; the 4
     // columns (n0 % 4 == 0) lie in one 128-row scale block
-    var block0 = vec4<f32>(0.0);
-    var block1 = vec4<f32>(0.0);
-    var block2 = vec4<f32>(0.0);
-    var block3 = vec4<f32>(0.0);
-    let k_end = min(kb * BLOCK + BLOCK, params.K);
-    for (var k = kb * BLOCK; k < k_end; k += 4u) {
-      let w0 = weight_quad(n.x, k);
-      let w1 = weight_quad(n.y, k);
-      let w2 = weight_quad(n.z, k);
-      let w3 = weight_quad(n.w, k);
-      block0 += dots(x_quad(m.x, k), w0, w1, w2, w3);
-      if (ROWS >= 2u) {
-        block1 += dots(x_quad(m.y, k), w0, w1, w2, w3);
-      }
-      if (ROWS >= 4u) {
-        block2 += dots(x_quad(m.z, k), w0, w1, w2, w3);
-        block3 += dots(x_quad(m.w, k), w0, w1, w2, w3);
-      }
-    }
-    let ws = weight_block_scale(n0, kb);
-    acc0 += (block0 * x_block_scale(m.x, kb)) * ws;
+    let block = linear_block_dots(n, m, kb);
+    let ws = linear_block_scale(n0, kb);
+    acc0 += (block[0] * x_block_scale(m.x, kb)) * ws;
     if (ROWS >= 2u) {
-      acc1 += (block1 * x_block_scale(m.y, kb)) * ws;
+      acc1 += (block[1] * x_block_scale(m.y, kb)) * ws;
     }
     if (ROWS >= 4u) {
-      acc2 += (block2 * x_block_scale(m.z, kb)) * ws;
-      acc3 += (block3 * x_block_scale(m.w, kb)) * ws;
+      acc2 += (block[2] * x_block_scale(m.z, kb)) * ws;
+      acc3 += (block[3] * x_block_scale(m.w, kb)) * ws;
     }
   }
   store_quad(acc0, 0u, n0);
@@ -126,8 +210,9 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let n = wid.y * nwg.x + wid.x;
-  if (n >= params.N) {
+  let linear = linear_unit(wid.y * nwg.x + wid.x);
+  let n = linear.x;
+  if (n >= linear.y) {
     return; // the same for the whole workgroup, so the barriers below stay uniform
   }
   // Invocation lid takes quads lid, lid + WORKGROUP_SIZE, ...; each quad lies in one K block and
@@ -136,7 +221,7 @@ fn main(
   let quads = (params.K + 3u) / 4u;
   for (var q = lid; q < quads; q += WORKGROUP_SIZE) {
     let kb = q >> 5u; // q / (BLOCK / 4): a shift, as in matmul_operands.wgsl
-    acc += (rows_dot_quad(n, q * 4u) * rows_block_scale(kb)) * weight_block_scale(n, kb);
+    acc += (rows_dot_quad(n, q * 4u) * rows_block_scale(kb)) * linear_block_scale(n, kb);
   }
   partial[lid] = acc;
   workgroupBarrier();

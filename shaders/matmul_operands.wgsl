@@ -11,6 +11,11 @@
 //             w8a8         x [M, K] e4m3 codes from act_quant.wgsl, 4 per u32 (K % 128 == 0),
 //                          x_scale [M, K/128] f32; y adds (block dot * x_scale) * S per 128-wide
 //                          K block, as the official fp8_gemm does (src/model/MATH.md 5)
+//   linears   one  one W and its y
+//             two  (gemv_fp8 only) two Linears of the same format reading the same x, W [N, K]
+//                  into y and W_b [n_b, K] into y_b (q_a_proj and kv_a_proj_with_mqa): one dispatch,
+//                  the units from params.first_unit_b on computing the second; every access
+//                  to W, S, N and y goes through the accessors below, which pick the workgroup's one
 //
 // Bindings:
 //   0 params           uniform MatmulParams
@@ -21,6 +26,9 @@
 //                      full y, src/model/linear.ts)
 //   4 weight_scale_inv [ceil(N/128), ceil(K/128)] f32   (fp8 only)
 //   5 x_scale          [M, K/128] f32                   (w8a8 only)
+//   6 weight_b         u32 words holding W_b            (linears == two)
+//   7 y_b              f32, written: y_b[m, n] at m * y_stride_b + y_col_b + n   (linears == two)
+//   8 weight_scale_inv_b  [ceil(n_b/128), ceil(K/128)] f32   (linears == two, fp8)
 
 struct MatmulParams {
   M: u32,
@@ -29,11 +37,12 @@ struct MatmulParams {
   k_blocks: u32, // ceil(K / 128): row stride of weight_scale_inv and x_scale
   y_stride: u32, // elements between rows of y (>= y_col + N)
   y_col: u32, // the column of y that output n = 0 goes to
-}
-
-// Where y[m, n] is stored.
-fn y_index(m: u32, n: u32) -> u32 {
-  return m * params.y_stride + params.y_col + n;
+#if linears == two
+  n_b: u32, // the second Linear's N, y_stride and y_col
+  y_stride_b: u32,
+  y_col_b: u32,
+  first_unit_b: u32, // the first unit (invocation or workgroup, gemv_fp8.wgsl) of the second Linear
+#endif
 }
 
 const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint, 1 x 128 groups of act_quant
@@ -61,6 +70,78 @@ override K_ALIGNED: bool = false;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 #endif
 
+// ---- the Linear this workgroup computes: W's words, S, N and y ----
+#if linears == two
+@group(0) @binding(6) var<storage, read> weight_b: array<u32>;
+@group(0) @binding(7) var<storage, read_write> y_b: array<f32>;
+#if weights == fp8
+@group(0) @binding(8) var<storage, read> weight_scale_inv_b: array<f32>;
+#endif
+
+// Set by the kernel's main before any access: the same for every invocation of a workgroup, so
+// the branches below never diverge within one.
+var<private> second: bool = false;
+
+// W_b[n, k .. k+3] without its block scale, and S_b[n / 128, kb]: weight_quad_aligned and
+// weight_block_scale for the second Linear. A copy rather than a choice inside the loaders (WGSL
+// functions cannot take a storage buffer): on SwiftShader, which runs both sides of a branch, a
+// choice at every load made the pair 2x slower than two calls at K=2048 (a select: 1.45x), so
+// thread_per_4_rows chooses once per K block (1.3-1.5x there; at the shipped model's K=256 the pair
+// costs what two calls do; 20 calls a pass, interleaved). Two-Linears calls take K % 4 == 0 only
+// (every checkpoint), so the splicing loaders have no copy.
+fn weight_b_quad(n: u32, k: u32) -> vec4<f32> {
+  let element = n * params.K + k;
+#if weights == fp8
+  return e4m3x4_to_f32(weight_b[element >> 2u]);
+#elif weights == bf16
+  let low = weight_b[element >> 1u];
+  let high = weight_b[(element >> 1u) + 1u];
+  return bitcast<vec4<f32>>(vec4<u32>(low * 0x10000u, low & 0xFFFF0000u, high * 0x10000u, high & 0xFFFF0000u));
+#else
+  return bitcast<vec4<f32>>(vec4<u32>(weight_b[element], weight_b[element + 1u], weight_b[element + 2u], weight_b[element + 3u]));
+#endif
+}
+
+fn weight_b_block_scale(n: u32, kb: u32) -> f32 {
+#if weights == fp8
+  return weight_scale_inv_b[(n >> 7u) * params.k_blocks + kb];
+#else
+  return 1.0;
+#endif
+}
+#endif
+
+// Rows of W (columns of y) of the Linear.
+fn out_n() -> u32 {
+#if linears == two
+  if (second) {
+    return params.n_b;
+  }
+#endif
+  return params.N;
+}
+
+// Where y[m, n] is stored.
+fn y_index(m: u32, n: u32) -> u32 {
+#if linears == two
+  if (second) {
+    return m * params.y_stride_b + params.y_col_b + n;
+  }
+#endif
+  return m * params.y_stride + params.y_col + n;
+}
+
+// y[i] = v (i from y_index).
+fn store_y(i: u32, v: f32) {
+#if linears == two
+  if (second) {
+    y_b[i] = v;
+    return;
+  }
+#endif
+  y[i] = v;
+}
+
 // Zero the lanes of a quad that lie past the end of a row (k .. k+3 with k + 3 >= K), so the
 // next row's values never enter the sum. Branch-free, as the word splices below: on CPU
 // adapters a branch costs more than the arithmetic it skips.
@@ -77,9 +158,9 @@ fn weight_quad(n: u32, k: u32) -> vec4<f32> {
   // When K % 4 != 0 a row starts inside a word: splice the quad from two words.
   let byte = n * params.K + k;
   let shift = (byte & 3u) * 8u;
-  let first = weight[byte >> 2u];
-  let second = weight[(byte >> 2u) + 1u];
-  let codes = select((first >> shift) | (second << (32u - shift)), first, shift == 0u);
+  let lo = weight[byte >> 2u];
+  let hi = weight[(byte >> 2u) + 1u];
+  let codes = select((lo >> shift) | (hi << (32u - shift)), lo, shift == 0u);
   return mask_past_k(e4m3x4_to_f32(codes), k);
 #elif weights == bf16
   // When K is odd, odd rows start in the upper half of a word: splice the quad from three words.
@@ -157,14 +238,14 @@ fn store_quad(v: vec4<f32>, m: u32, n0: u32) {
     return;
   }
   let at = y_index(m, n0);
-  if (n0 + 3u < params.N) {
-    y[at] = v.x;
-    y[at + 1u] = v.y;
-    y[at + 2u] = v.z;
-    y[at + 3u] = v.w;
+  if (n0 + 3u < out_n()) {
+    store_y(at, v.x);
+    store_y(at + 1u, v.y);
+    store_y(at + 2u, v.z);
+    store_y(at + 3u, v.w);
   } else {
-    for (var j = 0u; n0 + j < params.N; j++) {
-      y[at + j] = v[j];
+    for (var j = 0u; n0 + j < out_n(); j++) {
+      store_y(at + j, v[j]);
     }
   }
 }

@@ -2,11 +2,17 @@
 // MLA.forward with attn_impl "absorb"): wkv_b = weight_dequant(kv_b_proj.weight) viewed as
 // [heads, dn + dv, rkv], W_UK[h] = wkv_b[h, :dn], W_UV[h] = wkv_b[h, dn:]. All math f32.
 //   absorb_q  q_lat[r, h, c] = sum_{d < dn} q[r, h, d] * W_UK[h][d, c]     (einsum "shd,hdc->shc")
-//             q_pe[r, h, j]  = q[r, h, dn + j]                             (RoPE already applied)
+//             q_pe[r, h, :]  = RoPE(q[r, h, dn:], positions[r])            (apply_rotary_emb)
 //   expand_o  o[r, h, v]     = sum_{c < rkv} o_lat[r, h, c] * W_UV[h][v, c] (einsum "shc,hdc->shd")
+// RoPE is rope_rotate of the shared snippet shaders/rope_rotate.wgsl, the arithmetic of
+// shaders/rope_yarn.wgsl: rotating q_pe as it is copied out saves the rope dispatch (and a pass over
+// q) that rotated q in place before. q itself is left unrotated; only q_pe is read after this.
+// kv_b_proj is read by the loaders of the shared snippet shaders/kv_b_proj.wgsl. expand_o follows
+// mla_prefill, and mla_decode's merge past one split; with one split mla_decode applies W_UV itself
+// with the same loop (shaders/mla_decode.wgsl).
 // Reference: src/kernels/mla_absorb.ref.ts. Wrapper: src/kernels/mla_absorb.ts.
 //
-// Variant axes (src/kernels/shader_compose.ts):
+// Variant axes (src/gpu/shader_compose.ts):
 //   step     absorb_q | expand_o (the bindings above)
 //   weights  fp8   kv_b_proj.weight [heads * (dn + dv), rkv] e4m3 bytes, row-major, 4 per u32, times
 //                  weight_scale_inv [ceil(heads * (dn + dv) / 128), ceil(rkv / 128)] f32; the 128-row
@@ -21,9 +27,11 @@
 //   3 q_lat | o         absorb_q: [rows, heads, rkv] f32; expand_o: [rows, heads * dv] f32; written
 //   4 weight_scale_inv  fp8 only
 //   5 q_pe              absorb_q only: [rows, heads, dr] f32, written
+//   6 positions         absorb_q only: [rows] u32, the absolute position of each row
+//   7 inv_freq          absorb_q only: [dr / 2] f32, the YaRN table (src/kernels/rope_tables.ts)
 //
-// Dispatch: absorb_q: one invocation per 4 consecutive q_lat columns and per q_pe element,
-// rows * heads * (ceil(rkv / 4) + dr); expand_o: one per output element, rows * heads * dv. Both
+// Dispatch: absorb_q: one invocation per 4 consecutive q_lat columns and per q_pe pair,
+// rows * heads * (ceil(rkv / 4) + dr / 2); expand_o: one per output element, rows * heads * dv. Both
 // read kv_b_proj a quad of columns at a time (one word of FP8 codes, one scale), which on CPU
 // adapters, where every read is a gather, matters more than the FMAs. Workgroups = ceil(count /
 // WORKGROUP_SIZE), laid out over (x, y) as group = wid.y * nwg.x + wid.x.
@@ -49,6 +57,8 @@ override RKV_ALIGNED: bool = false;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read_write> q_lat: array<f32>;
 @group(0) @binding(5) var<storage, read_write> q_pe: array<f32>;
+@group(0) @binding(6) var<storage, read> positions: array<u32>;
+@group(0) @binding(7) var<storage, read> inv_freq: array<f32>;
 #else
 @group(0) @binding(1) var<storage, read> o_lat: array<f32>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
@@ -58,48 +68,6 @@ override RKV_ALIGNED: bool = false;
 #endif
 
 override WORKGROUP_SIZE: u32 = 64;
-
-// The loaders' index arithmetic uses shifts and masks, not / and %, and multiplies for left
-// shifts: SwiftShader runs a u32 division in every lane (see matmul_operands.wgsl).
-
-#if weights == fp8
-// Index of S[row / 128, c / 128] in weight_scale_inv.
-fn scale_index(row: u32, c: u32) -> u32 {
-  return (row >> 7u) * params.scale_cols + (c >> 7u);
-}
-#endif
-
-// wkv_b[row, c]: element (row, c) of the dequantised kv_b_proj.weight [heads * (dn + dv), rkv].
-fn kv_b_at(row: u32, c: u32) -> f32 {
-  let i = row * params.rkv + c;
-#if weights == fp8
-  let code = (kv_b[i >> 2u] >> ((i & 3u) * 8u)) & 0xFFu;
-  return e4m3_to_f32(code) * weight_scale_inv[scale_index(row, c)];
-#elif weights == bf16
-  return bitcast<f32>((kv_b[i >> 1u] >> ((i & 1u) * 16u)) * 0x10000u);
-#else
-  return bitcast<f32>(kv_b[i]);
-#endif
-}
-
-// wkv_b[row, c0 .. c0+3] (c0 % 4 == 0); columns past rkv read column rkv - 1 (the caller masks
-// or drops them).
-fn kv_b_quad(row: u32, c0: u32) -> vec4<f32> {
-  if (RKV_ALIGNED) {
-    let i = row * params.rkv + c0;
-#if weights == fp8
-    return e4m3x4_to_f32(kv_b[i >> 2u]) * weight_scale_inv[scale_index(row, c0)];
-#elif weights == bf16
-    let low = kv_b[i >> 1u];
-    let high = kv_b[(i >> 1u) + 1u];
-    return bitcast<vec4<f32>>(vec4<u32>(low * 0x10000u, low & 0xFFFF0000u, high * 0x10000u, high & 0xFFFF0000u));
-#else
-    return bitcast<vec4<f32>>(vec4<u32>(kv_b[i], kv_b[i + 1u], kv_b[i + 2u], kv_b[i + 3u]));
-#endif
-  }
-  let last = params.rkv - 1u;
-  return vec4<f32>(kv_b_at(row, min(c0, last)), kv_b_at(row, min(c0 + 1u, last)), kv_b_at(row, min(c0 + 2u, last)), kv_b_at(row, min(c0 + 3u, last)));
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -112,15 +80,19 @@ fn main(
     return;
   }
 #if step == absorb_q
-  // index runs over [rows, heads, quads + dr]: quads of q_lat columns, then dr q_pe columns.
+  // index runs over [rows, heads, quads + dr / 2]: quads of q_lat columns, then the q_pe pairs.
   let quads = (params.rkv + 3u) / 4u;
-  let width = quads + params.dr;
+  let width = quads + params.dr / 2u;
   let rh = index / width; // r * heads + h
   let j = index - rh * width;
   let q_row = rh * (params.dn + params.dr);
   if (j >= quads) {
-    let k = j - quads;
-    q_pe[rh * params.dr + k] = q[q_row + params.dn + k];
+    let i = j - quads; // pair i of the rope part
+    let at = q_row + params.dn + 2u * i;
+    let rotated = rope_rotate(vec2(q[at], q[at + 1u]), positions[rh / params.heads], inv_freq[i]);
+    let to = rh * params.dr + 2u * i;
+    q_pe[to] = rotated.x;
+    q_pe[to + 1u] = rotated.y;
     return;
   }
   let c0 = 4u * j;

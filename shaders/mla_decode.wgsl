@@ -1,23 +1,48 @@
 // MLA decode attention over the latent cache, absorbed form (src/model/MATH.md 4.4 "Absorbed"),
-// pass 1 of 2 (flash-decoding): each split of CHUNK cache positions gives, per (row, head), a partial
-// softmax (max m, sum l) and the unnormalised weighted latent sum acc = sum_t exp(s_t - m) c_hat[t].
-// Pass 2 (shaders/mla_decode_reduce.wgsl) merges the splits. Reference: src/kernels/mla_decode.ref.ts.
+// through W_UV: o[r, h] = W_UV[h] @ o_lat[r, h]. Pass 1 of flash-decoding: each split of CHUNK cache
+// positions gives, per (row, head), a partial softmax (max m, sum l) and the unnormalised weighted
+// latent sum acc = sum_t exp(s_t - m) c_hat[t].
+//   One split (contexts up to CHUNK positions: every decode step of a short chat): this pass also
+//     does the rest, o_lat = acc / l and then o = W_UV[h] @ o_lat, one dispatch where there were
+//     three (pass 1, the merge, expand_o). o_lat = acc / l is bit for bit what the merge
+//     (shaders/mla_decode_reduce.wgsl) computes from one split (its weight exp(m - m) is 1), and the
+//     W_UV sum is expand_o's (shaders/mla_absorb.wgsl), loop and loaders (shaders/kv_b_proj.wgsl).
+//   More splits: the merge writes o_lat, then expand_o writes o (src/kernels/mla_decode.ts).
+// Reference: src/kernels/mla_decode.ref.ts, then expandORef of mla_absorb.ref.ts.
 // Wrapper: src/kernels/mla_decode.ts.
+//
+// Why W_UV here, per (row, head), and not the merge in expand_o's prologue: expand_o runs one
+// invocation per output element (heads * dv), so each would redo its head's merge of splits * rkv
+// partials, dv times the reads of the merge pass (V3: 128 x 16 splits x 512 per element at 4096
+// positions, ~0.5 GB per layer). Here the (row, head) item already holds o_lat: on a GPU it is the
+// workgroup per head that W_UV wants (each invocation then owns outputs v = lid, lid + WG, ...), on
+// a CPU adapter one invocation does the dv * rkv products of its head (2048 for the shipped
+// checkpoint, far less than the ~0.3 ms SwiftShader charges per dispatch). Measured on SwiftShader
+// (bench --decode and a per-pipeline count of one decode step, the shipped checkpoint, 5 layers):
+// the attention core went from 25 dispatches per token (RoPE on q, absorb_q, pass 1, merge,
+// expand_o) to 10 (absorb_q with RoPE, this pass).
 //
 //   s_t = (q_lat[r, h] . c_hat[t] + q_pe[r, h] . k_pe[t]) * softmax_scale,   t <= start_pos + r
 //
-// Bindings (f32; rkv and dr are multiples of 4, the arrays are read as vec4 for fewer load instructions):
-//   0 params   uniform Params
-//   1 q_lat    [rows, heads, rkv]
-//   2 q_pe     [rows, heads, dr]        (RoPE already applied)
-//   3 cache    [maxT, rkv + dr]         row t = [c_hat(t) | k_pe(t)]; only rows t <= start_pos + r are read
-//   4 part_o   [rows, heads, splits, rkv]
-//   5 part_ml  [rows, heads, splits, 2] (m, l); l = 0 marks a split with no position for that row
+// Variant axis (src/gpu/shader_compose.ts): weights  fp8 | bf16 | f32, how kv_b_proj is stored.
+//
+// Bindings (f32 unless said; rkv and dr are multiples of 4, the arrays are read as vec4 for fewer load instructions):
+//   0 params            uniform Params
+//   1 q_lat             [rows, heads, rkv]
+//   2 q_pe              [rows, heads, dr]        (RoPE already applied)
+//   3 cache             [maxT, rkv + dr]         row t = [c_hat(t) | k_pe(t)]; only rows t <= start_pos + r are read
+//   4 part_o            [rows, heads, splits, rkv]: acc per split; with one split o_lat = acc / l
+//   5 part_ml           [rows, heads, splits, 2] (m, l), splits > 1 only; l = 0 marks a split with no
+//                       position for that row
+//   6 kv_b              kv_b_proj.weight [heads * (dn + dv), rkv] as u32 words (shaders/kv_b_proj.wgsl)
+//   7 o                 [rows, heads * dv], written with one split
+//   8 weight_scale_inv  fp8 only: [ceil(heads * (dn + dv) / 128), ceil(rkv / 128)]
 //
 // Items: item = (split * rows + r) * heads + h, for split < splits = ceil((start_pos + rows) / CHUNK).
 // Dispatch, by the override ONE_PER_INVOCATION:
 //   false (GPUs): one workgroup of WG invocations per item; scores in workgroup memory, each invocation
-//                 then owns the latent vec4 columns lid, lid + WG, ...; workgroups = items over (x, y).
+//                 then owns the latent vec4 columns lid, lid + WG, ... and the outputs v = lid, lid + WG, ...;
+//                 workgroups = items over (x, y).
 //   true (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one invocation
 //                 per item, scores in private memory, no barrier; workgroups = ceil(items / WG).
 
@@ -29,7 +54,9 @@ struct Params {
   start_pos: u32,
   splits: u32,
   softmax_scale: f32,
-  _pad: u32,
+  scale_cols: u32, // ceil(rkv / 128): row stride of weight_scale_inv
+  dn: u32, // qk_nope_head_dim
+  dv: u32, // v_head_dim
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -38,6 +65,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> cache: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> part_o: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read> kv_b: array<u32>;
+@group(0) @binding(7) var<storage, read_write> o: array<f32>;
+#if weights == fp8
+@group(0) @binding(8) var<storage, read> weight_scale_inv: array<f32>;
+#endif
 
 override WG: u32 = 64;
 override ONE_PER_INVOCATION: bool = false;
@@ -47,6 +79,8 @@ const MAX_CHUNK: u32 = 256u;
 // Latent vec4 columns accumulated together by the CPU variant: each cache row is read in runs of COLS.
 const COLS: u32 = 4u;
 const LOWEST: f32 = -3.4028234e38;
+// kv_b_proj.wgsl's quads are whole words: the wrapper requires rkv % 4 == 0.
+const RKV_ALIGNED: bool = true;
 
 var<workgroup> wg_p: array<f32, CHUNK>;
 
@@ -96,8 +130,31 @@ fn score(it: Item, t: u32) -> f32 {
   return (s.x + s.y + s.z + s.w) * params.softmax_scale;
 }
 
+// With one split, part_index is r * heads + h, and part_o holds o_lat.
 fn part_index(it: Item) -> u32 {
   return (it.r * params.heads + it.h) * params.splits + it.split;
+}
+
+// The split's latent vec4 column j: normalised (o_lat) when it is the only split, else a partial.
+fn store_column(out: u32, j: u32, acc: vec4<f32>, l: f32) {
+  if (params.splits == 1u) {
+    part_o[out + j] = acc / l;
+  } else {
+    part_o[out + j] = acc;
+  }
+}
+
+// One split: o[r, h, v] = sum_c o_lat[r, h, c] * W_UV[h][v, c], with o_lat in part_o; the loop of
+// expand_o in mla_absorb.wgsl, so the same sum in the same order.
+fn expand_o(it: Item, v: u32) {
+  let rh = it.r * params.heads + it.h;
+  let w_uv = it.h * (params.dn + params.dv) + params.dn + v; // row of W_UV[h][v, :] in kv_b_proj
+  let lat = rh * rkv4();
+  var acc = 0.0;
+  for (var c = 0u; c < params.rkv; c += 4u) {
+    acc += dot(part_o[lat + (c >> 2u)], kv_b_quad(w_uv, c));
+  }
+  o[rh * params.dv + v] = acc;
 }
 
 // CPU variant: the whole item in one invocation.
@@ -132,11 +189,18 @@ fn item_in_one_invocation(it: Item) {
     }
     for (var c = 0u; c < COLS; c++) {
       if (j0 + c <= last) {
-        part_o[out + j0 + c] = acc[c];
+        store_column(out, j0 + c, acc[c], l);
       }
     }
   }
-  part_ml[part_index(it)] = vec2(m, l);
+  if (params.splits > 1u) {
+    part_ml[part_index(it)] = vec2(m, l);
+    return;
+  }
+  // This invocation wrote o_lat in part_o: its own reads of it see the values.
+  for (var v = 0u; v < params.dv; v++) {
+    expand_o(it, v);
+  }
 }
 
 // GPU variant: one item per workgroup. `it` is uniform over the workgroup.
@@ -155,6 +219,11 @@ fn item_in_workgroup(it: Item, lid: u32) {
     wg_p[i] = exp(wg_p[i] - m);
   }
   workgroupBarrier();
+  // Every invocation sums l (the one split's o_lat divides by it), in the order of the CPU variant.
+  var l = 0.0;
+  for (var i = 0u; i < it.n; i++) {
+    l += wg_p[i];
+  }
   let lat_quads = rkv4();
   let row_quads = width4();
   let out = part_index(it) * lat_quads;
@@ -163,14 +232,17 @@ fn item_in_workgroup(it: Item, lid: u32) {
     for (var i = 0u; i < it.n; i++) {
       acc += wg_p[i] * cache[(it.first + i) * row_quads + j];
     }
-    part_o[out + j] = acc;
+    store_column(out, j, acc, l);
   }
-  if (lid == 0u) {
-    var l = 0.0;
-    for (var i = 0u; i < it.n; i++) {
-      l += wg_p[i];
+  if (params.splits > 1u) {
+    if (lid == 0u) {
+      part_ml[part_index(it)] = vec2(m, l);
     }
-    part_ml[part_index(it)] = vec2(m, l);
+    return;
+  }
+  storageBarrier(); // o_lat's columns, written to part_o by every invocation of the workgroup
+  for (var v = lid; v < params.dv; v += WG) {
+    expand_o(it, v);
   }
 }
 

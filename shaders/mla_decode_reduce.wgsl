@@ -1,5 +1,7 @@
-// MLA decode attention, pass 2 of 2: merges the per-split partial softmaxes of
-// shaders/mla_decode.wgsl into o_lat (the flash-decoding reduction):
+// MLA decode attention, pass 2, dispatched only when the context spans more than one split (pass 1
+// does the whole attention otherwise): merges the per-split partial softmaxes of
+// shaders/mla_decode.wgsl into o_lat (the flash-decoding reduction), which expand_o
+// (shaders/mla_absorb.wgsl) then multiplies by W_UV:
 //
 //   M = max_s m_s,   L = sum_s l_s exp(m_s - M),   o_lat[r, h, j] = sum_s exp(m_s - M) acc_s[j] / L
 //
@@ -24,7 +26,9 @@ struct Params {
   start_pos: u32,
   splits: u32,
   softmax_scale: f32,
-  _pad: u32,
+  scale_cols: u32,
+  dn: u32,
+  dv: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

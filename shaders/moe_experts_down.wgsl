@@ -9,6 +9,16 @@
 //   decode        out[t, j] = sum over k in order of topk_weights[t, k] * (h[pair] . down_e[j]): the
 //                 weighted sum over the chosen experts inside the kernel (no atomics, no combine pass).
 //                 One invocation per (t, 4 columns j). Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), T).
+//   decode_route  the decode path that routes first (no moe_route dispatch): each invocation runs
+//                 the router's selection for its token (moe_route_common.wgsl, the code of
+//                 moe_route.wgsl: the picks' scores and their sum, then the picks again with their
+//                 weights) and invocation 0 of workgroup (0, t) writes the token's topk_ids and
+//                 topk_weights (for the plan's routing capture). Variant axis `routing` as
+//                 moe_route.wgsl's. Variant axis `shared`: fused adds the shared experts (one expert
+//                 of the same moe_inter_dim, its own down_proj at bindings 7, 8), whose h the gate_up
+//                 wrote at row T * topk + t: out[t, j] = routed sum + (h[T * topk + t] . shared_down[j]),
+//                 routed first, as the official MoE.forward's y + z (bit for bit the add of the two
+//                 that ran as a separate pass). Dispatch as decode.
 //   decode_pairs  the decode path over expert ranges (one dispatch per range, none sees every pair
 //                 of a token): y[pair, j] = h[pair] . down_e[j], the same down_dot, for the pairs
 //                 whose expert lies in the bound range; moe_combine.wgsl then does the decode
@@ -18,6 +28,8 @@
 //                 tiles of 4 rows of one expert (first_expert + wid.y) as in moe_experts_gate_up.wgsl;
 //                 moe_combine.wgsl then weighs and adds the pairs of each token.
 //                 Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), experts, slices).
+// ACCUMULATE (an override, every path): add to what out holds, out = out + v, instead of storing
+// v: the shared experts as an MLP after the routed sum where decode_shared does not apply.
 // One invocation per 4 output columns (columns() of moe_experts_common.wgsl), no barrier (CPU
 // adapters, where a barrier is very expensive and every load is a gather).
 //
@@ -27,12 +39,18 @@
 //   2 down_weight       stacked down_proj.weight (of the range), u32 words
 //   3 down_scale        stacked down_proj.weight_scale_inv (of the range), f32   (fp8)
 //   4 out               decode: [T, hidden_size] f32; decode_pairs, grouped: y [T * topk, hidden_size] f32; written
-//   5 topk_ids          [T * topk] u32        (decode, decode_pairs)
-//   6 topk_weights      [T * topk] f32        (decode)
+//   5 topk_ids          [T * topk] u32        (decode, decode_pairs; decode_route: written)
+//   6 topk_weights      [T * topk] f32        (decode; decode_route: written)
+//   7 shared_weight     the shared experts' down_proj.weight, one [hidden_size, moe_inter_dim] slot (decode_route, shared)
+//   8 shared_scale      its weight_scale_inv, f32                                  (decode_route, shared, fp8)
+//   9 logits            [T, n_routed_experts] f32, the router gate's output       (decode_route)
+//  10 bias              [n_routed_experts] f32, e_score_correction_bias           (decode_route, noaux_tc)
+//  11 route             uniform RouteParams (moe_route_common.wgsl)               (decode_route)
 //   5 expert_offsets    [E + 1] u32           (grouped)
 //   6 sorted_pairs      [T * topk] u32        (grouped)
 
 override WORKGROUP_SIZE: u32 = 64u;
+override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<uniform> params: ExpertParams;
 @group(0) @binding(1) var<storage, read> h: array<f32>;
@@ -44,6 +62,20 @@ override WORKGROUP_SIZE: u32 = 64u;
 #if path == grouped
 @group(0) @binding(5) var<storage, read> expert_offsets: array<u32>;
 @group(0) @binding(6) var<storage, read> sorted_pairs: array<u32>;
+#elif path == decode_route
+@group(0) @binding(5) var<storage, read_write> topk_ids: array<u32>;
+@group(0) @binding(6) var<storage, read_write> topk_weights: array<f32>;
+#if shared == fused
+@group(0) @binding(7) var<storage, read> shared_weight: array<u32>;
+#if weights == fp8
+@group(0) @binding(8) var<storage, read> shared_scale: array<f32>;
+#endif
+#endif
+@group(0) @binding(9) var<storage, read> logits: array<f32>;
+#if routing == noaux_tc
+@group(0) @binding(10) var<storage, read> bias: array<f32>;
+#endif
+@group(0) @binding(11) var<uniform> route: RouteParams;
 #else
 @group(0) @binding(5) var<storage, read> topk_ids: array<u32>;
 #if path == decode
@@ -76,6 +108,42 @@ fn down_quad(e: u32, row: u32, j: u32) -> vec4<f32> {
 #endif
 }
 
+#if shared == fused
+// The shared experts' down[row, j .. j+3] (slot 0 of its own buffer), as down_quad.
+fn shared_quad(row: u32, j: u32) -> vec4<f32> {
+  let w = expert_word(0u, row, j);
+#if weights == fp8
+  if (K_ALIGNED) {
+    return e4m3x4_to_f32(shared_weight[w]);
+  }
+  return splice_codes(shared_weight[w], shared_weight[w + 1u], row, j);
+#elif weights == bf16
+  if (K_ALIGNED) {
+    return bf16x4_to_f32(shared_weight[w], shared_weight[w + 1u]);
+  }
+  return splice_bf16(shared_weight[w], shared_weight[w + 1u], shared_weight[w + 2u], row, j);
+#endif
+}
+
+// h[row] . shared_down[i] for the 4 columns i, summed as down_dot.
+fn shared_dot(i: vec4<u32>, i0: u32, row: u32) -> vec4<f32> {
+  var acc = vec4<f32>(0.0);
+  for (var kb = 0u; kb < params.k_blocks; kb++) {
+    var block = vec4<f32>(0.0);
+    let j_end = min(kb * BLOCK + BLOCK, params.k);
+    for (var j = kb * BLOCK; j < j_end; j += 4u) {
+      block = add_quad(block, h_quad(row, j), Down(shared_quad(i.x, j), shared_quad(i.y, j), shared_quad(i.z, j), shared_quad(i.w, j)));
+    }
+#if weights == fp8
+    acc += block * shared_scale[expert_scale_index(0u, i0, kb)];
+#else
+    acc += block;
+#endif
+  }
+  return acc;
+}
+#endif
+
 // S_e[i0 / 128, kb] (fp8); 1 for bf16, which has no scales.
 fn down_block_scale(e: u32, i0: u32, kb: u32) -> f32 {
 #if weights == fp8
@@ -99,16 +167,28 @@ fn add_quad(s: vec4<f32>, a: vec4<f32>, w: Down) -> vec4<f32> {
 }
 
 // out[row, out_col + i0 .. out_col + i0+3] = v, the columns that exist (out_col 0 but for a row band).
+// ACCUMULATE: out = out + v instead.
 fn store_out(row: u32, i0: u32, v: vec4<f32>) {
   let at = row * params.out_stride + params.out_col + i0;
   if (i0 + 3u < params.n) {
-    out[at] = v.x;
-    out[at + 1u] = v.y;
-    out[at + 2u] = v.z;
-    out[at + 3u] = v.w;
+    if (ACCUMULATE) {
+      out[at] = out[at] + v.x;
+      out[at + 1u] = out[at + 1u] + v.y;
+      out[at + 2u] = out[at + 2u] + v.z;
+      out[at + 3u] = out[at + 3u] + v.w;
+    } else {
+      out[at] = v.x;
+      out[at + 1u] = v.y;
+      out[at + 2u] = v.z;
+      out[at + 3u] = v.w;
+    }
   } else {
     for (var c = 0u; i0 + c < params.n; c++) {
-      out[at + c] = v[c];
+      if (ACCUMULATE) {
+        out[at + c] = out[at + c] + v[c];
+      } else {
+        out[at + c] = v[c];
+      }
     }
   }
 }
@@ -129,23 +209,7 @@ fn down_dot(e: u32, i: vec4<u32>, i0: u32, pair: u32) -> vec4<f32> {
 }
 #endif
 
-#if path == decode
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
-  let t = wid.y;
-  if (i0 >= params.n) {
-    return;
-  }
-  let i = columns(i0);
-  var acc = vec4<f32>(0.0);
-  for (var k = 0u; k < params.topk; k++) {
-    let pair = t * params.topk + k;
-    acc += topk_weights[pair] * down_dot(topk_ids[pair], i, i0, pair);
-  }
-  store_out(t, i0, acc);
-}
-#elif path == decode_pairs
+#if path == decode_pairs
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
@@ -209,5 +273,68 @@ fn main(
       store_out(pairs.w, i0, acc3);
     }
   }
+}
+#elif path == decode
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
+  let t = wid.y;
+  if (i0 >= params.n) {
+    return;
+  }
+  let i = columns(i0);
+  var acc = vec4<f32>(0.0);
+  for (var k = 0u; k < params.topk; k++) {
+    let pair = t * params.topk + k;
+    acc += topk_weights[pair] * down_dot(topk_ids[pair], i, i0, pair);
+  }
+  store_out(t, i0, acc);
+}
+#elif path == decode_route
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
+  let t = wid.y;
+  if (i0 >= params.n) {
+    return; // never the writer below, whose i0 is 0
+  }
+  let writer = wid.x == 0u && lid == 0u;
+  prepare_scores(t);
+  let kept = kept_groups(t);
+  // The picks of moe_route.wgsl's main, in its order: first their unbiased scores' sum ...
+  var prev = Pick(0.0, NONE);
+  var sum = 0.0;
+  for (var k = 0u; k < params.topk; k++) {
+    let pick = next_pick(t, kept, prev);
+    var s = 0.0;
+    if (pick.id != NONE) {
+      s = weight_score(t, pick.id);
+      prev = pick;
+    }
+    sum += s;
+  }
+  // ... then the same picks with their weights: the decode path's weighted sum.
+  let i = columns(i0);
+  var acc = vec4<f32>(0.0);
+  prev = Pick(0.0, NONE);
+  for (var k = 0u; k < params.topk; k++) {
+    let pick = next_pick(t, kept, prev);
+    var s = 0.0;
+    if (pick.id != NONE) {
+      s = weight_score(t, pick.id);
+      prev = pick;
+    }
+    let w = routing_weight(s, sum);
+    let pair = t * params.topk + k;
+    if (writer) {
+      topk_ids[pair] = pick.id;
+      topk_weights[pair] = w;
+    }
+    acc += w * down_dot(pick.id, i, i0, pair);
+  }
+#if shared == fused
+  acc = acc + shared_dot(i, i0, params.tokens * params.topk + t); // routed sum + shared experts
+#endif
+  store_out(t, i0, acc);
 }
 #endif

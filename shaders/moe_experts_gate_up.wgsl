@@ -11,6 +11,15 @@
 //   decode   one invocation per (pair, 4 columns i): expert ids read from topk_ids, no grouping
 //            (T <= 4). Pairs whose expert lies outside the bound range exit at once.
 //            Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), T * topk).
+//   decode_route  decode that routes first (no moe_route dispatch): each invocation runs the
+//            router's selection for its token from the router logits (moe_route_common.wgsl, the
+//            same code as moe_route.wgsl: sigmoid + bias, group limit, top-k, cheap beside a row
+//            of gate_up) up to its pair's pick; the down pass runs it again and writes the ids
+//            and weights. Variant axis `routing` (noaux_tc, softmax) as moe_route.wgsl's.
+//            Variant axis `shared`: fused adds the shared experts (one expert of the same
+//            moe_inter_dim, their own gate_proj / up_proj at bindings 10-13) as T more rows:
+//            wid.y = T * topk + t is token t's shared row of h. none: no such rows.
+//            Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), T * topk [+ T with shared]).
 //   grouped  the pairs sorted by expert (moe_group.wgsl); workgroup (i tile, e, slice) takes the
 //            rows of expert first_expert + e in tiles of 4 rows, tile slice, slice + slices, ...;
 //            each decoded weight quad serves 4 rows. Experts chosen by no token exit at once.
@@ -27,8 +36,16 @@
 //   3 gate_scale        stacked gate_proj.weight_scale_inv (of the range), f32   (fp8)
 //   4 up_weight         stacked up_proj.weight (of the range), u32 words
 //   5 up_scale          stacked up_proj.weight_scale_inv (of the range), f32     (fp8)
-//   6 h                 [T * topk, moe_inter_dim] f32, written (row = pair)
+//   6 h                 [T * topk, moe_inter_dim] f32, written (row = pair); decode_route with
+//                       shared: [T * (topk + 1), moe_inter_dim], token t's shared row T * topk + t
 //   7 topk_ids          [T * topk] u32                    (decode)
+//   7 logits            [T, n_routed_experts] f32, the router gate's output     (decode_route)
+//   8 bias              [n_routed_experts] f32, e_score_correction_bias         (decode_route, noaux_tc)
+//   9 route             uniform RouteParams (moe_route_common.wgsl)             (decode_route)
+//  10 shared_gate_weight  the shared experts' gate_proj.weight, one slot        (decode_route, shared)
+//  11 shared_gate_scale   its weight_scale_inv                                  (decode_route, shared, fp8)
+//  12 shared_up_weight    the shared experts' up_proj.weight, one slot          (decode_route, shared)
+//  13 shared_up_scale     its weight_scale_inv                                  (decode_route, shared, fp8)
 //   7 expert_offsets    [E + 1] u32, rows of expert e: expert_offsets[e] .. expert_offsets[e + 1]  (grouped)
 //   8 sorted_pairs      [T * topk] u32, the pairs in expert order                                 (grouped)
 
@@ -45,6 +62,20 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(6) var<storage, read_write> h: array<f32>;
 #if path == decode
 @group(0) @binding(7) var<storage, read> topk_ids: array<u32>;
+#elif path == decode_route
+@group(0) @binding(7) var<storage, read> logits: array<f32>;
+#if routing == noaux_tc
+@group(0) @binding(8) var<storage, read> bias: array<f32>;
+#endif
+@group(0) @binding(9) var<uniform> route: RouteParams;
+#if shared == fused
+@group(0) @binding(10) var<storage, read> shared_gate_weight: array<u32>;
+@group(0) @binding(12) var<storage, read> shared_up_weight: array<u32>;
+#if weights == fp8
+@group(0) @binding(11) var<storage, read> shared_gate_scale: array<f32>;
+@group(0) @binding(13) var<storage, read> shared_up_scale: array<f32>;
+#endif
+#endif
 #else
 @group(0) @binding(7) var<storage, read> expert_offsets: array<u32>;
 @group(0) @binding(8) var<storage, read> sorted_pairs: array<u32>;
@@ -144,17 +175,9 @@ fn store_h(pair: u32, i0: u32, s: Sums) {
   }
 }
 
-#if path == decode
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
-  let pair = wid.y;
-  // the pair's slot in the bound range; an expert below first_expert wraps past experts
-  let e = topk_ids[pair] - params.first_expert;
-  if (i0 >= params.n || e >= params.experts) {
-    return;
-  }
-  let t = pair / params.topk;
+#if path != grouped
+// h of one pair: the 4 columns i0 .. i0+3 of expert slot e for token t.
+fn pair_hidden(pair: u32, t: u32, e: u32, i0: u32) {
   let i = columns(i0);
   var sums = Sums();
   for (var kb = 0u; kb < params.k_blocks; kb++) {
@@ -166,6 +189,113 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     sums = add_scaled_block(sums, block, e, i0, kb);
   }
   store_h(pair, i0, sums);
+}
+#endif
+
+#if path == decode
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
+  let pair = wid.y;
+  // the pair's slot in the bound range; an expert below first_expert wraps past experts
+  let e = topk_ids[pair] - params.first_expert;
+  if (i0 >= params.n || e >= params.experts) {
+    return;
+  }
+  pair_hidden(pair, pair / params.topk, e, i0);
+}
+#elif path == decode_route
+#if shared == fused
+// The shared experts' gate and up rows at j .. j+3 (slot 0 of their own buffers), as gate_quad / up_quad.
+fn shared_gate_quad(row: u32, j: u32) -> vec4<f32> {
+  let w = expert_word(0u, row, j);
+#if weights == fp8
+  if (K_ALIGNED) {
+    return e4m3x4_to_f32(shared_gate_weight[w]);
+  }
+  return splice_codes(shared_gate_weight[w], shared_gate_weight[w + 1u], row, j);
+#elif weights == bf16
+  if (K_ALIGNED) {
+    return bf16x4_to_f32(shared_gate_weight[w], shared_gate_weight[w + 1u]);
+  }
+  return splice_bf16(shared_gate_weight[w], shared_gate_weight[w + 1u], shared_gate_weight[w + 2u], row, j);
+#endif
+}
+
+fn shared_up_quad(row: u32, j: u32) -> vec4<f32> {
+  let w = expert_word(0u, row, j);
+#if weights == fp8
+  if (K_ALIGNED) {
+    return e4m3x4_to_f32(shared_up_weight[w]);
+  }
+  return splice_codes(shared_up_weight[w], shared_up_weight[w + 1u], row, j);
+#elif weights == bf16
+  if (K_ALIGNED) {
+    return bf16x4_to_f32(shared_up_weight[w], shared_up_weight[w + 1u]);
+  }
+  return splice_bf16(shared_up_weight[w], shared_up_weight[w + 1u], shared_up_weight[w + 2u], row, j);
+#endif
+}
+
+// h of token t's shared row (T * topk + t): the pair_hidden of the shared experts' weights.
+fn shared_hidden(row: u32, t: u32, i0: u32) {
+  let i = columns(i0);
+  var sums = Sums();
+  for (var kb = 0u; kb < params.k_blocks; kb++) {
+    var block = Sums();
+    let j_end = min(kb * BLOCK + BLOCK, params.k);
+    for (var j = kb * BLOCK; j < j_end; j += 4u) {
+      let w = GateUp(
+        shared_gate_quad(i.x, j), shared_gate_quad(i.y, j), shared_gate_quad(i.z, j), shared_gate_quad(i.w, j),
+        shared_up_quad(i.x, j), shared_up_quad(i.y, j), shared_up_quad(i.z, j), shared_up_quad(i.w, j),
+      );
+      block = add_quad(block, x_quad(t, j), w);
+    }
+#if weights == fp8
+    let at = expert_scale_index(0u, i0, kb);
+    sums = Sums(sums.gate + block.gate * shared_gate_scale[at], sums.up + block.up * shared_up_scale[at]);
+#else
+    sums = Sums(sums.gate + block.gate, sums.up + block.up);
+#endif
+  }
+  store_h(row, i0, sums);
+}
+#endif
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
+  if (i0 >= params.n) {
+    return;
+  }
+  let pair = wid.y;
+  let pairs = params.tokens * params.topk;
+#if shared == fused
+  if (pair >= pairs) {
+    shared_hidden(pair, pair - pairs, i0);
+    return;
+  }
+#endif
+  let t = pair / params.topk;
+  let mine = pair % params.topk;
+  // The picks of moe_route.wgsl's main, in its order, up to this pair's.
+  prepare_scores(t);
+  let kept = kept_groups(t);
+  var prev = Pick(0.0, NONE);
+  var id = NONE;
+  for (var k = 0u; k <= mine; k++) {
+    let pick = next_pick(t, kept, prev);
+    if (pick.id != NONE) {
+      prev = pick;
+    }
+    id = pick.id;
+  }
+  // the pair's slot in the bound range; an expert below first_expert (or none: NONE) wraps past experts
+  let e = id - params.first_expert;
+  if (e >= params.experts) {
+    return;
+  }
+  pair_hidden(pair, t, e, i0);
 }
 #elif path == grouped
 @compute @workgroup_size(WORKGROUP_SIZE)

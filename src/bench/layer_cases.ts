@@ -5,6 +5,9 @@ import { createStorageBuffer, readF32, readU32, uploadBuffer } from '../gpu/buff
 import { ropeInvFreq } from '../kernels/rope_tables.ts';
 import { createMlaDecode } from '../kernels/mla_decode.ts';
 import { mlaDecodeRef } from '../kernels/mla_decode.ref.ts';
+import { expandORef } from '../kernels/mla_absorb.ref.ts';
+import { dequantizeRef } from '../kernels/gemm_fp8.ref.ts';
+import { randomWeight } from '../testing/random_weights.ts';
 import { createMlaPrefill } from '../kernels/mla_prefill.ts';
 import { createMoeExperts, createMoeExpertsScratch, type MoePath } from '../kernels/moe_experts.ts';
 import { moeExpertsRef } from '../kernels/moe_experts.ref.ts';
@@ -173,11 +176,11 @@ function mlaPrefillCase(rows: number, heads: number, kvLoraRank: number, ropeDim
   };
 }
 
-/** Absorbed MLA decode over `context` cached latent rows (the projections are GEMVs, benched apart). */
-function mlaDecodeCase(rows: number, heads: number, kvLoraRank: number, ropeDim: number, context: number, note: string): BenchCase {
+/** Absorbed MLA decode over `context` cached latent rows, through W_UV (FP8 kv_b_proj); the projections are GEMVs, benched apart. */
+function mlaDecodeCase(rows: number, heads: number, kvLoraRank: number, ropeDim: number, nope: number, vHeadDim: number, context: number, note: string): BenchCase {
   return {
     name: 'mla_decode',
-    shape: { rows, heads, kv_lora_rank: kvLoraRank, rope: ropeDim, context },
+    shape: { rows, heads, kv_lora_rank: kvLoraRank, rope: ropeDim, v_head_dim: vHeadDim, context },
     note,
     async prepare({ gpu, pipelines }) {
       const next = rng(context * 3 + heads);
@@ -187,20 +190,28 @@ function mlaDecodeCase(rows: number, heads: number, kvLoraRank: number, ropeDim:
       const qPe = randn(next, rows * heads * ropeDim, 0.1);
       const cache = randn(next, context * width);
       const softmaxScale = 0.1352;
+      const kvB = randomWeight('fp8', heads * (nope + vHeadDim), kvLoraRank, next);
       const b = {
         qLat: uploadBuffer(gpu.device, qLat, 'q_lat'),
         qPe: uploadBuffer(gpu.device, qPe, 'q_pe'),
         cache: uploadBuffer(gpu.device, cache, 'cache'),
         oLat: createStorageBuffer(gpu.device, 4 * rows * heads * kvLoraRank, 'o_lat'),
+        kvB: uploadBuffer(gpu.device, kvB.bytes, 'kv_b_proj'),
+        kvBScale: uploadBuffer(gpu.device, kvB.scale!, 'kv_b_proj.scale'),
+        o: createStorageBuffer(gpu.device, 4 * rows * heads * vHeadDim, 'o'),
       };
-      const call = createMlaDecode({ gpu, pipelines }).prepare({ rows, heads, kvLoraRank, ropeDim, maxT: context, startPos, softmaxScale, ...b });
+      const call = createMlaDecode({ gpu, pipelines }).prepare({
+        rows, heads, kvLoraRank, ropeDim, qkNopeHeadDim: nope, vHeadDim, maxT: context, startPos, softmaxScale, ...b,
+      });
       return {
         call,
         variant: gpu.adapter.isSoftware ? 'invocation_per_head' : 'workgroup_per_head',
         async check(run) {
           await run();
-          const want = mlaDecodeRef({ rows, heads, kvLoraRank, ropeDim, startPos, softmaxScale, qLat, qPe, cache });
-          return relError(await readF32(gpu.device, b.oLat, want.length), want).rel;
+          const oLat = mlaDecodeRef({ rows, heads, kvLoraRank, ropeDim, startPos, softmaxScale, qLat, qPe, cache });
+          const shape = { rows, heads, qkNopeHeadDim: nope, qkRopeHeadDim: ropeDim, vHeadDim, kvLoraRank };
+          const want = expandORef({ ...shape, kvB: dequantizeRef(kvB, heads * (nope + vHeadDim), kvLoraRank), oLat });
+          return relError(await readF32(gpu.device, b.o, want.length), want).rel;
         },
         destroy: () => [call, ...Object.values(b)].forEach((r) => r.destroy()),
       };
@@ -253,7 +264,7 @@ export function layerCases({ small, v3 }: { small: boolean; v3: boolean }): Benc
       rmsnormCase(512, 7168, 'attn_norm, prefill chunk'),
       ropeCase(1, 128, 'q_pe, decode'),
       ropeCase(512, 128, 'q_pe, prefill chunk'),
-      mlaDecodeCase(1, 128, 512, 64, 4096, 'decode over 4096 cached positions'),
+      mlaDecodeCase(1, 128, 512, 64, 128, 128, 4096, 'decode over 4096 cached positions'),
       mlaPrefillCase(128, 128, 512, 64, 0, 'prefill chunk of 128 from position 0'),
       routeCase(1, V3_ROUTER, 'decode'),
       moeExpertsCase(1, 7168, 2048, 8, 8, 'decode', 'the 8 chosen experts of one token (8 stacked: 256 do not fit one binding)'),
@@ -266,7 +277,7 @@ export function layerCases({ small, v3 }: { small: boolean; v3: boolean }): Benc
     cases.push(
       moeExpertsCase(1, 128, 128, 12, 6, 'decode', 'fixture expert shape'),
       moeExpertsCase(33, 128, 128, 12, 6, 'grouped', 'fixture expert shape, prefill'),
-      rmsnormCase(7, 301, 'odd shape'), mlaDecodeCase(2, 8, 256, 32, 300, 'fixture shape, MTP verify rows'),
+      rmsnormCase(7, 301, 'odd shape'), mlaDecodeCase(2, 8, 256, 32, 32, 48, 300, 'fixture shape, MTP verify rows'),
       mlaPrefillCase(130, 8, 256, 32, 0, 'fixture shape, 130-token prompt'), routeCase(33, SMALL_ROUTER, 'fixture router shape'), sampleCase(2, 320, topP, 'fixture vocabulary, MTP verify rows'));
   }
   return cases;

@@ -2,18 +2,21 @@
 // N and K are multiples of neither 4 nor 128, outputs poisoned with NaN, and the official
 // fp8_gemm cases of the dsv3-tiny-official fixture.
 // Bounds: ‖y − ref‖/‖ref‖ < 1e-5 for f32 accumulation against the f64 reference; w8a8 against the
-// official fp8_gemm (same products, another summation order) < 2e-6.
+// official fp8_gemm (same products, another summation order) < 2e-6. The two-Linears variant
+// (q_a_proj + kv_a_proj_with_mqa in one dispatch) must give each Linear's single-call y bit for bit.
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../gpu/device.ts';
 import { rng, randn, testGpu, testSeed } from '../gpu/testing.ts';
-import { ArgumentError } from '../errors.ts';
+import { ArgumentError, GpuLimitError } from '../errors.ts';
+import { readF32, uploadBuffer } from '../gpu/buffers.ts';
+import { submitPass } from '../gpu/kernel.ts';
 import { actQuantRef } from './act_quant.ref.ts';
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
 import { createGemv, GEMV_STRATEGIES, type Gemv, type GemvOptions } from './gemv_fp8.ts';
 import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
-import { expectClose, fp8GemmCases, randomWeight, runMatmul, runMatmulBands } from '../testing/matmul_testing.ts';
+import { expectClose, fp8GemmCases, poisonedOutput, randomWeight, runMatmul, runMatmulBands, uploadWeight } from '../testing/matmul_testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
 const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
@@ -64,6 +67,46 @@ describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
       for (const bandRows of weights === 'fp8' ? [128] : [128, 7]) {
         const banded = await runMatmulBands(gpu.device, kernel, args, bandRows);
         expect(new Uint32Array(banded.buffer), `M=${M} N=${N} bands of ${bandRows}`).toEqual(new Uint32Array(whole.buffer));
+      }
+    }
+  });
+
+  it.each(OPERANDS)('$weights weights, $numerics: two Linears in one dispatch give each single call\'s y bit for bit', async ({ weights, numerics }) => {
+    const seed = testSeed(`gemv two ${strategy} ${weights} ${numerics}`);
+    const next = rng(seed);
+    const device = gpu.device;
+    // N of each Linear odd, K not a multiple of 128 (the variant takes K % 4 == 0 only); with 8
+    // invocations a workgroup, several workgroups per Linear and one shared by both
+    const [Na, Nb, K] = numerics === 'w8a8' ? [150, 129, 256] : [129, 39, 204];
+    const wa = randomWeight(weights, Na, K, next);
+    const wb = randomWeight(weights, Nb, K, next);
+    for (const workgroupSize of [64, 8]) {
+      const one = gemv({ weights, numerics, strategy, workgroupSize });
+      const two = gemv({ weights, numerics, strategy, workgroupSize, linears: 'two' });
+      for (const M of [1, 2, 3, 4]) {
+        const a = activations(numerics, randn(next, M * K), M, K);
+        const x = uploadBuffer(device, a.numerics === 'w8a8' ? a.codes : a.x, 'x');
+        const x_scale = a.numerics === 'w8a8' ? uploadBuffer(device, a.scales, 'x_scale') : undefined;
+        const [ua, ub] = [uploadWeight(device, wa), uploadWeight(device, wb)];
+        // y_b with a row stride and a column offset, as a row band of a split Linear writes
+        const layoutB = { yStride: Nb + 5, yCol: 3 };
+        const ys = [Na, layoutB.yStride, Na, layoutB.yStride].map((width) => poisonedOutput(device, M * width));
+        const second = { N: Nb, ...layoutB, ...ub };
+        const calls = [
+          one.prepare({ M, N: Na, K, x, x_scale, ...ua, y: ys[0] }),
+          one.prepare({ M, N: Nb, K, x, x_scale, ...layoutB, ...ub, y: ys[1] }),
+          two.prepare({ M, N: Na, K, x, x_scale, ...ua, y: ys[2], second: { ...second, y: ys[3] } }),
+        ];
+        submitPass(device, ...calls);
+        const [ya, yb, fusedA, fusedB] = await Promise.all(ys.map((y) => readF32(device, y)));
+        const what = `seed ${seed} wg ${workgroupSize} M=${M}`;
+        expect(new Uint32Array(fusedA.buffer), `${what}: first Linear`).toEqual(new Uint32Array(ya.buffer));
+        expect(new Uint32Array(fusedB.buffer), `${what}: second Linear`).toEqual(new Uint32Array(yb.buffer));
+        // and the single calls are right (NaN where y_b has no column: untouched)
+        expectClose(ya, matmulRef({ M, N: Na, K, weight: wa, activations: a }), 1e-5, `${what}: first vs reference`);
+        expect(Number.isNaN(fusedB[0]) && Number.isNaN(fusedB[layoutB.yStride - 1]), `${what}: y_b outside its columns`).toBe(true);
+        for (const b of [x, x_scale, ua.weight, ua.weight_scale_inv, ub.weight, ub.weight_scale_inv, ...ys]) b?.destroy();
+        for (const c of calls) c.destroy();
       }
     }
   });
@@ -135,6 +178,18 @@ describe('gemv_fp8 arguments', () => {
     expect(() => w8a8.prepare({ ...ok, M: 1, K: 200, x_scale: scale })).toThrow(/K to be a multiple of 128 .* got K=200/);
     expect(() => w8a8.prepare({ ...ok, M: 1 })).toThrow(/x_scale is required/);
     expect(() => gemv({ weights: 'f32' }).prepare({ ...ok, M: 1 })).toThrow(/weight_scale_inv is not used by f32 weights/);
+    const two = gemv({ strategy: 'thread_per_4_rows', linears: 'two' });
+    const second = { N: 128, weight, weight_scale_inv: scale, y };
+    expect(() => two.prepare({ ...ok, M: 1 })).toThrow(/second Linear is given exactly to the linears 'two' variant/);
+    expect(() => fp8.prepare({ ...ok, M: 1, second })).toThrow(/second Linear is given exactly/);
+    expect(() => two.prepare({ ...ok, M: 1, second: { ...second, weight_scale_inv: undefined } })).toThrow(/second Linear\): weight_scale_inv is required/);
+    expect(() => two.prepare({ ...ok, M: 1, second: { ...second, N: 301 } })).toThrow(/second Linear\): weight holds 76800 bytes/);
+    expect(() => two.prepare({ ...ok, M: 1, K: 255, second })).toThrow(/two Linears in one call need K % 4 == 0, got K=255/);
+    const limits = new Proxy(device.limits, { get: (l, key) => (key === 'maxStorageBuffersPerShaderStage' ? 6 : l[key as keyof GPUSupportedLimits]) });
+    const few = { ...gpu, device: new Proxy(device, { get: (d, key) => (key === 'limits' ? limits : Reflect.get(d, key)) }) };
+    const twoOnFew = createGemv({ gpu: few, pipelines: cache }, { strategy: 'thread_per_4_rows', linears: 'two' });
+    expect(() => twoOnFew.prepare({ ...ok, M: 1, second })).toThrow(GpuLimitError);
+    expect(() => twoOnFew.prepare({ ...ok, M: 1, second })).toThrow(/7 storage buffers, over this GPU's maxStorageBuffersPerShaderStage \(6\)/);
     for (const b of [x, weight, scale, y]) b.destroy();
   });
 });

@@ -1,18 +1,22 @@
 // GEMV for decode (M = 1 .. 4 rows): y = x W^T with W block-scaled FP8, bf16 or f32.
 // Shader: shaders/gemv_fp8.wgsl (+ fp8_e4m3.wgsl, matmul_operands.wgsl); reference:
-// gemm_fp8.ref.ts (matmulRef). Used by the decode plan for every Linear, lm_head and the router.
+// gemm_fp8.ref.ts (matmulRef). Used by the decode plan for every Linear, lm_head and the router;
+// the `linears: 'two'` variant computes two Linears that read the same x in one dispatch
+// (q_a_proj or q_proj, and kv_a_proj_with_mqa: src/model/linear.ts preparePair).
 
 import gemvSource from '../../shaders/gemv_fp8.wgsl?raw';
-import { ArgumentError } from '../errors.ts';
-import type { Kernel, KernelContext, PreparedCall } from '../gpu/kernel.ts';
+import { ArgumentError, GpuLimitError } from '../errors.ts';
+import type { BufferResource, Kernel, KernelContext, PreparedCall } from '../gpu/kernel.ts';
 import {
   checkMatmulArgs,
   checkOperandVariant,
   MATMUL_NUMERICS,
   matmulPipeline,
+  operandStorageBuffers,
   prepareMatmul,
   WEIGHT_FORMATS,
   type MatmulBuffers,
+  type MatmulLinears,
   type MatmulNumerics,
   type MatmulShape,
   type WeightFormat,
@@ -34,6 +38,7 @@ export interface GemvVariant {
   weights: WeightFormat;
   numerics: MatmulNumerics;
   strategy: GemvStrategy;
+  linears: MatmulLinears;
 }
 
 export interface GemvOptions {
@@ -45,9 +50,26 @@ export interface GemvOptions {
   strategy?: GemvStrategy;
   /** Invocations per workgroup, default 64; a power of two for workgroup_per_row. A tuning number. */
   workgroupSize?: number;
+  /** Default one; two computes `second` too, in the same dispatch. */
+  linears?: MatmulLinears;
+}
+
+/** The second Linear of a `linears: 'two'` call: W_b [N, K] (K and x are the first's) into its own y. */
+export interface GemvSecondLinear {
+  /** Rows of W_b, columns of y. */
+  N: number;
+  /** As MatmulShape's: y [M, yStride], W_b's row 0 at column yCol. */
+  yStride?: number;
+  yCol?: number;
+  weight: BufferResource;
+  /** fp8 only. */
+  weight_scale_inv?: BufferResource;
+  y: BufferResource;
 }
 
 export interface GemvArgs extends MatmulShape, MatmulBuffers {
+  /** Exactly for the `linears: 'two'` variant. */
+  second?: GemvSecondLinear;
   label?: string;
 }
 
@@ -66,6 +88,7 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
     weights: options.weights ?? 'fp8',
     numerics: options.numerics ?? 'weight_only',
     strategy: options.strategy ?? (gpu.adapter.isSoftware ? 'thread_per_4_rows' : 'workgroup_per_row'),
+    linears: options.linears ?? 'one',
   };
   checkOperandVariant('gemv_fp8', variant);
   const workgroupSize = options.workgroupSize ?? 64;
@@ -84,10 +107,30 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
     variant,
     workgroupSize,
     prepare(args) {
-      const { M, N, K, yStride, yCol, label } = args;
+      const { M, N, K, yStride, yCol, label, second } = args;
       const shape = { M, N, K, yStride, yCol };
       if (M > GEMV_MAX_ROWS) throw new ArgumentError(`gemv_fp8: M=${M} rows, at most ${GEMV_MAX_ROWS}; use gemm_fp8 for more`);
+      if ((variant.linears === 'two') !== (second !== undefined)) {
+        throw new ArgumentError(`gemv_fp8: the second Linear is given exactly to the linears 'two' variant (this one computes ${variant.linears})`);
+      }
+      // the second Linear's loader is the word-aligned one only (weight_b_quad in matmul_operands.wgsl)
+      if (second && K % 4 !== 0) throw new ArgumentError(`gemv_fp8: two Linears in one call need K % 4 == 0, got K=${K}; run them as two calls`);
       checkMatmulArgs('gemv_fp8', gpu.device, variant, shape, args);
+      // workgroup_per_row: a workgroup per column; thread_per_4_rows: an invocation per 4 columns, and
+      // with two Linears the second's invocations follow the first's in the same workgroups
+      const units = (rows: number) => (perRow ? rows : Math.ceil(rows / 4));
+      let secondLinear;
+      if (second) {
+        const storage = operandStorageBuffers(variant, 'two');
+        const limit = gpu.device.limits.maxStorageBuffersPerShaderStage;
+        if (storage > limit) {
+          throw new GpuLimitError(`gemv_fp8: two Linears bind ${storage} storage buffers, over this GPU's maxStorageBuffersPerShaderStage (${limit}); run them as two calls`);
+        }
+        const secondShape = { M, N: second.N, K, yStride: second.yStride, yCol: second.yCol };
+        const buffers = { weight: second.weight, weight_scale_inv: second.weight_scale_inv, y: second.y };
+        checkMatmulArgs('gemv_fp8 (second Linear)', gpu.device, variant, secondShape, { x: args.x, x_scale: args.x_scale, ...buffers });
+        secondLinear = { shape: secondShape, buffers, firstUnit: units(N) };
+      }
       const pipeline = pipelineFor(M <= 2 ? M : GEMV_MAX_ROWS, K);
       return prepareMatmul({
         kernel: 'gemv_fp8',
@@ -96,7 +139,8 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
         variant,
         shape,
         buffers: args,
-        workgroups: perRow ? N : Math.ceil(N / (4 * workgroupSize)),
+        workgroups: Math.ceil((units(N) + (second ? units(second.N) : 0)) / (perRow ? 1 : workgroupSize)),
+        second: secondLinear,
         label,
       });
     },

@@ -20,6 +20,13 @@ export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
 export const MATMUL_NUMERICS = ['weight_only', 'w8a8'] as const;
 export type MatmulNumerics = (typeof MATMUL_NUMERICS)[number];
 
+/**
+ * one: a call computes one Linear; two (gemv_fp8 only): two Linears of one format reading the same
+ * x in one dispatch (q_a_proj and kv_a_proj_with_mqa), each into its own y.
+ */
+export const MATMUL_LINEARS = ['one', 'two'] as const;
+export type MatmulLinears = (typeof MATMUL_LINEARS)[number];
+
 /** The snippets every matrix kernel is composed with, in order. */
 export const MATMUL_SNIPPETS: readonly WgslSource[] = [
   { name: 'fp8_e4m3.wgsl', code: fp8Source },
@@ -33,21 +40,25 @@ export interface MatmulKernel {
   readonly axes: VariantAxes;
 }
 
-/** The cached pipeline of a matrix kernel for one variant and its override constants. */
+/**
+ * The cached pipeline of a matrix kernel for one variant and its override constants. `linears` is
+ * an axis of the operands snippet itself, so every matrix kernel has it (one unless given).
+ */
 export function matmulPipeline(
   cache: PipelineCache,
   kernel: MatmulKernel,
-  variant: OperandVariant & { strategy: string },
+  variant: OperandVariant & { strategy: string; linears?: MatmulLinears },
   constants: Record<string, number>,
 ): CachedPipeline {
+  const linears = variant.linears ?? 'one';
   return kernelPipeline(cache, {
     kernel: kernel.name,
     source: kernel.source,
     snippets: MATMUL_SNIPPETS,
-    axes: kernel.axes,
-    variant: { ...variant },
+    axes: { ...kernel.axes, linears: MATMUL_LINEARS },
+    variant: { ...variant, linears },
     constants,
-    bindings: operandBindings(variant),
+    bindings: operandBindings(variant, linears),
   });
 }
 
@@ -98,9 +109,19 @@ export function checkOperandVariant(kernel: string, { weights, numerics }: Opera
   }
 }
 
-/** The bindings of matmul_operands.wgsl for a variant: params, x, W, y, [scales], [x_scale]. */
-export function operandBindings({ weights, numerics }: OperandVariant): (BindingKind | undefined)[] {
-  return ['uniform', 'read-only-storage', 'read-only-storage', 'storage', weights === 'fp8' ? 'read-only-storage' : undefined, numerics === 'w8a8' ? 'read-only-storage' : undefined];
+/**
+ * The bindings of matmul_operands.wgsl for a variant: params, x, W, y, [scales], [x_scale], and with
+ * two Linears W_b, y_b, [scales_b].
+ */
+export function operandBindings({ weights, numerics }: OperandVariant, linears: MatmulLinears = 'one'): (BindingKind | undefined)[] {
+  const scales = weights === 'fp8' ? 'read-only-storage' : undefined;
+  const one: (BindingKind | undefined)[] = ['uniform', 'read-only-storage', 'read-only-storage', 'storage', scales, numerics === 'w8a8' ? 'read-only-storage' : undefined];
+  return linears === 'one' ? one : [...one, 'read-only-storage', 'storage', scales];
+}
+
+/** Storage buffers one call binds (what the adapter's maxStorageBuffersPerShaderStage must allow). */
+export function operandStorageBuffers(variant: OperandVariant, linears: MatmulLinears = 'one'): number {
+  return operandBindings(variant, linears).filter((kind) => kind !== undefined && kind !== 'uniform').length;
 }
 
 const WEIGHT_BYTES: Record<WeightFormat, number> = { fp8: 1, bf16: 2, f32: 4 };
@@ -152,6 +173,14 @@ export function checkMatmulArgs(
   checkBindings(device, kernel, needs, `M=${M} N=${N} K=${K}`);
 }
 
+/** The second Linear of a two-Linears call: its shape (M and K are the first's), W, scales and y. */
+export interface SecondLinear {
+  shape: MatmulShape;
+  buffers: Pick<MatmulBuffers, 'weight' | 'weight_scale_inv' | 'y'>;
+  /** The first unit (invocation or workgroup, as the kernel says) that computes it; those before compute the first. */
+  firstUnit: number;
+}
+
 export interface PrepareMatmulOptions {
   kernel: string;
   device: GPUDevice;
@@ -161,22 +190,32 @@ export interface PrepareMatmulOptions {
   buffers: MatmulBuffers;
   /** Workgroups to dispatch (spread over x and y here). */
   workgroups: number;
+  /** linears == two only. */
+  second?: SecondLinear;
   label?: string;
 }
 
 /** Write the params uniform and build the bind group once; the returned call only records. */
 export function prepareMatmul(options: PrepareMatmulOptions): PreparedCall {
-  const { device, variant, shape, buffers, workgroups } = options;
+  const { device, variant, shape, buffers, workgroups, second } = options;
   const label = options.label ?? options.kernel;
-  const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32']);
-  uniforms.write([shape.M, shape.N, shape.K, Math.ceil(shape.K / BLOCK), shape.yStride ?? shape.N, shape.yCol ?? 0]);
+  const values = [shape.M, shape.N, shape.K, Math.ceil(shape.K / BLOCK), shape.yStride ?? shape.N, shape.yCol ?? 0];
+  if (second) values.push(second.shape.N, second.shape.yStride ?? second.shape.N, second.shape.yCol ?? 0, second.firstUnit);
+  const uniforms = new Uniforms(device, label, values.map(() => 'u32' as const));
+  uniforms.write(values);
+  const bindings = [buffers.x, buffers.weight, buffers.y, buffers.weight_scale_inv, buffers.x_scale];
+  if (second) bindings.push(second.buffers.weight, second.buffers.y, second.buffers.weight_scale_inv);
+  const cost = matmulCost(shape, variant);
+  // x is read once for both
+  const secondCost = second ? matmulCost(second.shape, variant) : { bytes: 0, flops: 0 };
+  const xBytes = second ? operandBytes(second.shape, variant).x : 0;
   return singleDispatch({
     device,
     label,
     pipeline: options.pipeline,
     uniforms,
-    bindings: [buffers.x, buffers.weight, buffers.y, buffers.weight_scale_inv, buffers.x_scale],
+    bindings,
     workgroups,
-    cost: matmulCost(shape, variant),
+    cost: { bytes: cost.bytes + secondCost.bytes - xBytes, flops: cost.flops + secondCost.flops },
   });
 }

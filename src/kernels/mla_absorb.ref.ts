@@ -1,19 +1,28 @@
 // The executable spec of mla_absorb (src/model/MATH.md 4.4, official model.py MLA.forward with
 // attn_impl "absorb"): wkv_b = weight_dequant(kv_b_proj) viewed as [heads, dn + dv, rkv];
 //   q_lat = einsum("shd,hdc->shc", q_nope, wkv_b[:, :dn])
+//   q_pe  = apply_rotary_emb(q[..., dn:], freqs_cis)      (ropeRef, rope_yarn.ref.ts)
 //   o     = einsum("shc,hdc->shd", o_lat, wkv_b[:, -dv:])
 // Sums in float64 (the exact value the f32 kernel approximates), rounded once to f32.
 
 import type { MlaAbsorbShape } from './mla_absorb.ts';
+import { ropeRef } from './rope_yarn.ref.ts';
 
 export interface KvBRef {
   /** kv_b_proj.weight [heads * (dn + dv), rkv] dequantised to f32 (gemm_fp8.ref.ts dequantizeRef). */
   kvB: Float32Array;
 }
 
-/** q [rows, heads, dn + dr] -> qLat [rows, heads, rkv] = q_nope @ W_UK[h], qPe [rows, heads, dr] = q[..., dn:]. */
-export function absorbQRef(args: MlaAbsorbShape & KvBRef & { q: Float32Array }): { qLat: Float32Array; qPe: Float32Array } {
-  const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv, kvB, q } = args;
+export interface RopeRef {
+  /** [rows] absolute positions. */
+  positions: Uint32Array;
+  /** [dr / 2] YaRN inverse frequencies. */
+  invFreq: Float32Array;
+}
+
+/** q [rows, heads, dn + dr] -> qLat [rows, heads, rkv] = q_nope @ W_UK[h], qPe [rows, heads, dr] = RoPE(q[..., dn:]). */
+export function absorbQRef(args: MlaAbsorbShape & KvBRef & RopeRef & { q: Float32Array }): { qLat: Float32Array; qPe: Float32Array } {
+  const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv, kvB, q, positions, invFreq } = args;
   const qLat = new Float32Array(rows * heads * rkv);
   const qPe = new Float32Array(rows * heads * dr);
   for (let r = 0; r < rows; r++) {
@@ -28,6 +37,7 @@ export function absorbQRef(args: MlaAbsorbShape & KvBRef & { q: Float32Array }):
       qPe.set(q.subarray(qRow + dn, qRow + dn + dr), (r * heads + h) * dr);
     }
   }
+  ropeRef(qPe, { rows, heads, ropeDim: dr, rowStride: heads * dr, headStride: dr, ropeOffset: 0 }, positions, invFreq);
   return { qLat, qPe };
 }
 

@@ -3,7 +3,9 @@
 // boundary inside rkv, rows that start inside a u32 word), bf16 and f32 weights, NaN-poisoned
 // outputs with a poisoned tail that must stay untouched, a 2-D dispatch, the fixture's kv_b_proj
 // against the official code's k_nope and v, and argument errors.
-// Bound: ‖out − ref‖/‖ref‖ < 1e-5 (f32 sums of <= 136 products against f64); q_pe is a copy, exact.
+// Bound: ‖out − ref‖/‖ref‖ < 1e-5 (f32 sums of <= 136 products against f64). q_pe is RoPE of q's
+// rope part: bit for bit what the standalone rope_yarn kernel makes of it (the unfused path), and
+// within 1e-6 of the float64 reference (the bound of rope_yarn.test.ts up to position 4096).
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
@@ -14,6 +16,8 @@ import { ArgumentError } from '../errors.ts';
 import { dequantizeRef, type RefWeight } from './gemm_fp8.ref.ts';
 import { createMlaAbsorbQ, createMlaExpandO, mlaAbsorbCost, type AbsorbQArgs, type ExpandOArgs, type MlaAbsorbOptions, type MlaAbsorbShape } from './mla_absorb.ts';
 import { absorbQRef, expandORef } from './mla_absorb.ref.ts';
+import { createRopeYarn } from './rope_yarn.ts';
+import { ropeInvFreq } from './rope_tables.ts';
 import type { WeightFormat } from './matmul_operands.ts';
 import { expectClose, fp8GemmCases, poisonedOutput, randomWeight, uploadWeight } from '../testing/matmul_testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
@@ -48,8 +52,26 @@ interface Outputs {
   o: Float32Array;
 }
 
+/** Positions and YaRN frequencies of the rows of a call. */
+interface Rope {
+  positions: Uint32Array;
+  invFreq: Float32Array;
+}
+
+/** The fixture's YaRN scaling at qk_rope_head_dim dr, and `rows` random positions below 4096 (the first the largest). */
+function randomRope(dr: number, rows: number, next: () => number): Rope {
+  const invFreq = ropeInvFreq({
+    qk_rope_head_dim: dr,
+    rope_theta: 10000,
+    rope_scaling: { factor: 8, original_max_position_embeddings: 64, beta_fast: 32, beta_slow: 1 },
+  });
+  const positions = Uint32Array.from({ length: rows }, () => Math.floor(next() * 4096));
+  positions[0] = 4095;
+  return { positions, invFreq };
+}
+
 /** Run prepareQ on q and prepareO on oLat in one pass, into poisoned outputs; free everything. */
-async function runAbsorb(absorb: MlaAbsorb, shape: MlaAbsorbShape, weight: RefWeight, q: Float32Array, oLat: Float32Array): Promise<Outputs> {
+async function runAbsorb(absorb: MlaAbsorb, shape: MlaAbsorbShape, weight: RefWeight, q: Float32Array, oLat: Float32Array, rope: Rope): Promise<Outputs> {
   const { device } = gpu;
   const { rows, heads, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv } = shape;
   const { weight: kvB, weight_scale_inv: kvBScale } = uploadWeight(device, weight);
@@ -59,9 +81,14 @@ async function runAbsorb(absorb: MlaAbsorb, shape: MlaAbsorbShape, weight: RefWe
     qPe: poisonedOutput(device, counts.qPe + TAIL, 'qPe'),
     o: poisonedOutput(device, counts.o + TAIL, 'o'),
   };
-  const inputs = { q: uploadBuffer(device, q, 'q'), oLat: uploadBuffer(device, oLat, 'oLat') };
+  const inputs = {
+    q: uploadBuffer(device, q, 'q'),
+    oLat: uploadBuffer(device, oLat, 'oLat'),
+    positions: uploadBuffer(device, rope.positions, 'positions'),
+    invFreq: uploadBuffer(device, rope.invFreq, 'inv_freq'),
+  };
   const calls = [
-    absorb.prepareQ({ ...shape, q: inputs.q, kvB, kvBScale, qLat: out.qLat, qPe: out.qPe }),
+    absorb.prepareQ({ ...shape, q: inputs.q, kvB, kvBScale, qLat: out.qLat, qPe: out.qPe, positions: inputs.positions, invFreq: inputs.invFreq }),
     absorb.prepareO({ ...shape, oLat: inputs.oLat, kvB, kvBScale, o: out.o }),
   ];
   try {
@@ -76,7 +103,25 @@ async function runAbsorb(absorb: MlaAbsorb, shape: MlaAbsorbShape, weight: RefWe
     return result;
   } finally {
     for (const call of calls) call.destroy();
-    for (const b of [kvB, kvBScale, inputs.q, inputs.oLat, out.qLat, out.qPe, out.o]) b?.destroy();
+    for (const b of [kvB, kvBScale, ...Object.values(inputs), out.qLat, out.qPe, out.o]) b?.destroy();
+  }
+}
+
+/** What the unfused path made of q_pe: the rope_yarn kernel on q's rope parts in place, then the copy. */
+async function ropeYarnOnQ(shape: MlaAbsorbShape, q: Float32Array, rope: Rope): Promise<Float32Array> {
+  const { device } = gpu;
+  const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr } = shape;
+  const buffers = { x: uploadBuffer(device, q, 'q'), positions: uploadBuffer(device, rope.positions, 'positions'), invFreq: uploadBuffer(device, rope.invFreq, 'inv_freq') };
+  const call = createRopeYarn({ gpu, pipelines: cache }).prepare({ rows, heads, ropeDim: dr, rowStride: heads * (dn + dr), headStride: dn + dr, ropeOffset: dn, ...buffers });
+  try {
+    submitPass(device, call);
+    const rotated = await readF32(device, buffers.x, q.length);
+    const qPe = new Float32Array(rows * heads * dr);
+    for (let rh = 0; rh < rows * heads; rh++) qPe.set(rotated.subarray(rh * (dn + dr) + dn, (rh + 1) * (dn + dr)), rh * dr);
+    return qPe;
+  } finally {
+    call.destroy();
+    for (const b of Object.values(buffers)) b.destroy();
   }
 }
 
@@ -85,13 +130,15 @@ async function checkRandom(absorb: MlaAbsorb, shape: MlaAbsorbShape, weight: Ref
   const { rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, kvLoraRank: rkv } = shape;
   const q = randn(next, rows * heads * (dn + dr));
   const oLat = randn(next, rows * heads * rkv);
+  const rope = randomRope(dr, rows, next);
   const kvB = dequantizeRef(weight, kvBRows(shape), rkv);
-  const got = await runAbsorb(absorb, shape, weight, q, oLat);
-  const want = { ...absorbQRef({ ...shape, kvB, q }), o: expandORef({ ...shape, kvB, oLat }) };
+  const got = await runAbsorb(absorb, shape, weight, q, oLat, rope);
+  const want = { ...absorbQRef({ ...shape, kvB, q, ...rope }), o: expandORef({ ...shape, kvB, oLat }) };
   const what = `${weight.format} ${JSON.stringify(shape)}`;
   expectClose(got.qLat, want.qLat, 1e-5, `${what} qLat`);
   expectClose(got.o, want.o, 1e-5, `${what} o`);
-  expect(Array.from(got.qPe), `${what} qPe`).toEqual(Array.from(want.qPe));
+  expectClose(got.qPe, want.qPe, 1e-6, `${what} qPe`);
+  expect(Array.from(got.qPe), `${what} qPe against rope_yarn`).toEqual(Array.from(await ropeYarnOnQ(shape, q, rope)));
 }
 
 const shape = (heads: number, dn: number, dr: number, dv: number, rkv: number, rows = 1): MlaAbsorbShape => ({
@@ -109,8 +156,8 @@ describe('mla_absorb', () => {
     { what: 'one row block', s: shape(3, 20, 6, 12, 72) },
     // 400 weight rows of 80 per head: row blocks start inside W_UV[1], W_UK[3] and W_UV[4]; rkv crosses a column block
     { what: 'blocks inside heads', s: shape(5, 32, 4, 48, 136) },
-    // rkv odd: most weight rows start inside a u32 word
-    { what: 'odd rkv', s: shape(2, 7, 3, 5, 131) },
+    // rkv odd: most weight rows start inside a u32 word; one rope pair per head
+    { what: 'odd rkv', s: shape(2, 7, 2, 5, 131) },
   ])('fp8 weights, $what, rows 1, 2, 17', async ({ s }) => {
     const next = rng(testSeed(`mla_absorb fp8 ${JSON.stringify(s)}`));
     const weight = randomWeight('fp8', kvBRows(s), s.kvLoraRank, next);
@@ -121,7 +168,7 @@ describe('mla_absorb', () => {
   });
 
   it.each<{ weights: WeightFormat; s: MlaAbsorbShape }>([
-    { weights: 'bf16', s: shape(2, 7, 3, 5, 131, 3) }, // odd rkv: rows start in the upper half of a word
+    { weights: 'bf16', s: shape(2, 7, 2, 5, 131, 3) }, // odd rkv: rows start in the upper half of a word
     { weights: 'bf16', s: shape(5, 32, 4, 48, 136, 2) }, // rkv % 4 == 0: the aligned loads
     { weights: 'f32', s: shape(5, 32, 4, 48, 136, 2) },
   ])('$weights weights', async ({ weights, s }) => {
@@ -131,8 +178,8 @@ describe('mla_absorb', () => {
 
   it('spreads more workgroups than one dimension allows over two', async () => {
     const s = shape(16, 3, 4, 2, 136, 128);
-    // absorb_q: one invocation per quad of q_lat columns and per q_pe element
-    expect(s.rows * s.heads * (Math.ceil(s.kvLoraRank / 4) + s.qkRopeHeadDim)).toBeGreaterThan(gpu.device.limits.maxComputeWorkgroupsPerDimension);
+    // absorb_q: one invocation per quad of q_lat columns and per q_pe pair
+    expect(s.rows * s.heads * (Math.ceil(s.kvLoraRank / 4) + s.qkRopeHeadDim / 2)).toBeGreaterThan(gpu.device.limits.maxComputeWorkgroupsPerDimension);
     const next = rng(testSeed('mla_absorb 2D dispatch'));
     const weight = randomWeight('fp8', kvBRows(s), s.kvLoraRank, next);
     await checkRandom(createMlaAbsorb({ cache, workgroupSize: 1 }), s, weight, next);
@@ -150,7 +197,7 @@ describe('mla_absorb', () => {
     const q = randn(next, c.M * heads * (dn + dr));
     const oLat = new Float32Array(c.M * heads * rkv);
     for (let r = 0; r < c.M; r++) for (let h = 0; h < heads; h++) oLat.set(c.x.subarray(r * rkv, (r + 1) * rkv), (r * heads + h) * rkv);
-    const got = await runAbsorb(createMlaAbsorb({ cache }), s, c.weight, q, oLat);
+    const got = await runAbsorb(createMlaAbsorb({ cache }), s, c.weight, q, oLat, randomRope(dr, c.M, next));
 
     const scores = { absorbed: [] as number[], official: [] as number[] };
     const v = new Float32Array(c.M * heads * dv);
@@ -173,7 +220,8 @@ describe('mla_absorb', () => {
 
   it('counts bytes and FLOPs', () => {
     const s = shape(128, 128, 64, 128, 512, 1); // V3, one decode row
-    expect(mlaAbsorbCost({ ...s, step: 'absorb_q', weights: 'fp8' }).flops).toBe(2 * 128 * 128 * 512);
+    // the products, and RoPE's 34 FLOPs per q_pe pair (ropeYarnCost)
+    expect(mlaAbsorbCost({ ...s, step: 'absorb_q', weights: 'fp8' }).flops).toBe(2 * 128 * 128 * 512 + 34 * 128 * 32);
     // W_UV dominates expand_o: 128 heads * 128 * 512 e4m3 bytes
     const bytes = mlaAbsorbCost({ ...s, step: 'expand_o', weights: 'fp8' }).bytes;
     expect(bytes).toBe(4 * 128 * 512 + 128 * 128 * 512 + 4 * 256 * 4 + 4 * 128 * 128);
@@ -191,8 +239,10 @@ describe('mla_absorb arguments', () => {
     const qLat = buffer(4 * 2 * 3 * 72);
     const qPe = buffer(4 * 2 * 3 * 6);
     const o = buffer(4 * 2 * 3 * 12);
+    const positions = buffer(4 * 2);
+    const invFreq = buffer(4 * 3);
     const fp8 = createMlaAbsorb({ cache });
-    const ok = { ...s, q, kvB, kvBScale, qLat, qPe };
+    const ok = { ...s, q, kvB, kvBScale, qLat, qPe, positions, invFreq };
     fp8.prepareQ(ok).destroy();
     expect(() => fp8.prepareQ({ ...ok, kvBScale: undefined })).toThrow(ArgumentError);
     expect(() => fp8.prepareQ({ ...ok, kvBScale: undefined })).toThrow(/kvBScale .*is required for fp8/);
@@ -206,8 +256,11 @@ describe('mla_absorb arguments', () => {
     expect(() => fp8.prepareQ({ ...ok, heads: 4, rows: 1 })).toThrow(/kvB holds 6912 bytes, rows=1 heads=4 .* needs 9216/);
     expect(() => fp8.prepareQ({ ...ok, kvBScale: buffer(0) })).toThrow(/kvBScale holds 0 bytes/);
     expect(() => fp8.prepareQ({ ...ok, qkRopeHeadDim: 0 })).toThrow(/qkRopeHeadDim must be a positive integer/);
+    expect(() => fp8.prepareQ({ ...ok, qkRopeHeadDim: 5 })).toThrow(/qkRopeHeadDim 5 is odd; RoPE rotates pairs/);
+    expect(() => fp8.prepareQ({ ...ok, positions: buffer(4) })).toThrow(/positions holds 4 bytes, .* needs 8/);
+    expect(() => fp8.prepareQ({ ...ok, invFreq: buffer(8) })).toThrow(/invFreq holds 8 bytes, .* needs 12/);
     expect(() => fp8.prepareQ({ ...ok, qPe: qLat })).toThrow(/qLat must not share a buffer with another argument/);
     expect(() => createMlaAbsorb({ cache, weights: 'f16' as WeightFormat })).toThrow(/"f16" is not one of fp8, bf16, f32/);
-    for (const b of [kvB, kvBScale, q, qLat, qPe, o]) b.destroy();
+    for (const b of [kvB, kvBScale, q, qLat, qPe, o, positions, invFreq]) b.destroy();
   });
 });

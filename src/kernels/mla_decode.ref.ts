@@ -1,4 +1,4 @@
-// CPU reference of shaders/mla_decode.wgsl + shaders/mla_decode_reduce.wgsl, in float64:
+// CPU reference of shaders/mla_decode.wgsl (+ shaders/mla_decode_reduce.wgsl past one split), in float64:
 // MLA decode attention over the latent cache with W_UK absorbed into the query
 // (src/model/MATH.md 4.4 "Absorbed"; official model.py MLA.forward, attn_impl = "absorb"):
 //

@@ -1,26 +1,33 @@
 // MLA decode attention: the absorbed CPU reference against the naive form (CPU), then the GPU kernel
-// (SwiftShader here) against the float64 reference, both variants (workgroup per item, item per
-// invocation), on odd shapes, 1 and 2 query rows, contexts from 1 to 1000 positions, and prefill
-// chunks of 13 to 130 rows (from position 0 and after a cached prefix).
-// Bound: f32 dot products of <= 288 terms, f32 exp and sums over <= 1000 positions stay far below
-// ‖out − ref‖/‖ref‖ < 1e-5. Cache rows past the context and o_lat start as NaN: a read past the
-// causal limit or an unwritten output shows up as NaN.
+// (SwiftShader here) against the float64 references (mlaDecodeRef, then expandORef for W_UV), both
+// variants (workgroup per item, item per invocation), on odd shapes, 1 and 2 query rows, contexts
+// from 1 to 1000 positions (one split, where pass 1 goes on through W_UV itself, and up to 4 merged
+// by pass 2 before expand_o), prefill chunks of 13 to 130 rows (from position 0 and after a cached
+// prefix), and kv_b_proj in FP8 (distinct block scales), bf16 and f32.
+// Bound: f32 dot products of <= 288 terms, f32 exp and sums over <= 1000 positions, then W_UV sums
+// of <= 256 products, stay far below ‖out − ref‖/‖ref‖ < 1e-5. Cache rows past the context, o and
+// o_lat start as NaN: a read past the causal limit or an unwritten output shows up as NaN.
 
 import { describe, expect, it } from 'vitest';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, relError, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
-import { createMlaDecode, mlaDecodeCost, type MlaDecodeArgs, type PreparedMlaDecode } from './mla_decode.ts';
-import type { Kernel } from '../gpu/kernel.ts';
-
-type MlaDecode = Kernel<MlaDecodeArgs, PreparedMlaDecode>;
+import { createMlaDecode, MLA_DECODE_CHUNK, mlaDecodeCost, type MlaDecode } from './mla_decode.ts';
 import { mlaDecodeRef, type MlaDecodeShape } from './mla_decode.ref.ts';
+import { expandORef } from './mla_absorb.ref.ts';
+import { dequantizeRef, type RefWeight } from './gemm_fp8.ref.ts';
+import type { WeightFormat } from './matmul_operands.ts';
+import { randomWeight } from '../testing/random_weights.ts';
 import { submitPass } from '../gpu/kernel.ts';
+import { ArgumentError } from '../errors.ts';
 
 const TOL = 1e-5;
 
 interface Case extends MlaDecodeShape {
   /** Cache positions written: startPos + rows. */
   context: number;
+  /** qk_nope_head_dim and v_head_dim: where W_UV[h] lies in kv_b_proj, and its rows. */
+  qkNopeHeadDim: number;
+  vHeadDim: number;
 }
 
 interface Data {
@@ -31,11 +38,13 @@ interface Data {
   maxT: number;
   startPos: number;
   softmaxScale: number;
+  /** kv_b_proj.weight [heads * (dn + dv), rkv] and (fp8) its scales. */
+  kvB: RefWeight;
 }
 
 const POISON_ROWS = 3;
 
-function makeData(c: Case, seed: number): Data {
+function makeData(c: Case, seed: number, weights: WeightFormat = 'fp8'): Data {
   const next = rng(seed);
   const width = c.kvLoraRank + c.ropeDim;
   const maxT = c.context + POISON_ROWS;
@@ -49,24 +58,43 @@ function makeData(c: Case, seed: number): Data {
     maxT,
     startPos: c.context - c.rows,
     softmaxScale: 1 / Math.sqrt(width),
+    kvB: randomWeight(weights, c.heads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank, next),
   };
 }
 
-async function runGpu(kernel: MlaDecode, c: Case, d: Data): Promise<Float32Array> {
+/** The two references: o_lat [rows, heads, rkv], and o = W_UV o_lat [rows, heads * dv]. */
+function reference(c: Case, d: Data, startPos = d.startPos, cache = d.cache): { oLat: Float32Array; o: Float32Array } {
+  const oLat = mlaDecodeRef({ ...c, startPos, softmaxScale: d.softmaxScale, qLat: d.qLat, qPe: d.qPe, cache });
+  const kvB = dequantizeRef(d.kvB, c.heads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank);
+  return { oLat, o: expandORef({ ...c, qkRopeHeadDim: c.ropeDim, kvB, oLat }) };
+}
+
+/** The buffers of one call: inputs uploaded, o and o_lat poisoned. */
+function upload(device: GPUDevice, c: Case, d: Data, cacheValues = d.cache) {
+  return {
+    qLat: uploadBuffer(device, d.qLat, 'q_lat'),
+    qPe: uploadBuffer(device, d.qPe, 'q_pe'),
+    cache: uploadBuffer(device, cacheValues, 'cache'),
+    oLat: uploadBuffer(device, new Float32Array(c.rows * c.heads * c.kvLoraRank).fill(Number.NaN), 'o_lat'),
+    kvB: uploadBuffer(device, d.kvB.bytes, 'kv_b_proj'),
+    kvBScale: d.kvB.scale ? uploadBuffer(device, d.kvB.scale, 'kv_b_proj.scale') : undefined,
+    o: uploadBuffer(device, new Float32Array(c.rows * c.heads * c.vHeadDim).fill(Number.NaN), 'o'),
+  };
+}
+
+/** o, and o_lat where the context spans more than one split (one split never writes it). */
+async function runGpu(kernel: MlaDecode, c: Case, d: Data): Promise<{ o: Float32Array; oLat?: Float32Array }> {
   const { device } = await testGpu();
-  const n = c.rows * c.heads * c.kvLoraRank;
-  const qLat = uploadBuffer(device, d.qLat, 'q_lat');
-  const qPe = uploadBuffer(device, d.qPe, 'q_pe');
-  const cache = uploadBuffer(device, d.cache, 'cache');
-  const oLat = uploadBuffer(device, new Float32Array(n).fill(Number.NaN), 'o_lat');
+  const b = upload(device, c, d);
   device.pushErrorScope('validation');
-  const op = kernel.prepare({ ...c, maxT: d.maxT, startPos: d.startPos, softmaxScale: d.softmaxScale, qLat, qPe, cache, oLat });
+  const op = kernel.prepare({ ...c, maxT: d.maxT, startPos: d.startPos, softmaxScale: d.softmaxScale, ...b });
   submitPass(device, op);
   expect((await device.popErrorScope())?.message).toBeUndefined();
-  const out = await readF32(device, oLat, n);
-  for (const b of [qLat, qPe, cache, oLat]) b.destroy();
+  const o = await readF32(device, b.o, c.rows * c.heads * c.vHeadDim);
+  const oLat = c.context > MLA_DECODE_CHUNK ? await readF32(device, b.oLat, c.rows * c.heads * c.kvLoraRank) : undefined;
+  for (const buffer of Object.values(b)) buffer?.destroy();
   op.destroy();
-  return out;
+  return { o, oLat };
 }
 
 function expectClose(got: Float32Array, want: Float32Array, what: string): void {
@@ -74,8 +102,16 @@ function expectClose(got: Float32Array, want: Float32Array, what: string): void 
   expect(err.rel, `${what}: worst at ${err.worst}: got ${got[err.worst]} want ${want[err.worst]}`).toBeLessThan(TOL);
 }
 
-const SMALL = { heads: 3, kvLoraRank: 72, ropeDim: 8 };
-const FIXTURE = { heads: 8, kvLoraRank: 256, ropeDim: 32 }; // dsv3-tiny-official
+async function checkCase(kernel: MlaDecode, c: Case, d: Data, what: string): Promise<void> {
+  const want = reference(c, d);
+  const got = await runGpu(kernel, c, d);
+  expectClose(got.o, want.o, `${what} o`);
+  if (got.oLat) expectClose(got.oLat, want.oLat, `${what} o_lat`);
+}
+
+// W_UV rows start inside 128-row scale blocks; dn, dv odd.
+const SMALL = { heads: 3, kvLoraRank: 72, ropeDim: 8, qkNopeHeadDim: 7, vHeadDim: 5 };
+const FIXTURE = { heads: 8, kvLoraRank: 256, ropeDim: 32, qkNopeHeadDim: 32, vHeadDim: 48 }; // dsv3-tiny-official
 const CASES: Case[] = [
   { ...SMALL, rows: 1, context: 1 },
   { ...SMALL, rows: 2, context: 2 },
@@ -84,7 +120,7 @@ const CASES: Case[] = [
   // Row 0 attends to exactly one split, row 1 to one position of the next (an empty split for row 0).
   { ...SMALL, rows: 2, context: 257 },
   // A full group of 4 heads, then a partial one (the CPU variant's head groups).
-  { heads: 6, kvLoraRank: 40, ropeDim: 4, rows: 2, context: 70 },
+  { heads: 6, kvLoraRank: 40, ropeDim: 4, qkNopeHeadDim: 3, vHeadDim: 9, rows: 2, context: 70 },
   { ...FIXTURE, rows: 1, context: 1 },
   { ...FIXTURE, rows: 2, context: 37 },
   { ...FIXTURE, rows: 1, context: 1000 },
@@ -180,14 +216,21 @@ describe('mla_decode kernel', () => {
     const name = isSoftware ? 'item per invocation' : 'workgroup per item';
     it(`matches the reference (${name})`, async () => {
       const kernel = createMlaDecode(await testKernelContext(), { itemPerThread: isSoftware });
+      expect(kernel.weights).toBe('fp8');
       const seed = testSeed(`mla_decode ${name}`);
-      for (const [i, c] of CASES.entries()) {
-        const d = makeData(c, seed + i);
-        const want = mlaDecodeRef({ ...c, startPos: d.startPos, softmaxScale: d.softmaxScale, qLat: d.qLat, qPe: d.qPe, cache: d.cache });
-        expectClose(await runGpu(kernel, c, d), want, `${JSON.stringify(c)} ${name}`);
-      }
+      for (const [i, c] of CASES.entries()) await checkCase(kernel, c, makeData(c, seed + i), `${JSON.stringify(c)} ${name}`);
     });
   }
+
+  it.each<WeightFormat>(['bf16', 'f32'])('reads kv_b_proj in %s, with one split and with two', async (weights) => {
+    const seed = testSeed(`mla_decode ${weights}`);
+    for (const itemPerThread of [false, true]) {
+      const kernel = createMlaDecode(await testKernelContext(), { weights, itemPerThread });
+      for (const c of [{ ...SMALL, rows: 2, context: 37 }, { ...SMALL, rows: 1, context: 300 }]) {
+        await checkCase(kernel, c, makeData(c, seed + c.context, weights), `${weights} ${JSON.stringify(c)} itemPerThread ${itemPerThread}`);
+      }
+    }
+  });
 
   it('steps through positions with setStartPos, reading a layer at a byte offset of a shared cache', async () => {
     const { device } = await testGpu();
@@ -199,41 +242,95 @@ describe('mla_decode kernel', () => {
     const offsetFloats = d.maxT * width + 64 - ((d.maxT * width) % 64); // 256-byte aligned
     const shared = new Float32Array(offsetFloats + d.cache.length).fill(Number.NaN);
     shared.set(d.cache, offsetFloats);
-    const qLat = uploadBuffer(device, d.qLat, 'q_lat');
-    const qPe = uploadBuffer(device, d.qPe, 'q_pe');
-    const cache = uploadBuffer(device, shared, 'cache');
-    const oLat = uploadBuffer(device, new Float32Array(c.heads * c.kvLoraRank), 'o_lat');
-    const op = kernel.prepare({
-      ...c, maxT: d.maxT, startPos: 0, softmaxScale: d.softmaxScale, qLat, qPe, cache, cacheByteOffset: 4 * offsetFloats, oLat,
-    });
-    for (const startPos of [0, 255, 256, 299]) {
+    const b = upload(device, c, d, shared);
+    const op = kernel.prepare({ ...c, maxT: d.maxT, startPos: 0, softmaxScale: d.softmaxScale, ...b, cacheByteOffset: 4 * offsetFloats });
+    // One split (<= 256 positions): pass 1 goes on through W_UV; two splits: pass 1, the merge, expand_o.
+    const dispatches = () => {
+      let n = 0;
+      op.encode({ setPipeline() {}, setBindGroup() {}, dispatchWorkgroups: () => n++ } as unknown as GPUComputePassEncoder);
+      return n;
+    };
+    for (const [startPos, passes] of [[0, 1], [255, 1], [256, 3], [299, 3]]) {
       op.setStartPos(startPos);
+      expect(dispatches(), `dispatches at startPos ${startPos}`).toBe(passes);
       submitPass(device, op);
-      const want = mlaDecodeRef({ ...c, startPos, softmaxScale: d.softmaxScale, qLat: d.qLat, qPe: d.qPe, cache: d.cache });
-      expectClose(await readF32(device, oLat), want, `startPos ${startPos}`);
+      const want = reference(c, d, startPos);
+      expectClose(await readF32(device, b.o), want.o, `startPos ${startPos} o`);
     }
     expect(() => op.setStartPos(d.maxT)).toThrow(/does not fit/);
     op.destroy();
-    for (const b of [qLat, qPe, cache, oLat]) b.destroy();
+    for (const buffer of Object.values(b)) buffer?.destroy();
   });
 
-  it('rejects a too-small buffer, a misaligned cache offset, a startPos past the cache, widths not multiples of 4', async () => {
+  it('with one split gives bit for bit what the merge and expand_o give (the unfused path)', async () => {
+    // Position 256 opens a second split whose one score is so low that the merge weighs it by
+    // exp(m_1 - m_0) = 0: the two-split step (pass 1, the merge, expand_o) then computes the same
+    // o_lat as the one-split step over positions 0 .. 255, and o from it.
     const { device } = await testGpu();
-    const kernel = createMlaDecode(await testKernelContext(), { itemPerThread: true });
+    for (const itemPerThread of [false, true]) {
+      const kernel = createMlaDecode(await testKernelContext(), { itemPerThread });
+      const c: Case = { ...SMALL, rows: 1, context: MLA_DECODE_CHUNK + 1 };
+      const d = makeData(c, testSeed(`mla_decode unfused ${itemPerThread}`));
+      const [rkv, dr] = [c.kvLoraRank, c.ropeDim];
+      // Every head asks the same query, and cache row 256 is -100 times it: a score thousands below the others for every head.
+      for (let h = 1; h < c.heads; h++) {
+        d.qLat.copyWithin(h * rkv, 0, rkv);
+        d.qPe.copyWithin(h * dr, 0, dr);
+      }
+      const last = MLA_DECODE_CHUNK * (rkv + dr);
+      for (let j = 0; j < rkv; j++) d.cache[last + j] = -100 * d.qLat[j];
+      for (let j = 0; j < dr; j++) d.cache[last + rkv + j] = -100 * d.qPe[j];
+      const b = upload(device, c, d);
+      const op = kernel.prepare({ ...c, maxT: d.maxT, startPos: MLA_DECODE_CHUNK - 1, softmaxScale: d.softmaxScale, ...b });
+      submitPass(device, op);
+      const fused = await readF32(device, b.o);
+      op.setStartPos(MLA_DECODE_CHUNK);
+      submitPass(device, op);
+      const unfused = await readF32(device, b.o);
+      expect(Array.from(fused), `itemPerThread ${itemPerThread}`).toEqual(Array.from(unfused));
+      expectClose(fused, reference(c, d, MLA_DECODE_CHUNK - 1).o, `itemPerThread ${itemPerThread} against the reference`);
+      op.destroy();
+      for (const buffer of Object.values(b)) buffer?.destroy();
+    }
+  });
+
+  it('rejects a too-small buffer, a misaligned cache offset, a startPos past the cache, widths not multiples of 4, missing or extra scales', async () => {
+    const { device } = await testGpu();
+    const ctx = await testKernelContext();
+    const kernel = createMlaDecode(ctx, { itemPerThread: true });
     const b = uploadBuffer(device, new Float32Array(64), 'b');
-    const args = { rows: 1, heads: 2, kvLoraRank: 8, ropeDim: 4, maxT: 4, startPos: 0, softmaxScale: 1, qLat: b, qPe: b, cache: b, oLat: b };
+    const o = uploadBuffer(device, new Float32Array(12), 'o');
+    const kvB = uploadBuffer(device, new Uint8Array(2 * (3 + 6) * 8), 'kv_b');
+    const kvBScale = uploadBuffer(device, new Float32Array(1), 'scale');
+    const args = {
+      rows: 1, heads: 2, kvLoraRank: 8, ropeDim: 4, qkNopeHeadDim: 3, vHeadDim: 6, maxT: 4, startPos: 0, softmaxScale: 1, qLat: b, qPe: b, cache: b, oLat: b, kvB, kvBScale, o,
+    };
+    kernel.prepare(args).destroy();
     expect(() => kernel.prepare({ ...args, maxT: 8 })).toThrow(/cache holds 256 bytes, needs 384/);
     expect(() => kernel.prepare({ ...args, cacheByteOffset: 4 })).toThrow(/cacheByteOffset/);
     expect(() => kernel.prepare({ ...args, startPos: 4 })).toThrow(/does not fit/);
     expect(() => kernel.prepare({ ...args, ropeDim: 6 })).toThrow(/multiples of 4/);
-    b.destroy();
+    expect(() => kernel.prepare({ ...args, vHeadDim: 7 })).toThrow(/kvB holds 144 bytes, needs 160/);
+    expect(() => kernel.prepare({ ...args, o: kvBScale })).toThrow(/o holds 4 bytes, needs 48/);
+    expect(() => kernel.prepare({ ...args, kvBScale: undefined })).toThrow(ArgumentError);
+    expect(() => kernel.prepare({ ...args, kvBScale: undefined })).toThrow(/kvBScale .*is required for fp8/);
+    expect(() => createMlaDecode(ctx, { weights: 'f32' }).prepare(args)).toThrow(/kvBScale is not used by f32 weights/);
+    expect(() => kernel.prepare({ ...args, qkNopeHeadDim: 0 })).toThrow(/qkNopeHeadDim must be a positive integer/);
+    expect(() => kernel.prepare({ ...args, o: b })).toThrow(/o must not share a buffer with qLat/);
+    expect(() => createMlaDecode(ctx, { weights: 'f16' as WeightFormat })).toThrow(/"f16" is not one of fp8, bf16, f32/);
+    for (const buffer of [b, o, kvB, kvBScale]) buffer.destroy();
   });
 
   it('counts bytes and FLOPs', () => {
-    // rows 2, heads 3, rkv 4, dr 2, startPos 1: 3 cache rows, attended 2 + 3 = 5, 1 split.
+    // rows 2, heads 3, rkv 4, dr 2, startPos 1: 3 cache rows, attended 2 + 3 = 5, 1 split (no partials).
     expect(mlaDecodeCost({ rows: 2, heads: 3, kvLoraRank: 4, ropeDim: 2, startPos: 1 })).toEqual({
-      bytes: 4 * (3 * 6 + 6 * 6 + 2 * 6 * 6 + 6 * 4),
-      flops: 3 * 5 * (12 + 8) + 2 * 36,
+      bytes: 4 * (3 * 6 + 6 * 6 + 6 * 4),
+      flops: 3 * 5 * (12 + 8),
+    });
+    // chunk 2, startPos 2: 4 cache rows, attended 3 + 4 = 7, 2 splits of 6 (row, head) partials of rkv + 2.
+    expect(mlaDecodeCost({ rows: 2, heads: 3, kvLoraRank: 4, ropeDim: 2, startPos: 2 }, 2)).toEqual({
+      bytes: 4 * (4 * 6 + 6 * 6 + 2 * 2 * 6 * 6 + 6 * 4),
+      flops: 3 * 7 * (12 + 8) + 2 * 2 * 36,
     });
   });
 });

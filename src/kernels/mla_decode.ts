@@ -1,7 +1,10 @@
-// MLA decode attention over the latent cache, absorbed form (src/model/MATH.md 4.4): pipelines,
-// bind groups, params, the two dispatches (per-split partials, then their reduction), bytes/FLOPs.
-// Shaders: shaders/mla_decode.wgsl (pass 1), shaders/mla_decode_reduce.wgsl (pass 2);
-// reference: mla_decode.ref.ts. q_lat = q_nope @ W_UK and o = W_UV @ o_lat are matmuls done elsewhere.
+// MLA decode attention over the latent cache, absorbed form, through W_UV (src/model/MATH.md 4.4):
+// o[r, h] = W_UV[h] @ softmax(...) c_hat. Pipelines, bind groups, params, the dispatches, bytes/FLOPs.
+// While one split of MLA_DECODE_CHUNK positions covers the context, one dispatch does it all
+// (shaders/mla_decode.wgsl); with more splits, pass 1 writes per-split partials, the merge
+// (shaders/mla_decode_reduce.wgsl) writes o_lat and expand_o (mla_absorb.ts) multiplies it by W_UV.
+// Reference: mla_decode.ref.ts (o_lat), then expandORef of mla_absorb.ref.ts. q_lat = q_nope @ W_UK
+// is done before, by absorb_q.
 // Query row r sits at position startPos + r and attends causally to 0 .. startPos + r, so the same
 // kernel serves the decode step (1 row), the MTP verify step (2 rows) and a prefill chunk (T rows,
 // attending to the cached prefix and to itself). For long prefill chunks mla_prefill shares each
@@ -9,13 +12,18 @@
 
 import partialSource from '../../shaders/mla_decode.wgsl?raw';
 import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
-import { createBindGroup, dispatch, kernelPipeline, Uniforms, type Cost, type Encodable, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import { ArgumentError } from '../errors.ts';
+import { BLOCK, checkBindings, checkCounts, createBindGroup, dispatch, kernelPipeline, Uniforms, type Cost, type Encodable, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import { createMlaExpandO, KV_B_SNIPPETS, kvBBytes, mlaAbsorbCost, type KvBBuffers } from './mla_absorb.ts';
 import { checkMlaArgs, checkStartPos, mlaCacheBindings, type MlaAttentionArgs } from './mla_args.ts';
 import type { MlaDecodeShape } from './mla_decode.ref.ts';
+import { WEIGHT_FORMATS, type WeightFormat } from './matmul_operands.ts';
 
 export type { MlaDecodeShape } from './mla_decode.ref.ts';
 
 export interface MlaDecodeOptions {
+  /** How kv_b_proj.weight is stored (W_UV is read from it); default fp8 (the release). */
+  weights?: WeightFormat;
   /** One invocation per (split, row, head), no barrier (CPU adapters). Default: the adapter's isSoftware. */
   itemPerThread?: boolean;
 }
@@ -31,42 +39,62 @@ export interface MlaDecodeCostShape extends MlaDecodeShape {
 }
 
 /**
- * Bytes and FLOPs for the benchmark. Bytes: the cache rows 0 .. startPos + rows - 1 read once (on a
- * GPU the heads re-read them from L2), q_lat and q_pe read, the partials written and read back, o_lat
- * written. FLOPs per (row, head, attended position): 2 (rkv + dr) for the score, 2 rkv for the
- * weighted sum; plus 2 per partial value in the reduction.
+ * Bytes and FLOPs of the attention up to o_lat, for the benchmark. Bytes: the cache rows
+ * 0 .. startPos + rows - 1 read once (on a GPU the heads re-read them from L2), q_lat and q_pe read,
+ * o_lat written, and with more than one split the partials written and read back. FLOPs per (row,
+ * head, attended position): 2 (rkv + dr) for the score, 2 rkv for the weighted sum; plus 2 per
+ * partial value in the reduction. The call adds W_UV's (mlaAbsorbCost of expand_o).
  */
 export function mlaDecodeCost({ rows, heads, kvLoraRank: rkv, ropeDim: dr, startPos }: MlaDecodeCostShape, chunk = MLA_DECODE_CHUNK): Cost {
   const positions = startPos + rows;
   const splits = Math.ceil(positions / chunk);
   let attended = 0;
   for (let r = 0; r < rows; r++) attended += startPos + r + 1;
-  const partials = rows * heads * splits * (rkv + 2);
+  const partials = splits > 1 ? rows * heads * splits * (rkv + 2) : 0; // one split: no pass 2
   return {
     bytes: 4 * (positions * (rkv + dr) + rows * heads * (rkv + dr) + 2 * partials + rows * heads * rkv),
     flops: heads * attended * (2 * (rkv + dr) + 2 * rkv) + 2 * partials,
   };
 }
 
-/** The same arguments as the other MLA kernel's (mla_args.ts): the model passes one set to either. */
-export type MlaDecodeArgs = MlaAttentionArgs;
+/** The attention arguments of mla_args.ts (shared with mla_prefill), then W_UV's. */
+export interface MlaDecodeArgs extends MlaAttentionArgs, KvBBuffers {
+  /** qk_nope_head_dim (dn): W_UV[h] starts at row h * (dn + dv) + dn of kv_b_proj. */
+  qkNopeHeadDim: number;
+  /** v_head_dim (dv). */
+  vHeadDim: number;
+  /** [rows, heads * dv] f32, written: o[r, h, v] = sum_c o_lat[r, h, c] * W_UV[h][v, c]. oLat is written only past one split. */
+  o: GPUBuffer;
+}
 
 export interface PreparedMlaDecode extends PreparedCall {
-  /** Rewrites the params for a new step; encode after it (the split count is fixed at encode). */
+  /** Rewrites the params for a new step; encode after it (the split count, and with it the passes that run, is fixed at encode). */
   setStartPos(startPos: number): void;
 }
 
-export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = {}): Kernel<MlaDecodeArgs, PreparedMlaDecode> {
+export interface MlaDecode extends Kernel<MlaDecodeArgs, PreparedMlaDecode> {
+  readonly weights: WeightFormat;
+}
+
+export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = {}): MlaDecode {
   const { device } = ctx.gpu;
+  const weights = options.weights ?? 'fp8';
+  if (!WEIGHT_FORMATS.includes(weights)) throw new ArgumentError(`mla_decode: weights "${weights}" is not one of ${WEIGHT_FORMATS.join(', ')}`);
   const itemPerThread = options.itemPerThread ?? ctx.gpu.adapter.isSoftware;
   const workgroupSize = itemPerThread ? WG_ITEMS : WG_PER_ITEM;
   const partial = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_decode',
     source: partialSource,
+    snippets: KV_B_SNIPPETS,
+    axes: { weights: WEIGHT_FORMATS },
+    variant: { weights },
     entryPoint: 'mla_decode',
     constants: { WG: workgroupSize, ONE_PER_INVOCATION: itemPerThread ? 1 : 0, CHUNK: MLA_DECODE_CHUNK },
-    // params, q_lat, q_pe, cache, part_o, part_ml
-    bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage', 'storage'],
+    // params, q_lat, q_pe, cache, part_o, part_ml, kv_b, o, [scales]
+    bindings: [
+      'uniform', 'read-only-storage', 'read-only-storage', 'read-only-storage', 'storage', 'storage', 'read-only-storage', 'storage',
+      weights === 'fp8' ? 'read-only-storage' : undefined,
+    ],
   });
   const reduce = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_decode_reduce',
@@ -76,35 +104,57 @@ export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = 
     // params, part_o, part_ml, o_lat
     bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'storage'],
   });
+  const expandO = createMlaExpandO(ctx, { weights });
 
   return {
     name: 'mla_decode',
+    weights,
     prepare(args) {
-      const { rows, heads, kvLoraRank: rkv, ropeDim: dr, maxT } = args;
+      const { rows, heads, kvLoraRank: rkv, ropeDim: dr, maxT, qkNopeHeadDim: dn, vHeadDim: dv } = args;
       const label = args.label ?? 'mla_decode';
       const shape = { rows, heads, kvLoraRank: rkv, ropeDim: dr };
       checkMlaArgs(device, label, args);
       checkStartPos(label, args.startPos, rows, maxT);
+      checkCounts(label, { qkNopeHeadDim: dn, vHeadDim: dv });
+      if (weights === 'fp8' && !args.kvBScale) throw new ArgumentError(`${label}: kvBScale (kv_b_proj.weight_scale_inv) is required for fp8 weights`);
+      if (weights !== 'fp8' && args.kvBScale) throw new ArgumentError(`${label}: kvBScale is not used by ${weights} weights`);
+      const kv = kvBBytes({ heads, qkNopeHeadDim: dn, vHeadDim: dv, kvLoraRank: rkv }, weights);
+      checkBindings(device, label, {
+        kvB: [args.kvB, kv.weight],
+        ...(args.kvBScale ? { kvBScale: [args.kvBScale, kv.scale] as const } : {}),
+        o: [args.o, 4 * rows * heads * dv],
+      });
+      const io = mlaCacheBindings(args);
+      for (const [name, buffer] of [['qLat', args.qLat], ['qPe', args.qPe], ['cache', args.cache], ['oLat', args.oLat], ['kvB', args.kvB]] as const) {
+        if (buffer === args.o) throw new ArgumentError(`${label}: o must not share a buffer with ${name}`);
+      }
 
-      // The partials of every split a step of maxT positions can have, allocated once.
+      // The partials of every split a step of maxT positions can have, allocated once; with one split
+      // part_o holds o_lat.
       const maxSplits = Math.ceil(maxT / MLA_DECODE_CHUNK);
       const partO = device.createBuffer({ label: `${label}.part_o`, size: 4 * rows * heads * maxSplits * rkv, usage: GPUBufferUsage.STORAGE });
       const partMl = device.createBuffer({ label: `${label}.part_ml`, size: 8 * rows * heads * maxSplits, usage: GPUBufferUsage.STORAGE });
-      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32']);
-      const io = mlaCacheBindings(args);
-      const partialGroup = createBindGroup(device, label, partial, [uniforms.buffer, io.qLat, io.qPe, io.cache, partO, partMl]);
+      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32', 'u32', 'u32', 'u32']);
+      const partialGroup = createBindGroup(device, label, partial, [uniforms.buffer, io.qLat, io.qPe, io.cache, partO, partMl, args.kvB, args.o, args.kvBScale]);
       const reduceGroup = createBindGroup(device, `${label}.reduce`, reduce, [uniforms.buffer, partO, partMl, io.oLat]);
       const reduceStep = dispatch(device, reduce, reduceGroup, Math.ceil((rows * heads * rkv) / WG_REDUCE));
+      // Past one split: o = W_UV o_lat by the kernel the prefill plans use.
+      const expandStep = expandO.prepare({
+        rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv, kvB: args.kvB, kvBScale: args.kvBScale, oLat: args.oLat, o: args.o, label: `${label}.expand_o`,
+      });
+      const expandCost = mlaAbsorbCost({ rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv, step: 'expand_o', weights });
       let partialStep: Encodable;
+      let splits = 1;
       let cost: Cost = { bytes: 0, flops: 0 };
 
       function setStartPos(startPos: number): void {
         checkStartPos(label, startPos, rows, maxT);
-        const splits = Math.ceil((startPos + rows) / MLA_DECODE_CHUNK);
+        splits = Math.ceil((startPos + rows) / MLA_DECODE_CHUNK);
         const items = splits * rows * heads;
         partialStep = dispatch(device, partial, partialGroup, itemPerThread ? Math.ceil(items / workgroupSize) : items);
-        cost = mlaDecodeCost({ ...shape, startPos });
-        uniforms.write([rows, heads, rkv, dr, startPos, splits, args.softmaxScale]);
+        const attention = mlaDecodeCost({ ...shape, startPos });
+        cost = { bytes: attention.bytes + expandCost.bytes, flops: attention.flops + expandCost.flops };
+        uniforms.write([rows, heads, rkv, dr, startPos, splits, args.softmaxScale, Math.ceil(rkv / BLOCK), dn, dv]);
       }
       setStartPos(args.startPos);
 
@@ -118,10 +168,14 @@ export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = 
         setStartPos,
         encode(pass) {
           partialStep.encode(pass);
-          reduceStep.encode(pass);
+          if (splits > 1) {
+            // one split: pass 1 wrote o itself
+            reduceStep.encode(pass);
+            expandStep.encode(pass);
+          }
         },
         destroy() {
-          for (const b of [uniforms, partO, partMl]) b.destroy();
+          for (const b of [uniforms, partO, partMl, expandStep]) b.destroy();
         },
       };
     },

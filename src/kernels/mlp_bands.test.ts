@@ -3,7 +3,9 @@
 // whole projections, bit for bit, in both weight formats, on both paths (decode T <= 4, grouped
 // T > 4), W8A8 included, at odd shapes (the last band short, rows not a multiple of 4), and bands
 // whose outputs leave the rest of h and out as they were (poisoned with NaN: a band that writes
-// outside its columns, or one that is skipped, shows). Bad bands are ArgumentErrors.
+// outside its columns, or one that is skipped, shows). Bad bands are ArgumentErrors. As a MoE
+// layer's shared experts (moe_experts with its router): banded, they run as an MLP adding into
+// the routed sum; the out equals the whole weights' (2 fused passes) bit for bit.
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ArgumentError } from '../errors.ts';
@@ -13,8 +15,10 @@ import { BLOCK, type KernelContext } from '../gpu/kernel.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { randn, relError, rng, testGpu, testSeed } from '../gpu/testing.ts';
 import { randomExperts, runChecked, uploadExperts } from '../testing/moe_experts_testing.ts';
+import { submitPass } from '../gpu/kernel.ts';
+import { readF32 } from '../gpu/buffers.ts';
 import { mlpRef, type StackedExpertWeight } from './moe_experts.ref.ts';
-import { createMlp, type ExpertWeightFormat, type MlpBands, type ProjectionBand } from './moe_experts.ts';
+import { createMlp, createMoeExperts, createMoeExpertsScratch, type ExpertWeightFormat, type MlpBands, type ProjectionBand } from './moe_experts.ts';
 
 let gpu: Gpu;
 let ctx: KernelContext;
@@ -119,5 +123,50 @@ describe('the MLP over row bands', () => {
     expect(prepare({ gate_proj: gate, up_proj: [up[0], { ...up[1], weight_scale_inv: undefined }], down_proj: down })).toThrow(/up_proj\[128:256\]\.weight_scale_inv is required for fp8 weights/);
     expect(prepare({ gate_proj: gate, up_proj: [up[0], { ...up[1], weight: b(4) }], down_proj: down })).toThrow(/up_proj\[128:256\]\.weight holds 16 bytes, needs 8192/);
     for (const buffer of owned) buffer.destroy();
+  });
+
+  it('as the shared experts of a MoE layer: banded, added into the routed sum as the whole weights are', async () => {
+    const { device } = gpu;
+    const next = rng(testSeed('mlp bands shared experts'));
+    const [T, d, I, E, K] = [2, 203, 136, 6, 2];
+    const router = { n_routed_experts: E, n_group: 2, topk_group: 1, num_experts_per_tok: K, norm_topk_prob: true, routed_scaling_factor: 2.5 };
+    const routed = uploadExperts(device, randomExperts(next, E, d, I));
+    const weights = randomExperts(next, 1, d, I);
+    const whole = uploadExperts(device, weights);
+    const owned: GPUBuffer[] = [];
+    const bands: MlpBands = {
+      gate_proj: uploadBands(device, weights.gate_proj, I, d, [128], owned),
+      up_proj: uploadBands(device, weights.up_proj, I, d, [128], owned),
+      down_proj: uploadBands(device, weights.down_proj, d, I, [128], owned),
+    };
+    const shape = { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K };
+    const scratch = createMoeExpertsScratch(device, shape, 'decode');
+    const buf = (data: Float32Array | Uint32Array, name: string) => {
+      const b = uploadBuffer(device, data, name);
+      owned.push(b);
+      return b;
+    };
+    const [x, logits, bias] = [buf(randn(next, T * d), 'x'), buf(randn(next, T * E), 'logits'), buf(randn(next, E), 'bias')];
+    const kernel = createMoeExperts(ctx);
+    const run = async (w: typeof whole | MlpBands) => {
+      const out = buf(new Float32Array(T * d).fill(Number.NaN), 'out');
+      const call = kernel.prepare({
+        ...shape, x, weights: routed, scratch, out, topkIds: buf(new Uint32Array(T * K), 'ids'), topkWeights: buf(new Float32Array(T * K), 'w'),
+        router: { config: router, logits, bias }, shared: { intermediate_size: I, weights: w, h: buf(new Float32Array(T * I), 'h') },
+      });
+      device.pushErrorScope('validation');
+      submitPass(device, call);
+      expect((await device.popErrorScope())?.message).toBeUndefined();
+      call.destroy();
+      return readF32(device, out, T * d);
+    };
+    try {
+      const want = await run(whole);
+      const got = await run(bands);
+      expect(got.findIndex((v) => !Number.isFinite(v))).toBe(-1);
+      expect(new Uint32Array(got.buffer)).toEqual(new Uint32Array(want.buffer));
+    } finally {
+      for (const b of [routed, whole, scratch, ...owned]) b.destroy();
+    }
   });
 });

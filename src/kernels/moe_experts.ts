@@ -1,11 +1,22 @@
 // The routed experts of a MoE layer, and the plain SwiGLU MLP (dense layers, shared experts), on
 // block-scaled FP8 or bf16 weights: pipelines, params, bind groups, dispatches, bytes/FLOPs.
 // Shaders: moe_experts_gate_up.wgsl, moe_experts_down.wgsl, moe_combine.wgsl (+ moe_group.wgsl via
-// moe_group.ts); reference: moe_experts.ref.ts. Expert ids and weights come from moe_route's GPU
-// buffers: nothing is read back.
+// moe_group.ts, moe_route via moe_route.ts); reference: moe_experts.ref.ts. Expert ids and weights
+// stay in GPU buffers: nothing is read back.
 //
 //   decode  (T <= 4)  gate_up over the T * topk (token, expert) pairs -> h; down sums the pairs of
 //                     each token, weighted, into out. Two dispatches.
+//   + router          (args.router) decode over one set of buffers: both passes run the router's
+//                     selection for their token (decode_route; moe_route_common.wgsl, moe_route's
+//                     code), and the down writes topk_ids / topk_weights: no moe_route dispatch.
+//                     Grouped (moe_group needs the ids first) and expert ranges: moe_route first.
+//   + shared experts  (args.shared) with the router in the passes, the shared experts' inter width
+//                     the routed ones', whole weights, no W8A8 rounding of h, and an adapter that
+//                     binds the gate_up's 12 storage buffers (fp8 with a bias; 8 for bf16): T more
+//                     rows of the gate_up (h rows T * topk + t), whose down the down pass adds
+//                     after the routed sum (the official y + z). A whole MoE layer after the
+//                     router gate is then 2 dispatches. Otherwise they run as the MLP below with
+//                     its down adding into out (ACCUMULATE), after the routed passes.
 //   grouped (prefill) moe_group sorts the pairs by expert; gate_up and down run over each expert's
 //                     rows so its weights are read once per 4 rows -> y per pair; moe_combine
 //                     weighs and adds each token's pairs. Four dispatches.
@@ -34,6 +45,7 @@ import type { WgslSource } from '../gpu/shader_compose.ts';
 import { createActRound, type ActScaleFormat } from './act_quant.ts';
 import type { WeightFormat } from './matmul_operands.ts';
 import { createMoeGroup } from './moe_group.ts';
+import { createMoeRoute, moeRouteCost, prepareRouteParams, ROUTE_SNIPPET, ROUTINGS, type RouterInputs, type Routing } from './moe_route.ts';
 
 export const MOE_PATHS = ['decode', 'grouped'] as const;
 export type MoePath = (typeof MOE_PATHS)[number];
@@ -128,16 +140,47 @@ export type MoeExpertsWeights = { weights: MlpWeights; ranges?: undefined } | { 
 
 export type MoeExpertsArgs = MoeExpertsCallArgs & MoeExpertsWeights;
 
+/** The shared experts of a MoE layer, added after the routed sum (out = routed + shared: the official y + z). */
+export interface SharedExperts {
+  /** Their input; default the call's x (W8A8 rounds the routed and the shared input apart: src/model/ffn.ts). */
+  x?: GPUBuffer;
+  /** n_shared_experts * moe_intermediate_size. */
+  intermediate_size: number;
+  /** Each projection in one buffer, or split in row bands. */
+  weights: MlpWeights | MlpBands;
+  /** [tokens, intermediate_size] f32 work buffer, for when they run as an MLP that adds into out. */
+  h: GPUBuffer;
+}
+
+/** A router selection that runs inside the decode passes: its variant, its RouteParams uniform, its inputs. */
+interface PreparedRoute {
+  routing: Routing;
+  uniforms: Uniforms;
+  logits: GPUBuffer;
+  bias?: GPUBuffer;
+}
+
 /** The arguments of a call but its weights. */
 export interface MoeExpertsCallArgs extends MoeExpertsShape {
   /** Default: decode for tokens <= MOE_DECODE_MAX_TOKENS, else grouped. */
   path?: MoePath;
   /** [tokens, hidden_size] f32 (after post_attention_layernorm). */
   x: GPUBuffer;
-  /** [tokens, num_experts_per_tok] u32 from moe_route. */
+  /** [tokens, num_experts_per_tok] u32 from moe_route, or written by the call when it has `router`. */
   topkIds: GPUBuffer;
-  /** [tokens, num_experts_per_tok] f32 from moe_route. */
+  /** [tokens, num_experts_per_tok] f32 from moe_route, or written by the call when it has `router`. */
   topkWeights: GPUBuffer;
+  /**
+   * The router's selection (sigmoid + bias, group limit, top-k) from the gate's logits, run by the
+   * call: inside the decode passes over one set of buffers (no moe_route dispatch), else as
+   * moe_route before the experts. Its config's n_routed_experts and num_experts_per_tok are the call's.
+   */
+  router?: RouterInputs;
+  /**
+   * The shared experts, added after the routed sum: as more rows of the decode passes that route
+   * (see the file's comment for when), else as an MLP whose down adds into out.
+   */
+  shared?: SharedExperts;
   /** Work buffers, sized by moeExpertsScratchBytes (shared by the layers of a plan). */
   scratch: MoeExpertsScratch;
   /** [tokens, hidden_size] f32, written: sum over k of topk_weights * Expert(x). */
@@ -146,7 +189,7 @@ export interface MoeExpertsCallArgs extends MoeExpertsShape {
 }
 
 export interface MoeExpertsScratch {
-  /** [tokens * topk, moe_intermediate_size] f32. */
+  /** [tokens * topk, moe_intermediate_size] f32; decode: [tokens * (topk + 1), ...], the shared experts' rows after the pairs'. */
   h: GPUBuffer;
   /** grouped, and decode over several expert ranges: [tokens * topk, hidden_size] f32, each pair's expert output. */
   y?: GPUBuffer;
@@ -179,7 +222,7 @@ export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath, ra
   const pairs = shape.tokens * shape.num_experts_per_tok;
   const grouped = path === 'grouped';
   return {
-    h: 4 * pairs * shape.moe_intermediate_size,
+    h: 4 * (grouped ? pairs : pairs + shape.tokens) * shape.moe_intermediate_size,
     y: grouped || ranges > 1 ? 4 * pairs * shape.hidden_size : 0,
     expertOffsets: grouped ? 4 * (shape.n_routed_experts + 1) : 0,
     sortedPairs: grouped ? 4 * pairs : 0,
@@ -211,7 +254,10 @@ export interface MoeExpertsOptions {
    * one runs F.linear), so with bf16 weights this is an ArgumentError.
    */
   roundHidden?: boolean;
-  /** With roundHidden: how act_quant stores its scales ('ue8m0' for a scale_fmt "ue8m0" checkpoint). Default 'f32'. */
+  /**
+   * With roundHidden: how act_quant stores its scales ('ue8m0' for a scale_fmt "ue8m0" checkpoint).
+   * Default 'f32'. The routed experts' only: a call's shared experts always take 'f32' (amax / 448).
+   */
   actScaleFormat?: ActScaleFormat;
   /** Invocations per workgroup (each 4 output columns); default 64. */
   workgroupSize?: number;
@@ -243,12 +289,27 @@ interface PassShape {
   I: number;
 }
 
+/** The gate_up kernel's paths: MoePath's, and decode_route, decode that runs the router's selection first. */
+const GATE_UP_PATHS = ['decode', 'decode_route', 'grouped'] as const;
+type GateUpPath = (typeof GATE_UP_PATHS)[number];
+
 /**
- * The down kernel's paths: MoePath's, and decode_pairs, decode over several expert ranges (y per
- * pair, summed by moe_combine).
+ * The down kernel's paths: MoePath's, decode_route (decode that runs the router's selection and
+ * writes its ids and weights), and decode_pairs, decode over several expert ranges (y per pair,
+ * summed by moe_combine).
  */
-const DOWN_PATHS = ['decode', 'decode_pairs', 'grouped'] as const;
+const DOWN_PATHS = ['decode', 'decode_route', 'decode_pairs', 'grouped'] as const;
 type DownPath = (typeof DOWN_PATHS)[number];
+
+/** decode_route's axis `shared`: the shared experts as T more rows of gate_up, added by the down (fused), or not there (none). */
+const SHARED = ['none', 'fused'] as const;
+
+/** What a decode_route pass binds beyond the plain decode one. */
+interface RouteBindings {
+  route: PreparedRoute;
+  /** The shared experts' weights, fused into the pass. */
+  shared?: MlpWeights;
+}
 
 /** The pipelines and the dispatch builders the routed experts and the MLP share. */
 function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64, roundHidden = false, actScaleFormat = 'f32' }: MoeExpertsOptions) {
@@ -264,28 +325,46 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   const scale = weights === 'fp8' ? ro : undefined; // the weight_scale_inv bindings: fp8 only
   // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
   // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
-  const gateUpPipeline = (path: MoePath, k: number): CachedPipeline =>
+  // decode_route runs moe_route_common.wgsl (its `routing` axis; `shared` its shared-experts axis);
+  // the other paths leave both out.
+  const routeAxes = { routing: ROUTINGS, shared: SHARED };
+  const routeVariant = (r?: RouteBindings) => ({ routing: r?.route.routing ?? 'noaux_tc', shared: r?.shared ? 'fused' : 'none' });
+  const gateUpPipeline = (path: GateUpPath, k: number, r?: RouteBindings): CachedPipeline =>
     kernelPipeline(ctx.pipelines, {
       kernel: 'moe_experts_gate_up',
       source: gateUpSource,
-      snippets: SNIPPETS,
-      axes: { weights: EXPERT_WEIGHT_FORMATS, path: MOE_PATHS },
-      variant: { weights, path },
+      snippets: path === 'decode_route' ? [...SNIPPETS, ROUTE_SNIPPET] : SNIPPETS,
+      axes: { weights: EXPERT_WEIGHT_FORMATS, path: GATE_UP_PATHS, ...routeAxes },
+      variant: { weights, path, ...routeVariant(r) },
       constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
-      // params, x, gate w/[s], up w/[s], h, ids or offsets, [sorted]
-      bindings: ['uniform', ro, ro, scale, ro, scale, 'storage', ro, path === 'grouped' ? ro : undefined],
+      // params, x, gate w/[s], up w/[s], h, then: ids (decode); offsets, sorted (grouped);
+      // logits, [bias], route params, [shared gate w/[s], shared up w/[s]] (decode_route)
+      bindings: path === 'decode_route'
+        ? ['uniform', ro, ro, scale, ro, scale, 'storage', ro, r!.route.bias ? ro : undefined, 'uniform', ...(r!.shared ? [ro, scale, ro, scale] : [])]
+        : ['uniform', ro, ro, scale, ro, scale, 'storage', ro, path === 'grouped' ? ro : undefined],
     });
-  const downPipeline = (path: DownPath, k: number): CachedPipeline =>
+  // accumulate: out = out + v (ACCUMULATE of moe_experts_down.wgsl), for the shared experts after the routed sum.
+  const downPipeline = (path: DownPath, k: number, accumulate = false, r?: RouteBindings): CachedPipeline =>
     kernelPipeline(ctx.pipelines, {
       kernel: 'moe_experts_down',
       source: downSource,
-      snippets: SNIPPETS,
-      axes: { weights: EXPERT_WEIGHT_FORMATS, path: DOWN_PATHS },
-      variant: { weights, path },
-      constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
-      // params, h, w, [s], out or y, ids or offsets, [weights or sorted]
-      bindings: ['uniform', ro, ro, scale, 'storage', ro, path === 'decode_pairs' ? undefined : ro],
+      snippets: path === 'decode_route' ? [...SNIPPETS, ROUTE_SNIPPET] : SNIPPETS,
+      axes: { weights: EXPERT_WEIGHT_FORMATS, path: DOWN_PATHS, ...routeAxes },
+      variant: { weights, path, ...routeVariant(r) },
+      constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0, ACCUMULATE: accumulate ? 1 : 0 },
+      // params, h, w, [s], out or y, then: ids or offsets, [weights or sorted];
+      // ids, weights (written), [shared w/[s]], logits, [bias], route params (decode_route)
+      bindings: path === 'decode_route'
+        ? ['uniform', ro, ro, scale, 'storage', 'storage', 'storage', r!.shared ? ro : undefined, r!.shared ? scale : undefined, ro, r!.route.bias ? ro : undefined, 'uniform']
+        : ['uniform', ro, ro, scale, 'storage', ro, path === 'decode_pairs' ? undefined : ro],
     });
+  /**
+   * Whether the decode_route passes with the shared experts fused fit the adapter: the gate_up
+   * binds x, the routed and the shared gate and up weights [and scales], h, logits [, bias]: 12
+   * storage buffers with fp8 weights and a bias, more than the 8 WebGPU guarantees (the down binds
+   * fewer). Without the shared experts both passes bind at most 8.
+   */
+  const sharedFits = (withBias: boolean) => 5 + (weights === 'fp8' ? 2 : 0) + (withBias ? 1 : 0) + (weights === 'fp8' ? 4 : 2) <= device.limits.maxStorageBuffersPerShaderStage;
   const combinePipeline = () =>
     kernelPipeline(ctx.pipelines, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize }, bindings: ['uniform', ro, ro, 'storage'] });
   const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
@@ -319,19 +398,38 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   }
 
   /**
+   * The decode_route pair over all experts in one set of buffers: gate_up for the T * K pairs (and
+   * the T shared rows), then down with the weighted sum (and the shared experts' down), each
+   * running the router's selection; the down writes topk_ids and topk_weights.
+   */
+  function routedDecode(label: string, s: PassShape, w: MlpWeights, b: { x: GPUBuffer; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer }, rb: RouteBindings, owned: { destroy(): void }[]): Encodable[] {
+    const all = { first: 0, count: s.E };
+    const { route, shared } = rb;
+    const routeInputs = [route.logits, route.bias, route.uniforms];
+    const gateUpParams = expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, all, owned);
+    const sharedGateUp = shared ? [shared.gate_proj.weight, shared.gate_proj.weight_scale_inv, shared.up_proj.weight, shared.up_proj.weight_scale_inv] : [];
+    const rows = s.T * s.K + (shared ? s.T : 0);
+    const gateUpCall = bound(`${label}.gate_up`, gateUpPipeline('decode_route', s.d, rb), [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, ...routeInputs, ...sharedGateUp], [tiles(s.I), rows, 1]);
+    const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, all, owned);
+    const sharedDown = shared ? [shared.down_proj.weight, shared.down_proj.weight_scale_inv] : [undefined, undefined];
+    const downCall = bound(`${label}.down`, downPipeline('decode_route', s.I, false, rb), [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights, ...sharedDown, ...routeInputs], [tiles(s.d), s.T, 1]);
+    return [gateUpCall, ...hiddenRound(label, s.T * s.K, s.I, b.h, owned), downCall];
+  }
+
+  /**
    * One down dispatch over the pairs whose expert is in `r`, output columns n (a band's rows at
    * `band.col`, or all of d) of `out`. `routing`: topk_ids, topk_weights (decode), topk_ids
-   * (decode_pairs), or expert_offsets, sorted_pairs (grouped).
+   * (decode_pairs), or expert_offsets, sorted_pairs (grouped). `accumulate`: out = out + the result.
    */
-  function down(name: string, path: DownPath, s: PassShape, r: Slots, w: ExpertProjection, b: { h: GPUBuffer; out: GPUBuffer; routing: GPUBuffer[] }, owned: { destroy(): void }[], band?: { rows: number; col: number }): Encodable {
+  function down(name: string, path: Exclude<DownPath, 'decode_route'>, s: PassShape, r: Slots, w: ExpertProjection, b: { h: GPUBuffer; out: GPUBuffer; routing: GPUBuffer[] }, owned: { destroy(): void }[], band?: { rows: number; col: number }, accumulate = false): Encodable {
     const n = band?.rows ?? s.d;
     const params = expertParams(name, { ...s, n, k: s.I }, r, owned, { col: band?.col ?? 0, stride: s.d });
-    const grid: [number, number, number] = path === 'decode' ? [tiles(n), s.T, 1] : path === 'decode_pairs' ? [tiles(n), s.T * s.K, 1] : [tiles(n), r.count, slices(s)];
-    return bound(name, downPipeline(path, s.I), [params, b.h, w.weight, w.weight_scale_inv, b.out, ...b.routing], grid);
+    const grid: [number, number, number] = path === 'decode_pairs' ? [tiles(n), s.T * s.K, 1] : path === 'grouped' ? [tiles(n), r.count, slices(s)] : [tiles(n), s.T, 1];
+    return bound(name, downPipeline(path, s.I, accumulate), [params, b.h, w.weight, w.weight_scale_inv, b.out, ...b.routing], grid);
   }
 
   /** A dispatch of `pipeline` with `resources` bound to bindings 0, 1, ... in order; undefined ones (bf16 scales) left out. */
-  const bound = (label: string, pipeline: CachedPipeline, resources: (GPUBuffer | Uniforms | undefined)[], grid: number | [number, number, number]): Encodable =>
+  const bound = (label: string, pipeline: CachedPipeline, resources: readonly (GPUBuffer | Uniforms | undefined)[], grid: number | [number, number, number]): Encodable =>
     dispatch(device, pipeline, createBindGroup(device, label, pipeline, resources.map((r) => (r instanceof Uniforms ? r.buffer : r))), grid);
 
   /** moe_combine: out[t] = sum over k in order of topk_weights[t, k] * y[t * topk + k]. */
@@ -362,6 +460,9 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
     gateUp,
     down,
     hiddenRound,
+    roundsHidden: actRound !== undefined,
+    sharedFits,
+    routedDecode,
     /**
      * gate_up over the T * topk pairs, then down with the weighted sum: the decode path. Several
      * ranges: each pass over its pairs, y per pair, then moe_combine.
@@ -444,6 +545,9 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
   const { device } = ctx.gpu;
   const passes = expertPasses(ctx, options);
   const group = createMoeGroup(ctx);
+  const router = createMoeRoute(ctx);
+  // the shared experts are the official parallel modules: W8A8 rounds their h with amax / 448 scales, never scale_fmt's
+  const sharedPasses = options.actScaleFormat && options.actScaleFormat !== 'f32' ? expertPasses(ctx, { ...options, actScaleFormat: 'f32' }) : passes;
   return {
     name: 'moe_experts',
     weights: passes.weights,
@@ -463,7 +567,7 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
         topkIds: [args.topkIds, 4 * T * K],
         topkWeights: [args.topkWeights, 4 * T * K],
         out: [args.out, 4 * T * d],
-        'scratch.h': [scratch.h, scratchBytes.h],
+        'scratch.h': [scratch.h, 4 * T * K * I], // the pairs' rows; the shared experts' below, where they join the down pass
         ...weightBindings,
         ...(scratchBytes.y > 0 ? { 'scratch.y': [scratch.y, scratchBytes.y] } as const : {}),
         ...(path === 'grouped'
@@ -472,25 +576,76 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
       });
       passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'moe_intermediate_size tiles': passes.tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { n_routed_experts: E }) });
       const owned: { destroy(): void }[] = [];
-      const cost = moeExpertsCost(args, path, passes.weights);
       const s = { T, K, E, d, I };
-      if (path === 'decode') {
-        const b = { x: args.x, ranges, h: scratch.h, out: args.out, topkIds: args.topkIds, topkWeights: args.topkWeights, y: scratch.y };
-        return preparedCall(cost, passes.decode(label, s, b, owned), owned);
+      try {
+        const { topkIds, topkWeights, shared } = args;
+        const routedWeights = ranges.length === 1 ? ranges[0].weights : undefined;
+        // The router runs inside the decode passes over one set of buffers (decode_route), else as moe_route first.
+        let route: PreparedRoute | undefined;
+        const before: Encodable[] = [];
+        if (args.router) {
+          const { config, logits, bias } = args.router;
+          if (config.n_routed_experts !== E || config.num_experts_per_tok !== K) {
+            throw new ArgumentError(`${label}: the router's config has ${config.n_routed_experts} experts, ${config.num_experts_per_tok} per token; the call has ${E}, ${K}`);
+          }
+          if (path === 'decode' && routedWeights) {
+            const { routing, uniforms } = prepareRouteParams(device, `${label}.route`, T, { ...args.router, topkIds, topkWeights });
+            owned.push(uniforms);
+            route = { routing, uniforms, logits, bias };
+          } else {
+            const call = router.prepare({ tokens: T, ...args.router, topkIds, topkWeights, label: `${label}.route` });
+            owned.push(call);
+            before.push(call);
+          }
+        }
+        // The shared experts join those passes as T more rows where their inter width is the routed
+        // experts', their weights are whole, h is not rounded (W8A8) and the adapter binds them all.
+        const sharedWhole = shared && !Array.isArray(shared.weights.gate_proj) ? (shared.weights as MlpWeights) : undefined;
+        const fuseShared = route !== undefined && sharedWhole !== undefined && shared!.intermediate_size === I && (shared!.x ?? args.x) === args.x && !passes.roundsHidden && passes.sharedFits(route.bias !== undefined);
+        // otherwise: an MLP whose down adds into out (accumulate), after the routed sum
+        const after = shared && !fuseShared ? mlpSteps(device, sharedPasses, { tokens: T, hidden_size: d, ...shared, x: shared.x ?? args.x, out: args.out, label: `${label}.shared_experts` }, owned, true) : [];
+        const routingCost = args.router ? moeRouteCost(T, args.router.config) : { bytes: 0, flops: 0 };
+        const sharedCost = shared ? moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: shared.intermediate_size, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights) : { bytes: 0, flops: 0 };
+        const routed = moeExpertsCost(args, path, passes.weights);
+        const cost = { bytes: routed.bytes + routingCost.bytes + sharedCost.bytes, flops: routed.flops + routingCost.flops + sharedCost.flops };
+        if (route) {
+          if (fuseShared) {
+            checkBindings(device, label, { 'scratch.h': [scratch.h, 4 * (T * K + T) * I], ...weightNeeds(label, passes.weights, sharedWhole, 1, d, I, 'shared.') });
+          }
+          const b = { x: args.x, h: scratch.h, out: args.out, topkIds, topkWeights };
+          return preparedCall(cost, [...passes.routedDecode(label, s, routedWeights!, b, { route, shared: fuseShared ? sharedWhole : undefined }, owned), ...after], owned);
+        }
+        if (path === 'decode') {
+          const b = { x: args.x, ranges, h: scratch.h, out: args.out, topkIds, topkWeights, y: scratch.y };
+          return preparedCall(cost, [...before, ...passes.decode(label, s, b, owned), ...after], owned);
+        }
+        const offsets = scratch.expertOffsets!;
+        const sorted = scratch.sortedPairs!;
+        const y = scratch.y!;
+        const grouping = group.prepare({ pairs: T * K, experts: E, topkIds, expertOffsets: offsets, sortedPairs: sorted, label: `${label}.group` });
+        owned.push(grouping);
+        const steps = [
+          ...before,
+          grouping,
+          ...passes.grouped(label, s, { x: args.x, ranges, h: scratch.h, y, offsets, sorted }, owned),
+          passes.combine(label, s, { y, topkWeights, out: args.out }, owned),
+          ...after,
+        ];
+        return preparedCall(cost, steps, owned);
+      } catch (err) {
+        for (const o of owned) o.destroy();
+        throw err;
       }
-      const offsets = scratch.expertOffsets!;
-      const sorted = scratch.sortedPairs!;
-      const y = scratch.y!;
-      const grouping = group.prepare({ pairs: T * K, experts: E, topkIds: args.topkIds, expertOffsets: offsets, sortedPairs: sorted, label: `${label}.group` });
-      owned.push(grouping);
-      const steps = [
-        grouping,
-        ...passes.grouped(label, s, { x: args.x, ranges, h: scratch.h, y, offsets, sorted }, owned),
-        passes.combine(label, s, { y, topkWeights: args.topkWeights, out: args.out }, owned),
-      ];
-      return preparedCall(cost, steps, owned);
     },
   };
+}
+
+/** A storage buffer holding `data`, written once (the MLP's constant routing). */
+function constantBuffer(device: GPUDevice, label: string, data: Uint32Array<ArrayBuffer> | Float32Array<ArrayBuffer>, owned: { destroy(): void }[]): GPUBuffer {
+  const buffer = device.createBuffer({ label, size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(buffer, 0, data);
+  owned.push(buffer);
+  return buffer;
 }
 
 /**
@@ -555,46 +710,49 @@ export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): 
   return {
     name: 'moe_experts',
     prepare(args) {
-      const label = args.label ?? 'mlp';
-      const { tokens: T, hidden_size: d, intermediate_size: I } = args;
-      checkCounts(label, { tokens: T, hidden_size: d, intermediate_size: I });
-      const bands = mlpBands(label, passes.weights, args.weights, d, I);
-      checkBindings(device, label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...bandNeeds(label, passes.weights, bands, d, I) });
-      passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'intermediate_size tiles': passes.tiles(I) });
-      // Constant routing, written once here: few tokens take the decode kernels (each token
-      // chooses expert 0 at weight 1), more the grouped ones (one expert whose rows are all
-      // tokens in order; down writes out as the y of its only pair, no combine).
       const owned: { destroy(): void }[] = [];
-      const constant = (data: Uint32Array<ArrayBuffer> | Float32Array<ArrayBuffer>, name: string) => {
-        const buffer = device.createBuffer({ label: `${label}.${name}`, size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-        device.queue.writeBuffer(buffer, 0, data);
-        owned.push(buffer);
-        return buffer;
-      };
-      const s = { T, K: 1, E: 1, d, I };
-      const one = { first: 0, count: 1 };
-      const decode = T <= MOE_DECODE_MAX_TOKENS;
-      let gateUpRouting: GPUBuffer[];
-      let downRouting: GPUBuffer[];
-      if (decode) {
-        const ids = constant(new Uint32Array(T), 'topk_ids');
-        gateUpRouting = [ids];
-        downRouting = [ids, constant(new Float32Array(T).fill(1), 'topk_weights')];
-      } else {
-        gateUpRouting = downRouting = [constant(new Uint32Array([0, T]), 'expert_offsets'), constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs')];
-      }
-      const path = decode ? 'decode' : 'grouped';
-      const name = (step: string, list: readonly ProjectionBand[], b: ProjectionBand) => (list.length === 1 ? `${label}.${step}` : `${label}.${step}[${b.first}:${b.first + b.rows}]`);
-      const steps = [
-        ...bands.gate_proj.map((g, i) =>
-          passes.gateUp(name('gate_up', bands.gate_proj, g), path, s, one, { gate: g, up: bands.up_proj[i] }, { x: args.x, h: args.h, routing: gateUpRouting }, owned, { rows: g.rows, col: g.first })),
-        ...passes.hiddenRound(label, T, I, args.h, owned),
-        ...bands.down_proj.map((b) => passes.down(name('down', bands.down_proj, b), path, s, one, b, { h: args.h, out: args.out, routing: downRouting }, owned, { rows: b.rows, col: b.first })),
-      ];
-      const cost = moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights);
+      const steps = mlpSteps(device, passes, args, owned);
+      const cost = moeExpertsCost({ tokens: args.tokens, hidden_size: args.hidden_size, moe_intermediate_size: args.intermediate_size, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights);
       return preparedCall(cost, steps, owned);
     },
   };
+}
+
+/**
+ * The dispatches of an MLP call (checked), their buffers in `owned`. `accumulate`: the down
+ * passes add into out (out = out + mlp(x)): the shared experts after the routed sum.
+ */
+function mlpSteps(device: GPUDevice, passes: ReturnType<typeof expertPasses>, args: MlpArgs, owned: { destroy(): void }[], accumulate = false): Encodable[] {
+  const label = args.label ?? 'mlp';
+  const { tokens: T, hidden_size: d, intermediate_size: I } = args;
+  checkCounts(label, { tokens: T, hidden_size: d, intermediate_size: I });
+  const bands = mlpBands(label, passes.weights, args.weights, d, I);
+  checkBindings(device, label, { x: [args.x, 4 * T * d], h: [args.h, 4 * T * I], out: [args.out, 4 * T * d], ...bandNeeds(label, passes.weights, bands, d, I) });
+  passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'intermediate_size tiles': passes.tiles(I) });
+  // Constant routing, written once here: few tokens take the decode kernels (each token
+  // chooses expert 0 at weight 1), more the grouped ones (one expert whose rows are all
+  // tokens in order; down writes out as the y of its only pair, no combine).
+  const constant = (data: Uint32Array<ArrayBuffer> | Float32Array<ArrayBuffer>, name: string) => constantBuffer(device, `${label}.${name}`, data, owned);
+  const s = { T, K: 1, E: 1, d, I };
+  const one = { first: 0, count: 1 };
+  const decode = T <= MOE_DECODE_MAX_TOKENS;
+  let gateUpRouting: GPUBuffer[];
+  let downRouting: GPUBuffer[];
+  if (decode) {
+    const ids = constant(new Uint32Array(T), 'topk_ids');
+    gateUpRouting = [ids];
+    downRouting = [ids, constant(new Float32Array(T).fill(1), 'topk_weights')];
+  } else {
+    gateUpRouting = downRouting = [constant(new Uint32Array([0, T]), 'expert_offsets'), constant(Uint32Array.from({ length: T }, (_, t) => t), 'sorted_pairs')];
+  }
+  const path = decode ? 'decode' : 'grouped';
+  const name = (step: string, list: readonly ProjectionBand[], b: ProjectionBand) => (list.length === 1 ? `${label}.${step}` : `${label}.${step}[${b.first}:${b.first + b.rows}]`);
+  return [
+    ...bands.gate_proj.map((g, i) =>
+      passes.gateUp(name('gate_up', bands.gate_proj, g), path, s, one, { gate: g, up: bands.up_proj[i] }, { x: args.x, h: args.h, routing: gateUpRouting }, owned, { rows: g.rows, col: g.first })),
+    ...passes.hiddenRound(label, T, I, args.h, owned),
+    ...bands.down_proj.map((b) => passes.down(name('down', bands.down_proj, b), path, s, one, b, { h: args.h, out: args.out, routing: downRouting }, owned, { rows: b.rows, col: b.first }, accumulate)),
+  ];
 }
 
 /**

@@ -1,8 +1,10 @@
 // MoE router kernel wrapper (sigmoid scores, bias for choosing, group limit, top-k, weights):
-// pipeline, bind group, params, dispatch, bytes/FLOPs. Shader: shaders/moe_route.wgsl;
+// pipeline, bind group, params, dispatch, bytes/FLOPs. Shader: shaders/moe_route.wgsl (the
+// selection in moe_route_common.wgsl, which the decode experts' gate_up and down also run: moe_experts.ts);
 // reference: moe_route.ref.ts. The gate matmul (logits = x @ Wg^T) runs before it as a plain
 // matmul; expert ids and weights stay on the GPU for the expert kernels.
 
+import commonSource from '../../shaders/moe_route_common.wgsl?raw';
 import shaderSource from '../../shaders/moe_route.wgsl?raw';
 import { ArgumentError, ConfigError, UnsupportedConfigError } from '../errors.ts';
 import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext } from '../gpu/kernel.ts';
@@ -52,13 +54,8 @@ export function moeRouteCost(tokens: number, config: RouterConfig): Cost {
   return { bytes: 4 * (tokens * E + E + 2 * tokens * K), flops: tokens * (K + 1) * E * 5 };
 }
 
-export interface MoeRouteArgs {
+export interface MoeRouteArgs extends RouterInputs {
   tokens: number;
-  config: RouterConfig;
-  /** [tokens, n_routed_experts] f32 router logits. */
-  logits: GPUBuffer;
-  /** [n_routed_experts] f32 e_score_correction_bias (noaux_tc only; absent for DeepSeek-V2's softmax routing). */
-  bias?: GPUBuffer;
   /** [tokens, num_experts_per_tok] u32 out. */
   topkIds: GPUBuffer;
   /** [tokens, num_experts_per_tok] f32 out. */
@@ -66,7 +63,50 @@ export interface MoeRouteArgs {
   label?: string;
 }
 
-const ROUTINGS = ['noaux_tc', 'softmax'] as const;
+export const ROUTINGS = ['noaux_tc', 'softmax'] as const;
+export type Routing = (typeof ROUTINGS)[number];
+
+/** moe_route_common.wgsl, for the kernels that run the selection (its `routing` axis). */
+export const ROUTE_SNIPPET = { name: 'moe_route_common.wgsl', code: commonSource } as const;
+
+/** The router's inputs: the config's keys, the gate's logits and (noaux_tc) the bias. */
+export interface RouterInputs {
+  config: RouterConfig;
+  /** [tokens, n_routed_experts] f32 router logits. */
+  logits: GPUBuffer;
+  /** [n_routed_experts] f32 e_score_correction_bias (noaux_tc only; absent for DeepSeek-V2's softmax routing). */
+  bias?: GPUBuffer;
+}
+
+/**
+ * Checks a router call (typed errors for the config, ArgumentError for the buffers) and writes its
+ * RouteParams uniform (moe_route_common.wgsl): the routing variant and the uniform.
+ */
+export function prepareRouteParams(device: GPUDevice, label: string, tokens: number, args: RouterInputs & { topkIds: GPUBuffer; topkWeights: GPUBuffer }): { routing: Routing; uniforms: Uniforms } {
+  const { config } = args;
+  checkRouterConfig(config);
+  checkCounts(label, { tokens }, 0);
+  const method = config.topk_method ?? 'noaux_tc';
+  const scoring = config.scoring_func ?? 'sigmoid';
+  if ((method === 'noaux_tc') !== (scoring === 'sigmoid')) {
+    throw new ArgumentError(`${label}: ${scoring} scores with topk_method ${method}: noaux_tc goes with sigmoid, greedy and group_limited_greedy with softmax`);
+  }
+  const routing = method === 'noaux_tc' ? 'noaux_tc' : 'softmax';
+  if (routing === 'noaux_tc' && !args.bias) throw new ArgumentError(`${label}: noaux_tc routing needs e_score_correction_bias`);
+  if (routing === 'softmax' && args.bias) throw new ArgumentError(`${label}: ${method} routing has no bias`);
+  const E = config.n_routed_experts;
+  const K = config.num_experts_per_tok;
+  checkBindings(device, label, {
+    logits: [args.logits, 4 * tokens * E],
+    ...(args.bias ? { bias: [args.bias, 4 * E] as const } : {}),
+    topkIds: [args.topkIds, 4 * tokens * K],
+    topkWeights: [args.topkWeights, 4 * tokens * K],
+  });
+  const groups = method === 'greedy' ? 1 : config.n_group;
+  const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32']);
+  uniforms.write([tokens, E, groups, method === 'greedy' ? 1 : config.topk_group, K, config.norm_topk_prob ? 1 : 0, config.routed_scaling_factor]);
+  return { routing, uniforms };
+}
 
 export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
   const { device } = ctx.gpu;
@@ -76,6 +116,7 @@ export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
       kernelPipeline(ctx.pipelines, {
         kernel: 'moe_route',
         source: shaderSource,
+        snippets: [ROUTE_SNIPPET],
         axes: { routing: ROUTINGS },
         variant: { routing },
         constants: { WG },
@@ -87,29 +128,9 @@ export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
   return {
     name: 'moe_route',
     prepare(args) {
-      const { tokens, config } = args;
       const label = args.label ?? 'moe_route';
-      checkRouterConfig(config);
-      checkCounts(label, { tokens }, 0);
-      const method = config.topk_method ?? 'noaux_tc';
-      const scoring = config.scoring_func ?? 'sigmoid';
-      if ((method === 'noaux_tc') !== (scoring === 'sigmoid')) {
-        throw new ArgumentError(`${label}: ${scoring} scores with topk_method ${method}: noaux_tc goes with sigmoid, greedy and group_limited_greedy with softmax`);
-      }
-      const routing = method === 'noaux_tc' ? 'noaux_tc' : 'softmax';
-      if (routing === 'noaux_tc' && !args.bias) throw new ArgumentError(`${label}: noaux_tc routing needs e_score_correction_bias`);
-      if (routing === 'softmax' && args.bias) throw new ArgumentError(`${label}: ${method} routing has no bias`);
-      const E = config.n_routed_experts;
-      const K = config.num_experts_per_tok;
-      checkBindings(device, label, {
-        logits: [args.logits, 4 * tokens * E],
-        ...(args.bias ? { bias: [args.bias, 4 * E] as const } : {}),
-        topkIds: [args.topkIds, 4 * tokens * K],
-        topkWeights: [args.topkWeights, 4 * tokens * K],
-      });
-      const groups = method === 'greedy' ? 1 : config.n_group;
-      const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32']);
-      uniforms.write([tokens, E, groups, method === 'greedy' ? 1 : config.topk_group, K, config.norm_topk_prob ? 1 : 0, config.routed_scaling_factor]);
+      const { routing, uniforms } = prepareRouteParams(device, label, args.tokens, args);
+      const { tokens, config } = args;
       return singleDispatch({
         device,
         label,

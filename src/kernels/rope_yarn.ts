@@ -1,13 +1,15 @@
 // RoPE (YaRN frequencies) kernel wrapper: pipeline, bind group, params, dispatch, bytes/FLOPs.
-// Shader: shaders/rope_yarn.wgsl; reference: rope_yarn.ref.ts; the frequency table comes from
-// src/kernels/rope_tables.ts (ropeInvFreq). Applied in place to q's rope parts ([T, H, dq], the last dr of
-// each head) and to k_pe (the last dr of each kv_a_proj_with_mqa row [T, rkv + dr]).
+// Shader: shaders/rope_yarn.wgsl, with the rotation of shaders/rope_rotate.wgsl (which absorb_q of
+// mla_absorb shares for q_pe); reference: rope_yarn.ref.ts; the frequency table comes from
+// src/kernels/rope_tables.ts (ropeInvFreq). Applied in place to rope slices such as k_pe (the last dr
+// of each kv_a_proj_with_mqa row [T, rkv + dr]) or q's rope parts ([T, H, dq], the last dr of each head).
 //
 // Positions come from a GPU buffer, one u32 per row: a prefill chunk writes start_pos .. start_pos+T-1
 // (writeConsecutivePositions), a decode step its position, and a batch of sessions any mix,
 // without changing the kernel or reading anything back.
 
 import shaderSource from '../../shaders/rope_yarn.wgsl?raw';
+import rotateSource from '../../shaders/rope_rotate.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
 import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext } from '../gpu/kernel.ts';
 import type { RopeSlices } from './rope_yarn.ref.ts';
@@ -15,6 +17,9 @@ import type { RopeSlices } from './rope_yarn.ref.ts';
 export type { RopeSlices } from './rope_yarn.ref.ts';
 
 const WG = 64;
+
+/** shaders/rope_rotate.wgsl: `rope_rotate` and its sin/cos, for every kernel that applies RoPE. */
+export const ROPE_ROTATE_SNIPPET = { name: 'rope_rotate.wgsl', code: rotateSource } as const;
 
 /**
  * Bytes and FLOPs for the benchmark: each pair is read and written (16 bytes), plus the
@@ -41,6 +46,7 @@ export function createRopeYarn(ctx: KernelContext): Kernel<RopeYarnArgs> {
   const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'rope_yarn',
     source: shaderSource,
+    snippets: [ROPE_ROTATE_SNIPPET],
     constants: { WG },
     bindings: ['uniform', 'storage', 'read-only-storage', 'read-only-storage'],
   });

@@ -33,9 +33,7 @@ export interface Activations {
   readonly attnOut: GPUBuffer;
   /** [T, hidden] the FFN output (dense MLP, or routed + shared experts) */
   readonly ffnOut: GPUBuffer;
-  /** [T, hidden] shared experts' output */
-  readonly sharedOut: GPUBuffer;
-  /** [T, max(intermediate_size, n_shared_experts * moe_intermediate_size)] MLP hidden */
+  /** [T, max(intermediate_size, n_shared_experts * moe_intermediate_size)] MLP hidden (the shared experts' where they run as an MLP) */
   readonly mlpH: GPUBuffer;
   /** [T, n_routed_experts] router logits; [T, num_experts_per_tok] ids (u32) and weights */
   readonly routerLogits: GPUBuffer;
@@ -72,7 +70,6 @@ function bufferCounts(c: DeepseekV3Config, T: number): Record<string, number | u
     o: T * H * c.v_head_dim,
     attn_out: T * d,
     ffn_out: T * d,
-    shared_out: T * d,
     mlp_h: T * Math.max(c.intermediate_size, c.n_shared_experts * c.moe_intermediate_size, 1),
     router_logits: hasMoe ? T * Math.max(1, c.n_routed_experts) : 1,
     topk_ids: T * Math.max(1, c.num_experts_per_tok),
@@ -127,7 +124,6 @@ export function createActivations(device: GPUDevice, c: DeepseekV3Config, rows: 
     o: make('o'),
     attnOut: make('attn_out'),
     ffnOut: make('ffn_out'),
-    sharedOut: make('shared_out'),
     mlpH: make('mlp_h'),
     routerLogits: make('router_logits'),
     topkIds: make('topk_ids'),

@@ -1,8 +1,14 @@
 // One layer's feed-forward block on the GPU (src/model/MATH.md 4.5-4.6), input acts.x, output
 // acts.ffnOut:
-//   dense layers:  mlp(x) = down(silu(gate(x)) * up(x))
-//   MoE layers:    router (sigmoid, bias for selection, group-limited top-k, on the GPU)
-//                  -> routed experts indexed by the router's ids (no readback) -> + shared experts
+//   dense layers:  mlp(x) = down(silu(gate(x)) * up(x))                         2 dispatches (decode)
+//   MoE layers:    the router gate (a Linear) -> logits; then one experts call
+//                  (src/kernels/moe_experts.ts): the routed gate_up and down passes each run the
+//                  router's selection (sigmoid, bias, group-limited top-k) for their token, index
+//                  the experts by its ids (no readback) and take the shared experts as more rows:
+//                  the down sums the routed experts, then adds the shared ones   3 dispatches (decode)
+//                  (prefill and split expert stacks: moe_route first; W8A8, adapters binding fewer
+//                  than 12 storage buffers or shared experts of another width: the shared experts
+//                  as an MLP whose down adds into ffnOut)
 // The official MoE.forward returns y + z (routed + shared), added to the residual afterwards.
 
 import type { DeepseekV3Config } from '../config.ts';
@@ -35,27 +41,19 @@ export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights
     }
     const moe = w.moe!;
     calls.push(k.linear.prepare(moe.gate, { M: T, x: acts.x, y: acts.routerLogits, label: `${label}.gate` }));
-    calls.push(
-      k.route.prepare({
-        tokens: T, config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route`,
-      }),
-    );
     // Routed experts are plain Linears officially (the config's scale_fmt), shared experts parallel
     // ones (amax / 448): with ue8m0 the routed experts get their own rounded copy of x.
     const xRouted = k.actRound && k.expertWeights === 'fp8' && acts.xRouted && k.actRoundScaleFmt !== k.actRound ? acts.xRouted : undefined;
     if (xRouted) calls.push(k.actRoundScaleFmt!.prepare({ M: T, K: d, x: acts.x, rounded: xRouted, label: `${label}.x_routed.act_quant` }));
     roundX();
+    const shared = moe.shared_experts && { x: acts.x, intermediate_size: c.n_shared_experts * c.moe_intermediate_size, weights: moe.shared_experts, h: acts.mlpH };
     calls.push(
       k.experts.prepare({
         tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,
-        x: xRouted ?? acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, ...expertWeights(moe.experts), scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+        router: { config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias },
+        x: xRouted ?? acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, ...expertWeights(moe.experts), shared, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
       }),
     );
-    if (moe.shared_experts) {
-      const I = c.n_shared_experts * c.moe_intermediate_size;
-      calls.push(k.mlp.prepare({ tokens: T, hidden_size: d, intermediate_size: I, x: acts.x, weights: moe.shared_experts, h: acts.mlpH, out: acts.sharedOut, label: `${label}.shared_experts` }));
-      calls.push(k.add.prepare({ n: T * d, a: acts.ffnOut, b: acts.sharedOut, label: `${label}.routed+shared` }));
-    }
     return calls;
   } catch (err) {
     for (const call of calls) call.destroy();

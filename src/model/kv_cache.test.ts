@@ -7,15 +7,12 @@ import { rmsNormRef } from '../kernels/rmsnorm.ref.ts';
 import { ropeRef } from '../kernels/rope_yarn.ref.ts';
 import { officialFixture } from '../testing/fixtures.ts';
 import { createLatentCache, latentCacheBytes, prepareCacheWrite } from './kv_cache.ts';
-import { createRmsNorm } from '../kernels/rmsnorm.ts';
-import { createRopeYarn } from '../kernels/rope_yarn.ts';
+import { createMlaLatentNorm, type MlaLatentNormQ } from '../kernels/mla_latent_norm.ts';
+import { submitPass } from '../gpu/kernel.ts';
 import { testKernelContext } from '../gpu/testing.ts';
-
-const cacheWriteKernels = async () => {
-  const ctx = await testKernelContext();
-  return { rmsnorm: createRmsNorm(ctx), rope: createRopeYarn(ctx) };
-};
 import { ropeInvFreq } from '../kernels/rope_tables.ts';
+
+const latentNorm = async (qNorm: MlaLatentNormQ = 'none') => createMlaLatentNorm(await testKernelContext(), { qNorm });
 
 const config = parseConfig(readFileSync(officialFixture('config.json'), 'utf8'));
 
@@ -38,7 +35,7 @@ describe('latent cache', () => {
   it.each([
     [0, 1],
     [17, 13],
-  ])('writes kv_a_layernorm(c_kv) and RoPE(k_pe) rows at positions %i.. (%i rows), touching nothing else', async (startPos, rows) => {
+  ])('writes kv_a_layernorm(c_kv) and RoPE(k_pe) rows at positions %i.. (%i rows) of its layer, touching nothing else', async (startPos, rows) => {
     const { device } = await testGpu();
     const next = rng(testSeed(`latent cache write ${startPos}`));
     const width = config.latent_cache_dim;
@@ -58,12 +55,11 @@ describe('latent cache', () => {
       invFreq: uploadBuffer(device, invFreq, 'inv_freq'),
     };
     // Prepared at position 0 and moved: the decode plan's way (bind groups once, then setStartPos).
-    const write = prepareCacheWrite(await cacheWriteKernels(), { config, cache, layer: 1, startPos: 0, rows, ...buffers });
+    const write = prepareCacheWrite(await latentNorm(), { config, cache, layer: 1, startPos: 0, rows, ...buffers });
     write.setStartPos(startPos);
-    const encoder = device.createCommandEncoder();
-    write.encode(encoder);
-    device.queue.submit([encoder.finish()]);
+    submitPass(device, write);
     const all = await readF32(device, cache.buffer);
+    expect(Array.from(await readF32(device, buffers.kvA)), 'kv_a is read only').toEqual(Array.from(kvA));
 
     const want = kvA.slice();
     rmsNormRef({ rows, width: rkv, eps: config.rms_norm_eps, x: kvA.slice(), weight, y: want, xLayout: { stride: width, offset: 0 }, yLayout: { stride: width, offset: 0 } });
@@ -79,15 +75,40 @@ describe('latent cache', () => {
     for (const b of Object.values(buffers)) b.destroy();
   });
 
+  it('with q (q_lora_rank configs) normalises q_a into q_a_norm in the same call', async () => {
+    const { device } = await testGpu();
+    const next = rng(testSeed('latent cache write with q'));
+    const width = config.latent_cache_dim;
+    const qw = config.q_lora_rank!;
+    const rows = 3;
+    const cache = createLatentCache(device, config, 1, 8);
+    const qA = randn(next, rows * qw, 2);
+    const weight = Float32Array.from({ length: qw }, () => 1 + 0.1 * (next() - 0.5));
+    const f = (data: Float32Array | Uint32Array, label: string) => uploadBuffer(device, data, label);
+    const buffers = {
+      kvA: f(randn(next, rows * width), 'kv_a'), kvNormWeight: f(new Float32Array(config.kv_lora_rank).fill(1), 'kv_a_layernorm'),
+      positions: f(new Uint32Array([4, 5, 6]), 'positions'), invFreq: f(ropeInvFreq(config), 'inv_freq'),
+    };
+    const q = { qA: f(qA, 'q_a'), weight: f(weight, 'q_a_layernorm'), qANorm: f(new Float32Array(rows * qw).fill(Number.NaN), 'q_a_norm') };
+    const write = prepareCacheWrite(await latentNorm('q_a_layernorm'), { config, cache, layer: 0, startPos: 4, rows, ...buffers, q });
+    submitPass(device, write);
+    const want = new Float32Array(rows * qw);
+    rmsNormRef({ rows, width: qw, eps: config.rms_norm_eps, x: qA, weight, y: want });
+    expect(relError(await readF32(device, q.qANorm), want).rel).toBeLessThan(1e-6);
+    write.destroy();
+    cache.destroy();
+    for (const b of [...Object.values(buffers), ...Object.values(q)]) b.destroy();
+  });
+
   it('refuses rows past the cache', async () => {
     const { device } = await testGpu();
     const cache = createLatentCache(device, config, 1, 8);
     const b = uploadBuffer(device, new Float32Array(288 * 4), 'b');
-    const kernels = await cacheWriteKernels();
+    const kernel = await latentNorm();
     expect(() =>
-      prepareCacheWrite(kernels, { config, cache, layer: 0, startPos: 6, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b }),
-    ).toThrow(/do not fit/);
-    const write = prepareCacheWrite(await cacheWriteKernels(), { config, cache, layer: 0, startPos: 0, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b });
+      prepareCacheWrite(kernel, { config, cache, layer: 0, startPos: 6, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b }),
+    ).toThrow(/latent_norm.0: cache rows 6..9 do not fit its 8 positions/);
+    const write = prepareCacheWrite(kernel, { config, cache, layer: 0, startPos: 0, rows: 4, kvA: b, kvNormWeight: b, positions: b, invFreq: b });
     expect(() => write.setStartPos(5)).toThrow(/do not fit/);
     write.destroy();
     cache.destroy();

@@ -2,13 +2,11 @@
 // row [kv_a_layernorm(c_kv) (kv_lora_rank) | RoPE'd k_pe (qk_rope_head_dim)] f32, and nothing else
 // (576 values per token per layer for V3, where per-head keys and values would take 40,960).
 // One GPU buffer holds every layer; each layer's rows start at a binding-aligned offset so that
-// kernels can bind one layer.
+// kernels can bind one layer. A step's rows are written by prepareCacheWrite (mla_latent_norm).
 
 import type { DeepseekV3Config } from '../config.ts';
-import { ArgumentError, GpuOutOfMemoryError } from '../errors.ts';
-import type { Kernel } from '../gpu/kernel.ts';
-import type { RmsNorm } from '../kernels/rmsnorm.ts';
-import type { RopeYarnArgs } from '../kernels/rope_yarn.ts';
+import { GpuOutOfMemoryError } from '../errors.ts';
+import type { MlaLatentNorm, PreparedMlaLatentNorm } from '../kernels/mla_latent_norm.ts';
 
 export interface LatentCache {
   readonly buffer: GPUBuffer;
@@ -42,12 +40,6 @@ export function createLatentCache(device: GPUDevice, config: DeepseekV3Config, l
   return { buffer, width, maxT, layers, layerStride, layerOffset: (layer) => layer * layerStride, destroy: () => buffer.destroy() };
 }
 
-/** The kernels a cache write uses (the model's own). */
-export interface CacheWriteKernels {
-  readonly rmsnorm: RmsNorm;
-  readonly rope: Kernel<RopeYarnArgs>;
-}
-
 export interface CacheWriteArgs {
   config: DeepseekV3Config;
   cache: LatentCache;
@@ -55,7 +47,7 @@ export interface CacheWriteArgs {
   /** Position of the first of the T new rows; moved per step with setStartPos. */
   startPos: number;
   rows: number;
-  /** [rows, kv_lora_rank + qk_rope_head_dim] f32: x @ kv_a_proj_with_mqa^T, the same row layout as the cache. RoPE is applied to its k_pe part in place. */
+  /** [rows, kv_lora_rank + qk_rope_head_dim] f32: x @ kv_a_proj_with_mqa^T, the same row layout as the cache; read only. */
   kvA: GPUBuffer;
   /** [kv_lora_rank] f32 kv_a_layernorm weight. */
   kvNormWeight: GPUBuffer;
@@ -63,78 +55,42 @@ export interface CacheWriteArgs {
   positions: GPUBuffer;
   /** [qk_rope_head_dim / 2] f32 YaRN inverse frequencies (kernels/rope_tables.ts). */
   invFreq: GPUBuffer;
+  /**
+   * q_lora_rank configs: q_a [rows, q_lora_rank] normed into qANorm by the same call with the
+   * q_a_layernorm weight (the kernel's q_a_layernorm variant).
+   */
+  q?: { qA: GPUBuffer; weight: GPUBuffer; qANorm: GPUBuffer };
+  /** Default latent_norm.<layer>. */
+  label?: string;
 }
 
-export interface PreparedCacheWrite {
-  /** Moves the write to rows startPos .. startPos + rows - 1 for the next encode (one small params write). */
-  setStartPos(startPos: number): void;
-  /** Record the write: RoPE on kvA's k_pe in place, a copy of the rows into the cache, then kv_a_layernorm over the copied c_kv. */
-  encode(encoder: GPUCommandEncoder): void;
-  destroy(): void;
-}
+/** The write, recorded into a compute pass; setStartPos moves it to rows startPos .. startPos + rows - 1. */
+export type PreparedCacheWrite = PreparedMlaLatentNorm;
 
 /**
- * Writes the new rows of one layer. The kv_a_proj_with_mqa output already has the cache's row layout,
- * so after RoPE on its k_pe part one copy brings k_pe into place; RMSNorm then writes c_hat over the
- * copied c_kv (its input stays in kvA: a kernel may not read and write one buffer). The bind groups
- * are fixed; only the copy's offset and the norm's output offset follow startPos, so a decode plan
- * prepares this once and moves it every step.
+ * Writes the new rows of one layer with one mla_latent_norm dispatch: the kv_a_proj_with_mqa output
+ * already has the cache's row layout, so each row [kv_a_layernorm(c_kv) | RoPE(k_pe)] is computed
+ * from it and stored at its position, with no copy (and, given q, q_a_layernorm in the same
+ * dispatch). The bind group holds the layer's rows; only the start position follows the step, so
+ * a decode plan prepares this once and moves it every step.
  */
-export function prepareCacheWrite(kernels: CacheWriteKernels, args: CacheWriteArgs): PreparedCacheWrite {
-  const { config, cache, rows, layer } = args;
-  const rkv = config.kv_lora_rank;
-  const width = cache.width;
-  const layerFirst = cache.layerOffset(layer) / 4; // element index of the layer's row 0
-  const checkStart = (startPos: number) => {
-    if (!(Number.isInteger(startPos) && startPos >= 0 && startPos + rows <= cache.maxT)) {
-      throw new ArgumentError(`latent cache: rows ${startPos}..${startPos + rows - 1} do not fit its ${cache.maxT} positions`);
-    }
-  };
-  checkStart(args.startPos);
-  let firstRow = layerFirst + args.startPos * width;
-  const rope = kernels.rope.prepare({
+export function prepareCacheWrite(kernel: MlaLatentNorm, args: CacheWriteArgs): PreparedCacheWrite {
+  const { config, cache, rows, layer, q } = args;
+  return kernel.prepare({
     rows,
-    heads: 1,
+    kvLoraRank: config.kv_lora_rank,
     ropeDim: config.qk_rope_head_dim,
-    rowStride: width,
-    headStride: width,
-    ropeOffset: rkv,
-    x: args.kvA,
+    eps: config.rms_norm_eps,
+    kvA: args.kvA,
+    kvNormWeight: args.kvNormWeight,
     positions: args.positions,
     invFreq: args.invFreq,
-    label: `k_pe.${layer}`,
+    cache: { buffer: cache.buffer, offset: cache.layerOffset(layer), size: 4 * cache.maxT * cache.width },
+    cacheRows: cache.maxT,
+    startPos: args.startPos,
+    q: q && { width: config.q_lora_rank!, ...q },
+    label: args.label ?? `latent_norm.${layer}`,
   });
-  const norm = kernels.rmsnorm.prepare({
-    rows,
-    width: rkv,
-    eps: config.rms_norm_eps,
-    x: args.kvA,
-    weight: args.kvNormWeight,
-    y: cache.buffer,
-    xLayout: { stride: width, offset: 0 },
-    yLayout: { stride: width, offset: firstRow },
-    label: `kv_a_layernorm.${layer}`,
-  });
-  return {
-    setStartPos(startPos) {
-      checkStart(startPos);
-      firstRow = layerFirst + startPos * width;
-      norm.setYOffset(firstRow);
-    },
-    encode(encoder) {
-      const ropePass = encoder.beginComputePass({ label: `k_pe_rope.${layer}` });
-      rope.encode(ropePass);
-      ropePass.end();
-      encoder.copyBufferToBuffer(args.kvA, 0, cache.buffer, 4 * firstRow, 4 * rows * width);
-      const normPass = encoder.beginComputePass({ label: `kv_a_layernorm.${layer}` });
-      norm.encode(normPass);
-      normPass.end();
-    },
-    destroy() {
-      norm.destroy();
-      rope.destroy();
-    },
-  };
 }
 
 function alignUp(n: number, alignment: number): number {

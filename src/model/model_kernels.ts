@@ -6,16 +6,14 @@ import type { Gpu } from '../gpu/device.ts';
 import type { Kernel, KernelContext } from '../gpu/kernel.ts';
 import type { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { createActRound, type ActRoundArgs } from '../kernels/act_quant.ts';
-import { createAdd, type AddArgs } from '../kernels/add.ts';
 import { createEmbedGather, type EmbedDtype, type EmbedGather } from '../kernels/embed_gather.ts';
 import { createMlaAbsorbQ, createMlaExpandO, type AbsorbQArgs, type ExpandOArgs, type MlaAbsorb } from '../kernels/mla_absorb.ts';
-import { createMlaDecode, type MlaDecodeArgs, type PreparedMlaDecode } from '../kernels/mla_decode.ts';
+import { createMlaLatentNorm, type MlaLatentNorm } from '../kernels/mla_latent_norm.ts';
+import { createMlaDecode, type MlaDecode } from '../kernels/mla_decode.ts';
 import { createMlaPrefill, type MlaPrefillArgs, type PreparedMlaPrefill } from '../kernels/mla_prefill.ts';
 import { createMlp, createMoeExperts, type ExpertWeightFormat, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
-import { createMoeRoute, type MoeRouteArgs } from '../kernels/moe_route.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import { createRmsNorm, type RmsNorm } from '../kernels/rmsnorm.ts';
-import { createRopeYarn, type RopeYarnArgs } from '../kernels/rope_yarn.ts';
 import { createRepetitionPenalty, type PreparedRepetitionPenalty, type RepetitionPenaltyArgs } from '../kernels/repetition_penalty.ts';
 import { createSample, type Sample } from '../kernels/sample.ts';
 import { createLinearKernels, type LinearKernels, type LinearStrategies } from './linear.ts';
@@ -45,20 +43,20 @@ export interface ModelKernels extends KernelContext {
   readonly rmsnorm: RmsNorm;
   /** x += delta, then y = RMSNorm(x): the residual add fused with the next norm. */
   readonly addRmsnorm: RmsNorm;
-  readonly rope: Kernel<RopeYarnArgs>;
-  readonly mlaDecode: Kernel<MlaDecodeArgs, PreparedMlaDecode>;
+  /** q_a_layernorm, kv_a_layernorm, RoPE on k_pe and the latent cache write in one dispatch (kv_cache.ts). */
+  readonly latentNorm: MlaLatentNorm;
   readonly mlaPrefill: Kernel<MlaPrefillArgs, PreparedMlaPrefill>;
-  readonly route: Kernel<MoeRouteArgs>;
   /** How the MLP and expert weights are stored: the format `experts` and `mlp` read. */
   readonly expertWeights: ExpertWeightFormat;
   readonly experts: MoeExperts;
   readonly mlp: Kernel<MlpArgs>;
-  readonly add: Kernel<AddArgs>;
   readonly sample: Sample;
   readonly repetitionPenalty: Kernel<RepetitionPenaltyArgs, PreparedRepetitionPenalty>;
   /** kv_b_proj's absorbed products in its stored format: q_nope @ W_UK, and W_UV over o_lat. */
   absorbQ(format: WeightFormat): MlaAbsorb<AbsorbQArgs>;
   expandO(format: WeightFormat): MlaAbsorb<ExpandOArgs>;
+  /** Decode attention over the latent cache through W_UV, reading kv_b_proj in its stored format. */
+  mlaDecode(format: WeightFormat): MlaDecode;
   embed(dtype: EmbedDtype): EmbedGather;
 }
 
@@ -93,19 +91,17 @@ export function createModelKernels(
     linear: createLinearKernels(ctx, strategies),
     rmsnorm: createRmsNorm(ctx),
     addRmsnorm: createRmsNorm(ctx, { addResidual: true }),
-    rope: createRopeYarn(ctx),
-    mlaDecode: createMlaDecode(ctx),
+    latentNorm: createMlaLatentNorm(ctx, { qNorm: config.q_lora_rank === null ? 'none' : 'q_a_layernorm' }),
     mlaPrefill: createMlaPrefill(ctx, { kvLoraRank: config.kv_lora_rank }),
-    route: createMoeRoute(ctx),
     expertWeights,
     // W8A8 rounds activations for FP8 weights only (the official linear() runs BF16 weights as they are).
     experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights }),
-    mlp: createMlp(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', weights: expertWeights }), // dense MLP and shared experts: amax / 448
-    add: createAdd(ctx),
+    mlp: createMlp(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', weights: expertWeights }), // dense MLP: amax / 448 (experts rounds its shared experts alike)
     sample: createSample(ctx),
     repetitionPenalty: createRepetitionPenalty(ctx),
     absorbQ: byFormat((weights) => createMlaAbsorbQ(ctx, { weights })),
     expandO: byFormat((weights) => createMlaExpandO(ctx, { weights })),
+    mlaDecode: byFormat((weights) => createMlaDecode(ctx, { weights })),
     embed(dtype) {
       let k = embeds.get(dtype);
       if (!k) embeds.set(dtype, (k = createEmbedGather(ctx, { dtype })));
