@@ -10,7 +10,7 @@ export default defineConfig({
   preview: { port: 4173 },
   // Pre-bundle the browser dependencies at start, so the dev server never reloads a page that
   // is already running (it would when it discovered one on first import).
-  optimizeDeps: { include: ['@huggingface/tokenizers', '@huggingface/jinja', 'idb-keyval', 'comlink', '@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-webgpu'] },
+  optimizeDeps: { include: ['@huggingface/tokenizers', '@mlc-ai/web-xgrammar', '@huggingface/jinja', 'idb-keyval', 'comlink', '@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-webgpu'] },
   build: {
     outDir: resolve(import.meta.dirname, 'dist/pages'),
     emptyOutDir: true,

@@ -19,10 +19,15 @@
 // u32 of the logit. The cut key is found digit by digit (passes of count/mass histograms over the
 // row, RADIX_BITS bits per pass), ties at it by one chunked pass in index order (find_first).
 //
+// Variant mask == on (grammar-constrained decoding, src/runtime/grammar.ts): a token whose bit is 0
+// in its row's token_mask is read as -inf, before everything above, so it is never picked; the
+// unmasked variant reads the logits as they are (no cost for a request without a grammar).
+//
 // Bindings:
-//   0 params  uniform Params
-//   1 logits  [rows, vocab] f32
-//   2 ids     [rows] u32 out
+//   0 params      uniform Params
+//   1 logits      [rows, vocab] f32
+//   2 ids         [rows] u32 out
+//   3 token_mask  [rows, ceil(vocab / 32)] u32, bit j % 32 of word j / 32: token j allowed (mask == on)
 // Dispatch: workgroups = rows over (x, y), row = wid.y * nwg.x + wid.x; WG invocations each.
 // Passes over a row, S = 32 / RADIX_BITS: 1 (max); top-k S + 3; top-p S + 3; 1 (pick). Unneeded
 // ones are skipped (greedy: 1 pass).
@@ -51,6 +56,9 @@ struct Stats {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<u32>;
+#if mask == on
+@group(0) @binding(3) var<storage, read> token_mask: array<u32>;
+#endif
 
 override WG: u32 = 256; // a power of two (tree reductions halve it)
 // CPU adapters (SwiftShader), where each workgroupBarrier is costly: invocation 0 sums the WG
@@ -76,7 +84,24 @@ var<workgroup> wg_result: u32;
 var<workgroup> wg_bad: atomic<u32>; // a NaN or +inf logit in the row (zero at dispatch start)
 
 var<private> row_base: u32;
+var<private> row_index: u32;
 var<private> row_max: f32;
+
+const NEG_INF_BITS: u32 = 0xff800000u;
+// A variable, not a constant: WGSL refuses -inf as a constant expression.
+var<private> neg_inf_bits: u32 = NEG_INF_BITS;
+
+// Logit j of the row, -inf where the row's token mask refuses it.
+fn logit(j: u32) -> f32 {
+  let l = logits[row_base + j];
+#if mask == on
+  let words = (params.vocab + 31u) / 32u;
+  if (((token_mask[row_index * words + j / 32u] >> (j % 32u)) & 1u) == 0u) {
+    return bitcast<f32>(neg_inf_bits);
+  }
+#endif
+  return l;
+}
 
 // NaN or +inf, from the bits (a compiler may assume x == x for floats).
 fn nan_or_pos_inf(x: f32) -> bool {
@@ -120,7 +145,7 @@ fn stats(lid: u32, a: Cut, b: Cut, with_mass: bool) -> Stats {
   var n = 0u;
   var m = 0.0;
   for (var j = lid; j < params.vocab; j += WG) {
-    let l = logits[row_base + j];
+    let l = logit(j);
     let key = order_key(l);
     if (in_cut(key, j, a) && in_cut(key, j, b)) {
       n += 1u;
@@ -172,7 +197,7 @@ fn search_cut_key(lid: u32, a: Cut, min_count: u32, min_mass: f32, with_mass: bo
       hist_m[slots + b] = 0.0;
     }
     for (var j = lid; j < params.vocab; j += WG) {
-      let l = logits[row_base + j];
+      let l = logit(j);
       let kj = order_key(l);
       if (kj >= key && in_cut(kj, j, a)) {
         let digit = (kj >> sh) - prefix;
@@ -238,7 +263,7 @@ fn find_first(lid: u32, a: Cut, b: Cut, tie_key: u32, count_mode: bool, base: f3
   var sum = 0.0;
   var last = NONE;
   for (var j = lo; j < hi; j++) {
-    let l = logits[row_base + j];
+    let l = logit(j);
     let key = order_key(l);
     if (in_cut(key, j, a) && in_cut(key, j, b) && (tie_key == NONE || key == tie_key)) {
       sum += select(mass_of(l), 1.0, count_mode);
@@ -279,7 +304,7 @@ fn find_first(lid: u32, a: Cut, b: Cut, tie_key: u32, count_mode: bool, base: f3
     var run = wg_start;
     var found = last;
     for (var j = lo; j < hi; j++) {
-      let l = logits[row_base + j];
+      let l = logit(j);
       let key = order_key(l);
       if (in_cut(key, j, a) && in_cut(key, j, b) && (tie_key == NONE || key == tie_key)) {
         run += select(mass_of(l), 1.0, count_mode);
@@ -318,13 +343,14 @@ fn sample(
     return;
   }
   row_base = row * params.vocab;
+  row_index = row;
 
   // Max and argmax (ties -> lowest index; an all -inf row gives its first token).
   var best = 0.0;
   var best_j = NONE;
   var bad = false;
   for (var j = lid; j < params.vocab; j += WG) {
-    let l = logits[row_base + j];
+    let l = logit(j);
     bad = bad || nan_or_pos_inf(l);
     if (best_j == NONE || l > best) {
       best = l;
@@ -353,7 +379,7 @@ fn sample(
   }
   if (lid == 0u) {
     // Bad as well: every logit -inf (softmax of nothing).
-    wg_result = select(0u, 1u, atomicLoad(&wg_bad) != 0u || bitcast<u32>(wg_f[0]) == 0xff800000u);
+    wg_result = select(0u, 1u, atomicLoad(&wg_bad) != 0u || bitcast<u32>(wg_f[0]) == NEG_INF_BITS);
   }
   let non_finite = workgroupUniformLoad(&wg_result) != 0u;
   let top = workgroupUniformLoad(&wg_u[0]);

@@ -18,7 +18,8 @@ export type WebmoeErrorCode =
   | 'ABORTED'
   | 'BAD_ARGUMENT'
   | 'REMOTE_FAILED'
-  | 'REMOTE_UNSUPPORTED';
+  | 'REMOTE_UNSUPPORTED'
+  | 'BAD_GRAMMAR';
 
 export class WebmoeError extends Error {
   readonly code: WebmoeErrorCode;
@@ -182,6 +183,19 @@ export class RemoteUnsupportedError extends WebmoeError {
   constructor(feature: string, message: string) {
     super('REMOTE_UNSUPPORTED', message);
     this.feature = feature;
+  }
+}
+
+/**
+ * A request's response_format cannot be used for constrained decoding: its JSON Schema is not
+ * valid JSON, or is outside what the grammar library (xgrammar) compiles. `reason` is the
+ * library's own words where it gave them.
+ */
+export class GrammarError extends WebmoeError {
+  readonly reason: string | undefined;
+  constructor(message: string, options?: { reason?: string; cause?: unknown }) {
+    super('BAD_GRAMMAR', message, options);
+    this.reason = options?.reason;
   }
 }
 

@@ -19,4 +19,5 @@ export * from './text/index.ts';
 export { createEngine, type CreateEngineOptions, type EngineFallback } from './create_engine.ts';
 export { createRemoteEngine, type RemoteEngineOptions } from './remote/engine.ts';
 export { type ModelSource } from './runtime/model_source.ts';
+export { importGrammarLibrary, type GrammarLibrary, type GrammarLibraryLoader } from './text/xgrammar.ts';
 export type * from './runtime/types.ts';

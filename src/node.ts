@@ -8,14 +8,16 @@ import type { CheckpointDir } from './io/sources.ts';
 import { urlDir } from './io/url_source.ts';
 import { createLocalEngine, type LocalEngineOptions } from './runtime/engine.ts';
 import { isCheckpointDir } from './runtime/model_source.ts';
+import { nodeGrammarLibrary } from './text/xgrammar_node.ts';
 import type { Engine } from './runtime/types.ts';
 
 export * from './index.ts';
 export { openNodeGpu, type NodeGpuOptions } from './gpu/node.ts';
 export { nodeDir } from './io/node_source.ts';
 export { startServer, type ServerOptions, type WebmoeServer } from './server/server.ts';
+export { nodeGrammarLibrary } from './text/xgrammar_node.ts';
 
-export interface NodeEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'dir' | 'ownsGpu'> {
+export interface NodeEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'dir' | 'ownsGpu' | 'grammarLibrary'> {
   /** A folder path, an http(s) URL, or a CheckpointDir. */
   model: string | CheckpointDir;
   gpu?: NodeGpuOptions;
@@ -32,7 +34,7 @@ export async function createNodeEngine(options: NodeEngineOptions): Promise<Engi
   const dir = nodeModelDir(options.model);
   const gpu = await openNodeGpu(options.gpu);
   try {
-    return await createLocalEngine({ ...options, gpu, dir, ownsGpu: true });
+    return await createLocalEngine({ ...options, gpu, dir, ownsGpu: true, grammarLibrary: nodeGrammarLibrary });
   } catch (err) {
     gpu.destroy();
     throw err;

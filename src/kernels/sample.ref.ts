@@ -72,9 +72,20 @@ export function keptDistribution(row: ArrayLike<number>, p: SamplingParams): Flo
   return out;
 }
 
-/** Sampled ids of `rows` rows of `vocab` logits, as the kernel computes them. */
-export function sampleRef(args: { rows: number; vocab: number; logits: Float32Array; params: SamplingParams }): Uint32Array {
-  const { rows, vocab, logits, params } = args;
+/** The logits with every token a row's mask refuses (bit j % 32 of word r * ceil(vocab / 32) + j / 32 clear) at -inf. */
+export function maskLogitsRef(logits: Float32Array, rows: number, vocab: number, tokenMask: Uint32Array): Float32Array {
+  const words = Math.ceil(vocab / 32);
+  const out = logits.slice(0, rows * vocab);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < vocab; j++) if (((tokenMask[r * words + (j >>> 5)] >>> (j & 31)) & 1) === 0) out[r * vocab + j] = -Infinity;
+  }
+  return out;
+}
+
+/** Sampled ids of `rows` rows of `vocab` logits, as the kernel computes them (with a token mask: as if the refused logits were -inf). */
+export function sampleRef(args: { rows: number; vocab: number; logits: Float32Array; params: SamplingParams; tokenMask?: Uint32Array }): Uint32Array {
+  const { rows, vocab, params } = args;
+  const logits = args.tokenMask ? maskLogitsRef(args.logits, rows, vocab, args.tokenMask) : args.logits;
   const ids = new Uint32Array(rows);
   for (let r = 0; r < rows; r++) {
     const row = logits.subarray(r * vocab, (r + 1) * vocab);

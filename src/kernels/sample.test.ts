@@ -9,8 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { ArgumentError } from '../errors.ts';
 import { readU32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
-import { createSample, NON_FINITE_ID, sampleCost, type Sample, type SamplingParams } from './sample.ts';
-import { keptDistribution, pcgHash, sampleRef, sampleUniform } from './sample.ref.ts';
+import { createSample, NON_FINITE_ID, sampleCost, tokenMaskWords, type Sample, type SamplingParams } from './sample.ts';
+import { keptDistribution, maskLogitsRef, pcgHash, sampleRef, sampleUniform } from './sample.ref.ts';
 import { submitPass } from '../gpu/kernel.ts';
 
 const POISON = 0xdeadbeef;
@@ -34,13 +34,15 @@ async function runGpu(
   sampling: SamplingParams,
   isSoftware: boolean,
   steps: number[] = [sampling.step],
+  tokenMask?: Uint32Array,
 ): Promise<Uint32Array[]> {
   const { device } = await testGpu();
   const kernel = await pipelineFor(isSoftware);
   const logitsBuf = uploadBuffer(device, logits, 'logits');
   const idsBuf = uploadBuffer(device, new Uint32Array(rows).fill(POISON), 'ids');
+  const maskBuf = tokenMask ? uploadBuffer(device, tokenMask, 'token_mask') : undefined;
   device.pushErrorScope('validation');
-  const op = kernel.prepare({ rows, vocab, logits: logitsBuf, ids: idsBuf, sampling });
+  const op = kernel.prepare({ rows, vocab, logits: logitsBuf, ids: idsBuf, sampling, tokenMask: maskBuf });
   const out: Uint32Array[] = [];
   for (const step of steps) {
     op.setSampling({ ...sampling, step });
@@ -53,6 +55,7 @@ async function runGpu(
   op.destroy();
   logitsBuf.destroy();
   idsBuf.destroy();
+  maskBuf?.destroy();
   return out;
 }
 
@@ -130,6 +133,34 @@ describe('sample kernel', () => {
       }
     });
 
+    it(`never picks a token its row's mask refuses, and otherwise picks what the reference does (${variant})`, async () => {
+      const seed = testSeed(`sample mask ${isSoftware}`);
+      const next = rng(seed);
+      // Odd vocabularies (a partial last mask word), a few allowed tokens per row or most of them,
+      // and the row's unmasked argmax always refused, so that ignoring the mask cannot pass.
+      for (const [rows, vocab, density] of [[3, 301, 0.05], [2, 1000, 0.6], [4, 37, 0.2], [1, 129280, 0.01]] as const) {
+        const logits = randn(next, rows * vocab, 3);
+        const words = tokenMaskWords(vocab);
+        const mask = new Uint32Array(rows * words);
+        for (let r = 0; r < rows; r++) {
+          const row = logits.subarray(r * vocab, (r + 1) * vocab);
+          let top = 0;
+          for (let j = 1; j < vocab; j++) if (row[j] > row[top]) top = j;
+          for (let j = 0; j < vocab; j++) if (j !== top && (next() < density || j === (top + 1) % vocab)) mask[r * words + (j >>> 5)] |= 1 << (j & 31);
+        }
+        const allowed = (r: number, id: number) => ((mask[r * words + (id >>> 5)] >>> (id & 31)) & 1) === 1;
+        for (const s of [GREEDY, { temperature: 1, topK: 0, topP: 1 }, { temperature: 0.8, topK: 40, topP: 0.9 }, { temperature: 1.2, topK: 0, topP: 0.7 }]) {
+          const sampling = { seed: seed >>> 0, step: 3, ...s };
+          const [got] = await runGpu(logits, rows, vocab, sampling, isSoftware, [3], mask);
+          const want = sampleRef({ rows, vocab, logits, params: sampling, tokenMask: mask });
+          expectIds(got, want, `masked ${JSON.stringify(s)} ${rows}x${vocab}`);
+          for (let r = 0; r < rows; r++) expect(allowed(r, got[r]), `row ${r} picked refused token ${got[r]}`).toBe(true);
+        }
+      }
+      // The reference's mask: the refused logits at -inf, the rest untouched.
+      expect(Array.from(maskLogitsRef(Float32Array.from([1, 2, 3]), 1, 3, Uint32Array.from([0b101])))).toEqual([1, -Infinity, 3]);
+    });
+
     it(`keeps the lowest indices among logits tied at the top-k and top-p cuts (${variant})`, async () => {
       const next = rng(testSeed(`sample ties ${isSoftware}`));
       const rows = 8;
@@ -175,6 +206,13 @@ describe('sample kernel', () => {
     const [got] = await runGpu(logits, 1, vocab, sampling, true);
     console.log(`[time] sample 1x${vocab} top-k 50 top-p 0.9 (software variant): ${(performance.now() - t0).toFixed(0)} ms`);
     expectIds(got, sampleRef({ rows: 1, vocab, logits, params: sampling }), 'full vocab');
+    // The same with a token mask (every other token allowed): the mask's cost in the sampler, upload included.
+    const mask = new Uint32Array(tokenMaskWords(vocab)).fill(0x55555555);
+    await runGpu(logits, 1, vocab, GREEDY, true, [0], mask);
+    const t1 = performance.now();
+    const [masked] = await runGpu(logits, 1, vocab, sampling, true, [sampling.step], mask);
+    console.log(`[time] the same with a token mask (${4 * mask.length} B): ${(performance.now() - t1).toFixed(0)} ms`);
+    expectIds(masked, sampleRef({ rows: 1, vocab, logits, params: sampling, tokenMask: mask }), 'full vocab, masked');
   });
 
   it('hashes in u32 arithmetic like a BigInt PCG', () => {
@@ -203,6 +241,9 @@ describe('sample kernel', () => {
     expect(() => kernel.prepare({ ...args, sampling: { ...GREEDY, temperature: -1 } })).toThrow(/temperature/);
     expect(() => kernel.prepare({ ...args, sampling: { ...GREEDY, topK: 2.5 } })).toThrow(/top_k/);
     expect(() => kernel.prepare({ ...args, rows: 3 })).toThrow(/needs 48/);
+    const short = uploadBuffer(device, new Uint32Array(1), 'short mask'); // 2 rows need 2 words
+    expect(() => kernel.prepare({ ...args, tokenMask: short })).toThrow(/tokenMask/);
+    short.destroy();
     b.destroy();
   });
 

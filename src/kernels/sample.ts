@@ -2,6 +2,8 @@
 // shaders/sample.wgsl; reference: sample.ref.ts. Turns the head's logits [rows, vocab] into token
 // ids [rows] on the GPU (rows: the decode step, or the MTP verify step), so that only ids are
 // read back. The sampling settings change per call through `setSampling` (one small uniform write).
+// A call given a `tokenMask` (grammar-constrained decoding) uses the shader's `mask: 'on'` variant,
+// which reads a refused token's logit as -inf; a call without one uses the variant that reads no mask.
 
 import shaderSource from '../../shaders/sample.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
@@ -26,6 +28,9 @@ export interface Sample extends Kernel<SampleArgs, PreparedSample> {
 // Workgroup memory of the histograms: workgroupSize * 2^radixBits * 8 bytes (8 KiB, 2 KiB).
 // On SwiftShader the cost grows with the invocations per workgroup far more than with the work:
 // 16 run 4000 small rows 5x faster than 64, and a 129280-wide row as fast.
+/** The shader's variant axis: whether a token mask is read. */
+const SAMPLE_AXES = { mask: ['off', 'on'] } as const;
+
 const GPU_TUNING = { workgroupSize: 256, radixBits: 2 };
 const SOFTWARE_TUNING = { workgroupSize: 16, radixBits: 4 };
 
@@ -45,16 +50,18 @@ export interface SampleShape {
   sampling: SamplingParams;
   /** Sample.radixBits. */
   radixBits: number;
+  /** A token mask is read (once per pass, with the logits). */
+  masked?: boolean;
 }
 
 /**
  * Bytes and FLOPs for the benchmark: every pass reads the row's logits; ~4 FLOPs per element
  * per sampling pass (subtract, divide, exp, add), 1 for the argmax pass; the ids written.
  */
-export function sampleCost({ rows, vocab, sampling, radixBits }: SampleShape): Cost {
+export function sampleCost({ rows, vocab, sampling, radixBits, masked = false }: SampleShape): Cost {
   const passes = samplePasses(vocab, sampling, radixBits);
   return {
-    bytes: 4 * rows * vocab * passes + 4 * rows,
+    bytes: 4 * rows * vocab * passes + 4 * rows + (masked ? 4 * rows * tokenMaskWords(vocab) * passes : 0),
     flops: rows * vocab * (1 + 4 * (passes - 1)),
   };
 }
@@ -86,7 +93,14 @@ export interface SampleArgs {
   ids: GPUBuffer;
   /** The first call's settings; later calls change them with setSampling. */
   sampling: SamplingParams;
+  /** [rows, tokenMaskWords(vocab)] u32: bit j % 32 of word j / 32 set where token j may be sampled. */
+  tokenMask?: GPUBuffer;
   label?: string;
+}
+
+/** u32 words of one row's token mask. */
+export function tokenMaskWords(vocab: number): number {
+  return Math.ceil(vocab / 32);
 }
 
 export interface PreparedSample extends PreparedCall {
@@ -98,13 +112,17 @@ export function createSample(ctx: KernelContext, options: SampleOptions = {}): S
   const { device } = ctx.gpu;
   const software = options.software ?? ctx.gpu.adapter.isSoftware;
   const { workgroupSize, radixBits } = software ? SOFTWARE_TUNING : GPU_TUNING;
-  const pipeline = kernelPipeline(ctx.pipelines, {
-    kernel: 'sample',
-    source: shaderSource,
-    entryPoint: 'sample',
-    constants: { WG: workgroupSize, SERIAL_REDUCE: software ? 1 : 0, RADIX_BITS: radixBits },
-    bindings: ['uniform', 'read-only-storage', 'storage'],
-  });
+  // The masked variant is compiled on the first call that has a mask.
+  const pipeline = (mask: 'on' | 'off') =>
+    kernelPipeline(ctx.pipelines, {
+      kernel: 'sample',
+      source: shaderSource,
+      entryPoint: 'sample',
+      axes: SAMPLE_AXES,
+      variant: { mask },
+      constants: { WG: workgroupSize, SERIAL_REDUCE: software ? 1 : 0, RADIX_BITS: radixBits },
+      bindings: ['uniform', 'read-only-storage', 'storage', ...(mask === 'on' ? (['read-only-storage'] as const) : [])],
+    });
   return {
     name: 'sample',
     software,
@@ -117,6 +135,8 @@ export function createSample(ctx: KernelContext, options: SampleOptions = {}): S
       checkCounts(label, { rows }, 0);
       checkU32Indices(label, { 'rows * vocab': rows * vocab });
       checkBindings(device, label, { logits: [args.logits, 4 * rows * vocab], ids: [args.ids, 4 * rows] });
+      const { tokenMask } = args;
+      if (tokenMask) checkBindings(device, label, { tokenMask: [tokenMask, 4 * rows * tokenMaskWords(vocab)] });
       const uniforms = new Uniforms(device, label, ['u32', 'u32', 'f32', 'u32', 'f32', 'u32', 'u32']);
       let current = args.sampling;
       const setSampling = (p: SamplingParams): void => {
@@ -125,13 +145,14 @@ export function createSample(ctx: KernelContext, options: SampleOptions = {}): S
         current = p;
       };
       setSampling(args.sampling);
-      const call = singleDispatch({ device, label, pipeline, uniforms, bindings: [args.logits, args.ids], workgroups: rows, cost: { bytes: 0, flops: 0 } });
+      const bindings = tokenMask ? [args.logits, args.ids, tokenMask] : [args.logits, args.ids];
+      const call = singleDispatch({ device, label, pipeline: pipeline(tokenMask ? 'on' : 'off'), uniforms, bindings, workgroups: rows, cost: { bytes: 0, flops: 0 } });
       return {
         get bytes() {
-          return sampleCost({ rows, vocab, sampling: current, radixBits }).bytes;
+          return sampleCost({ rows, vocab, sampling: current, radixBits, masked: tokenMask !== undefined }).bytes;
         },
         get flops() {
-          return sampleCost({ rows, vocab, sampling: current, radixBits }).flops;
+          return sampleCost({ rows, vocab, sampling: current, radixBits, masked: tokenMask !== undefined }).flops;
         },
         setSampling,
         encode: call.encode,

@@ -66,6 +66,8 @@ export interface StepInput {
   head?: boolean;
   /** Before sampling: penalise the ids set in `mask`. */
   repetition?: RepetitionInput;
+  /** Grammar-constrained sampling: [logit rows, ceil(vocab / 32)] u32, bit set where a token may be sampled. */
+  tokenMask?: Uint32Array<ArrayBuffer>;
   /** 'shifted' MTP plans, a prefill chunk before the last: the id after the chunk's last row. */
   nextId?: number;
 }
@@ -148,7 +150,7 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         if (routing && slot >= 0) encoder.copyBufferToBuffer(acts.topkIds, 0, routing, slot * routeBytes, routeBytes);
       });
       // A prefill chunk before the last one needs no head.
-      if (input.sample || input.readLogits || input.head) head.encode(encoder, { sample: input.sample, repetition: input.repetition });
+      if (input.sample || input.readLogits || input.head) head.encode(encoder, { sample: input.sample, repetition: input.repetition, tokenMask: input.tokenMask });
       if (input.sample) encoder.copyBufferToBuffer(head.sampledIds, 0, readback, 0, 4 * outRows);
       if (mtp) {
         encodeMtpIds(encoder, input);

@@ -58,6 +58,8 @@ export interface ForwardOptions {
   signal?: AbortSignal;
   /** Applied before sampling after the last row. */
   repetition?: RepetitionInput;
+  /** Grammar-constrained sampling after the last row: [ceil(vocab / 32)] u32 allowed-token bits. */
+  tokenMask?: Uint32Array<ArrayBuffer>;
   /** Run the MTP module over the same rows (filling its cache rows) and draft the token after the sampled one. */
   mtp?: boolean;
   /** With mtp and no sampling: the id after the last row (the MTP row of the last position needs it). */
@@ -137,7 +139,7 @@ export interface GpuModel {
    * after each row, then the MTP module on the sampled ids, all in one submit. The caller accepts
    * the draft when ids[0] === draft (then both ids are output) and rolls the cache back otherwise.
    */
-  verify(plans: PlanSet, current: number, draft: number, startPos: number, sampling: SamplingParams, options?: { repetition?: RepetitionInput; routing?: boolean }): Promise<VerifyResult>;
+  verify(plans: PlanSet, current: number, draft: number, startPos: number, sampling: SamplingParams, options?: { repetition?: RepetitionInput; routing?: boolean; tokenMask?: Uint32Array<ArrayBuffer> }): Promise<VerifyResult>;
   destroy(): void;
 }
 
@@ -232,6 +234,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
           startPos: startPos + start,
           sample: isLast ? opts.sample : undefined,
           repetition: opts.repetition,
+          tokenMask: isLast ? opts.tokenMask : undefined,
           readLogits: wantLogits,
           nextId: !opts.mtp ? undefined : isLast ? (opts.sample ? undefined : opts.nextId) : ids[end],
         });
@@ -247,7 +250,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
     },
     async verify(set, current, draft, startPos, sampling, verifyOptions = {}) {
       const plan = verifyPlan(set);
-      const out = await plan.run({ ids: [current, draft], startPos, sample: sampling, repetition: verifyOptions.repetition });
+      const out = await plan.run({ ids: [current, draft], startPos, sample: sampling, repetition: verifyOptions.repetition, tokenMask: verifyOptions.tokenMask });
       const routing = verifyOptions.routing ? await plan.readRouting() : undefined;
       return { ids: [out.ids![0], out.ids![1]], drafts: [out.drafts![0], out.drafts![1]], routing };
     },

@@ -3,8 +3,9 @@
 // MTP module (shared_head.head).
 
 import type { DeepseekV3Config } from '../config.ts';
+import { ArgumentError } from '../errors.ts';
 import { markPresent, maskWords, presenceMask, type PreparedRepetitionPenalty } from '../kernels/repetition_penalty.ts';
-import type { PreparedSample, SamplingParams } from '../kernels/sample.ts';
+import { tokenMaskWords, type PreparedSample, type SamplingParams } from '../kernels/sample.ts';
 import type { LinearWeight } from './gpu_weights.ts';
 import type { ModelKernels } from './model_kernels.ts';
 
@@ -41,7 +42,7 @@ export interface HeadPlan {
   /** [outRows] u32 ids, written by an encode that samples. */
   readonly sampledIds: GPUBuffer;
   /** Records the head (and, when asked, the penalty and the sampling) into `encoder`. */
-  encode(encoder: GPUCommandEncoder, options: { sample?: SamplingParams; repetition?: RepetitionInput }): void;
+  encode(encoder: GPUCommandEncoder, options: { sample?: SamplingParams; repetition?: RepetitionInput; tokenMask?: Uint32Array<ArrayBuffer> }): void;
   destroy(): void;
 }
 
@@ -75,12 +76,16 @@ export function prepareHead({ kernels: k, config: c, weight, hidden, rows, logit
     let penalty: PreparedRepetitionPenalty | undefined;
     let penaltyMask: GPUBuffer | undefined;
     let sample: PreparedSample | undefined;
+    // Grammar-constrained sampling: [outRows, ceil(vocab / 32)] u32 allowed-token bits, and the
+    // sampler's masked variant reading them (made on the first step with a mask).
+    let tokenMaskBuffer: GPUBuffer | undefined;
+    let maskedSample: PreparedSample | undefined;
 
     return {
       outRows,
       logits,
       sampledIds,
-      encode(encoder, { sample: sampling, repetition }) {
+      encode(encoder, { sample: sampling, repetition, tokenMask }) {
         if (lastHidden) encoder.copyBufferToBuffer(hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
         const pass = encoder.beginComputePass({ label });
         head.encode(pass);
@@ -91,7 +96,15 @@ export function prepareHead({ kernels: k, config: c, weight, hidden, rows, logit
           device.queue.writeBuffer(penaltyMask, 0, repetition.seen.mask);
           penalty.encode(pass);
         }
-        if (sampling) {
+        if (sampling && tokenMask) {
+          const words = tokenMaskWords(V);
+          if (tokenMask.length !== outRows * words) throw new ArgumentError(`${label}: the token mask has ${tokenMask.length} words; ${outRows} rows of vocab ${V} need ${outRows * words}`);
+          tokenMaskBuffer ??= buffer('token_mask', 4 * outRows * words, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+          maskedSample ??= keep(k.sample.prepare({ rows: outRows, vocab: V, logits, ids: sampledIds, sampling, tokenMask: tokenMaskBuffer, label: `${label}.sample_masked` }));
+          device.queue.writeBuffer(tokenMaskBuffer, 0, tokenMask);
+          maskedSample.setSampling(sampling);
+          maskedSample.encode(pass);
+        } else if (sampling) {
           sample ??= keep(k.sample.prepare({ rows: outRows, vocab: V, logits, ids: sampledIds, sampling, label: `${label}.sample` }));
           sample.setSampling(sampling);
           sample.encode(pass);

@@ -34,6 +34,8 @@ export function chatBody(request: ChatCompletionRequest, model: string): Record<
     stop: request.stop,
     repetition_penalty: request.repetition_penalty,
     ignore_eos: request.ignore_eos,
+    // As OpenAI's: webmoe serve, vLLM and SGLang all constrain decoding to it.
+    response_format: request.response_format,
   });
 }
 

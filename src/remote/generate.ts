@@ -28,6 +28,8 @@ export function completionBody(prompt: string | number[], addBos: boolean, optio
     stop_token_ids: options.stopTokenIds,
     repetition_penalty: options.repetitionPenalty,
     ignore_eos: options.ignoreEos,
+    // vLLM's and webmoe serve's /v1/completions take OpenAI's response_format too.
+    response_format: options.responseFormat,
     // BOS is the server's default for a text; said only when it is not wanted.
     add_special_tokens: addBos ? undefined : false,
   };

@@ -141,6 +141,25 @@ describe('remote engine over webmoe serve', () => {
     expect(long).toMatchObject({ status: 400, serverMessage: expect.stringMatching(/context/) });
   });
 
+  it('passes response_format through: the local engine\'s JSON, in chat and generate; a refused schema is a 400 RemoteError', async () => {
+    const schema = { type: 'object', properties: { tribe: { enum: ['Judah', 'Levi', 'Dan'] }, count: { type: 'integer', minimum: 1, maximum: 12 } }, required: ['tribe', 'count'] };
+    const response_format = { type: 'json_schema' as const, json_schema: { name: 'tribe', schema } };
+    const request = { messages: MESSAGES, max_tokens: 30, temperature: 0, response_format };
+    const [here, there] = [await local.chat.completions.create(request), await remote.chat.completions.create(request)];
+    expect(there.choices[0].message.content).toBe(here.choices[0].message.content);
+    const value = JSON.parse(there.choices[0].message.content) as { tribe: string; count: number };
+    expect(['Judah', 'Levi', 'Dan']).toContain(value.tribe);
+    const generated = await collect(remote.generate('And God said', { maxTokens: 30, temperature: 0, responseFormat: response_format }));
+    expect(generated.done?.finishReason).toBe('stop');
+    const here2 = await collect(local.generate('And God said', { maxTokens: 30, temperature: 0, responseFormat: response_format }));
+    expect({ text: generated.text, ids: generated.ids }).toEqual({ text: here2.text, ids: here2.ids });
+    expect(['Judah', 'Levi', 'Dan']).toContain((JSON.parse(generated.text) as { tribe: string }).tribe);
+    const refused = await remote.chat.completions.create({ ...request, response_format: { type: 'json_schema', json_schema: { schema: { type: 'string', pattern: '((' } } } }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(RemoteError);
+    expect(refused).toMatchObject({ status: 400, param: 'response_format', serverMessage: expect.stringMatching(/cannot be compiled for constrained decoding/) });
+    await expectServerClean();
+  });
+
   it('what HTTP cannot give is a RemoteUnsupportedError', async () => {
     await expect(remote.logits([1, 2, 3])).rejects.toBeInstanceOf(RemoteUnsupportedError);
     await expect(remote.chat.completions.create({ messages: MESSAGES, experts: true })).rejects.toMatchObject({ feature: 'experts' });

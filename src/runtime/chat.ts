@@ -30,6 +30,7 @@ function generateOptionsOf(request: ChatCompletionRequest): GenerateOptions {
     ignoreEos: request.ignore_eos,
     speculative: request.speculative,
     experts: request.experts,
+    responseFormat: request.response_format,
   };
 }
 

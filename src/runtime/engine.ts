@@ -16,7 +16,9 @@ import { countParameters } from '../model/weights.ts';
 import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
+import { importGrammarLibrary, type GrammarLibraryLoader } from '../text/xgrammar.ts';
 import { createChat } from './chat.ts';
+import { Grammars, type RequestGrammar } from './grammar.ts';
 import { checkGenerateOptions, checkPromptLength, checkTokenIds, runGeneration, type GenerateContext, type GenerationOptions } from './generate.ts';
 import type { ModelSource } from './model_source.ts';
 import { Scheduler } from './scheduler.ts';
@@ -61,13 +63,19 @@ export interface LocalEngineOptions {
   gpuBudgetMib?: number;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
+  /**
+   * How structured output (response_format) loads its grammar library, on the first request that
+   * asks for it. Default: the package imported as a module (browsers and Workers, through a
+   * bundler); the Node entry passes nodeGrammarLibrary (text/xgrammar_node.ts).
+   */
+  grammarLibrary?: GrammarLibraryLoader;
 }
 
 /**
  * What createEngine (src/create_engine.ts) takes: the engine's options with a model source in
  * place of the folder. The Worker's load request (worker/protocol.ts) is the part that crosses.
  */
-export interface CreateEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'dir' | 'ownsGpu'> {
+export interface CreateEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'dir' | 'ownsGpu' | 'grammarLibrary'> {
   /** A URL of the checkpoint folder, browser Files or a directory handle, or a CheckpointDir (in-thread only). */
   model: ModelSource;
   /** Host the engine in a Worker. Default: true where Workers exist and no `gpu` is given. */
@@ -140,14 +148,16 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     loaded.destroy();
     throw err;
   }
-  const engine = new LocalEngine(gpu, ledger, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false, speculation);
+  const grammars = new Grammars({ load: options.grammarLibrary ?? importGrammarLibrary, tokenizer, vocabSize: config.vocab_size, stopTokenIds: config.eos_token_ids });
+  const engine = new LocalEngine(gpu, ledger, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false, speculation, grammars);
   options.onProgress?.({ phase: 'ready', bytesDone: loaded.bytesOnGpu, bytesTotal: loaded.bytesOnGpu });
   return engine;
 }
 
-/** The session a request opened, for the finaliser of its dropped iterator (holds no reference to the iterator). */
+/** The session (and grammar matcher) a request opened, for the finaliser of its dropped iterator (holds no reference to the iterator). */
 interface SessionHolder {
   session?: SessionState;
+  grammar?: RequestGrammar;
 }
 
 function adapterName(gpu: Gpu): string {
@@ -189,6 +199,7 @@ class LocalEngine implements Engine {
     name: string,
     private readonly ownsGpu: boolean,
     private readonly speculation: SpeculationPolicy | undefined,
+    private readonly grammars: Grammars,
   ) {
     const counts = countParameters(model.config);
     const c = model.config;
@@ -236,6 +247,7 @@ class LocalEngine implements Engine {
    * finally: when the iterator is garbage-collected, the session it opened is closed here.
    */
   private readonly dropped = new FinalizationRegistry<SessionHolder>((holder) => {
+    holder.grammar?.dispose();
     const s = holder.session;
     if (!s || this.sessions.get(s.id) !== s) return;
     // A kept session stays the caller's, free for its next request (or closed, if that was asked).
@@ -279,8 +291,11 @@ class LocalEngine implements Engine {
     try {
       const all = ids([...session.history, ...session.tail]);
       checkPromptLength(all, this.limits);
-      yield* runGeneration(this.context, session, all, options);
+      // Compiled (or found in the cache) before any GPU work: a schema the library refuses fails here.
+      const grammar = options.responseFormat ? (holder.grammar = await this.grammars.matcher(options.responseFormat)) : undefined;
+      yield* runGeneration(this.context, session, all, options, grammar);
     } finally {
+      holder.grammar?.dispose();
       session.busy = false;
       if (!handle || session.closing) this.closeSessionState(session);
     }
@@ -377,6 +392,7 @@ class LocalEngine implements Engine {
     this.wakeWaiting();
     this.model.destroy();
     this.loaded.destroy();
+    this.grammars.dispose();
     if (this.ownsGpu) this.gpu.destroy();
   }
 

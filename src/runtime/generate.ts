@@ -3,10 +3,11 @@
 // GPU (sampling included; only the id comes back), streaming text and stopping on EOS, stop ids,
 // stop strings, maxTokens or the caller's signal. Each chunk and step is one scheduler turn.
 
-import { AbortError, ArgumentError, PromptTooLongError } from '../errors.ts';
+import { AbortError, ArgumentError, GrammarError, PromptTooLongError } from '../errors.ts';
 import type { GpuModel, PlannedWork, Routing, SamplingParams } from '../model/gpu_model.ts';
 import { SeenTokens } from '../model/head.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
+import { checkResponseFormat, maskAllows, type CheckedResponseFormat, type RequestGrammar } from './grammar.ts';
 import type { Scheduler } from './scheduler.ts';
 import { commonPrefix, type SessionState } from './session.ts';
 import { acceptDraft } from './speculative.ts';
@@ -57,6 +58,8 @@ export interface GenerationOptions {
   /** Asked for (default 'auto'); used only where the checkpoint has MTP and no repetition penalty. */
   speculative: boolean | 'auto';
   experts: boolean;
+  /** Structured output: the format to compile (the engine makes the request's matcher from it). */
+  responseFormat: CheckedResponseFormat | undefined;
   signal: AbortSignal | undefined;
 }
 
@@ -98,6 +101,7 @@ export function checkGenerateOptions(options: GenerateOptions): GenerationOption
     ignoreEos: options.ignoreEos ?? false,
     speculative: speculative ?? 'auto',
     experts: options.experts ?? false,
+    responseFormat: checkResponseFormat(options.responseFormat),
     signal: options.signal,
   };
 }
@@ -119,9 +123,10 @@ export function checkPromptLength(ids: readonly number[], limits: EngineLimits):
  * Generates after `ids` (the whole sequence the session should hold: earlier turns included).
  * The ids and options were checked at the API edge (checkTokenIds, checkPromptLength,
  * checkGenerateOptions). The session is left holding the rows of every id that was run; on abort
- * it throws AbortError.
+ * it throws AbortError. With `grammar` (the request's response_format matcher, the caller's to
+ * free) every sampled row is masked to the tokens the grammar allows there.
  */
-export async function* runGeneration(ctx: GenerateContext, session: SessionState, ids: readonly number[], options: GenerationOptions): AsyncGenerator<GenerateChunk> {
+export async function* runGeneration(ctx: GenerateContext, session: SessionState, ids: readonly number[], options: GenerationOptions, grammar?: RequestGrammar): AsyncGenerator<GenerateChunk> {
   const started = now();
   const { model, tokenizer, scheduler, limits } = ctx;
   const { signal, sampling, maxTokens, repetitionPenalty } = options;
@@ -173,8 +178,10 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     const part = toPrefill.slice(start, end);
     // With MTP every chunk also fills the MTP layer's cache rows; it needs the id after the chunk.
     const after = isLast ? undefined : toPrefill[end];
+    // The first token is sampled after the last chunk: the grammar's start state masks it.
+    const tokenMask = isLast && grammar ? await grammar.nextMask() : undefined;
     const result = await turn(() =>
-      model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition, mtp: speculative, nextId: after }),
+      model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition, mtp: speculative, nextId: after, tokenMask }),
     );
     session.history.push(...part);
     if (isLast) {
@@ -212,7 +219,9 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
       finishReason = reason;
       session.tail = inCache ? [] : [id];
     };
-    if (stopIds.has(id)) {
+    // The sampler only picks what the mask allows, so a refusal here is a fault, not the model's.
+    if (grammar && !grammar.accept(id)) throw new GrammarError(`internal: token ${id} was sampled where the grammar refuses it`);
+    if (stopIds.has(id) || grammar?.isTerminated()) {
       finish('stop');
       break;
     }
@@ -233,9 +242,12 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     repetition?.seen.add(id);
     const step = { ...sampling, step: generated.length };
     const position = session.history.length;
+    // The grammar's state after `id`: the mask of the next sampled row.
+    const mask = grammar ? await grammar.nextMask() : undefined;
     if (speculative && draft !== undefined) {
       const guess = draft;
-      const v = await turn(() => timed(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts })));
+      const verifyMask = grammar && mask ? await verifyRowsMask(grammar, mask, guess) : undefined;
+      const v = await turn(() => timed(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts, tokenMask: verifyMask })));
       const outcome = acceptDraft(guess, v.ids);
       policy?.observeVerify(v.ms, outcome.accepted);
       drafted++;
@@ -246,8 +258,8 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
       queue.push(...outcome.tokens);
       draft = outcome.accepted ? v.drafts[1] : v.drafts[0];
     } else {
-      const result = await turn(() => timed(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts })));
-      if (!repetition) policy?.observePlain(result.ms); // a penalty's mask upload is not a plain step's cost
+      const result = await turn(() => timed(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts, tokenMask: mask })));
+      if (!repetition && !grammar) policy?.observePlain(result.ms); // a mask upload is not a plain step's cost
       noteExperts(result.routing, [id]);
       session.history.push(id);
       session.tail = [];
@@ -267,8 +279,33 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     decodeTokensPerS: decoded > 0 ? decoded / Math.max(1e-9, (ended - decodeStart) / 1000) : 0,
     totalMs: ended - started,
     ...(speculative ? { mtp: { drafted, accepted } } : {}),
+    ...(grammar ? { grammar: grammar.stats() } : {}),
   };
   yield { text: tailText, ids: [], ...(experts.length > 0 ? { experts } : {}), done: { finishReason, stats } };
+}
+
+/**
+ * The verify step's two mask rows under a grammar. Row 0: the state after the current token
+ * (`mask`), so y0 is a sample of the masked distribution and the draft is accepted only where
+ * y0 = draft, i.e. never when the grammar refuses the draft. Row 1: the state after the draft
+ * too (accepted into the matcher for its mask, then rolled back: the generation loop accepts
+ * each output token itself, the draft included when it is accepted). Where the grammar refuses
+ * the draft, or the draft completes it, row 1 is never output: it allows every token.
+ */
+async function verifyRowsMask(grammar: RequestGrammar, mask: Uint32Array, draft: number): Promise<Uint32Array<ArrayBuffer>> {
+  const rows = new Uint32Array(2 * grammar.words);
+  rows.set(mask, 0);
+  if (maskAllows(mask, draft) && grammar.accept(draft)) {
+    try {
+      if (!grammar.isTerminated()) rows.set(await grammar.nextMask(), grammar.words);
+      else rows.fill(0xffffffff, grammar.words);
+    } finally {
+      grammar.rollBack(1);
+    }
+  } else {
+    rows.fill(0xffffffff, grammar.words);
+  }
+  return rows;
 }
 
 function now(): number {

@@ -45,6 +45,16 @@ export interface SamplingOptions {
   repetitionPenalty?: number;
 }
 
+/**
+ * Structured output, as OpenAI's response_format: the reply is JSON (json_object), or JSON that
+ * follows a JSON Schema (json_schema), by grammar-constrained decoding (runtime/grammar.ts).
+ * `strict` is accepted; the schema is always enforced strictly (no properties it does not name).
+ */
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | { type: 'json_schema'; json_schema: { name?: string; description?: string; schema: Record<string, unknown> | boolean; strict?: boolean | null } };
+
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most. Default 256. */
   maxTokens?: number;
@@ -66,6 +76,8 @@ export interface GenerateOptions extends SamplingOptions {
   session?: Session;
   /** Add the tokenizer's BOS before a text prompt (default true; ignored for ids and sessions with history). */
   addBos?: boolean;
+  /** Constrain the output to JSON, or to a JSON Schema (GrammarError when the schema cannot be compiled). */
+  responseFormat?: ResponseFormat;
   signal?: AbortSignal;
 }
 
@@ -82,6 +94,11 @@ export interface GenerationStats {
   totalMs: number;
   /** Speculative decoding: drafts verified and accepted (absent when it was not used). */
   mtp?: { drafted: number; accepted: number };
+  /**
+   * With a response_format: the grammar's cost. `maskMs / masks` is xgrammar's CPU time per
+   * token mask; each mask row uploads `maskBytesPerRow` to the GPU.
+   */
+  grammar?: { cached: boolean; compileMs: number; masks: number; maskMs: number; maskBytesPerRow: number };
 }
 
 /** The experts that processed one token: for each MoE layer (ModelInfo.moeLayers order), num_experts_per_tok ids. */
@@ -156,6 +173,8 @@ export interface ChatCompletionRequest {
   top_p?: number;
   seed?: number;
   stop?: string | string[];
+  /** JSON output, or JSON following a schema (GenerateOptions.responseFormat). */
+  response_format?: ResponseFormat;
   /** webmoe extension: keep the conversation's cache (a new turn prefills only its new tokens). */
   session?: Session;
   signal?: AbortSignal;

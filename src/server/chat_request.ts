@@ -67,5 +67,6 @@ function openAINames(o: ReturnType<typeof samplingFields>): Omit<ChatRequest['re
     repetition_penalty: o.repetitionPenalty,
     ignore_eos: o.ignoreEos,
     speculative: o.speculative,
+    response_format: o.responseFormat,
   };
 }

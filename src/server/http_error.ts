@@ -9,6 +9,7 @@ import {
   DeviceLostError,
   EngineBusyError,
   GpuOutOfMemoryError,
+  GrammarError,
   PromptTooLongError,
   TokenizerError,
   WebmoeError,
@@ -58,6 +59,8 @@ export function httpErrorOf(err: unknown): { error: HttpError; internal: boolean
   if (err instanceof PromptTooLongError) return known(400, 'context_length_exceeded');
   if (err instanceof ArgumentError) return known(400, 'invalid_value');
   if (err instanceof TokenizerError) return known(400, 'tokenizer_error');
+  // A schema the grammar library refuses: the request's fault, as OpenAI answers an invalid schema.
+  if (err instanceof GrammarError) return { error: new HttpError(400, 'invalid_json_schema', err.message, { param: 'response_format' }), internal: false };
   if (err instanceof EngineBusyError) return known(503, 'engine_busy', { retryAfterS: 1 });
   if (err instanceof GpuOutOfMemoryError) return known(503, 'out_of_memory', { retryAfterS: 1 });
   if (err instanceof DeviceLostError) return known(503, 'device_lost');

@@ -1,9 +1,12 @@
 // The fields chat completions and completions share: streaming, the token budget, sampling, stop
-// conditions, and OpenAI's fields the engine does not have, each refused with a 400 that says so
-// rather than silently ignored. The ranges are the engine's (runtime/generate.ts checks them
+// conditions, structured output (response_format), and OpenAI's fields the engine does not have,
+// each refused with a 400 that says so rather than silently ignored. The ranges are the engine's
+// (runtime/generate.ts checks them
 // again); vLLM's extensions (top_k, repetition_penalty, stop_token_ids, ignore_eos) are accepted.
 
-import type { GenerateOptions } from '../runtime/types.ts';
+import { GrammarError, WebmoeError } from '../errors.ts';
+import { checkResponseFormat } from '../runtime/grammar.ts';
+import type { GenerateOptions, ResponseFormat } from '../runtime/types.ts';
 import type { JsonObject } from './body.ts';
 import { badField } from './http_error.ts';
 import { optionalBoolean, optionalIntArray, optionalNumber, optionalObject, refuseUnless } from './fields.ts';
@@ -32,7 +35,6 @@ export function samplingFields(body: JsonObject): GenerateOptions {
     refuseUnless(body, name, (v) => v === 0, `${name} is not supported (use repetition_penalty, as in vLLM)`);
   }
   refuseUnless(body, 'logit_bias', (v) => typeof v === 'object' && v !== null && Object.keys(v).length === 0, 'logit_bias is not supported');
-  refuseUnless(body, 'response_format', (v) => typeof v === 'object' && v !== null && (v as JsonObject).type === 'text', 'response_format is not supported yet');
   // max_completion_tokens is the newer name; it wins when both are given, as in vLLM.
   const budget = { integer: true, min: 1, expected: 'an integer >= 1' };
   const maxTokens = optionalNumber(body, 'max_completion_tokens', budget) ?? optionalNumber(body, 'max_tokens', budget);
@@ -49,7 +51,25 @@ export function samplingFields(body: JsonObject): GenerateOptions {
     stopTokenIds: optionalIntArray(body, 'stop_token_ids', 0, 2 ** 32 - 1),
     ignoreEos: optionalBoolean(body, 'ignore_eos'),
     speculative: speculativeField(body),
+    responseFormat: responseFormatField(body),
   };
+}
+
+/**
+ * response_format, as OpenAI's: { type: 'text' | 'json_object' } or { type: 'json_schema',
+ * json_schema: { name, schema, strict } }. Its shape is checked here (a 400 naming the field);
+ * whether the schema compiles is the engine's answer (GrammarError, also a 400).
+ */
+function responseFormatField(body: JsonObject): ResponseFormat | undefined {
+  const value = body.response_format;
+  if (value === undefined || value === null) return undefined;
+  try {
+    checkResponseFormat(value as ResponseFormat);
+  } catch (err) {
+    if (err instanceof WebmoeError) throw badField('response_format', err.message, err instanceof GrammarError ? 'invalid_json_schema' : 'invalid_value');
+    throw err;
+  }
+  return value as ResponseFormat;
 }
 
 /** webmoe's extension: MTP speculative decoding true, false or 'auto' (the engine's choice). */

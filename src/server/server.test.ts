@@ -120,6 +120,16 @@ describe('webmoe serve with the openai client', () => {
     expect(fromIds.choices[0].text).toBe(expected);
   });
 
+  it('response_format json_schema: the reply parses and follows the schema', async () => {
+    const schema = { type: 'object', properties: { book: { enum: ['Genesis', 'Exodus'] }, chapter: { type: 'integer', minimum: 1, maximum: 50 } }, required: ['book', 'chapter'], additionalProperties: false };
+    const reply = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 40, temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'verse', schema, strict: true } } });
+    expect(reply.choices[0].finish_reason).toBe('stop');
+    const value = JSON.parse(reply.choices[0].message.content ?? '') as { book: string; chapter: number };
+    expect(['Genesis', 'Exodus']).toContain(value.book);
+    expect(Number.isInteger(value.chapter) && value.chapter >= 1 && value.chapter <= 50, JSON.stringify(value)).toBe(true);
+    expect(Object.keys(value).sort()).toEqual(['book', 'chapter']);
+  });
+
   it('stop ends the reply before the stop string, with finish_reason stop', async () => {
     const full = await client.completions.create({ model: MODEL, prompt: 'In the beginning', max_tokens: 16, temperature: 0 });
     const text = full.choices[0].text;
@@ -180,7 +190,8 @@ describe('webmoe serve errors: OpenAI\'s body and status', () => {
     ['a field out of range', { top_p: 1.5 }, 'top_p', /top_p must be a number in \(0, 1\]/],
     ['a seed outside u32', { seed: -1 }, 'seed', /seed must be an integer in \[0, 2\^32\)/],
     ['n > 1', { n: 2 }, 'n', /n must be 1/],
-    ['response_format', { response_format: { type: 'json_object' } }, 'response_format', /response_format is not supported yet/],
+    ['a response_format without its schema', { response_format: { type: 'json_schema', json_schema: { name: 'x' } } }, 'response_format', /json_schema\.schema is missing/],
+    ['a response_format of an unknown type', { response_format: { type: 'yaml' } }, 'response_format', /response_format\.type must be/],
     ['tools', { tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools', /tools are not supported/],
     ['an image part', { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] }, 'messages[0].content[0]', /text part/],
     ['a tool role', { messages: [{ role: 'tool', content: 'x' }] }, 'messages[0].role', /role must be one of/],
@@ -191,6 +202,20 @@ describe('webmoe serve errors: OpenAI\'s body and status', () => {
     expect(err.type).toBe('invalid_request_error');
     expect(err.param).toBe(param);
     expect(err.message).toMatch(message);
+  });
+
+  it('400 invalid_json_schema for a schema the grammar library refuses, whole or streamed', async () => {
+    const response_format = { type: 'json_schema', json_schema: { name: 'bad', schema: { type: 'string', pattern: '((' } } } as const;
+    for (const stream of [false, true]) {
+      const err = await statusOf((async () => {
+        const reply = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 4, stream, response_format } as never);
+        if (stream) for await (const _ of reply as unknown as AsyncIterable<unknown>) void _;
+      })());
+      expect(err.status, `stream ${stream}`).toBe(400);
+      expect(err.code).toBe('invalid_json_schema');
+      expect(err.param).toBe('response_format');
+      expect(err.message).toMatch(/parenthesis is not closed/);
+    }
   });
 
   it('400 context_length_exceeded for a prompt over the context', async () => {

@@ -9,12 +9,13 @@ import { createLocalEngine } from '../runtime/engine.ts';
 import { delegateEngine } from '../runtime/delegate_engine.ts';
 import type { ChatCompletionRequest, Engine } from '../runtime/types.ts';
 import { REPO_ROOT } from '../testing/fixtures.ts';
+import { nodeGrammarLibrary } from '../text/xgrammar_node.ts';
 
 export const SHIPPED_MODEL = resolve(REPO_ROOT, 'public/models/webmoe-kjv-12m');
 
 /** The shipped checkpoint, in this thread on the test file's GPU. */
 export function shippedEngine(): Promise<Engine> {
-  return testGpu().then((gpu) => createLocalEngine({ gpu, dir: nodeDir(SHIPPED_MODEL) }));
+  return testGpu().then((gpu) => createLocalEngine({ gpu, dir: nodeDir(SHIPPED_MODEL), grammarLibrary: nodeGrammarLibrary }));
 }
 
 /** How one generation ended: 'done', 'returned' (its reader left early), or the error's name. */

@@ -10,6 +10,7 @@ import { createStreamDecoder, type StreamDecoder } from './stream_decoder.ts';
 import { checkPromptChars } from './prompt_size.ts';
 import { patternProblem } from './regex_safety.ts';
 import { AddedTokenMatcher, encodeLiteral, splitRendered } from './literal_content.ts';
+import { vocabEncodingOf, type VocabEncoding } from './grammar_vocab.ts';
 import {
   CHAT_TEMPLATE_FILE,
   TOKENIZER_CONFIG_FILE,
@@ -75,6 +76,8 @@ export interface TokenizerParts {
   appendEos: boolean;
   chatTemplate: string | undefined;
   source: string | undefined;
+  /** How the token strings encode bytes (grammar_vocab.ts); default 'raw'. */
+  vocabEncoding?: VocabEncoding;
 }
 
 export class Tokenizer {
@@ -87,6 +90,8 @@ export class Tokenizer {
   readonly specialTokens: readonly AddedTokenInfo[];
   /** Whether applyChatTemplate can work: base models may come without a template. */
   readonly hasChatTemplate: boolean;
+  /** How the token strings of encodedVocab() encode bytes, for a grammar library (grammar_vocab.ts). */
+  readonly vocabEncoding: VocabEncoding;
 
   readonly #hf: HfTokenizer;
   readonly #config: Record<string, unknown>;
@@ -113,6 +118,14 @@ export class Tokenizer {
       .sort((a, b) => a.id - b.id);
     this.specialTokens = this.addedTokens.filter((t) => t.special);
     this.hasChatTemplate = parts.chatTemplate !== undefined || (parts.config.chat_template ?? null) !== null;
+    this.vocabEncoding = parts.vocabEncoding ?? { vocabType: 'raw', prependSpace: false };
+  }
+
+  /** Every token's string as tokenizer.json spells it, by id (added tokens included; '' for an id without one). */
+  encodedVocab(): string[] {
+    const tokens = Array.from({ length: this.vocabSize }, (_, id) => this.#hf.id_to_token(id) ?? '');
+    for (const t of this.addedTokens) tokens[t.id] = t.content;
+    return tokens;
   }
 
   /** Text -> token ids. */
@@ -229,6 +242,7 @@ export function loadTokenizer(options: LoadTokenizerOptions): Tokenizer {
     appendEos: addEos && bare[bare.length - 1] !== eosTokenId,
     chatTemplate: options.chatTemplate,
     source,
+    vocabEncoding: vocabEncodingOf(json),
   });
 }
 

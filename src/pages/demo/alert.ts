@@ -29,6 +29,7 @@ const ADVICE: Partial<Record<WebmoeErrorCode, [title: string, advice: string]>> 
   BAD_TOKENIZER: ['The tokenizer cannot be used', 'Chatting needs tokenizer.json and tokenizer_config.json with a chat template.'],
   PROMPT_TOO_LONG: ['The conversation is too long', 'Start a new chat or lower “Max tokens”.'],
   BAD_ARGUMENT: ['A setting is not valid', 'Check the values under Settings.'],
+  BAD_GRAMMAR: ['The JSON Schema cannot be used', 'Change the schema under JSON mode (the message says what the grammar library refused), or empty the box to ask for any JSON object.'],
 };
 
 export function explainError(err: unknown): Explanation {

@@ -11,6 +11,7 @@ import { Figures } from './figures.ts';
 import { ExpertsHeatmap } from './experts_heatmap.ts';
 import { drawCacheChart } from './cache_chart.ts';
 import { adaptSettings, readSettings } from './settings.ts';
+import { setUpJsonMode, showParsed } from './json_mode.ts';
 
 export class ChatView {
   private readonly conversation: Conversation;
@@ -50,6 +51,7 @@ export class ChatView {
     $('stop').addEventListener('click', () => this.stop(), on);
     $('new-chat').addEventListener('click', () => void this.newChat(), on);
     this.prompt.addEventListener('keydown', (e) => this.onKey(e), on);
+    setUpJsonMode(this.listeners.signal);
   }
 
   private get disposed(): boolean {
@@ -112,6 +114,7 @@ export class ChatView {
         }
       }
       answer.dataset.state = 'done';
+      if (settings.responseFormat) showParsed(answer, written, how === 'failed' ? 'stop' : how);
       $('chat-status').textContent = `Answered with ${tokens} tokens.`;
     } catch (err) {
       if (this.disposed) {

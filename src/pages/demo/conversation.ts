@@ -12,7 +12,7 @@ import type { ChatMessage, Engine, FinishReason, GenerateChunk, GenerateOptions,
 export type TurnEnd = FinishReason | 'failed';
 
 /** What one reply takes from the page's settings. */
-export type ReplyOptions = Pick<GenerateOptions, 'temperature' | 'topP' | 'maxTokens' | 'speculative' | 'signal'>;
+export type ReplyOptions = Pick<GenerateOptions, 'temperature' | 'topP' | 'maxTokens' | 'speculative' | 'responseFormat' | 'signal'>;
 
 export class Conversation {
   private messages: ChatMessage[] = [];
@@ -43,6 +43,7 @@ export class Conversation {
       temperature: options.temperature,
       top_p: options.topP,
       speculative: options.speculative,
+      response_format: options.responseFormat,
       signal: options.signal,
     });
     for await (const chunk of stream) {

@@ -1,10 +1,12 @@
-// The chat settings form: temperature, top-p, max tokens and MTP on or off, read into the
-// engine's GenerateOptions. A value out of range is an ArgumentError naming the setting.
+// The chat settings form: temperature, top-p, max tokens, MTP on or off and JSON mode
+// (json_mode.ts), read into the engine's GenerateOptions. A value out of range is an
+// ArgumentError naming the setting.
 
 import { ArgumentError, type GenerateOptions, type ModelInfo } from './lib.ts';
 import { $ } from './dom.ts';
+import { readResponseFormat } from './json_mode.ts';
 
-export type Settings = Pick<GenerateOptions, 'temperature' | 'topP' | 'maxTokens' | 'speculative'>;
+export type Settings = Pick<GenerateOptions, 'temperature' | 'topP' | 'maxTokens' | 'speculative' | 'responseFormat'>;
 
 export function readSettings(): Settings {
   const temperature = numberField('temperature', 'Temperature');
@@ -13,7 +15,7 @@ export function readSettings(): Settings {
   if (!(temperature >= 0)) throw new ArgumentError(`Temperature must be 0 or more (0 always picks the likeliest token), got ${temperature}`);
   if (!(topP > 0 && topP <= 1)) throw new ArgumentError(`Top-p must be above 0 and at most 1, got ${topP}`);
   if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new ArgumentError(`Max tokens must be a whole number of 1 or more, got ${maxTokens}`);
-  return { temperature, topP, maxTokens, speculative: $<HTMLInputElement>('mtp').checked };
+  return { temperature, topP, maxTokens, speculative: $<HTMLInputElement>('mtp').checked, responseFormat: readResponseFormat() };
 }
 
 /** MTP can only be switched on for a checkpoint that has the module. */
