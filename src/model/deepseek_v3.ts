@@ -77,7 +77,10 @@ export interface StepOutput {
   ids?: Uint32Array;
   /** [logit rows, vocab_size]; when asked for. */
   logits?: Float32Array;
-  /** With an MTP plan: the draft ids of the MTP's logit rows (the same rows as the main model's). */
+  /**
+   * With an MTP plan: the draft ids of the MTP's logit rows (the same rows as the main model's);
+   * NON_FINITE_ID where the MTP module's logits were NaN or infinite.
+   */
   drafts?: Uint32Array;
   /** With an MTP plan, readLogits and sample: [logit rows, vocab_size] of the MTP module. */
   mtpLogits?: Float32Array;
@@ -191,8 +194,9 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
           readback.unmap();
           out.ids = words.slice(0, outRows);
           if (mtp) out.drafts = words.slice(outRows, 2 * outRows);
+          // The main model's ids must be finite; a draft that is not (NON_FINITE_ID) is only a
+          // draft: the caller decodes without it (gpu_model.ts), the output stays exact.
           checkFinite(out.ids, 'lm_head');
-          if (out.drafts) checkFinite(out.drafts, "the MTP module's shared_head");
         }
         // Logits are for scoring and tests, not the decode loop: read with their own copies.
         if (input.readLogits) out.logits = new Float32Array(await readBuffer(device, head.logits, 4 * outRows * V));

@@ -8,7 +8,7 @@ import { ArgumentError, throwIfAborted, UnsupportedConfigError } from '../errors
 import type { Gpu } from '../gpu/device.ts';
 import { uploadBuffer } from '../gpu/buffers.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
-import type { SamplingParams } from '../kernels/sample.ts';
+import { NON_FINITE_ID, type SamplingParams } from '../kernels/sample.ts';
 
 export type { SamplingParams } from '../kernels/sample.ts';
 import { createForwardPlan, type ForwardPlan, type LogitRows, type RepetitionInput } from './deepseek_v3.ts';
@@ -74,8 +74,8 @@ export type Routing = Map<number, Uint32Array>;
 export interface VerifyResult {
   /** The main model's ids after the current token and after the draft. */
   ids: [number, number];
-  /** The MTP draft for the token after ids[0] (used when the draft was rejected) and after ids[1] (accepted). */
-  drafts: [number, number];
+  /** The MTP draft for the token after ids[0] (used when the draft was rejected) and after ids[1] (accepted); undefined where the MTP module's logits were not finite. */
+  drafts: [number | undefined, number | undefined];
   /** When asked: the experts of both rows (row 1 counts only when the draft was accepted). */
   routing?: Routing;
 }
@@ -83,7 +83,7 @@ export interface VerifyResult {
 export interface ForwardResult {
   /** The sampled id after the last row. */
   id?: number;
-  /** With mtp: the MTP module's draft of the token after `id`. */
+  /** With mtp: the MTP module's draft of the token after `id` (undefined where its logits were not finite). */
   draft?: number;
   /** With options.routing: the last chunk's experts. */
   routing?: Routing;
@@ -238,7 +238,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
           readLogits: wantLogits,
           nextId: !opts.mtp ? undefined : isLast ? (opts.sample ? undefined : opts.nextId) : ids[end],
         });
-        if (out.drafts && isLast) draft = out.drafts[out.drafts.length - 1];
+        if (out.drafts && isLast) draft = usableDraft(out.drafts[out.drafts.length - 1]);
         if (opts.routing && isLast) routing = await plan.readRouting();
         if (out.logits) {
           const rows = out.logits.length / config.vocab_size;
@@ -252,11 +252,20 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
       const plan = verifyPlan(set);
       const out = await plan.run({ ids: [current, draft], startPos, sample: sampling, repetition: verifyOptions.repetition, tokenMask: verifyOptions.tokenMask });
       const routing = verifyOptions.routing ? await plan.readRouting() : undefined;
-      return { ids: [out.ids![0], out.ids![1]], drafts: [out.drafts![0], out.drafts![1]], routing };
+      return { ids: [out.ids![0], out.ids![1]], drafts: [usableDraft(out.drafts![0]), usableDraft(out.drafts![1])], routing };
     },
     destroy() {
       weights.destroy();
       invFreq.destroy();
     },
   };
+}
+
+/**
+ * A draft of the MTP module, or undefined where its logits were not finite (a broken MTP layer
+ * in a checkpoint whose main model is sound): the request then decodes without speculation, with
+ * the same output, instead of failing.
+ */
+function usableDraft(id: number): number | undefined {
+  return id === NON_FINITE_ID ? undefined : id;
 }

@@ -72,12 +72,12 @@ describe('MTP module (dsv3-tiny-official)', () => {
           accepted++;
           out.push(v.ids[0], v.ids[1]);
           current = v.ids[1];
-          draft = v.drafts[1];
+          draft = v.drafts[1]!;
           pos += 2;
         } else {
           out.push(v.ids[0]);
           current = v.ids[0];
-          draft = v.drafts[0];
+          draft = v.drafts[0]!;
           pos += 1;
         }
       }

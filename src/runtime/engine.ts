@@ -89,6 +89,7 @@ export interface CreateEngineOptions extends Omit<LocalEngineOptions, 'gpu' | 'd
 export async function createLocalEngine(options: LocalEngineOptions): Promise<Engine> {
   const { dir, signal } = options;
   const { gpu, ledger } = withBufferLedger(options.gpu); // stats() counts every buffer made from here
+  options.onProgress?.({ phase: 'files', bytesDone: 0, bytesTotal: 0 });
   const checkpoint = await openCheckpoint(dir, { signal });
   const config = parseConfig(checkpoint.configText, `${dir.description}/config.json`);
   const limits: EngineLimits = {

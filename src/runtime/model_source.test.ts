@@ -16,4 +16,11 @@ describe('progressWithRetries', () => {
     });
     expect(progressWithRetries(undefined)).toEqual({ onProgress: undefined, onRetry: undefined });
   });
+
+  it('a retry before the weights stream (config, tokenizer, headers) is reported in the files phase', () => {
+    const seen: EngineProgress[] = [];
+    const { onRetry } = progressWithRetries((p) => seen.push(p));
+    onRetry!({ url: 'http://x/config.json', range: '', attempt: 1, maxAttempts: 6, reason: 'HTTP 503', stalled: false, delayMs: 500, bytesReceived: 0 });
+    expect(seen).toEqual([{ phase: 'files', bytesDone: 0, bytesTotal: 0, retrying: { url: 'http://x/config.json', attempt: 1, maxAttempts: 6, reason: 'HTTP 503', delayMs: 500 } }]);
+  });
 });

@@ -19,16 +19,17 @@ export interface ResolveOptions {
 }
 
 /**
- * The load's progress callback, and an onRetry that reports each network retry through it with
- * the bytes of the last report (a retry has no byte count of its own).
+ * The load's progress callback, and an onRetry that reports each network retry through it in the
+ * phase and with the bytes of the last report (a retry has no byte count of its own): 'files'
+ * until the weights stream (config.json, tokenizer, headers), then 'weights'.
  */
 export function progressWithRetries(onProgress: ((p: EngineProgress) => void) | undefined) {
-  let last: EngineProgress = { phase: 'weights', bytesDone: 0, bytesTotal: 0 };
+  let last: EngineProgress = { phase: 'files', bytesDone: 0, bytesTotal: 0 };
   return {
     onProgress: onProgress && ((p: EngineProgress) => onProgress((last = p))),
     onRetry: onProgress && ((e: RetryEvent) => {
       const { url, attempt, maxAttempts, reason, delayMs } = e;
-      onProgress({ ...last, phase: 'weights', retrying: { url, attempt, maxAttempts, reason, delayMs } });
+      onProgress({ ...last, retrying: { url, attempt, maxAttempts, reason, delayMs } });
     }),
   };
 }

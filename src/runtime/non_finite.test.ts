@@ -1,6 +1,7 @@
 // NaN and infinity injected into a checkpoint never give silent wrong output: in a block scale or
 // a norm weight the load refuses it by name; in the embedding (not scanned: it is large) the first
-// step that samples ends in NonFiniteError instead of token 0 forever.
+// step that samples ends in NonFiniteError instead of token 0 forever; in the MTP module only, the
+// drafts are dropped and decoding goes on without speculation, with the same tokens.
 
 import { describe, expect, it } from 'vitest';
 import { CheckpointError, NonFiniteError } from '../errors.ts';
@@ -59,6 +60,33 @@ describe('non-finite values in a checkpoint', () => {
       expect(ids).toHaveLength(2);
     } finally {
       await engine.unload();
+    }
+  });
+
+  it('in the MTP module only: speculation falls back to plain decoding, same tokens, no error', async () => {
+    const gpu = await testGpu();
+    const sound = await createLocalEngine({ gpu, dir: corrupted('model.embed_tokens.weight', 0, [0, 0]), maxContext: 32 });
+    // The MTP layer (3 in ODD) drafts through its own shared_head: one NaN there makes every draft's logits non-finite.
+    const broken = await createLocalEngine({ gpu, dir: corrupted('model.layers.3.shared_head.head.weight', 7 * 200 + 11, [0xc0, 0x7f]), maxContext: 32 });
+    try {
+      const run = async (engine: typeof sound, speculative: boolean) => {
+        const ids: number[] = [];
+        let mtp: { drafted: number; accepted: number } | undefined;
+        for await (const chunk of engine.generate([1, 5, 2], { maxTokens: 6, temperature: 0, ignoreEos: true, speculative })) {
+          ids.push(...chunk.ids);
+          if (chunk.done) mtp = chunk.done.stats.mtp;
+        }
+        return { ids, mtp };
+      };
+      const plain = await run(broken, false);
+      const speculated = await run(broken, true);
+      expect(speculated.ids).toEqual(plain.ids);
+      expect(speculated.mtp).toEqual({ drafted: 0, accepted: 0 }); // the prefill's draft was refused: no verify step
+      // The main model is the same as the sound checkpoint's (element 0 of the embedding rewritten as +0).
+      expect(plain.ids).toEqual((await run(sound, false)).ids);
+    } finally {
+      await broken.unload();
+      await sound.unload();
     }
   });
 

@@ -125,7 +125,7 @@ export async function measureStepCosts(model: GpuModel): Promise<SpeculationCost
     const greedy = (step: number) => ({ temperature: 0, topK: 0, topP: 1, seed: 0, step });
     const first = await model.forward(plans, prompt, 0, { sample: greedy(0), mtp: true });
     let id = first.id!;
-    let draft = first.draft!;
+    let draft = first.draft ?? id; // a broken MTP layer drafts nothing; any id times the same
     let position = prompt.length;
     const timed = async (work: () => Promise<void>) => {
       const started = performance.now();
@@ -137,7 +137,7 @@ export async function measureStepCosts(model: GpuModel): Promise<SpeculationCost
     for (let i = 0; i <= CALIBRATION_STEPS; i++) {
       const v = await timed(async () => {
         const r = await model.verify(plans, id, draft, position, greedy(position));
-        [id, draft] = [r.ids[0], r.drafts[0]];
+        [id, draft] = [r.ids[0], r.drafts[0] ?? r.ids[0]]; // any id times the same: a broken MTP layer's draft will do
       });
       position += 1; // the draft's row is overwritten by the next step: only the costs matter here
       const p = await timed(async () => {

@@ -4,9 +4,12 @@
 
 import type { ChatMessage } from '../text/chat_template.ts';
 
-/** Load progress: bytes of the checkpoint read and uploaded to the GPU. */
+/**
+ * Load progress. 'files': config.json, the tokenizer and the safetensors headers are being read
+ * (no byte counts yet); 'weights': bytes of the checkpoint read and uploaded to the GPU; 'ready'.
+ */
 export interface EngineProgress {
-  phase: 'weights' | 'ready';
+  phase: 'files' | 'weights' | 'ready';
   bytesDone: number;
   bytesTotal: number;
   /** The file being read. */

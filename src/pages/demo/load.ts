@@ -23,11 +23,13 @@ export async function loadEngine(model: ModelSource, fromFiles: boolean, signal:
   delete text.dataset.source;
   const started = performance.now();
   let fromCache = false;
+  const retryText = (p: EngineProgress) => (p.retrying ? ` · ${p.retrying.reason}: retry ${p.retrying.attempt + 1} of ${p.retrying.maxAttempts} in ${Math.round(p.retrying.delayMs / 1000)} s` : '');
   const onProgress = (p: EngineProgress) => {
+    if (p.phase === 'files') text.textContent = `Opening the checkpoint…${retryText(p)}`;
     if (p.phase !== 'weights') return;
     fromCache ||= p.fromCache === true;
     bar.value = p.bytesTotal ? p.bytesDone / p.bytesTotal : 1;
-    text.textContent = `${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} · ${formatBytes(p.bytesDone / seconds(started))}/s${p.fromCache ? ' · from the browser cache' : ''}${p.retrying ? ` · ${p.retrying.reason}: retry ${p.retrying.attempt + 1} of ${p.retrying.maxAttempts} in ${Math.round(p.retrying.delayMs / 1000)} s` : ''}`;
+    text.textContent = `${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} · ${formatBytes(p.bytesDone / seconds(started))}/s${p.fromCache ? ' · from the browser cache' : ''}${retryText(p)}`;
   };
   try {
     const engine = await createEngine({ model, onProgress, signal });
