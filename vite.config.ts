@@ -10,7 +10,8 @@ export default defineConfig({
   preview: { port: 4173 },
   // Pre-bundle the browser dependencies at start, so the dev server never reloads a page that
   // is already running (it would when it discovered one on first import).
-  optimizeDeps: { include: ['@huggingface/tokenizers', '@mlc-ai/web-xgrammar', '@huggingface/jinja', 'idb-keyval', 'comlink', '@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-webgpu'] },
+  // onnxruntime-web (the bench page's peer) is served as shipped: its wasm is found by a `?url` import.
+  optimizeDeps: { include: ['@huggingface/tokenizers', '@mlc-ai/web-xgrammar', '@huggingface/jinja', 'idb-keyval', 'comlink', '@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-webgpu'], exclude: ['onnxruntime-web'] },
   build: {
     outDir: resolve(import.meta.dirname, 'dist/pages'),
     emptyOutDir: true,

@@ -1,5 +1,5 @@
-// The benchmark page: the kernel suite of `webmoe bench --kernels` and the decode benchmark of
-// `webmoe bench --decode`, on the visitor's GPU, with a progress bar, a roofline, tables that fit
+// The benchmark page: the kernel suite of `webmoe bench --kernels`, the decode benchmark of
+// `webmoe bench --decode` and the onnxruntime-web peer on the same model, on the visitor's GPU, with a progress bar, a roofline, tables that fit
 // the screen, and the JSON export of both.
 import { openBrowserGpu, WebmoeError, type Gpu } from '../../index.ts';
 import { runKernelBench, type BenchReport, type ShapeSet } from '../../bench/suite.ts';
@@ -10,12 +10,15 @@ import { gbps, gflops, shapeText } from './format.ts';
 import { drawRoofline } from './roofline.ts';
 import { ceilingBars, decodeCostTable, kernelPeerTable, kernelsTable } from './tables.ts';
 import { runDecode, showDecode } from './decode_view.ts';
+import type { PeerReport } from './peer_run.ts';
+import type { PeerBuild } from './peer_view.ts';
 
 const params = new URLSearchParams(location.search);
 const MODEL = new URL(params.get('model') ?? '../models/webmoe-kjv-12m/', location.href).href;
 let gpu: Gpu | undefined;
 let report: BenchReport | undefined;
 let decode: DecodeReport | undefined;
+let peer: PeerReport | undefined;
 /** One run at a time: the kernels and the decode step share the device. */
 let busy = false;
 
@@ -39,7 +42,8 @@ function setBusy(on: boolean): void {
   busy = on;
   $<HTMLButtonElement>('run').disabled = on || !gpu;
   $<HTMLButtonElement>('run-decode').disabled = on || !gpu;
-  $<HTMLButtonElement>('export').disabled = on || (!report && !decode);
+  $<HTMLButtonElement>('run-peer').disabled = on || !gpu;
+  $<HTMLButtonElement>('export').disabled = on || (!report && !decode && !peer);
 }
 
 function showFailure(err: unknown): void {
@@ -109,12 +113,40 @@ async function runDecodeBench(): Promise<void> {
   }
 }
 
+async function runPeerBench(): Promise<void> {
+  if (!gpu || busy) return;
+  setBusy(true);
+  $('error').hidden = true;
+  const progress = $('peer-progress');
+  delete progress.dataset.state;
+  const started = performance.now();
+  try {
+    const { runPeer, showPeer } = await import('./peer_view.ts'); // onnxruntime-web loads only now
+    peer = await runPeer(gpu, MODEL, {
+      quick: $<HTMLInputElement>('quick').checked,
+      build: $<HTMLSelectElement>('peer-build').value as PeerBuild,
+      onProgress: (line) => (progress.textContent = `${line} · ${((performance.now() - started) / 1000).toFixed(0)} s`),
+    });
+    showPeer(peer);
+    $('ort-peer-box').hidden = false;
+    progress.textContent = `Done in ${((performance.now() - started) / 1000).toFixed(0)} s.`;
+    progress.dataset.state = 'done';
+  } catch (err) {
+    progress.dataset.state = 'failed';
+    progress.textContent = 'The peer benchmark failed.';
+    showFailure(err);
+  } finally {
+    setBusy(false);
+  }
+}
+
 $('run').addEventListener('click', () => void runKernels());
+$('run-peer').addEventListener('click', () => void runPeerBench());
 $('run-decode').addEventListener('click', () => void runDecodeBench());
 $('export').addEventListener('click', () => {
-  if (!report && !decode) return;
-  // The kernel report as `bench --kernels --json` prints it, with the decode report beside it when it ran.
-  const json = { ...(report ?? {}), ...(decode ? { decode } : {}) };
+  if (!report && !decode && !peer) return;
+  // The kernel report as `bench --kernels --json` prints it, with the decode and peer reports beside it when they ran.
+  const json = { ...(report ?? {}), ...(decode ? { decode } : {}), ...(peer ? { peer } : {}) };
   const adapter = gpu?.adapter;
   const a = document.createElement('a');
   a.href = URL.createObjectURL(new Blob([JSON.stringify(json, null, 2)], { type: 'application/json' }));
