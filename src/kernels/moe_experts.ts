@@ -39,7 +39,7 @@ import gateUpSource from '../../shaders/moe_experts_gate_up.wgsl?raw';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { ArgumentError, GpuLimitError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
-import { BLOCK, checkBindings, checkCounts, createBindGroup, dispatch, kernelPipeline, preparedCall, Uniforms, type BindingNeeds, type Cost, type Encodable, type Kernel, type KernelContext } from '../gpu/kernel.ts';
+import { BLOCK, checkBindings, checkCounts, createBindGroup, dispatch, kernelPipeline, preparedCall, Uniforms, type BindingNeeds, type Cost, type Encodable, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import type { CachedPipeline } from '../gpu/pipeline_cache.ts';
 import type { WgslSource } from '../gpu/shader_compose.ts';
 import { createActRound, type ActScaleFormat } from './act_quant.ts';
@@ -266,6 +266,24 @@ export interface MoeExpertsOptions {
 export interface MoeExperts extends Kernel<MoeExpertsArgs> {
   readonly weights: ExpertWeightFormat;
   readonly workgroupSize: number;
+  /**
+   * The routed experts over a GPU expert cache (src/model/expert_offload.ts): `pass` runs the
+   * pairs whose slot id is below the cache's slots (others are skipped) and writes each one's y;
+   * the caller runs it once per set of resident experts, then `finish` sums every pair's y in k
+   * order (moe_combine) and adds the shared experts: the same out, bit for bit, as the split
+   * stacks' path.
+   */
+  prepareSlots(args: MoeSlotsArgs): { pass: PreparedCall; finish: PreparedCall };
+}
+
+/** A MoE layer's experts over `slots` cache slots: ids in `slotIds` (slot ids, `slots` or more for a pair not in this pass). */
+export interface MoeSlotsArgs extends Omit<MoeExpertsCallArgs, 'n_routed_experts' | 'topkIds' | 'router'> {
+  /** Experts the cache holds, in slots 0 .. slots - 1 of `weights`. */
+  slots: number;
+  /** The cache's buffers, laid out as a stack of `slots` experts. */
+  weights: MlpWeights;
+  /** [tokens, num_experts_per_tok] u32: each pair's slot in this pass, or >= slots when its expert is not resident in it. */
+  slotIds: GPUBuffer;
 }
 
 /** The experts a dispatch's buffers hold: first .. first + count - 1 (an ExpertRange, or one expert). */
@@ -552,6 +570,56 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
     name: 'moe_experts',
     weights: passes.weights,
     workgroupSize: options.workgroupSize ?? 64,
+    prepareSlots(args) {
+      const label = args.label ?? 'moe_experts';
+      const { tokens: T, hidden_size: d, moe_intermediate_size: I, slots: S, num_experts_per_tok: K, scratch, shared } = args;
+      checkCounts(label, { tokens: T, hidden_size: d, moe_intermediate_size: I, slots: S, num_experts_per_tok: K });
+      const path = args.path ?? (T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped');
+      // y per pair on both paths (decode as over several ranges)
+      const scratchBytes = moeExpertsScratchBytes({ ...args, n_routed_experts: S }, path, 2);
+      checkBindings(device, label, {
+        x: [args.x, 4 * T * d],
+        slotIds: [args.slotIds, 4 * T * K],
+        topkWeights: [args.topkWeights, 4 * T * K],
+        out: [args.out, 4 * T * d],
+        'scratch.h': [scratch.h, 4 * T * K * I],
+        'scratch.y': [scratch.y, scratchBytes.y],
+        ...weightNeeds(label, passes.weights, args.weights, S, d, I, 'slots.'),
+        ...(path === 'grouped'
+          ? { 'scratch.expertOffsets': [scratch.expertOffsets, scratchBytes.expertOffsets], 'scratch.sortedPairs': [scratch.sortedPairs, scratchBytes.sortedPairs] } as const
+          : {}),
+      });
+      passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'moe_intermediate_size tiles': passes.tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { slots: S }) });
+      const owned: { destroy(): void }[] = [];
+      const finishOwned: { destroy(): void }[] = [];
+      try {
+        const s = { T, K, E: S, d, I };
+        const all = { first: 0, count: S, weights: args.weights };
+        const y = scratch.y!;
+        let steps: Encodable[];
+        if (path === 'decode') {
+          steps = [
+            passes.gateUp(`${label}.gate_up`, 'decode', s, all, { gate: all.weights.gate_proj, up: all.weights.up_proj }, { x: args.x, h: scratch.h, routing: [args.slotIds] }, owned),
+            ...passes.hiddenRound(label, T * K, I, scratch.h, owned),
+            passes.down(`${label}.down`, 'decode_pairs', s, all, all.weights.down_proj, { h: scratch.h, out: y, routing: [args.slotIds] }, owned),
+          ];
+        } else {
+          // moe_group drops ids >= slots: the pairs of experts not resident in this pass
+          const grouping = group.prepare({ pairs: T * K, experts: S, topkIds: args.slotIds, expertOffsets: scratch.expertOffsets!, sortedPairs: scratch.sortedPairs!, label: `${label}.group` });
+          owned.push(grouping);
+          steps = [grouping, ...passes.grouped(label, s, { x: args.x, ranges: [all], h: scratch.h, y, offsets: scratch.expertOffsets!, sorted: scratch.sortedPairs! }, owned)];
+        }
+        const after = shared ? mlpSteps(device, sharedPasses, { tokens: T, hidden_size: d, ...shared, x: shared.x ?? args.x, out: args.out, label: `${label}.shared_experts` }, finishOwned, true) : [];
+        const finishSteps = [passes.combine(label, s, { y, topkWeights: args.topkWeights, out: args.out }, finishOwned), ...after];
+        // A pass reads each resident expert of its pairs once (decode: once per pair).
+        const routed = moeExpertsCost({ ...args, n_routed_experts: S }, path, passes.weights);
+        const sharedCost = shared ? moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: shared.intermediate_size, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights) : { bytes: 0, flops: 0 };
+        return { pass: preparedCall(routed, steps, owned), finish: preparedCall(sharedCost, finishSteps, finishOwned) };
+      } catch (err) {
+        for (const o of [...owned, ...finishOwned]) o.destroy();
+        throw err;
+      }
+    },
     prepare(args) {
       const label = args.label ?? 'moe_experts';
       const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = args;

@@ -39,6 +39,8 @@ export interface Activations {
   readonly routerLogits: GPUBuffer;
   readonly topkIds: GPUBuffer;
   readonly topkWeights: GPUBuffer;
+  /** [T, num_experts_per_tok] u32: each pair's slot in an offloaded layer's expert cache (src/model/expert_offload.ts). */
+  readonly topkSlots: GPUBuffer;
   readonly moeScratch: MoeExpertsScratch;
   /**
    * [T, hidden] the routed experts' input rounded with ue8m0 scales, beside x rounded with
@@ -74,6 +76,7 @@ function bufferCounts(c: DeepseekV3Config, T: number): Record<string, number | u
     router_logits: hasMoe ? T * Math.max(1, c.n_routed_experts) : 1,
     topk_ids: T * Math.max(1, c.num_experts_per_tok),
     topk_weights: T * Math.max(1, c.num_experts_per_tok),
+    topk_slots: T * Math.max(1, c.num_experts_per_tok),
     x_routed: hasMoe && c.quantization_config?.scale_fmt === 'ue8m0' ? T * d : undefined,
     hidden: T * d,
   };
@@ -128,6 +131,7 @@ export function createActivations(device: GPUDevice, c: DeepseekV3Config, rows: 
     routerLogits: make('router_logits'),
     topkIds: make('topk_ids'),
     topkWeights: make('topk_weights'),
+    topkSlots: make('topk_slots'),
     moeScratch: scratch,
     xRouted: optional('x_routed'),
     hidden: make('hidden'),

@@ -27,7 +27,8 @@ import type { ModelWeights } from './gpu_weights.ts';
 import { prepareEmbedding } from './embedding.ts';
 import { prepareHead, type LogitRows, type RepetitionInput } from './head.ts';
 import type { LatentCache } from './kv_cache.ts';
-import { encodeLayer, prepareLayer, prepareNorm } from './layer.ts';
+import { encodeLayer, prepareLayer, prepareNorm, type Recording, type StepRecord } from './layer.ts';
+import { recordAll, recordThrough } from './offload_step.ts';
 import type { ModelKernels } from './model_kernels.ts';
 import { createMtpPlan } from './mtp.ts';
 
@@ -96,7 +97,8 @@ export interface ForwardPlan {
   readRouting(): Promise<Map<number, Uint32Array>>;
   /**
    * Writes ids and positions, then records the step into `encoder` (for composing with other work).
-   * The params go through queue.writeBuffer: one encode of a plan per submit.
+   * The params go through queue.writeBuffer: one encode of a plan per submit. Not for a model
+   * that offloads its experts (ArgumentError): its step reads back mid-way, so only run() takes it.
    */
   encode(encoder: GPUCommandEncoder, input: StepInput): void;
   /** One step: encode, submit, read back what was asked for. */
@@ -137,31 +139,37 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
     const routeBytes = 4 * rows * c.num_experts_per_tok;
     const routing = captureRouting && moeLayers.length > 0 ? buffer('routing', routeBytes * moeLayers.length, GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC) : undefined;
 
-    const encode = (encoder: GPUCommandEncoder, input: StepInput) => {
+    // Offloaded experts: the router's ids of a layer are read back through here (offload_step.ts).
+    const offloaded = layers.some((l) => l.offloaded) || (mtp?.offloaded ?? false);
+    const staging = offloaded ? buffer('readback.topk_ids', 4 * rows * c.num_experts_per_tok, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST) : undefined;
+
+    /** The step, recorded into rec.encoder; a generator that stops at each offloaded layer (layer.ts StepRecord). */
+    function* steps(rec: Recording, input: StepInput): StepRecord {
       checkInput(input, rows, cache.maxT, V);
       device.queue.writeBuffer(acts.ids, 0, Uint32Array.from(input.ids));
       writeConsecutivePositions(device, acts.positions, input.startPos, rows);
       for (const layer of layers) layer.attention.setStartPos(input.startPos);
 
-      const first = encoder.beginComputePass({ label: 'embed' });
+      const first = rec.encoder.beginComputePass({ label: 'embed' });
       embed.encode(first);
       inputNorm.encode(first);
       first.end();
-      layers.forEach((layer, L) => {
-        encodeLayer(encoder, layer, `layer${L}`);
+      for (const [L, layer] of layers.entries()) {
+        yield* encodeLayer(rec, layer, `layer${L}`);
         const slot = moeLayers.indexOf(W.layers[L].index);
-        if (routing && slot >= 0) encoder.copyBufferToBuffer(acts.topkIds, 0, routing, slot * routeBytes, routeBytes);
-      });
-      // A prefill chunk before the last one needs no head.
-      if (input.sample || input.readLogits || input.head) head.encode(encoder, { sample: input.sample, repetition: input.repetition, tokenMask: input.tokenMask });
-      if (input.sample) encoder.copyBufferToBuffer(head.sampledIds, 0, readback, 0, 4 * outRows);
-      if (mtp) {
-        encodeMtpIds(encoder, input);
-        // Drafts are only wanted after a sampled row; otherwise the layer fills its cache rows alone.
-        mtp.encode(encoder, input.startPos, input.sample ? { ...GREEDY_DRAFT, step: input.sample.step } : undefined);
-        if (input.sample) encoder.copyBufferToBuffer(mtp.sampledIds, 0, readback, 4 * outRows, 4 * outRows);
+        if (routing && slot >= 0) rec.encoder.copyBufferToBuffer(acts.topkIds, 0, routing, slot * routeBytes, routeBytes);
       }
-    };
+      // A prefill chunk before the last one needs no head.
+      if (input.sample || input.readLogits || input.head) head.encode(rec.encoder, { sample: input.sample, repetition: input.repetition, tokenMask: input.tokenMask });
+      if (input.sample) rec.encoder.copyBufferToBuffer(head.sampledIds, 0, readback, 0, 4 * outRows);
+      if (mtp) {
+        encodeMtpIds(rec.encoder, input);
+        // Drafts are only wanted after a sampled row; otherwise the layer fills its cache rows alone.
+        yield* mtp.encode(rec, input.startPos, input.sample ? { ...GREEDY_DRAFT, step: input.sample.step } : undefined);
+        if (input.sample) rec.encoder.copyBufferToBuffer(mtp.sampledIds, 0, readback, 4 * outRows, 4 * outRows);
+      }
+    }
+    const encode = (encoder: GPUCommandEncoder, input: StepInput) => recordAll(steps({ encoder }, input));
 
     /** The MTP module's row i reads t_{i+1}: the next input id, or the id sampled after row i. */
     const encodeMtpIds = (encoder: GPUCommandEncoder, input: StepInput) => {
@@ -184,9 +192,10 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
       logits: head.logits,
       encode,
       async run(input) {
-        const encoder = device.createCommandEncoder({ label: `forward T=${rows}` });
-        encode(encoder, input);
-        device.queue.submit([encoder.finish()]);
+        const rec: Recording = { encoder: device.createCommandEncoder({ label: `forward T=${rows}` }) };
+        if (staging) await recordThrough(device, rec, steps(rec, input), staging);
+        else recordAll(steps(rec, input));
+        device.queue.submit([rec.encoder.finish()]);
         const out: StepOutput = {};
         if (input.sample) {
           await readback.mapAsync(GPUMapMode.READ);

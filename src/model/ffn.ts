@@ -15,6 +15,7 @@ import type { DeepseekV3Config } from '../config.ts';
 import type { PreparedCall } from '../gpu/kernel.ts';
 import type { ExpertRange, MlpWeights } from '../kernels/moe_experts.ts';
 import type { Activations } from './activations.ts';
+import type { ExpertCache } from './expert_offload.ts';
 import type { LayerWeights } from './gpu_weights.ts';
 import type { ModelKernels } from './model_kernels.ts';
 
@@ -23,40 +24,67 @@ function expertWeights(ranges: readonly ExpertRange[]): { weights: MlpWeights } 
   return ranges.length === 1 ? { weights: ranges[0].weights } : { ranges };
 }
 
-/** The calls of one layer's FFN, in order, for one compute pass. */
-export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string): PreparedCall[] {
+/**
+ * An offloaded MoE layer's experts (src/model/expert_offload.ts): after the FFN's calls (router gate
+ * and selection) the step reads the ids back, runs `pass` once per set of experts made resident
+ * (slot ids in acts.topkSlots), then `finish` (sum, shared experts).
+ */
+export interface OffloadedExperts {
+  cache: ExpertCache;
+  /** tokens * num_experts_per_tok: the ids read back. */
+  pairs: number;
+  pass: PreparedCall;
+  finish: PreparedCall;
+}
+
+/** The calls of one layer's FFN, in order, for one compute pass; an offloaded layer's experts apart. */
+export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string): { calls: PreparedCall[]; offloaded?: OffloadedExperts } {
+  const calls: PreparedCall[] = [];
+  try {
+    const offloaded = prepareFfnCalls(k, c, w, acts, label, calls);
+    return { calls, offloaded };
+  } catch (err) {
+    for (const call of calls) call.destroy();
+    throw err;
+  }
+}
+
+function prepareFfnCalls(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string, calls: PreparedCall[]): OffloadedExperts | undefined {
   const T = acts.rows;
   const d = c.hidden_size;
-  const calls: PreparedCall[] = [];
   // w8a8: the experts' input rounded in place, after the router (a bf16 Linear) has read it
   // (FP8 experts only: BF16 weights take their input as it is).
   const roundX = () => {
     if (k.actRound && k.expertWeights === 'fp8') calls.push(k.actRound.prepare({ M: T, K: d, x: acts.x, label: `${label}.x.act_quant` }));
   };
-  try {
-    if (w.mlp) {
-      roundX();
-      calls.push(k.mlp.prepare({ tokens: T, hidden_size: d, intermediate_size: c.intermediate_size, x: acts.x, weights: w.mlp, h: acts.mlpH, out: acts.ffnOut, label: `${label}.mlp` }));
-      return calls;
-    }
-    const moe = w.moe!;
-    calls.push(k.linear.prepare(moe.gate, { M: T, x: acts.x, y: acts.routerLogits, label: `${label}.gate` }));
-    // Routed experts are plain Linears officially (the config's scale_fmt), shared experts parallel
-    // ones (amax / 448): with ue8m0 the routed experts get their own rounded copy of x.
-    const xRouted = k.actRound && k.expertWeights === 'fp8' && acts.xRouted && k.actRoundScaleFmt !== k.actRound ? acts.xRouted : undefined;
-    if (xRouted) calls.push(k.actRoundScaleFmt!.prepare({ M: T, K: d, x: acts.x, rounded: xRouted, label: `${label}.x_routed.act_quant` }));
+  if (w.mlp) {
     roundX();
-    const shared = moe.shared_experts && { x: acts.x, intermediate_size: c.n_shared_experts * c.moe_intermediate_size, weights: moe.shared_experts, h: acts.mlpH };
-    calls.push(
-      k.experts.prepare({
-        tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,
-        router: { config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias },
-        x: xRouted ?? acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, ...expertWeights(moe.experts), shared, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
-      }),
-    );
-    return calls;
-  } catch (err) {
-    for (const call of calls) call.destroy();
-    throw err;
+    calls.push(k.mlp.prepare({ tokens: T, hidden_size: d, intermediate_size: c.intermediate_size, x: acts.x, weights: w.mlp, h: acts.mlpH, out: acts.ffnOut, label: `${label}.mlp` }));
+    return undefined;
   }
+  const moe = w.moe!;
+  calls.push(k.linear.prepare(moe.gate, { M: T, x: acts.x, y: acts.routerLogits, label: `${label}.gate` }));
+  // Routed experts are plain Linears officially (the config's scale_fmt), shared experts parallel
+  // ones (amax / 448): with ue8m0 the routed experts get their own rounded copy of x.
+  const xRouted = k.actRound && k.expertWeights === 'fp8' && acts.xRouted && k.actRoundScaleFmt !== k.actRound ? acts.xRouted : undefined;
+  if (xRouted) calls.push(k.actRoundScaleFmt!.prepare({ M: T, K: d, x: acts.x, rounded: xRouted, label: `${label}.x_routed.act_quant` }));
+  roundX();
+  const shared = moe.shared_experts && { x: acts.x, intermediate_size: c.n_shared_experts * c.moe_intermediate_size, weights: moe.shared_experts, h: acts.mlpH };
+  const router = { config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias };
+  if (moe.cache) {
+    calls.push(k.route.prepare({ tokens: T, ...router, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route` }));
+    const { pass, finish } = k.experts.prepareSlots({
+      tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, slots: moe.cache.slots, num_experts_per_tok: c.num_experts_per_tok,
+      x: xRouted ?? acts.x, slotIds: acts.topkSlots, topkWeights: acts.topkWeights, weights: moe.cache.weights, shared, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+    });
+    return { cache: moe.cache, pairs: T * c.num_experts_per_tok, pass, finish };
+  }
+  calls.push(
+    k.experts.prepare({
+      tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,
+      router,
+      x: xRouted ?? acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, ...expertWeights(moe.experts), shared, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+    }),
+  );
+  return undefined;
 }

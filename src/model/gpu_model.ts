@@ -16,6 +16,7 @@ import { modelWeights, type ModelWeights } from './gpu_weights.ts';
 import { createLatentCache, type LatentCache } from './kv_cache.ts';
 import type { LinearStrategies } from './linear.ts';
 import type { LoadedWeights } from './load_weights.ts';
+import type { ExpertOffload } from './expert_offload.ts';
 import { createModelKernels, type ModelKernels, type ModelNumerics } from './model_kernels.ts';
 import { ropeInvFreq } from '../kernels/rope_tables.ts';
 
@@ -124,6 +125,8 @@ export interface GpuModel {
   readonly weights: ModelWeights;
   readonly kernels: ModelKernels;
   readonly prefillChunk: number;
+  /** The routed experts' CPU stacks and GPU caches, when they are offloaded (LoadedWeights.offload). */
+  readonly offload?: ExpertOffload;
   /** A latent cache for `maxT` positions with a slot per main layer (and one for the MTP layer). */
   createCache(maxT: number): LatentCache;
   /** captureRouting (default true): every plan keeps its last step's expert ids (ForwardPlan.readRouting; a few bytes copied per layer). */
@@ -209,6 +212,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
     weights,
     kernels,
     prefillChunk,
+    offload: loaded.offload,
     createCache: (maxT) => createLatentCache(gpu.device, config, cacheLayers, maxT),
     plans,
     chunks,

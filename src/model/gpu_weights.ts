@@ -9,6 +9,7 @@ import { CheckpointError, GpuLimitError, UnsupportedConfigError } from '../error
 import type { Gpu } from '../gpu/device.ts';
 import { createEmbedGather, type EmbedDtype } from '../kernels/embed_gather.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
+import type { ExpertCache } from './expert_offload.ts';
 import type { ExpertProjection, ExpertRange, ExpertWeightFormat, MlpBands, MlpWeights } from '../kernels/moe_experts.ts';
 import type { PipelineCache } from '../gpu/pipeline_cache.ts';
 import type { LoadedWeights } from './load_weights.ts';
@@ -69,9 +70,11 @@ export interface MoeWeights {
   readonly e_score_correction_bias?: GPUBuffer;
   /**
    * Stacked over experts (placement.ts): one range of all n_routed_experts, or the expert ranges a
-   * stack larger than a binding was split into, in order.
+   * stack larger than a binding was split into, in order; empty when the experts are offloaded.
    */
   readonly experts: readonly ExpertRange[];
+  /** Offloaded experts (LoadedWeights.offload): the layer's GPU cache, filled per step. */
+  readonly cache?: ExpertCache;
   /**
    * One MLP of n_shared_experts * moe_intermediate_size (its projections in row bands when larger
    * than a binding), or absent when n_shared_experts is 0.
@@ -199,6 +202,16 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
   const expertRanges = (prefix: string): ExpertRange[] =>
     loaded.pieces(`${prefix}.gate_proj.weight`).map((p, k) => ({ first: p.first, count: p.count, weights: mlp(prefix, k) }));
 
+  /** A layer's experts: resident (its ranges), or its offload cache (their format from the CPU stacks' dtype). */
+  const expertsOf = (L: number, prefix: string): { experts: ExpertRange[]; cache?: ExpertCache } => {
+    const cache = loaded.offload?.caches.get(L);
+    if (!cache) return { experts: expertRanges(prefix) };
+    const dtype = dtypeOf(`${prefix}.0.gate_proj.weight`);
+    if (dtype !== 'F8_E4M3' && dtype !== 'BF16') throw new UnsupportedConfigError('torch_dtype', `${prefix}.0.gate_proj.weight is ${dtype}; the expert kernels read FP8 (F8_E4M3) or BF16 MLP weights: load with weights 'fp8' to quantise it`);
+    formats.add(dtype === 'BF16' ? 'bf16' : 'fp8');
+    return { experts: [], cache };
+  };
+
   const c = config;
   const d = c.hidden_size;
   const H = c.num_attention_heads;
@@ -227,7 +240,7 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
       moe: {
         gate: linear(`${p}mlp.gate.weight`, c.n_routed_experts, d),
         e_score_correction_bias: c.topk_method === 'noaux_tc' ? buffer(`${p}mlp.gate.e_score_correction_bias`) : undefined,
-        experts: expertRanges(`${p}mlp.experts`),
+        ...expertsOf(L, `${p}mlp.experts`),
         shared_experts: c.n_shared_experts > 0 ? denseMlp(`${p}mlp.shared_experts`) : undefined,
       },
     };
@@ -259,7 +272,8 @@ export function modelWeights(gpu: Gpu, pipelines: PipelineCache, loaded: LoadedW
     return {
       config,
       expertWeights: formats.has('bf16') ? 'bf16' : 'fp8',
-      expertRanges: Math.max(1, ...moeLayers.map((m) => m.experts.length)),
+      // an offloaded layer's passes keep y per pair, as a split stack's do
+      expertRanges: Math.max(1, ...moeLayers.map((m) => (m.cache ? 2 : m.experts.length))),
       embed_tokens,
       layers,
       norm,

@@ -14,7 +14,7 @@ import type { DeepseekV3Config } from '../config.ts';
 import type { PreparedCall } from '../gpu/kernel.ts';
 import type { PreparedRmsNorm } from '../kernels/rmsnorm.ts';
 import type { Activations } from './activations.ts';
-import { prepareFfn } from './ffn.ts';
+import { prepareFfn, type OffloadedExperts } from './ffn.ts';
 import type { LayerWeights } from './gpu_weights.ts';
 import type { LatentCache } from './kv_cache.ts';
 import { prepareMla, type PreparedMla } from './mla.ts';
@@ -24,8 +24,28 @@ export interface LayerPlan {
   readonly attention: PreparedMla;
   readonly postAttentionNorm: PreparedRmsNorm;
   readonly ffn: readonly PreparedCall[];
+  /** An offloaded MoE layer's routed and shared experts, run after the step reads the router's ids back. */
+  readonly offloaded?: OffloadedExperts;
+  readonly acts: Activations;
   readonly nextNorm: PreparedRmsNorm;
 }
+
+/** What a step records into; at an offload point the driver submits `encoder` and puts a fresh one here. */
+export interface Recording {
+  encoder: GPUCommandEncoder;
+}
+
+/** Where a step stops recording: an offloaded layer's experts, which need the ids its router chose. */
+export interface OffloadPoint {
+  experts: OffloadedExperts;
+  acts: Activations;
+}
+
+/**
+ * A step's recording, as a generator that yields at each offloaded layer (src/model/offload_step.ts
+ * drives it); a model whose experts are all resident never yields, and records in one go.
+ */
+export type StepRecord = Generator<OffloadPoint, void, void>;
 
 export interface LayerPlanOptions {
   kernels: ModelKernels;
@@ -54,20 +74,29 @@ export function prepareLayer({ kernels: k, config: c, weights: w, acts, cache, c
   const label = `layer${w.index}`;
   const addNorm = (delta: GPUBuffer, weight: GPUBuffer, y: GPUBuffer, name: string) =>
     keep(k.addRmsnorm.prepare({ rows: acts.rows, width: c.hidden_size, eps: c.rms_norm_eps, x: acts.h, delta, weight, y, label: `${label}.${name}` }));
-  return {
-    attention: keep(prepareMla({ kernels: k, config: c, weights: w.attention, acts, cache, cacheLayer, invFreq, label })),
-    postAttentionNorm: addNorm(acts.attnOut, w.attention.post_attention_layernorm, acts.x, 'post_attention_layernorm'),
-    ffn: prepareFfn(k, c, w, acts, label).map(keep),
-    nextNorm: addNorm(acts.ffnOut, nextNormWeight, isLast ? acts.hidden : acts.x, 'next_norm'),
-  };
+  const attention = keep(prepareMla({ kernels: k, config: c, weights: w.attention, acts, cache, cacheLayer, invFreq, label }));
+  const postAttentionNorm = addNorm(acts.attnOut, w.attention.post_attention_layernorm, acts.x, 'post_attention_layernorm');
+  const ffn = prepareFfn(k, c, w, acts, label);
+  ffn.calls.forEach(keep);
+  if (ffn.offloaded) [ffn.offloaded.pass, ffn.offloaded.finish].forEach(keep);
+  return { attention, postAttentionNorm, ffn: ffn.calls, offloaded: ffn.offloaded, acts, nextNorm: addNorm(acts.ffnOut, nextNormWeight, isLast ? acts.hidden : acts.x, 'next_norm') };
 }
 
-/** Records the layer: the attention's passes, then one pass for the norms and the FFN. */
-export function encodeLayer(encoder: GPUCommandEncoder, layer: LayerPlan, label: string): void {
-  layer.attention.encode(encoder);
-  const pass = encoder.beginComputePass({ label: `${label}.ffn` });
+/**
+ * Records the layer: the attention's passes, then one pass for the norms and the FFN (an
+ * offloaded layer stops after its router for the experts, and records the rest in a pass of its own).
+ */
+export function* encodeLayer(rec: Recording, layer: LayerPlan, label: string): StepRecord {
+  layer.attention.encode(rec.encoder);
+  let pass = rec.encoder.beginComputePass({ label: `${label}.ffn` });
   layer.postAttentionNorm.encode(pass);
   for (const call of layer.ffn) call.encode(pass);
+  if (layer.offloaded) {
+    pass.end();
+    yield { experts: layer.offloaded, acts: layer.acts };
+    pass = rec.encoder.beginComputePass({ label: `${label}.ffn.finish` });
+    layer.offloaded.finish.encode(pass);
+  }
   layer.nextNorm.encode(pass);
   pass.end();
 }

@@ -4,8 +4,8 @@
 // has them quantised to block-scaled FP8 on the way in (weights 'fp8', the default) or kept as
 // they are (weights 'bf16'). On any failure or abort every buffer made so far is destroyed.
 
-import { parseConfig, type DeepseekV3Config } from '../config.ts';
-import { ArgumentError, CheckpointError, throwIfAborted } from '../errors.ts';
+import { isMoeLayer, parseConfig, type DeepseekV3Config } from '../config.ts';
+import { ArgumentError, CheckpointError, GpuLimitError, throwIfAborted } from '../errors.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
@@ -13,6 +13,8 @@ import type { TensorInfo } from '../io/safetensors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { ProgressCounter, splitWriter, tensorWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
 import { checkedForFinite, finiteChecking } from './finite_check.ts';
+import { hostWriter, quantisingHostWriter } from './expert_host_writers.ts';
+import { allocateHostExperts, createExpertOffload, offloadLayout, slotsWithinBinding, splitOffloaded, type ExpertOffload } from './expert_offload.ts';
 import { placedBytes, placeTensors, smallestBufferLimit, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
 import { Fp8Quantizer, QUANTIZE_FROM, type Fp8Target } from './quantize_on_load.ts';
 import { rowSplittable } from './weight_split.ts';
@@ -44,6 +46,8 @@ export interface LoadedWeights {
   readonly weights: WeightMode;
   /** Tensors quantised to FP8 by this load (0 for an FP8 release). */
   readonly quantisedTensors: number;
+  /** With expertSlots: the routed experts in CPU memory and each MoE layer's GPU cache (in bytesOnGpu). */
+  readonly offload?: ExpertOffload;
   /** Destroy every buffer. Safe to call twice. */
   destroy(): void;
 }
@@ -63,6 +67,19 @@ export interface LoadWeightsOptions {
    * maxStorageBufferBindingSize / maxBufferSize, whichever is smaller); larger tensors are split.
    */
   maxBindingBytes?: number;
+  /**
+   * Keep the routed experts of every MoE layer in CPU memory and this many per layer in a GPU
+   * cache (src/model/expert_offload.ts): for models larger than the GPU. Default: all resident.
+   */
+  expertSlots?: number;
+}
+
+/** The MoE layers whose routed experts a load holds: the main model's and the MTP layer's (when loaded). */
+export function moeLayerIndices(config: DeepseekV3Config, withMtp: boolean): Set<number> {
+  const layers = new Set<number>();
+  for (let L = 0; L < config.num_hidden_layers; L++) if (isMoeLayer(config, L)) layers.add(L);
+  if (withMtp && config.mtp_layer_index !== null && isMoeLayer(config, config.mtp_layer_index)) layers.add(config.mtp_layer_index);
+  return layers;
 }
 
 /** One buffer of a tensor: its rows (or, for a stack, experts) first .. first + count - 1. */
@@ -131,15 +148,28 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
 
   const mtpPrefix = config.mtp_layer_index === null ? undefined : `model.layers.${config.mtp_layer_index}.`;
   const wanted = [...checkpoint.tensors.values()].filter((t) => !(options.skipMtp && mtpPrefix && t.name.startsWith(mtpPrefix)));
-  const { onGpu, toQuantise } = tensorsOnGpu(wanted, expected, mode);
+  const { onGpu: all, toQuantise } = tensorsOnGpu(wanted, expected, mode);
+  const slots = options.expertSlots;
+  if (slots !== undefined && !(Number.isInteger(slots) && slots >= 1 && slots <= config.n_routed_experts)) {
+    throw new ArgumentError(`expertSlots must be an integer in [1, ${config.n_routed_experts}] (n_routed_experts), got ${slots}`);
+  }
+  const bindingLimit = plannedBindingLimit(device.limits, options.maxBindingBytes);
+  // Offloaded experts go to CPU stacks; each layer's cache of `slots` must fit one binding.
+  const { resident: onGpu, offloaded } = slots === undefined ? { resident: all, offloaded: [] } : splitOffloaded(all, moeLayerIndices(config, !options.skipMtp));
+  const layout = offloadLayout(offloaded);
+  if (slots !== undefined && offloaded.length > 0 && slotsWithinBinding(layout, bindingLimit) < slots) {
+    throw new GpuLimitError(`${dir.description}: a cache of ${slots} experts per layer needs buffers over the largest storage binding webmoe plans with (${bindingLimit} bytes); at most ${slotsWithinBinding(layout, bindingLimit)} fit`);
+  }
   // Refuses, before anything is allocated or read, a buffer that cannot be split small enough.
-  const placed = placeWeights(onGpu, plannedBindingLimit(device.limits, options.maxBindingBytes), dir.description);
+  const placed = placeWeights(onGpu, bindingLimit, dir.description);
 
   const buffers = new Map<string, GPUBuffer>();
   let quantizer: Fp8Quantizer | undefined;
+  let offload: ExpertOffload | undefined;
   const destroy = () => {
     for (const b of buffers.values()) b.destroy();
     buffers.clear();
+    offload?.destroy();
   };
   try {
     let bytesOnGpu = 0;
@@ -149,8 +179,17 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
         buffers.set(wb.name, device.createBuffer({ label: wb.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC }));
         bytesOnGpu += size;
       }
-      if (toQuantise.size > 0) quantizer = new Fp8Quantizer({ gpu, pipelines: options.pipelines ?? new PipelineCache(device) }, [...toQuantise]);
+      if (offloaded.length > 0) {
+        offload = createExpertOffload(device, allocateHostExperts(layout), slots!);
+        bytesOnGpu += offload.cacheBytes;
+      }
+      const quantisedOnGpu = [...toQuantise].filter((t) => !layout.of.has(t.name));
+      if (quantisedOnGpu.length > 0) quantizer = new Fp8Quantizer({ gpu, pipelines: options.pipelines ?? new PipelineCache(device) }, quantisedOnGpu);
     });
+    const hostStack = (name: string) => {
+      const at = layout.of.get(name)!;
+      return { stack: offload!.hosts.get(at.layer)!.byName.get(at.stacked)!, expert: at.expert };
+    };
 
     // Each tensor's parts: its bytes [from, to) at `offset` of a buffer (one part unless split).
     const where = new Map<string, { buffer: GPUBuffer; offset: number; from: number; to: number }[]>();
@@ -162,6 +201,12 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
       }
     }
     const place = (t: TensorInfo) => {
+      if (layout.of.has(t.name)) {
+        const { stack, expert } = hostStack(t.name);
+        if (toQuantise.has(t)) return quantisingHostWriter(t, stack, hostStack(scaleInvName(t.name)).stack, expert);
+        const writer = hostWriter(stack, expert);
+        return checkedForFinite(t) ? finiteChecking(t, t.file, writer) : writer;
+      }
       const parts = where.get(t.name)!;
       if (checkedForFinite(t)) return finiteChecking(t, t.file, parts.length === 1 ? tensorWriter(device, t, parts[0]) : splitWriter(device, t, parts));
       if (!toQuantise.has(t)) return parts.length === 1 ? parts[0] : splitWriter(device, t, parts);
@@ -190,7 +235,7 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
       list.push({ buffer: buffers.get(wb.name)!, first: wb.piece.first, count: wb.piece.count });
       piecesOf.set(wb.piece.of, list);
     }
-    const tensors = new Map(onGpu.map((t) => [t.name, t]));
+    const tensors = new Map(all.map((t) => [t.name, t])); // offloaded experts too: as they are in CPU memory
     const fp8OnGpu = [...expected].some(([name, t]) => t.blockScaled && tensors.get(name)?.dtype === 'F8_E4M3');
     return {
       config,
@@ -208,6 +253,7 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
       bytesOnGpu,
       weights: fp8OnGpu ? 'fp8' : 'bf16',
       quantisedTensors: toQuantise.size,
+      offload,
       destroy,
     };
   } catch (err) {

@@ -11,6 +11,7 @@ import { createMlaAbsorbQ, createMlaExpandO, type AbsorbQArgs, type ExpandOArgs,
 import { createMlaLatentNorm, type MlaLatentNorm } from '../kernels/mla_latent_norm.ts';
 import { createMlaDecode, type MlaDecode } from '../kernels/mla_decode.ts';
 import { createMlaPrefill, type MlaPrefillArgs, type PreparedMlaPrefill } from '../kernels/mla_prefill.ts';
+import { createMoeRoute, type MoeRouteArgs } from '../kernels/moe_route.ts';
 import { createMlp, createMoeExperts, type ExpertWeightFormat, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import { createRmsNorm, type RmsNorm } from '../kernels/rmsnorm.ts';
@@ -49,6 +50,8 @@ export interface ModelKernels extends KernelContext {
   /** How the MLP and expert weights are stored: the format `experts` and `mlp` read. */
   readonly expertWeights: ExpertWeightFormat;
   readonly experts: MoeExperts;
+  /** The router's selection alone (offloaded layers read its ids back before their experts run). */
+  readonly route: Kernel<MoeRouteArgs>;
   readonly mlp: Kernel<MlpArgs>;
   readonly sample: Sample;
   readonly repetitionPenalty: Kernel<RepetitionPenaltyArgs, PreparedRepetitionPenalty>;
@@ -96,6 +99,7 @@ export function createModelKernels(
     expertWeights,
     // W8A8 rounds activations for FP8 weights only (the official linear() runs BF16 weights as they are).
     experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights }),
+    route: createMoeRoute(ctx),
     mlp: createMlp(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', weights: expertWeights }), // dense MLP: amax / 448 (experts rounds its shared experts alike)
     sample: createSample(ctx),
     repetitionPenalty: createRepetitionPenalty(ctx),

@@ -18,22 +18,25 @@ import type { ModelWeights } from './gpu_weights.ts';
 import { prepareEmbedding } from './embedding.ts';
 import { prepareHead, type LogitRows } from './head.ts';
 import type { LatentCache } from './kv_cache.ts';
-import { encodeLayer, prepareLayer, prepareNorm } from './layer.ts';
+import { encodeLayer, prepareLayer, prepareNorm, type Recording, type StepRecord } from './layer.ts';
 import type { ModelKernels } from './model_kernels.ts';
 
 export interface MtpPlan {
   readonly rows: number;
+  /** Its layer's experts are offloaded (the step stops at it). */
+  readonly offloaded: boolean;
   readonly acts: Activations;
   /** [logit rows, vocab] */
   readonly logits: GPUBuffer;
   /** [logit rows] u32 draft ids (argmax when sampled greedily). */
   readonly sampledIds: GPUBuffer;
   /**
-   * Records the module for rows at startPos .. (acts.ids must hold t_{i+1} by then). Without
+   * Records the module for rows at startPos .. (acts.ids must hold t_{i+1} by then; a generator:
+   * layer.ts StepRecord). Without
    * `sampling` only the layer runs (its cache rows are written: a prefill chunk before the last),
    * and the head, which only makes drafts, is skipped.
    */
-  encode(encoder: GPUCommandEncoder, startPos: number, sampling?: SamplingParams): void;
+  encode(rec: Recording, startPos: number, sampling?: SamplingParams): StepRecord;
   destroy(): void;
 }
 
@@ -75,17 +78,18 @@ export function createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, lo
 
     return {
       rows,
+      offloaded: layer.offloaded !== undefined,
       acts,
       logits: head.logits,
       sampledIds: head.sampledIds,
-      encode(encoder, startPos, sampling) {
+      *encode(rec, startPos, sampling) {
         device.queue.writeBuffer(acts.positions, 0, Uint32Array.from({ length: rows }, (_, t) => startPos + t));
         layer.attention.setStartPos(startPos);
-        const first = encoder.beginComputePass({ label: 'mtp.front' });
+        const first = rec.encoder.beginComputePass({ label: 'mtp.front' });
         for (const call of front) call.encode(first);
         first.end();
-        encodeLayer(encoder, layer, 'mtp');
-        if (sampling) head.encode(encoder, { sample: sampling });
+        yield* encodeLayer(rec, layer, 'mtp');
+        if (sampling) head.encode(rec.encoder, { sample: sampling });
       },
       destroy() {
         for (const p of owned.splice(0)) p.destroy();

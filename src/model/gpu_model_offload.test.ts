@@ -1,0 +1,133 @@
+// Offloaded experts (src/model/expert_offload.ts) give the all-resident logits bit for bit: every
+// position, prefill (grouped experts over passes) and decode (decode_pairs over passes), on FP8,
+// BF16 quantised at load on the CPU and BF16 kept, at one slot per layer (every step runs a
+// layer in num_experts_per_tok passes and uploads nearly every expert) and at 4 of 6 (hits and
+// evictions). With MTP: the same drafts and verify ids. Also the counters and the refusals.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ArgumentError, GpuLimitError } from '../errors.ts';
+import type { Gpu } from '../gpu/device.ts';
+import { testGpu } from '../gpu/testing.ts';
+import { memoryDir } from '../io/sources.ts';
+import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
+import { ODD } from '../../tools/checkpoint/presets.ts';
+import { createGpuModel, type GpuModel } from './gpu_model.ts';
+import { loadWeights, type LoadWeightsOptions, type WeightMode } from './load_weights.ts';
+import { logitsAtEveryPosition } from '../testing/logits_testing.ts';
+
+const releases = {
+  fp8: memoryDir('offload-fp8', Object.fromEntries(generateCheckpoint({ config: ODD, seed: 15 }).files)),
+  bf16: memoryDir('offload-bf16', Object.fromEntries(generateCheckpoint({ config: { ...ODD, quantization_config: null }, seed: 16 }).files)),
+};
+const ids = Array.from({ length: 12 }, (_, t) => (t * 61 + 5) % 301); // ODD's vocab_size is 301
+const PREFILLED = 9; // a chunk of 8 rows and one of 1, then 3 decode steps
+const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0, step: 0 };
+
+let gpu: Gpu;
+beforeAll(async () => {
+  gpu = await testGpu();
+});
+
+async function withModel<T>(release: keyof typeof releases, options: LoadWeightsOptions, f: (model: GpuModel) => Promise<T>): Promise<T> {
+  const loaded = await loadWeights(gpu, releases[release], options);
+  try {
+    const model = createGpuModel(gpu, loaded, { prefillChunk: 8 });
+    try {
+      return await f(model);
+    } finally {
+      model.destroy();
+    }
+  } finally {
+    loaded.destroy();
+  }
+}
+
+const bits = (rows: Float32Array[]) => rows.map((r) => Array.from(new Uint32Array(r.buffer, r.byteOffset, r.length)));
+
+/** Prefill with MTP drafting, then verify steps: the ids and drafts of each. */
+async function speculate(model: GpuModel): Promise<unknown[]> {
+  const cache = model.createCache(ids.length + 4);
+  const plans = model.plans(cache);
+  try {
+    const out: unknown[] = [];
+    const first = await model.forward(plans, ids.slice(0, PREFILLED), 0, { sample: GREEDY, mtp: true });
+    out.push(first.id, first.draft);
+    let pos = PREFILLED;
+    let current = first.id!;
+    let draft = first.draft!;
+    for (let step = 0; step < 2; step++) {
+      const v = await model.verify(plans, current, draft, pos, { ...GREEDY, step });
+      out.push(...v.ids, ...v.drafts);
+      // the caller's rule: accepted drafts move two positions (the cache rows stay as written here)
+      pos += 2;
+      current = v.ids[1];
+      draft = v.drafts[1] ?? 0;
+    }
+    return out;
+  } finally {
+    plans.destroy();
+    cache.destroy();
+  }
+}
+
+const CASES: { release: keyof typeof releases; weights: WeightMode }[] = [
+  { release: 'fp8', weights: 'fp8' },
+  { release: 'bf16', weights: 'fp8' },
+  { release: 'bf16', weights: 'bf16' },
+];
+
+describe.each(CASES)('a $release release, weights $weights, experts offloaded', ({ release, weights }) => {
+  let resident: { rows: Float32Array[]; speculated: unknown[] };
+  beforeAll(async () => {
+    resident = await withModel(release, { weights }, async (model) => ({ rows: await logitsAtEveryPosition(model, ids, PREFILLED), speculated: await speculate(model) }));
+  });
+
+  it.each([1, 4])('at %i slots per layer gives the resident logits bit for bit, and the same MTP drafts and verify ids', async (expertSlots) => {
+    await withModel(release, { weights, expertSlots }, async (model) => {
+      const offload = model.offload!;
+      expect(offload.slots).toBe(expertSlots);
+      // layers 1, 2 and the MTP layer 3
+      expect([...offload.caches.keys()]).toEqual([1, 2, 3]);
+      expect(bits(await logitsAtEveryPosition(model, ids, PREFILLED))).toEqual(bits(resident.rows));
+      expect(await speculate(model)).toEqual(resident.speculated);
+      const { hits, misses, uploadedBytes, extraPasses } = offload.counters;
+      const expertBytes = offload.hosts.get(1)!.expertBytes;
+      expect(uploadedBytes).toBe(misses * expertBytes);
+      if (expertSlots === 1) {
+        expect(extraPasses).toBeGreaterThan(0); // 3 experts a token, one slot
+      } else {
+        expect(hits).toBeGreaterThan(0);
+        expect(misses).toBeGreaterThan(6);
+      }
+    });
+  });
+});
+
+describe('expert offload refusals', () => {
+  it('refuses expertSlots outside [1, n_routed_experts] before allocating', async () => {
+    for (const expertSlots of [0, 7, 1.5]) {
+      await expect(loadWeights(gpu, releases.fp8, { expertSlots })).rejects.toThrow(ArgumentError);
+    }
+  });
+
+  it('refuses a cache whose buffers exceed the binding limit, saying how many slots fit', async () => {
+    // an FP8 routed expert's gate_proj is 136 x 200 bytes: 27,200 per slot
+    const error = await loadWeights(gpu, releases.fp8, { expertSlots: 3, maxBindingBytes: 60_000 }).catch((e) => e);
+    expect(error).toBeInstanceOf(GpuLimitError);
+    expect(error.message).toContain('at most 2 fit');
+  });
+
+  it("an offloaded model's plan cannot be recorded into one encoder", async () => {
+    await withModel('fp8', { expertSlots: 2 }, async (model) => {
+      const cache = model.createCache(4);
+      const plans = model.plans(cache);
+      try {
+        const encoder = gpu.device.createCommandEncoder();
+        expect(() => plans.get(1, 'last').encode(encoder, { ids: [3], startPos: 0 })).toThrow(ArgumentError);
+        encoder.finish();
+      } finally {
+        plans.destroy();
+        cache.destroy();
+      }
+    });
+  });
+});
