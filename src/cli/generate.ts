@@ -5,7 +5,7 @@
 // quietly, with status 0 (stop.ts).
 
 import { AbortError, TokenizerError } from '../errors.ts';
-import type { Engine, FinishReason, GenerateOptions, GenerationStats } from '../runtime/types.ts';
+import type { Engine, FinishReason, GenerateOptions, GenerationStats, OffloadStats } from '../runtime/types.ts';
 import { parse, UsageError } from './args.ts';
 import { ENGINE_FLAGS, engineFlags, loadEngine, parseIds, SAMPLING_FLAGS, samplingFlags } from './engine_args.ts';
 import type { EngineFlags } from './engine_args.ts';
@@ -76,6 +76,8 @@ interface Transcript {
   promptTokens: number | null;
   /** The engine's figures; null after an abort. */
   stats: GenerationStats | null;
+  /** The expert offload's figures after the request (null when every expert is resident). */
+  offload: OffloadStats | null;
 }
 
 export async function generateCommand(argv: string[]): Promise<number> {
@@ -83,7 +85,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const controller = new AbortController();
   const { signal } = controller;
   const stops = abortOnStop(controller);
-  const transcript: Transcript = { ids: [], text: '', finishReason: 'abort', promptTokens: null, stats: null };
+  const transcript: Transcript = { ids: [], text: '', finishReason: 'abort', promptTokens: null, stats: null, offload: null };
   let engine: Engine | undefined;
   try {
     const ids = typeof request.prompt === 'string' ? undefined : request.prompt;
@@ -92,6 +94,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     const show = request.json ? () => {} : (piece: string) => void process.stdout.write(piece);
     if (request.chat) await streamChat(engine, request, transcript, show, signal);
     else await streamGeneration(engine, request, transcript, show, signal);
+    transcript.offload = (await engine.stats()).offload ?? null;
   } catch (err) {
     if (!(err instanceof AbortError && signal.aborted)) throw err;
   } finally {
@@ -172,5 +175,12 @@ function jsonReport(t: Transcript) {
     decode_tokens_per_s: t.stats?.decodeTokensPerS ?? null,
     finish_reason: t.finishReason,
     mtp: t.stats?.mtp ?? null,
+    offload: offloadJson(t.offload),
   };
+}
+
+/** stats().offload as --json keys (null when every expert is resident). */
+export function offloadJson(o: OffloadStats | null | undefined) {
+  if (!o) return null;
+  return { budget_bytes: o.budgetBytes, resident_bytes: o.residentBytes, host_bytes: o.hostBytes, expert_slots: o.expertSlots, expert_hits: o.expertHits, expert_misses: o.expertMisses, uploaded_bytes: o.uploadedBytes, route_wait_ms: o.routeWaitMs };
 }

@@ -19,17 +19,17 @@ commands:
                                                     summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-           [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+           [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
                                                     stream a continuation (--chat: the prompt as a user message)
-  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
                                                     the model's logits after the ids (--json: every row, whole vocabulary)
-  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
                                                     chat in the terminal (or over piped lines); /exit or Ctrl-D ends it
   serve <model> [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--served-model-name NAME]
-        [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N]
+        [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
                                                     an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models);
                                                     another host than loopback needs --api-key (or WEBMOE_API_KEY)
 
@@ -39,8 +39,11 @@ commands:
 --max-binding-mib N: plan the weights with GPU bindings of at most N MiB (default: the GPU's largest);
   a larger tensor is split over several buffers (embedding and head by vocabulary rows, Linears by
   row bands, routed experts by expert ranges).
---gpu-budget-mib N: refuse, before the download, a model whose weights, latent cache (one session at
-  --max-context) and plans take more than N MiB, saying what would fit.`;
+--gpu-budget-mib N: keep the model's GPU memory (weights, latent cache of one session at
+  --max-context, plans) within N MiB: when every expert does not fit, the routed experts stay in CPU
+  memory with as many per MoE layer on the GPU as fit (uploaded as the router asks, same output);
+  a model that does not fit even with one per layer is refused before the download, saying what would fit.
+--expert-slots N: routed experts in CPU memory, N per MoE layer on the GPU, whatever the budget.`;
 
 /** A command returns its exit status (0 when it returns nothing); user errors are thrown. */
 const commands: Record<string, (argv: string[]) => Promise<number | void>> = {

@@ -204,9 +204,9 @@ export class ExpertCache {
     }
   }
 
-  /** Forgets what every slot holds (a step abandoned between an upload and its use leaves nothing half-trusted). */
-  invalidate(): void {
-    for (let s = 0; s < this.slots; s++) this.placement.invalidate(s);
+  /** The expert in each slot (-1: empty). */
+  resident(): number[] {
+    return Array.from({ length: this.slots }, (_, s) => this.placement.expert(s));
   }
 
   private upload(expert: number, slot: number): void {

@@ -13,10 +13,13 @@ import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
 import { loadWeights, type LoadWeightsOptions, type WeightMode } from './load_weights.ts';
 import { logitsAtEveryPosition } from '../testing/logits_testing.ts';
+import { nodeDir } from '../io/node_source.ts';
+import { officialFixture, officialReference } from '../testing/fixtures.ts';
 
 const releases = {
   fp8: memoryDir('offload-fp8', Object.fromEntries(generateCheckpoint({ config: ODD, seed: 15 }).files)),
   bf16: memoryDir('offload-bf16', Object.fromEntries(generateCheckpoint({ config: { ...ODD, quantization_config: null }, seed: 16 }).files)),
+  official: nodeDir(officialFixture()), // DeepSeek's official code's outputs beside it
 };
 const ids = Array.from({ length: 12 }, (_, t) => (t * 61 + 5) % 301); // ODD's vocab_size is 301
 const PREFILLED = 9; // a chunk of 8 rows and one of 1, then 3 decode steps
@@ -97,6 +100,29 @@ describe.each(CASES)('a $release release, weights $weights, experts offloaded', 
       } else {
         expect(hits).toBeGreaterThan(0);
         expect(misses).toBeGreaterThan(6);
+      }
+    });
+  });
+});
+
+describe('the official fixture (dsv3-tiny-official), one routed expert per layer on the GPU', () => {
+  it('matches the official prefill logits and greedy tokens', async () => {
+    const official = officialReference<{ modes: { f32_dequant: { prompts: { prompt: number[]; prefill_logits: number[][]; greedy: { tokens: number[] } }[] } } }>().modes.f32_dequant.prompts[0];
+    await withModel('official', { expertSlots: 1 }, async (model) => {
+      const cache = model.createCache(official.prompt.length + official.greedy.tokens.length);
+      const plans = model.plans(cache);
+      try {
+        const { logits, id } = await model.forward(plans, official.prompt, 0, { logits: 'all', sample: GREEDY });
+        let err = 0;
+        logits!.forEach((row, r) => row.forEach((v, j) => (err = Math.max(err, Math.abs(v - official.prefill_logits[r][j])))));
+        expect(err).toBeLessThan(1e-4);
+        const tokens = [id!];
+        for (let t = 1; t < official.greedy.tokens.length; t++) tokens.push((await model.forward(plans, [tokens[t - 1]], official.prompt.length + t - 1, { sample: { ...GREEDY, step: t } })).id!);
+        expect(tokens).toEqual(official.greedy.tokens);
+        expect(model.offload!.counters.extraPasses).toBeGreaterThan(0);
+      } finally {
+        plans.destroy();
+        cache.destroy();
       }
     });
   });

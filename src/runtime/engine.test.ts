@@ -378,15 +378,21 @@ describe('local engine options', () => {
     const gpu = await testGpu();
     const { device, made } = trackingDevice(gpu.device);
     const phases: string[] = [];
-    // The fixture: weights 4.2 MiB, plans 4.5 MiB, and 5 layers x 288 f32 of latent cache per position.
-    const error = await createLocalEngine({ gpu: { ...gpu, device }, dir: nodeDir(officialFixture()), maxContext: 512, gpuBudgetMib: 10, onProgress: (p) => phases.push(p.phase) }).catch((e) => e);
+    // The fixture: weights 4.2 MiB, plans 4.4 MiB, and 5 layers x 288 f32 of latent cache per
+    // position; with one routed expert per layer on the GPU (the rest in CPU memory) 9.9 MiB at 512.
+    const error = await createLocalEngine({ gpu: { ...gpu, device }, dir: nodeDir(officialFixture()), maxContext: 512, gpuBudgetMib: 9, onProgress: (p) => phases.push(p.phase) }).catch((e) => e);
     expect(error).toBeInstanceOf(GpuOutOfMemoryError);
-    expect(error.message).toMatch(/over the budget of 10\.0 MiB; what would fit: a context of \d+ positions/);
+    expect(error.message).toMatch(/over the budget of 9\.0 MiB; even with the routed experts in CPU memory and one per layer on the GPU it needs 9\.9 MiB; what would fit: a context of \d+ positions/);
     expect(made).toHaveLength(0);
     expect(phases).toEqual(['files']); // the headers were read; no weight byte was
     const fits = Number(/a context of (\d+) positions/.exec(error.message)![1]);
-    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: fits, gpuBudgetMib: 10 });
+    const local = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: fits, gpuBudgetMib: 9 });
+    expect((await local.stats()).offload).toBeNull(); // all resident at that context
     await local.unload();
+    // 10 MiB holds the 512 positions with the experts offloaded
+    const offloaded = await createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 512, gpuBudgetMib: 10 });
+    expect((await offloaded.stats()).offload?.expertSlots).toBeGreaterThanOrEqual(1);
+    await offloaded.unload();
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), gpuBudgetMib: 0 })).rejects.toThrow(/gpuBudgetMib must be a positive number of MiB, got 0/);
   });
 

@@ -9,9 +9,10 @@ import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { createGpuModel, DEFAULT_PREFILL_CHUNK, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
-import { checkMemoryPlan, planMemory } from '../model/memory_plan.ts';
+import { checkMemoryPlan, expertSlotsFor, planMemory } from '../model/memory_plan.ts';
+import { offloadStats } from './offload_stats.ts';
 import type { ModelNumerics } from '../model/model_kernels.ts';
-import { loadWeights, plannedBindingLimit, type LoadedWeights, type WeightMode } from '../model/load_weights.ts';
+import { loadWeights, moeLayerIndices, plannedBindingLimit, type LoadedWeights, type WeightMode } from '../model/load_weights.ts';
 import { countParameters } from '../model/weights.ts';
 import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
@@ -61,6 +62,12 @@ export interface LocalEngineOptions {
    * saying what would fit); default: no budget (the GPU's own limits are checked in any case).
    */
   gpuBudgetMib?: number;
+  /**
+   * Keep the routed experts in CPU memory and this many per MoE layer in a GPU cache (a model
+   * larger than the GPU; src/model/expert_offload.ts). Default: all resident, unless gpuBudgetMib
+   * is too small for that, when the most slots the budget holds are taken.
+   */
+  expertSlots?: number;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
   /**
@@ -108,25 +115,36 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new ArgumentError(`${name} must be a positive number of MiB, got ${value}`);
   }
   const maxBindingBytes = maxBindingMib === undefined ? undefined : Math.max(4, Math.floor(maxBindingMib * 2 ** 20));
+  const moeLayers = moeLayerIndices(config, true).size;
+  if (options.expertSlots !== undefined && !(moeLayers > 0 && Number.isInteger(options.expertSlots) && options.expertSlots >= 1 && options.expertSlots <= config.n_routed_experts)) {
+    throw new ArgumentError(moeLayers > 0 ? `expertSlots must be an integer in [1, ${config.n_routed_experts}] (n_routed_experts), got ${options.expertSlots}` : 'expertSlots: this model has no MoE layer');
+  }
   // The memory plan, from the headers: refused here, before a byte of the weights is read.
   const { limits: gpuLimits } = gpu.device;
   const bindingLimit = plannedBindingLimit(gpuLimits, maxBindingBytes);
-  const planFor = (weights: WeightMode) =>
-    planMemory({
-      config, tensors: [...checkpoint.tensors.values()], weights, maxContext: limits.maxContext, prefillChunk: options.prefillChunk ?? DEFAULT_PREFILL_CHUNK,
-      cacheBudgetBytes: limits.cacheBudgetBytes, bindingLimit, maxBufferSize: gpuLimits.maxBufferSize, where: dir.description,
-    });
+  const budgetBytes = gpuBudgetMib === undefined ? undefined : gpuBudgetMib * 2 ** 20;
+  const planInput = (weights: WeightMode) => ({
+    config, tensors: [...checkpoint.tensors.values()], weights, maxContext: limits.maxContext, prefillChunk: options.prefillChunk ?? DEFAULT_PREFILL_CHUNK,
+    cacheBudgetBytes: limits.cacheBudgetBytes, bindingLimit, maxBufferSize: gpuLimits.maxBufferSize, where: dir.description,
+  });
+  const planFor = (weights: WeightMode, expertSlots?: number) => planMemory({ ...planInput(weights), expertSlots });
   const mode = options.weights ?? 'fp8';
-  // Only to advise --weights fp8 in a refusal: its layout may itself be refused (FP8 pieces are whole 128-row blocks).
+  // Over the budget with every expert resident: as many experts per layer as it holds, the rest in CPU memory.
+  let expertSlots = options.expertSlots;
+  if (expertSlots === undefined && budgetBytes !== undefined && moeLayers > 0 && planFor(mode).oneSessionBytes > budgetBytes) expertSlots = expertSlotsFor(planInput(mode), budgetBytes);
+  // Only to advise in a refusal: --weights fp8 (its layout may itself be refused: FP8 pieces are
+  // whole 128-row blocks), and what one expert per layer would need.
   const fp8Instead = mode === 'bf16' && config.quantization_config === null ? orUndefined(() => planFor('fp8')) : undefined;
+  const oneSlot = expertSlots === undefined && moeLayers > 0 ? orUndefined(() => planFor(mode, 1)) : undefined;
   // The working buffers are checked against the GPU's own binding limit (maxBindingMib lowers the weights' only).
-  checkMemoryPlan(planFor(mode), { bindingLimit: plannedBindingLimit(gpuLimits), maxBufferSize: gpuLimits.maxBufferSize, budgetBytes: gpuBudgetMib === undefined ? undefined : gpuBudgetMib * 2 ** 20 }, dir.description, fp8Instead);
+  checkMemoryPlan(planFor(mode, expertSlots), { bindingLimit: plannedBindingLimit(gpuLimits), maxBufferSize: gpuLimits.maxBufferSize, budgetBytes }, dir.description, fp8Instead, oneSlot);
   // A checkpoint without tokenizer.json still runs on token ids (generate(ids), logits).
   const tokenizer = (await dir.exists(TOKENIZER_FILE, signal)) ? await loadTokenizerFromDir(dir, signal) : undefined;
   const loaded = await loadWeights(gpu, checkpoint, {
     signal,
     weights: options.weights,
     maxBindingBytes,
+    expertSlots,
     onProgress: (p) => options.onProgress?.({ phase: 'weights', ...p }),
   });
   let model: GpuModel;
@@ -150,7 +168,7 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     throw err;
   }
   const grammars = new Grammars({ load: options.grammarLibrary ?? importGrammarLibrary, tokenizer, vocabSize: config.vocab_size, stopTokenIds: config.eos_token_ids });
-  const engine = new LocalEngine(gpu, ledger, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false, speculation, grammars);
+  const engine = new LocalEngine(gpu, ledger, loaded, model, tokenizer, limits, dir.description, options.ownsGpu ?? false, speculation, grammars, budgetBytes);
   options.onProgress?.({ phase: 'ready', bytesDone: loaded.bytesOnGpu, bytesTotal: loaded.bytesOnGpu });
   return engine;
 }
@@ -201,6 +219,7 @@ class LocalEngine implements Engine {
     private readonly ownsGpu: boolean,
     private readonly speculation: SpeculationPolicy | undefined,
     private readonly grammars: Grammars,
+    private readonly budgetBytes: number | undefined,
   ) {
     const counts = countParameters(model.config);
     const c = model.config;
@@ -381,6 +400,7 @@ class LocalEngine implements Engine {
       limits: { ...this.limits },
       adapter: adapterName(this.gpu),
       speculation: this.speculation?.snapshot() ?? null,
+      offload: offloadStats(this.model.offload, this.loaded.bytesOnGpu, this.budgetBytes),
     };
   }
 

@@ -157,6 +157,26 @@ export interface EngineStats {
    * server's memory is not this client's to count.
    */
   remote?: { baseURL: string; model: string; requestsInFlight: number };
+  /** Routed experts in CPU memory with a GPU cache per MoE layer (expertSlots / gpuBudgetMib); null when every expert is resident. */
+  offload?: OffloadStats | null;
+}
+
+export interface OffloadStats {
+  /** gpuBudgetMib in bytes, or null when slots were asked for without a budget. */
+  budgetBytes: number | null;
+  /** What the model holds on the GPU: every weight but the offloaded experts, and the caches. */
+  residentBytes: number;
+  /** The routed experts in CPU memory. */
+  hostBytes: number;
+  expertSlots: number;
+  /** Since load: distinct experts a step's layer asked for that were resident / had to be uploaded. */
+  expertHits: number;
+  expertMisses: number;
+  uploadedBytes: number;
+  /** Milliseconds steps waited for an offloaded layer's router choices (the GPU work before them included). */
+  routeWaitMs: number;
+  /** Per offloaded MoE layer, the expert in each slot (-1: empty), for a picture of the caches. */
+  layers: { layer: number; slots: number[] }[];
 }
 
 export interface SpeculationStats {
