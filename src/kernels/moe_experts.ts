@@ -26,6 +26,11 @@
 //                     moe_combine sums it in the same order, so the out equals the unsplit one bit
 //                     for bit. Decode: 2 * ranges + 1 dispatches; grouped: 2 * ranges + 2. One
 //                     range is the unsplit call.
+//   expert slots      (prepareSlots) the experts of a GPU expert cache (src/model/expert_offload.ts),
+//                     ids in slot space: `pass` is the decode (gate_up, decode_pairs) or grouped
+//                     passes over one range of S slots, skipping pairs whose slot id is >= S, run
+//                     once per set of resident experts; `finish` is moe_combine and the shared
+//                     experts as an MLP: the split ranges' arithmetic, so the same out bit for bit.
 //   MLP               a dense MLP or the merged shared experts, as a one-expert stack: for T <= 4
 //                     the decode kernels with every token choosing expert 0 at weight 1; for more,
 //                     the grouped kernels with every token its row (no combine).
@@ -191,7 +196,7 @@ export interface MoeExpertsCallArgs extends MoeExpertsShape {
 export interface MoeExpertsScratch {
   /** [tokens * topk, moe_intermediate_size] f32; decode: [tokens * (topk + 1), ...], the shared experts' rows after the pairs'. */
   h: GPUBuffer;
-  /** grouped, and decode over several expert ranges: [tokens * topk, hidden_size] f32, each pair's expert output. */
+  /** grouped, decode over several expert ranges and prepareSlots: [tokens * topk, hidden_size] f32, each pair's expert output. */
   y?: GPUBuffer;
   /** grouped: [n_routed_experts + 1] u32. */
   expertOffsets?: GPUBuffer;

@@ -9,6 +9,8 @@
 //                  (prefill and split expert stacks: moe_route first; W8A8, adapters binding fewer
 //                  than 12 storage buffers or shared experts of another width: the shared experts
 //                  as an MLP whose down adds into ffnOut)
+//   offloaded experts (src/model/expert_offload.ts): the gate and moe_route here; the experts over
+//                  the layer's cache (prepareSlots) run after the step reads the ids back.
 // The official MoE.forward returns y + z (routed + shared), added to the residual afterwards.
 
 import type { DeepseekV3Config } from '../config.ts';
