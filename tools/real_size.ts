@@ -5,7 +5,9 @@
 // and decode tok/s, and checks that the logits are finite and the ids valid. Not part of npm test:
 //   npm run test:real-size -- [--preset moonlight|v3-dims|v2-lite|all] [--json] [--weights fp8,bf16]
 //     [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G]
-//     [--max-binding-mib N] [--keep] [--force]
+//     [--max-binding-mib N] [--expert-slots N] [--keep] [--force]
+// --expert-slots N runs each mode again with the routed experts in CPU memory and N per MoE layer
+// on the GPU (src/model/expert_offload.ts): its ids must equal the resident run's.
 // Tensors over the adapter's storage binding limit (or --max-binding-mib) are split over several
 // buffers, as the engine does; a preset the loader would still refuse (a tensor that cannot be
 // split small enough) is skipped before generation; --force tries anyway.
@@ -27,6 +29,11 @@ import { stderrProgress, writeCheckpointStreaming } from './checkpoint/stream.ts
 
 interface Run {
   weights: WeightMode;
+  /** Routed experts offloaded, this many per layer on the GPU. */
+  expertSlots?: number;
+  /** Offloaded runs: hits / (hits + misses), and MiB uploaded per generated token. */
+  hitRate?: number;
+  uploadedMibPerToken?: number;
   status: 'ok' | 'failed' | 'unsupported' | 'skipped';
   reason?: string;
   loadS?: number;
@@ -73,6 +80,7 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '0' },
     'max-shard-gib': { type: 'string', default: '2' },
     'max-binding-mib': { type: 'string' },
+    'expert-slots': { type: 'string' },
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     force: { type: 'boolean', default: false },
@@ -86,6 +94,8 @@ const promptLength = count('prompt');
 const maxBindingMib = values['max-binding-mib'] === undefined ? undefined : Number(values['max-binding-mib']);
 if (maxBindingMib !== undefined && !(maxBindingMib > 0)) usage(`--max-binding-mib must be a positive number, got "${values['max-binding-mib']}"`);
 const newTokens = count('tokens');
+const expertSlots = values['expert-slots'] === undefined ? undefined : Number(values['expert-slots']);
+if (expertSlots !== undefined && !(Number.isInteger(expertSlots) && expertSlots >= 1)) usage(`--expert-slots must be a positive integer, got "${values['expert-slots']}"`);
 
 const workDirs = new Set<string>();
 const cleanUp = () => {
@@ -134,10 +144,10 @@ async function runPreset(preset: string, largestBinding: number): Promise<Preset
     mtpParameters: params.mtp,
     files: layout.files.length,
     diskBytes: layout.fileBytes,
-    runs: modes.map((weights) => ({ weights, status: 'skipped', plannedWeightBytes: 0 })),
+    runs: modes.flatMap((weights): Run[] => [{ weights, status: 'skipped', plannedWeightBytes: 0 }, ...(expertSlots ? [{ weights, expertSlots, status: 'skipped' as const, plannedWeightBytes: 0 }] : [])]),
   };
   for (const run of report.runs) {
-    if (layout.config.quantization_config !== null && run !== report.runs[0]) {
+    if (layout.config.quantization_config !== null && run.weights !== report.runs[0].weights) {
       run.reason = `an FP8 release is FP8 on the GPU in every mode: the ${report.runs[0].weights} run is the ${run.weights} run`;
       continue;
     }
@@ -166,6 +176,14 @@ async function runPreset(preset: string, largestBinding: number): Promise<Preset
     const written = await writeCheckpointStreaming(dir, { config: raw, seed, maxShardBytes, onProgress: stderrProgress(`generate ${preset}`) });
     report.generateS = written.seconds;
     for (const run of report.runs) if (!run.reason) await runMode(dir, layout, run);
+    // An offloaded run must give its resident run's ids.
+    for (const run of report.runs) {
+      const resident = report.runs.find((r) => r.weights === run.weights && r.expertSlots === undefined);
+      if (run.expertSlots && run.status === 'ok' && resident?.ids && run.ids?.join() !== resident.ids.join()) {
+        run.status = 'failed';
+        run.reason = `offloaded ids ${run.ids?.join(' ')} differ from the resident ${resident.ids.join(' ')}`;
+      }
+    }
   } finally {
     if (!values.keep) rmSync(dir, { recursive: true, force: true });
     else process.stderr.write(`[real-size] kept ${dir}\n`);
@@ -185,6 +203,7 @@ async function runMode(dir: string, layout: CheckpointLayout, run: Run): Promise
       model: dir,
       weights: run.weights,
       maxBindingMib,
+      expertSlots: run.expertSlots,
       maxContext: Math.min(layout.config.max_position_embeddings, 256),
       onProgress: (p) => {
         if (p.phase !== 'weights' || performance.now() - lastReport < 5000) return;
@@ -207,6 +226,11 @@ async function runMode(dir: string, layout: CheckpointLayout, run: Run): Promise
         }
       }
       run.ids = generated;
+      const offload = (await engine.stats()).offload;
+      if (offload) {
+        run.hitRate = offload.expertHits / Math.max(1, offload.expertHits + offload.expertMisses);
+        run.uploadedMibPerToken = offload.uploadedBytes / 2 ** 20 / (promptLength + generated.length);
+      }
       run.argmaxMatches = generated[0] === argmax(logits);
       const idsValid = generated.length === newTokens && generated.every((id) => Number.isInteger(id) && id >= 0 && id < vocab);
       run.status = run.logitsFinite && idsValid ? 'ok' : 'failed';
@@ -258,10 +282,11 @@ function print(all: PresetReport[]): void {
       console.log(`  ${r.skipped}`);
       continue;
     }
-    const rows = [['weights', 'status', 'load s', 'on GPU', 'planned', 'pieces', 'read/token', 'copy-bound tok/s', 'prefill tok/s', 'decode tok/s', 'ttft ms', 'ids', 'argmax = first']];
+    const rows = [['weights', 'experts', 'status', 'load s', 'on GPU', 'planned', 'pieces', 'read/token', 'copy-bound tok/s', 'prefill tok/s', 'decode tok/s', 'ttft ms', 'ids', 'argmax = first']];
     for (const run of r.runs) {
       rows.push([
         run.weights,
+        run.expertSlots ? `${run.expertSlots}/layer (hits ${fixed(run.hitRate, 2)}, ${fixed(run.uploadedMibPerToken, 1)} MiB/token)` : 'resident',
         run.status,
         fixed(run.loadS, 1),
         run.weightBytes === undefined ? '-' : size(run.weightBytes),
@@ -278,9 +303,9 @@ function print(all: PresetReport[]): void {
     }
     const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
     for (const row of rows) console.log('  ' + row.map((cell, c) => cell.padEnd(widths[c])).join('  '));
-    for (const run of r.runs) if (run.reason) console.log(`  ${run.weights}: ${run.reason}`);
+    for (const run of r.runs) if (run.reason) console.log(`  ${run.weights}${run.expertSlots ? ` (${run.expertSlots} experts per layer)` : ''}: ${run.reason}`);
     for (const run of r.runs) if (run.smallestBinding) console.log(`  ${run.weights}: loads with storage bindings down to ${size(run.smallestBinding.bytes)} (${run.smallestBinding.tensor})`);
-    const [a, b] = r.runs;
+    const [a, b] = r.runs.filter((run) => !run.expertSlots);
     if (a?.ids && b?.ids) console.log(`  fp8 and bf16 ids ${a.ids.join() === b.ids.join() ? 'agree' : 'differ (random weights: quantisation may move a greedy choice)'}`);
   }
 }
@@ -298,7 +323,7 @@ function count(name: 'prompt' | 'tokens'): number {
 }
 
 function usage(message: string): never {
-  console.error(`error: ${message}\nusage: npm run test:real-size -- [--preset ${REAL_SIZE_PRESETS.join('|')}|all] [--json] [--weights fp8,bf16] [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G] [--max-binding-mib N] [--keep] [--force]`);
+  console.error(`error: ${message}\nusage: npm run test:real-size -- [--preset ${REAL_SIZE_PRESETS.join('|')}|all] [--json] [--weights fp8,bf16] [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G] [--max-binding-mib N] [--expert-slots N] [--keep] [--force]`);
   process.exit(2);
 }
 

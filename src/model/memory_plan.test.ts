@@ -12,7 +12,7 @@ import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { activationBytes, createActivations } from './activations.ts';
 import { loadWeights, type WeightMode } from './load_weights.ts';
-import { checkMemoryPlan, planMemory, type MemoryPlan } from './memory_plan.ts';
+import { checkMemoryPlan, expertSlotsFor, planMemory, type MemoryPlan } from './memory_plan.ts';
 import { trackingDevice } from '../testing/tracking_device.ts';
 
 const RAW = { ...ODD, quantization_config: null };
@@ -54,6 +54,36 @@ describe('planMemory', () => {
       const want = Object.values(activationBytes(config, rows, ranges));
       expect(sizes.reduce((a, b) => a + b, 0), `${rows} rows, ${ranges} ranges`).toBe(want.reduce((a, b) => a + b, 0));
     }
+  });
+});
+
+describe('planMemory with the experts offloaded', () => {
+  it('counts the GPU caches the loader allocates, and the CPU stacks beside them', async () => {
+    const gpu = await testGpu();
+    for (const [weights, expertSlots] of [['fp8', 1], ['bf16', 4], ['fp8', 6]] as const) {
+      const planned = await plan(weights, { expertSlots });
+      const loaded = await loadWeights(gpu, dir, { weights, expertSlots });
+      try {
+        expect(planned.weightBytes, `${weights} at ${expertSlots} slots`).toBe(loaded.bytesOnGpu);
+        expect(planned.offload).toEqual({ expertSlots, cacheBytes: loaded.offload!.cacheBytes, hostBytes: loaded.offload!.hostBytes });
+      } finally {
+        loaded.destroy();
+      }
+    }
+    // all six experts of each of the 3 MoE layers (2 + MTP) in CPU memory: more than the cache of 1
+    const one = await plan('fp8', { expertSlots: 1 });
+    expect(one.offload!.hostBytes).toBe(6 * one.offload!.cacheBytes);
+  });
+
+  it('expertSlotsFor takes the most slots whose plan is within the budget', async () => {
+    const input = { config, tensors: [...(await openCheckpoint(dir)).tensors.values()], weights: 'fp8' as const, maxContext: 256, prefillChunk: 64, cacheBudgetBytes: 512 * MiB, bindingLimit: 2 ** 30, maxBufferSize: 2 ** 30 };
+    const at = async (expertSlots: number) => (await plan('fp8', { expertSlots })).oneSessionBytes;
+    expect(expertSlotsFor(input, await at(3))).toBe(3);
+    expect(expertSlotsFor(input, (await at(4)) - 1)).toBe(3);
+    expect(expertSlotsFor(input, await at(6))).toBe(6);
+    expect(expertSlotsFor(input, (await at(1)) - 1)).toBeUndefined();
+    // a binding limit under two slots' cache buffer holds one
+    expect(expertSlotsFor({ ...input, bindingLimit: 40_000 }, 2 ** 30)).toBe(1);
   });
 });
 
