@@ -9,7 +9,7 @@
 //
 // Which expert leaves a full cache: ExpertSlots (decayed frequency, measured in BENCHMARKS.md).
 
-import { ArgumentError } from '../errors.ts';
+import { ArgumentError, GpuOutOfMemoryError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
 import type { MlpWeights } from '../kernels/moe_experts.ts';
 import type { GpuTensor } from './placement.ts';
@@ -101,6 +101,16 @@ export function slotsWithinBinding(layout: OffloadLayout, bindingLimit: number):
   return most;
 }
 
+/** A CPU stack's bytes; a browser or Node refusing them is the typed out-of-memory error (with the total asked for). */
+function hostBytes(n: number, layout: OffloadLayout): Uint8Array<ArrayBuffer> {
+  try {
+    return new Uint8Array(n);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new GpuOutOfMemoryError(`Out of CPU memory for the routed experts: ${(hostStackBytes(layout) / 2 ** 30).toFixed(2)} GiB are kept in CPU memory when they are offloaded (${err.message}). Close other tabs or load a smaller model.`);
+  }
+}
+
 /** Allocates the CPU stacks of the layout (zeroed; the loader fills them). */
 export function allocateHostExperts(layout: OffloadLayout): Map<number, HostExperts> {
   const out = new Map<number, HostExperts>();
@@ -109,7 +119,7 @@ export function allocateHostExperts(layout: OffloadLayout): Map<number, HostExpe
     const stack = (name: string): HostStack | undefined => {
       const s = byName.get(name);
       if (!s) return undefined;
-      const host = { name, bytes: new Uint8Array(s.experts * s.slotBytes), slotBytes: s.slotBytes, experts: s.experts };
+      const host = { name, bytes: hostBytes(s.experts * s.slotBytes, layout), slotBytes: s.slotBytes, experts: s.experts };
       made.set(name, host);
       return host;
     };

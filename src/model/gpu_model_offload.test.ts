@@ -4,7 +4,8 @@
 // layer in num_experts_per_tok passes and uploads nearly every expert) and at 4 of 6 (hits and
 // evictions). With MTP: the same drafts and verify ids. Also the counters and the refusals.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ArgumentError, GpuLimitError } from '../errors.ts';
+import { ArgumentError, GpuLimitError, GpuOutOfMemoryError } from '../errors.ts';
+import { trackingDevice } from '../testing/tracking_device.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { memoryDir } from '../io/sources.ts';
@@ -140,6 +141,50 @@ describe('expert offload refusals', () => {
     const error = await loadWeights(gpu, releases.fp8, { expertSlots: 3, maxBindingBytes: 60_000 }).catch((e) => e);
     expect(error).toBeInstanceOf(GpuLimitError);
     expect(error.message).toContain('at most 2 fit');
+  });
+
+  /** `device` as if the GPU had no memory for an expert cache of more than `most` slots (an out-of-memory error scope). */
+  const outOfMemoryAbove = (device: GPUDevice, most: number): GPUDevice => {
+    let failing = false;
+    return new Proxy(device, {
+      get(target, prop) {
+        if (prop === 'createBuffer') {
+          return (desc: GPUBufferDescriptor) => {
+            const slots = /\(cache of (\d+)\)/.exec(desc.label ?? '');
+            if (slots && Number(slots[1]) > most) failing = true;
+            return target.createBuffer(desc);
+          };
+        }
+        if (prop === 'popErrorScope') {
+          // withGpuErrorScope pops the out-of-memory scope first
+          return async () => {
+            const real = await target.popErrorScope();
+            if (!failing) return real;
+            failing = false;
+            return { message: 'out of memory (simulated)' };
+          };
+        }
+        const v = Reflect.get(target, prop);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  };
+
+  it('halves the expert caches where the GPU is out of memory for them, down to one slot, leaking nothing', async () => {
+    const { device, made } = trackingDevice(gpu.device);
+    const loaded = await loadWeights({ ...gpu, device: outOfMemoryAbove(device, 2) }, releases.fp8, { expertSlots: 5 });
+    expect(loaded.offload!.slots).toBe(2); // 5 refused, then 2
+    const refused = made.filter((b) => b.label.includes('(cache of 5)'));
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused.every((b) => b.destroyed)).toBe(true);
+    loaded.destroy();
+    expect(made.every((b) => b.destroyed)).toBe(true);
+
+    const none = trackingDevice(gpu.device);
+    const error = await loadWeights({ ...gpu, device: outOfMemoryAbove(none.device, 0) }, releases.fp8, { expertSlots: 4 }).catch((e) => e);
+    expect(error).toBeInstanceOf(GpuOutOfMemoryError);
+    expect(error.message).toContain('expert caches');
+    expect(none.made.every((b) => b.destroyed)).toBe(true);
   });
 
   it("an offloaded model's plan cannot be recorded into one encoder", async () => {

@@ -5,7 +5,7 @@
 // they are (weights 'bf16'). On any failure or abort every buffer made so far is destroyed.
 
 import { isMoeLayer, parseConfig, type DeepseekV3Config } from '../config.ts';
-import { ArgumentError, CheckpointError, GpuLimitError, throwIfAborted } from '../errors.ts';
+import { ArgumentError, CheckpointError, GpuLimitError, GpuOutOfMemoryError, throwIfAborted } from '../errors.ts';
 import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { openCheckpoint, CONFIG_FILE, type Checkpoint } from '../io/checkpoint_files.ts';
@@ -14,7 +14,7 @@ import type { CheckpointDir } from '../io/sources.ts';
 import { ProgressCounter, splitWriter, tensorWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
 import { checkedForFinite, finiteChecking } from './finite_check.ts';
 import { hostWriter, quantisingHostWriter } from './expert_host_writers.ts';
-import { allocateHostExperts, createExpertOffload, offloadLayout, slotsWithinBinding, splitOffloaded, type ExpertOffload } from './expert_offload.ts';
+import { allocateHostExperts, createExpertOffload, offloadLayout, slotsWithinBinding, splitOffloaded, type ExpertOffload, type HostExperts } from './expert_offload.ts';
 import { placedBytes, placeTensors, smallestBufferLimit, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
 import { Fp8Quantizer, QUANTIZE_FROM, type Fp8Target } from './quantize_on_load.ts';
 import { rowSplittable } from './weight_split.ts';
@@ -134,6 +134,23 @@ export function weightBytesOnGpu(onGpu: readonly GpuTensor[], maxBufferBytes?: n
   return placedBytes(placeWeights(onGpu, maxBufferBytes));
 }
 
+/**
+ * The GPU expert caches at `slots` per layer; where the GPU is out of memory for them, at half
+ * as many, down to one (a smaller cache runs the same model, slower), before the download.
+ */
+async function allocateExpertCaches(device: GPUDevice, hosts: Map<number, HostExperts>, slots: number, where: string): Promise<ExpertOffload> {
+  for (let tried = slots; ; tried = Math.floor(tried / 2)) {
+    let made: ExpertOffload | undefined;
+    try {
+      await withGpuErrorScope(device, `the expert caches of ${where} (${tried} experts per layer)`, () => (made = createExpertOffload(device, hosts, tried)));
+      return made!;
+    } catch (err) {
+      made?.destroy();
+      if (!(err instanceof GpuOutOfMemoryError) || tried === 1) throw err;
+    }
+  }
+}
+
 /** Load from a folder, or from a checkpoint already opened (its headers are not read again). */
 export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, options: LoadWeightsOptions = {}): Promise<LoadedWeights> {
   const { signal } = options;
@@ -179,13 +196,13 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
         buffers.set(wb.name, device.createBuffer({ label: wb.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC }));
         bytesOnGpu += size;
       }
-      if (offloaded.length > 0) {
-        offload = createExpertOffload(device, allocateHostExperts(layout), slots!);
-        bytesOnGpu += offload.cacheBytes;
-      }
       const quantisedOnGpu = [...toQuantise].filter((t) => !layout.of.has(t.name));
       if (quantisedOnGpu.length > 0) quantizer = new Fp8Quantizer({ gpu, pipelines: options.pipelines ?? new PipelineCache(device) }, quantisedOnGpu);
     });
+    if (offloaded.length > 0) {
+      offload = await allocateExpertCaches(device, allocateHostExperts(layout), slots!, dir.description);
+      bytesOnGpu += offload.cacheBytes;
+    }
     const hostStack = (name: string) => {
       const at = layout.of.get(name)!;
       return { stack: offload!.hosts.get(at.layer)!.byName.get(at.stacked)!, expert: at.expert };
