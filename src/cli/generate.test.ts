@@ -14,7 +14,7 @@ interface OfficialPrompt {
   greedy: { tokens: number[] };
 }
 const prompts = officialReference<{ modes: { f32_dequant: { prompts: OfficialPrompt[] } } }>().modes.f32_dequant.prompts;
-const JSON_KEYS = ['decode_tokens_per_s', 'finish_reason', 'ids', 'mtp', 'prefill_tokens_per_s', 'prompt_tokens', 'text', 'ttft_ms'];
+const JSON_KEYS = ['decode_tokens_per_s', 'finish_reason', 'ids', 'mtp', 'offload', 'prefill_tokens_per_s', 'prompt_tokens', 'text', 'ttft_ms'];
 
 let withTokenizer: string;
 beforeAll(() => {
@@ -42,6 +42,18 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     // Progress went to stderr (one line: stderr is not a terminal here), nothing else.
     expect(r.err).toMatch(/^loaded .*dsv3-tiny-official: [\d.]+ MiB of weights in [\d.]+ s\n$/);
     expect(sharedEngines.loads).toBe(1);
+  });
+
+  it('--expert-slots 2: the routed experts offloaded, the official continuation, and --json offload counts them (null when resident)', async () => {
+    const p = prompts[1];
+    const args = ['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--json', '--speculative', 'off'];
+    const report = JSON.parse((await runCli([...args, '--expert-slots', '2'])).out);
+    expect(report).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), offload: { budget_bytes: null, expert_slots: 2 } });
+    expect(Object.keys(report.offload).sort()).toEqual(['budget_bytes', 'expert_hits', 'expert_misses', 'expert_slots', 'host_bytes', 'resident_bytes', 'route_wait_ms', 'uploaded_bytes']);
+    expect(report.offload.expert_misses).toBeGreaterThan(0);
+    expect(report.offload.uploaded_bytes).toBeGreaterThan(0);
+    expect(JSON.parse((await runCli(args)).out).offload).toBeNull();
+    expect((await runCli([...args, '--expert-slots', '0'])).code).toBe(2);
   });
 
   it('--speculative on drafts, --no-mtp (--speculative off) does not, to the same tokens', async () => {
