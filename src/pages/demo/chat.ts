@@ -1,7 +1,7 @@
 // The chat: a message list, the prompt box with Send / Stop / New chat, and the streaming loop
 // that writes the model's tokens into the last message (each turn goes through the engine's
 // chat.completions: conversation.ts). Each reply runs with its own AbortController (Stop,
-// Escape); the figures, the experts heatmap and the cache chart follow it.
+// Escape); the figures, the experts heatmap, the cache chart and the expert cache follow it.
 
 import { shortName, type Engine } from './lib.ts';
 import { $, el } from './dom.ts';
@@ -10,6 +10,7 @@ import { Conversation, type TurnEnd } from './conversation.ts';
 import { Figures } from './figures.ts';
 import { ExpertsHeatmap } from './experts_heatmap.ts';
 import { drawCacheChart } from './cache_chart.ts';
+import { ExpertCache } from './expert_cache.ts';
 import { adaptSettings, readSettings } from './settings.ts';
 import { setUpJsonMode, showParsed } from './json_mode.ts';
 
@@ -17,6 +18,7 @@ export class ChatView {
   private readonly conversation: Conversation;
   private readonly figures = new Figures();
   private readonly heatmap: ExpertsHeatmap;
+  private readonly expertCache: ExpertCache;
   /** Removes this view's event listeners (a new engine gets a new view). */
   private readonly listeners = new AbortController();
   private running: AbortController | undefined;
@@ -31,6 +33,7 @@ export class ChatView {
   ) {
     this.conversation = new Conversation(engine, mode);
     this.heatmap = new ExpertsHeatmap(engine, engine.info);
+    this.expertCache = new ExpertCache(engine.info);
     adaptSettings(engine.info);
     $('messages').replaceChildren();
     const name = shortName(engine.info.name);
@@ -67,6 +70,7 @@ export class ChatView {
     this.stop();
     this.listeners.abort();
     this.heatmap.dispose();
+    this.expertCache.dispose();
     for (const id of ['chat-box', 'figures-box', 'experts-box', 'cache-box']) $(id).hidden = true;
   }
 
@@ -187,7 +191,9 @@ export class ChatView {
     if (this.disposed) return;
     try {
       const stats = await this.engine.stats();
-      if (!this.disposed) drawCacheChart(this.engine.info, stats);
+      if (this.disposed) return;
+      drawCacheChart(this.engine.info, stats);
+      this.expertCache.show(stats.offload);
     } catch (err) {
       if (isDeviceLost(err)) this.onDeviceLost();
     }

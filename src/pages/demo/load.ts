@@ -1,9 +1,11 @@
-// Loading a checkpoint into an engine (in a Worker), with a progress bar that shows bytes, the
-// rate, and whether the bytes came from the browser's shard cache; Cancel aborts the load. After
-// the load, a summary of the model from the engine's ModelInfo.
+// Loading a checkpoint into an engine (in a Worker) with the load settings (GPU budget, expert
+// slots), with a progress bar that shows bytes, the rate, and whether the bytes came from the
+// browser's shard cache; Cancel aborts the load. After the load, a summary of the model from the
+// engine's ModelInfo.
 
 import { createEngine, formatBytes, shortName, type Engine, type EngineProgress, type ModelSource } from './lib.ts';
 import { $, el } from './dom.ts';
+import type { LoadSettings } from './settings.ts';
 
 export type LoadedFrom = 'network' | 'cache' | 'file';
 
@@ -11,7 +13,7 @@ export type LoadedFrom = 'network' | 'cache' | 'file';
  * Creates the engine for `model`, driving #progress-box; resolves when it is ready. `fromFiles`:
  * the bytes come from the visitor's disk, not the network or the cache.
  */
-export async function loadEngine(model: ModelSource, fromFiles: boolean, signal: AbortSignal): Promise<Engine> {
+export async function loadEngine(model: ModelSource, fromFiles: boolean, signal: AbortSignal, settings: LoadSettings = {}): Promise<Engine> {
   const bar = $<HTMLProgressElement>('progress');
   const text = $('progress-text');
   $('progress-box').hidden = false;
@@ -32,7 +34,7 @@ export async function loadEngine(model: ModelSource, fromFiles: boolean, signal:
     text.textContent = `${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} · ${formatBytes(p.bytesDone / seconds(started))}/s${p.fromCache ? ' · from the browser cache' : ''}${retryText(p)}`;
   };
   try {
-    const engine = await createEngine({ model, onProgress, signal });
+    const engine = await createEngine({ model, ...settings, onProgress, signal });
     const source: LoadedFrom = fromFiles ? 'file' : fromCache ? 'cache' : 'network';
     const where = { file: 'from this computer', cache: 'from the browser cache', network: 'from the network' }[source];
     bar.value = 1;

@@ -12,6 +12,7 @@ import { showMemoryPlan } from './memory_plan.ts';
 import { folderName, recall, remember } from './remembered.ts';
 import { hasChatTemplate } from './template.ts';
 import { ChatView } from './chat.ts';
+import { readLoadSettings } from './settings.ts';
 
 const DEFAULT_MODEL = 'models/webmoe-kjv-12m/';
 const params = new URLSearchParams(location.search);
@@ -38,6 +39,13 @@ async function load(model: string | FileList): Promise<void> {
     showError(new NoWebGPUError('No model can run in this browser: WebGPU is missing (see the GPU line above).'));
     return;
   }
+  let settings;
+  try {
+    settings = readLoadSettings();
+  } catch (err) {
+    showError(err);
+    return;
+  }
   loading?.abort();
   const controller = (loading = new AbortController());
   const { signal } = controller;
@@ -46,7 +54,7 @@ async function load(model: string | FileList): Promise<void> {
     // Both read only small files (config.json, the headers, tokenizer_config.json) beside the load.
     void showMemoryPlan(model, adapter, signal);
     const chatMode = hasChatTemplate(model, signal).catch(() => false);
-    const next = await loadEngine(model, typeof model !== 'string', signal);
+    const next = await loadEngine(model, typeof model !== 'string', signal, settings);
     if (loading !== controller) {
       await next.unload(); // another load started meanwhile
       return;

@@ -1,12 +1,39 @@
 // The chat settings form: temperature, top-p, max tokens, MTP on or off and JSON mode
-// (json_mode.ts), read into the engine's GenerateOptions. A value out of range is an
-// ArgumentError naming the setting.
+// (json_mode.ts), read into the engine's GenerateOptions; and the load settings (GPU budget,
+// expert slots per layer), read into createEngine's options at each Load. A value out of range is
+// an ArgumentError naming the setting.
 
-import { ArgumentError, type GenerateOptions, type ModelInfo } from './lib.ts';
+import { ArgumentError, type CreateEngineOptions, type GenerateOptions, type ModelInfo } from './lib.ts';
 import { $ } from './dom.ts';
 import { readResponseFormat } from './json_mode.ts';
 
 export type Settings = Pick<GenerateOptions, 'temperature' | 'topP' | 'maxTokens' | 'speculative' | 'responseFormat'>;
+
+export type LoadSettings = Pick<CreateEngineOptions, 'gpuBudgetMib' | 'expertSlots'>;
+
+/**
+ * The load settings from the fields' text; an empty field is the engine's default (no budget;
+ * slots automatic: all resident, or as many as the budget holds). The engine checks the slots
+ * against the model's n_routed_experts.
+ */
+export function parseLoadSettings(gpuBudget: string, expertSlots: string): LoadSettings {
+  const settings: LoadSettings = {};
+  if (gpuBudget.trim() !== '') {
+    const mib = Number(gpuBudget);
+    if (!(Number.isFinite(mib) && mib > 0)) throw new ArgumentError(`GPU budget must be a positive number of MiB (empty: no budget), got ${gpuBudget}`);
+    settings.gpuBudgetMib = mib;
+  }
+  if (expertSlots.trim() !== '') {
+    const slots = Number(expertSlots);
+    if (!(Number.isInteger(slots) && slots >= 1)) throw new ArgumentError(`Expert slots per layer must be a whole number of 1 or more (empty: automatic), got ${expertSlots}`);
+    settings.expertSlots = slots;
+  }
+  return settings;
+}
+
+export function readLoadSettings(): LoadSettings {
+  return parseLoadSettings($<HTMLInputElement>('gpu-budget').value, $<HTMLInputElement>('expert-slots').value);
+}
 
 export function readSettings(): Settings {
   const temperature = numberField('temperature', 'Temperature');
