@@ -8,7 +8,7 @@
 // t1 is the plain run's time per token; t2 the MTP run's decode time per verify step. The
 // speed-up is then read as the ideal (1 + a) divided by what a verify step costs over a plain one.
 
-import type { Engine, GenerationStats, SpeculationStats } from '../runtime/types.ts';
+import type { Engine, GenerationStats, OffloadStats, SpeculationStats } from '../runtime/types.ts';
 
 export interface DecodeBenchOptions {
   /** Token-id prompts (or text, when the checkpoint has a tokenizer). */
@@ -27,6 +27,16 @@ export interface DecodeModeResult {
   decodeSeconds: number;
   ttftMs: number;
   prefillTokensPerS: number;
+  /** With experts offloaded: the cache's counters over the decode steps of the timed runs (not their prefills, not the warm-up). */
+  offload?: OffloadTally;
+}
+
+/** Differences of stats().offload's counters. */
+export interface OffloadTally {
+  hits: number;
+  misses: number;
+  uploadedBytes: number;
+  routeWaitMs: number;
 }
 
 export interface DecodeBenchResult {
@@ -63,7 +73,9 @@ interface ModeRun {
  */
 async function runModes(engine: Engine, options: DecodeBenchOptions, modes: readonly Mode[]): Promise<ModeRun[]> {
   const runs = options.runs ?? 1;
-  const acc = modes.map(() => ({ generated: 0, decodeSeconds: 0, ttft: 0, prefillRate: 0, drafted: 0, accepted: 0, samples: 0, speculated: 0, outputs: [] as number[][] }));
+  const acc = modes.map(() => ({ generated: 0, decodeSeconds: 0, ttft: 0, prefillRate: 0, drafted: 0, accepted: 0, samples: 0, speculated: 0, outputs: [] as number[][], offload: { hits: 0, misses: 0, uploadedBytes: 0, routeWaitMs: 0 } }));
+  const offloaded = (await engine.stats()).offload != null;
+  const counters = async () => (await engine.stats()).offload!;
   const label = (m: Mode) => (m === 'auto' ? 'auto ' : m ? 'mtp  ' : 'plain');
   // Warm-up: compile every pipeline each mode uses (not timed).
   for (const speculative of modes) for await (const chunk of engine.generate(options.prompts[0], { temperature: 0, maxTokens: 4, ignoreEos: true, speculative, signal: options.signal })) void chunk;
@@ -77,9 +89,20 @@ async function runModes(engine: Engine, options: DecodeBenchOptions, modes: read
         const a = acc[m];
         const ids: number[] = [];
         let stats: GenerationStats | undefined;
+        // The first token's chunk comes after the prefill and before the decode clock starts
+        // (generate.ts), so counters read there and at the end are the decode steps' alone.
+        let decodeFrom: OffloadStats | undefined;
         for await (const chunk of engine.generate(prompt, { temperature: 0, maxTokens: options.maxTokens, ignoreEos: true, speculative, signal: options.signal })) {
+          if (offloaded && !decodeFrom && chunk.ids.length > 0) decodeFrom = await counters();
           ids.push(...chunk.ids);
           if (chunk.done) stats = chunk.done.stats;
+        }
+        if (decodeFrom) {
+          const to = await counters();
+          a.offload.hits += to.expertHits - decodeFrom.expertHits;
+          a.offload.misses += to.expertMisses - decodeFrom.expertMisses;
+          a.offload.uploadedBytes += to.uploadedBytes - decodeFrom.uploadedBytes;
+          a.offload.routeWaitMs += to.routeWaitMs - decodeFrom.routeWaitMs;
         }
         if (r === 0) a.outputs.push(ids);
         const s = stats!;
@@ -97,7 +120,10 @@ async function runModes(engine: Engine, options: DecodeBenchOptions, modes: read
     }
   }
   return acc.map((a) => ({
-    result: { tokensPerS: a.generated / Math.max(1e-9, a.decodeSeconds), generated: a.generated, decodeSeconds: a.decodeSeconds, ttftMs: a.ttft / a.samples, prefillTokensPerS: a.prefillRate / a.samples },
+    result: {
+      tokensPerS: a.generated / Math.max(1e-9, a.decodeSeconds), generated: a.generated, decodeSeconds: a.decodeSeconds, ttftMs: a.ttft / a.samples, prefillTokensPerS: a.prefillRate / a.samples,
+      ...(offloaded ? { offload: a.offload } : {}),
+    },
     drafted: a.drafted,
     accepted: a.accepted,
     speculated: a.speculated,

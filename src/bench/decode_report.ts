@@ -2,8 +2,10 @@
 // the benchmark page shows it: tok/s with and without MTP (decode.ts), what a step costs
 // (dispatches per token, CPU time to record and submit, GPU time: step_cost.ts), the bytes floor
 // (bytes_floor.ts) against the copy bandwidth measured on the same device, and the model-level
-// peer (model_peer.ts). The engine must run on `gpu` (createEngine with `gpu`, in this thread), so
-// that the probe sees its steps and its device can take timestamps.
+// peer (model_peer.ts), and with the experts offloaded the cache's hit rate and uploads per token
+// against the upload bandwidth and the bytes model's prediction (offload_report.ts). The engine
+// must run on `gpu` (createEngine with `gpu`, in this thread), so that the probe sees its steps
+// and its device can take timestamps.
 
 import { throwIfAborted } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
@@ -13,9 +15,11 @@ import { bytesFloor, decodeBytesByKind, type BytesFloor } from './bytes_floor.ts
 import { measureCeilings } from './ceilings.ts';
 import { runDecodeBench, type DecodeBenchResult, type DecodeModeResult } from './decode.ts';
 import { timeModelPeer, type ModelPeerResult } from './model_peer.ts';
+import { offloadReport, type OffloadReport } from './offload_report.ts';
 import { tfjsMatmulPeer } from './peers.ts';
 import { consecutiveOverlap, speculationBound, type SpeculationBound } from './speculation_bound.ts';
 import { measureStepCost, type StepCost } from './step_cost.ts';
+import { measureUploadBandwidth } from './upload_bandwidth.ts';
 
 export interface DecodeReportOptions {
   prompts: (string | number[])[];
@@ -49,7 +53,12 @@ export interface DecodeReport extends Omit<DecodeBenchResult, 'plain' | 'mtp'> {
   model_peer?: ModelPeerResult | { skipped: string };
   /** With MTP: the most speculation can gain at batch 1 on this model, beside the measured speed-up (speculation_bound.ts). */
   bound?: SpeculationBound;
+  /** Routed experts in CPU memory with a GPU cache (expertSlots / --expert-slots): hit rate, uploads per token, the prediction; null when every expert is resident. */
+  offload: OffloadReport | null;
 }
+
+/** Bytes of one repetition of the upload bandwidth measurement. */
+const UPLOAD_BYTES = 64 << 20;
 
 export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeReportOptions): Promise<DecodeReport> {
   const log = options.onProgress ?? (() => {});
@@ -77,6 +86,7 @@ export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeR
     bound = speculationBound(bench.mtp.acceptance, bytes.routed / bytes.total, overlap, bench.model.measuredSpeedup);
   }
   const measuredMs = 1000 / bench.plain.tokensPerS;
+  const offload = await offloadFigures(engine, gpu, bench, floor.floor_ms_per_token, measuredMs, options);
   let modelPeer: DecodeReport['model_peer'];
   throwIfAborted(signal);
   if (options.peers !== false) {
@@ -105,7 +115,31 @@ export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeR
     bytes_floor: { ...floor, measured_ms_per_token: measuredMs, measured_over_floor: measuredMs / floor.floor_ms_per_token },
     ...(modelPeer ? { model_peer: modelPeer } : {}),
     ...(bound ? { bound } : {}),
+    offload,
   };
+}
+
+/** The offload's figures, with the upload bandwidth measured now in chunks of one expert; null when every expert is resident. */
+async function offloadFigures(engine: Engine, gpu: Gpu, bench: DecodeBenchResult, floorMs: number, measuredMs: number, options: DecodeReportOptions): Promise<OffloadReport | null> {
+  const stats = (await engine.stats()).offload;
+  if (!stats || !bench.plain.offload) return null;
+  throwIfAborted(options.signal);
+  const { n_routed_experts } = engine.info.config;
+  // Every offloaded layer holds all n_routed_experts in CPU stacks of whole, 4-byte aligned experts.
+  const expertBytes = stats.hostBytes / (stats.layers.length * n_routed_experts);
+  const bytes = Math.min(UPLOAD_BYTES, gpu.device.limits.maxBufferSize - (gpu.device.limits.maxBufferSize % 4));
+  options.onProgress?.(`measuring the upload bandwidth (writeBuffer of ${(bytes / 2 ** 20).toFixed(0)} MiB in chunks of one expert, ${expertBytes} bytes)`);
+  // Cheap (tens of ms on a CPU adapter) and noisy on a busy machine: five repetitions, quick or not.
+  const upload = await measureUploadBandwidth(gpu.device, { bytes, chunkBytes: expertBytes, runs: 5 });
+  return offloadReport({
+    expertSlots: stats.expertSlots,
+    nRoutedExperts: n_routed_experts,
+    expertBytes,
+    plain: { tally: bench.plain.offload, tokens: bench.plain.generated, msPerToken: measuredMs },
+    ...(bench.mtp?.offload ? { mtp: { tally: bench.mtp.offload, tokens: bench.mtp.generated } } : {}),
+    uploadGbps: upload.gbps,
+    floorMsPerToken: floorMs,
+  });
 }
 
 /** The experts each token of one greedy plain run chose, as the share consecutive tokens have in common. */

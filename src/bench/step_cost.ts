@@ -14,7 +14,11 @@ import { installStepProbe, type StepRecord } from './step_probe.ts';
 export interface StepCost {
   /** Compute dispatches per generated token (the fixed per-token cost issue 19 counts). */
   dispatches_per_token: number;
-  /** Submits per generated token: 1 without speculation, 1 / (1 + acceptance) with it. */
+  /**
+   * Submits per generated token: 1 without speculation, 1 / (1 + acceptance) with it. With the
+   * experts offloaded a step is several submits (each offloaded layer stops at its router, each
+   * pass over its experts is one), so this and the per-step figures below are then per submit.
+   */
   steps_per_token: number;
   dispatches_per_step: number;
   /** Median CPU time from a step's first WebGPU call to the end of its submit. */

@@ -43,12 +43,41 @@ describe('webmoe bench --decode --json', () => {
     expect(b.overlap).toBeGreaterThanOrEqual(0);
     expect(b.overlap).toBeLessThanOrEqual(1);
     expect(b.bound).toBeCloseTo((1 + b.acceptance) / (1 + b.routed_share * (1 - b.overlap)), 12);
+    expect(report.offload).toBeNull(); // every expert resident
 
     // Without --json, the same figures as text.
     const text = formatDecode(report);
     expect(text).toMatch(/step: \d+\.\d dispatches per token \(\d+ per step, 1\.00 steps per token\), \d+\.\d\d ms CPU to record and submit a step, \d+\.\d\d ms GPU per step/);
     expect(text).toMatch(/bound at batch 1: \(1 \+ a\) \/ \(1 \+ r \(1 - o\)\) = .* = \d+\.\d\dx .*; measured \d+\.\d\dx/);
     expect(text).toMatch(/bytes floor: \d+\.\d\d MiB of weights per token at \d+\.\d GB\/s copy = \d+\.\d{3} ms per token/);
+  });
+
+  it('--expert-slots 1: the offload figures, from the decode steps alone', async () => {
+    const r = await runCli(['bench', '--decode', SHIPPED, '--json', '--quick', '--no-peers', '--max-tokens', '4', '--prompt', 'In the beginning', '--expert-slots', '1']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out);
+    expect(report.identical).toBe(true);
+    const o = report.offload;
+    expect(o.expert_slots).toBe(1);
+    expect(o.n_routed_experts).toBe(16);
+    // A decode token asks each of the 4 MoE layers for 4 distinct experts: 16 accesses per token,
+    // of which one slot per layer can hit at most 4. A prefill counted in would add more.
+    const accessesPerToken = o.misses_per_token / (1 - o.hit_rate);
+    expect(accessesPerToken).toBeCloseTo(16, 9);
+    expect(o.misses_per_token).toBeGreaterThanOrEqual(12);
+    expect(o.uploaded_bytes_per_token).toBeCloseTo(o.misses_per_token * o.expert_bytes, 6);
+    expect(o.expert_bytes % 4).toBe(0);
+    expect(o.route_wait_ms_per_token).toBeGreaterThan(0);
+    expect(o.upload_bandwidth_gb_s).toBeGreaterThan(0);
+    expect(Number.isFinite(o.upload_bandwidth_gb_s)).toBe(true);
+    expect(o.predicted_upload_ms_per_token).toBeCloseTo(o.uploaded_bytes_per_token / (o.upload_bandwidth_gb_s * 1e6), 9);
+    expect(o.predicted_ms_per_token).toBeCloseTo(report.bytes_floor.floor_ms_per_token + o.predicted_upload_ms_per_token, 9);
+    expect(o.measured_ms_per_token).toBeCloseTo(report.bytes_floor.measured_ms_per_token, 9);
+    expect(o.mtp.hit_rate).toBeGreaterThanOrEqual(0);
+    expect(o.mtp.hit_rate).toBeLessThanOrEqual(0.25);
+    expect(o.mtp.misses_per_token).toBeGreaterThan(0);
+
+    expect(formatDecode(report)).toMatch(/expert offload: 1 of 16 experts per MoE layer on the GPU; plain decoding: hit rate \d+\.\d%, \d+\.\d\d misses per token .*\n  upload \d+\.\d\d GB\/s .*bytes model: floor \d+\.\d{3} ms \+ upload \d+\.\d{3} ms = \d+\.\d{3} ms per token, measured \d+\.\d ms/);
   });
 
   it('SIGTERM mid-measurement: no report, status 143, the signals handed back', async () => {

@@ -1,5 +1,5 @@
 // webmoe bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
-// webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers]
+// webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [engine flags: --expert-slots N, --gpu-budget-mib N, ...]
 import { runDecodeReport, type DecodeReport } from '../bench/decode_report.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { openNodeGpu } from '../gpu/node.ts';
@@ -179,6 +179,17 @@ export function formatDecode(r: DecodeReport): string {
     `bytes floor: ${(f.bytes_per_token / 2 ** 20).toFixed(2)} MiB of weights per token at ${f.copy_gbps.toFixed(1)} GB/s copy = ${f.floor_ms_per_token.toFixed(3)} ms per token (${f.floor_tokens_per_s.toFixed(0)} tok/s); ` +
       `plain decoding takes ${f.measured_ms_per_token.toFixed(1)} ms, ${f.measured_over_floor.toFixed(0)}x the floor`,
   );
+  const o = r.offload;
+  if (o) {
+    const rate = (x: number | null) => (x === null ? 'n/a' : `${(100 * x).toFixed(1)}%`);
+    lines.push(
+      `expert offload: ${o.expert_slots} of ${o.n_routed_experts} experts per MoE layer on the GPU; plain decoding: hit rate ${rate(o.hit_rate)}, ${o.misses_per_token.toFixed(2)} misses per token ` +
+        `(${(o.uploaded_bytes_per_token / 2 ** 20).toFixed(3)} MiB uploaded), ${o.route_wait_ms_per_token.toFixed(2)} ms per token waiting for the router`,
+      `  upload ${o.upload_bandwidth_gb_s.toFixed(2)} GB/s (writeBuffer in chunks of one expert, ${o.expert_bytes} bytes); bytes model: floor ${f.floor_ms_per_token.toFixed(3)} ms + upload ${o.predicted_upload_ms_per_token.toFixed(3)} ms = ` +
+        `${o.predicted_ms_per_token.toFixed(3)} ms per token, measured ${o.measured_ms_per_token.toFixed(1)} ms`,
+      ...(o.mtp ? [`  MTP speculative: hit rate ${rate(o.mtp.hit_rate)}, ${o.mtp.misses_per_token.toFixed(2)} misses per token (${(o.mtp.uploaded_bytes_per_token / 2 ** 20).toFixed(3)} MiB uploaded), ${o.mtp.route_wait_ms_per_token.toFixed(2)} ms per token waiting for the router`] : []),
+    );
+  }
   const peer = r.model_peer;
   if (peer && 'skipped' in peer) lines.push(`model-level peer skipped: ${peer.skipped}`);
   else if (peer) lines.push(`model-level peer: ${peer.name}: ${peer.ms_per_token.toFixed(1)} ms per token (${peer.matmuls_per_token} matMuls, f32), ours ${f.measured_ms_per_token.toFixed(1)} ms for the whole step`);
