@@ -6,7 +6,7 @@
 
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GpuOutOfMemoryError } from '../errors.ts';
+import { AbortError, GpuOutOfMemoryError } from '../errors.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
@@ -73,6 +73,25 @@ describe('experts offloaded to CPU memory, the shipped checkpoint', () => {
       expect(offload.uploadedBytes).toBeGreaterThan(offload.expertMisses * 3 * 96 * 256); // an fp8 expert's codes, scales besides
       expect(offload.residentBytes).toBeLessThan((await resident.stats()).weightBytes);
       expect(offload.residentBytes).toBe(stats.weightBytes);
+    } finally {
+      await engine.unload();
+    }
+  });
+
+  it('an abort mid-generation ends in AbortError and leaves no GPU buffer behind', async () => {
+    const engine = await createLocalEngine({ gpu, dir: nodeDir(MODEL), maxContext: MAX_CONTEXT, expertSlots: 2 });
+    try {
+      const before = await engine.stats();
+      const controller = new AbortController();
+      const error = await (async () => {
+        for await (const chunk of engine.generate(PROMPT, { maxTokens: 50, ignoreEos: true, temperature: 0, signal: controller.signal })) if (chunk.ids.length > 0) controller.abort();
+      })().catch((e) => e);
+      expect(error).toBeInstanceOf(AbortError);
+      const after = await engine.stats();
+      expect(after.sessions).toBe(0);
+      expect([after.gpuBuffers, after.gpuBytes]).toEqual([before.gpuBuffers, before.gpuBytes]);
+      // and the cache still serves the next request
+      expect(await ids(engine, RUNS[0])).toEqual(await ids(resident, RUNS[0]));
     } finally {
       await engine.unload();
     }
