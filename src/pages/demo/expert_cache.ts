@@ -6,6 +6,7 @@
 
 import { formatBytes, type ModelInfo, type OffloadStats } from './lib.ts';
 import { $, el } from './dom.ts';
+import { drawExpertNumbers, prepareExpertCanvas } from './expert_canvas.ts';
 
 const HEADER = 16; // px, expert numbers
 
@@ -75,18 +76,10 @@ export class ExpertCache {
     const cellW = (width - gutter) / E;
     const cellH = rows.length <= 16 ? 14 : rows.length <= 40 ? 10 : 6;
     const height = HEADER + rows.length * cellH;
-    const ctx = this.sized(width, height);
-    const style = getComputedStyle(this.canvas);
-    const ink = style.color;
-    const accent = style.getPropertyValue('--accent').trim() || '#2563eb';
-    ctx.clearRect(0, 0, width, height);
-    ctx.font = '10px system-ui, sans-serif';
-    ctx.textBaseline = 'middle';
+    const canvas = prepareExpertCanvas(this.canvas, width, height);
+    const { ctx, ink, accent } = canvas;
 
-    ctx.fillStyle = ink;
-    ctx.textAlign = 'center';
-    const step = Math.max(1, Math.ceil(16 / cellW));
-    for (let e = 0; e < E; e += step) ctx.fillText(String(e), gutter + (e + 0.5) * cellW, HEADER / 2);
+    drawExpertNumbers(canvas, E, gutter, cellW, HEADER);
 
     let filled = 0;
     rows.forEach(({ layer, slots }, r) => {
@@ -121,17 +114,6 @@ export class ExpertCache {
   }
 
   /** Sizes the canvas for the device's pixel ratio; returns a context drawing in CSS pixels. */
-  private sized(width: number, height: number): CanvasRenderingContext2D {
-    const ratio = window.devicePixelRatio || 1;
-    this.canvas.width = Math.round(width * ratio);
-    this.canvas.height = Math.round(height * ratio);
-    this.canvas.style.width = `${width}px`;
-    this.canvas.style.height = `${height}px`;
-    const ctx = this.canvas.getContext('2d')!;
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    return ctx;
-  }
-
   /** The picture in words, for screen readers and the legend. */
   private describe(offload: OffloadStats, filled: number): void {
     const E = this.info.config.n_routed_experts;

@@ -4,6 +4,7 @@
 
 import type { Engine, ModelInfo, TokenExperts } from './lib.ts';
 import { $, el } from './dom.ts';
+import { drawExpertNumbers, prepareExpertCanvas } from './expert_canvas.ts';
 
 const ALL = 'all';
 const HEADER = 16; // px, expert numbers
@@ -83,19 +84,10 @@ export class ExpertsHeatmap {
     const cellW = (width - gutter) / E;
     const cellH = rows.length <= 40 ? 14 : rows.length <= 120 ? 8 : 4;
     const height = HEADER + rows.length * cellH + GAP + USAGE;
-    const ctx = this.sized(width, height);
-    const style = getComputedStyle(this.canvas);
-    const ink = style.color;
-    const accent = style.getPropertyValue('--accent').trim() || '#2563eb';
-    ctx.clearRect(0, 0, width, height);
-    ctx.font = '10px system-ui, sans-serif';
-    ctx.textBaseline = 'middle';
+    const canvas = prepareExpertCanvas(this.canvas, width, height);
+    const { ctx, ink, accent } = canvas;
 
-    // Expert numbers, as many as fit.
-    ctx.fillStyle = ink;
-    ctx.textAlign = 'center';
-    const step = Math.max(1, Math.ceil(16 / cellW));
-    for (let e = 0; e < E; e += step) ctx.fillText(String(e), gutter + (e + 0.5) * cellW, HEADER / 2);
+    drawExpertNumbers(canvas, E, gutter, cellW, HEADER);
 
     // One row per token: a faint grid cell, filled by the share of shown layers that chose it.
     rows.forEach((row, r) => {
@@ -128,17 +120,6 @@ export class ExpertsHeatmap {
   }
 
   /** Sizes the canvas for the device's pixel ratio; returns a context drawing in CSS pixels. */
-  private sized(width: number, height: number): CanvasRenderingContext2D {
-    const ratio = window.devicePixelRatio || 1;
-    this.canvas.width = Math.round(width * ratio);
-    this.canvas.height = Math.round(height * ratio);
-    this.canvas.style.width = `${width}px`;
-    this.canvas.style.height = `${height}px`;
-    const ctx = this.canvas.getContext('2d')!;
-    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-    return ctx;
-  }
-
   /** The same picture in words, for screen readers and the legend. */
   private describe(layers: number[], tokens: number, perExpert: Uint32Array): void {
     const K = this.info.config.num_experts_per_tok;
