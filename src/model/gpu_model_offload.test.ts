@@ -12,6 +12,7 @@ import { memoryDir } from '../io/sources.ts';
 import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
+import type { ModelNumerics } from './model_kernels.ts';
 import { loadWeights, type LoadWeightsOptions, type WeightMode } from './load_weights.ts';
 import { logitsAtEveryPosition } from '../testing/logits_testing.ts';
 import { nodeDir } from '../io/node_source.ts';
@@ -31,10 +32,10 @@ beforeAll(async () => {
   gpu = await testGpu();
 });
 
-async function withModel<T>(release: keyof typeof releases, options: LoadWeightsOptions, f: (model: GpuModel) => Promise<T>): Promise<T> {
+async function withModel<T>(release: keyof typeof releases, options: LoadWeightsOptions, f: (model: GpuModel) => Promise<T>, numerics?: ModelNumerics): Promise<T> {
   const loaded = await loadWeights(gpu, releases[release], options);
   try {
-    const model = createGpuModel(gpu, loaded, { prefillChunk: 8 });
+    const model = createGpuModel(gpu, loaded, { prefillChunk: 8, numerics });
     try {
       return await f(model);
     } finally {
@@ -126,6 +127,15 @@ describe('the official fixture (dsv3-tiny-official), one routed expert per layer
         cache.destroy();
       }
     });
+  });
+});
+
+describe('the official fixture on the W8A8 path (activations rounded to FP8), experts offloaded', () => {
+  it('gives the resident W8A8 logits bit for bit at 2 of 12 slots', async () => {
+    const fixtureIds = ids.map((id) => id % 100);
+    const want = await withModel('official', {}, (model) => logitsAtEveryPosition(model, fixtureIds, PREFILLED), 'w8a8');
+    const got = await withModel('official', { expertSlots: 2 }, (model) => logitsAtEveryPosition(model, fixtureIds, PREFILLED), 'w8a8');
+    expect(bits(got)).toEqual(bits(want));
   });
 });
 
