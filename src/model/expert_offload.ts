@@ -192,11 +192,12 @@ export class ExpertCache {
   /**
    * The passes a step's `ids` (its pairs' experts) take: each pass's experts are made resident
    * (uploads queued) when the pass is reached, and it yields the slot id of every pair, `slots`
-   * for a pair whose expert is not in that pass. The caller submits the pass's work before asking
-   * for the next one (the uploads of the next may overwrite its slots; the queue keeps the order).
+   * for a pair whose expert is not in that pass, and whether it is the last. The caller submits a
+   * pass's work before asking for the next one (the uploads of the next may overwrite its slots;
+   * the queue keeps the order); the last may go with whatever is submitted after it.
    * Resident experts go in the first pass, so a step that fits in the cache uploads only misses.
    */
-  *passes(ids: Uint32Array): Generator<Uint32Array<ArrayBuffer>> {
+  *passes(ids: Uint32Array): Generator<{ slotIds: Uint32Array<ArrayBuffer>; last: boolean }> {
     const distinct = [...new Set(ids)].sort((a, b) => a - b);
     for (const e of distinct) {
       if (e >= this.host.experts) throw new ArgumentError(`expert offload: layer ${this.layer} was asked for expert ${e} of ${this.host.experts}`);
@@ -210,7 +211,7 @@ export class ExpertCache {
       this.counters.hits += placed.hits;
       for (const { expert, slot } of placed.uploads) this.upload(expert, slot);
       const inBatch = new Map(batch.map((e, i) => [e, placed.slots[i]]));
-      yield Uint32Array.from(ids, (e) => inBatch.get(e) ?? this.slots);
+      yield { slotIds: Uint32Array.from(ids, (e) => inBatch.get(e) ?? this.slots), last: first + this.slots >= order.length };
     }
   }
 

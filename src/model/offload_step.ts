@@ -36,13 +36,14 @@ async function runOffloaded(device: GPUDevice, rec: Recording, { experts, acts }
   const { cache } = experts;
   cache.counters.routeWaitMs += performance.now() - waited;
   // Each pass's uploads are queued by the cache before its slot ids: the queue runs them in order.
-  for (const slotIds of cache.passes(ids)) {
+  // A pass is submitted before the next one's uploads; the last goes with the rest of the step.
+  rec.encoder = device.createCommandEncoder({ label: `after layer${cache.layer}.experts` });
+  for (const { slotIds, last } of cache.passes(ids)) {
     device.queue.writeBuffer(acts.topkSlots, 0, slotIds);
-    const encoder = device.createCommandEncoder({ label: `layer${cache.layer}.experts pass` });
+    const encoder = last ? rec.encoder : device.createCommandEncoder({ label: `layer${cache.layer}.experts pass` });
     const pass = encoder.beginComputePass({ label: `layer${cache.layer}.experts` });
     experts.pass.encode(pass);
     pass.end();
-    device.queue.submit([encoder.finish()]);
+    if (!last) device.queue.submit([encoder.finish()]);
   }
-  rec.encoder = device.createCommandEncoder({ label: `after layer${cache.layer}.experts` });
 }
