@@ -5,9 +5,9 @@
 // and decode tok/s, and checks that the logits are finite and the ids valid. Not part of npm test:
 //   npm run test:real-size -- [--preset moonlight|v3-dims|v2-lite|all] [--json] [--weights fp8,bf16]
 //     [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G]
-//     [--max-binding-mib N] [--expert-slots N] [--keep] [--force]
+//     [--max-binding-mib N] [--expert-slots N[,N...]] [--keep] [--force]
 // --expert-slots N runs each mode again with the routed experts in CPU memory and N per MoE layer
-// on the GPU (src/model/expert_offload.ts): its ids must equal the resident run's.
+// on the GPU (src/model/expert_offload.ts), once per N listed: its ids must equal the resident run's.
 // Tensors over the adapter's storage binding limit (or --max-binding-mib) are split over several
 // buffers, as the engine does; a preset the loader would still refuse (a tensor that cannot be
 // split small enough) is skipped before generation; --force tries anyway.
@@ -94,8 +94,8 @@ const promptLength = count('prompt');
 const maxBindingMib = values['max-binding-mib'] === undefined ? undefined : Number(values['max-binding-mib']);
 if (maxBindingMib !== undefined && !(maxBindingMib > 0)) usage(`--max-binding-mib must be a positive number, got "${values['max-binding-mib']}"`);
 const newTokens = count('tokens');
-const expertSlots = values['expert-slots'] === undefined ? undefined : Number(values['expert-slots']);
-if (expertSlots !== undefined && !(Number.isInteger(expertSlots) && expertSlots >= 1)) usage(`--expert-slots must be a positive integer, got "${values['expert-slots']}"`);
+const expertSlots = values['expert-slots'] === undefined ? [] : values['expert-slots'].split(',').map(Number);
+if (!expertSlots.every((n) => Number.isInteger(n) && n >= 1)) usage(`--expert-slots takes positive integers separated by commas, got "${values['expert-slots']}"`);
 
 const workDirs = new Set<string>();
 const cleanUp = () => {
@@ -144,7 +144,7 @@ async function runPreset(preset: string, largestBinding: number): Promise<Preset
     mtpParameters: params.mtp,
     files: layout.files.length,
     diskBytes: layout.fileBytes,
-    runs: modes.flatMap((weights): Run[] => [{ weights, status: 'skipped', plannedWeightBytes: 0 }, ...(expertSlots ? [{ weights, expertSlots, status: 'skipped' as const, plannedWeightBytes: 0 }] : [])]),
+    runs: modes.flatMap((weights): Run[] => [{ weights, status: 'skipped', plannedWeightBytes: 0 }, ...expertSlots.map((n) => ({ weights, expertSlots: n, status: 'skipped' as const, plannedWeightBytes: 0 }))]),
   };
   for (const run of report.runs) {
     if (layout.config.quantization_config !== null && run.weights !== report.runs[0].weights) {
@@ -323,7 +323,7 @@ function count(name: 'prompt' | 'tokens'): number {
 }
 
 function usage(message: string): never {
-  console.error(`error: ${message}\nusage: npm run test:real-size -- [--preset ${REAL_SIZE_PRESETS.join('|')}|all] [--json] [--weights fp8,bf16] [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G] [--max-binding-mib N] [--expert-slots N] [--keep] [--force]`);
+  console.error(`error: ${message}\nusage: npm run test:real-size -- [--preset ${REAL_SIZE_PRESETS.join('|')}|all] [--json] [--weights fp8,bf16] [--prompt N] [--tokens N] [--layers N] [--experts N] [--set KEY=JSON]... [--seed S] [--max-shard-gib G] [--max-binding-mib N] [--expert-slots N[,N...]] [--keep] [--force]`);
   process.exit(2);
 }
 
