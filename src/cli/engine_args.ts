@@ -15,15 +15,17 @@ export const ENGINE_FLAGS = {
   'max-binding-mib': { type: 'string' },
   'gpu-budget-mib': { type: 'string' },
   'expert-slots': { type: 'string' },
+  'draft-vocab': { type: 'string' },
 } as const;
 
-/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N, --gpu-budget-mib N, --expert-slots N. */
+/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N, --gpu-budget-mib N, --expert-slots N, --draft-vocab N. */
 export interface EngineFlags {
   maxContext?: number;
   weights?: WeightMode;
   maxBindingMib?: number;
   gpuBudgetMib?: number;
   expertSlots?: number;
+  draftVocab?: number;
 }
 
 export function engineFlags(values: FlagValues): EngineFlags {
@@ -37,6 +39,7 @@ export function engineFlags(values: FlagValues): EngineFlags {
     maxBindingMib: numberFlag(values, 'max-binding-mib', (n) => n > 0, 'a positive number of MiB'),
     gpuBudgetMib: numberFlag(values, 'gpu-budget-mib', (n) => n > 0, 'a positive number of MiB'),
     expertSlots: intFlag(values, 'expert-slots', 1),
+    draftVocab: intFlag(values, 'draft-vocab', 1),
   };
 }
 
@@ -114,7 +117,7 @@ export async function loadEngine(model: string, options: EngineFlags & { signal?
   };
   let engine: Engine;
   try {
-    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, gpuBudgetMib: options.gpuBudgetMib, expertSlots: options.expertSlots, signal: options.signal, onProgress, numerics: options.numerics });
+    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, gpuBudgetMib: options.gpuBudgetMib, expertSlots: options.expertSlots, draftVocab: options.draftVocab, signal: options.signal, onProgress, numerics: options.numerics });
   } finally {
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }

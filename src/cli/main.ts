@@ -19,17 +19,17 @@ commands:
                                                     summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--draft-vocab N]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-           [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
+           [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--draft-vocab N]
                                                     stream a continuation (--chat: the prompt as a user message)
-  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
+  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--draft-vocab N]
                                                     the model's logits after the ids (--json: every row, whole vocabulary)
-  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
+  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--draft-vocab N]
                                                     chat in the terminal (or over piped lines); /exit or Ctrl-D ends it
   serve <model> [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--served-model-name NAME]
-        [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N]
+        [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--draft-vocab N]
                                                     an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models);
                                                     another host than loopback needs --api-key (or WEBMOE_API_KEY)
 
@@ -43,7 +43,9 @@ commands:
   --max-context, plans) within N MiB: when every expert does not fit, the routed experts stay in CPU
   memory with as many per MoE layer on the GPU as fit (uploaded as the router asks, same output);
   a model that does not fit even with one per layer is refused before the download, saying what would fit.
---expert-slots N: routed experts in CPU memory, N per MoE layer on the GPU, whatever the budget.`;
+--expert-slots N: routed experts in CPU memory, N per MoE layer on the GPU, whatever the budget.
+--draft-vocab N: the MTP module drafts from token ids 0 .. N-1 only (default a quarter of the
+  vocabulary, at least 2048): its head reads that share of its weights; the output is the same.`;
 
 /** A command returns its exit status (0 when it returns nothing); user errors are thrown. */
 const commands: Record<string, (argv: string[]) => Promise<number | void>> = {

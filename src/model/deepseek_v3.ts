@@ -53,6 +53,8 @@ export interface ForwardPlanOptions {
    * (the verify step, where a rejected draft must not be used).
    */
   mtp?: 'shifted' | 'sampled';
+  /** The MTP module drafts from ids 0 .. draftVocab - 1 only (mtp.ts); default all. */
+  draftVocab?: number;
 }
 
 export interface StepInput {
@@ -83,7 +85,7 @@ export interface StepOutput {
    * NON_FINITE_ID where the MTP module's logits were NaN or infinite.
    */
   drafts?: Uint32Array;
-  /** With an MTP plan, readLogits and sample: [logit rows, vocab_size] of the MTP module. */
+  /** With an MTP plan, readLogits and sample: [logit rows, draft vocab] of the MTP module. */
   mtpLogits?: Float32Array;
 }
 
@@ -106,7 +108,7 @@ export interface ForwardPlan {
   destroy(): void;
 }
 
-export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, captureRouting, mtp: mtpMode }: ForwardPlanOptions): ForwardPlan {
+export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, captureRouting, mtp: mtpMode, draftVocab }: ForwardPlanOptions): ForwardPlan {
   const c: DeepseekV3Config = W.config;
   const { device } = k.gpu;
   if (!(Number.isInteger(rows) && rows >= 1)) throw new ArgumentError(`forward plan: rows must be a positive integer, got ${rows}`);
@@ -129,7 +131,7 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
     );
     const head = keep(prepareHead({ kernels: k, config: c, weight: W.lm_head, hidden: acts.hidden, rows, logitRows, label: 'lm_head' }));
     const outRows = head.outRows;
-    const mtp = mtpMode ? keep(createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, mainHidden: acts.hidden })) : undefined;
+    const mtp = mtpMode ? keep(createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, mainHidden: acts.hidden, draftVocab })) : undefined;
 
     // The one readback of a step: the sampled ids, then the MTP drafts, copied by the step's own
     // encoder into a buffer the plan keeps (no allocation and no extra submit per step).
@@ -209,7 +211,7 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         }
         // Logits are for scoring and tests, not the decode loop: read with their own copies.
         if (input.readLogits) out.logits = new Float32Array(await readBuffer(device, head.logits, 4 * outRows * V));
-        if (mtp && input.readLogits && input.sample) out.mtpLogits = new Float32Array(await readBuffer(device, mtp.logits, 4 * outRows * V));
+        if (mtp && input.readLogits && input.sample) out.mtpLogits = new Float32Array(await readBuffer(device, mtp.logits, 4 * outRows * mtp.vocab));
         if (!input.sample && !input.readLogits) await device.queue.onSubmittedWorkDone();
         return out;
       },

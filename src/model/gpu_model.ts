@@ -29,6 +29,12 @@ export interface GpuModelOptions {
   prefillChunk?: number;
   /** Default weight_only; w8a8 needs every FP8 Linear's input width to be a multiple of 128. */
   numerics?: ModelNumerics;
+  /**
+   * The MTP module drafts from the logits of ids 0 .. draftVocab - 1 only (its head reads that
+   * share of shared_head.head; the main model's output is the same, a draft outside is only
+   * never made). Default: the whole vocabulary.
+   */
+  draftVocab?: number;
 }
 
 /** The input widths of the FP8 Linears, which the official act_quant needs in whole 128 groups. */
@@ -152,6 +158,10 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
   if (!(Number.isInteger(prefillChunk) && prefillChunk >= 1)) throw new ArgumentError(`prefillChunk must be a positive integer, got ${prefillChunk}`);
   const pipelineCache = options.pipelineCache ?? new PipelineCache(gpu.device);
   const numerics = options.numerics ?? 'weight_only';
+  const draftVocab = options.draftVocab;
+  if (draftVocab !== undefined && !(Number.isInteger(draftVocab) && draftVocab >= 1 && draftVocab <= config.vocab_size)) {
+    throw new ArgumentError(`draftVocab must be an integer in [1, ${config.vocab_size}] (vocab_size), got ${draftVocab}`);
+  }
   if (numerics === 'w8a8') checkW8a8(config);
   const weights = modelWeights(gpu, pipelineCache, loaded);
   let kernels: ModelKernels;
@@ -182,7 +192,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
               }
             }
           }
-          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting ?? true, mtp })));
+          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting ?? true, mtp, draftVocab })));
         }
         return plan;
       },

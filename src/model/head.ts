@@ -37,6 +37,8 @@ export interface RepetitionInput {
 export interface HeadPlan {
   /** Rows that get logits: `rows` for 'all', 1 for 'last'. */
   readonly outRows: number;
+  /** Logits per row: HeadOptions.vocab. */
+  readonly vocab: number;
   /** [outRows, vocab_size] f32 logits, written by every encode. */
   readonly logits: GPUBuffer;
   /** [outRows] u32 ids, written by an encode that samples. */
@@ -56,12 +58,20 @@ export interface HeadOptions {
   rows: number;
   logitRows: LogitRows;
   label: string;
+  /**
+   * Logits for ids 0 .. vocab - 1 only (default: the whole vocab_size): the MTP draft head over
+   * the most frequent ids (byte-level BPE numbers its tokens in the order it merged them, the
+   * frequent ones first), which reads that share of the head's weights.
+   */
+  vocab?: number;
 }
 
-export function prepareHead({ kernels: k, config: c, weight, hidden, rows, logitRows, label }: HeadOptions): HeadPlan {
+export function prepareHead({ kernels: k, config: c, weight: whole, hidden, rows, logitRows, label, vocab }: HeadOptions): HeadPlan {
   const { device } = k.gpu;
   const d = c.hidden_size;
-  const V = c.vocab_size;
+  const V = vocab ?? c.vocab_size;
+  if (!(Number.isInteger(V) && V >= 1 && V <= whole.out)) throw new ArgumentError(`${label}: vocab must be an integer in [1, ${whole.out}], got ${V}`);
+  const weight = firstRows(whole, V);
   const outRows = logitRows === 'all' ? rows : 1;
   const owned: { destroy(): void }[] = [];
   const keep = <P extends { destroy(): void }>(p: P): P => (owned.push(p), p);
@@ -83,6 +93,7 @@ export function prepareHead({ kernels: k, config: c, weight, hidden, rows, logit
 
     return {
       outRows,
+      vocab: V,
       logits,
       sampledIds,
       encode(encoder, { sample: sampling, repetition, tokenMask }) {
@@ -119,4 +130,11 @@ export function prepareHead({ kernels: k, config: c, weight, hidden, rows, logit
     for (const p of owned.splice(0)) p.destroy();
     throw err;
   }
+}
+
+/** The Linear's first `n` output rows: its pieces clipped (a GEMV over them reads nothing past row n). */
+function firstRows(w: LinearWeight, n: number): LinearWeight {
+  if (n === w.out) return w;
+  const pieces = w.pieces.filter((p) => p.firstRow < n).map((p) => ({ ...p, rows: Math.min(p.rows, n - p.firstRow) }));
+  return { ...w, pieces, out: n };
 }

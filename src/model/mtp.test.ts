@@ -3,7 +3,9 @@
 // against plain greedy decoding.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gpu } from '../gpu/device.ts';
 import { testGpu } from '../gpu/testing.ts';
+import { ArgumentError } from '../errors.ts';
 import { nodeDir } from '../io/node_source.ts';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
@@ -19,8 +21,9 @@ const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0, step: 0 };
 
 let loaded: LoadedWeights;
 let model: GpuModel;
+let gpu: Gpu;
 beforeAll(async () => {
-  const gpu = await testGpu();
+  gpu = await testGpu();
   loaded = await loadWeights(gpu, nodeDir(officialFixture()));
   model = createGpuModel(gpu, loaded, { prefillChunk: 12 });
 });
@@ -87,5 +90,43 @@ describe('MTP module (dsv3-tiny-official)', () => {
       plans.destroy();
       cache.destroy();
     }
+  });
+
+  it('draftVocab N: the draft head gives the first N of the full MTP logits bit for bit and drafts their argmax; the main model is unchanged', async () => {
+    const p = prompts[0];
+    const seq = [...p.prompt, ...p.greedy.tokens];
+    const rows = seq.length - 1;
+    const V = model.config.vocab_size;
+    const N = 131; // not a multiple of anything: the head's pieces are clipped by rows
+    const run = async (m: GpuModel) => {
+      const cache = m.createCache(seq.length);
+      const plans = m.plans(cache);
+      try {
+        return await plans.get(rows, 'all', 'shifted').run({ ids: seq.slice(0, rows), startPos: 0, nextId: seq[rows], sample: GREEDY, readLogits: true });
+      } finally {
+        plans.destroy();
+        cache.destroy();
+      }
+    };
+    const full = await run(model);
+    const subset = createGpuModel(gpu, loaded, { prefillChunk: 12, draftVocab: N });
+    try {
+      const got = await run(subset);
+      expect(got.mtpLogits!.length).toBe(rows * N);
+      const fullBits = new Uint32Array(full.mtpLogits!.buffer);
+      const gotBits = new Uint32Array(got.mtpLogits!.buffer);
+      for (let r = 0; r < rows; r++) expect(Array.from(gotBits.subarray(r * N, (r + 1) * N)), `row ${r}`).toEqual(Array.from(fullBits.subarray(r * V, r * V + N)));
+      const argmaxOfFirst = Array.from({ length: rows }, (_, r) => {
+        const row = full.mtpLogits!.subarray(r * V, r * V + N);
+        return row.indexOf(Math.max(...row));
+      });
+      expect([...got.drafts!]).toEqual(argmaxOfFirst);
+      expect(argmaxOfFirst.some((id, r) => id !== p.mtp.argmax[r])).toBe(true); // the subset changes some drafts here
+      expect([...got.ids!]).toEqual([...full.ids!]);
+      expect(new Uint32Array(got.logits!.buffer)).toEqual(new Uint32Array(full.logits!.buffer));
+    } finally {
+      subset.destroy();
+    }
+    expect(() => createGpuModel(gpu, loaded, { draftVocab: V + 1 })).toThrow(ArgumentError);
   });
 });

@@ -28,6 +28,8 @@ export interface MtpPlan {
   readonly acts: Activations;
   /** [logit rows, vocab] */
   readonly logits: GPUBuffer;
+  /** The draft head's vocab: the logits' width. */
+  readonly vocab: number;
   /** [logit rows] u32 draft ids (argmax when sampled greedily). */
   readonly sampledIds: GPUBuffer;
   /**
@@ -49,9 +51,11 @@ export interface MtpPlanOptions {
   logitRows: LogitRows;
   /** The main plan's hidden rows [rows, hidden_size] (after model.norm). */
   mainHidden: GPUBuffer;
+  /** Draft from the logits of ids 0 .. draftVocab - 1 only (head.ts HeadOptions.vocab); default all. */
+  draftVocab?: number;
 }
 
-export function createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, mainHidden }: MtpPlanOptions): MtpPlan {
+export function createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, mainHidden, draftVocab }: MtpPlanOptions): MtpPlan {
   const mtp = W.mtp;
   const c: DeepseekV3Config = W.config;
   if (!mtp || c.mtp_layer_index === null) throw new UnsupportedConfigError('num_nextn_predict_layers', 'this checkpoint has no MTP module (or it was not loaded)');
@@ -74,13 +78,14 @@ export function createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, lo
     const layer = prepareLayer({
       kernels: k, config: c, weights: mtp.layer, acts, cache, cacheLayer: c.mtp_layer_index, invFreq, keep, nextNormWeight: mtp.shared_head_norm, isLast: true,
     });
-    const head = keep(prepareHead({ kernels: k, config: c, weight: mtp.shared_head_head, hidden: acts.hidden, rows, logitRows, label: 'mtp.shared_head.head' }));
+    const head = keep(prepareHead({ kernels: k, config: c, weight: mtp.shared_head_head, hidden: acts.hidden, rows, logitRows, label: 'mtp.shared_head.head', vocab: draftVocab }));
 
     return {
       rows,
       offloaded: layer.offloaded !== undefined,
       acts,
       logits: head.logits,
+      vocab: head.vocab,
       sampledIds: head.sampledIds,
       *encode(rec, startPos, sampling) {
         device.queue.writeBuffer(acts.positions, 0, Uint32Array.from({ length: rows }, (_, t) => startPos + t));

@@ -372,6 +372,8 @@ describe('local engine options', () => {
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxContext: 100000 })).rejects.toThrow(/maxContext must be an integer in \[2, 512\]/);
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), cacheBudgetBytes: Number.NaN })).rejects.toThrow(/cacheBudgetBytes/);
     await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), maxBindingMib: -1 })).rejects.toThrow(/maxBindingMib must be a positive number of MiB, got -1/);
+    await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), draftVocab: 321 })).rejects.toThrow(/draftVocab must be an integer in \[1, 320\]/);
+    await expect(createLocalEngine({ gpu, dir: nodeDir(officialFixture()), expertSlots: 13 })).rejects.toThrow(/expertSlots must be an integer in \[1, 12\]/);
   });
 
   it('refuses a model over gpuBudgetMib before it allocates or downloads anything, saying what would fit', async () => {

@@ -60,6 +60,8 @@ describe('experts offloaded to CPU memory, the shipped checkpoint', () => {
   it('at one expert per layer: the resident greedy ids with and without MTP, the same sampled ids; stats().offload counts the uploads', async () => {
     const want = [];
     for (const run of RUNS) want.push(await ids(resident, run));
+    // MTP drafting from the first 2048 of 8192 ids (defaultDraftVocab) changes nothing in the output
+    expect(want[1]).toEqual(want[0]);
     expect((await resident.stats()).offload).toBeNull();
     const engine = await createLocalEngine({ gpu, dir: nodeDir(MODEL), maxContext: MAX_CONTEXT, expertSlots: 1 });
     try {
