@@ -4,7 +4,8 @@ import { checkWidth } from './layout.ts';
 
 // The benchmark page on SwiftShader: the quick kernel suite with its progress bar, the roofline
 // (one point per kernel), tables with a unit in every figure, then the decode benchmark of the
-// shipped checkpoint with the model-level peer, the JSON export of both, and no sideways scrolling
+// shipped checkpoint with the model-level peer, the JSON export of both, the same with the routed
+// experts offloaded (2 slots per layer: the offload rows), and no sideways scrolling
 // at 1280 and 360 px. One page for all tests; screenshots go to test-results/screenshots/.
 test.describe.configure({ mode: 'serial' });
 
@@ -65,6 +66,9 @@ test('the decode benchmark: tok/s with and without MTP, dispatches per token, th
   await expect(peer).toBeVisible();
   await expect(peer).toContainText('the whole decode step');
   await expect(peer).toContainText(/tfjs_webgpu_matmul_f32.*its 98 matrix products only/);
+  // Every expert resident (the slots field empty): no offload rows.
+  await expect(page.locator('#decode-offload-box')).toBeHidden();
+  await expect(page.locator('#decode-offload tr')).toHaveCount(0);
 
   // The JSON export: the kernel report as the CLI prints it, with the decode report beside it.
   const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#export').click()]);
@@ -73,6 +77,44 @@ test('the decode benchmark: tok/s with and without MTP, dispatches per token, th
   expect(json.decode.dispatches_per_token).toBeGreaterThan(10);
   expect(json.decode.bytes_floor.bytes_per_token).toBeGreaterThan(0);
   expect(json.decode.model_peer.matmuls_per_token).toBe(98);
+  expect(json.decode.offload).toBeNull();
+});
+
+test('with 2 expert slots per layer the decode table has the offload rows, and the export their figures', async () => {
+  // Quick (the checkbox is still on) and without the TF.js peer, to keep it short.
+  await page.locator('#expert-slots').fill('2');
+  await page.locator('#decode-peer').uncheck();
+  await page.locator('#run-decode').click();
+  await expect(page.locator('#decode-progress')).toContainText('with 2 expert slots per layer', { timeout: 30_000 });
+  await expect(page.locator('#decode-progress')).toHaveAttribute('data-state', 'done', { timeout: 120_000 });
+  await expect(page.locator('#decode-offload-box')).toBeVisible();
+  // A row's cell for a mode, as its figure and its note (the smaller line under it); the model has
+  // 16 routed experts per layer and an MTP module.
+  const cell = (row: string, mode = 'plain decoding') =>
+    page
+      .locator('#decode-offload tbody tr', { has: page.locator('td[data-label="figure"]', { hasText: new RegExp(`^${row}`) }) })
+      .locator(`td[data-label="${mode}"]`)
+      .evaluate((td) => ({ figure: td.firstChild?.textContent ?? '', note: td.querySelector('.note')?.textContent ?? null }));
+  expect(await cell('Routed experts on the GPU')).toEqual({ figure: '2 of 16 per layer', note: null });
+  expect((await cell('Cache hit rate')).figure).toMatch(/^[\d.,]+ %$/);
+  expect((await cell('Cache hit rate', 'MTP speculative')).figure).toMatch(/^[\d.,]+ %$/);
+  expect((await cell('Uploaded')).figure).toMatch(/^[\d.,]+ (B|KiB|MiB) per token$/);
+  expect((await cell('Waiting for the router')).figure).toMatch(/^[\d.,e-]+ ms per token$/);
+  expect(await cell('Bytes model')).toEqual({ figure: expect.stringMatching(/^[\d.,e-]+ ms per token$/), note: expect.stringMatching(/^floor [\d.,e-]+ ms \+ uploads [\d.,e-]+ ms$/) });
+  expect(await cell('Measured')).toEqual({ figure: expect.stringMatching(/^[\d.,]+ ms per token$/), note: expect.stringMatching(/^[\d.,]+× the prediction$/) });
+  const bandwidth = await cell('Upload bandwidth');
+  expect(bandwidth).toEqual({ figure: expect.stringMatching(/^[\d.,e-]+ GB\/s$/), note: expect.stringMatching(/^writeBuffer in chunks of one expert \([\d.,]+ KiB\)$/) });
+  expect(Number.parseFloat(bandwidth.figure.replace(/,/g, ''))).toBeGreaterThan(0);
+  // Two slots cannot hold the 4 experts each token routes to in a layer: every token misses.
+  const misses = (await cell('Misses')).figure;
+  expect(misses).toMatch(/^[\d.,]+ per token$/);
+  expect(Number.parseFloat(misses)).toBeGreaterThan(0);
+
+  const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#export').click()]);
+  const { decode } = JSON.parse(readFileSync((await download.path())!, 'utf8'));
+  expect(decode.offload).toMatchObject({ expert_slots: 2, n_routed_experts: 16 });
+  expect(decode.offload.upload_bandwidth_gb_s).toBeGreaterThan(0);
+  expect(decode.offload.hit_rate).toBeGreaterThanOrEqual(0);
 });
 
 test('no horizontal scrolling at 1280 and 360 px', async () => {

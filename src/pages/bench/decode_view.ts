@@ -1,20 +1,22 @@
 // The decode benchmark on the page: the shipped checkpoint (or ?model=) loaded on this page's own
 // device, in this thread (the step probe must see its steps), then the same report as
 // `webmoe bench --decode --json`: tok/s with and without MTP, dispatches per token, the CPU and
-// GPU time of a step, the bytes floor, and the model-level peer beside our whole step.
+// GPU time of a step, the bytes floor, and the model-level peer beside our whole step; with
+// expertSlots, the routed experts in CPU memory and the offload's rows (offload_rows.ts).
 
 import { createEngine, openCheckpoint, urlDir, type Gpu } from '../../index.ts';
 import { runDecodeReport, type DecodeReport } from '../../bench/decode_report.ts';
 import type { StepCost } from '../../bench/step_cost.ts';
 import { $, el } from '../demo/dom.ts';
 import { bytes, gbps, ms, percent, sig3, times, tokPerS } from './format.ts';
+import { offloadRows } from './offload_rows.ts';
 import { fillTable } from './tables.ts';
 
 const PROMPTS = ['In the beginning God created', 'And Jesus answered and said unto them,', 'def main():\n    ', 'The LORD is my shepherd;'];
 
-export async function runDecode(gpu: Gpu, model: string, options: { quick: boolean; peers: boolean; onProgress: (line: string) => void }): Promise<DecodeReport> {
-  options.onProgress(`loading ${model}`);
-  const [engine, checkpoint] = await Promise.all([createEngine({ model, gpu, worker: false, cacheShards: false }), openCheckpoint(urlDir(model))]);
+export async function runDecode(gpu: Gpu, model: string, options: { quick: boolean; peers: boolean; expertSlots?: number; onProgress: (line: string) => void }): Promise<DecodeReport> {
+  options.onProgress(`loading ${model}${options.expertSlots === undefined ? '' : ` with ${options.expertSlots} expert slots per layer`}`);
+  const [engine, checkpoint] = await Promise.all([createEngine({ model, gpu, worker: false, cacheShards: false, expertSlots: options.expertSlots }), openCheckpoint(urlDir(model))]);
   try {
     return await runDecodeReport(engine, gpu, {
       prompts: options.quick ? PROMPTS.slice(0, 1) : PROMPTS,
@@ -51,7 +53,16 @@ export function showDecode(r: DecodeReport): void {
   );
   $('decode-about').textContent = `${r.checkpoint} (weights ${r.weights}) on ${r.adapter}: ${r.prompts.length} prompt${r.prompts.length === 1 ? '' : 's'} of ${r.max_tokens} greedy tokens per mode.`;
   showModelPeer(r);
+  showOffload(r);
   $('decode-box').hidden = false;
+}
+
+/** The offload's rows; hidden again when the next run keeps every expert resident. */
+function showOffload(r: DecodeReport): void {
+  const table = offloadRows(r);
+  $('decode-offload-box').hidden = table === null;
+  if (table) fillTable($<HTMLTableElement>('decode-offload'), table.columns, table.rows);
+  else $('decode-offload').replaceChildren();
 }
 
 function showModelPeer(r: DecodeReport): void {

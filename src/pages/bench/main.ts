@@ -10,6 +10,7 @@ import { gbps, gflops, shapeText } from './format.ts';
 import { drawRoofline } from './roofline.ts';
 import { ceilingBars, decodeCostTable, kernelPeerTable, kernelsTable } from './tables.ts';
 import { runDecode, showDecode } from './decode_view.ts';
+import { parseExpertSlots } from './offload_rows.ts';
 import type { PeerReport } from './peer_run.ts';
 import type { PeerBuild } from './peer_view.ts';
 
@@ -99,6 +100,7 @@ async function runDecodeBench(): Promise<void> {
     decode = await runDecode(gpu, MODEL, {
       quick: $<HTMLInputElement>('quick').checked,
       peers: $<HTMLInputElement>('decode-peer').checked,
+      expertSlots: parseExpertSlots($<HTMLInputElement>('expert-slots').value),
       onProgress: (line) => (progress.textContent = `${line} · ${((performance.now() - started) / 1000).toFixed(0)} s`),
     });
     showDecode(decode);
