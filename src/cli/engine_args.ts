@@ -4,7 +4,7 @@
 
 import { createNodeEngine } from '../node.ts';
 import type { Engine, EngineProgress, SamplingOptions } from '../runtime/types.ts';
-import { WEIGHT_MODES, type WeightMode } from '../model/load_weights.ts';
+import { EXPERT_STORES, WEIGHT_MODES, type ExpertStoreKind, type WeightMode } from '../model/load_weights.ts';
 import { UsageError } from './args.ts';
 import { escapeControls } from './escape.ts';
 
@@ -16,9 +16,10 @@ export const ENGINE_FLAGS = {
   'gpu-budget-mib': { type: 'string' },
   'expert-slots': { type: 'string' },
   'draft-vocab': { type: 'string' },
+  'expert-store': { type: 'string' },
 } as const;
 
-/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N, --gpu-budget-mib N, --expert-slots N, --draft-vocab N. */
+/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N, --gpu-budget-mib N, --expert-slots N, --expert-store memory|checkpoint, --draft-vocab N. */
 export interface EngineFlags {
   maxContext?: number;
   weights?: WeightMode;
@@ -26,10 +27,15 @@ export interface EngineFlags {
   gpuBudgetMib?: number;
   expertSlots?: number;
   draftVocab?: number;
+  expertStore?: ExpertStoreKind;
 }
 
 export function engineFlags(values: FlagValues): EngineFlags {
   const weights = stringFlag(values, 'weights');
+  const expertStore = stringFlag(values, 'expert-store');
+  if (expertStore !== undefined && !(EXPERT_STORES as readonly string[]).includes(expertStore)) {
+    throw new UsageError(`--expert-store must be one of ${EXPERT_STORES.join(', ')}, got "${expertStore}"`);
+  }
   if (weights !== undefined && !(WEIGHT_MODES as readonly string[]).includes(weights)) {
     throw new UsageError(`--weights must be one of ${WEIGHT_MODES.join(', ')}, got "${weights}"`);
   }
@@ -40,6 +46,7 @@ export function engineFlags(values: FlagValues): EngineFlags {
     gpuBudgetMib: numberFlag(values, 'gpu-budget-mib', (n) => n > 0, 'a positive number of MiB'),
     expertSlots: intFlag(values, 'expert-slots', 1),
     draftVocab: intFlag(values, 'draft-vocab', 1),
+    expertStore: expertStore as ExpertStoreKind | undefined,
   };
 }
 
@@ -117,7 +124,7 @@ export async function loadEngine(model: string, options: EngineFlags & { signal?
   };
   let engine: Engine;
   try {
-    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, gpuBudgetMib: options.gpuBudgetMib, expertSlots: options.expertSlots, draftVocab: options.draftVocab, signal: options.signal, onProgress, numerics: options.numerics });
+    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, gpuBudgetMib: options.gpuBudgetMib, expertSlots: options.expertSlots, draftVocab: options.draftVocab, expertStore: options.expertStore, signal: options.signal, onProgress, numerics: options.numerics });
   } finally {
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }

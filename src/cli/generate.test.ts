@@ -44,7 +44,7 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     expect(sharedEngines.loads).toBe(1);
   });
 
-  it('--expert-slots 2: the routed experts offloaded, the official continuation, and --json offload counts them (null when resident)', async () => {
+  it('--expert-slots 2 (--expert-store checkpoint too): the routed experts offloaded, the official continuation, and --json offload counts them (null when resident)', async () => {
     const p = prompts[1];
     const args = ['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--json', '--speculative', 'off'];
     const report = JSON.parse((await runCli([...args, '--expert-slots', '2'])).out);
@@ -54,6 +54,10 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     expect(report.offload.uploaded_bytes).toBeGreaterThan(0);
     expect(JSON.parse((await runCli(args)).out).offload).toBeNull();
     expect((await runCli([...args, '--expert-slots', '0'])).code).toBe(2);
+    // read from the checkpoint at each miss: nothing held in CPU memory, the same continuation
+    const fromFiles = JSON.parse((await runCli([...args, '--expert-slots', '2', '--expert-store', 'checkpoint'])).out);
+    expect(fromFiles).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), offload: { host_bytes: 0, expert_slots: 2 } });
+    expect((await runCli([...args, '--expert-store', 'disk'])).code).toBe(2);
   });
 
   it('--speculative on drafts, --no-mtp (--speculative off) does not, to the same tokens', async () => {

@@ -19,25 +19,44 @@ import { ExpertSlots, type EvictionPolicy } from './expert_slots.ts';
 export const PROJECTIONS = ['gate_proj', 'up_proj', 'down_proj'] as const;
 type Projection = (typeof PROJECTIONS)[number];
 
-/** One stacked tensor of one layer's experts (a projection's weight or its weight_scale_inv), in CPU memory. */
-export interface HostStack {
+/** One stacked tensor of one layer's experts (a projection's weight or its weight_scale_inv). */
+export interface StackInfo {
   /** The stacked name, as placement.ts names the GPU stack: model.layers.L.mlp.experts.P.weight[_scale_inv]. */
   readonly name: string;
-  /** Expert e's bytes at e * slotBytes. */
-  readonly bytes: Uint8Array<ArrayBuffer>;
+  /** Bytes of one expert's tensor, 4-byte aligned: a slot. */
   readonly slotBytes: number;
   readonly experts: number;
 }
 
-/** The CPU stacks of one MoE layer's routed experts: each projection's weight, and its scales for FP8. */
-export interface HostExperts {
+/** A stack in CPU memory: expert e's bytes at e * slotBytes. */
+export interface HostStack extends StackInfo {
+  readonly bytes: Uint8Array<ArrayBuffer>;
+}
+
+/** One expert's tensors, each as a slot of its stack (slotBytes long, zero-padded). */
+export type ExpertBytes = Readonly<Record<Projection, { weight: Uint8Array<ArrayBuffer>; scale?: Uint8Array<ArrayBuffer> }>>;
+
+/**
+ * Where one MoE layer's routed experts are kept off the GPU: CPU stacks (HostExperts), or the
+ * checkpoint itself, read per miss (checkpoint_experts.ts).
+ */
+export interface ExpertStore {
   readonly layer: number;
   readonly experts: number;
+  readonly stacks: Readonly<Record<Projection, { weight: StackInfo; scale?: StackInfo }>>;
+  /** Bytes of one expert (all its projections and scales): what a miss uploads. */
+  readonly expertBytes: number;
+  /** Bytes held in CPU memory for it. */
+  readonly hostBytes: number;
+  /** Expert e's slots (a read of the checkpoint where the store is one). */
+  read(expert: number): ExpertBytes | Promise<ExpertBytes>;
+}
+
+/** The CPU stacks of one MoE layer's routed experts: each projection's weight, and its scales for FP8. */
+export interface HostExperts extends ExpertStore {
   readonly stacks: Readonly<Record<Projection, { weight: HostStack; scale?: HostStack }>>;
   /** The same stacks by stacked name. */
   readonly byName: ReadonlyMap<string, HostStack>;
-  /** Bytes of one expert (all its projections and scales): what a miss uploads. */
-  readonly expertBytes: number;
 }
 
 const LAYER = /^model\.layers\.(\d+)\.mlp\.experts\./;
@@ -134,7 +153,12 @@ export function allocateHostExperts(layout: OffloadLayout): Map<number, HostExpe
     const experts = stacks.gate_proj.weight.experts;
     const expertBytes = PROJECTIONS.reduce((sum, p) => sum + stacks[p].weight.slotBytes + (stacks[p].scale?.slotBytes ?? 0), 0);
     if (made.size !== byName.size) throw new ArgumentError(`expert offload: layer ${layer} has expert tensors other than the projections and their scales: ${[...byName.keys()].filter((n) => !made.has(n)).join(', ')}`);
-    out.set(layer, { layer, experts, stacks, byName: made, expertBytes });
+    const slot = (h: HostStack, e: number) => h.bytes.subarray(e * h.slotBytes, (e + 1) * h.slotBytes);
+    out.set(layer, {
+      layer, experts, stacks, byName: made, expertBytes,
+      hostBytes: [...made.values()].reduce((sum, h) => sum + h.bytes.byteLength, 0),
+      read: (e) => Object.fromEntries(PROJECTIONS.map((p) => [p, { weight: slot(stacks[p].weight, e), scale: stacks[p].scale && slot(stacks[p].scale!, e) }])) as ExpertBytes,
+    });
   }
   return out;
 }
@@ -152,7 +176,7 @@ export interface OffloadCounters {
   extraPasses: number;
 }
 
-/** One MoE layer's GPU cache of `slots` experts, filled from its CPU stacks. */
+/** One MoE layer's GPU cache of `slots` experts, filled from its store. */
 export class ExpertCache {
   readonly layer: number;
   readonly slots: number;
@@ -165,7 +189,7 @@ export class ExpertCache {
 
   constructor(
     private readonly device: GPUDevice,
-    private readonly host: HostExperts,
+    private readonly host: ExpertStore,
     slots: number,
     counters: OffloadCounters,
     policy: EvictionPolicy = 'frequency',
@@ -174,7 +198,7 @@ export class ExpertCache {
     this.slots = slots;
     this.counters = counters;
     this.placement = new ExpertSlots({ experts: host.experts, slots, policy });
-    const make = (s: HostStack) => {
+    const make = (s: StackInfo) => {
       const buffer = device.createBuffer({ label: `${s.name} (cache of ${slots})`, size: weightBufferSize(slots * s.slotBytes), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
       this.buffers.push(buffer);
       return buffer;
@@ -197,7 +221,7 @@ export class ExpertCache {
    * the queue keeps the order); the last may go with whatever is submitted after it.
    * Resident experts go in the first pass, so a step that fits in the cache uploads only misses.
    */
-  *passes(ids: Uint32Array): Generator<{ slotIds: Uint32Array<ArrayBuffer>; last: boolean }> {
+  async *passes(ids: Uint32Array): AsyncGenerator<{ slotIds: Uint32Array<ArrayBuffer>; last: boolean }> {
     const distinct = [...new Set(ids)].sort((a, b) => a - b);
     for (const e of distinct) {
       if (e >= this.host.experts) throw new ArgumentError(`expert offload: layer ${this.layer} was asked for expert ${e} of ${this.host.experts}`);
@@ -209,7 +233,7 @@ export class ExpertCache {
       if (first > 0) this.counters.extraPasses++;
       const placed = this.placement.place(batch);
       this.counters.hits += placed.hits;
-      for (const { expert, slot } of placed.uploads) this.upload(expert, slot);
+      await this.upload(placed.uploads);
       const inBatch = new Map(batch.map((e, i) => [e, placed.slots[i]]));
       yield { slotIds: Uint32Array.from(ids, (e) => inBatch.get(e) ?? this.slots), last: first + this.slots >= order.length };
     }
@@ -220,15 +244,22 @@ export class ExpertCache {
     return Array.from({ length: this.slots }, (_, s) => this.placement.expert(s));
   }
 
-  private upload(expert: number, slot: number): void {
-    for (const p of PROJECTIONS) {
-      const { weight, scale } = this.host.stacks[p];
-      const gpu = this.weights[p];
-      this.device.queue.writeBuffer(gpu.weight, slot * weight.slotBytes, weight.bytes, expert * weight.slotBytes, weight.slotBytes);
-      if (scale) this.device.queue.writeBuffer(gpu.weight_scale_inv!, slot * scale.slotBytes, scale.bytes, expert * scale.slotBytes, scale.slotBytes);
-    }
-    this.counters.misses++;
-    this.counters.uploadedBytes += this.host.expertBytes;
+  /** Writes each expert into its slot; a read that fails leaves its slot empty (never half-trusted). */
+  private async upload(uploads: readonly { expert: number; slot: number }[]): Promise<void> {
+    const results = await Promise.allSettled(uploads.map(async ({ expert, slot }) => {
+      const bytes = await this.host.read(expert);
+      for (const p of PROJECTIONS) {
+        const { weight, scale } = this.host.stacks[p];
+        this.device.queue.writeBuffer(this.weights[p].weight, slot * weight.slotBytes, bytes[p].weight);
+        if (scale) this.device.queue.writeBuffer(this.weights[p].weight_scale_inv!, slot * scale.slotBytes, bytes[p].scale!);
+      }
+      this.counters.misses++;
+      this.counters.uploadedBytes += this.host.expertBytes;
+    }));
+    const failed = results.findIndex((r) => r.status === 'rejected');
+    if (failed < 0) return;
+    results.forEach((r, i) => r.status === 'rejected' && this.placement.invalidate(uploads[i].slot));
+    throw (results[failed] as PromiseRejectedResult).reason;
   }
 
   destroy(): void {
@@ -240,8 +271,8 @@ export class ExpertCache {
 export interface ExpertOffload {
   readonly slots: number;
   readonly caches: ReadonlyMap<number, ExpertCache>;
-  /** The CPU stacks, per layer. */
-  readonly hosts: ReadonlyMap<number, HostExperts>;
+  /** Where each layer's experts are kept: CPU stacks, or the checkpoint. */
+  readonly hosts: ReadonlyMap<number, ExpertStore>;
   /** Bytes of the GPU caches. */
   readonly cacheBytes: number;
   /** Bytes of the CPU stacks. */
@@ -250,7 +281,7 @@ export interface ExpertOffload {
   destroy(): void;
 }
 
-export function createExpertOffload(device: GPUDevice, hosts: ReadonlyMap<number, HostExperts>, slots: number, policy?: EvictionPolicy): ExpertOffload {
+export function createExpertOffload(device: GPUDevice, hosts: ReadonlyMap<number, ExpertStore>, slots: number, policy?: EvictionPolicy): ExpertOffload {
   const counters: OffloadCounters = { hits: 0, misses: 0, uploadedBytes: 0, routeWaitMs: 0, extraPasses: 0 };
   const caches = new Map<number, ExpertCache>();
   const destroy = () => {
@@ -267,6 +298,6 @@ export function createExpertOffload(device: GPUDevice, hosts: ReadonlyMap<number
     throw err;
   }
   let hostBytes = 0;
-  for (const h of hosts.values()) for (const p of PROJECTIONS) hostBytes += h.stacks[p].weight.bytes.byteLength + (h.stacks[p].scale?.bytes.byteLength ?? 0);
+  for (const h of hosts.values()) hostBytes += h.hostBytes;
   return { slots, caches, hosts, cacheBytes: [...caches.values()].reduce((s, c) => s + c.bytes, 0), hostBytes, counters, destroy };
 }

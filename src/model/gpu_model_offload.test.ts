@@ -4,7 +4,8 @@
 // layer in num_experts_per_tok passes and uploads nearly every expert) and at 4 of 6 (hits and
 // evictions). With MTP: the same drafts and verify ids. Also the counters and the refusals.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ArgumentError, GpuLimitError, GpuOutOfMemoryError } from '../errors.ts';
+import { ArgumentError, FetchError, GpuLimitError, GpuOutOfMemoryError, UnsupportedConfigError } from '../errors.ts';
+import type { CheckpointDir } from '../io/sources.ts';
 import { trackingDevice } from '../testing/tracking_device.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { testGpu } from '../gpu/testing.ts';
@@ -104,6 +105,61 @@ describe.each(CASES)('a $release release, weights $weights, experts offloaded', 
         expect(misses).toBeGreaterThan(6);
       }
     });
+  });
+});
+
+/** `dir` whose file reads fail while `failing.on` (a link that drops mid-generation). */
+function flakyDir(dir: CheckpointDir, failing: { on: boolean }): CheckpointDir {
+  return {
+    ...dir,
+    async open(file, signal) {
+      const source = await dir.open(file, signal);
+      return {
+        name: source.name,
+        size: () => source.size(),
+        read: (offset, length, s) => (failing.on ? Promise.reject(new FetchError(file, "the connection dropped (simulated)")) : source.read(offset, length, s)),
+      };
+    },
+  };
+}
+
+describe("experts read from the checkpoint at each miss (expertStore 'checkpoint')", () => {
+  const fp8Resident = async () => withModel('fp8', {}, (model) => logitsAtEveryPosition(model, ids, PREFILLED));
+
+  it.each([['fp8', 'fp8'], ['bf16', 'bf16']] as const)('a %s release held %s: the resident logits bit for bit at one slot, nothing in CPU memory', async (release, weights) => {
+    const want = await withModel(release, { weights }, (model) => logitsAtEveryPosition(model, ids, PREFILLED));
+    await withModel(release, { weights, expertSlots: 1, expertStore: 'checkpoint' }, async (model) => {
+      expect(model.offload!.hostBytes).toBe(0);
+      expect(bits(await logitsAtEveryPosition(model, ids, PREFILLED))).toEqual(bits(want));
+      expect(model.offload!.counters.misses).toBeGreaterThan(0);
+    });
+  });
+
+  it("refuses a BF16 release held as FP8 (each read would need quantising), before allocating", async () => {
+    const { device, made } = trackingDevice(gpu.device);
+    const error = await loadWeights({ ...gpu, device }, releases.bf16, { expertSlots: 2, expertStore: 'checkpoint' }).catch((e) => e);
+    expect(error).toBeInstanceOf(UnsupportedConfigError);
+    expect(error.message).toContain("expertStore 'memory'");
+    expect(made).toHaveLength(0);
+  });
+
+  it('a failed read fails the step with its typed error, and the next step uploads that expert again', async () => {
+    const want = await fp8Resident();
+    const failing = { on: false };
+    const loaded = await loadWeights(gpu, flakyDir(releases.fp8, failing), { expertSlots: 2, expertStore: 'checkpoint' });
+    try {
+      const model = createGpuModel(gpu, loaded, { prefillChunk: 8 });
+      try {
+        failing.on = true;
+        await expect(logitsAtEveryPosition(model, ids, PREFILLED)).rejects.toThrow(FetchError);
+        failing.on = false;
+        expect(bits(await logitsAtEveryPosition(model, ids, PREFILLED))).toEqual(bits(want));
+      } finally {
+        model.destroy();
+      }
+    } finally {
+      loaded.destroy();
+    }
   });
 });
 

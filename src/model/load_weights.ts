@@ -14,7 +14,8 @@ import type { CheckpointDir } from '../io/sources.ts';
 import { ProgressCounter, splitWriter, tensorWriter, uploadTensors, type LoadProgress } from '../io/stream_to_gpu.ts';
 import { checkedForFinite, finiteChecking } from './finite_check.ts';
 import { hostWriter, quantisingHostWriter } from './expert_host_writers.ts';
-import { allocateHostExperts, createExpertOffload, offloadLayout, slotsWithinBinding, splitOffloaded, type ExpertOffload, type HostExperts } from './expert_offload.ts';
+import { allocateHostExperts, createExpertOffload, offloadLayout, slotsWithinBinding, splitOffloaded, type ExpertOffload, type ExpertStore } from './expert_offload.ts';
+import { checkpointExperts, checkReadableExperts } from './checkpoint_experts.ts';
 import { placedBytes, placeTensors, smallestBufferLimit, weightBufferSize, type GpuTensor, type WeightBuffer } from './placement.ts';
 import { Fp8Quantizer, QUANTIZE_FROM, type Fp8Target } from './quantize_on_load.ts';
 import { rowSplittable } from './weight_split.ts';
@@ -72,7 +73,16 @@ export interface LoadWeightsOptions {
    * cache (src/model/expert_offload.ts): for models larger than the GPU. Default: all resident.
    */
   expertSlots?: number;
+  /**
+   * Where offloaded experts are kept: 'memory' (default), CPU stacks filled as the checkpoint
+   * streams in; 'checkpoint', read from the checkpoint's files at each miss (nothing held, for
+   * experts larger than the CPU's memory; an FP8 release or weights 'bf16').
+   */
+  expertStore?: ExpertStoreKind;
 }
+
+export const EXPERT_STORES = ['memory', 'checkpoint'] as const;
+export type ExpertStoreKind = (typeof EXPERT_STORES)[number];
 
 /** The MoE layers whose routed experts a load holds: the main model's and the MTP layer's (when loaded). */
 export function moeLayerIndices(config: DeepseekV3Config, withMtp: boolean): Set<number> {
@@ -138,7 +148,7 @@ export function weightBytesOnGpu(onGpu: readonly GpuTensor[], maxBufferBytes?: n
  * The GPU expert caches at `slots` per layer; where the GPU is out of memory for them, at half
  * as many, down to one (a smaller cache runs the same model, slower), before the download.
  */
-async function allocateExpertCaches(device: GPUDevice, hosts: Map<number, HostExperts>, slots: number, where: string): Promise<ExpertOffload> {
+async function allocateExpertCaches(device: GPUDevice, hosts: ReadonlyMap<number, ExpertStore>, slots: number, where: string): Promise<ExpertOffload> {
   for (let tried = slots; ; tried = Math.floor(tried / 2)) {
     let made: ExpertOffload | undefined;
     try {
@@ -174,6 +184,11 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
   // Offloaded experts go to CPU stacks; each layer's cache of `slots` must fit one binding.
   const { resident: onGpu, offloaded } = slots === undefined ? { resident: all, offloaded: [] } : splitOffloaded(all, moeLayerIndices(config, !options.skipMtp));
   const layout = offloadLayout(offloaded);
+  const store = options.expertStore ?? 'memory';
+  if (!EXPERT_STORES.includes(store)) throw new ArgumentError(`expertStore must be one of ${EXPERT_STORES.join(', ')}, got ${JSON.stringify(store)}`);
+  if (store === 'checkpoint') checkReadableExperts(offloaded, toQuantise, dir.description);
+  // Experts read from the checkpoint per miss are not streamed at load.
+  const streamed = store === 'checkpoint' ? wanted.filter((t) => !layout.of.has(t.name)) : wanted;
   if (slots !== undefined && offloaded.length > 0 && slotsWithinBinding(layout, bindingLimit) < slots) {
     throw new GpuLimitError(`${dir.description}: a cache of ${slots} experts per layer needs buffers over the largest storage binding webmoe plans with (${bindingLimit} bytes); at most ${slotsWithinBinding(layout, bindingLimit)} fit`);
   }
@@ -199,13 +214,14 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
       const quantisedOnGpu = [...toQuantise].filter((t) => !layout.of.has(t.name));
       if (quantisedOnGpu.length > 0) quantizer = new Fp8Quantizer({ gpu, pipelines: options.pipelines ?? new PipelineCache(device) }, quantisedOnGpu);
     });
+    const hosts = offloaded.length > 0 && store === 'memory' ? allocateHostExperts(layout) : undefined;
     if (offloaded.length > 0) {
-      offload = await allocateExpertCaches(device, allocateHostExperts(layout), slots!, dir.description);
+      offload = await allocateExpertCaches(device, hosts ?? checkpointExperts(layout, checkpoint.tensors, checkpoint.sources), slots!, dir.description);
       bytesOnGpu += offload.cacheBytes;
     }
     const hostStack = (name: string) => {
       const at = layout.of.get(name)!;
-      return { stack: offload!.hosts.get(at.layer)!.byName.get(at.stacked)!, expert: at.expert };
+      return { stack: hosts!.get(at.layer)!.byName.get(at.stacked)!, expert: at.expert };
     };
 
     // Each tensor's parts: its bytes [from, to) at `offset` of a buffer (one part unless split).
@@ -237,10 +253,10 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
       }));
       return quantizer!.writer(t, targets);
     };
-    const progress = new ProgressCounter(wanted.reduce((s, t) => s + t.byteLength, 0), options.onProgress);
+    const progress = new ProgressCounter(streamed.reduce((s, t) => s + t.byteLength, 0), options.onProgress);
     for (const file of checkpoint.files) {
       throwIfAborted(signal);
-      const inFile = wanted.filter((t) => t.file === file);
+      const inFile = streamed.filter((t) => t.file === file);
       await uploadTensors(device, checkpoint.sources.get(file)!, inFile, place, { signal, progress, chunkBytes: options.chunkBytes });
     }
     await device.queue.onSubmittedWorkDone();

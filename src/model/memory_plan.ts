@@ -8,7 +8,7 @@ import type { DeepseekV3Config } from '../config.ts';
 import { GpuLimitError, GpuOutOfMemoryError } from '../errors.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
 import { activationBytes } from './activations.ts';
-import { moeLayerIndices, placeWeights, tensorsOnGpu, type WeightMode } from './load_weights.ts';
+import { moeLayerIndices, placeWeights, tensorsOnGpu, type ExpertStoreKind, type WeightMode } from './load_weights.ts';
 import { expertCacheBytes, hostStackBytes, offloadLayout, slotsWithinBinding, splitOffloaded } from './expert_offload.ts';
 import { latentCacheBytes } from './kv_cache.ts';
 import { placedBytes } from './placement.ts';
@@ -34,6 +34,8 @@ export interface MemoryPlanInput {
   where?: string;
   /** Routed experts offloaded to CPU memory, this many per MoE layer in a GPU cache (src/model/expert_offload.ts). */
   expertSlots?: number;
+  /** Where they are kept: 'checkpoint' holds nothing in CPU memory (load_weights.ts). */
+  expertStore?: ExpertStoreKind;
 }
 
 export interface MemoryPlan {
@@ -73,7 +75,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   if (slots !== undefined && offloaded.length > 0 && slotsWithinBinding(layout, input.bindingLimit) < slots) {
     throw new GpuLimitError(`${input.where ?? 'the model'}: a cache of ${slots} experts per layer needs buffers over the largest storage binding webmoe plans with (${mib(input.bindingLimit)}); at most ${slotsWithinBinding(layout, input.bindingLimit)} fit`);
   }
-  const offload = slots === undefined || offloaded.length === 0 ? undefined : { expertSlots: slots, cacheBytes: expertCacheBytes(layout, slots), hostBytes: hostStackBytes(layout) };
+  const offload = slots === undefined || offloaded.length === 0 ? undefined : { expertSlots: slots, cacheBytes: expertCacheBytes(layout, slots), hostBytes: input.expertStore === 'checkpoint' ? 0 : hostStackBytes(layout) };
   const placed = placeWeights(onGpu, input.bindingLimit, input.where);
   const weightBytes = placedBytes(placed) + (offload?.cacheBytes ?? 0);
   // The most pieces one expert stack is split into (ModelWeights.expertRanges): it sizes the scratch.

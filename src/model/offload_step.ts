@@ -38,7 +38,7 @@ async function runOffloaded(device: GPUDevice, rec: Recording, { experts, acts }
   // Each pass's uploads are queued by the cache before its slot ids: the queue runs them in order.
   // A pass is submitted before the next one's uploads; the last goes with the rest of the step.
   rec.encoder = device.createCommandEncoder({ label: `after layer${cache.layer}.experts` });
-  for (const { slotIds, last } of cache.passes(ids)) {
+  for await (const { slotIds, last } of cache.passes(ids)) {
     device.queue.writeBuffer(acts.topkSlots, 0, slotIds);
     const encoder = last ? rec.encoder : device.createCommandEncoder({ label: `layer${cache.layer}.experts pass` });
     const pass = encoder.beginComputePass({ label: `layer${cache.layer}.experts` });

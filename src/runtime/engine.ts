@@ -12,7 +12,7 @@ import { createGpuModel, DEFAULT_PREFILL_CHUNK, type GpuModel, type PlannedWork 
 import { checkMemoryPlan, expertSlotsFor, planMemory } from '../model/memory_plan.ts';
 import { offloadStats } from './offload_stats.ts';
 import type { ModelNumerics } from '../model/model_kernels.ts';
-import { loadWeights, moeLayerIndices, plannedBindingLimit, type LoadedWeights, type WeightMode } from '../model/load_weights.ts';
+import { loadWeights, moeLayerIndices, plannedBindingLimit, type ExpertStoreKind, type LoadedWeights, type WeightMode } from '../model/load_weights.ts';
 import { countParameters } from '../model/weights.ts';
 import { loadTokenizerFromDir } from '../text/tokenizer.ts';
 import { TOKENIZER_FILE } from '../text/tokenizer_files.ts';
@@ -68,6 +68,12 @@ export interface LocalEngineOptions {
    * is too small for that, when the most slots the budget holds are taken.
    */
   expertSlots?: number;
+  /**
+   * Where offloaded experts are kept: 'memory' (default: CPU memory, filled as the checkpoint
+   * streams in) or 'checkpoint' (read from its files at each miss: nothing held; an FP8 release,
+   * or weights 'bf16').
+   */
+  expertStore?: ExpertStoreKind;
   /**
    * The MTP module drafts from the logits of token ids 0 .. draftVocab - 1 only (byte-level BPE
    * numbers the frequent tokens first), so its head reads that share of its weights; the output
@@ -137,7 +143,7 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     config, tensors: [...checkpoint.tensors.values()], weights, maxContext: limits.maxContext, prefillChunk: options.prefillChunk ?? DEFAULT_PREFILL_CHUNK,
     cacheBudgetBytes: limits.cacheBudgetBytes, bindingLimit, maxBufferSize: gpuLimits.maxBufferSize, where: dir.description,
   });
-  const planFor = (weights: WeightMode, expertSlots?: number) => planMemory({ ...planInput(weights), expertSlots });
+  const planFor = (weights: WeightMode, expertSlots?: number) => planMemory({ ...planInput(weights), expertSlots, expertStore: options.expertStore });
   const mode = options.weights ?? 'fp8';
   // Over the budget with every expert resident: as many experts per layer as it holds, the rest in CPU memory.
   let expertSlots = options.expertSlots;
@@ -155,6 +161,7 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     weights: options.weights,
     maxBindingBytes,
     expertSlots,
+    expertStore: options.expertStore,
     onProgress: (p) => options.onProgress?.({ phase: 'weights', ...p }),
   });
   let model: GpuModel;

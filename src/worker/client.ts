@@ -24,8 +24,8 @@ export async function createWorkerEngine(options: CreateEngineOptions): Promise<
 /** Checks before a worker starts that the options can cross to it. */
 export function loadRequest(options: CreateEngineOptions): LoadRequest {
   if (options.gpu) throw new ArgumentError('a GPU device opened in this thread cannot move to the engine\'s Worker: pass worker: false with gpu');
-  const { maxContext, cacheBudgetBytes, prefillChunk, cacheShards, numerics, weights, maxBindingMib, gpuBudgetMib, expertSlots, draftVocab } = options;
-  return { model: wireModel(options.model), maxContext, cacheBudgetBytes, prefillChunk, cacheShards, numerics, weights, maxBindingMib, gpuBudgetMib, expertSlots, draftVocab };
+  const { maxContext, cacheBudgetBytes, prefillChunk, cacheShards, numerics, weights, maxBindingMib, gpuBudgetMib, expertSlots, expertStore, draftVocab } = options;
+  return { model: wireModel(options.model), maxContext, cacheBudgetBytes, prefillChunk, cacheShards, numerics, weights, maxBindingMib, gpuBudgetMib, expertSlots, expertStore, draftVocab };
 }
 
 function wireModel(model: CreateEngineOptions['model']): WireModelSource {

@@ -22,7 +22,7 @@ import type {
 /** A model source that can cross to the worker: an absolute URL, browser Files or a directory handle. */
 export type WireModelSource = string | File[] | FileSystemDirectoryHandle;
 
-export type LoadRequest = Pick<CreateEngineOptions, 'maxContext' | 'cacheBudgetBytes' | 'prefillChunk' | 'cacheShards' | 'numerics' | 'weights' | 'maxBindingMib' | 'gpuBudgetMib' | 'expertSlots' | 'draftVocab'> & {
+export type LoadRequest = Pick<CreateEngineOptions, 'maxContext' | 'cacheBudgetBytes' | 'prefillChunk' | 'cacheShards' | 'numerics' | 'weights' | 'maxBindingMib' | 'gpuBudgetMib' | 'expertSlots' | 'expertStore' | 'draftVocab'> & {
   model: WireModelSource;
 };
 
