@@ -7,6 +7,8 @@
 // pair's output kept and summed in order at the end: the logits equal the all-resident ones bit
 // for bit. Everything else (attention, dense layers, shared experts, router, head) stays resident.
 //
+// Where the experts wait off the GPU is an ExpertStore: CPU stacks (HostExperts, filled as the
+// checkpoint streams in), or the checkpoint's own files, read at each miss (checkpoint_experts.ts).
 // Which expert leaves a full cache: ExpertSlots (decayed frequency, measured in BENCHMARKS.md).
 
 import { ArgumentError, GpuOutOfMemoryError } from '../errors.ts';
