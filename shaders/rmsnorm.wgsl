@@ -13,11 +13,22 @@
 //   3 y       [rows, y_stride]; row t written at y[t*y_stride + y_offset ..][0 .. width)
 //   4 delta   [rows, x_stride] `add_rmsnorm` only; same layout as x
 //
-// Dispatch, by the override ROW_PER_THREAD:
-//   false (GPUs): one workgroup of WG invocations per row, a tree reduction in workgroup memory;
-//                 workgroups = rows, laid out over (x, y) as row = wid.y * nwg.x + wid.x.
-//   true (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one
-//                 invocation per row, no barrier; workgroups = ceil(rows / WG), same (x, y) layout.
+// Dispatch, by the variant axis `reduce`:
+//   thread     (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one
+//              invocation per row, no barrier; workgroups = ceil(rows / WG), laid out over (x, y)
+//              as group = wid.y * nwg.x + wid.x.
+//   workgroup  (GPUs): one workgroup of WG invocations per row, a tree reduction in workgroup
+//              memory (log2(WG) + 2 barriers); workgroups = rows, same (x, y) layout.
+//   subgroup   (adapters with the 'subgroups' feature): one workgroup of WG invocations per row as
+//              `workgroup`; each subgroup sums with subgroupAdd and the subgroups' sums meet in one
+//              workgroup step (one barrier). Correct for any subgroup size, any WG, and any mapping
+//              of invocations to subgroups. With WG no larger than a subgroup the step has one
+//              sum to add; it stays, as skipping it would assume how the adapter forms subgroups
+//              (on SwiftShader, subgroups of 4 and WG 4, a row timed the same with and without it).
+
+#if reduce == subgroup
+enable subgroups;
+#endif
 
 struct Params {
   rows: u32,
@@ -36,10 +47,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> delta: array<f32>;
 
-override WG: u32 = 256; // a power of two (the tree reduction halves it)
-override ROW_PER_THREAD: bool = false;
-
-var<workgroup> partial: array<f32, WG>;
+override WG: u32 = 256; // `workgroup`: a power of two (the tree reduction halves it)
 
 // Sum of x^2 over the columns first, first + step, ... of one row.
 fn sum_squares(row: u32, first: u32, step: u32) -> f32 {
@@ -73,6 +81,9 @@ fn write_normalised(row: u32, first: u32, step: u32, sum_sq: f32) {
   }
 }
 
+#if reduce == workgroup
+var<workgroup> partial: array<f32, WG>;
+
 // Sum of `v` over the workgroup; every invocation gets the total.
 fn workgroup_sum(v: f32, lid: u32) -> f32 {
   partial[lid] = v;
@@ -87,6 +98,27 @@ fn workgroup_sum(v: f32, lid: u32) -> f32 {
   workgroupBarrier(); // partial is reused by the next call
   return total;
 }
+#elif reduce == subgroup
+var<workgroup> partial: array<f32, WG>;
+
+// Sum of `v` over the workgroup; every invocation gets the total.
+fn workgroup_sum(v: f32, lid: u32) -> f32 {
+  let own = subgroupAdd(v);
+  // Which invocations share a subgroup is the adapter's choice (no subgroup_id builtin here):
+  // each subgroup leaves its sum in the slot of one of its invocations and zeros in the rest,
+  // then every subgroup sums all WG slots, its n active invocations taking every n-th slot from
+  // their rank. No assumption on the subgroup size, or that subgroups are full.
+  partial[lid] = select(0.0, own, subgroupElect());
+  workgroupBarrier();
+  let rank = subgroupExclusiveAdd(1u);
+  let n = subgroupAdd(1u);
+  var acc = 0.0;
+  for (var j = rank; j < WG; j += n) {
+    acc += partial[j];
+  }
+  return subgroupAdd(acc);
+}
+#endif
 
 @compute @workgroup_size(WG)
 fn rmsnorm(
@@ -95,18 +127,18 @@ fn rmsnorm(
   @builtin(local_invocation_index) lid: u32,
 ) {
   let group = wid.y * nwg.x + wid.x;
-  if (ROW_PER_THREAD) {
-    let row = group * WG + lid;
-    if (row < params.rows) {
-      write_normalised(row, 0u, 1u, sum_squares(row, 0u, 1u));
-    }
-    return;
+#if reduce == thread
+  let row = group * WG + lid;
+  if (row < params.rows) {
+    write_normalised(row, 0u, 1u, sum_squares(row, 0u, 1u));
   }
+#else
   if (group >= params.rows) {
     return;
   }
   let total = workgroup_sum(sum_squares(group, lid, WG), lid);
   write_normalised(group, lid, WG, total);
+#endif
 }
 
 @compute @workgroup_size(WG)
@@ -116,16 +148,16 @@ fn add_rmsnorm(
   @builtin(local_invocation_index) lid: u32,
 ) {
   let group = wid.y * nwg.x + wid.x;
-  if (ROW_PER_THREAD) {
-    let row = group * WG + lid;
-    if (row < params.rows) {
-      write_normalised(row, 0u, 1u, add_then_sum_squares(row, 0u, 1u));
-    }
-    return;
+#if reduce == thread
+  let row = group * WG + lid;
+  if (row < params.rows) {
+    write_normalised(row, 0u, 1u, add_then_sum_squares(row, 0u, 1u));
   }
+#else
   if (group >= params.rows) {
     return;
   }
   let total = workgroup_sum(add_then_sum_squares(group, lid, WG), lid);
   write_normalised(group, lid, WG, total);
+#endif
 }

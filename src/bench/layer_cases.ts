@@ -37,10 +37,11 @@ function rmsnormCase(rows: number, width: number, note: string): BenchCase {
       const x = randn(next, rows * width, 2);
       const weight = Float32Array.from({ length: width }, () => 1 + 0.1 * (next() - 0.5));
       const b = { x: uploadBuffer(gpu.device, x, 'x'), weight: uploadBuffer(gpu.device, weight, 'w'), y: createStorageBuffer(gpu.device, 4 * rows * width, 'y') };
-      const call = createRmsNorm({ gpu, pipelines }).prepare({ rows, width, eps: 1e-6, ...b });
+      const kernel = createRmsNorm({ gpu, pipelines });
+      const call = kernel.prepare({ rows, width, eps: 1e-6, ...b });
       return {
         call,
-        variant: gpu.adapter.isSoftware ? 'row_per_thread' : 'workgroup_per_row',
+        variant: kernel.reduce,
         async check(run) {
           await run();
           const want = new Float32Array(rows * width);

@@ -35,6 +35,13 @@ export function webStorageStore(storage: StorageLike): VariantStore {
 }
 
 /** localStorage where the page has it (reading it can throw in sandboxed frames), else memory. */
+let processStore: VariantStore | undefined;
+
+/** The store the engines of this page or process share (measured once per adapter and shape). */
+export function processVariantStore(): VariantStore {
+  return (processStore ??= defaultVariantStore());
+}
+
 export function defaultVariantStore(): VariantStore {
   try {
     const storage = (globalThis as { localStorage?: StorageLike }).localStorage;

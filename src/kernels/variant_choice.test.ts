@@ -1,7 +1,7 @@
 // chooseVariant with a fake timer (the fastest wins, a slow candidate is cut after one run, the
 // choice is remembered, adapters do not share keys, a failing candidate drops out), the stores,
-// and one real measurement of gemv_fp8 on SwiftShader (which strategy wins is not asserted:
-// tests do not assert times).
+// one real measurement of gemv_fp8 on SwiftShader (which strategy wins is not asserted: tests do
+// not assert times), and rmsnorm's race of its reductions (with a fake timer, then for real).
 
 import { describe, expect, it } from 'vitest';
 import type { AdapterReport, Gpu } from '../gpu/device.ts';
@@ -9,8 +9,11 @@ import { testGpu } from '../gpu/testing.ts';
 import type { Timing } from '../gpu/timing.ts';
 import { GEMV_STRATEGIES } from './gemv_fp8.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
+import { RMSNORM_REDUCES, type RmsNormReduce } from './rmsnorm.ts';
 import {
   chooseGemvStrategy,
+  chooseRmsNormReduce,
+  RMSNORM_CALLS_PER_PASS,
   chooseVariant,
   defaultVariantStore,
   memoryVariantStore,
@@ -155,5 +158,53 @@ describe('chooseGemvStrategy on this adapter', () => {
     };
     expect(await chooseGemvStrategy({ gpu, pipelines: cache }, store, { time: counting })).toBe(strategy);
     expect(timed).toBe(0);
+  });
+});
+
+describe('chooseRmsNormReduce on this adapter', () => {
+  /** A timer that tells the candidates apart by their bind group's label ("rmsnorm <reduce>"). */
+  function rmsnormTimer(ms: Partial<Record<RmsNormReduce, number>>) {
+    const timed: string[] = [];
+    const time: TimeFunction = async (_gpu, record, options) => {
+      let label = '';
+      let dispatches = 0;
+      const pass = {
+        setPipeline() {},
+        setBindGroup: (_i: number, group: GPUBindGroup) => void (label = group.label),
+        dispatchWorkgroups: () => void dispatches++,
+      };
+      record(pass as unknown as GPUComputePassEncoder);
+      const reduce = label.replace(/^rmsnorm /, '') as RmsNormReduce;
+      timed.push(reduce);
+      expect(dispatches).toBe(RMSNORM_CALLS_PER_PASS);
+      const t = ms[reduce] ?? 1;
+      return { medianMs: t, wallMedianMs: t, minMs: t, runs: options.runs ?? 1, method: 'wall' } satisfies Timing;
+    };
+    return { time, timed };
+  }
+
+  it('races every reduction the device has, the adapter default first, and keeps the fastest', async () => {
+    const gpu = await testGpu();
+    const ctx = { gpu, pipelines: new PipelineCache(gpu.device) };
+    const fallback = gpu.adapter.isSoftware ? 'thread' : 'workgroup';
+    const available = RMSNORM_REDUCES.filter((r) => r !== 'subgroup' || gpu.device.features.has('subgroups'));
+    const tie = rmsnormTimer({});
+    expect(await chooseRmsNormReduce(ctx, memoryVariantStore(), { time: tie.time })).toBe(fallback);
+    expect(tie.timed[0]).toBe(fallback);
+    expect(new Set(tie.timed)).toEqual(new Set(available));
+    const other = available.find((r) => r !== fallback)!;
+    expect(await chooseRmsNormReduce(ctx, memoryVariantStore(), { time: rmsnormTimer({ [other]: 0.5 }).time })).toBe(other);
+  });
+
+  it('measures once for real, returns an available reduction, and remembers it', async () => {
+    const gpu = await testGpu();
+    const ctx = { gpu, pipelines: new PipelineCache(gpu.device) };
+    const store = memoryVariantStore();
+    const reduce = await chooseRmsNormReduce(ctx, store);
+    expect(RMSNORM_REDUCES).toContain(reduce);
+    if (reduce === 'subgroup') expect(gpu.device.features.has('subgroups')).toBe(true);
+    const counting = rmsnormTimer({});
+    expect(await chooseRmsNormReduce(ctx, store, { time: counting.time })).toBe(reduce);
+    expect(counting.timed).toEqual([]);
   });
 });

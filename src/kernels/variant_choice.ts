@@ -11,6 +11,7 @@ import { timeComputePass, type TimeOptions, type Timing } from '../gpu/timing.ts
 import type { VariantStore } from '../gpu/variant_store.ts';
 import { createGemm, GEMM_STRATEGIES, type GemmStrategy } from './gemm_fp8.ts';
 import { createGemv, GEMV_STRATEGIES, type GemvStrategy } from './gemv_fp8.ts';
+import { createRmsNorm, RMSNORM_REDUCES, type RmsNormReduce } from './rmsnorm.ts';
 import { operandBytes, type MatmulBuffers, type MatmulShape, type WeightFormat } from './matmul_operands.ts';
 
 // The stores live in gpu/ (runtime/ uses them too); re-exported for the kernels' callers.
@@ -208,6 +209,57 @@ export async function chooseGemmStrategy(ctx: KernelContext, store: VariantStore
     build(strategy) {
       const operands = matmulOperands(gpu, shape, weights);
       return owning(createGemm(ctx, { weights, strategy }).prepare({ ...shape, ...operands, label: `gemm_fp8 ${strategy}` }), operands);
+    },
+  });
+  return choice.variant;
+}
+
+/** Calls of the candidate in one timed pass (delta is zeros: x stays as it is). */
+export const RMSNORM_CALLS_PER_PASS = 8;
+
+export interface ChooseRmsNormOptions {
+  /** The row width measured; default 2048 (between the shipped checkpoint's 256 and V3's 7168). */
+  width?: number;
+  /** Default timeComputePass. */
+  time?: TimeFunction;
+}
+
+/**
+ * The RMSNorm reduction for this adapter, measured on one row (the decode step's norms) the first
+ * time. `subgroup` is a candidate only where the device has 'subgroups'; the createRmsNorm
+ * default (`thread` on software adapters, else `workgroup`) goes first and wins a tie.
+ */
+export async function chooseRmsNormReduce(ctx: KernelContext, store: VariantStore, options: ChooseRmsNormOptions = {}): Promise<RmsNormReduce> {
+  const { gpu } = ctx;
+  const { device } = gpu;
+  const width = options.width ?? 2048;
+  const available = RMSNORM_REDUCES.filter((r) => r !== 'subgroup' || device.features.has('subgroups'));
+  const choice = await chooseVariant({
+    gpu,
+    kernel: 'rmsnorm',
+    shapeClass: `rows=1 width=${width}`,
+    candidates: defaultFirst(available, gpu.adapter.isSoftware ? 'thread' : 'workgroup'),
+    store,
+    time: options.time,
+    build(reduce) {
+      // With the residual add: a layer's two norms per step (post_attention_layernorm, the next input_layernorm).
+      const values = Float32Array.from({ length: width }, (_, i) => 1 + (i % 7) / 8);
+      const x = uploadBuffer(device, values, 'variant_choice.x');
+      const delta = uploadBuffer(device, new Float32Array(width), 'variant_choice.delta');
+      const weight = uploadBuffer(device, values, 'variant_choice.weight');
+      const y = createStorageBuffer(device, 4 * width, 'variant_choice.y');
+      const call = createRmsNorm(ctx, { reduce, addResidual: true }).prepare({ rows: 1, width, eps: 1e-6, x, delta, weight, y, label: `rmsnorm ${reduce}` });
+      return {
+        // A call is a fraction of a millisecond, near the tick of some adapters' timestamps
+        // (65.5 us on SwiftShader): time RMSNORM_CALLS_PER_PASS of them in a row.
+        encode(pass) {
+          for (let i = 0; i < RMSNORM_CALLS_PER_PASS; i++) call.encode(pass);
+        },
+        destroy() {
+          call.destroy();
+          for (const b of [x, delta, weight, y]) b.destroy();
+        },
+      };
     },
   });
   return choice.variant;

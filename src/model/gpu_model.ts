@@ -9,6 +9,9 @@ import type { Gpu } from '../gpu/device.ts';
 import { uploadBuffer } from '../gpu/buffers.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { NON_FINITE_ID, type SamplingParams } from '../kernels/sample.ts';
+import type { RmsNormReduce } from '../kernels/rmsnorm.ts';
+import { chooseRmsNormReduce } from '../kernels/variant_choice.ts';
+import type { VariantStore } from '../gpu/variant_store.ts';
 
 export type { SamplingParams } from '../kernels/sample.ts';
 import { createForwardPlan, type ForwardPlan, type LogitRows, type RepetitionInput } from './deepseek_v3.ts';
@@ -35,6 +38,8 @@ export interface GpuModelOptions {
    * never made). Default: the whole vocabulary.
    */
   draftVocab?: number;
+  /** How the RMSNorms reduce a row (rmsnorm.ts); default the adapter's (chooseRmsNormReduce measures it). */
+  normReduce?: RmsNormReduce;
 }
 
 /** The input widths of the FP8 Linears, which the official act_quant needs in whole 128 groups. */
@@ -166,7 +171,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
   const weights = modelWeights(gpu, pipelineCache, loaded);
   let kernels: ModelKernels;
   try {
-    kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics, weights.expertWeights);
+    kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics, weights.expertWeights, options.normReduce);
   } catch (err) {
     weights.destroy();
     throw err;
@@ -282,4 +287,13 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
  */
 function usableDraft(id: number): number | undefined {
   return id === NON_FINITE_ID ? undefined : id;
+}
+
+/**
+ * The RMSNorm reduction for this adapter at the model's width, measured once per adapter and
+ * remembered in `store` (variant_choice.ts chooseRmsNormReduce: subgroups where the device has
+ * them and they win).
+ */
+export function measuredNormReduce(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, store: VariantStore): Promise<RmsNormReduce> {
+  return chooseRmsNormReduce({ gpu, pipelines }, store, { width: config.hidden_size });
 }

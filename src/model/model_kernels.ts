@@ -14,7 +14,7 @@ import { createMlaPrefill, type MlaPrefillArgs, type PreparedMlaPrefill } from '
 import { createMoeRoute, type MoeRouteArgs } from '../kernels/moe_route.ts';
 import { createMlp, createMoeExperts, type ExpertWeightFormat, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
-import { createRmsNorm, type RmsNorm } from '../kernels/rmsnorm.ts';
+import { createRmsNorm, type RmsNorm, type RmsNormReduce } from '../kernels/rmsnorm.ts';
 import { createRepetitionPenalty, type PreparedRepetitionPenalty, type RepetitionPenaltyArgs } from '../kernels/repetition_penalty.ts';
 import { createSample, type Sample } from '../kernels/sample.ts';
 import { createLinearKernels, type LinearKernels, type LinearStrategies } from './linear.ts';
@@ -70,6 +70,7 @@ export function createModelKernels(
   strategies: LinearStrategies = {},
   numerics: ModelNumerics = 'weight_only',
   expertWeights: ExpertWeightFormat = 'fp8',
+  normReduce?: RmsNormReduce,
 ): ModelKernels {
   const ctx: KernelContext = { gpu, pipelines };
   const byFormat = <K>(make: (format: WeightFormat) => K) => {
@@ -92,8 +93,8 @@ export function createModelKernels(
     actRound: w8a8 ? actRound : undefined,
     actRoundScaleFmt: w8a8 ? (scaleFormat === 'ue8m0' ? createActRound(ctx, { scaleFormat }) : actRound) : undefined,
     linear: createLinearKernels(ctx, strategies),
-    rmsnorm: createRmsNorm(ctx),
-    addRmsnorm: createRmsNorm(ctx, { addResidual: true }),
+    rmsnorm: createRmsNorm(ctx, { reduce: normReduce }),
+    addRmsnorm: createRmsNorm(ctx, { addResidual: true, reduce: normReduce }),
     latentNorm: createMlaLatentNorm(ctx, { qNorm: config.q_lora_rank === null ? 'none' : 'q_a_layernorm' }),
     mlaPrefill: createMlaPrefill(ctx, { kvLoraRank: config.kv_lora_rank }),
     expertWeights,

@@ -8,7 +8,9 @@ import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
-import { createGpuModel, DEFAULT_PREFILL_CHUNK, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
+import { createGpuModel, DEFAULT_PREFILL_CHUNK, measuredNormReduce, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
+import { processVariantStore } from '../gpu/variant_store.ts';
 import { checkMemoryPlan, expertSlotsFor, planMemory } from '../model/memory_plan.ts';
 import { offloadStats } from './offload_stats.ts';
 import type { ModelNumerics } from '../model/model_kernels.ts';
@@ -168,7 +170,10 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   let speculation: SpeculationPolicy | undefined;
   const draftVocab = options.draftVocab ?? defaultDraftVocab(config.vocab_size);
   try {
-    model = createGpuModel(gpu, loaded, { prefillChunk: options.prefillChunk, numerics: options.numerics, draftVocab });
+    // The RMSNorm reduction measured on this adapter (once per adapter and width: remembered).
+    const pipelineCache = new PipelineCache(gpu.device);
+    const normReduce = await measuredNormReduce(gpu, pipelineCache, config, processVariantStore());
+    model = createGpuModel(gpu, loaded, { pipelineCache, prefillChunk: options.prefillChunk, numerics: options.numerics, draftVocab, normReduce });
   } catch (err) {
     loaded.destroy();
     throw err;

@@ -11,7 +11,7 @@
 // output does not depend on what the policy chose.
 
 import type { GpuModel } from '../model/gpu_model.ts';
-import { defaultVariantStore, type VariantStore } from '../gpu/variant_store.ts';
+import { processVariantStore, type VariantStore } from '../gpu/variant_store.ts';
 
 /** The acceptance assumed before any request has shown its own (the shipped checkpoint's is ~0.68). */
 export const PRIOR_ACCEPTANCE = 0.6;
@@ -89,13 +89,12 @@ export class SpeculationPolicy {
 }
 
 /** One store per process (localStorage on a page, memory in a Worker or in Node). */
-let processStore: VariantStore | undefined;
 
 /**
  * The policy of a model with an MTP layer on this adapter: costs remembered under `identity`, or
  * measured now on a scratch cache (CALIBRATION_STEPS plain and verify steps after one of each).
  */
-export async function speculationPolicy(model: GpuModel, identity: string, store: VariantStore = (processStore ??= defaultVariantStore())): Promise<SpeculationPolicy> {
+export async function speculationPolicy(model: GpuModel, identity: string, store: VariantStore = processVariantStore()): Promise<SpeculationPolicy> {
   const key = `webmoe.speculation.v${REVISION}.${identity}`;
   const remembered = parseCosts(store.get(key));
   if (remembered) return new SpeculationPolicy(remembered, 'remembered');
