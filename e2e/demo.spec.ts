@@ -68,7 +68,9 @@ test('a message gets a streamed answer without a click; the figures, the experts
   await expect(page.locator('#figures')).toHaveAttribute('data-state', 'done');
   await expect(page.locator('#fig-ttft')).toHaveText(/^\d+(\.\d+)? m?s$/);
   await expect(page.locator('#fig-prefill')).toContainText('tok/s');
-  await expect(page.locator('#fig-mtp')).toHaveText(/drafts accepted|no drafts/);
+  // speculative 'auto' by default: it speculates where that pays on this adapter
+  await expect(page.locator('#mtp')).toHaveValue('auto');
+  await expect(page.locator('#fig-mtp')).toHaveText(/drafts accepted|no drafts|off \(plain decoding\)/);
   await expect(page.locator('#fig-tokens')).toHaveText(/^\d+ generated/);
 
   const canvas = page.locator('#experts-canvas');

@@ -100,7 +100,7 @@ export class ChatView {
     const answer = this.addMessage('assistant', '');
     const controller = (this.running = new AbortController());
     this.setRunning(true);
-    this.figures.start(settings.speculative === true && this.engine.info.hasMtp);
+    this.figures.start(settings.speculative !== false && this.engine.info.hasMtp);
     this.heatmap.clear();
     let written = '';
     let tokens = 0;

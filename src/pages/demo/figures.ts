@@ -44,7 +44,7 @@ export class Figures {
     set('ttft', ms(stats.ttftMs));
     set('prefill', `${rate(stats.prefillTokensPerS)} tok/s · ${stats.prefilledTokens} new token${stats.prefilledTokens === 1 ? '' : 's'}${reused > 0 ? `, ${reused} reused from the cache` : ''}`);
     set('decode', stats.generatedTokens > 1 ? `${rate(stats.decodeTokensPerS)} tok/s` : '–');
-    set('mtp', stats.mtp ? acceptance(stats.mtp) : 'off');
+    set('mtp', stats.mtp ? acceptance(stats.mtp) : 'off (plain decoding)');
     set('tokens', `${stats.generatedTokens} generated (${reason === 'stop' ? 'end of answer' : reason === 'length' ? 'max tokens reached' : 'stopped'})`);
     $('figures').dataset.state = 'done';
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ArgumentError } from './lib.ts';
-import { parseLoadSettings } from './settings.ts';
+import { parseLoadSettings, speculativeSetting } from './settings.ts';
 
 describe('parseLoadSettings', () => {
   it("leaves empty fields to the engine's defaults and passes the numbers given", () => {
@@ -19,5 +19,12 @@ describe('parseLoadSettings', () => {
     for (const slots of ['0', '-1', '1.5', 'x']) {
       expect(() => parseLoadSettings('', slots)).toThrow(`Expert slots per layer must be a whole number of 1 or more (empty: automatic), got ${slots}`);
     }
+  });
+});
+
+describe('speculativeSetting', () => {
+  it('maps the MTP select to the engine option, and refuses anything else', () => {
+    expect([speculativeSetting('auto'), speculativeSetting('on'), speculativeSetting('off')]).toEqual(['auto', true, false]);
+    expect(() => speculativeSetting('yes')).toThrow(ArgumentError);
   });
 });

@@ -42,14 +42,22 @@ export function readSettings(): Settings {
   if (!(temperature >= 0)) throw new ArgumentError(`Temperature must be 0 or more (0 always picks the likeliest token), got ${temperature}`);
   if (!(topP > 0 && topP <= 1)) throw new ArgumentError(`Top-p must be above 0 and at most 1, got ${topP}`);
   if (!(Number.isInteger(maxTokens) && maxTokens >= 1)) throw new ArgumentError(`Max tokens must be a whole number of 1 or more, got ${maxTokens}`);
-  return { temperature, topP, maxTokens, speculative: $<HTMLInputElement>('mtp').checked, responseFormat: readResponseFormat() };
+  return { temperature, topP, maxTokens, speculative: speculativeSetting($<HTMLSelectElement>('mtp').value), responseFormat: readResponseFormat() };
 }
 
-/** MTP can only be switched on for a checkpoint that has the module. */
+/** The MTP select's value as GenerateOptions.speculative: auto (where it pays on this GPU), on, off. */
+export function speculativeSetting(value: string): 'auto' | boolean {
+  if (value === 'auto') return 'auto';
+  if (value === 'on') return true;
+  if (value === 'off') return false;
+  throw new ArgumentError(`MTP must be auto, on or off, got "${value}"`);
+}
+
+/** MTP can only be used by a checkpoint that has the module. */
 export function adaptSettings(info: ModelInfo): void {
-  const mtp = $<HTMLInputElement>('mtp');
+  const mtp = $<HTMLSelectElement>('mtp');
   mtp.disabled = !info.hasMtp;
-  mtp.checked = info.hasMtp;
+  mtp.value = info.hasMtp ? 'auto' : 'off';
   mtp.title = info.hasMtp ? '' : 'This checkpoint has no MTP module';
 }
 
