@@ -86,6 +86,10 @@ describe('webmoe inspect', () => {
     const short = JSON.parse((await run('inspect', officialFixture(), '--json', '--max-context', '64')).out);
     expect(short.memory_plan.fp8.sessionCacheBytes).toBeLessThan(p.sessionCacheBytes / 4);
     expect((await run('inspect', officialFixture())).out).toMatch(/GPU memory, weights fp8, one session of 512 positions \(--max-context\): [\d.]+ MiB = weights/);
+    // the least it runs in: the experts offloaded, one per layer on the GPU
+    expect(r.memory_plan.offloaded.offload.expertSlots).toBe(1);
+    expect(r.memory_plan.offloaded.oneSessionBytes).toBeLessThan(p.oneSessionBytes);
+    expect((await run('inspect', officialFixture())).out).toMatch(/GPU memory with the routed experts in CPU memory \([\d.]+ MiB\) and one per MoE layer on the GPU \(--expert-slots 1/);
   });
 
   it('prints a readable summary without --json', async () => {

@@ -65,7 +65,8 @@ export interface InspectReport {
   binding_limit_bytes: number;
   binding_plan: { fp8: BindingPlan; bf16: BindingPlan };
   /** GPU bytes at the engine's defaults (or --max-context): weights, one session's latent cache, its plans; per mode. */
-  memory_plan: { max_context: number; fp8?: MemoryPlan; bf16?: MemoryPlan };
+  /** offloaded: weights fp8 with the routed experts in CPU memory and one per MoE layer on the GPU (the least GPU memory the model runs in). */
+  memory_plan: { max_context: number; fp8?: MemoryPlan; bf16?: MemoryPlan; offloaded?: MemoryPlan };
   /** Bytes per cached value the cache figures assume (2: bf16, as the official deployment caches). */
   cache_bytes_per_value: number;
   latent_cache_bytes_per_token: number;
@@ -144,15 +145,16 @@ function bindingPlan(checkpoint: Checkpoint, expected: ReturnType<typeof expecte
 /** The memory plan of each mode (absent where the layout is refused: binding_plan says why). */
 function memoryPlans(checkpoint: Checkpoint, config: DeepseekV3Config, bindingLimit: number, maxContext: number): InspectReport['memory_plan'] {
   const tensors = [...checkpoint.tensors.values()];
-  const plan = (weights: WeightMode): MemoryPlan | undefined => {
+  const plan = (weights: WeightMode, expertSlots?: number): MemoryPlan | undefined => {
     try {
-      return planMemory({ config, tensors, weights, maxContext, prefillChunk: DEFAULT_PREFILL_CHUNK, cacheBudgetBytes: DEFAULT_CACHE_BUDGET, bindingLimit, maxBufferSize: Infinity });
+      return planMemory({ config, tensors, weights, maxContext, prefillChunk: DEFAULT_PREFILL_CHUNK, cacheBudgetBytes: DEFAULT_CACHE_BUDGET, bindingLimit, maxBufferSize: Infinity, expertSlots });
     } catch (err) {
       if (err instanceof WebmoeError) return undefined;
       throw err;
     }
   };
-  return { max_context: maxContext, fp8: plan('fp8'), bf16: plan('bf16') };
+  const offloaded = plan('fp8', 1);
+  return { max_context: maxContext, fp8: plan('fp8'), bf16: plan('bf16'), ...(offloaded?.offload ? { offloaded } : {}) };
 }
 
 function brief(c: DeepseekV3Config): InspectReport['config'] {
@@ -184,7 +186,14 @@ function memoryLines(r: InspectReport, size: (bytes: number) => string): string[
     const p = r.memory_plan[mode];
     if (!p) return [];
     return [`  GPU memory, weights ${mode}, one session of ${r.memory_plan.max_context} positions (--max-context): ${size(p.oneSessionBytes)} = weights ${size(p.weightBytes)} + latent cache ${size(p.sessionCacheBytes)} + plans ${size(p.activationBytes)}`];
-  });
+  }).concat(offloadedLine(r, size));
+}
+
+/** The least GPU memory the model runs in: the routed experts in CPU memory, one per layer on the GPU. */
+function offloadedLine(r: InspectReport, size: (bytes: number) => string): string[] {
+  const p = r.memory_plan.offloaded;
+  if (!p?.offload) return [];
+  return [`  GPU memory with the routed experts in CPU memory (${size(p.offload.hostBytes)}) and one per MoE layer on the GPU (--expert-slots 1, the least; --gpu-budget-mib picks the most that fit): ${size(p.oneSessionBytes)}`];
 }
 
 function formatPlan(mode: WeightMode, plan: BindingPlan): string {
