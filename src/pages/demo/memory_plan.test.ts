@@ -21,6 +21,8 @@ describe('describePlan', () => {
     expect(plan.oneSessionBytes).toBe(plan.weightBytes + plan.sessionCacheBytes + plan.activationBytes);
     expect(text['This GPU’s limits']).toBe('buffers up to 4.0 GiB, bindings up to 128.0 MiB: no tensor needs splitting');
     expect(text['Latent cache']).toMatch(/one buffer of this GPU holds [\d,]+ positions$/);
+    expect(text['Least on the GPU']).toMatch(/^[\d.]+ MiB with the routed experts in CPU memory \([\d.]+ MiB\) and one per layer on the GPU/);
+    expect(report.memory_plan.offloaded!.oneSessionBytes).toBeLessThan(plan.oneSessionBytes);
   });
 
   it('says when the latent cache is over the largest buffer, and how many positions would fit', async () => {

@@ -33,10 +33,18 @@ export function describePlan(report: InspectReport, limits: Limits): { fits: boo
         ? `${formatBytes(perPosition)} per position; one buffer of this GPU holds ${positions.toLocaleString('en-US')} positions`
         : `${formatBytes(plan.sessionCacheBytes)} is over this GPU’s largest buffer: at most ${positions.toLocaleString('en-US')} positions fit`,
     ],
+    ...offloadedLine(report),
     ['Working buffers', workFits ? `the largest (${plan.largestActivation.name}, ${formatBytes(plan.largestActivation.bytes)}) fits a binding` : `the ${plan.largestActivation.name} (${formatBytes(plan.largestActivation.bytes)}) is over this GPU’s largest binding`],
     ['Free memory', 'a page cannot see how much GPU memory is free: close other GPU-heavy tabs if loading runs out of memory'],
   ];
   return { fits: cacheFits && workFits, lines };
+}
+
+/** The least the model runs in: its routed experts in CPU memory, one per MoE layer on the GPU (Load settings). */
+function offloadedLine(report: InspectReport): [string, string][] {
+  const least = report.memory_plan.offloaded;
+  if (!least?.offload) return [];
+  return [['Least on the GPU', `${formatBytes(least.oneSessionBytes)} with the routed experts in CPU memory (${formatBytes(least.offload.hostBytes)}) and one per layer on the GPU: set a GPU budget or expert slots in Load settings`]];
 }
 
 /** Reads the headers of `model` and fills #memory-plan; a checkpoint that cannot be read is left to the load to report. */
