@@ -11,7 +11,8 @@
 //   0 params        uniform Params
 //   1 y             [T * topk, hidden_size] f32, from moe_experts_down.wgsl (grouped, decode_pairs)
 //   2 topk_weights  [T * topk] f32
-//   3 out           [T, hidden_size] f32, written
+//   3 out           [T, hidden_size] f32, written (ACCUMULATE: out += the sum, one addition: the
+//                   shared experts written first give the same bits as adding them after)
 
 struct Params {
   tokens: u32,
@@ -20,6 +21,7 @@ struct Params {
 }
 
 override WORKGROUP_SIZE: u32 = 64u;
+override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> y: array<f32>;
@@ -43,5 +45,9 @@ fn main(
     let pair = t * params.topk + k;
     acc += topk_weights[pair] * y[pair * params.hidden + j];
   }
-  out[index] = acc;
+  if (ACCUMULATE) {
+    out[index] = out[index] + acc;
+  } else {
+    out[index] = acc;
+  }
 }

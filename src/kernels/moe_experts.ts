@@ -272,13 +272,14 @@ export interface MoeExperts extends Kernel<MoeExpertsArgs> {
   readonly weights: ExpertWeightFormat;
   readonly workgroupSize: number;
   /**
-   * The routed experts over a GPU expert cache (src/model/expert_offload.ts): `pass` runs the
-   * pairs whose slot id is below the cache's slots (others are skipped) and writes each one's y;
-   * the caller runs it once per set of resident experts, then `finish` sums every pair's y in k
-   * order (moe_combine) and adds the shared experts: the same out, bit for bit, as the split
-   * stacks' path.
+   * The routed experts over a GPU expert cache (src/model/expert_offload.ts): `shared` (with
+   * shared experts) writes their output into out first, needing no routing, so it can run while
+   * the router's ids are read back; `pass` runs the pairs whose slot id is below the cache's slots
+   * (others are skipped) and writes each one's y; the caller runs it once per set of resident
+   * experts, then `finish` adds every pair's y in k order (moe_combine, one addition into out:
+   * shared + routed has the bits of routed + shared): the split stacks' out, bit for bit.
    */
-  prepareSlots(args: MoeSlotsArgs): { pass: PreparedCall; finish: PreparedCall };
+  prepareSlots(args: MoeSlotsArgs): { shared?: PreparedCall; pass: PreparedCall; finish: PreparedCall };
 }
 
 /** A MoE layer's experts over `slots` cache slots: ids in `slotIds` (slot ids, `slots` or more for a pair not in this pass). */
@@ -388,8 +389,8 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
    * fewer). Without the shared experts both passes bind at most 8.
    */
   const sharedFits = (withBias: boolean) => 5 + (weights === 'fp8' ? 2 : 0) + (withBias ? 1 : 0) + (weights === 'fp8' ? 4 : 2) <= device.limits.maxStorageBuffersPerShaderStage;
-  const combinePipeline = () =>
-    kernelPipeline(ctx.pipelines, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize }, bindings: ['uniform', ro, ro, 'storage'] });
+  const combinePipeline = (accumulate: boolean) =>
+    kernelPipeline(ctx.pipelines, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize, ACCUMULATE: accumulate ? 1 : 0 }, bindings: ['uniform', ro, ro, 'storage'] });
   const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
   // Workgroups along the output columns: each invocation takes 4 of them.
   const tiles = (columns: number) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * workgroupSize));
@@ -455,12 +456,12 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   const bound = (label: string, pipeline: CachedPipeline, resources: readonly (GPUBuffer | Uniforms | undefined)[], grid: number | [number, number, number]): Encodable =>
     dispatch(device, pipeline, createBindGroup(device, label, pipeline, resources.map((r) => (r instanceof Uniforms ? r.buffer : r))), grid);
 
-  /** moe_combine: out[t] = sum over k in order of topk_weights[t, k] * y[t * topk + k]. */
-  function combine(label: string, s: PassShape, b: { y: GPUBuffer; topkWeights: GPUBuffer; out: GPUBuffer }, owned: { destroy(): void }[]): Encodable {
+  /** moe_combine: out[t] = sum over k in order of topk_weights[t, k] * y[t * topk + k] (accumulate: out[t] += it). */
+  function combine(label: string, s: PassShape, b: { y: GPUBuffer; topkWeights: GPUBuffer; out: GPUBuffer }, owned: { destroy(): void }[], accumulate = false): Encodable {
     const params = new Uniforms(device, `${label}.combine`, ['u32', 'u32', 'u32']);
     params.write([s.T, s.K, s.d]);
     owned.push(params);
-    return bound(`${label}.combine`, combinePipeline(), [params, b.y, b.topkWeights, b.out], Math.ceil((s.T * s.d) / workgroupSize));
+    return bound(`${label}.combine`, combinePipeline(accumulate), [params, b.y, b.topkWeights, b.out], Math.ceil((s.T * s.d) / workgroupSize));
   }
 
   const actRound = roundHidden ? createActRound(ctx, { scaleFormat: actScaleFormat }) : undefined;
@@ -596,6 +597,7 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
       });
       passes.checkGrid(label, { 'hidden_size tiles': passes.tiles(d), 'moe_intermediate_size tiles': passes.tiles(I), ...(path === 'decode' ? { 'tokens * topk': T * K } : { slots: S }) });
       const owned: { destroy(): void }[] = [];
+      const sharedOwned: { destroy(): void }[] = [];
       const finishOwned: { destroy(): void }[] = [];
       try {
         const s = { T, K, E: S, d, I };
@@ -614,14 +616,18 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
           owned.push(grouping);
           steps = [grouping, ...passes.grouped(label, s, { x: args.x, ranges: [all], h: scratch.h, y, offsets: scratch.expertOffsets!, sorted: scratch.sortedPairs! }, owned)];
         }
-        const after = shared ? mlpSteps(device, sharedPasses, { tokens: T, hidden_size: d, ...shared, x: shared.x ?? args.x, out: args.out, label: `${label}.shared_experts` }, finishOwned, true) : [];
-        const finishSteps = [passes.combine(label, s, { y, topkWeights: args.topkWeights, out: args.out }, finishOwned), ...after];
+        const sharedSteps = shared ? mlpSteps(device, sharedPasses, { tokens: T, hidden_size: d, ...shared, x: shared.x ?? args.x, out: args.out, label: `${label}.shared_experts` }, sharedOwned) : undefined;
+        const finishSteps = [passes.combine(label, s, { y, topkWeights: args.topkWeights, out: args.out }, finishOwned, sharedSteps !== undefined)];
         // A pass reads each resident expert of its pairs once (decode: once per pair).
         const routed = moeExpertsCost({ ...args, n_routed_experts: S }, path, passes.weights);
         const sharedCost = shared ? moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: shared.intermediate_size, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights) : { bytes: 0, flops: 0 };
-        return { pass: preparedCall(routed, steps, owned), finish: preparedCall(sharedCost, finishSteps, finishOwned) };
+        return {
+          shared: sharedSteps && preparedCall(sharedCost, sharedSteps, sharedOwned),
+          pass: preparedCall(routed, steps, owned),
+          finish: preparedCall({ bytes: 0, flops: 0 }, finishSteps, finishOwned),
+        };
       } catch (err) {
-        for (const o of [...owned, ...finishOwned]) o.destroy();
+        for (const o of [...owned, ...sharedOwned, ...finishOwned]) o.destroy();
         throw err;
       }
     },

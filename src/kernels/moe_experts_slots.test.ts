@@ -5,7 +5,7 @@
 // every expert is chosen). Each pass uploads its experts into slots in scrambled order with
 // queue.writeBuffer from the CPU stacks, as src/model/expert_offload.ts does, and is submitted
 // alone; the slots start as NaN weights and out, h and y as NaN, so a pair run in the wrong pass,
-// on the wrong slot or not at all shows. Also: the shared experts added by finish, a pair that no
+// on the wrong slot or not at all shows. Also: the shared experts (written first, the routed sum added by finish), a pair that no
 // pass covers (its y stays unwritten, only its token changes), the dispatch counts and the
 // ArgumentErrors.
 
@@ -172,8 +172,9 @@ async function runResident(shape: Shape, path: MoePath, inputs: Inputs, weights:
 }
 
 /**
- * The cache call's out (and y): each pass's uploads, then its slot ids, then the pass in a submit
- * of its own; then finish. out, scratch and the shared experts' h NaN beforehand.
+ * The cache call's out (and y): the shared experts first (they need no routing), then each pass's
+ * uploads, its slot ids and the pass in a submit of its own; then finish. out, scratch and the
+ * shared experts' h NaN beforehand.
  */
 async function runSlots(shape: Shape, path: MoePath, inputs: Inputs, stacks: ExpertWeights, S: number, passes: readonly Pass[], shared?: SharedExperts): Promise<{ out: Float32Array; y: Float32Array }> {
   const { device } = gpu;
@@ -183,8 +184,10 @@ async function runSlots(shape: Shape, path: MoePath, inputs: Inputs, stacks: Exp
   const out = uploadBuffer(device, nan(T * d), 'out');
   if (shared) device.queue.writeBuffer(shared.h, 0, nan(shared.h.size / 4));
   const slotIds = uploadBuffer(device, new Uint32Array(T * K), 'slot_ids');
-  const { pass, finish } = kernels[shape.kernel].prepareSlots({ ...shape, path, slots: S, x: inputs.x, slotIds, topkWeights: inputs.topkWeights, weights: cache.weights, shared, scratch, out });
+  const { shared: sharedCall, pass, finish } = kernels[shape.kernel].prepareSlots({ ...shape, path, slots: S, x: inputs.x, slotIds, topkWeights: inputs.topkWeights, weights: cache.weights, shared, scratch, out });
+  expect(sharedCall !== undefined).toBe(shared !== undefined);
   device.pushErrorScope('validation');
+  if (sharedCall) submitPass(device, sharedCall);
   for (const p of passes) {
     for (const [slot, expert] of p.uploads) cache.upload(slot, expert);
     device.queue.writeBuffer(slotIds, 0, p.slotIds);
@@ -192,7 +195,7 @@ async function runSlots(shape: Shape, path: MoePath, inputs: Inputs, stacks: Exp
   }
   expect((await device.popErrorScope())?.message).toBeUndefined();
   const got = { out: await runChecked(device, finish, out, T * d), y: await readF32(device, scratch.y!, T * K * d) };
-  for (const x of [pass, finish, cache, scratch, out, slotIds]) x.destroy();
+  for (const x of [sharedCall, pass, finish, cache, scratch, out, slotIds]) x?.destroy();
   return got;
 }
 
@@ -242,7 +245,7 @@ describe.each(['decode', 'grouped'] as const)('moe_experts over an expert cache,
     whole.destroy();
   });
 
-  it('adds the shared experts in finish as the resident call does, bit for bit (fp8, S = 2)', async () => {
+  it('adds the shared experts as the resident call does, bit for bit (fp8, S = 2; they are written first, the routed sum added by finish)', async () => {
     const c = CASES[0];
     const { hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = c;
     const tokens = path === 'decode' ? 3 : 9;
@@ -321,7 +324,7 @@ describe('moe_experts expert cache arguments', () => {
     for (const x of [cache, scratch, ...Object.values(bufs), ...Object.values(slotIds)]) x.destroy();
   });
 
-  it('dispatches as one range: decode 2 + finish 1, grouped 3 + finish 1; the shared experts 2 more in finish', () => {
+  it('dispatches as one range: decode 2 + finish 1, grouped 3 + finish 1; the shared experts 2 in a call of their own', () => {
     const cache = uploadExperts(gpu.device, stacks);
     const dispatches = (call: PreparedCall) => {
       let n = 0;
@@ -333,10 +336,11 @@ describe('moe_experts expert cache arguments', () => {
     const bufs = { x: b(32), slotIds: b(4), topkWeights: b(4), out: b(32) };
     for (const [path, pass] of [['decode', 2], ['grouped', 3]] as const) {
       const scratch = createMoeExpertsScratch(gpu.device, { ...shape, n_routed_experts: S }, path, 'moe_experts', 2);
-      for (const [shared, finish] of [[undefined, 1], [sh.shared, 3]] as const) {
+      for (const shared of [undefined, sh.shared]) {
         const calls = kernels.fp8.prepareSlots({ ...shape, ...bufs, path, slots: S, weights: cache, scratch, shared });
         expect(dispatches(calls.pass), `${path} pass`).toBe(pass);
-        expect(dispatches(calls.finish), `${path} finish${shared ? ' with shared experts' : ''}`).toBe(finish);
+        expect(dispatches(calls.finish), `${path} finish`).toBe(1);
+        expect(calls.shared ? dispatches(calls.shared) : 0, `${path} shared experts`).toBe(shared ? 2 : 0);
       }
       scratch.destroy();
     }

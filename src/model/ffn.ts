@@ -35,6 +35,8 @@ export interface OffloadedExperts {
   cache: ExpertCache;
   /** tokens * num_experts_per_tok: the ids read back. */
   pairs: number;
+  /** The shared experts, written into ffnOut first: they need no routing, so they run during the readback. */
+  shared?: PreparedCall;
   pass: PreparedCall;
   finish: PreparedCall;
 }
@@ -75,11 +77,11 @@ function prepareFfnCalls(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, 
   const router = { config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias };
   if (moe.cache) {
     calls.push(k.route.prepare({ tokens: T, ...router, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route` }));
-    const { pass, finish } = k.experts.prepareSlots({
+    const { shared: sharedCall, pass, finish } = k.experts.prepareSlots({
       tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, slots: moe.cache.slots, num_experts_per_tok: c.num_experts_per_tok,
       x: xRouted ?? acts.x, slotIds: acts.topkSlots, topkWeights: acts.topkWeights, weights: moe.cache.weights, shared, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
     });
-    return { cache: moe.cache, pairs: T * c.num_experts_per_tok, pass, finish };
+    return { cache: moe.cache, pairs: T * c.num_experts_per_tok, shared: sharedCall, pass, finish };
   }
   calls.push(
     k.experts.prepare({

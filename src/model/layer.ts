@@ -78,7 +78,7 @@ export function prepareLayer({ kernels: k, config: c, weights: w, acts, cache, c
   const postAttentionNorm = addNorm(acts.attnOut, w.attention.post_attention_layernorm, acts.x, 'post_attention_layernorm');
   const ffn = prepareFfn(k, c, w, acts, label);
   ffn.calls.forEach(keep);
-  if (ffn.offloaded) [ffn.offloaded.pass, ffn.offloaded.finish].forEach(keep);
+  if (ffn.offloaded) [ffn.offloaded.shared, ffn.offloaded.pass, ffn.offloaded.finish].forEach((call) => call && keep(call));
   return { attention, postAttentionNorm, ffn: ffn.calls, offloaded: ffn.offloaded, acts, nextNorm: addNorm(acts.ffnOut, nextNormWeight, isLast ? acts.hidden : acts.x, 'next_norm') };
 }
 

@@ -29,6 +29,14 @@ async function runOffloaded(device: GPUDevice, rec: Recording, { experts, acts }
   const bytes = 4 * experts.pairs;
   rec.encoder.copyBufferToBuffer(acts.topkIds, 0, staging, 0, bytes);
   device.queue.submit([rec.encoder.finish()]);
+  // The shared experts need no routing: the GPU runs them while the ids come back.
+  if (experts.shared) {
+    const encoder = device.createCommandEncoder({ label: `layer${experts.cache.layer}.shared_experts` });
+    const pass = encoder.beginComputePass({ label: `layer${experts.cache.layer}.shared_experts` });
+    experts.shared.encode(pass);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+  }
   const waited = performance.now();
   await staging.mapAsync(GPUMapMode.READ, 0, bytes);
   const ids = new Uint32Array(staging.getMappedRange(0, bytes).slice(0));
