@@ -8,7 +8,8 @@
 // x * inv_rms * w) and rope_rotate.wgsl's (prepended), so the values are those of the separate kernels.
 // Reference: src/kernels/mla_latent_norm.ref.ts. Wrapper: src/kernels/mla_latent_norm.ts.
 //
-// Variant axis q_norm: q_a_layernorm (q_lora_rank configs) or none (q_proj configs: bindings 6-8 absent).
+// Variant axes: q_norm, q_a_layernorm (q_lora_rank configs) or none (q_proj configs: bindings 6-8
+// absent); reduce, below.
 //
 // Bindings (element indices, f32 unless said):
 //   0 params          uniform Params
@@ -22,12 +23,19 @@
 //   7 q_norm_weight   [q_width] q_a_layernorm            (q_norm == q_a_layernorm)
 //   8 q_a_norm        [rows, q_width], written           (q_norm == q_a_layernorm)
 //
-// Dispatch, by the override ROW_PER_THREAD (as rmsnorm.wgsl):
-//   true (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one
-//        invocation per row does all of it, sums in column order; workgroups = ceil(rows / WG).
-//   false (GPUs): one workgroup of WG invocations per row; invocation lid sums columns lid,
-//        lid + WG, ... and a tree in workgroup memory adds those up (both norms at once, in the
-//        lanes of a vec2: per lane the same additions as rmsnorm's tree); workgroups = rows.
+// Dispatch, by the variant axis `reduce` (rmsnorm.wgsl's values, each with rmsnorm's arithmetic):
+//   thread     (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one
+//              invocation per row does all of it, sums in column order; workgroups = ceil(rows / WG).
+//   workgroup  (GPUs): one workgroup of WG invocations per row; invocation lid sums columns lid,
+//              lid + WG, ... and a tree in workgroup memory adds those up (both norms at once, in the
+//              lanes of a vec2: per lane the same additions as rmsnorm's tree); workgroups = rows.
+//   subgroup   (adapters with the 'subgroups' feature): one workgroup of WG invocations per row as
+//              `workgroup`, the per-invocation sums added by subgroupAdd within each subgroup and
+//              one workgroup step between the subgroups (rmsnorm's, on a vec2). Correct for any
+//              subgroup size, any WG and any mapping of invocations to subgroups. Its
+//              `enable subgroups;` must precede every declaration, so it is not in this file but in
+//              the first of the snippets prepended (src/kernels/mla_latent_norm.ts), before
+//              rope_rotate.wgsl.
 // Workgroups are laid out over (x, y) as wid.y * nwg.x + wid.x.
 
 struct Params {
@@ -53,10 +61,7 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> q_a_norm: array<f32>;
 #endif
 
-override WG: u32 = 256; // a power of two (the tree reduction halves it)
-override ROW_PER_THREAD: bool = false;
-
-var<workgroup> partial: array<vec2<f32>, WG>;
+override WG: u32 = 256; // `workgroup`: a power of two (the tree reduction halves it)
 
 // Values per kv_a row and per cache row.
 fn kv_width() -> u32 {
@@ -106,24 +111,12 @@ fn write_row(t: u32, first: u32, step: u32, sums: vec2<f32>) {
   }
 }
 
-@compute @workgroup_size(WG)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let group = wid.y * nwg.x + wid.x;
-  if (ROW_PER_THREAD) {
-    let t = group * WG + lid;
-    if (t < params.rows) {
-      write_row(t, 0u, 1u, sum_squares(t, 0u, 1u));
-    }
-    return;
-  }
-  if (group >= params.rows) {
-    return;
-  }
-  partial[lid] = sum_squares(group, lid, WG);
+#if reduce == workgroup
+var<workgroup> partial: array<vec2<f32>, WG>;
+
+// Sum of `v` over the workgroup; every invocation gets the total.
+fn workgroup_sum(v: vec2<f32>, lid: u32) -> vec2<f32> {
+  partial[lid] = v;
   workgroupBarrier();
   for (var half = WG / 2u; half > 0u; half /= 2u) {
     if (lid < half) {
@@ -131,5 +124,44 @@ fn main(
     }
     workgroupBarrier();
   }
-  write_row(group, lid, WG, partial[0]);
+  return partial[0];
+}
+#elif reduce == subgroup
+var<workgroup> partial: array<vec2<f32>, WG>;
+
+// Sum of `v` over the workgroup; every invocation gets the total. rmsnorm.wgsl's, on two lanes:
+// each subgroup leaves its sum in the slot of one of its invocations and zeros in the rest, then
+// every subgroup sums all WG slots, its n active invocations taking every n-th slot from their rank.
+fn workgroup_sum(v: vec2<f32>, lid: u32) -> vec2<f32> {
+  let own = subgroupAdd(v);
+  partial[lid] = select(vec2<f32>(0.0), own, subgroupElect());
+  workgroupBarrier();
+  let rank = subgroupExclusiveAdd(1u);
+  let n = subgroupAdd(1u);
+  var acc = vec2<f32>(0.0);
+  for (var j = rank; j < WG; j += n) {
+    acc += partial[j];
+  }
+  return subgroupAdd(acc);
+}
+#endif
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let group = wid.y * nwg.x + wid.x;
+#if reduce == thread
+  let t = group * WG + lid;
+  if (t < params.rows) {
+    write_row(t, 0u, 1u, sum_squares(t, 0u, 1u));
+  }
+#else
+  if (group >= params.rows) {
+    return;
+  }
+  write_row(group, lid, WG, workgroup_sum(sum_squares(group, lid, WG), lid));
+#endif
 }

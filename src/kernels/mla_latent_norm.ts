@@ -5,23 +5,47 @@
 // (prepareCacheWrite), which knows the cache's layout.
 
 import shaderSource from '../../shaders/mla_latent_norm.wgsl?raw';
-import { ArgumentError } from '../errors.ts';
+import { ArgumentError, GpuLimitError } from '../errors.ts';
 import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type BufferResource, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import { RMSNORM_REDUCES, type RmsNormReduce, subgroupMinSize } from './rmsnorm.ts';
 import { ROPE_ROTATE_SNIPPET } from './rope_yarn.ts';
 
 /** q_a_layernorm: q_lora_rank configs (q_a_proj's output normed here too); none: q_proj configs. */
 export const MLA_LATENT_NORM_Q = ['q_a_layernorm', 'none'] as const;
 export type MlaLatentNormQ = (typeof MLA_LATENT_NORM_Q)[number];
 
+export const MLA_LATENT_NORM_AXES = { q_norm: MLA_LATENT_NORM_Q, reduce: RMSNORM_REDUCES };
+
+/**
+ * Prepended to the shader in this order. `enable subgroups;` (the subgroup variant only) must come
+ * before every declaration, so before rope_rotate.wgsl's, and cannot live in mla_latent_norm.wgsl.
+ */
+export const MLA_LATENT_NORM_SNIPPETS = [
+  { name: 'enable_subgroups', code: '#if reduce == subgroup\nenable subgroups;\n#endif' },
+  ROPE_ROTATE_SNIPPET,
+] as const;
+
 export interface MlaLatentNormOptions {
   /** Default q_a_layernorm. */
   qNorm?: MlaLatentNormQ;
-  /** One invocation per row, no workgroup barrier (CPU adapters). Default: the adapter's isSoftware. */
+  /**
+   * How both norms reduce a row, rmsnorm.ts's RmsNormReduce (the engine passes the RMSNorm's
+   * measured choice). Default: `thread` on software adapters (isSoftware), else `workgroup`.
+   */
+  reduce?: RmsNormReduce;
+  /** The older switch: true is reduce `thread`, false `workgroup`. `reduce` wins when both are given. */
   rowPerThread?: boolean;
+  /**
+   * `subgroup` only: invocations per row, any count the adapter allows in a workgroup. Default as
+   * rmsnorm.ts's: the adapter's smallest subgroup size on software adapters (4 where it is not
+   * reported), else 256.
+   */
+  subgroupWorkgroupSize?: number;
 }
 
 const WG_PER_ROW = 256; // GPUs: invocations sharing one row (rmsnorm.ts's, so the sums add up alike)
 const WG_ROWS = 64; // CPU adapters: rows per workgroup
+const WG_SOFTWARE_SUBGROUP = 4; // CPU adapters that do not report their subgroup size: SwiftShader's
 
 export interface MlaLatentNormShape {
   rows: number;
@@ -76,27 +100,47 @@ export interface PreparedMlaLatentNorm extends PreparedCall {
   setStartPos(startPos: number): void;
 }
 
-export type MlaLatentNorm = Kernel<MlaLatentNormArgs, PreparedMlaLatentNorm>;
+export interface MlaLatentNorm extends Kernel<MlaLatentNormArgs, PreparedMlaLatentNorm> {
+  readonly reduce: RmsNormReduce;
+  /** Invocations per workgroup: rows per workgroup for `thread`, invocations per row otherwise. */
+  readonly workgroupSize: number;
+}
+
 
 export function createMlaLatentNorm(ctx: KernelContext, options: MlaLatentNormOptions = {}): MlaLatentNorm {
   const { device } = ctx.gpu;
   const qNorm = options.qNorm ?? 'q_a_layernorm';
-  const rowPerThread = options.rowPerThread ?? ctx.gpu.adapter.isSoftware;
-  const workgroupSize = rowPerThread ? WG_ROWS : WG_PER_ROW;
+  const reduce: RmsNormReduce =
+    options.reduce ?? (options.rowPerThread === undefined ? (ctx.gpu.adapter.isSoftware ? 'thread' : 'workgroup') : options.rowPerThread ? 'thread' : 'workgroup');
+  if (!RMSNORM_REDUCES.includes(reduce)) throw new ArgumentError(`mla_latent_norm: "${String(reduce)}" is not a reduction; use one of ${RMSNORM_REDUCES.join(', ')}`);
+  let workgroupSize = reduce === 'thread' ? WG_ROWS : WG_PER_ROW;
+  if (reduce === 'subgroup') {
+    if (!device.features.has('subgroups')) throw new GpuLimitError("mla_latent_norm: the subgroup reduction needs the 'subgroups' feature, which this device lacks");
+    workgroupSize = options.subgroupWorkgroupSize ?? (ctx.gpu.adapter.isSoftware ? (subgroupMinSize(device) ?? WG_SOFTWARE_SUBGROUP) : WG_PER_ROW);
+    const max = Math.min(device.limits.maxComputeWorkgroupSizeX, device.limits.maxComputeInvocationsPerWorkgroup);
+    if (!Number.isInteger(workgroupSize) || workgroupSize < 1 || workgroupSize > max) {
+      throw new ArgumentError(`mla_latent_norm: subgroupWorkgroupSize must be an integer in 1 .. ${max}, got ${workgroupSize}`);
+    }
+  } else if (options.subgroupWorkgroupSize !== undefined) {
+    throw new ArgumentError('mla_latent_norm: subgroupWorkgroupSize is for the subgroup reduction only');
+  }
+  const rowPerThread = reduce === 'thread';
   const withQ = qNorm === 'q_a_layernorm';
   const storage = 'read-only-storage' as const;
   const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_latent_norm',
     source: shaderSource,
-    snippets: [ROPE_ROTATE_SNIPPET],
-    axes: { q_norm: MLA_LATENT_NORM_Q },
-    variant: { q_norm: qNorm },
-    constants: { WG: workgroupSize, ROW_PER_THREAD: rowPerThread ? 1 : 0 },
+    snippets: MLA_LATENT_NORM_SNIPPETS,
+    axes: MLA_LATENT_NORM_AXES,
+    variant: { q_norm: qNorm, reduce },
+    constants: { WG: workgroupSize },
     bindings: ['uniform', storage, storage, storage, storage, 'storage', ...(withQ ? [storage, storage, 'storage' as const] : [])],
   });
 
   return {
     name: 'mla_latent_norm',
+    reduce,
+    workgroupSize,
     prepare(args) {
       const { rows, kvLoraRank, ropeDim, cacheRows, q } = args;
       const label = args.label ?? 'mla_latent_norm';

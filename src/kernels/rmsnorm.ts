@@ -96,7 +96,7 @@ export interface PreparedRmsNorm extends PreparedCall {
 }
 
 /** The adapter's smallest subgroup size, where the browser reports it (GPUAdapterInfo.subgroupMinSize). */
-function subgroupMinSize(device: GPUDevice): number | undefined {
+export function subgroupMinSize(device: GPUDevice): number | undefined {
   const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   const size = info?.subgroupMinSize;
   return typeof size === 'number' && size > 0 ? size : undefined;

@@ -95,7 +95,9 @@ export function createModelKernels(
     linear: createLinearKernels(ctx, strategies),
     rmsnorm: createRmsNorm(ctx, { reduce: normReduce }),
     addRmsnorm: createRmsNorm(ctx, { addResidual: true, reduce: normReduce }),
-    latentNorm: createMlaLatentNorm(ctx, { qNorm: config.q_lora_rank === null ? 'none' : 'q_a_layernorm' }),
+    // The RMSNorm's measured reduction stands for the latent norms' too (the same row reductions;
+    // on SwiftShader subgroup halves a decode row at kv_lora_rank 64, tools/mla_latent_norm_reduce.ts).
+    latentNorm: createMlaLatentNorm(ctx, { qNorm: config.q_lora_rank === null ? 'none' : 'q_a_layernorm', reduce: normReduce }),
     mlaPrefill: createMlaPrefill(ctx, { kvLoraRank: config.kv_lora_rank }),
     expertWeights,
     // W8A8 rounds activations for FP8 weights only (the official linear() runs BF16 weights as they are).
