@@ -5,9 +5,9 @@
 // (prepareCacheWrite), which knows the cache's layout.
 
 import shaderSource from '../../shaders/mla_latent_norm.wgsl?raw';
-import { ArgumentError, GpuLimitError } from '../errors.ts';
+import { ArgumentError } from '../errors.ts';
 import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type BufferResource, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
-import { RMSNORM_REDUCES, type RmsNormReduce, subgroupMinSize } from './rmsnorm.ts';
+import { RMSNORM_REDUCES, resolveNormReduce, type NormReduceOptions, type RmsNormReduce } from './norm_reduce.ts';
 import { ROPE_ROTATE_SNIPPET } from './rope_yarn.ts';
 
 /** q_a_layernorm: q_lora_rank configs (q_a_proj's output normed here too); none: q_proj configs. */
@@ -25,27 +25,12 @@ export const MLA_LATENT_NORM_SNIPPETS = [
   ROPE_ROTATE_SNIPPET,
 ] as const;
 
-export interface MlaLatentNormOptions {
+/** `reduce`: how both norms reduce a row (norm_reduce.ts; the engine passes the RMSNorm's measured choice). */
+export interface MlaLatentNormOptions extends NormReduceOptions {
   /** Default q_a_layernorm. */
   qNorm?: MlaLatentNormQ;
-  /**
-   * How both norms reduce a row, rmsnorm.ts's RmsNormReduce (the engine passes the RMSNorm's
-   * measured choice). Default: `thread` on software adapters (isSoftware), else `workgroup`.
-   */
-  reduce?: RmsNormReduce;
-  /** The older switch: true is reduce `thread`, false `workgroup`. `reduce` wins when both are given. */
-  rowPerThread?: boolean;
-  /**
-   * `subgroup` only: invocations per row, any count the adapter allows in a workgroup. Default as
-   * rmsnorm.ts's: the adapter's smallest subgroup size on software adapters (4 where it is not
-   * reported), else 256.
-   */
-  subgroupWorkgroupSize?: number;
 }
 
-const WG_PER_ROW = 256; // GPUs: invocations sharing one row (rmsnorm.ts's, so the sums add up alike)
-const WG_ROWS = 64; // CPU adapters: rows per workgroup
-const WG_SOFTWARE_SUBGROUP = 4; // CPU adapters that do not report their subgroup size: SwiftShader's
 
 export interface MlaLatentNormShape {
   rows: number;
@@ -110,20 +95,7 @@ export interface MlaLatentNorm extends Kernel<MlaLatentNormArgs, PreparedMlaLate
 export function createMlaLatentNorm(ctx: KernelContext, options: MlaLatentNormOptions = {}): MlaLatentNorm {
   const { device } = ctx.gpu;
   const qNorm = options.qNorm ?? 'q_a_layernorm';
-  const reduce: RmsNormReduce =
-    options.reduce ?? (options.rowPerThread === undefined ? (ctx.gpu.adapter.isSoftware ? 'thread' : 'workgroup') : options.rowPerThread ? 'thread' : 'workgroup');
-  if (!RMSNORM_REDUCES.includes(reduce)) throw new ArgumentError(`mla_latent_norm: "${String(reduce)}" is not a reduction; use one of ${RMSNORM_REDUCES.join(', ')}`);
-  let workgroupSize = reduce === 'thread' ? WG_ROWS : WG_PER_ROW;
-  if (reduce === 'subgroup') {
-    if (!device.features.has('subgroups')) throw new GpuLimitError("mla_latent_norm: the subgroup reduction needs the 'subgroups' feature, which this device lacks");
-    workgroupSize = options.subgroupWorkgroupSize ?? (ctx.gpu.adapter.isSoftware ? (subgroupMinSize(device) ?? WG_SOFTWARE_SUBGROUP) : WG_PER_ROW);
-    const max = Math.min(device.limits.maxComputeWorkgroupSizeX, device.limits.maxComputeInvocationsPerWorkgroup);
-    if (!Number.isInteger(workgroupSize) || workgroupSize < 1 || workgroupSize > max) {
-      throw new ArgumentError(`mla_latent_norm: subgroupWorkgroupSize must be an integer in 1 .. ${max}, got ${workgroupSize}`);
-    }
-  } else if (options.subgroupWorkgroupSize !== undefined) {
-    throw new ArgumentError('mla_latent_norm: subgroupWorkgroupSize is for the subgroup reduction only');
-  }
+  const { reduce, workgroupSize } = resolveNormReduce(ctx, 'mla_latent_norm', options);
   const rowPerThread = reduce === 'thread';
   const withQ = qNorm === 'q_a_layernorm';
   const storage = 'read-only-storage' as const;

@@ -4,44 +4,22 @@
 // post_attention_layernorm (fused with the residual add) and the final norm.
 
 import shaderSource from '../../shaders/rmsnorm.wgsl?raw';
-import { ArgumentError, GpuLimitError } from '../errors.ts';
+import { ArgumentError } from '../errors.ts';
+import { RMSNORM_REDUCES, resolveNormReduce, type NormReduceOptions, type RmsNormReduce } from './norm_reduce.ts';
 import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import type { RowLayout } from './rmsnorm.ref.ts';
 
 export type { RowLayout } from './rmsnorm.ref.ts';
 
-/**
- * How a row's sum of squares is reduced (shaders/rmsnorm.wgsl):
- *   thread     one invocation per row, no barrier (CPU adapters, where a barrier is very expensive)
- *   workgroup  one workgroup per row, a tree reduction in workgroup memory (GPUs)
- *   subgroup   one workgroup per row, subgroupAdd within each subgroup and one workgroup step
- *              between them; needs 'subgroups'
- */
-export type RmsNormReduce = 'thread' | 'workgroup' | 'subgroup';
-export const RMSNORM_REDUCES: readonly RmsNormReduce[] = ['thread', 'workgroup', 'subgroup'];
+// How a row's sum of squares is reduced (shaders/rmsnorm.wgsl): norm_reduce.ts.
+export { RMSNORM_REDUCES, subgroupMinSize, type RmsNormReduce } from './norm_reduce.ts';
 const RMSNORM_AXES = { reduce: RMSNORM_REDUCES };
 
-export interface RmsNormOptions {
+export interface RmsNormOptions extends NormReduceOptions {
   /** Fuse the residual add: x = x + delta (x updated in place), then y = RMSNorm(x). Default false. */
   addResidual?: boolean;
-  /**
-   * The reduction. Default: `thread` on software adapters (isSoftware), else `workgroup`; the
-   * measured choice for an adapter is chooseRmsNormReduce's (variant_choice.ts).
-   */
-  reduce?: RmsNormReduce;
-  /** The older switch: true is reduce `thread`, false `workgroup`. `reduce` wins when both are given. */
-  rowPerThread?: boolean;
-  /**
-   * `subgroup` only: invocations per row, any count the adapter allows in a workgroup. Default: the
-   * adapter's smallest subgroup size on software adapters (one subgroup per row: 4 lanes on
-   * SwiftShader, the fastest there; 4 where the size is not reported), else 256.
-   */
-  subgroupWorkgroupSize?: number;
 }
 
-const WG_PER_ROW = 256; // GPUs: invocations sharing one row
-const WG_ROWS = 64; // CPU adapters: rows per workgroup
-const WG_SOFTWARE_SUBGROUP = 4; // CPU adapters that do not report their subgroup size: SwiftShader's
 
 export interface RmsNorm extends Kernel<RmsNormArgs, PreparedRmsNorm> {
   readonly addResidual: boolean;
@@ -95,30 +73,10 @@ export interface PreparedRmsNorm extends PreparedCall {
   setYOffset(offset: number): void;
 }
 
-/** The adapter's smallest subgroup size, where the browser reports it (GPUAdapterInfo.subgroupMinSize). */
-export function subgroupMinSize(device: GPUDevice): number | undefined {
-  const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
-  const size = info?.subgroupMinSize;
-  return typeof size === 'number' && size > 0 ? size : undefined;
-}
-
 export function createRmsNorm(ctx: KernelContext, options: RmsNormOptions = {}): RmsNorm {
   const { device } = ctx.gpu;
   const addResidual = options.addResidual ?? false;
-  const reduce: RmsNormReduce =
-    options.reduce ?? (options.rowPerThread === undefined ? (ctx.gpu.adapter.isSoftware ? 'thread' : 'workgroup') : options.rowPerThread ? 'thread' : 'workgroup');
-  if (!RMSNORM_REDUCES.includes(reduce)) throw new ArgumentError(`rmsnorm: "${String(reduce)}" is not a reduction; use one of ${RMSNORM_REDUCES.join(', ')}`);
-  let workgroupSize = reduce === 'thread' ? WG_ROWS : WG_PER_ROW;
-  if (reduce === 'subgroup') {
-    if (!device.features.has('subgroups')) throw new GpuLimitError("rmsnorm: the subgroup reduction needs the 'subgroups' feature, which this device lacks");
-    workgroupSize = options.subgroupWorkgroupSize ?? (ctx.gpu.adapter.isSoftware ? (subgroupMinSize(device) ?? WG_SOFTWARE_SUBGROUP) : WG_PER_ROW);
-    const max = Math.min(device.limits.maxComputeWorkgroupSizeX, device.limits.maxComputeInvocationsPerWorkgroup);
-    if (!Number.isInteger(workgroupSize) || workgroupSize < 1 || workgroupSize > max) {
-      throw new ArgumentError(`rmsnorm: subgroupWorkgroupSize must be an integer in 1 .. ${max}, got ${workgroupSize}`);
-    }
-  } else if (options.subgroupWorkgroupSize !== undefined) {
-    throw new ArgumentError('rmsnorm: subgroupWorkgroupSize is for the subgroup reduction only');
-  }
+  const { reduce, workgroupSize } = resolveNormReduce(ctx, 'rmsnorm', options);
   const pipeline = kernelPipeline(ctx.pipelines, {
     kernel: 'rmsnorm',
     source: shaderSource,
