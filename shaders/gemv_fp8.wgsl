@@ -2,7 +2,7 @@
 // current token and the MTP draft verified together). Each decoded weight quad is used for all
 // rows, so the weight bytes are read once whatever M is.
 // Operands, bindings and the weights / numerics variants: matmul_operands.wgsl (prepended with
-// fp8_e4m3.wgsl by src/kernels/shader_compose.ts). Wrapper: src/kernels/gemv_fp8.ts.
+// fp8_e4m3.wgsl by src/gpu/shader_compose.ts). Wrapper: src/kernels/gemv_fp8.ts.
 // Reference: src/kernels/gemm_fp8.ref.ts (matmulRef), the same function for any M.
 //
 // Variant axis `strategy`:
@@ -12,6 +12,13 @@
 //                      and every load is a gather). Dispatch: ceil(N / (4 * WORKGROUP_SIZE)) workgroups.
 //   workgroup_per_row  one workgroup per n; its invocations read consecutive words of the row
 //                      (coalesced) and add up in workgroup memory (GPUs). Dispatch: N workgroups.
+//   subgroup_per_row   (adapters with 'subgroups'; `enable` in gemv_subgroups.wgsl) one invocation
+//                      per n, as its output, but a row's K is split over the lanes of the
+//                      invocation's subgroup: the subgroup runs its lanes' rows in turn, each lane
+//                      taking quads rank, rank + count, ... (coalesced), then subgroupAdd; no
+//                      workgroup memory, no barrier. Correct for any subgroup size and any mapping
+//                      of invocations to subgroups (rows are ids, shuffled, not subgroup numbers).
+//                      Dispatch: ceil(N / WORKGROUP_SIZE) workgroups.
 // Workgroups are spread over (x, y) and flattened as wid.y * nwg.x + wid.x (N = 129280 for lm_head
 // exceeds the 65535 per dimension).
 //
@@ -25,7 +32,8 @@
 // rows from M to ROWS repeat row M - 1 and are not stored.
 override ROWS: u32 = 1u;
 
-// Invocations per workgroup; a power of two for workgroup_per_row (its reduction halves it).
+// Invocations per workgroup; a power of two for workgroup_per_row (its reduction halves it), any
+// count for the others.
 override WORKGROUP_SIZE: u32 = 64u;
 
 // The weight block scale of the unit's Linear (W's or W_b's).
@@ -53,7 +61,11 @@ fn linear_weight_quad(n: u32, k: u32) -> vec4<f32> {
 // Written out per lane, not as a loop writing d[m]: ROWS is a pipeline constant, so the unused
 // lanes fold away, and a CPU adapter never indexes a vector dynamically (which costs a spill).
 fn rows_dot_quad(n: u32, k: u32) -> vec4<f32> {
-  let w = linear_weight_quad(n, k);
+  return rows_dot(linear_weight_quad(n, k), k);
+}
+
+// rows_dot_quad given the weight quad w = W[n, k .. k+3].
+fn rows_dot(w: vec4<f32>, k: u32) -> vec4<f32> {
   var d = vec4<f32>(dot(x_quad(0u, k), w), 0.0, 0.0, 0.0);
   if (ROWS >= 2u) {
     d.y = dot(x_quad(min(1u, params.M - 1u), k), w);
@@ -80,8 +92,8 @@ fn store_rows(n: u32, acc: vec4<f32>) {
   }
 }
 
-// (a unit's index within its Linear, that Linear's N) for unit = an invocation (thread_per_4_rows)
-// or a workgroup (workgroup_per_row); with two Linears, also picks the one the unit computes. Made
+// (a unit's index within its Linear, that Linear's N) for unit = an invocation (thread_per_4_rows,
+// subgroup_per_row) or a workgroup (workgroup_per_row); with two Linears, also picks the one the unit computes. Made
 // from ids and params only, so a workgroup's result is uniform (the barriers of workgroup_per_row
 // follow a return on it; `second`, a private variable, does not count as uniform).
 fn linear_unit(unit: u32) -> vec2<u32> {
@@ -233,6 +245,57 @@ fn main(
   }
   if (lid == 0u) {
     store_rows(n, partial[0]);
+  }
+}
+#elif strategy == subgroup_per_row
+// This lane's share of row n: sum over its quads q = rank, rank + count, ... < ceil(K / 4) of
+// x[m, 4q ..] . W[n, 4q ..], each quad scaled on its own as in workgroup_per_row (a lane's quads
+// of one K block are few, and with a subgroup wider than a block's 32 quads the lanes would
+// otherwise idle). The Linear is chosen once per row, not per load (see weight_b_quad): `second`
+// is the same for every lane here, as all take the same row.
+fn lane_share(n: u32, rank: u32, count: u32) -> vec4<f32> {
+  var acc = vec4<f32>(0.0);
+  let quads = (params.K + 3u) >> 2u;
+#if linears == two
+  if (second) {
+    for (var q = rank; q < quads; q += count) {
+      let kb = q >> 5u; // q / (BLOCK / 4)
+      acc += (rows_dot(weight_b_quad(n, q * 4u), q * 4u) * rows_block_scale(kb)) * weight_b_block_scale(n, kb);
+    }
+    return acc;
+  }
+#endif
+  for (var q = rank; q < quads; q += count) {
+    let kb = q >> 5u;
+    acc += (rows_dot(weight_quad(n, q * 4u), q * 4u) * rows_block_scale(kb)) * weight_block_scale(n, kb);
+  }
+  return acc;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(subgroup_invocation_id) lane: u32,
+  @builtin(subgroup_size) lanes: u32,
+) {
+  let unit = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+  // K is split over the lanes that exist: a subgroup may be partial (WORKGROUP_SIZE not a
+  // multiple of the subgroup size). No invocation returns before the subgroup operations: units
+  // past N compute a clamped row and store nothing.
+  let rank = subgroupExclusiveAdd(1u);
+  let count = subgroupAdd(1u);
+  var own = vec4<f32>(0.0);
+  for (var j = 0u; j < lanes; j++) {
+    // Lane j's row, computed by all (a missing lane j gives an unused value, clamped in bounds)
+    let linear = linear_unit(subgroupShuffle(unit, j));
+    let sum = subgroupAdd(lane_share(min(linear.x, linear.y - 1u), rank, count));
+    own = select(own, sum, lane == j);
+  }
+  let linear = linear_unit(unit);
+  if (linear.x < linear.y) {
+    store_rows(linear.x, own);
   }
 }
 #endif

@@ -1,6 +1,8 @@
 // gemv_fp8 on the GPU (SwiftShader here) against matmulRef: every variant, M = 1 .. 4, shapes whose
 // N and K are multiples of neither 4 nor 128, outputs poisoned with NaN, and the official
-// fp8_gemm cases of the dsv3-tiny-official fixture.
+// fp8_gemm cases of the dsv3-tiny-official fixture. subgroup_per_row runs where the device has
+// 'subgroups' (skipped, saying so, elsewhere), also with workgroups that are not a multiple of the
+// subgroup size (a partial subgroup splits K over the lanes it has), and its WGSL alone enables them.
 // Bounds: ‖y − ref‖/‖ref‖ < 1e-5 for f32 accumulation against the f64 reference; w8a8 against the
 // official fp8_gemm (same products, another summation order) < 2e-6. The two-Linears variant
 // (q_a_proj + kv_a_proj_with_mqa in one dispatch) must give each Linear's single-call y bit for bit.
@@ -14,7 +16,10 @@ import { submitPass } from '../gpu/kernel.ts';
 import { actQuantRef } from './act_quant.ref.ts';
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
-import { createGemv, GEMV_STRATEGIES, type Gemv, type GemvOptions } from './gemv_fp8.ts';
+import { createGemv, GEMV_AXES, GEMV_SNIPPETS, GEMV_STRATEGIES, type Gemv, type GemvOptions, type GemvStrategy } from './gemv_fp8.ts';
+import gemvSource from '../../shaders/gemv_fp8.wgsl?raw';
+import { composeShader } from '../gpu/shader_compose.ts';
+import type { KernelContext } from '../gpu/kernel.ts';
 import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
 import { expectClose, fp8GemmCases, poisonedOutput, randomWeight, runMatmul, runMatmulBands, uploadWeight } from '../testing/matmul_testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
@@ -28,6 +33,10 @@ const OPERANDS: { weights: WeightFormat; numerics: MatmulNumerics }[] = [
 
 // K % 4 = 0, 3, 2, 1; N % 4 = 2, 1, 3, 2 (never a multiple of 4 or 128). w8a8 needs K % 128 == 0.
 const SHAPES = { weight_only: [[150, 200], [129, 203], [39, 130], [6, 5]], w8a8: [[150, 256], [129, 128]] } as const;
+
+const hasSubgroups = (await testGpu()).device.features.has('subgroups');
+const NEEDS_SUBGROUPS = "needs the device's 'subgroups' feature";
+const runsHere = (strategy: GemvStrategy) => strategy !== 'subgroup_per_row' || hasSubgroups;
 
 let gpu: Gpu;
 let cache: PipelineCache;
@@ -43,6 +52,11 @@ function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: nu
 }
 
 describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
+  if (!runsHere(strategy)) {
+    it.skip(`every case (${NEEDS_SUBGROUPS})`, () => {});
+    return;
+  }
+
   it.each(OPERANDS)('$weights weights, $numerics: M = 1..4 on odd shapes', async ({ weights, numerics }) => {
     const seed = testSeed(`gemv ${strategy} ${weights} ${numerics}`);
     const next = rng(seed);
@@ -76,7 +90,9 @@ describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
     const next = rng(seed);
     const device = gpu.device;
     // N of each Linear odd, K not a multiple of 128 (the variant takes K % 4 == 0 only); with 8
-    // invocations a workgroup, several workgroups per Linear and one shared by both
+    // invocations a workgroup, several workgroups per Linear and one shared by both (subgroup_per_row:
+    // a subgroup holding rows of both; bit for bit where all subgroups have as many lanes, see
+    // GemvOptions.workgroupSize, so partial subgroups are tested against the reference below)
     const [Na, Nb, K] = numerics === 'w8a8' ? [150, 129, 256] : [129, 39, 204];
     const wa = randomWeight(weights, Na, K, next);
     const wb = randomWeight(weights, Nb, K, next);
@@ -146,6 +162,84 @@ describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
   });
 });
 
+describe('gemv_fp8 subgroup_per_row', () => {
+  // Workgroups of 1 (a subgroup of one lane), 6 and 100 (a partial subgroup after full ones for
+  // subgroup sizes 4, 8, 16, 32, 64), 64 (the default) and 256 (several subgroups of any size).
+  it.skipIf(!hasSubgroups)(`matches the reference for any workgroup size, full subgroups or not (${NEEDS_SUBGROUPS})`, async () => {
+    const seed = testSeed('gemv subgroup workgroup sizes');
+    const next = rng(seed);
+    for (const { weights, numerics } of OPERANDS) {
+      const [N, K] = SHAPES[numerics][1];
+      const weight = randomWeight(weights, N, K, next);
+      for (const workgroupSize of [1, 6, 100, 64, 256]) {
+        const kernel = gemv({ weights, numerics, strategy: 'subgroup_per_row', workgroupSize });
+        for (const M of [1, 4]) {
+          const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
+          expectClose(await runMatmul(gpu.device, kernel, args), matmulRef(args), 1e-5, `seed ${seed} ${weights} ${numerics} wg ${workgroupSize} M=${M}`);
+        }
+      }
+    }
+  });
+
+  it.skipIf(!hasSubgroups)(`two Linears in one dispatch match the reference for any workgroup size (${NEEDS_SUBGROUPS})`, async () => {
+    const seed = testSeed('gemv subgroup two Linears');
+    const next = rng(seed);
+    const device = gpu.device;
+    for (const { weights, numerics } of OPERANDS) {
+      // the boundary between the Linears inside a subgroup for sizes up to 8 (Na odd)
+      const [Na, Nb, K] = numerics === 'w8a8' ? [129, 150, 256] : [129, 39, 204];
+      const [wa, wb] = [randomWeight(weights, Na, K, next), randomWeight(weights, Nb, K, next)];
+      for (const workgroupSize of [1, 6, 100]) {
+        const two = gemv({ weights, numerics, strategy: 'subgroup_per_row', workgroupSize, linears: 'two' });
+        for (const M of [1, 3]) {
+          const a = activations(numerics, randn(next, M * K), M, K);
+          const x = uploadBuffer(device, a.numerics === 'w8a8' ? a.codes : a.x, 'x');
+          const x_scale = a.numerics === 'w8a8' ? uploadBuffer(device, a.scales, 'x_scale') : undefined;
+          const [ua, ub] = [uploadWeight(device, wa), uploadWeight(device, wb)];
+          const [ya, yb] = [poisonedOutput(device, M * Na), poisonedOutput(device, M * Nb)];
+          const call = two.prepare({ M, N: Na, K, x, x_scale, ...ua, y: ya, second: { N: Nb, ...ub, y: yb } });
+          submitPass(device, call);
+          const what = `seed ${seed} ${weights} ${numerics} wg ${workgroupSize} M=${M}`;
+          expectClose(await readF32(device, ya), matmulRef({ M, N: Na, K, weight: wa, activations: a }), 1e-5, `${what}: first`);
+          expectClose(await readF32(device, yb), matmulRef({ M, N: Nb, K, weight: wb, activations: a }), 1e-5, `${what}: second`);
+          for (const b of [x, x_scale, ua.weight, ua.weight_scale_inv, ub.weight, ub.weight_scale_inv, ya, yb]) b?.destroy();
+          call.destroy();
+        }
+      }
+    }
+  });
+
+  it("enables subgroups in the subgroup_per_row WGSL only (an adapter without them compiles the others)", () => {
+    for (const strategy of GEMV_STRATEGIES) {
+      for (const linears of ['one', 'two']) {
+        const variant = { weights: 'fp8', numerics: 'w8a8', strategy, linears };
+        const composed = composeShader({ kernel: { name: 'gemv_fp8.wgsl', code: gemvSource }, snippets: GEMV_SNIPPETS, axes: GEMV_AXES, variant });
+        const code = composed.replace(/\/\/.*$/gm, ''); // the code, not the comments that name the builtins
+        const subgroup = strategy === 'subgroup_per_row';
+        // a directive before any declaration
+        expect(code.trimStart().startsWith('enable subgroups;'), `${strategy} ${linears}`).toBe(subgroup);
+        expect(/^enable subgroups;$/m.test(code), `${strategy} ${linears}`).toBe(subgroup);
+        expect(/subgroup(Add|Shuffle|ExclusiveAdd)|subgroup_size/.test(code), `${strategy} ${linears}`).toBe(subgroup);
+      }
+    }
+  });
+
+  it("refuses subgroup_per_row on a device without 'subgroups', and workgroups over the device's limit", () => {
+    // The same device, its feature list emptied: the check comes before any pipeline is made.
+    const device = new Proxy(gpu.device, { get: (target, key) => (key === 'features' ? new Set<string>() : Reflect.get(target, key)) });
+    const ctx: KernelContext = { gpu: { ...gpu, device } as Gpu, pipelines: cache };
+    expect(() => createGemv(ctx, { strategy: 'subgroup_per_row' })).toThrow(GpuLimitError);
+    expect(() => createGemv(ctx, { strategy: 'subgroup_per_row' })).toThrow(/subgroup_per_row strategy needs the 'subgroups' feature/);
+    expect(createGemv(ctx, { strategy: 'thread_per_4_rows' }).variant.strategy).toBe('thread_per_4_rows');
+    const max = Math.min(gpu.device.limits.maxComputeWorkgroupSizeX, gpu.device.limits.maxComputeInvocationsPerWorkgroup);
+    expect(() => gemv({ strategy: 'thread_per_4_rows', workgroupSize: max + 1 })).toThrow(new RegExp(`workgroupSize ${max + 1} must be an integer in 1 .. ${max}`));
+    expect(() => gemv({ strategy: 'tiled' as GemvStrategy })).toThrow(/"tiled" is not a strategy/);
+    if (hasSubgroups) {
+      for (const size of [0, 2.5, max + 1]) expect(() => gemv({ strategy: 'subgroup_per_row', workgroupSize: size }), `${size}`).toThrow(ArgumentError);
+    }
+  });
+});
+
 describe('gemv_fp8 dispatch', () => {
   it('spreads more workgroups than one dimension allows over two (lm_head has N = 129280 rows)', async () => {
     // one invocation (4 columns) per workgroup makes N / 4 workgroups, past maxComputeWorkgroupsPerDimension
@@ -155,6 +249,15 @@ describe('gemv_fp8 dispatch', () => {
     const next = rng(seed);
     const args = { M: 2, N, K, weight: randomWeight('bf16', N, K, next), activations: { numerics: 'weight_only' as const, x: randn(next, 2 * K) } };
     const y = await runMatmul(gpu.device, gemv({ weights: 'bf16', strategy: 'thread_per_4_rows', workgroupSize: 1 }), args);
+    expectClose(y, matmulRef(args), 1e-5, `N=${N}`);
+  });
+
+  it.skipIf(!hasSubgroups)(`spreads them over two for subgroup_per_row too (one column per invocation; ${NEEDS_SUBGROUPS})`, async () => {
+    const N = gpu.device.limits.maxComputeWorkgroupsPerDimension + 100;
+    const K = 3;
+    const next = rng(testSeed('gemv 2D dispatch subgroup'));
+    const args = { M: 2, N, K, weight: randomWeight('bf16', N, K, next), activations: { numerics: 'weight_only' as const, x: randn(next, 2 * K) } };
+    const y = await runMatmul(gpu.device, gemv({ weights: 'bf16', strategy: 'subgroup_per_row', workgroupSize: 1 }), args);
     expectClose(y, matmulRef(args), 1e-5, `N=${N}`);
   });
 });
@@ -167,6 +270,7 @@ describe('gemv_fp8 arguments', () => {
     const ok = { N: 300, K: 256, x, weight, weight_scale_inv: scale, y };
     expect(() => gemv({ weights: 'bf16', numerics: 'w8a8' })).toThrow(/w8a8 quantises activations for FP8 weights only/);
     expect(() => gemv({ strategy: 'workgroup_per_row', workgroupSize: 96 })).toThrow(/power of two/);
+    if (hasSubgroups) expect(gemv({ strategy: 'subgroup_per_row', workgroupSize: 96 }).workgroupSize).toBe(96);
     const fp8 = gemv({ strategy: 'thread_per_4_rows' });
     expect(() => fp8.prepare({ ...ok, M: 5 })).toThrow(/at most 4; use gemm_fp8/);
     expect(() => fp8.prepare({ ...ok, M: 1, weight_scale_inv: undefined })).toThrow(/weight_scale_inv is required/);

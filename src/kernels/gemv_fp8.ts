@@ -5,13 +5,17 @@
 // (q_a_proj or q_proj, and kv_a_proj_with_mqa: src/model/linear.ts preparePair).
 
 import gemvSource from '../../shaders/gemv_fp8.wgsl?raw';
+import subgroupsSource from '../../shaders/gemv_subgroups.wgsl?raw';
 import { ArgumentError, GpuLimitError } from '../errors.ts';
-import type { BufferResource, Kernel, KernelContext, PreparedCall } from '../gpu/kernel.ts';
+import { kernelPipeline, type BufferResource, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
+import type { WgslSource } from '../gpu/shader_compose.ts';
 import {
   checkMatmulArgs,
   checkOperandVariant,
+  MATMUL_LINEARS,
   MATMUL_NUMERICS,
-  matmulPipeline,
+  MATMUL_SNIPPETS,
+  operandBindings,
   operandStorageBuffers,
   prepareMatmul,
   WEIGHT_FORMATS,
@@ -26,9 +30,11 @@ export type { MatmulBuffers, MatmulShape } from './matmul_operands.ts';
 
 /**
  * thread_per_4_rows: one invocation per 4 output columns (rows of W), no barrier (CPU adapters);
- * workgroup_per_row: one workgroup per output column, coalesced loads (GPUs).
+ * workgroup_per_row: one workgroup per output column, coalesced loads (GPUs);
+ * subgroup_per_row: one invocation per output column, each column's K split over the lanes of
+ * its subgroup and summed with subgroupAdd, no barrier (needs the device's 'subgroups').
  */
-export const GEMV_STRATEGIES = ['thread_per_4_rows', 'workgroup_per_row'] as const;
+export const GEMV_STRATEGIES = ['thread_per_4_rows', 'workgroup_per_row', 'subgroup_per_row'] as const;
 export type GemvStrategy = (typeof GEMV_STRATEGIES)[number];
 
 /** The most rows of x one call takes (the current token plus the MTP draft fits easily). */
@@ -46,9 +52,18 @@ export interface GemvOptions {
   weights?: WeightFormat;
   /** Default weight_only. */
   numerics?: MatmulNumerics;
-  /** Default: thread_per_4_rows on a CPU adapter (adapter.isSoftware), else workgroup_per_row. */
+  /**
+   * Default: thread_per_4_rows on a CPU adapter (adapter.isSoftware), else workgroup_per_row;
+   * subgroup_per_row only when asked (or chosen by chooseGemvStrategy).
+   */
   strategy?: GemvStrategy;
-  /** Invocations per workgroup, default 64; a power of two for workgroup_per_row. A tuning number. */
+  /**
+   * Invocations per workgroup, default 64; a power of two for workgroup_per_row. A tuning number.
+   * subgroup_per_row takes any count (a partial subgroup splits K over the lanes it has), but a
+   * column's sum is rounded by how many lanes its subgroup has: with a multiple of the subgroup
+   * size (or less than one subgroup) every subgroup has as many, so a row band, or a Linear of a
+   * `two` call, gives its single call's y bit for bit; otherwise they agree to rounding only.
+   */
   workgroupSize?: number;
   /** Default one; two computes `second` too, in the same dispatch. */
   linears?: MatmulLinears;
@@ -80,7 +95,14 @@ export interface Gemv extends Kernel<GemvArgs> {
   prepare(args: GemvArgs): PreparedCall;
 }
 
-const KERNEL = { name: 'gemv_fp8', source: gemvSource, axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES } };
+const KERNEL = 'gemv_fp8';
+/** The shader's variant axes (the operands' and `strategy`). */
+export const GEMV_AXES = { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES, linears: MATMUL_LINEARS };
+/**
+ * The snippets gemv_fp8.wgsl is composed with: gemv_subgroups.wgsl first, as subgroup_per_row's
+ * `enable` must precede the operands' declarations (matmulPipeline's composition, plus this one).
+ */
+export const GEMV_SNIPPETS: readonly WgslSource[] = [{ name: 'gemv_subgroups.wgsl', code: subgroupsSource }, ...MATMUL_SNIPPETS];
 
 export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv {
   const { gpu, pipelines } = ctx;
@@ -91,16 +113,29 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
     linears: options.linears ?? 'one',
   };
   checkOperandVariant('gemv_fp8', variant);
+  if (!GEMV_STRATEGIES.includes(variant.strategy)) throw new ArgumentError(`gemv_fp8: "${String(variant.strategy)}" is not a strategy; use one of ${GEMV_STRATEGIES.join(', ')}`);
+  if (variant.strategy === 'subgroup_per_row' && !gpu.device.features.has('subgroups')) {
+    throw new GpuLimitError("gemv_fp8: the subgroup_per_row strategy needs the 'subgroups' feature, which this device lacks");
+  }
   const workgroupSize = options.workgroupSize ?? 64;
   const perRow = variant.strategy === 'workgroup_per_row';
-  if (!Number.isInteger(workgroupSize) || workgroupSize < 1 || (perRow && (workgroupSize & (workgroupSize - 1)) !== 0)) {
-    throw new ArgumentError(`gemv_fp8: workgroupSize ${workgroupSize} must be a positive integer${perRow ? ', a power of two' : ''}`);
+  const max = Math.min(gpu.device.limits.maxComputeWorkgroupSizeX, gpu.device.limits.maxComputeInvocationsPerWorkgroup);
+  if (!Number.isInteger(workgroupSize) || workgroupSize < 1 || workgroupSize > max || (perRow && (workgroupSize & (workgroupSize - 1)) !== 0)) {
+    throw new ArgumentError(`gemv_fp8: workgroupSize ${workgroupSize} must be an integer in 1 .. ${max}${perRow ? ', a power of two' : ''}`);
   }
   // One pipeline per row count ROWS in {1, 2, 4}, the smallest >= M: a compile-time capacity, so
   // the cache key never holds M itself.
   // K % 4 == 0 takes the loaders without splicing and masking (K_ALIGNED of matmul_operands.wgsl).
   const pipelineFor = (rows: number, K: number) =>
-    matmulPipeline(pipelines, KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 });
+    kernelPipeline(pipelines, {
+      kernel: KERNEL,
+      source: gemvSource,
+      snippets: GEMV_SNIPPETS,
+      axes: GEMV_AXES,
+      variant: { ...variant },
+      constants: { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 },
+      bindings: operandBindings(variant, variant.linears),
+    });
 
   return {
     name: 'gemv_fp8',
@@ -116,9 +151,11 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
       // the second Linear's loader is the word-aligned one only (weight_b_quad in matmul_operands.wgsl)
       if (second && K % 4 !== 0) throw new ArgumentError(`gemv_fp8: two Linears in one call need K % 4 == 0, got K=${K}; run them as two calls`);
       checkMatmulArgs('gemv_fp8', gpu.device, variant, shape, args);
-      // workgroup_per_row: a workgroup per column; thread_per_4_rows: an invocation per 4 columns, and
-      // with two Linears the second's invocations follow the first's in the same workgroups
-      const units = (rows: number) => (perRow ? rows : Math.ceil(rows / 4));
+      // workgroup_per_row: a workgroup per column; thread_per_4_rows: an invocation per 4 columns;
+      // subgroup_per_row: an invocation per column; with two Linears the second's invocations follow
+      // the first's in the same workgroups
+      const perInvocation = variant.strategy === 'subgroup_per_row' ? 1 : 4;
+      const units = (rows: number) => (perRow ? rows : Math.ceil(rows / perInvocation));
       let secondLinear;
       if (second) {
         const storage = operandStorageBuffers(variant, 'two');

@@ -1,13 +1,14 @@
 // chooseVariant with a fake timer (the fastest wins, a slow candidate is cut after one run, the
 // choice is remembered, adapters do not share keys, a failing candidate drops out), the stores,
-// one real measurement of gemv_fp8 on SwiftShader (which strategy wins is not asserted: tests do
-// not assert times), and rmsnorm's race of its reductions (with a fake timer, then for real).
+// gemv_fp8's race of its strategies (subgroup_per_row only where the device has 'subgroups'; a fake
+// timer), one real measurement of gemv_fp8 on SwiftShader (which strategy wins is not asserted:
+// tests do not assert times), and rmsnorm's race of its reductions (with a fake timer, then for real).
 
 import { describe, expect, it } from 'vitest';
 import type { AdapterReport, Gpu } from '../gpu/device.ts';
 import { testGpu } from '../gpu/testing.ts';
 import type { Timing } from '../gpu/timing.ts';
-import { GEMV_STRATEGIES } from './gemv_fp8.ts';
+import { GEMV_STRATEGIES, type GemvStrategy } from './gemv_fp8.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { RMSNORM_REDUCES, type RmsNormReduce } from './rmsnorm.ts';
 import {
@@ -145,6 +146,35 @@ describe('variant stores', () => {
 });
 
 describe('chooseGemvStrategy on this adapter', () => {
+  /** A timer that tells the candidates apart by their bind group's label ("gemv_fp8 <strategy>"). */
+  function gemvTimer(ms: Partial<Record<GemvStrategy, number>>) {
+    const timed: string[] = [];
+    const time: TimeFunction = async (_gpu, record, options) => {
+      let label = '';
+      const pass = { setPipeline() {}, setBindGroup: (_i: number, group: GPUBindGroup) => void (label = group.label), dispatchWorkgroups() {} };
+      record(pass as unknown as GPUComputePassEncoder);
+      const strategy = label.replace(/^gemv_fp8 /, '') as GemvStrategy;
+      timed.push(strategy);
+      const t = ms[strategy] ?? 1;
+      return { medianMs: t, wallMedianMs: t, minMs: t, runs: options.runs ?? 1, method: 'wall' } satisfies Timing;
+    };
+    return { time, timed };
+  }
+
+  it('races every strategy the device has (subgroup_per_row only with subgroups), the adapter default first, and keeps the fastest', async () => {
+    const gpu = await testGpu();
+    const ctx = { gpu, pipelines: new PipelineCache(gpu.device) };
+    const fallback = gpu.adapter.isSoftware ? 'thread_per_4_rows' : 'workgroup_per_row';
+    const available = GEMV_STRATEGIES.filter((s) => s !== 'subgroup_per_row' || gpu.device.features.has('subgroups'));
+    const tie = gemvTimer({});
+    expect(await chooseGemvStrategy(ctx, memoryVariantStore(), { time: tie.time })).toBe(fallback);
+    expect(tie.timed[0]).toBe(fallback);
+    expect(new Set(tie.timed)).toEqual(new Set(available));
+    for (const other of available.filter((s) => s !== fallback)) {
+      expect(await chooseGemvStrategy(ctx, memoryVariantStore(), { time: gemvTimer({ [other]: 0.5 }).time })).toBe(other);
+    }
+  });
+
   it('measures once, returns a strategy, and remembers it', async () => {
     const gpu = await testGpu();
     const cache = new PipelineCache(gpu.device);

@@ -170,16 +170,21 @@ function owning(call: PreparedCall, operands: { destroy(): void }): Encodable & 
   };
 }
 
-/** The decode GEMV's strategy for this adapter, measured on M=1, K=1024, N=1024 the first time. */
+/**
+ * The decode GEMV's strategy for this adapter, measured on M=1, K=1024, N=1024 the first time.
+ * subgroup_per_row is a candidate only where the device has 'subgroups'; the createGemv default
+ * goes first and wins a tie.
+ */
 export async function chooseGemvStrategy(ctx: KernelContext, store: VariantStore, options: ChooseMatmulOptions = {}): Promise<GemvStrategy> {
   const { gpu } = ctx;
   const weights = options.weights ?? 'fp8';
   const shape = { M: 1, K: 1024, N: 1024 };
+  const available = GEMV_STRATEGIES.filter((s) => s !== 'subgroup_per_row' || gpu.device.features.has('subgroups'));
   const choice = await chooseVariant({
     gpu,
     kernel: 'gemv_fp8',
     shapeClass: shapeClass(shape, weights),
-    candidates: defaultFirst(GEMV_STRATEGIES, gpu.adapter.isSoftware ? 'thread_per_4_rows' : 'workgroup_per_row'),
+    candidates: defaultFirst(available, gpu.adapter.isSoftware ? 'thread_per_4_rows' : 'workgroup_per_row'),
     store,
     time: options.time,
     build(strategy) {
