@@ -181,7 +181,7 @@ export async function loadWeights(gpu: Gpu, from: CheckpointDir | Checkpoint, op
     throw new ArgumentError(`expertSlots must be an integer in [1, ${config.n_routed_experts}] (n_routed_experts), got ${slots}`);
   }
   const bindingLimit = plannedBindingLimit(device.limits, options.maxBindingBytes);
-  // Offloaded experts go to CPU stacks; each layer's cache of `slots` must fit one binding.
+  // Offloaded experts go to their store (CPU stacks, or the checkpoint read per miss); each layer's cache of `slots` must fit one binding.
   const { resident: onGpu, offloaded } = slots === undefined ? { resident: all, offloaded: [] } : splitOffloaded(all, moeLayerIndices(config, !options.skipMtp));
   const layout = offloadLayout(offloaded);
   const store = options.expertStore ?? 'memory';
