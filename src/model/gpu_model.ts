@@ -10,7 +10,7 @@ import { uploadBuffer } from '../gpu/buffers.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { NON_FINITE_ID, type SamplingParams } from '../kernels/sample.ts';
 import type { RmsNormReduce } from '../kernels/rmsnorm.ts';
-import { chooseRmsNormReduce } from '../kernels/variant_choice.ts';
+import { chooseGemvStrategy, chooseRmsNormReduce } from '../kernels/variant_choice.ts';
 import type { VariantStore } from '../gpu/variant_store.ts';
 
 export type { SamplingParams } from '../kernels/sample.ts';
@@ -290,10 +290,14 @@ function usableDraft(id: number): number | undefined {
 }
 
 /**
- * The RMSNorm reduction for this adapter at the model's width, measured once per adapter and
- * remembered in `store` (variant_choice.ts chooseRmsNormReduce: subgroups where the device has
- * them and they win).
+ * The variants the engine measures on this adapter, once per adapter and remembered in `store`
+ * (variant_choice.ts): the norms' reduction at the model's width (subgroups where the device has
+ * them and they win) and the GEMV strategy of a decode step (FP8, the format most of its bytes
+ * are in).
  */
-export function measuredNormReduce(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, store: VariantStore): Promise<RmsNormReduce> {
-  return chooseRmsNormReduce({ gpu, pipelines }, store, { width: config.hidden_size });
+export async function measuredVariants(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, store: VariantStore): Promise<Pick<GpuModelOptions, 'normReduce' | 'strategies'>> {
+  const ctx = { gpu, pipelines };
+  const normReduce = await chooseRmsNormReduce(ctx, store, { width: config.hidden_size });
+  const gemv = await chooseGemvStrategy(ctx, store, { weights: 'fp8' });
+  return { normReduce, strategies: { gemv } };
 }

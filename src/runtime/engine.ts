@@ -8,7 +8,7 @@ import { withGpuErrorScope, type Gpu } from '../gpu/device.ts';
 import { parseConfig } from '../config.ts';
 import { openCheckpoint } from '../io/checkpoint_files.ts';
 import type { CheckpointDir } from '../io/sources.ts';
-import { createGpuModel, DEFAULT_PREFILL_CHUNK, measuredNormReduce, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
+import { createGpuModel, DEFAULT_PREFILL_CHUNK, measuredVariants, type GpuModel, type PlannedWork } from '../model/gpu_model.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { processVariantStore } from '../gpu/variant_store.ts';
 import { checkMemoryPlan, expertSlotsFor, planMemory } from '../model/memory_plan.ts';
@@ -170,10 +170,10 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   let speculation: SpeculationPolicy | undefined;
   const draftVocab = options.draftVocab ?? defaultDraftVocab(config.vocab_size);
   try {
-    // The RMSNorm reduction measured on this adapter (once per adapter and width: remembered).
+    // The norms' reduction and the GEMV strategy measured on this adapter (once: remembered).
     const pipelineCache = new PipelineCache(gpu.device);
-    const normReduce = await measuredNormReduce(gpu, pipelineCache, config, processVariantStore());
-    model = createGpuModel(gpu, loaded, { pipelineCache, prefillChunk: options.prefillChunk, numerics: options.numerics, draftVocab, normReduce });
+    const variants = await measuredVariants(gpu, pipelineCache, config, processVariantStore());
+    model = createGpuModel(gpu, loaded, { pipelineCache, prefillChunk: options.prefillChunk, numerics: options.numerics, draftVocab, ...variants });
   } catch (err) {
     loaded.destroy();
     throw err;
