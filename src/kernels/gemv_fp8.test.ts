@@ -16,11 +16,11 @@ import { submitPass } from '../gpu/kernel.ts';
 import { actQuantRef } from './act_quant.ref.ts';
 import { E4M3_VALUES } from './fp8_e4m3.ref.ts';
 import { matmulRef, type RefActivations } from './gemm_fp8.ref.ts';
-import { createGemv, GEMV_AXES, GEMV_SNIPPETS, GEMV_STRATEGIES, type Gemv, type GemvOptions, type GemvStrategy } from './gemv_fp8.ts';
+import { createGemv, GEMV_KERNEL, GEMV_STRATEGIES, type Gemv, type GemvOptions, type GemvStrategy } from './gemv_fp8.ts';
 import gemvSource from '../../shaders/gemv_fp8.wgsl?raw';
 import { composeShader } from '../gpu/shader_compose.ts';
 import type { KernelContext } from '../gpu/kernel.ts';
-import type { MatmulNumerics, WeightFormat } from './matmul_operands.ts';
+import { matmulAxes, matmulSnippets, type MatmulNumerics, type WeightFormat } from './matmul_operands.ts';
 import { expectClose, fp8GemmCases, poisonedOutput, randomWeight, runMatmul, runMatmulBands, uploadWeight } from '../testing/matmul_testing.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 
@@ -51,114 +51,112 @@ function activations(numerics: MatmulNumerics, x: Float32Array, M: number, K: nu
   return numerics === 'w8a8' ? { numerics, ...actQuantRef(x, M, K) } : { numerics, x };
 }
 
-describe.each(GEMV_STRATEGIES)('gemv_fp8 %s', (strategy) => {
-  if (!runsHere(strategy)) {
-    it.skip(`every case (${NEEDS_SUBGROUPS})`, () => {});
-    return;
-  }
-
-  it.each(OPERANDS)('$weights weights, $numerics: M = 1..4 on odd shapes', async ({ weights, numerics }) => {
-    const seed = testSeed(`gemv ${strategy} ${weights} ${numerics}`);
-    const next = rng(seed);
-    const kernel = gemv({ weights, numerics, strategy });
-    for (const [N, K] of SHAPES[numerics]) {
-      const weight = randomWeight(weights, N, K, next);
-      for (let M = 1; M <= 4; M++) {
-        const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
-        expectClose(await runMatmul(gpu.device, kernel, args), matmulRef(args), 1e-5, `M=${M} N=${N} K=${K}`);
+// Without the device's 'subgroups', subgroup_per_row's cases show as skipped with the reason.
+describe.each(GEMV_STRATEGIES.map((strategy) => ({ strategy, skip: !runsHere(strategy) })))('gemv_fp8 $strategy', ({ strategy, skip }) => {
+  describe.skipIf(skip)(skip ? NEEDS_SUBGROUPS : 'on this device', () => {
+    it.each(OPERANDS)('$weights weights, $numerics: M = 1..4 on odd shapes', async ({ weights, numerics }) => {
+      const seed = testSeed(`gemv ${strategy} ${weights} ${numerics}`);
+      const next = rng(seed);
+      const kernel = gemv({ weights, numerics, strategy });
+      for (const [N, K] of SHAPES[numerics]) {
+        const weight = randomWeight(weights, N, K, next);
+        for (let M = 1; M <= 4; M++) {
+          const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
+          expectClose(await runMatmul(gpu.device, kernel, args), matmulRef(args), 1e-5, `M=${M} N=${N} K=${K}`);
+        }
       }
-    }
-  });
-
-  it.each(OPERANDS)('$weights weights, $numerics: row bands of W, each writing its columns of one y, give the whole W\'s y bit for bit', async ({ weights, numerics }) => {
-    const next = rng(testSeed(`gemv bands ${strategy} ${weights} ${numerics}`));
-    const kernel = gemv({ weights, numerics, strategy });
-    const [N, K] = SHAPES[numerics][0];
-    const weight = randomWeight(weights, N, K, next);
-    for (const M of [1, 3]) {
-      const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
-      const whole = await runMatmul(gpu.device, kernel, args);
-      for (const bandRows of weights === 'fp8' ? [128] : [128, 7]) {
-        const banded = await runMatmulBands(gpu.device, kernel, args, bandRows);
-        expect(new Uint32Array(banded.buffer), `M=${M} N=${N} bands of ${bandRows}`).toEqual(new Uint32Array(whole.buffer));
-      }
-    }
-  });
-
-  it.each(OPERANDS)('$weights weights, $numerics: two Linears in one dispatch give each single call\'s y bit for bit', async ({ weights, numerics }) => {
-    const seed = testSeed(`gemv two ${strategy} ${weights} ${numerics}`);
-    const next = rng(seed);
-    const device = gpu.device;
-    // N of each Linear odd, K not a multiple of 128 (the variant takes K % 4 == 0 only); with 8
-    // invocations a workgroup, several workgroups per Linear and one shared by both (subgroup_per_row:
-    // a subgroup holding rows of both; bit for bit where all subgroups have as many lanes, see
-    // GemvOptions.workgroupSize, so partial subgroups are tested against the reference below)
-    const [Na, Nb, K] = numerics === 'w8a8' ? [150, 129, 256] : [129, 39, 204];
-    const wa = randomWeight(weights, Na, K, next);
-    const wb = randomWeight(weights, Nb, K, next);
-    for (const workgroupSize of [64, 8]) {
-      const one = gemv({ weights, numerics, strategy, workgroupSize });
-      const two = gemv({ weights, numerics, strategy, workgroupSize, linears: 'two' });
-      for (const M of [1, 2, 3, 4]) {
-        const a = activations(numerics, randn(next, M * K), M, K);
-        const x = uploadBuffer(device, a.numerics === 'w8a8' ? a.codes : a.x, 'x');
-        const x_scale = a.numerics === 'w8a8' ? uploadBuffer(device, a.scales, 'x_scale') : undefined;
-        const [ua, ub] = [uploadWeight(device, wa), uploadWeight(device, wb)];
-        // y_b with a row stride and a column offset, as a row band of a split Linear writes
-        const layoutB = { yStride: Nb + 5, yCol: 3 };
-        const ys = [Na, layoutB.yStride, Na, layoutB.yStride].map((width) => poisonedOutput(device, M * width));
-        const second = { N: Nb, ...layoutB, ...ub };
-        const calls = [
-          one.prepare({ M, N: Na, K, x, x_scale, ...ua, y: ys[0] }),
-          one.prepare({ M, N: Nb, K, x, x_scale, ...layoutB, ...ub, y: ys[1] }),
-          two.prepare({ M, N: Na, K, x, x_scale, ...ua, y: ys[2], second: { ...second, y: ys[3] } }),
-        ];
-        submitPass(device, ...calls);
-        const [ya, yb, fusedA, fusedB] = await Promise.all(ys.map((y) => readF32(device, y)));
-        const what = `seed ${seed} wg ${workgroupSize} M=${M}`;
-        expect(new Uint32Array(fusedA.buffer), `${what}: first Linear`).toEqual(new Uint32Array(ya.buffer));
-        expect(new Uint32Array(fusedB.buffer), `${what}: second Linear`).toEqual(new Uint32Array(yb.buffer));
-        // and the single calls are right (NaN where y_b has no column: untouched)
-        expectClose(ya, matmulRef({ M, N: Na, K, weight: wa, activations: a }), 1e-5, `${what}: first vs reference`);
-        expect(Number.isNaN(fusedB[0]) && Number.isNaN(fusedB[layoutB.yStride - 1]), `${what}: y_b outside its columns`).toBe(true);
-        for (const b of [x, x_scale, ua.weight, ua.weight_scale_inv, ub.weight, ub.weight_scale_inv, ...ys]) b?.destroy();
-        for (const c of calls) c.destroy();
-      }
-    }
-  });
-
-  it('decodes every finite e4m3 code exactly, on rows that start inside a word', async () => {
-    // Row n holds code c_n at column n % 5 and +0 elsewhere; x = 1 and power-of-two scales make
-    // y[n] = e4m3(c_n) * S exact. K = 5 puts most rows off a 4-byte boundary.
-    const codes = Array.from({ length: 256 }, (_, c) => c).filter((c) => (c & 0x7f) !== 0x7f);
-    const N = codes.length;
-    const K = 5;
-    const bytes = new Uint8Array(N * K);
-    codes.forEach((c, n) => (bytes[n * K + (n % K)] = c));
-    const scale = Float32Array.from([2 ** -3, 2 ** 4]); // [ceil(254/128), 1]
-    const args = { M: 1, N, K, weight: { format: 'fp8' as const, bytes, scale }, activations: { numerics: 'weight_only' as const, x: new Float32Array(K).fill(1) } };
-    const y = await runMatmul(gpu.device, gemv({ strategy }), args);
-    codes.forEach((c, n) => {
-      const want = E4M3_VALUES[c] * scale[n >> 7];
-      expect(y[n] === want, `code 0x${c.toString(16)}: got ${y[n]}, want ${want}`).toBe(true); // -0 sums to +0
     });
-  });
 
-  it('reproduces the official fp8_gemm cases (w8a8) and the f32 dequantised Linear (weight_only)', async () => {
-    const fp8 = gemv({ strategy, numerics: 'w8a8' });
-    const f32 = gemv({ strategy, numerics: 'weight_only' });
-    for (const c of fp8GemmCases()) {
-      // the fixture has M = 5 rows: w8a8 on rows 0..3, weight_only on row 4
-      const rows = <T extends Float32Array | Uint8Array>(a: T, first: number, M: number, width: number) =>
-        a.subarray(first * width, (first + M) * width) as T;
-      const kb = c.K / 128;
-      const w8a8 = { numerics: 'w8a8' as const, codes: rows(c.codes, 0, 4, c.K), scales: rows(c.scales, 0, 4, kb) };
-      const yFp8 = await runMatmul(gpu.device, fp8, { M: 4, N: c.N, K: c.K, weight: c.weight, activations: w8a8 });
-      expectClose(yFp8, rows(c.y_fp8, 0, 4, c.N), 2e-6, `${c.hf_weight} w8a8 rows 0..3`);
-      const weightOnly = { numerics: 'weight_only' as const, x: rows(c.x, 4, 1, c.K) };
-      const yF32 = await runMatmul(gpu.device, f32, { M: 1, N: c.N, K: c.K, weight: c.weight, activations: weightOnly });
-      expectClose(yF32, rows(c.y_dequant_f32, 4, 1, c.N), 1e-5, `${c.hf_weight} weight_only row 4`);
-    }
+    it.each(OPERANDS)('$weights weights, $numerics: row bands of W, each writing its columns of one y, give the whole W\'s y bit for bit', async ({ weights, numerics }) => {
+      const next = rng(testSeed(`gemv bands ${strategy} ${weights} ${numerics}`));
+      const kernel = gemv({ weights, numerics, strategy });
+      const [N, K] = SHAPES[numerics][0];
+      const weight = randomWeight(weights, N, K, next);
+      for (const M of [1, 3]) {
+        const args = { M, N, K, weight, activations: activations(numerics, randn(next, M * K), M, K) };
+        const whole = await runMatmul(gpu.device, kernel, args);
+        for (const bandRows of weights === 'fp8' ? [128] : [128, 7]) {
+          const banded = await runMatmulBands(gpu.device, kernel, args, bandRows);
+          expect(new Uint32Array(banded.buffer), `M=${M} N=${N} bands of ${bandRows}`).toEqual(new Uint32Array(whole.buffer));
+        }
+      }
+    });
+
+    it.each(OPERANDS)('$weights weights, $numerics: two Linears in one dispatch give each single call\'s y bit for bit', async ({ weights, numerics }) => {
+      const seed = testSeed(`gemv two ${strategy} ${weights} ${numerics}`);
+      const next = rng(seed);
+      const device = gpu.device;
+      // N of each Linear odd, K not a multiple of 128 (the variant takes K % 4 == 0 only); with 8
+      // invocations a workgroup, several workgroups per Linear and one shared by both (subgroup_per_row:
+      // a subgroup holding rows of both; bit for bit where all subgroups have as many lanes, see
+      // GemvOptions.workgroupSize, so partial subgroups are tested against the reference below)
+      const [Na, Nb, K] = numerics === 'w8a8' ? [150, 129, 256] : [129, 39, 204];
+      const wa = randomWeight(weights, Na, K, next);
+      const wb = randomWeight(weights, Nb, K, next);
+      for (const workgroupSize of [64, 8]) {
+        const one = gemv({ weights, numerics, strategy, workgroupSize });
+        const two = gemv({ weights, numerics, strategy, workgroupSize, linears: 'two' });
+        for (const M of [1, 2, 3, 4]) {
+          const a = activations(numerics, randn(next, M * K), M, K);
+          const x = uploadBuffer(device, a.numerics === 'w8a8' ? a.codes : a.x, 'x');
+          const x_scale = a.numerics === 'w8a8' ? uploadBuffer(device, a.scales, 'x_scale') : undefined;
+          const [ua, ub] = [uploadWeight(device, wa), uploadWeight(device, wb)];
+          // y_b with a row stride and a column offset, as a row band of a split Linear writes
+          const layoutB = { yStride: Nb + 5, yCol: 3 };
+          const ys = [Na, layoutB.yStride, Na, layoutB.yStride].map((width) => poisonedOutput(device, M * width));
+          const second = { N: Nb, ...layoutB, ...ub };
+          const calls = [
+            one.prepare({ M, N: Na, K, x, x_scale, ...ua, y: ys[0] }),
+            one.prepare({ M, N: Nb, K, x, x_scale, ...layoutB, ...ub, y: ys[1] }),
+            two.prepare({ M, N: Na, K, x, x_scale, ...ua, y: ys[2], second: { ...second, y: ys[3] } }),
+          ];
+          submitPass(device, ...calls);
+          const [ya, yb, fusedA, fusedB] = await Promise.all(ys.map((y) => readF32(device, y)));
+          const what = `seed ${seed} wg ${workgroupSize} M=${M}`;
+          expect(new Uint32Array(fusedA.buffer), `${what}: first Linear`).toEqual(new Uint32Array(ya.buffer));
+          expect(new Uint32Array(fusedB.buffer), `${what}: second Linear`).toEqual(new Uint32Array(yb.buffer));
+          // and the single calls are right (NaN where y_b has no column: untouched)
+          expectClose(ya, matmulRef({ M, N: Na, K, weight: wa, activations: a }), 1e-5, `${what}: first vs reference`);
+          expect(Number.isNaN(fusedB[0]) && Number.isNaN(fusedB[layoutB.yStride - 1]), `${what}: y_b outside its columns`).toBe(true);
+          for (const b of [x, x_scale, ua.weight, ua.weight_scale_inv, ub.weight, ub.weight_scale_inv, ...ys]) b?.destroy();
+          for (const c of calls) c.destroy();
+        }
+      }
+    });
+
+    it('decodes every finite e4m3 code exactly, on rows that start inside a word', async () => {
+      // Row n holds code c_n at column n % 5 and +0 elsewhere; x = 1 and power-of-two scales make
+      // y[n] = e4m3(c_n) * S exact. K = 5 puts most rows off a 4-byte boundary.
+      const codes = Array.from({ length: 256 }, (_, c) => c).filter((c) => (c & 0x7f) !== 0x7f);
+      const N = codes.length;
+      const K = 5;
+      const bytes = new Uint8Array(N * K);
+      codes.forEach((c, n) => (bytes[n * K + (n % K)] = c));
+      const scale = Float32Array.from([2 ** -3, 2 ** 4]); // [ceil(254/128), 1]
+      const args = { M: 1, N, K, weight: { format: 'fp8' as const, bytes, scale }, activations: { numerics: 'weight_only' as const, x: new Float32Array(K).fill(1) } };
+      const y = await runMatmul(gpu.device, gemv({ strategy }), args);
+      codes.forEach((c, n) => {
+        const want = E4M3_VALUES[c] * scale[n >> 7];
+        expect(y[n] === want, `code 0x${c.toString(16)}: got ${y[n]}, want ${want}`).toBe(true); // -0 sums to +0
+      });
+    });
+
+    it('reproduces the official fp8_gemm cases (w8a8) and the f32 dequantised Linear (weight_only)', async () => {
+      const fp8 = gemv({ strategy, numerics: 'w8a8' });
+      const f32 = gemv({ strategy, numerics: 'weight_only' });
+      for (const c of fp8GemmCases()) {
+        // the fixture has M = 5 rows: w8a8 on rows 0..3, weight_only on row 4
+        const rows = <T extends Float32Array | Uint8Array>(a: T, first: number, M: number, width: number) =>
+          a.subarray(first * width, (first + M) * width) as T;
+        const kb = c.K / 128;
+        const w8a8 = { numerics: 'w8a8' as const, codes: rows(c.codes, 0, 4, c.K), scales: rows(c.scales, 0, 4, kb) };
+        const yFp8 = await runMatmul(gpu.device, fp8, { M: 4, N: c.N, K: c.K, weight: c.weight, activations: w8a8 });
+        expectClose(yFp8, rows(c.y_fp8, 0, 4, c.N), 2e-6, `${c.hf_weight} w8a8 rows 0..3`);
+        const weightOnly = { numerics: 'weight_only' as const, x: rows(c.x, 4, 1, c.K) };
+        const yF32 = await runMatmul(gpu.device, f32, { M: 1, N: c.N, K: c.K, weight: c.weight, activations: weightOnly });
+        expectClose(yF32, rows(c.y_dequant_f32, 4, 1, c.N), 1e-5, `${c.hf_weight} weight_only row 4`);
+      }
+    });
   });
 });
 
@@ -213,7 +211,7 @@ describe('gemv_fp8 subgroup_per_row', () => {
     for (const strategy of GEMV_STRATEGIES) {
       for (const linears of ['one', 'two']) {
         const variant = { weights: 'fp8', numerics: 'w8a8', strategy, linears };
-        const composed = composeShader({ kernel: { name: 'gemv_fp8.wgsl', code: gemvSource }, snippets: GEMV_SNIPPETS, axes: GEMV_AXES, variant });
+        const composed = composeShader({ kernel: { name: 'gemv_fp8.wgsl', code: gemvSource }, snippets: matmulSnippets(GEMV_KERNEL), axes: matmulAxes(GEMV_KERNEL), variant });
         const code = composed.replace(/\/\/.*$/gm, ''); // the code, not the comments that name the builtins
         const subgroup = strategy === 'subgroup_per_row';
         // a directive before any declaration

@@ -7,19 +7,17 @@
 import gemvSource from '../../shaders/gemv_fp8.wgsl?raw';
 import subgroupsSource from '../../shaders/gemv_subgroups.wgsl?raw';
 import { ArgumentError, GpuLimitError } from '../errors.ts';
-import { kernelPipeline, type BufferResource, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
-import type { WgslSource } from '../gpu/shader_compose.ts';
+import type { BufferResource, Kernel, KernelContext, PreparedCall } from '../gpu/kernel.ts';
 import {
   checkMatmulArgs,
   checkOperandVariant,
-  MATMUL_LINEARS,
   MATMUL_NUMERICS,
-  MATMUL_SNIPPETS,
-  operandBindings,
+  matmulPipeline,
   operandStorageBuffers,
   prepareMatmul,
   WEIGHT_FORMATS,
   type MatmulBuffers,
+  type MatmulKernel,
   type MatmulLinears,
   type MatmulNumerics,
   type MatmulShape,
@@ -95,14 +93,13 @@ export interface Gemv extends Kernel<GemvArgs> {
   prepare(args: GemvArgs): PreparedCall;
 }
 
-const KERNEL = 'gemv_fp8';
-/** The shader's variant axes (the operands' and `strategy`). */
-export const GEMV_AXES = { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES, linears: MATMUL_LINEARS };
-/**
- * The snippets gemv_fp8.wgsl is composed with: gemv_subgroups.wgsl first, as subgroup_per_row's
- * `enable` must precede the operands' declarations (matmulPipeline's composition, plus this one).
- */
-export const GEMV_SNIPPETS: readonly WgslSource[] = [{ name: 'gemv_subgroups.wgsl', code: subgroupsSource }, ...MATMUL_SNIPPETS];
+/** gemv_subgroups.wgsl leads: subgroup_per_row's `enable` must precede the operands' declarations. */
+export const GEMV_KERNEL: MatmulKernel = {
+  name: 'gemv_fp8',
+  source: gemvSource,
+  axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES },
+  leadingSnippets: [{ name: 'gemv_subgroups.wgsl', code: subgroupsSource }],
+};
 
 export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv {
   const { gpu, pipelines } = ctx;
@@ -127,15 +124,7 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
   // the cache key never holds M itself.
   // K % 4 == 0 takes the loaders without splicing and masking (K_ALIGNED of matmul_operands.wgsl).
   const pipelineFor = (rows: number, K: number) =>
-    kernelPipeline(pipelines, {
-      kernel: KERNEL,
-      source: gemvSource,
-      snippets: GEMV_SNIPPETS,
-      axes: GEMV_AXES,
-      variant: { ...variant },
-      constants: { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 },
-      bindings: operandBindings(variant, variant.linears),
-    });
+    matmulPipeline(pipelines, GEMV_KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 });
 
   return {
     name: 'gemv_fp8',

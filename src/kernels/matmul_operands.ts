@@ -38,12 +38,24 @@ export interface MatmulKernel {
   readonly name: string;
   readonly source: string;
   readonly axes: VariantAxes;
+  /** Snippets composed before the operands' (an `enable` directive must precede every declaration). */
+  readonly leadingSnippets?: readonly WgslSource[];
 }
 
 /**
  * The cached pipeline of a matrix kernel for one variant and its override constants. `linears` is
  * an axis of the operands snippet itself, so every matrix kernel has it (one unless given).
  */
+/** The snippets a matrix kernel is composed with: its leading ones, then the operands'. */
+export function matmulSnippets(kernel: MatmulKernel): readonly WgslSource[] {
+  return [...(kernel.leadingSnippets ?? []), ...MATMUL_SNIPPETS];
+}
+
+/** A matrix kernel's variant axes: its own and the operands' `linears`. */
+export function matmulAxes(kernel: MatmulKernel): VariantAxes {
+  return { ...kernel.axes, linears: MATMUL_LINEARS };
+}
+
 export function matmulPipeline(
   cache: PipelineCache,
   kernel: MatmulKernel,
@@ -54,8 +66,8 @@ export function matmulPipeline(
   return kernelPipeline(cache, {
     kernel: kernel.name,
     source: kernel.source,
-    snippets: MATMUL_SNIPPETS,
-    axes: { ...kernel.axes, linears: MATMUL_LINEARS },
+    snippets: matmulSnippets(kernel),
+    axes: matmulAxes(kernel),
     variant: { ...variant, linears },
     constants,
     bindings: operandBindings(variant, linears),

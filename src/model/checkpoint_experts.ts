@@ -8,6 +8,7 @@
 import { CheckpointError, UnsupportedConfigError } from '../errors.ts';
 import type { TensorInfo } from '../io/safetensors.ts';
 import type { ByteSource } from '../io/sources.ts';
+import { checkedForFinite, finiteChecking } from './finite_check.ts';
 import { PROJECTIONS, type ExpertBytes, type ExpertStore, type OffloadLayout, type StackInfo } from './expert_offload.ts';
 
 /** The layout's experts as stores reading `tensors` (by onGpu name) from `sources` (by file). */
@@ -28,7 +29,8 @@ export function checkpointExperts(layout: OffloadLayout, tensors: ReadonlyMap<st
       const t = tensors.get(name);
       if (!t) throw new CheckpointError(`${name} is not in the checkpoint`);
       const bytes = await sources.get(t.file)!.read(t.byteOffset, t.byteLength, signal);
-      if (t.dtype === 'F32') checkFinite(t, bytes);
+      // the block scales are checked as the loader checks them (a NaN would poison every token)
+      if (checkedForFinite(t)) finiteChecking(t, t.file, { write() {}, finish() {} }).write(bytes, 0);
       const out = new Uint8Array(stack.slotBytes);
       out.set(bytes);
       return out;
@@ -51,13 +53,5 @@ export function checkReadableExperts(offloaded: readonly { name: string }[], toQ
     if (names.has(t.name)) {
       throw new UnsupportedConfigError('weights', `${where}: ${t.name} is stored unquantised and held as FP8; experts read from the checkpoint at each miss must be held as they are stored (an FP8 release, or weights 'bf16'), or kept in CPU memory (expertStore 'memory')`);
     }
-  }
-}
-
-/** The block scales of a read are checked as the loader checks them (a NaN would poison every token). */
-function checkFinite(t: TensorInfo, bytes: Uint8Array): void {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let i = 0; i + 4 <= bytes.byteLength; i += 4) {
-    if ((view.getUint32(i, true) & 0x7f800000) === 0x7f800000) throw new CheckpointError(`${t.name} holds a NaN or infinite value at element ${i / 4}: the checkpoint is broken`, t.file);
   }
 }

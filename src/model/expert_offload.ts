@@ -123,7 +123,7 @@ export function slotsWithinBinding(layout: OffloadLayout, bindingLimit: number):
 }
 
 /** A CPU stack's bytes; a browser or Node refusing them is the typed out-of-memory error (with the total asked for). */
-function hostBytes(n: number, layout: OffloadLayout): Uint8Array<ArrayBuffer> {
+function allocateStack(n: number, layout: OffloadLayout): Uint8Array<ArrayBuffer> {
   try {
     return new Uint8Array(n);
   } catch (err) {
@@ -140,7 +140,7 @@ export function allocateHostExperts(layout: OffloadLayout): Map<number, HostExpe
     const stack = (name: string): HostStack | undefined => {
       const s = byName.get(name);
       if (!s) return undefined;
-      const host = { name, bytes: hostBytes(s.experts * s.slotBytes, layout), slotBytes: s.slotBytes, experts: s.experts };
+      const host = { name, bytes: allocateStack(s.experts * s.slotBytes, layout), slotBytes: s.slotBytes, experts: s.experts };
       made.set(name, host);
       return host;
     };

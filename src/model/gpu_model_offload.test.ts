@@ -4,12 +4,13 @@
 // layer in num_experts_per_tok passes and uploads nearly every expert) and at 4 of 6 (hits and
 // evictions). With MTP: the same drafts and verify ids. Also the counters and the refusals.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ArgumentError, FetchError, GpuLimitError, GpuOutOfMemoryError, UnsupportedConfigError } from '../errors.ts';
+import { ArgumentError, CheckpointError, FetchError, GpuLimitError, GpuOutOfMemoryError, UnsupportedConfigError } from '../errors.ts';
 import type { CheckpointDir } from '../io/sources.ts';
 import { trackingDevice } from '../testing/tracking_device.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { testGpu } from '../gpu/testing.ts';
 import { memoryDir } from '../io/sources.ts';
+import { openCheckpoint } from '../io/checkpoint_files.ts';
 import { generateCheckpoint } from '../../tools/checkpoint/generate.ts';
 import { ODD } from '../../tools/checkpoint/presets.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
@@ -141,6 +142,26 @@ describe("experts read from the checkpoint at each miss (expertStore 'checkpoint
     expect(error).toBeInstanceOf(UnsupportedConfigError);
     expect(error.message).toContain("expertStore 'memory'");
     expect(made).toHaveLength(0);
+  });
+
+  it('a NaN block scale read at a miss is the loader\'s CheckpointError, naming the tensor', async () => {
+    const files = Object.fromEntries(generateCheckpoint({ config: ODD, seed: 17 }).files);
+    const name = 'model.layers.1.mlp.experts.0.gate_proj.weight_scale_inv';
+    const t = (await openCheckpoint(memoryDir('nan-scale', files))).tensors.get(name)!;
+    new DataView(files[t.file].buffer, files[t.file].byteOffset).setFloat32(t.byteOffset, Number.NaN, true);
+    const loaded = await loadWeights(gpu, memoryDir('nan-scale', files), { expertSlots: 6, expertStore: 'checkpoint' });
+    try {
+      const model = createGpuModel(gpu, loaded, { prefillChunk: 8 });
+      try {
+        const error = await logitsAtEveryPosition(model, ids, PREFILLED).catch((e) => e);
+        expect(error).toBeInstanceOf(CheckpointError);
+        expect(error.message).toContain(`${name} holds a NaN or infinite value at element 0`);
+      } finally {
+        model.destroy();
+      }
+    } finally {
+      loaded.destroy();
+    }
   });
 
   it('a failed read fails the step with its typed error, and the next step uploads that expert again', async () => {
