@@ -27,6 +27,20 @@
 // invocations, so both share workgroups; workgroup_per_row: its N workgroups), the second's follow,
 // from params.first_unit_b on; each unit computes its columns exactly as the `one` variant does.
 
+// Variant axis `prologue` (decode plans, src/model/layer.ts): the RMSNorm before a Linear, done by
+// the GEMV instead of a dispatch of its own (src/model/MATH.md 4.2):
+//   none           x is the Linear's input.
+//   rmsnorm        x is the residual stream h [M, K], and the Linear reads RMSNorm(h) * norm_weight:
+//                  the dots are taken over h * norm_weight and the finished sums scaled by the row's
+//                  1 / sqrt(mean(h^2) + EPS) (a per-row factor, so it moves out of the sum); each
+//                  unit sums h's squares itself: all of K (thread_per_4_rows), or its share and then
+//                  the workgroup's or the subgroup's sum (the others).
+//   rmsnorm_write  as rmsnorm, and workgroup 0 also writes RMSNorm(h) * norm_weight (rmsnorm.wgsl's
+//                  formula) into x_normed [M, K], for the kernels after it: the routed experts read
+//                  the x the router gate read, the MTP module the hidden state lm_head read.
+// Bindings 9 norm_weight [K] f32 and 10 x_normed (rmsnorm_write); ACCUMULATE (matmul_operands.wgsl)
+// adds into y: o_proj writing the residual stream h += o_proj(o).
+
 // Rows of x this pipeline computes per call: 1, 2 or 4 (the wrapper picks the smallest >= M). A
 // compile-time count, so the loops over rows unroll without a branch (costly on CPU adapters);
 // rows from M to ROWS repeat row M - 1 and are not stored.
@@ -35,6 +49,90 @@ override ROWS: u32 = 1u;
 // Invocations per workgroup; a power of two for workgroup_per_row (its reduction halves it), any
 // count for the others.
 override WORKGROUP_SIZE: u32 = 64u;
+
+#if prologue != none
+@group(0) @binding(9) var<storage, read> norm_weight: array<f32>;
+#if prologue == rmsnorm_write
+@group(0) @binding(10) var<storage, read_write> x_normed: array<f32>;
+#endif
+
+// The RMSNorm's epsilon (the config's rms_norm_eps): a pipeline constant, one per model.
+override EPS: f32 = 1e-6;
+
+// norm_weight[k .. k+3] (k % 4 == 0); zero past K, whose indices are clamped in bounds.
+fn norm_quad(k: u32) -> vec4<f32> {
+  let last = params.K - 1u;
+  let g = vec4<f32>(norm_weight[min(k, last)], norm_weight[min(k + 1u, last)], norm_weight[min(k + 2u, last)], norm_weight[min(k + 3u, last)]);
+  if (K_ALIGNED) {
+    return g;
+  }
+  return mask_past_k(g, k);
+}
+
+// Sums of h[m, 4q .. 4q+3]^2 over the quads q = first, first + step, ... < ceil(K / 4), for the
+// rows m < ROWS in the lanes of a vec4 (rows from M on repeat row M - 1).
+fn squares(first: u32, step: u32) -> vec4<f32> {
+  var s = vec4<f32>(0.0);
+  let quads = (params.K + 3u) >> 2u;
+  for (var q = first; q < quads; q += step) {
+    let k = q * 4u;
+    let h0 = x_quad(0u, k);
+    s.x += dot(h0, h0);
+    if (ROWS >= 2u) {
+      let h1 = x_quad(min(1u, params.M - 1u), k);
+      s.y += dot(h1, h1);
+    }
+    if (ROWS >= 4u) {
+      let h2 = x_quad(min(2u, params.M - 1u), k);
+      let h3 = x_quad(min(3u, params.M - 1u), k);
+      s.z += dot(h2, h2);
+      s.w += dot(h3, h3);
+    }
+  }
+  return s;
+}
+
+// 1 / sqrt(mean(h^2) + EPS) of each row, from its sum of squares (rmsnorm.wgsl's formula).
+fn inverse_rms(sum_sq: vec4<f32>) -> vec4<f32> {
+  return inverseSqrt(sum_sq / f32(params.K) + EPS);
+}
+
+#if prologue == rmsnorm_write
+// x_normed[m, k] = h[m, k] * inv_rms[m] * norm_weight[k] for the quads first, first + step, ...
+fn write_normed(inv_rms: vec4<f32>, first: u32, step: u32) {
+  let quads = (params.K + 3u) >> 2u;
+  for (var q = first; q < quads; q += step) {
+    let k = q * 4u;
+    let g = norm_quad(k);
+    for (var m = 0u; m < params.M; m++) {
+      let v = x_quad(m, k) * inv_rms[m] * g;
+      for (var j = 0u; j < 4u && k + j < params.K; j++) {
+        x_normed[m * params.K + k + j] = v[j];
+      }
+    }
+  }
+}
+#endif
+#endif
+
+// norm_weight[k .. k+3] with a norm prologue, loaded once per quad for all rows (x_in); else unused.
+fn g_quad(k: u32) -> vec4<f32> {
+#if prologue != none
+  return norm_quad(k);
+#else
+  return vec4<f32>(1.0);
+#endif
+}
+
+// x[m, k .. k+3] as the Linear's dots take it: h * norm_weight (g = g_quad(k)) with a norm
+// prologue, whose 1 / rms scales the finished sums; else x itself.
+fn x_in(m: u32, k: u32, g: vec4<f32>) -> vec4<f32> {
+#if prologue != none
+  return x_quad(m, k) * g;
+#else
+  return x_quad(m, k);
+#endif
+}
 
 // The weight block scale of the unit's Linear (W's or W_b's).
 fn linear_block_scale(n: u32, kb: u32) -> f32 {
@@ -66,13 +164,14 @@ fn rows_dot_quad(n: u32, k: u32) -> vec4<f32> {
 
 // rows_dot_quad given the weight quad w = W[n, k .. k+3].
 fn rows_dot(w: vec4<f32>, k: u32) -> vec4<f32> {
-  var d = vec4<f32>(dot(x_quad(0u, k), w), 0.0, 0.0, 0.0);
+  let g = g_quad(k);
+  var d = vec4<f32>(dot(x_in(0u, k, g), w), 0.0, 0.0, 0.0);
   if (ROWS >= 2u) {
-    d.y = dot(x_quad(min(1u, params.M - 1u), k), w);
+    d.y = dot(x_in(min(1u, params.M - 1u), k, g), w);
   }
   if (ROWS >= 4u) {
-    d.z = dot(x_quad(min(2u, params.M - 1u), k), w);
-    d.w = dot(x_quad(min(3u, params.M - 1u), k), w);
+    d.z = dot(x_in(min(2u, params.M - 1u), k, g), w);
+    d.w = dot(x_in(min(3u, params.M - 1u), k, g), w);
   }
   return d;
 }
@@ -120,13 +219,14 @@ fn block_dots(n: vec4<u32>, m: vec4<u32>, kb: u32) -> mat4x4<f32> {
     let w1 = weight_quad(n.y, k);
     let w2 = weight_quad(n.z, k);
     let w3 = weight_quad(n.w, k);
-    block0 += dots(x_quad(m.x, k), w0, w1, w2, w3);
+    let g = g_quad(k);
+    block0 += dots(x_in(m.x, k, g), w0, w1, w2, w3);
     if (ROWS >= 2u) {
-      block1 += dots(x_quad(m.y, k), w0, w1, w2, w3);
+      block1 += dots(x_in(m.y, k, g), w0, w1, w2, w3);
     }
     if (ROWS >= 4u) {
-      block2 += dots(x_quad(m.z, k), w0, w1, w2, w3);
-      block3 += dots(x_quad(m.w, k), w0, w1, w2, w3);
+      block2 += dots(x_in(m.z, k, g), w0, w1, w2, w3);
+      block3 += dots(x_in(m.w, k, g), w0, w1, w2, w3);
     }
   }
   return mat4x4<f32>(block0, block1, block2, block3);
@@ -145,13 +245,14 @@ fn block_dots_b(n: vec4<u32>, m: vec4<u32>, kb: u32) -> mat4x4<f32> {
     let w1 = weight_b_quad(n.y, k);
     let w2 = weight_b_quad(n.z, k);
     let w3 = weight_b_quad(n.w, k);
-    block0 += dots(x_quad(m.x, k), w0, w1, w2, w3);
+    let g = g_quad(k);
+    block0 += dots(x_in(m.x, k, g), w0, w1, w2, w3);
     if (ROWS >= 2u) {
-      block1 += dots(x_quad(m.y, k), w0, w1, w2, w3);
+      block1 += dots(x_in(m.y, k, g), w0, w1, w2, w3);
     }
     if (ROWS >= 4u) {
-      block2 += dots(x_quad(m.z, k), w0, w1, w2, w3);
-      block3 += dots(x_quad(m.w, k), w0, w1, w2, w3);
+      block2 += dots(x_in(m.z, k, g), w0, w1, w2, w3);
+      block3 += dots(x_in(m.w, k, g), w0, w1, w2, w3);
     }
   }
   return mat4x4<f32>(block0, block1, block2, block3);
@@ -174,8 +275,21 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let linear = linear_unit((wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid);
+  let flat = wid.y * nwg.x + wid.x;
+  let linear = linear_unit(flat * WORKGROUP_SIZE + lid);
   let n0 = linear.x * 4u;
+#if prologue != none
+  // Workgroup 0 writes x_normed whether or not its invocations have columns.
+  if (n0 >= linear.y && flat != 0u) {
+    return;
+  }
+  let inv_rms = inverse_rms(squares(0u, 1u));
+#if prologue == rmsnorm_write
+  if (flat == 0u) {
+    write_normed(inv_rms, lid, WORKGROUP_SIZE);
+  }
+#endif
+#endif
   if (n0 >= linear.y) {
     return;
   }
@@ -202,6 +316,12 @@ fn main(
       acc3 += (block[3] * x_block_scale(m.w, kb)) * ws;
     }
   }
+#if prologue != none
+  acc0 *= inv_rms.x;
+  acc1 *= inv_rms.y;
+  acc2 *= inv_rms.z;
+  acc3 *= inv_rms.w;
+#endif
   store_quad(acc0, 0u, n0);
   if (ROWS >= 2u && params.M >= 2u) {
     store_quad(acc1, 1u, n0);
@@ -215,6 +335,9 @@ fn main(
 }
 #elif strategy == workgroup_per_row
 var<workgroup> partial: array<vec4<f32>, WORKGROUP_SIZE>;
+#if prologue != none
+var<workgroup> partial_squares: array<vec4<f32>, WORKGROUP_SIZE>;
+#endif
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -222,7 +345,8 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let linear = linear_unit(wid.y * nwg.x + wid.x);
+  let flat = wid.y * nwg.x + wid.x;
+  let linear = linear_unit(flat);
   let n = linear.x;
   if (n >= linear.y) {
     return; // the same for the whole workgroup, so the barriers below stay uniform
@@ -236,16 +360,34 @@ fn main(
     acc += (rows_dot_quad(n, q * 4u) * rows_block_scale(kb)) * linear_block_scale(n, kb);
   }
   partial[lid] = acc;
+#if prologue != none
+  partial_squares[lid] = squares(lid, WORKGROUP_SIZE);
+#endif
   workgroupBarrier();
   for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
     if (lid < half) {
       partial[lid] += partial[lid + half];
+#if prologue != none
+      partial_squares[lid] += partial_squares[lid + half];
+#endif
     }
     workgroupBarrier();
   }
+#if prologue != none
+  let inv_rms = inverse_rms(partial_squares[0]);
+#if prologue == rmsnorm_write
+  if (flat == 0u) {
+    write_normed(inv_rms, lid, WORKGROUP_SIZE);
+  }
+#endif
+  if (lid == 0u) {
+    store_rows(n, partial[0] * inv_rms);
+  }
+#else
   if (lid == 0u) {
     store_rows(n, partial[0]);
   }
+#endif
 }
 #elif strategy == subgroup_per_row
 // This lane's share of row n: sum over its quads q = rank, rank + count, ... < ceil(K / 4) of
@@ -280,7 +422,8 @@ fn main(
   @builtin(subgroup_invocation_id) lane: u32,
   @builtin(subgroup_size) lanes: u32,
 ) {
-  let unit = (wid.y * nwg.x + wid.x) * WORKGROUP_SIZE + lid;
+  let flat = wid.y * nwg.x + wid.x;
+  let unit = flat * WORKGROUP_SIZE + lid;
   // K is split over the lanes that exist: a subgroup may be partial (WORKGROUP_SIZE not a
   // multiple of the subgroup size). No invocation returns before the subgroup operations: units
   // past N compute a clamped row and store nothing.
@@ -293,6 +436,16 @@ fn main(
     let sum = subgroupAdd(lane_share(min(linear.x, linear.y - 1u), rank, count));
     own = select(own, sum, lane == j);
   }
+#if prologue != none
+  // h's squares split over the lanes as K is; rows are the same for every lane.
+  let inv_rms = inverse_rms(subgroupAdd(squares(rank, count)));
+  own *= inv_rms;
+#if prologue == rmsnorm_write
+  if (flat == 0u) {
+    write_normed(inv_rms, lid, WORKGROUP_SIZE);
+  }
+#endif
+#endif
   let linear = linear_unit(unit);
   if (linear.x < linear.y) {
     store_rows(linear.x, own);

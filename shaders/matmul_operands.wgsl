@@ -57,6 +57,9 @@ const BLOCK = 128u; // the 128 x 128 scale blocks of the checkpoint, 1 x 128 gro
 // on CPU adapters those selects cost more than the loads).
 override K_ALIGNED: bool = false;
 
+// Add into y instead of storing (store_y); set by gemv_fp8 only (the GEMM stores its tiles itself).
+override ACCUMULATE: bool = false;
+
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(2) var<storage, read> weight: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -131,15 +134,25 @@ fn y_index(m: u32, n: u32) -> u32 {
   return m * params.y_stride + params.y_col + n;
 }
 
-// y[i] = v (i from y_index).
+// y[i] = v (i from y_index); ACCUMULATE: y[i] = y[i] + v, one addition (the GEMV's residual
+// epilogue: o_proj adding into the residual stream h, each element read and written by the one
+// invocation that computes it).
 fn store_y(i: u32, v: f32) {
 #if linears == two
   if (second) {
-    y_b[i] = v;
+    if (ACCUMULATE) {
+      y_b[i] = y_b[i] + v;
+    } else {
+      y_b[i] = v;
+    }
     return;
   }
 #endif
-  y[i] = v;
+  if (ACCUMULATE) {
+    y[i] = y[i] + v;
+  } else {
+    y[i] = v;
+  }
 }
 
 // Zero the lanes of a quad that lie past the end of a row (k .. k+3 with k + 3 >= K), so the

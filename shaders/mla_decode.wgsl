@@ -24,7 +24,9 @@
 //
 //   s_t = (q_lat[r, h] . c_hat[t] + q_pe[r, h] . k_pe[t]) * softmax_scale,   t <= start_pos + r
 //
-// Variant axis (src/gpu/shader_compose.ts): weights  fp8 | bf16 | f32, how kv_b_proj is stored.
+// Variant axes (src/gpu/shader_compose.ts): weights  fp8 | bf16 | f32, how kv_b_proj is stored;
+// reduce  thread | workgroup | subgroup, the dispatch below (thread and workgroup are the override
+// ONE_PER_INVOCATION; subgroup needs 'subgroups', its `enable` in mla_decode_subgroups.wgsl).
 //
 // Bindings (f32 unless said; rkv and dr are multiples of 4, the arrays are read as vec4 for fewer load instructions):
 //   0 params            uniform Params
@@ -39,12 +41,21 @@
 //   8 weight_scale_inv  fp8 only: [ceil(heads * (dn + dv) / 128), ceil(rkv / 128)]
 //
 // Items: item = (split * rows + r) * heads + h, for split < splits = ceil((start_pos + rows) / CHUNK).
-// Dispatch, by the override ONE_PER_INVOCATION:
-//   false (GPUs): one workgroup of WG invocations per item; scores in workgroup memory, each invocation
+// Dispatch, by the variant axis `reduce` (and for thread / workgroup the override ONE_PER_INVOCATION):
+//   workgroup (GPUs): one workgroup of WG invocations per item; scores in workgroup memory, each invocation
 //                 then owns the latent vec4 columns lid, lid + WG, ... and the outputs v = lid, lid + WG, ...;
 //                 workgroups = items over (x, y).
-//   true (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one invocation
+//   thread (CPU adapters such as SwiftShader, where a workgroupBarrier is very expensive): one invocation
 //                 per item, scores in private memory, no barrier; workgroups = ceil(items / WG).
+//   subgroup      one workgroup per item as `workgroup`, its reductions by subgroups: position i
+//                 belongs to the subgroup holding invocation i % WG, whose lanes split its score's
+//                 dot product (vec4 quads rank, rank + lanes, ...: consecutive lanes read
+//                 consecutive quads of a cache row) into one subgroupAdd; the softmax max and sum
+//                 go within each subgroup, then through one slot per invocation in workgroup
+//                 memory, read in slot order by every invocation (so all divide by the same l).
+//                 2 barriers (workgroup: 3), no invocation scanning all CHUNK scores. The weighted
+//                 latent sum and W_UV are `workgroup`'s (W_UV's sum stays expand_o's, bit for bit).
+//                 Any subgroup size and mapping of invocations to subgroups: lanes are counted.
 
 struct Params {
   rows: u32,
@@ -246,6 +257,90 @@ fn item_in_workgroup(it: Item, lid: u32) {
   }
 }
 
+#if reduce == subgroup
+// One slot per invocation: a subgroup's max and its share of l, read back in slot order.
+var<workgroup> wg_max: array<f32, WG>;
+var<workgroup> wg_sum: array<f32, WG>;
+
+// This lane's share of score(it, t) before the scale: quads rank, rank + count, ... of q . row.
+fn score_share(it: Item, t: u32, rank: u32, count: u32) -> f32 {
+  let lat_quads = rkv4();
+  let dr4 = params.dr >> 2u;
+  let q = (it.r * params.heads + it.h) * lat_quads;
+  let qp = (it.r * params.heads + it.h) * dr4;
+  let row = t * width4();
+  var s = vec4(0.0);
+  for (var j = rank; j < lat_quads; j += count) {
+    s += q_lat[q + j] * cache[row + j];
+  }
+  let pe = row + lat_quads;
+  for (var j = rank; j < dr4; j += count) {
+    s += q_pe[qp + j] * cache[pe + j];
+  }
+  return s.x + s.y + s.z + s.w;
+}
+
+// Subgroup variant: one item per workgroup. `it` is uniform over the workgroup.
+fn item_in_subgroups(it: Item, lid: u32) {
+  let rank = subgroupExclusiveAdd(1u);
+  let count = subgroupAdd(1u);
+  // Scores: position i belongs to the subgroup holding invocation i % WG (the adapter forms the
+  // subgroups; a ballot finds the owner), whose lanes split its dot product; its first lane stores it.
+  var m = LOWEST;
+  var slot = 0u; // i % WG
+  for (var i = 0u; i < it.n; i++) {
+    if (subgroupAny(lid == slot)) {
+      let s = subgroupAdd(score_share(it, it.first + i, rank, count)) * params.softmax_scale;
+      m = max(m, s);
+      if (rank == 0u) {
+        wg_p[i] = s;
+      }
+    }
+    slot = select(slot + 1u, 0u, slot + 1u == WG);
+  }
+  wg_max[lid] = m; // the subgroup's max in each of its slots
+  workgroupBarrier();
+  m = LOWEST;
+  for (var g = 0u; g < WG; g++) {
+    m = max(m, wg_max[g]);
+  }
+  // exp(s - m) by position over all invocations; each subgroup's share of l, then l in slot order.
+  var own = 0.0;
+  for (var i = lid; i < it.n; i += WG) {
+    let p = exp(wg_p[i] - m);
+    wg_p[i] = p;
+    own += p;
+  }
+  own = subgroupAdd(own);
+  wg_sum[lid] = select(0.0, own, rank == 0u); // the subgroup's share in one of its slots, zeros in the rest
+  workgroupBarrier();
+  var total = 0.0;
+  for (var g = 0u; g < WG; g++) {
+    total += wg_sum[g];
+  }
+  let lat_quads = rkv4();
+  let row_quads = width4();
+  let out = part_index(it) * lat_quads;
+  for (var j = lid; j < lat_quads; j += WG) {
+    var acc = vec4(0.0);
+    for (var i = 0u; i < it.n; i++) {
+      acc += wg_p[i] * cache[(it.first + i) * row_quads + j];
+    }
+    store_column(out, j, acc, total);
+  }
+  if (params.splits > 1u) {
+    if (lid == 0u) {
+      part_ml[part_index(it)] = vec2(m, total);
+    }
+    return;
+  }
+  storageBarrier(); // o_lat's columns, written to part_o by every invocation of the workgroup
+  for (var v = lid; v < params.dv; v += WG) {
+    expand_o(it, v);
+  }
+}
+#endif
+
 @compute @workgroup_size(WG)
 fn mla_decode(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -264,5 +359,9 @@ fn mla_decode(
   if (group >= items) {
     return;
   }
+#if reduce == subgroup
+  item_in_subgroups(item_of(group), lid);
+#else
   item_in_workgroup(item_of(group), lid);
+#endif
 }

@@ -14,9 +14,19 @@
 //   2 part_ml  [rows, heads, splits, 2] (m, l)
 //   3 o_lat    [rows, heads, rkv]
 //
-// Dispatch: one invocation per output element, no barrier (GPUs and CPU adapters alike; the pass
-// reads splits * (rkv + 2) values per (row, head), small beside pass 1);
-// workgroups = ceil(rows * heads * rkv / WG), laid out over (x, y) as wid.y * nwg.x + wid.x.
+// Dispatch, by the variant axis `reduce` (pass 1's: thread and workgroup run the same here):
+//   thread, workgroup  one invocation per output element, no barrier (GPUs and CPU adapters alike;
+//             the pass reads splits * (rkv + 2) values per (row, head), small beside pass 1), each
+//             finding M and L over all splits itself; workgroups = ceil(rows * heads * rkv / WG).
+//   subgroup  one workgroup of WG invocations per (row, head), no barrier: in each subgroup the
+//             lanes take splits rank, rank + lanes, ..., M by subgroupMax and L by subgroupAdd,
+//             then the workgroup's invocations take the columns j = lid, lid + WG, ...;
+//             workgroups = rows * heads. Any subgroup size, full or partial (lanes counted).
+// Workgroups are laid out over (x, y) as wid.y * nwg.x + wid.x.
+
+#if reduce == subgroup
+enable subgroups;
+#endif
 
 struct Params {
   rows: u32,
@@ -39,6 +49,48 @@ struct Params {
 override WG: u32 = 64;
 const LOWEST: f32 = -3.4028234e38;
 
+#if reduce == subgroup
+@compute @workgroup_size(WG)
+fn mla_decode_reduce(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let rh = wid.y * nwg.x + wid.x; // r * heads + h
+  if (rh >= params.rows * params.heads) {
+    return;
+  }
+  let rank = subgroupExclusiveAdd(1u);
+  let lanes = subgroupAdd(1u);
+  let first = rh * params.splits;
+  var m = LOWEST;
+  for (var s = rank; s < params.splits; s += lanes) {
+    let ml = part_ml[first + s];
+    if (ml.y > 0.0) {
+      m = max(m, ml.x);
+    }
+  }
+  m = subgroupMax(m);
+  var l = 0.0;
+  for (var s = rank; s < params.splits; s += lanes) {
+    let ml = part_ml[first + s];
+    if (ml.y > 0.0) {
+      l += exp(ml.x - m) * ml.y;
+    }
+  }
+  l = subgroupAdd(l);
+  for (var j = lid; j < params.rkv; j += WG) {
+    var acc = 0.0;
+    for (var s = 0u; s < params.splits; s++) {
+      let ml = part_ml[first + s];
+      if (ml.y > 0.0) {
+        acc += exp(ml.x - m) * part_o[(first + s) * params.rkv + j];
+      }
+    }
+    o_lat[rh * params.rkv + j] = acc / l;
+  }
+}
+#else
 @compute @workgroup_size(WG)
 fn mla_decode_reduce(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -71,3 +123,4 @@ fn mla_decode_reduce(
   }
   o_lat[index] = acc / l;
 }
+#endif

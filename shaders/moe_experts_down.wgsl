@@ -13,8 +13,8 @@
 //                 the router's selection for its token (moe_route_common.wgsl, the code of
 //                 moe_route.wgsl: the picks' scores and their sum, then the picks again with their
 //                 weights) and invocation 0 of workgroup (0, t) writes the token's topk_ids and
-//                 topk_weights (for the plan's routing capture). Variant axis `routing` as
-//                 moe_route.wgsl's. Variant axis `shared`: fused adds the shared experts (one expert
+//                 topk_weights (for the plan's routing capture). Variant axes `routing` and
+//                 `route_reduce` as moe_route.wgsl's. Variant axis `shared`: fused adds the shared experts (one expert
 //                 of the same moe_inter_dim, its own down_proj at bindings 7, 8), whose h the gate_up
 //                 wrote at row T * topk + t: out[t, j] = routed sum + (h[T * topk + t] . shared_down[j]),
 //                 routed first, as the official MoE.forward's y + z (bit for bit the add of the two
@@ -295,9 +295,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
   let t = wid.y;
-  if (i0 >= params.n) {
+  // route_reduce subgroup: the selection needs every lane of the subgroup, so columns past n
+  // skip their sums only (all invocations of the workgroup route the same token).
+  let past_n = i0 >= params.n;
+#if route_reduce == thread
+  if (past_n) {
     return; // never the writer below, whose i0 is 0
   }
+#endif
   let writer = wid.x == 0u && lid == 0u;
   prepare_scores(t);
   let kept = kept_groups(t);
@@ -330,7 +335,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       topk_ids[pair] = pick.id;
       topk_weights[pair] = w;
     }
-    acc += w * down_dot(pick.id, i, i0, pair);
+    if (!past_n) {
+      acc += w * down_dot(pick.id, i, i0, pair);
+    }
+  }
+  if (past_n) {
+    return;
   }
 #if shared == fused
   acc = acc + shared_dot(i, i0, params.tokens * params.topk + t); // routed sum + shared experts

@@ -15,7 +15,8 @@
 //            router's selection for its token from the router logits (moe_route_common.wgsl, the
 //            same code as moe_route.wgsl: sigmoid + bias, group limit, top-k, cheap beside a row
 //            of gate_up) up to its pair's pick; the down pass runs it again and writes the ids
-//            and weights. Variant axis `routing` (noaux_tc, softmax) as moe_route.wgsl's.
+//            and weights. Variant axes `routing` (noaux_tc, softmax) and `route_reduce` (thread,
+//            subgroup: a workgroup's lanes select together) as moe_route.wgsl's.
 //            Variant axis `shared`: fused adds the shared experts (one expert of the same
 //            moe_inter_dim, their own gate_proj / up_proj at bindings 10-13) as T more rows:
 //            wid.y = T * topk + t is token t's shared row of h. none: no such rows.
@@ -265,14 +266,21 @@ fn shared_hidden(row: u32, t: u32, i0: u32) {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
-  if (i0 >= params.n) {
+  // route_reduce subgroup: the selection needs every lane of the subgroup, so columns past n
+  // return only after it (all invocations of the workgroup route the same token).
+  let past_n = i0 >= params.n;
+#if route_reduce == thread
+  if (past_n) {
     return;
   }
+#endif
   let pair = wid.y;
   let pairs = params.tokens * params.topk;
 #if shared == fused
   if (pair >= pairs) {
-    shared_hidden(pair, pair - pairs, i0);
+    if (!past_n) {
+      shared_hidden(pair, pair - pairs, i0);
+    }
     return;
   }
 #endif
@@ -292,7 +300,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   // the pair's slot in the bound range; an expert below first_expert (or none: NONE) wraps past experts
   let e = id - params.first_expert;
-  if (e >= params.experts) {
+  if (past_n || e >= params.experts) {
     return;
   }
   pair_hidden(pair, t, e, i0);

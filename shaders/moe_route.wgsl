@@ -21,8 +21,12 @@
 //   3 topk_ids      [tokens, top_k] u32 out
 //   4 topk_weights  [tokens, top_k] f32 out
 //
-// Dispatch: one invocation per token, WG per workgroup, workgroups laid out over (x, y) as
-// wid.y * nwg.x + wid.x. The selection (scores, kept groups, the K picks) is moe_route_common.wgsl,
+// Dispatch, by the variant axis `route_reduce` (moe_route_common.wgsl):
+//   thread    one invocation per token, WG per workgroup, workgroups = ceil(tokens / WG).
+//   subgroup  one workgroup of WG invocations per token, workgroups = tokens: each subgroup runs
+//             the token's selection with its lanes together (a workgroup of several subgroups
+//             runs it once per subgroup, each to the same result); invocation 0 writes it.
+// Workgroups are laid out over (x, y) as wid.y * nwg.x + wid.x. The selection (scores, kept groups, the K picks) is moe_route_common.wgsl,
 // shared with the decode_route paths of moe_experts_gate_up.wgsl and moe_experts_down.wgsl: the K picks are K passes over the
 // experts, each taking the best one that ranks after the previous pick in the order (c desc, id
 // asc). So any number of experts works; groups are limited to MAX_GROUPS.
@@ -44,7 +48,13 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
+#if route_reduce == subgroup
+  let t = wid.y * nwg.x + wid.x;
+  let writer = lid == 0u;
+#else
   let t = (wid.y * nwg.x + wid.x) * WG + lid;
+  let writer = true;
+#endif
   if (t >= route.tokens) {
     return;
   }
@@ -61,11 +71,15 @@ fn main(
       s = weight_score(t, pick.id);
       prev = pick;
     }
-    topk_ids[out + k] = pick.id;
-    topk_weights[out + k] = s;
+    if (writer) {
+      topk_ids[out + k] = pick.id;
+      topk_weights[out + k] = s;
+    }
     sum += s;
   }
-  for (var k = 0u; k < route.top_k; k++) {
-    topk_weights[out + k] = routing_weight(topk_weights[out + k], sum);
+  if (writer) {
+    for (var k = 0u; k < route.top_k; k++) {
+      topk_weights[out + k] = routing_weight(topk_weights[out + k], sum);
+    }
   }
 }

@@ -23,14 +23,20 @@
 // in its row's token_mask is read as -inf, before everything above, so it is never picked; the
 // unmasked variant reads the logits as they are (no cost for a request without a grammar).
 //
+// Variant probs == on (speculative decoding with sampled drafts, src/model/speculative_verify.ts):
+// the row's kept distribution is written too, probs[j] = mass_j / (mass of the kept set) for the
+// kept tokens and 0 elsewhere (temperature 0: 1 at the argmax; a row without a finite maximum:
+// all 0), one more pass for the total and one to write. The id is picked as without it.
+//
 // Bindings:
 //   0 params      uniform Params
 //   1 logits      [rows, vocab] f32
 //   2 ids         [rows] u32 out
 //   3 token_mask  [rows, ceil(vocab / 32)] u32, bit j % 32 of word j / 32: token j allowed (mask == on)
+//   4 probs       [rows, vocab] f32 out: the kept distribution (probs == on)
 // Dispatch: workgroups = rows over (x, y), row = wid.y * nwg.x + wid.x; WG invocations each.
 // Passes over a row, S = 32 / RADIX_BITS: 1 (max); top-k S + 3; top-p S + 3; 1 (pick). Unneeded
-// ones are skipped (greedy: 1 pass).
+// ones are skipped (greedy: 1 pass). probs == on: 2 more (total, write).
 
 struct Params {
   rows: u32,
@@ -58,6 +64,9 @@ struct Stats {
 @group(0) @binding(2) var<storage, read_write> ids: array<u32>;
 #if mask == on
 @group(0) @binding(3) var<storage, read> token_mask: array<u32>;
+#endif
+#if probs == on
+@group(0) @binding(4) var<storage, read_write> probs: array<f32>;
 #endif
 
 override WG: u32 = 256; // a power of two (tree reductions halve it)
@@ -321,6 +330,27 @@ fn find_first(lid: u32, a: Cut, b: Cut, tie_key: u32, count_mode: bool, base: f3
   return result;
 }
 
+#if probs == on
+// probs of the row: mass / total for the members of both cuts, 0 elsewhere (total 0: all 0).
+fn write_probs(lid: u32, a: Cut, b: Cut, total: f32) {
+  for (var j = lid; j < params.vocab; j += WG) {
+    let l = logit(j);
+    var p = 0.0;
+    if (total > 0.0 && in_cut(order_key(l), j, a) && in_cut(order_key(l), j, b)) {
+      p = mass_of(l) / total;
+    }
+    probs[row_base + j] = p;
+  }
+}
+
+// probs of a point mass at `at` (greedy), or all 0 (at == NONE: no finite maximum).
+fn write_point_probs(lid: u32, at: u32) {
+  for (var j = lid; j < params.vocab; j += WG) {
+    probs[row_base + j] = select(0.0, 1.0, j == at);
+  }
+}
+#endif
+
 // Slot `into` takes slot `other_slot`'s (max, index) if it is larger, or equal at a lower index.
 fn merge_argmax(into: u32, other_slot: u32) {
   let other = wg_f[other_slot];
@@ -386,12 +416,18 @@ fn sample(
   row_max = workgroupUniformLoad(&wg_f[0]);
   workgroupBarrier();
   if (non_finite) {
+#if probs == on
+    write_point_probs(lid, NONE);
+#endif
     if (lid == 0u) {
       ids[row] = NON_FINITE_ID;
     }
     return;
   }
   if (params.temperature <= 0.0) {
+#if probs == on
+    write_point_probs(lid, top);
+#endif
     if (lid == 0u) {
       ids[row] = top;
     }
@@ -422,6 +458,9 @@ fn sample(
     kept_p = Cut(key, last + 1u);
   }
 
+#if probs == on
+  write_probs(lid, kept, kept_p, stats(lid, kept, kept_p, true).mass);
+#endif
   let u = uniform01(row);
   let picked = find_first(lid, kept, kept_p, NONE, false, 0.0, 0.0, u, true);
   if (lid == 0u) {

@@ -151,3 +151,54 @@ export async function runDecodeBench(engine: Engine, options: DecodeBenchOptions
     identical: plain.outputs.every((ids, i) => ids.join() === mtp.outputs[i].join() && ids.join() === auto.outputs[i].join()),
   };
 }
+
+/** Temperatures of the acceptance figures (issue 17 item 4): greedy, the demo's default, and 1. */
+export const ACCEPTANCE_TEMPERATURES = [0, 0.7, 1] as const;
+
+export interface AcceptanceAtTemperature {
+  temperature: number;
+  /** How the MTP module drafted: its argmax, or a sample of its q (speculative sampling). */
+  drafts: 'greedy' | 'sampled';
+  drafted: number;
+  accepted: number;
+  acceptance: number;
+  /** MTP tok/s of these runs (speculative: true; interleaved with nothing, so read it as a rough figure). */
+  tokensPerS: number;
+}
+
+/**
+ * The share of drafts accepted by temperature, with greedy and with sampled drafts, on the same
+ * prompts and seeds (speculative: true; top_p the engine's default 0.95). At temperature 0 both
+ * draft the argmax: one row. Each (temperature, drafts) runs every prompt with `seeds` seeds.
+ */
+export async function acceptanceByTemperature(
+  engine: Engine,
+  options: Pick<DecodeBenchOptions, 'prompts' | 'maxTokens' | 'signal' | 'onProgress'> & { temperatures?: readonly number[]; seeds?: number },
+): Promise<AcceptanceAtTemperature[]> {
+  const rows: AcceptanceAtTemperature[] = [];
+  const seeds = options.seeds ?? 2;
+  for (const temperature of options.temperatures ?? ACCEPTANCE_TEMPERATURES) {
+    for (const drafts of temperature > 0 ? (['greedy', 'sampled'] as const) : (['greedy'] as const)) {
+      let drafted = 0;
+      let accepted = 0;
+      let decoded = 0;
+      let seconds = 0;
+      for (const [i, prompt] of options.prompts.entries()) {
+        for (let s = 0; s < (temperature > 0 ? seeds : 1); s++) {
+          let stats: GenerationStats | undefined;
+          const run = { temperature, seed: 1000 * s + i, maxTokens: options.maxTokens, ignoreEos: true, speculative: true, drafts, signal: options.signal };
+          for await (const chunk of engine.generate(prompt, run)) if (chunk.done) stats = chunk.done.stats;
+          drafted += stats!.mtp?.drafted ?? 0;
+          accepted += stats!.mtp?.accepted ?? 0;
+          const n = Math.max(0, stats!.generatedTokens - 1);
+          decoded += n;
+          seconds += n > 0 ? n / stats!.decodeTokensPerS : 0;
+        }
+      }
+      const row = { temperature, drafts, drafted, accepted, acceptance: drafted > 0 ? accepted / drafted : 0, tokensPerS: decoded / Math.max(1e-9, seconds) };
+      options.onProgress?.(`acceptance at temperature ${temperature}, ${drafts} drafts: ${accepted}/${drafted} (${(100 * row.acceptance).toFixed(1)}%)`);
+      rows.push(row);
+    }
+  }
+  return rows;
+}

@@ -13,7 +13,7 @@ import type { TensorInfo } from '../io/safetensors.ts';
 import type { Engine } from '../runtime/types.ts';
 import { bytesFloor, decodeBytesByKind, type BytesFloor } from './bytes_floor.ts';
 import { measureCeilings } from './ceilings.ts';
-import { runDecodeBench, type DecodeBenchResult, type DecodeModeResult } from './decode.ts';
+import { acceptanceByTemperature, runDecodeBench, type AcceptanceAtTemperature, type DecodeBenchResult, type DecodeModeResult } from './decode.ts';
 import { timeModelPeer, type ModelPeerResult } from './model_peer.ts';
 import { offloadReport, type OffloadReport } from './offload_report.ts';
 import { tfjsMatmulPeer } from './peers.ts';
@@ -31,6 +31,8 @@ export interface DecodeReportOptions {
   quick?: boolean;
   /** Time the model-level peer (default true). */
   peers?: boolean;
+  /** With MTP: the temperatures of the acceptance figures (default decode.ts ACCEPTANCE_TEMPERATURES; empty: none). */
+  temperatures?: readonly number[];
   onProgress?: (line: string) => void;
   /** Ends the report with an AbortError between its measurements (the CLI's Ctrl-C / SIGTERM). */
   signal?: AbortSignal;
@@ -53,6 +55,8 @@ export interface DecodeReport extends Omit<DecodeBenchResult, 'plain' | 'mtp'> {
   model_peer?: ModelPeerResult | { skipped: string };
   /** With MTP: the most speculation can gain at batch 1 on this model, beside the measured speed-up (speculation_bound.ts). */
   bound?: SpeculationBound;
+  /** With MTP: the share of drafts accepted by temperature, greedy against sampled drafts (decode.ts acceptanceByTemperature). */
+  acceptance_by_temperature?: AcceptanceAtTemperature[];
   /** Routed experts in CPU memory with a GPU cache (expertSlots / --expert-slots): hit rate, uploads per token, the prediction; null when every expert is resident. */
   offload: OffloadReport | null;
 }
@@ -85,6 +89,11 @@ export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeR
     const overlap = await expertOverlap(engine, options.prompts[0], options.maxTokens, signal);
     bound = speculationBound(bench.mtp.acceptance, bytes.routed / bytes.total, overlap, bench.model.measuredSpeedup);
   }
+  let acceptance: AcceptanceAtTemperature[] | undefined;
+  if (bench.mtp && options.temperatures?.length !== 0) {
+    log('the share of drafts accepted by temperature, greedy and sampled drafts');
+    acceptance = await acceptanceByTemperature(engine, { prompts: options.prompts, maxTokens: options.maxTokens, temperatures: options.temperatures, onProgress: log, signal });
+  }
   const measuredMs = 1000 / bench.plain.tokensPerS;
   const offload = await offloadFigures(engine, gpu, bench, floor.floor_ms_per_token, measuredMs, options);
   let modelPeer: DecodeReport['model_peer'];
@@ -115,6 +124,7 @@ export async function runDecodeReport(engine: Engine, gpu: Gpu, options: DecodeR
     bytes_floor: { ...floor, measured_ms_per_token: measuredMs, measured_over_floor: measuredMs / floor.floor_ms_per_token },
     ...(modelPeer ? { model_peer: modelPeer } : {}),
     ...(bound ? { bound } : {}),
+    ...(acceptance ? { acceptance_by_temperature: acceptance } : {}),
     offload,
   };
 }

@@ -4,14 +4,14 @@
 
 import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../testing/fixtures.ts';
-import { formatDecode } from './bench.ts';
+import { formatDecode, temperatureList } from './bench.ts';
 import { runCli } from './testing.ts';
 
 const SHIPPED = `${REPO_ROOT}/public/models/webmoe-kjv-12m`;
 
 describe('webmoe bench --decode --json', () => {
   it('prints dispatches per token, the step times and the bytes floor', async () => {
-    const r = await runCli(['bench', '--decode', SHIPPED, '--json', '--quick', '--no-peers', '--max-tokens', '4', '--prompt', 'In the beginning']);
+    const r = await runCli(['bench', '--decode', SHIPPED, '--json', '--quick', '--no-peers', '--max-tokens', '4', '--prompt', 'In the beginning', '--temperatures', '0,1']);
     expect(r.code).toBe(0);
     const report = JSON.parse(r.out);
     expect(report.checkpoint).toBe(SHIPPED);
@@ -44,12 +44,29 @@ describe('webmoe bench --decode --json', () => {
     expect(b.overlap).toBeLessThanOrEqual(1);
     expect(b.bound).toBeCloseTo((1 + b.acceptance) / (1 + b.routed_share * (1 - b.overlap)), 12);
     expect(report.offload).toBeNull(); // every expert resident
+    // Acceptance by temperature: greedy drafts alone at 0, greedy and sampled at 1, counted from the runs' own stats.
+    const acc = report.acceptance_by_temperature as { temperature: number; drafts: string; drafted: number; accepted: number; acceptance: number }[];
+    expect(acc.map((a) => `${a.temperature} ${a.drafts}`)).toEqual(['0 greedy', '1 greedy', '1 sampled']);
+    for (const a of acc) {
+      expect(a.drafted).toBeGreaterThan(0);
+      expect(a.accepted).toBeLessThanOrEqual(a.drafted);
+      expect(a.acceptance).toBeCloseTo(a.accepted / a.drafted, 12);
+    }
 
     // Without --json, the same figures as text.
     const text = formatDecode(report);
     expect(text).toMatch(/step: \d+\.\d dispatches per token \(\d+ per step, 1\.00 steps per token\), \d+\.\d\d ms CPU to record and submit a step, \d+\.\d\d ms GPU per step/);
     expect(text).toMatch(/bound at batch 1: \(1 \+ a\) \/ \(1 \+ r \(1 - o\)\) = .* = \d+\.\d\dx .*; measured \d+\.\d\dx/);
     expect(text).toMatch(/bytes floor: \d+\.\d\d MiB of weights per token at \d+\.\d GB\/s copy = \d+\.\d{3} ms per token/);
+    expect(text).toMatch(/drafts accepted by temperature \(top_p 0\.95\):\n {2}T=0 greedy {2}\d+\/\d+ \(\d+\.\d%\)/);
+    expect(text).toMatch(/ {2}T=1 sampled \d+\/\d+ \(\d+\.\d%\)/);
+  });
+
+  it('--temperatures takes numbers >= 0 separated by commas, or none', () => {
+    expect(temperatureList('0, 0.7,1')).toEqual([0, 0.7, 1]);
+    expect(temperatureList('none')).toEqual([]);
+    expect(() => temperatureList('hot')).toThrow(/--temperatures takes numbers >= 0/);
+    expect(() => temperatureList('0,-1')).toThrow(/got "0,-1"/);
   });
 
   it('--expert-slots 1: the offload figures, from the decode steps alone', async () => {

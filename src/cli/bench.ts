@@ -1,5 +1,5 @@
 // webmoe bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
-// webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [engine flags: --expert-slots N, --gpu-budget-mib N, ...]
+// webmoe bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--temperatures 0,0.7,1] [--json] [--quick] [--no-peers] [engine flags: --expert-slots N, --gpu-budget-mib N, ...]
 import { runDecodeReport, type DecodeReport } from '../bench/decode_report.ts';
 import type { Gpu } from '../gpu/device.ts';
 import { openNodeGpu } from '../gpu/node.ts';
@@ -51,6 +51,7 @@ async function runBench(argv: string[], signal: AbortSignal): Promise<void> {
       runs: { type: 'string' },
       'max-seconds': { type: 'string' },
       'no-peers': { type: 'boolean' },
+      temperatures: { type: 'string' },
       ...ENGINE_FLAGS,
     },
     argv.includes('--decode') ? ['model'] : [],
@@ -113,6 +114,7 @@ async function decodeBench(positionals: string[], values: Record<string, unknown
   const maxTokens = values['max-tokens'] === undefined ? 64 : positiveInt('max-tokens', values['max-tokens'] as string, 4096);
   const runs = values.runs === undefined ? 1 : positiveInt('runs', values.runs as string, 10);
   const prompts = (values.prompt as string[] | undefined) ?? DEFAULT_DECODE_PROMPTS;
+  const temperatures = values.temperatures === undefined ? undefined : temperatureList(values.temperatures as string);
   const flags = engineFlags(values as Parameters<typeof engineFlags>[0]);
   const gpu = await openNodeGpu({ label: 'webmoe-bench' });
   try {
@@ -125,6 +127,7 @@ async function decodeBench(positionals: string[], values: Record<string, unknown
         tensors,
         quick: values.quick as boolean | undefined,
         peers: !values['no-peers'],
+        temperatures,
         onProgress: (line) => console.error(`[bench] ${line}`),
         signal,
       });
@@ -135,6 +138,14 @@ async function decodeBench(positionals: string[], values: Record<string, unknown
   } finally {
     gpu.destroy();
   }
+}
+
+/** --temperatures 0,0.7,1: the acceptance figures' temperatures ("none": no figures). */
+export function temperatureList(value: string): number[] {
+  if (value === 'none') return [];
+  const list = value.split(',').map((t) => Number(t.trim()));
+  if (list.length === 0 || list.some((t) => !(Number.isFinite(t) && t >= 0))) throw new UsageError(`--temperatures takes numbers >= 0 separated by commas (or none), got "${value}"`);
+  return list;
 }
 
 /** The engine on `gpu` (it stays ours to destroy), and the checkpoint's tensors for the bytes floor. */
@@ -173,6 +184,9 @@ export function formatDecode(r: DecodeReport): string {
       ...(r.auto?.policy ? [`  policy: plain step ${r.auto.policy.plainStepMs.toFixed(1)} ms, verify step ${r.auto.policy.verifyStepMs.toFixed(1)} ms (${r.auto.policy.measured}, refreshed by the requests), acceptance ${(100 * r.auto.policy.acceptance).toFixed(0)}% over ${r.auto.policy.verifySteps} verify steps: ${r.auto.policy.pays ? 'pays' : 'does not pay'}`] : []),
       ...(r.bound ? [`bound at batch 1: (1 + a) / (1 + r (1 - o)) = (1 + ${r.bound.acceptance.toFixed(2)}) / (1 + ${r.bound.routed_share.toFixed(2)} x (1 - ${r.bound.overlap.toFixed(2)})) = ${r.bound.bound.toFixed(2)}x (a: acceptance, r: routed experts' share of the bytes, o: experts consecutive tokens share); measured ${r.bound.measured_speedup.toFixed(2)}x`] : []),
       `greedy outputs identical: ${r.identical ? 'yes' : 'NO'}`,
+      ...(r.acceptance_by_temperature?.length
+        ? ['drafts accepted by temperature (top_p 0.95):', ...r.acceptance_by_temperature.map((a) => `  T=${a.temperature} ${a.drafts.padEnd(7)} ${a.accepted}/${a.drafted} (${(100 * a.acceptance).toFixed(1)}%), ${a.tokensPerS.toFixed(2)} tok/s`)]
+        : []),
     );
   } else lines.push('this checkpoint has no MTP layer');
   lines.push(

@@ -17,9 +17,10 @@ export const ENGINE_FLAGS = {
   'expert-slots': { type: 'string' },
   'draft-vocab': { type: 'string' },
   'expert-store': { type: 'string' },
+  'no-fused-norms': { type: 'boolean' },
 } as const;
 
-/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N, --gpu-budget-mib N, --expert-slots N, --expert-store memory|checkpoint, --draft-vocab N. */
+/** What ENGINE_FLAGS set: --max-context N, --weights fp8|bf16, --max-binding-mib N, --gpu-budget-mib N, --expert-slots N, --expert-store memory|checkpoint, --draft-vocab N, --no-fused-norms. */
 export interface EngineFlags {
   maxContext?: number;
   weights?: WeightMode;
@@ -28,6 +29,8 @@ export interface EngineFlags {
   expertSlots?: number;
   draftVocab?: number;
   expertStore?: ExpertStoreKind;
+  /** false with --no-fused-norms (the decode step's norms as dispatches of their own). */
+  fuseNorms?: boolean;
 }
 
 export function engineFlags(values: FlagValues): EngineFlags {
@@ -47,6 +50,7 @@ export function engineFlags(values: FlagValues): EngineFlags {
     expertSlots: intFlag(values, 'expert-slots', 1),
     draftVocab: intFlag(values, 'draft-vocab', 1),
     expertStore: expertStore as ExpertStoreKind | undefined,
+    fuseNorms: values['no-fused-norms'] === true ? false : undefined,
   };
 }
 
@@ -124,7 +128,7 @@ export async function loadEngine(model: string, options: EngineFlags & { signal?
   };
   let engine: Engine;
   try {
-    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, gpuBudgetMib: options.gpuBudgetMib, expertSlots: options.expertSlots, draftVocab: options.draftVocab, expertStore: options.expertStore, signal: options.signal, onProgress, numerics: options.numerics });
+    engine = await createNodeEngine({ model, maxContext: options.maxContext, weights: options.weights, maxBindingMib: options.maxBindingMib, gpuBudgetMib: options.gpuBudgetMib, expertSlots: options.expertSlots, draftVocab: options.draftVocab, expertStore: options.expertStore, fuseNorms: options.fuseNorms, signal: options.signal, onProgress, numerics: options.numerics });
   } finally {
     if (stderr.isTTY) stderr.write('\r\x1b[2K');
   }

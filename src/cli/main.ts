@@ -19,17 +19,17 @@ commands:
                                                     summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
-           [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N]
+           [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]
                                                     stream a continuation (--chat: the prompt as a user message)
-  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N]
+  logits <model> --ids 1,2,3 [--positions all|last] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]
                                                     the model's logits after the ids (--json: every row, whole vocabulary)
-  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N]
+  chat <model> [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]
                                                     chat in the terminal (or over piped lines); /exit or Ctrl-D ends it
   serve <model> [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--max-concurrent N] [--served-model-name NAME]
-        [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N]
+        [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]
                                                     an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models);
                                                     another host than loopback needs --api-key (or WEBMOE_API_KEY)
 
@@ -47,7 +47,9 @@ commands:
 --expert-store checkpoint: offloaded experts read from the checkpoint's files at each miss instead
   of held in CPU memory (an FP8 release, or --weights bf16).
 --draft-vocab N: the MTP module drafts from token ids 0 .. N-1 only (default a quarter of the
-  vocabulary, at least 2048): its head reads that share of its weights; the output is the same.`;
+  vocabulary, at least 2048): its head reads that share of its weights; the output is the same.
+--no-fused-norms: decode steps run each RMSNorm and residual add as a dispatch of its own instead of
+  inside the GEMVs and kernels next to them (to measure what the fusion gains).`;
 
 /** A command returns its exit status (0 when it returns nothing); user errors are thrown. */
 const commands: Record<string, (argv: string[]) => Promise<number | void>> = {

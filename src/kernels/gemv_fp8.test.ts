@@ -210,7 +210,7 @@ describe('gemv_fp8 subgroup_per_row', () => {
   it("enables subgroups in the subgroup_per_row WGSL only (an adapter without them compiles the others)", () => {
     for (const strategy of GEMV_STRATEGIES) {
       for (const linears of ['one', 'two']) {
-        const variant = { weights: 'fp8', numerics: 'w8a8', strategy, linears };
+        const variant = { weights: 'fp8', numerics: 'w8a8', strategy, linears, prologue: 'none' };
         const composed = composeShader({ kernel: { name: 'gemv_fp8.wgsl', code: gemvSource }, snippets: matmulSnippets(GEMV_KERNEL), axes: matmulAxes(GEMV_KERNEL), variant });
         const code = composed.replace(/\/\/.*$/gm, ''); // the code, not the comments that name the builtins
         const subgroup = strategy === 'subgroup_per_row';

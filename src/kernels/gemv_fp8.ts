@@ -7,7 +7,7 @@
 import gemvSource from '../../shaders/gemv_fp8.wgsl?raw';
 import subgroupsSource from '../../shaders/gemv_subgroups.wgsl?raw';
 import { ArgumentError, GpuLimitError } from '../errors.ts';
-import type { BufferResource, Kernel, KernelContext, PreparedCall } from '../gpu/kernel.ts';
+import { checkBindings, type BufferResource, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import {
   checkMatmulArgs,
   checkOperandVariant,
@@ -35,6 +35,14 @@ export type { MatmulBuffers, MatmulShape } from './matmul_operands.ts';
 export const GEMV_STRATEGIES = ['thread_per_4_rows', 'workgroup_per_row', 'subgroup_per_row'] as const;
 export type GemvStrategy = (typeof GEMV_STRATEGIES)[number];
 
+/**
+ * The RMSNorm before the Linear (shaders/gemv_fp8.wgsl, decode plans): none; rmsnorm (x is the
+ * residual stream h, the Linear reads RMSNorm(h) * norm_weight); rmsnorm_write (and the normed
+ * rows are written to GemvNorm.xNormed for the kernels after it).
+ */
+export const GEMV_PROLOGUES = ['none', 'rmsnorm', 'rmsnorm_write'] as const;
+export type GemvPrologue = (typeof GEMV_PROLOGUES)[number];
+
 /** The most rows of x one call takes (the current token plus the MTP draft fits easily). */
 export const GEMV_MAX_ROWS = 4;
 
@@ -43,6 +51,7 @@ export interface GemvVariant {
   numerics: MatmulNumerics;
   strategy: GemvStrategy;
   linears: MatmulLinears;
+  prologue: GemvPrologue;
 }
 
 export interface GemvOptions {
@@ -65,6 +74,18 @@ export interface GemvOptions {
   workgroupSize?: number;
   /** Default one; two computes `second` too, in the same dispatch. */
   linears?: MatmulLinears;
+  /** Default none; a norm prologue takes weight_only numerics (w8a8 rounds the normed x first). */
+  prologue?: GemvPrologue;
+}
+
+/** A norm prologue's operands: x is then h, the rows RMSNorm normalises. */
+export interface GemvNorm {
+  /** [K] f32: the RMSNorm's weight (input_layernorm, post_attention_layernorm, model.norm). */
+  weight: BufferResource;
+  /** The config's rms_norm_eps. */
+  eps: number;
+  /** rmsnorm_write: [M, K] f32, written with RMSNorm(h) * weight. */
+  xNormed?: BufferResource;
 }
 
 /** The second Linear of a `linears: 'two'` call: W_b [N, K] (K and x are the first's) into its own y. */
@@ -83,6 +104,10 @@ export interface GemvSecondLinear {
 export interface GemvArgs extends MatmulShape, MatmulBuffers {
   /** Exactly for the `linears: 'two'` variant. */
   second?: GemvSecondLinear;
+  /** Exactly for a variant with a norm prologue. */
+  norm?: GemvNorm;
+  /** y += x Wᵀ instead of y = (o_proj adding into the residual stream); default false. */
+  accumulate?: boolean;
   label?: string;
 }
 
@@ -97,7 +122,7 @@ export interface Gemv extends Kernel<GemvArgs> {
 export const GEMV_KERNEL: MatmulKernel = {
   name: 'gemv_fp8',
   source: gemvSource,
-  axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES },
+  axes: { weights: WEIGHT_FORMATS, numerics: MATMUL_NUMERICS, strategy: GEMV_STRATEGIES, prologue: GEMV_PROLOGUES },
   leadingSnippets: [{ name: 'gemv_subgroups.wgsl', code: subgroupsSource }],
 };
 
@@ -108,8 +133,13 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
     numerics: options.numerics ?? 'weight_only',
     strategy: options.strategy ?? (gpu.adapter.isSoftware ? 'thread_per_4_rows' : 'workgroup_per_row'),
     linears: options.linears ?? 'one',
+    prologue: options.prologue ?? 'none',
   };
   checkOperandVariant('gemv_fp8', variant);
+  if (!GEMV_PROLOGUES.includes(variant.prologue)) throw new ArgumentError(`gemv_fp8: "${String(variant.prologue)}" is not a prologue; use one of ${GEMV_PROLOGUES.join(', ')}`);
+  if (variant.prologue !== 'none' && variant.numerics !== 'weight_only') {
+    throw new ArgumentError(`gemv_fp8: a norm prologue takes weight_only numerics (w8a8 rounds the normed x before the GEMV); got ${variant.numerics}`);
+  }
   if (!GEMV_STRATEGIES.includes(variant.strategy)) throw new ArgumentError(`gemv_fp8: "${String(variant.strategy)}" is not a strategy; use one of ${GEMV_STRATEGIES.join(', ')}`);
   if (variant.strategy === 'subgroup_per_row' && !gpu.device.features.has('subgroups')) {
     throw new GpuLimitError("gemv_fp8: the subgroup_per_row strategy needs the 'subgroups' feature, which this device lacks");
@@ -123,15 +153,23 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
   // One pipeline per row count ROWS in {1, 2, 4}, the smallest >= M: a compile-time capacity, so
   // the cache key never holds M itself.
   // K % 4 == 0 takes the loaders without splicing and masking (K_ALIGNED of matmul_operands.wgsl).
-  const pipelineFor = (rows: number, K: number) =>
-    matmulPipeline(pipelines, GEMV_KERNEL, variant, { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0 });
+  // ACCUMULATE and the prologue's EPS are pipeline constants too (one eps per model).
+  const normBindings = variant.prologue === 'none' ? [] : (['read-only-storage', variant.prologue === 'rmsnorm_write' ? 'storage' : undefined] as const);
+  const pipelineFor = (rows: number, K: number, accumulate: boolean, eps: number | undefined) =>
+    matmulPipeline(
+      pipelines,
+      GEMV_KERNEL,
+      variant,
+      { WORKGROUP_SIZE: workgroupSize, ROWS: rows, K_ALIGNED: K % 4 === 0 ? 1 : 0, ACCUMULATE: accumulate ? 1 : 0, ...(eps === undefined ? {} : { EPS: eps }) },
+      normBindings,
+    );
 
   return {
     name: 'gemv_fp8',
     variant,
     workgroupSize,
     prepare(args) {
-      const { M, N, K, yStride, yCol, label, second } = args;
+      const { M, N, K, yStride, yCol, label, second, norm } = args;
       const shape = { M, N, K, yStride, yCol };
       if (M > GEMV_MAX_ROWS) throw new ArgumentError(`gemv_fp8: M=${M} rows, at most ${GEMV_MAX_ROWS}; use gemm_fp8 for more`);
       if ((variant.linears === 'two') !== (second !== undefined)) {
@@ -140,6 +178,7 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
       // the second Linear's loader is the word-aligned one only (weight_b_quad in matmul_operands.wgsl)
       if (second && K % 4 !== 0) throw new ArgumentError(`gemv_fp8: two Linears in one call need K % 4 == 0, got K=${K}; run them as two calls`);
       checkMatmulArgs('gemv_fp8', gpu.device, variant, shape, args);
+      checkNorm(gpu.device, variant.prologue, norm, M, K);
       // workgroup_per_row: a workgroup per column; thread_per_4_rows: an invocation per 4 columns;
       // subgroup_per_row: an invocation per column; with two Linears the second's invocations follow
       // the first's in the same workgroups
@@ -147,7 +186,7 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
       const units = (rows: number) => (perRow ? rows : Math.ceil(rows / perInvocation));
       let secondLinear;
       if (second) {
-        const storage = operandStorageBuffers(variant, 'two');
+        const storage = operandStorageBuffers(variant, 'two') + normBindings.filter(Boolean).length;
         const limit = gpu.device.limits.maxStorageBuffersPerShaderStage;
         if (storage > limit) {
           throw new GpuLimitError(`gemv_fp8: two Linears bind ${storage} storage buffers, over this GPU's maxStorageBuffersPerShaderStage (${limit}); run them as two calls`);
@@ -157,7 +196,7 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
         checkMatmulArgs('gemv_fp8 (second Linear)', gpu.device, variant, secondShape, { x: args.x, x_scale: args.x_scale, ...buffers });
         secondLinear = { shape: secondShape, buffers, firstUnit: units(N) };
       }
-      const pipeline = pipelineFor(M <= 2 ? M : GEMV_MAX_ROWS, K);
+      const pipeline = pipelineFor(M <= 2 ? M : GEMV_MAX_ROWS, K, args.accumulate ?? false, norm?.eps);
       return prepareMatmul({
         kernel: 'gemv_fp8',
         device: gpu.device,
@@ -167,8 +206,22 @@ export function createGemv(ctx: KernelContext, options: GemvOptions = {}): Gemv 
         buffers: args,
         workgroups: Math.ceil((units(N) + (second ? units(second.N) : 0)) / (perRow ? 1 : workgroupSize)),
         second: secondLinear,
+        kernelBindings: norm && { resources: [norm.weight, norm.xNormed], bytes: 4 * K * (norm.xNormed ? 1 + M : 1) },
         label,
       });
     },
   };
+}
+
+/** The norm prologue's operands: given exactly to a variant with one, the sizes its M rows of K need. */
+function checkNorm(device: GPUDevice, prologue: GemvPrologue, norm: GemvNorm | undefined, M: number, K: number): void {
+  if ((prologue !== 'none') !== (norm !== undefined)) {
+    throw new ArgumentError(`gemv_fp8: norm is given exactly to a variant with a norm prologue (this one has prologue ${prologue})`);
+  }
+  if (!norm) return;
+  if (!(Number.isFinite(norm.eps) && norm.eps >= 0)) throw new ArgumentError(`gemv_fp8: the norm's eps must be a finite number >= 0, got ${norm.eps}`);
+  if ((prologue === 'rmsnorm_write') !== (norm.xNormed !== undefined)) {
+    throw new ArgumentError(`gemv_fp8: norm.xNormed is given exactly to the rmsnorm_write prologue (this one is ${prologue})`);
+  }
+  checkBindings(device, 'gemv_fp8', { 'norm.weight': [norm.weight, 4 * K], ...(norm.xNormed ? { 'norm.xNormed': [norm.xNormed, 4 * M * K] as const } : {}) }, `M=${M} K=${K}`);
 }

@@ -56,11 +56,19 @@ export function matmulAxes(kernel: MatmulKernel): VariantAxes {
   return { ...kernel.axes, linears: MATMUL_LINEARS };
 }
 
+/** The first binding a matrix kernel may add past the operands' (gemv_fp8's norm prologue). */
+export const KERNEL_BINDINGS_FROM = 9;
+
+/**
+ * `kernelBindings`: the kernel's own bindings after the operands', from KERNEL_BINDINGS_FROM on
+ * (gemv_fp8's norm prologue).
+ */
 export function matmulPipeline(
   cache: PipelineCache,
   kernel: MatmulKernel,
-  variant: OperandVariant & { strategy: string; linears?: MatmulLinears },
+  variant: OperandVariant & { strategy: string; linears?: MatmulLinears; prologue?: string },
   constants: Record<string, number>,
+  kernelBindings: readonly (BindingKind | undefined)[] = [],
 ): CachedPipeline {
   const linears = variant.linears ?? 'one';
   return kernelPipeline(cache, {
@@ -70,8 +78,14 @@ export function matmulPipeline(
     axes: matmulAxes(kernel),
     variant: { ...variant, linears },
     constants,
-    bindings: operandBindings(variant, linears),
+    bindings: withKernelBindings(operandBindings(variant, linears), kernelBindings),
   });
+}
+
+/** `operands` padded to KERNEL_BINDINGS_FROM, then the kernel's own (none: `operands` as it is). */
+export function withKernelBindings<T>(operands: readonly (T | undefined)[], own: readonly (T | undefined)[]): (T | undefined)[] {
+  if (own.length === 0) return [...operands];
+  return [...operands, ...new Array<undefined>(KERNEL_BINDINGS_FROM - operands.length).fill(undefined), ...own];
 }
 
 export interface MatmulShape {
@@ -204,6 +218,8 @@ export interface PrepareMatmulOptions {
   workgroups: number;
   /** linears == two only. */
   second?: SecondLinear;
+  /** The kernel's own bindings, from KERNEL_BINDINGS_FROM on, and the bytes they add to the cost. */
+  kernelBindings?: { resources: readonly (BufferResource | undefined)[]; bytes: number };
   label?: string;
 }
 
@@ -215,8 +231,10 @@ export function prepareMatmul(options: PrepareMatmulOptions): PreparedCall {
   if (second) values.push(second.shape.N, second.shape.yStride ?? second.shape.N, second.shape.yCol ?? 0, second.firstUnit);
   const uniforms = new Uniforms(device, label, values.map(() => 'u32' as const));
   uniforms.write(values);
-  const bindings = [buffers.x, buffers.weight, buffers.y, buffers.weight_scale_inv, buffers.x_scale];
-  if (second) bindings.push(second.buffers.weight, second.buffers.y, second.buffers.weight_scale_inv);
+  const operands = [buffers.x, buffers.weight, buffers.y, buffers.weight_scale_inv, buffers.x_scale];
+  if (second) operands.push(second.buffers.weight, second.buffers.y, second.buffers.weight_scale_inv);
+  // singleDispatch binds the uniforms at 0 and these from 1 on
+  const bindings = withKernelBindings([undefined, ...operands], options.kernelBindings?.resources ?? []).slice(1);
   const cost = matmulCost(shape, variant);
   // x is read once for both
   const secondCost = second ? matmulCost(second.shape, variant) : { bytes: 0, flops: 0 };
@@ -228,6 +246,6 @@ export function prepareMatmul(options: PrepareMatmulOptions): PreparedCall {
     uniforms,
     bindings,
     workgroups,
-    cost: { bytes: cost.bytes + secondCost.bytes - xBytes, flops: cost.flops + secondCost.flops },
+    cost: { bytes: cost.bytes + secondCost.bytes - xBytes + (options.kernelBindings?.bytes ?? 0), flops: cost.flops + secondCost.flops },
   });
 }

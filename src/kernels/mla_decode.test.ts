@@ -3,15 +3,25 @@
 // variants (workgroup per item, item per invocation), on odd shapes, 1 and 2 query rows, contexts
 // from 1 to 1000 positions (one split, where pass 1 goes on through W_UV itself, and up to 4 merged
 // by pass 2 before expand_o), prefill chunks of 13 to 130 rows (from position 0 and after a cached
-// prefix), and kv_b_proj in FP8 (distinct block scales), bf16 and f32.
+// prefix), and kv_b_proj in FP8 (distinct block scales), bf16 and f32. The subgroup reduction (where
+// the device has 'subgroups'; skipped, saying so, elsewhere) on the same cases at workgroups of the
+// default (one subgroup here), 1 (one lane), 6 and 100 (a partial subgroup after full ones) and 64
+// (many subgroups), its merge pass included, and its WGSL alone enables subgroups.
 // Bound: f32 dot products of <= 288 terms, f32 exp and sums over <= 1000 positions, then W_UV sums
 // of <= 256 products, stay far below ‖out − ref‖/‖ref‖ < 1e-5. Cache rows past the context, o and
 // o_lat start as NaN: a read past the causal limit or an unwritten output shows up as NaN.
 
 import { describe, expect, it } from 'vitest';
+import partialSource from '../../shaders/mla_decode.wgsl?raw';
+import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
+import subgroupsSource from '../../shaders/mla_decode_subgroups.wgsl?raw';
+import type { Gpu } from '../gpu/device.ts';
+import type { KernelContext } from '../gpu/kernel.ts';
+import { PipelineCache } from '../gpu/pipeline_cache.ts';
+import { composeShader } from '../gpu/shader_compose.ts';
 import { readF32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, relError, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
-import { createMlaDecode, MLA_DECODE_CHUNK, mlaDecodeCost, type MlaDecode } from './mla_decode.ts';
+import { createMlaDecode, MLA_DECODE_CHUNK, MLA_DECODE_REDUCES, mlaDecodeCost, type MlaDecode, type MlaDecodeOptions, type MlaDecodeReduce } from './mla_decode.ts';
 import { mlaDecodeRef, type MlaDecodeShape } from './mla_decode.ref.ts';
 import { expandORef } from './mla_absorb.ref.ts';
 import { dequantizeRef, type RefWeight } from './gemm_fp8.ref.ts';
@@ -21,6 +31,12 @@ import { submitPass } from '../gpu/kernel.ts';
 import { ArgumentError } from '../errors.ts';
 
 const TOL = 1e-5;
+
+const hasSubgroups = (await testGpu()).device.features.has('subgroups');
+// The subgroup tests say so in their names: skipped (not failed) on a device without it.
+const NEEDS_SUBGROUPS = "needs the device's 'subgroups' feature";
+// The subgroup reduction's workgroups: the default, one lane, a partial subgroup after full ones, many subgroups.
+const SUBGROUP_SIZES: (number | undefined)[] = [undefined, 1, 6, 64, 100];
 
 interface Case extends MlaDecodeShape {
   /** Cache positions written: startPos + rows. */
@@ -222,12 +238,23 @@ describe('mla_decode kernel', () => {
     });
   }
 
+  it.skipIf(!hasSubgroups)(`matches the reference (reduce subgroup, workgroups of ${SUBGROUP_SIZES.map((n) => n ?? 'default').join(', ')}; ${NEEDS_SUBGROUPS})`, async () => {
+    const ctx = await testKernelContext();
+    const seed = testSeed('mla_decode subgroup');
+    for (const subgroupWorkgroupSize of SUBGROUP_SIZES) {
+      const kernel = createMlaDecode(ctx, { reduce: 'subgroup', subgroupWorkgroupSize });
+      expect(kernel.reduce).toBe('subgroup');
+      for (const [i, c] of CASES.entries()) await checkCase(kernel, c, makeData(c, seed + i), `${JSON.stringify(c)} subgroup workgroup ${subgroupWorkgroupSize ?? 'default'}`);
+    }
+  });
+
   it.each<WeightFormat>(['bf16', 'f32'])('reads kv_b_proj in %s, with one split and with two', async (weights) => {
     const seed = testSeed(`mla_decode ${weights}`);
-    for (const itemPerThread of [false, true]) {
-      const kernel = createMlaDecode(await testKernelContext(), { weights, itemPerThread });
+    const options: MlaDecodeOptions[] = [{ reduce: 'workgroup' }, { reduce: 'thread' }, ...(hasSubgroups ? [{ reduce: 'subgroup' } as const] : [])];
+    for (const option of options) {
+      const kernel = createMlaDecode(await testKernelContext(), { weights, ...option });
       for (const c of [{ ...SMALL, rows: 2, context: 37 }, { ...SMALL, rows: 1, context: 300 }]) {
-        await checkCase(kernel, c, makeData(c, seed + c.context, weights), `${weights} ${JSON.stringify(c)} itemPerThread ${itemPerThread}`);
+        await checkCase(kernel, c, makeData(c, seed + c.context, weights), `${weights} ${JSON.stringify(c)} reduce ${option.reduce}`);
       }
     }
   });
@@ -267,10 +294,10 @@ describe('mla_decode kernel', () => {
     // exp(m_1 - m_0) = 0: the two-split step (pass 1, the merge, expand_o) then computes the same
     // o_lat as the one-split step over positions 0 .. 255, and o from it.
     const { device } = await testGpu();
-    for (const itemPerThread of [false, true]) {
-      const kernel = createMlaDecode(await testKernelContext(), { itemPerThread });
+    for (const reduce of MLA_DECODE_REDUCES.filter((r) => r !== 'subgroup' || hasSubgroups)) {
+      const kernel = createMlaDecode(await testKernelContext(), { reduce });
       const c: Case = { ...SMALL, rows: 1, context: MLA_DECODE_CHUNK + 1 };
-      const d = makeData(c, testSeed(`mla_decode unfused ${itemPerThread}`));
+      const d = makeData(c, testSeed(`mla_decode unfused ${reduce}`));
       const [rkv, dr] = [c.kvLoraRank, c.ropeDim];
       // Every head asks the same query, and cache row 256 is -100 times it: a score thousands below the others for every head.
       for (let h = 1; h < c.heads; h++) {
@@ -287,11 +314,59 @@ describe('mla_decode kernel', () => {
       op.setStartPos(MLA_DECODE_CHUNK);
       submitPass(device, op);
       const unfused = await readF32(device, b.o);
-      expect(Array.from(fused), `itemPerThread ${itemPerThread}`).toEqual(Array.from(unfused));
-      expectClose(fused, reference(c, d, MLA_DECODE_CHUNK - 1).o, `itemPerThread ${itemPerThread} against the reference`);
+      expect(Array.from(fused), `reduce ${reduce}`).toEqual(Array.from(unfused));
+      expectClose(fused, reference(c, d, MLA_DECODE_CHUNK - 1).o, `reduce ${reduce} against the reference`);
       op.destroy();
       for (const buffer of Object.values(b)) buffer?.destroy();
     }
+  });
+
+  it.skipIf(!hasSubgroups)(`steps through positions with setStartPos (reduce subgroup; ${NEEDS_SUBGROUPS})`, async () => {
+    const { device } = await testGpu();
+    const kernel = createMlaDecode(await testKernelContext(), { reduce: 'subgroup' });
+    const c: Case = { ...SMALL, rows: 2, context: 600 };
+    const d = makeData(c, testSeed('mla_decode subgroup steps'));
+    const b = upload(device, c, d);
+    const op = kernel.prepare({ ...c, maxT: d.maxT, startPos: 0, softmaxScale: d.softmaxScale, ...b });
+    for (const startPos of [0, 254, 255, 511, 598]) {
+      op.setStartPos(startPos);
+      submitPass(device, op);
+      expectClose(await readF32(device, b.o), reference(c, d, startPos).o, `startPos ${startPos} o`);
+    }
+    op.destroy();
+    for (const buffer of Object.values(b)) buffer?.destroy();
+  });
+
+  it("enables subgroups in the subgroup variant's WGSL only (an adapter without them compiles the others)", () => {
+    for (const reduce of MLA_DECODE_REDUCES) {
+      const subgroup = reduce === 'subgroup';
+      const pass1 = composeShader({
+        kernel: { name: 'mla_decode.wgsl', code: partialSource },
+        snippets: [{ name: 'mla_decode_subgroups.wgsl', code: subgroupsSource }],
+        axes: { weights: ['fp8', 'bf16', 'f32'], reduce: MLA_DECODE_REDUCES },
+        variant: { weights: 'f32', reduce },
+      });
+      const merge = composeShader({ kernel: { name: 'mla_decode_reduce.wgsl', code: reduceSource }, axes: { reduce: MLA_DECODE_REDUCES }, variant: { reduce } });
+      for (const [name, composed] of [['pass 1', pass1], ['merge', merge]]) {
+        const code = composed.replace(/\/\/.*$/gm, ''); // the code, not the comments that name the builtins
+        expect(/^enable subgroups;$/m.test(code), `${name} ${reduce}`).toBe(subgroup);
+        expect(/subgroup(Add|Max|Elect|ExclusiveAdd)/.test(code), `${name} ${reduce}`).toBe(subgroup);
+      }
+    }
+  });
+
+  it("refuses the subgroup reduction on a device without 'subgroups', and bad options", async () => {
+    const gpu = await testGpu();
+    const device = new Proxy(gpu.device, { get: (target, key) => (key === 'features' ? new Set<string>() : Reflect.get(target, key)) });
+    const without: KernelContext = { gpu: { ...gpu, device } as Gpu, pipelines: new PipelineCache(gpu.device) };
+    expect(() => createMlaDecode(without, { reduce: 'subgroup' })).toThrow(/'subgroups' feature/);
+    expect(createMlaDecode(without, { reduce: 'thread' }).reduce).toBe('thread');
+    const ctx = await testKernelContext();
+    expect(createMlaDecode(ctx, { itemPerThread: true }).reduce).toBe('thread');
+    expect(createMlaDecode(ctx, { itemPerThread: true, reduce: 'workgroup' }).reduce).toBe('workgroup');
+    expect(() => createMlaDecode(ctx, { reduce: 'tree' as MlaDecodeReduce })).toThrow(/not a reduction/);
+    expect(() => createMlaDecode(ctx, { reduce: 'workgroup', subgroupWorkgroupSize: 32 })).toThrow(/subgroup reduction only/);
+    if (hasSubgroups) for (const size of [0, 2.5, 100000]) expect(() => createMlaDecode(ctx, { reduce: 'subgroup', subgroupWorkgroupSize: size })).toThrow(/subgroupWorkgroupSize/);
   });
 
   it('rejects a too-small buffer, a misaligned cache offset, a startPos past the cache, widths not multiples of 4, missing or extra scales', async () => {

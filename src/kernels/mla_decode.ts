@@ -9,23 +9,45 @@
 // kernel serves the decode step (1 row), the MTP verify step (2 rows) and a prefill chunk (T rows,
 // attending to the cached prefix and to itself). For long prefill chunks mla_prefill shares each
 // key tile across 16 query rows and reads the cache fewer times.
+// Three reductions of an item (split, row, head): thread, workgroup and subgroup (MlaDecodeReduce);
+// the engine measures which at load (chooseMlaDecodeReduce, variant_choice.ts).
 
 import partialSource from '../../shaders/mla_decode.wgsl?raw';
 import reduceSource from '../../shaders/mla_decode_reduce.wgsl?raw';
-import { ArgumentError } from '../errors.ts';
+import subgroupsSource from '../../shaders/mla_decode_subgroups.wgsl?raw';
+import { ArgumentError, GpuLimitError } from '../errors.ts';
 import { BLOCK, checkBindings, checkCounts, createBindGroup, dispatch, kernelPipeline, Uniforms, type Cost, type Encodable, type Kernel, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import { createMlaExpandO, KV_B_SNIPPETS, kvBBytes, mlaAbsorbCost, type KvBBuffers } from './mla_absorb.ts';
 import { checkMlaArgs, checkStartPos, mlaCacheBindings, type MlaAttentionArgs } from './mla_args.ts';
 import type { MlaDecodeShape } from './mla_decode.ref.ts';
 import { WEIGHT_FORMATS, type WeightFormat } from './matmul_operands.ts';
+import { subgroupMinSize } from './norm_reduce.ts';
 
 export type { MlaDecodeShape } from './mla_decode.ref.ts';
+
+/**
+ * How an item (split, row, head) is reduced (shaders/mla_decode.wgsl):
+ *   thread     one invocation per item, no barrier (CPU adapters, where a barrier is very expensive)
+ *   workgroup  one workgroup per item, scores in workgroup memory (GPUs)
+ *   subgroup   one workgroup per item, each score's dot product and the softmax max and sum by
+ *              subgroups (subgroupAdd / subgroupMax), then one workgroup step; needs 'subgroups'
+ */
+export const MLA_DECODE_REDUCES = ['thread', 'workgroup', 'subgroup'] as const;
+export type MlaDecodeReduce = (typeof MLA_DECODE_REDUCES)[number];
 
 export interface MlaDecodeOptions {
   /** How kv_b_proj.weight is stored (W_UV is read from it); default fp8 (the release). */
   weights?: WeightFormat;
-  /** One invocation per (split, row, head), no barrier (CPU adapters). Default: the adapter's isSoftware. */
+  /** Default `thread` on software adapters (isSoftware), else `workgroup`; chooseMlaDecodeReduce measures it. */
+  reduce?: MlaDecodeReduce;
+  /** The older switch: true is reduce `thread`, false `workgroup`. `reduce` wins when both are given. */
   itemPerThread?: boolean;
+  /**
+   * `subgroup` only: invocations per item, any count the adapter allows in a workgroup. Default:
+   * the adapter's smallest subgroup size on software adapters (one subgroup per item: 4 lanes on
+   * SwiftShader; 4 where the size is not reported), else 64.
+   */
+  subgroupWorkgroupSize?: number;
 }
 
 /** Cache positions per split (flash-decoding); at most MAX_CHUNK of the shader. */
@@ -33,6 +55,26 @@ export const MLA_DECODE_CHUNK = 256;
 const WG_PER_ITEM = 64; // GPUs: invocations sharing one (split, row, head)
 const WG_ITEMS = 16; // CPU adapters: (split, row, head) items per workgroup (small: a CPU adapter runs a workgroup on one core)
 const WG_REDUCE = 64;
+const WG_SOFTWARE_SUBGROUP = 4; // CPU adapters that do not report their subgroup size: SwiftShader's
+
+/** The reduction and pass 1's workgroup size (typed errors for bad options or a missing feature). */
+function resolveReduce(ctx: KernelContext, options: MlaDecodeOptions): { reduce: MlaDecodeReduce; workgroupSize: number } {
+  const { device } = ctx.gpu;
+  const software = ctx.gpu.adapter.isSoftware;
+  const reduce: MlaDecodeReduce = options.reduce ?? ((options.itemPerThread ?? software) ? 'thread' : 'workgroup');
+  if (!MLA_DECODE_REDUCES.includes(reduce)) throw new ArgumentError(`mla_decode: "${String(reduce)}" is not a reduction; use one of ${MLA_DECODE_REDUCES.join(', ')}`);
+  if (reduce !== 'subgroup') {
+    if (options.subgroupWorkgroupSize !== undefined) throw new ArgumentError('mla_decode: subgroupWorkgroupSize is for the subgroup reduction only');
+    return { reduce, workgroupSize: reduce === 'thread' ? WG_ITEMS : WG_PER_ITEM };
+  }
+  if (!device.features.has('subgroups')) throw new GpuLimitError("mla_decode: the subgroup reduction needs the 'subgroups' feature, which this device lacks");
+  const workgroupSize = options.subgroupWorkgroupSize ?? (software ? (subgroupMinSize(device) ?? WG_SOFTWARE_SUBGROUP) : WG_PER_ITEM);
+  const max = Math.min(device.limits.maxComputeWorkgroupSizeX, device.limits.maxComputeInvocationsPerWorkgroup);
+  if (!Number.isInteger(workgroupSize) || workgroupSize < 1 || workgroupSize > max) {
+    throw new ArgumentError(`mla_decode: subgroupWorkgroupSize must be an integer in 1 .. ${max}, got ${workgroupSize}`);
+  }
+  return { reduce, workgroupSize };
+}
 
 export interface MlaDecodeCostShape extends MlaDecodeShape {
   startPos: number;
@@ -74,20 +116,25 @@ export interface PreparedMlaDecode extends PreparedCall {
 
 export interface MlaDecode extends Kernel<MlaDecodeArgs, PreparedMlaDecode> {
   readonly weights: WeightFormat;
+  readonly reduce: MlaDecodeReduce;
+  /** Pass 1's invocations per workgroup: items per workgroup for `thread`, invocations per item otherwise. */
+  readonly workgroupSize: number;
 }
 
 export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = {}): MlaDecode {
   const { device } = ctx.gpu;
   const weights = options.weights ?? 'fp8';
   if (!WEIGHT_FORMATS.includes(weights)) throw new ArgumentError(`mla_decode: weights "${weights}" is not one of ${WEIGHT_FORMATS.join(', ')}`);
-  const itemPerThread = options.itemPerThread ?? ctx.gpu.adapter.isSoftware;
-  const workgroupSize = itemPerThread ? WG_ITEMS : WG_PER_ITEM;
+  const { reduce: reduction, workgroupSize } = resolveReduce(ctx, options);
+  const itemPerThread = reduction === 'thread';
+  const subgroups = reduction === 'subgroup';
   const partial = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_decode',
     source: partialSource,
-    snippets: KV_B_SNIPPETS,
-    axes: { weights: WEIGHT_FORMATS },
-    variant: { weights },
+    // mla_decode_subgroups.wgsl leads: the subgroup variant's directives precede kv_b_proj's declarations.
+    snippets: [{ name: 'mla_decode_subgroups.wgsl', code: subgroupsSource }, ...KV_B_SNIPPETS],
+    axes: { weights: WEIGHT_FORMATS, reduce: MLA_DECODE_REDUCES },
+    variant: { weights, reduce: reduction },
     entryPoint: 'mla_decode',
     constants: { WG: workgroupSize, ONE_PER_INVOCATION: itemPerThread ? 1 : 0, CHUNK: MLA_DECODE_CHUNK },
     // params, q_lat, q_pe, cache, part_o, part_ml, kv_b, o, [scales]
@@ -96,11 +143,16 @@ export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = 
       weights === 'fp8' ? 'read-only-storage' : undefined,
     ],
   });
+  // The merge: thread and workgroup share one pipeline (one invocation per element); subgroup one workgroup per (row, head).
+  const mergeReduce = subgroups ? 'subgroup' : 'thread';
+  const mergeWorkgroupSize = subgroups ? workgroupSize : WG_REDUCE;
   const reduce = kernelPipeline(ctx.pipelines, {
     kernel: 'mla_decode_reduce',
     source: reduceSource,
     entryPoint: 'mla_decode_reduce',
-    constants: { WG: WG_REDUCE },
+    axes: { reduce: MLA_DECODE_REDUCES },
+    variant: { reduce: mergeReduce },
+    constants: { WG: mergeWorkgroupSize },
     // params, part_o, part_ml, o_lat
     bindings: ['uniform', 'read-only-storage', 'read-only-storage', 'storage'],
   });
@@ -109,6 +161,8 @@ export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = 
   return {
     name: 'mla_decode',
     weights,
+    reduce: reduction,
+    workgroupSize,
     prepare(args) {
       const { rows, heads, kvLoraRank: rkv, ropeDim: dr, maxT, qkNopeHeadDim: dn, vHeadDim: dv } = args;
       const label = args.label ?? 'mla_decode';
@@ -137,7 +191,7 @@ export function createMlaDecode(ctx: KernelContext, options: MlaDecodeOptions = 
       const uniforms = new Uniforms(device, label, ['u32', 'u32', 'u32', 'u32', 'u32', 'u32', 'f32', 'u32', 'u32', 'u32']);
       const partialGroup = createBindGroup(device, label, partial, [uniforms.buffer, io.qLat, io.qPe, io.cache, partO, partMl, args.kvB, args.o, args.kvBScale]);
       const reduceGroup = createBindGroup(device, `${label}.reduce`, reduce, [uniforms.buffer, partO, partMl, io.oLat]);
-      const reduceStep = dispatch(device, reduce, reduceGroup, Math.ceil((rows * heads * rkv) / WG_REDUCE));
+      const reduceStep = dispatch(device, reduce, reduceGroup, subgroups ? rows * heads : Math.ceil((rows * heads * rkv) / WG_REDUCE));
       // Past one split: o = W_UV o_lat by the kernel the prefill plans use.
       const expandStep = expandO.prepare({
         rows, heads, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv, kvLoraRank: rkv, kvB: args.kvB, kvBScale: args.kvBScale, oLat: args.oLat, o: args.o, label: `${label}.expand_o`,

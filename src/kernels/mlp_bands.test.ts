@@ -92,6 +92,46 @@ describe('the MLP over row bands', () => {
     }
   });
 
+  it('accumulate: out += mlp(x) in one addition (a dense layer adding into the residual stream), banded or whole, decode and grouped', async () => {
+    const { device } = gpu;
+    const { format, d, I, gateUpCuts, downCuts } = CASES[0];
+    const next = rng(testSeed('mlp accumulate'));
+    const kernel = createMlp(ctx, { weights: format });
+    const weights = randomExperts(next, 1, d, I, format);
+    const whole = uploadExperts(device, weights);
+    const owned: GPUBuffer[] = [];
+    const bands: MlpBands = {
+      gate_proj: uploadBands(device, weights.gate_proj, I, d, gateUpCuts, owned),
+      up_proj: uploadBands(device, weights.up_proj, I, d, gateUpCuts, owned),
+      down_proj: uploadBands(device, weights.down_proj, d, I, downCuts, owned),
+    };
+    try {
+      for (const tokens of [1, 6]) {
+        const x = randn(next, tokens * d);
+        const residual = randn(next, tokens * d);
+        const run = async (w: typeof whole | MlpBands, accumulate: boolean) => {
+          const bufs = { x: uploadBuffer(device, x, 'x'), h: uploadBuffer(device, new Float32Array(tokens * I), 'h'), out: uploadBuffer(device, accumulate ? residual : new Float32Array(tokens * d), 'out') };
+          const call = kernel.prepare({ tokens, hidden_size: d, intermediate_size: I, ...bufs, weights: w, accumulate });
+          try {
+            return await runChecked(device, call, bufs.out, tokens * d);
+          } finally {
+            call.destroy();
+            for (const b of Object.values(bufs)) b.destroy();
+          }
+        };
+        const stored = await run(whole, false);
+        const want = stored.map((v, i) => Math.fround(residual[i] + v));
+        for (const w of [whole, bands]) {
+          const got = await run(w, true);
+          expect(new Uint32Array(got.buffer), `T=${tokens} ${w === whole ? 'whole' : 'bands'}`).toEqual(new Uint32Array(want.buffer));
+        }
+      }
+    } finally {
+      whole.destroy();
+      for (const b of owned) b.destroy();
+    }
+  });
+
   it('refuses bands that leave rows out, overlap, split a scale block, or cut gate and up apart', () => {
     const { device } = gpu;
     const next = rng(7);

@@ -50,7 +50,7 @@ import type { WgslSource } from '../gpu/shader_compose.ts';
 import { createActRound, type ActScaleFormat } from './act_quant.ts';
 import type { WeightFormat } from './matmul_operands.ts';
 import { createMoeGroup } from './moe_group.ts';
-import { createMoeRoute, moeRouteCost, prepareRouteParams, ROUTE_SNIPPET, ROUTINGS, type RouterInputs, type Routing } from './moe_route.ts';
+import { createMoeRoute, moeRouteCost, prepareRouteParams, resolveRouteReduce, ROUTE_REDUCES, ROUTE_SNIPPET, ROUTINGS, type RouteReduce, type RouterInputs, type Routing } from './moe_route.ts';
 
 export const MOE_PATHS = ['decode', 'grouped'] as const;
 export type MoePath = (typeof MOE_PATHS)[number];
@@ -190,6 +190,12 @@ export interface MoeExpertsCallArgs extends MoeExpertsShape {
   scratch: MoeExpertsScratch;
   /** [tokens, hidden_size] f32, written: sum over k of topk_weights * Expert(x). */
   out: GPUBuffer;
+  /**
+   * out += the sum (routed + shared) in one addition, instead of storing it: the residual stream
+   * as out (decode plans). Only where the down pass writes the whole sum (MoeExperts.sumsInOnePass);
+   * elsewhere an ArgumentError.
+   */
+  accumulate?: boolean;
   label?: string;
 }
 
@@ -216,6 +222,8 @@ export interface MlpArgs {
   h: GPUBuffer;
   /** [tokens, hidden_size] f32, written. */
   out: GPUBuffer;
+  /** out += mlp(x) instead (the residual stream as out); default false. */
+  accumulate?: boolean;
   label?: string;
 }
 
@@ -266,6 +274,8 @@ export interface MoeExpertsOptions {
   actScaleFormat?: ActScaleFormat;
   /** Invocations per workgroup (each 4 output columns); default 64. */
   workgroupSize?: number;
+  /** Who runs the router's selection, here and in moe_route (moe_route.ts RouteReduce); default `thread`. */
+  routeReduce?: RouteReduce;
 }
 
 export interface MoeExperts extends Kernel<MoeExpertsArgs> {
@@ -280,6 +290,12 @@ export interface MoeExperts extends Kernel<MoeExpertsArgs> {
    * shared + routed has the bits of routed + shared): the split stacks' out, bit for bit.
    */
   prepareSlots(args: MoeSlotsArgs): { shared?: PreparedCall; pass: PreparedCall; finish: PreparedCall };
+  /**
+   * Whether the call's decode down pass writes the whole sum, routed + shared, in one store (the
+   * router in the passes over one set of buffers; the shared experts among their rows, or none):
+   * then `accumulate` adds it to out in one addition, the official h + (y + z).
+   */
+  sumsInOnePass(args: MoeExpertsArgs): boolean;
 }
 
 /** A MoE layer's experts over `slots` cache slots: ids in `slotIds` (slot ids, `slots` or more for a pair not in this pass). */
@@ -336,8 +352,9 @@ interface RouteBindings {
 }
 
 /** The pipelines and the dispatch builders the routed experts and the MLP share. */
-function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64, roundHidden = false, actScaleFormat = 'f32' }: MoeExpertsOptions) {
+function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64, roundHidden = false, actScaleFormat = 'f32', routeReduce: routeOption }: MoeExpertsOptions) {
   const { device } = ctx.gpu;
+  const routeReduce = resolveRouteReduce(ctx, 'moe_experts', { reduce: routeOption }).reduce;
   checkCounts('moe_experts', { workgroupSize });
   if (!EXPERT_WEIGHT_FORMATS.includes(weights)) {
     throw new ArgumentError(`moe_experts: "${weights}" is not an expert weight format; use one of ${EXPERT_WEIGHT_FORMATS.join(', ')}`);
@@ -349,15 +366,16 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   const scale = weights === 'fp8' ? ro : undefined; // the weight_scale_inv bindings: fp8 only
   // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
   // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
-  // decode_route runs moe_route_common.wgsl (its `routing` axis; `shared` its shared-experts axis);
-  // the other paths leave both out.
-  const routeAxes = { routing: ROUTINGS, shared: SHARED };
-  const routeVariant = (r?: RouteBindings) => ({ routing: r?.route.routing ?? 'noaux_tc', shared: r?.shared ? 'fused' : 'none' });
+  // decode_route runs moe_route_common.wgsl (its `routing` and `route_reduce` axes; `shared` its
+  // shared-experts axis), as the first snippet (the subgroup variant's `enable` leads the module);
+  // the other paths leave them out.
+  const routeAxes = { routing: ROUTINGS, route_reduce: ROUTE_REDUCES, shared: SHARED };
+  const routeVariant = (r?: RouteBindings) => ({ routing: r?.route.routing ?? 'noaux_tc', route_reduce: r ? routeReduce : 'thread', shared: r?.shared ? 'fused' : 'none' });
   const gateUpPipeline = (path: GateUpPath, k: number, r?: RouteBindings): CachedPipeline =>
     kernelPipeline(ctx.pipelines, {
       kernel: 'moe_experts_gate_up',
       source: gateUpSource,
-      snippets: path === 'decode_route' ? [...SNIPPETS, ROUTE_SNIPPET] : SNIPPETS,
+      snippets: path === 'decode_route' ? [ROUTE_SNIPPET, ...SNIPPETS] : SNIPPETS,
       axes: { weights: EXPERT_WEIGHT_FORMATS, path: GATE_UP_PATHS, ...routeAxes },
       variant: { weights, path, ...routeVariant(r) },
       constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
@@ -372,7 +390,7 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
     kernelPipeline(ctx.pipelines, {
       kernel: 'moe_experts_down',
       source: downSource,
-      snippets: path === 'decode_route' ? [...SNIPPETS, ROUTE_SNIPPET] : SNIPPETS,
+      snippets: path === 'decode_route' ? [ROUTE_SNIPPET, ...SNIPPETS] : SNIPPETS,
       axes: { weights: EXPERT_WEIGHT_FORMATS, path: DOWN_PATHS, ...routeAxes },
       variant: { weights, path, ...routeVariant(r) },
       constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0, ACCUMULATE: accumulate ? 1 : 0 },
@@ -426,7 +444,7 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
    * the T shared rows), then down with the weighted sum (and the shared experts' down), each
    * running the router's selection; the down writes topk_ids and topk_weights.
    */
-  function routedDecode(label: string, s: PassShape, w: MlpWeights, b: { x: GPUBuffer; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer }, rb: RouteBindings, owned: { destroy(): void }[]): Encodable[] {
+  function routedDecode(label: string, s: PassShape, w: MlpWeights, b: { x: GPUBuffer; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer }, rb: RouteBindings, owned: { destroy(): void }[], accumulate = false): Encodable[] {
     const all = { first: 0, count: s.E };
     const { route, shared } = rb;
     const routeInputs = [route.logits, route.bias, route.uniforms];
@@ -436,7 +454,7 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
     const gateUpCall = bound(`${label}.gate_up`, gateUpPipeline('decode_route', s.d, rb), [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, ...routeInputs, ...sharedGateUp], [tiles(s.I), rows, 1]);
     const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, all, owned);
     const sharedDown = shared ? [shared.down_proj.weight, shared.down_proj.weight_scale_inv] : [undefined, undefined];
-    const downCall = bound(`${label}.down`, downPipeline('decode_route', s.I, false, rb), [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights, ...sharedDown, ...routeInputs], [tiles(s.d), s.T, 1]);
+    const downCall = bound(`${label}.down`, downPipeline('decode_route', s.I, accumulate, rb), [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights, ...sharedDown, ...routeInputs], [tiles(s.d), s.T, 1]);
     return [gateUpCall, ...hiddenRound(label, s.T * s.K, s.I, b.h, owned), downCall];
   }
 
@@ -569,13 +587,23 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
   const { device } = ctx.gpu;
   const passes = expertPasses(ctx, options);
   const group = createMoeGroup(ctx);
-  const router = createMoeRoute(ctx);
+  const router = createMoeRoute(ctx, { reduce: options.routeReduce });
   // the shared experts are the official parallel modules: W8A8 rounds their h with amax / 448 scales, never scale_fmt's
   const sharedPasses = options.actScaleFormat && options.actScaleFormat !== 'f32' ? expertPasses(ctx, { ...options, actScaleFormat: 'f32' }) : passes;
+  /** The shared experts join the routed decode passes as more rows (see the file's comment for when). */
+  const sharedJoins = (args: MoeExpertsArgs): boolean => {
+    const { shared } = args;
+    if (!shared || Array.isArray(shared.weights.gate_proj)) return false;
+    return shared.intermediate_size === args.moe_intermediate_size && (shared.x ?? args.x) === args.x && !passes.roundsHidden && passes.sharedFits(args.router?.bias !== undefined);
+  };
+  /** The router runs inside the decode passes: decode rows, one set of buffers. */
+  const routesInPasses = (args: MoeExpertsArgs): boolean =>
+    args.router !== undefined && (args.path ?? (args.tokens <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped')) === 'decode' && 'weights' in args && args.weights !== undefined;
   return {
     name: 'moe_experts',
     weights: passes.weights,
     workgroupSize: options.workgroupSize ?? 64,
+    sumsInOnePass: (args) => routesInPasses(args) && (args.shared === undefined || sharedJoins(args)),
     prepareSlots(args) {
       const label = args.label ?? 'moe_experts';
       const { tokens: T, hidden_size: d, moe_intermediate_size: I, slots: S, num_experts_per_tok: K, scratch, shared } = args;
@@ -680,7 +708,10 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
         // The shared experts join those passes as T more rows where their inter width is the routed
         // experts', their weights are whole, h is not rounded (W8A8) and the adapter binds them all.
         const sharedWhole = shared && !Array.isArray(shared.weights.gate_proj) ? (shared.weights as MlpWeights) : undefined;
-        const fuseShared = route !== undefined && sharedWhole !== undefined && shared!.intermediate_size === I && (shared!.x ?? args.x) === args.x && !passes.roundsHidden && passes.sharedFits(route.bias !== undefined);
+        const fuseShared = route !== undefined && sharedJoins(args);
+        if (args.accumulate && !(route !== undefined && (shared === undefined || fuseShared))) {
+          throw new ArgumentError(`${label}: accumulate needs the down pass to write the whole sum (the router in the decode passes over one set of buffers, the shared experts among their rows); this call sums in several passes`);
+        }
         // otherwise: an MLP whose down adds into out (accumulate), after the routed sum
         const after = shared && !fuseShared ? mlpSteps(device, sharedPasses, { tokens: T, hidden_size: d, ...shared, x: shared.x ?? args.x, out: args.out, label: `${label}.shared_experts` }, owned, true) : [];
         const routingCost = args.router ? moeRouteCost(T, args.router.config) : { bytes: 0, flops: 0 };
@@ -689,10 +720,10 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
         const cost = { bytes: routed.bytes + routingCost.bytes + sharedCost.bytes, flops: routed.flops + routingCost.flops + sharedCost.flops };
         if (route) {
           if (fuseShared) {
-            checkBindings(device, label, { 'scratch.h': [scratch.h, 4 * (T * K + T) * I], ...weightNeeds(label, passes.weights, sharedWhole, 1, d, I, 'shared.') });
+            checkBindings(device, label, { 'scratch.h': [scratch.h, 4 * (T * K + T) * I], ...weightNeeds(label, passes.weights, sharedWhole!, 1, d, I, 'shared.') });
           }
           const b = { x: args.x, h: scratch.h, out: args.out, topkIds, topkWeights };
-          return preparedCall(cost, [...passes.routedDecode(label, s, routedWeights!, b, { route, shared: fuseShared ? sharedWhole : undefined }, owned), ...after], owned);
+          return preparedCall(cost, [...passes.routedDecode(label, s, routedWeights!, b, { route, shared: fuseShared ? sharedWhole : undefined }, owned, args.accumulate ?? false), ...after], owned);
         }
         if (path === 'decode') {
           const b = { x: args.x, ranges, h: scratch.h, out: args.out, topkIds, topkWeights, y: scratch.y };
@@ -790,7 +821,7 @@ export function createMlp(ctx: KernelContext, options: MoeExpertsOptions = {}): 
     name: 'moe_experts',
     prepare(args) {
       const owned: { destroy(): void }[] = [];
-      const steps = mlpSteps(device, passes, args, owned);
+      const steps = mlpSteps(device, passes, args, owned, args.accumulate ?? false);
       const cost = moeExpertsCost({ tokens: args.tokens, hidden_size: args.hidden_size, moe_intermediate_size: args.intermediate_size, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights);
       return preparedCall(cost, steps, owned);
     },

@@ -84,9 +84,11 @@ interface Run {
   logits?: Float32Array;
   /** The dispatches the call must record. */
   expectDispatches: number;
+  /** out += the sum (out holds a residual stream first): the call must write the whole sum in one store. */
+  accumulate?: boolean;
 }
 
-async function check({ kernel, c, tokens: T, sharedI = c.I, ranges, logits: given, expectDispatches }: Run): Promise<void> {
+async function check({ kernel, c, tokens: T, sharedI = c.I, ranges, logits: given, expectDispatches, accumulate = false }: Run): Promise<void> {
   const { device } = gpu;
   const { d, I, router } = c;
   const E = router.n_routed_experts;
@@ -97,6 +99,7 @@ async function check({ kernel, c, tokens: T, sharedI = c.I, ranges, logits: give
   const routedW = randomExperts(next, E, d, I, c.format);
   const sharedW = randomExperts(next, 1, d, sharedI, c.format);
   const x = randn(next, T * d);
+  const residual = accumulate ? randn(next, T * d) : undefined;
   const logits = given ?? Float32Array.from(randn(next, T * E), (v) => 2 * v);
   const bias = softmax ? undefined : given ? new Float32Array(E) : Float32Array.from(randn(next, E), (v) => 0.1 * v); // given logits: no bias, their ties stay ties
   const path: MoePath = T <= 4 ? 'decode' : 'grouped';
@@ -112,7 +115,7 @@ async function check({ kernel, c, tokens: T, sharedI = c.I, ranges, logits: give
     bias: bias && uploadBuffer(device, bias, 'bias'),
     ids: uploadBuffer(device, new Uint32Array(T * K).fill(0xdeadbeef), 'topk_ids'),
     w: uploadBuffer(device, nan(T * K), 'topk_weights'),
-    out: uploadBuffer(device, nan(T * d), 'out'),
+    out: uploadBuffer(device, residual ?? nan(T * d), 'out'),
     sharedH: uploadBuffer(device, nan(T * sharedI), 'shared_h'),
     // the separate passes' buffers
     ids0: uploadBuffer(device, new Uint32Array(T * K), 'topk_ids0'),
@@ -125,7 +128,11 @@ async function check({ kernel, c, tokens: T, sharedI = c.I, ranges, logits: give
     router: { config: router, logits: bufs.logits, bias: bufs.bias },
     shared: { intermediate_size: sharedI, weights: shared, h: bufs.sharedH },
   };
-  const fused = kernel.prepare(args);
+  // accumulate (the residual stream as out) only where the down pass writes routed + shared in one store
+  const onePass = expectDispatches === 2;
+  expect(kernel.sumsInOnePass(args), `${what}: sums in one pass`).toBe(onePass);
+  if (!onePass) expect(() => kernel.prepare({ ...args, accumulate: true }), what).toThrow(/accumulate needs the down pass/);
+  const fused = kernel.prepare({ ...args, accumulate });
   expect(dispatches(fused), `${what}: dispatches`).toBe(expectDispatches);
   const route = createMoeRoute(ctx).prepare({ tokens: T, config: router, logits: bufs.logits, bias: bufs.bias, topkIds: bufs.ids0, topkWeights: bufs.w0 });
   const routed = createMoeExperts(ctx, { weights: c.format }).prepare({ ...shape, x: bufs.x, topkIds: bufs.ids0, topkWeights: bufs.w0, ...weights, scratch, out: bufs.routedOut });
@@ -145,12 +152,13 @@ async function check({ kernel, c, tokens: T, sharedI = c.I, ranges, logits: give
     const got = await readF32(device, bufs.out, T * d);
     const routedOut = await readF32(device, bufs.routedOut, T * d);
     const sharedOut = await readF32(device, bufs.sharedOut, T * d);
-    const sum = routedOut.map((y, i) => Math.fround(y + sharedOut[i])); // official order: y + z
+    // official order: y + z, then (accumulate) added to the residual in one addition
+    const sum = routedOut.map((y, i) => Math.fround(y + sharedOut[i])).map((v, i) => (residual ? Math.fround(residual[i] + v) : v));
     const bad = got.findIndex((v, i) => !Object.is(v, sum[i]));
-    expect(bad, `${what}: out[${bad}] = ${got[bad]}, routed + shared = ${sum[bad]}`).toBe(-1);
+    expect(bad, `${what}: out[${bad}] = ${got[bad]}, ${residual ? 'h + ' : ''}(routed + shared) = ${sum[bad]}`).toBe(-1);
     const routedRef = moeExpertsRef({ ...shape, topk: K, x, topkIds: ids0, topkWeights: w0, weights: routedW });
     const sharedRef = mlpRef({ tokens: T, hidden_size: d, moe_intermediate_size: sharedI, x, weights: sharedW });
-    const err = relError(got, routedRef.map((y, i) => y + sharedRef[i]));
+    const err = relError(got, routedRef.map((y, i) => y + sharedRef[i] + (residual?.[i] ?? 0)));
     expect(err.rel, `${what}: rel ${err.rel} at out[${err.worst}]`).toBeLessThan(1e-5);
   }
   for (const call of [fused, route, routed, mlp]) call.destroy();
@@ -168,6 +176,10 @@ describe.each(CASES)('moe_experts with router and shared experts, $format, d=$d 
 
   it('decode: routes in both passes, the shared experts as more rows of them (2 dispatches)', async () => {
     for (const tokens of [1, 3]) await check({ kernel, c, tokens, expectDispatches: 2 });
+  });
+
+  it('decode, accumulate: h += routed + shared in the down pass\'s one store (the residual stream as out)', async () => {
+    for (const tokens of [1, 3]) await check({ kernel, c, tokens, expectDispatches: 2, accumulate: true });
   });
 
   it('decode: shared experts of another inter width run as an MLP adding into out', async () => {

@@ -6,8 +6,9 @@
 
 import commonSource from '../../shaders/moe_route_common.wgsl?raw';
 import shaderSource from '../../shaders/moe_route.wgsl?raw';
-import { ArgumentError, ConfigError, UnsupportedConfigError } from '../errors.ts';
+import { ArgumentError, ConfigError, GpuLimitError, UnsupportedConfigError } from '../errors.ts';
 import { checkBindings, checkCounts, kernelPipeline, singleDispatch, Uniforms, type Cost, type Kernel, type KernelContext } from '../gpu/kernel.ts';
+import { subgroupMinSize } from './norm_reduce.ts';
 import type { RouterConfig } from './moe_route.ref.ts';
 
 export type { RouterConfig } from './moe_route.ref.ts';
@@ -41,7 +42,45 @@ export function checkRouterConfig(config: RouterConfig): void {
   }
 }
 
-const WG = 64;
+const WG = 64; // thread: tokens per workgroup
+const WG_SOFTWARE_SUBGROUP = 4; // subgroup, on CPU adapters that do not report their subgroup size: SwiftShader's
+const WG_GPU_SUBGROUP = 32; // subgroup, on GPUs that do not report it
+
+/**
+ * Who runs one token's selection (moe_route_common.wgsl's `route_reduce`): one invocation alone
+ * (`thread`), or the lanes of a subgroup together (`subgroup`, needs 'subgroups'; bit for bit the
+ * same ids and weights). The same choice for moe_route and the decode experts' passes.
+ */
+export const ROUTE_REDUCES = ['thread', 'subgroup'] as const;
+export type RouteReduce = (typeof ROUTE_REDUCES)[number];
+
+export interface MoeRouteOptions {
+  /** Default `thread`; chooseRouteReduce (variant_choice.ts) measures which is faster here. */
+  reduce?: RouteReduce;
+  /**
+   * `subgroup` only: invocations per token, any count the adapter allows in a workgroup. Default
+   * the adapter's smallest subgroup size (one subgroup per token), else 4 on CPU adapters, 32 on GPUs.
+   */
+  subgroupWorkgroupSize?: number;
+}
+
+/** The selection's reduction and moe_route's workgroup size (typed errors for bad options or a missing feature). */
+export function resolveRouteReduce(ctx: KernelContext, kernel: string, options: MoeRouteOptions): { reduce: RouteReduce; workgroupSize: number } {
+  const { device } = ctx.gpu;
+  const reduce = options.reduce ?? 'thread';
+  if (!ROUTE_REDUCES.includes(reduce)) throw new ArgumentError(`${kernel}: "${String(reduce)}" is not a route reduction; use one of ${ROUTE_REDUCES.join(', ')}`);
+  if (reduce === 'thread') {
+    if (options.subgroupWorkgroupSize !== undefined) throw new ArgumentError(`${kernel}: subgroupWorkgroupSize is for the subgroup reduction only`);
+    return { reduce, workgroupSize: WG };
+  }
+  if (!device.features.has('subgroups')) throw new GpuLimitError(`${kernel}: the subgroup route reduction needs the 'subgroups' feature, which this device lacks`);
+  const workgroupSize = options.subgroupWorkgroupSize ?? subgroupMinSize(device) ?? (ctx.gpu.adapter.isSoftware ? WG_SOFTWARE_SUBGROUP : WG_GPU_SUBGROUP);
+  const max = Math.min(device.limits.maxComputeWorkgroupSizeX, device.limits.maxComputeInvocationsPerWorkgroup);
+  if (!Number.isInteger(workgroupSize) || workgroupSize < 1 || workgroupSize > max) {
+    throw new ArgumentError(`${kernel}: subgroupWorkgroupSize must be an integer in 1 .. ${max}, got ${workgroupSize}`);
+  }
+  return { reduce, workgroupSize };
+}
 
 /**
  * Bytes and FLOPs for the benchmark: logits read once (the K + 1 passes over them hit the cache),
@@ -66,8 +105,12 @@ export interface MoeRouteArgs extends RouterInputs {
 export const ROUTINGS = ['noaux_tc', 'softmax'] as const;
 export type Routing = (typeof ROUTINGS)[number];
 
-/** moe_route_common.wgsl, for the kernels that run the selection (its `routing` axis). */
+/**
+ * moe_route_common.wgsl, for the kernels that run the selection (its axes `routing` and
+ * `route_reduce`); the first snippet of their modules (the subgroup variant's `enable`).
+ */
 export const ROUTE_SNIPPET = { name: 'moe_route_common.wgsl', code: commonSource } as const;
+const ROUTE_AXES = { routing: ROUTINGS, route_reduce: ROUTE_REDUCES };
 
 /** The router's inputs: the config's keys, the gate's logits and (noaux_tc) the bias. */
 export interface RouterInputs {
@@ -108,8 +151,15 @@ export function prepareRouteParams(device: GPUDevice, label: string, tokens: num
   return { routing, uniforms };
 }
 
-export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
+export interface MoeRoute extends Kernel<MoeRouteArgs> {
+  readonly reduce: RouteReduce;
+  /** Tokens per workgroup (thread), or invocations per token (subgroup). */
+  readonly workgroupSize: number;
+}
+
+export function createMoeRoute(ctx: KernelContext, options: MoeRouteOptions = {}): MoeRoute {
   const { device } = ctx.gpu;
+  const { reduce, workgroupSize } = resolveRouteReduce(ctx, 'moe_route', options);
   const pipelines = Object.fromEntries(
     ROUTINGS.map((routing) => [
       routing,
@@ -117,9 +167,9 @@ export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
         kernel: 'moe_route',
         source: shaderSource,
         snippets: [ROUTE_SNIPPET],
-        axes: { routing: ROUTINGS },
-        variant: { routing },
-        constants: { WG },
+        axes: ROUTE_AXES,
+        variant: { routing, route_reduce: reduce },
+        constants: { WG: workgroupSize },
         // params, logits, bias (noaux_tc), topk_ids, topk_weights
         bindings: ['uniform', 'read-only-storage', routing === 'noaux_tc' ? 'read-only-storage' : undefined, 'storage', 'storage'],
       }),
@@ -127,6 +177,8 @@ export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
   ) as Record<(typeof ROUTINGS)[number], ReturnType<typeof kernelPipeline>>;
   return {
     name: 'moe_route',
+    reduce,
+    workgroupSize,
     prepare(args) {
       const label = args.label ?? 'moe_route';
       const { routing, uniforms } = prepareRouteParams(device, label, args.tokens, args);
@@ -137,7 +189,7 @@ export function createMoeRoute(ctx: KernelContext): Kernel<MoeRouteArgs> {
         pipeline: pipelines[routing],
         uniforms,
         bindings: [args.logits, args.bias, args.topkIds, args.topkWeights],
-        workgroups: Math.ceil(tokens / WG),
+        workgroups: reduce === 'subgroup' ? tokens : Math.ceil(tokens / WG),
         cost: moeRouteCost(tokens, config),
       });
     },

@@ -108,3 +108,20 @@ export function sampleRef(args: { rows: number; vocab: number; logits: Float32Ar
   }
   return ids;
 }
+
+/**
+ * The kept distribution of each row as the kernel's probs variant writes it: keptDistribution at
+ * temperature > 0, a point mass at the argmax at temperature 0 (rows of finite logits; with a token
+ * mask: as if the refused logits were -inf).
+ */
+export function sampleProbsRef(args: { rows: number; vocab: number; logits: Float32Array; params: SamplingParams; tokenMask?: Uint32Array }): Float64Array {
+  const { rows, vocab, params } = args;
+  const logits = args.tokenMask ? maskLogitsRef(args.logits, rows, vocab, args.tokenMask) : args.logits;
+  const out = new Float64Array(rows * vocab);
+  for (let r = 0; r < rows; r++) {
+    const row = logits.subarray(r * vocab, (r + 1) * vocab);
+    if (params.temperature <= 0) out[r * vocab + argmaxRef(row)] = 1;
+    else out.set(keptDistribution(row, params), r * vocab);
+  }
+  return out;
+}

@@ -7,10 +7,10 @@
 
 import { describe, expect, it } from 'vitest';
 import { ArgumentError } from '../errors.ts';
-import { readU32, uploadBuffer } from '../gpu/buffers.ts';
+import { readF32, readU32, uploadBuffer } from '../gpu/buffers.ts';
 import { randn, rng, testGpu, testKernelContext, testSeed } from '../gpu/testing.ts';
 import { createSample, NON_FINITE_ID, sampleCost, tokenMaskWords, type Sample, type SamplingParams } from './sample.ts';
-import { keptDistribution, maskLogitsRef, pcgHash, sampleRef, sampleUniform } from './sample.ref.ts';
+import { keptDistribution, maskLogitsRef, pcgHash, sampleProbsRef, sampleRef, sampleUniform } from './sample.ref.ts';
 import { submitPass } from '../gpu/kernel.ts';
 
 const POISON = 0xdeadbeef;
@@ -178,6 +178,58 @@ describe('sample kernel', () => {
     });
   }
 
+  it('writes the kept distribution beside the ids (probs variant: sampled drafts), masked or not, at odd shapes', async () => {
+    const seed = testSeed('sample probs');
+    const next = rng(seed);
+    const { device } = await testGpu();
+    for (const software of [true, false]) {
+      const kernel = await pipelineFor(software);
+      for (const [rows, vocab] of [[2, 301], [1, 2048], [3, 37]] as const) {
+        const logits = randn(next, rows * vocab, 2);
+        if (rows === 3) logits[2 * vocab + 5] = Number.NaN; // a row without a finite maximum: all 0
+        const words = tokenMaskWords(vocab);
+        const mask = Uint32Array.from({ length: rows * words }, () => (next() * 2 ** 32) >>> 0);
+        for (const s of [GREEDY, { temperature: 1, topK: 0, topP: 1 }, { temperature: 0.7, topK: 13, topP: 0.9 }, { temperature: 1.3, topK: 0, topP: 0.6 }]) {
+          for (const tokenMask of [undefined, mask]) {
+            const sampling = { seed: seed >>> 0, step: 4, ...s };
+            const what = `${JSON.stringify(s)} ${rows}x${vocab}${tokenMask ? ' masked' : ''} ${software ? 'software' : 'GPU'}`;
+            const logitsBuf = uploadBuffer(device, logits, 'logits');
+            const idsBuf = uploadBuffer(device, new Uint32Array(rows).fill(POISON), 'ids');
+            const probsBuf = uploadBuffer(device, new Float32Array(rows * vocab).fill(-1), 'probs');
+            const maskBuf = tokenMask ? uploadBuffer(device, tokenMask, 'mask') : undefined;
+            device.pushErrorScope('validation');
+            const op = kernel.prepare({ rows, vocab, logits: logitsBuf, ids: idsBuf, probs: probsBuf, tokenMask: maskBuf, sampling });
+            submitPass(device, op);
+            const ids = await readU32(device, idsBuf, rows);
+            const probs = await readF32(device, probsBuf, rows * vocab);
+            expect((await device.popErrorScope())?.message).toBeUndefined();
+            op.destroy();
+            for (const b of [logitsBuf, idsBuf, probsBuf, maskBuf]) b?.destroy();
+            // The ids are the plain variant's.
+            const [plainIds] = await runGpu(logits, rows, vocab, sampling, software, [sampling.step], tokenMask);
+            expectIds(ids, plainIds, `${what}: ids`);
+            for (let r = 0; r < rows; r++) {
+              const row = probs.subarray(r * vocab, (r + 1) * vocab);
+              if (ids[r] === NON_FINITE_ID) {
+                expect(row.every((x) => x === 0), `${what}: row ${r} without a finite maximum`).toBe(true);
+                continue;
+              }
+              const want = sampleProbsRef({ rows: 1, vocab, logits: logits.subarray(r * vocab, (r + 1) * vocab), params: sampling, tokenMask: tokenMask?.subarray(r * words, (r + 1) * words) });
+              let worst = 0;
+              for (let j = 0; j < vocab; j++) {
+                // The kept set exactly (0 outside), the values to f32 rounding.
+                expect(row[j] === 0, `${what}: row ${r} token ${j}: got ${row[j]} want ${want[j]}`).toBe(want[j] === 0);
+                worst = Math.max(worst, Math.abs(row[j] - want[j]));
+              }
+              expect(worst, `${what}: row ${r}`).toBeLessThan(1e-6);
+              expect(row[ids[r]], `${what}: row ${r} picked a token outside its distribution`).toBeGreaterThan(0);
+            }
+          }
+        }
+      }
+    }
+  });
+
   it('draws with the kept distribution (4000 draws, V = 7, T = 0.8, top-k 5, top-p 0.9)', async () => {
     const vocab = 7;
     const rows = 1000;
@@ -252,5 +304,7 @@ describe('sample kernel', () => {
     const sampling = { temperature: 1, topK: 5, topP: 0.9, seed: 0, step: 0 };
     // 1 max + 1 pick + 2 searches of 32 / 4 digit passes + 3 passes each
     expect(sampleCost({ rows: 1, vocab: 10, sampling, radixBits: 4 })).toEqual({ bytes: 4 * 10 * 24 + 4, flops: 10 * (1 + 4 * 23) });
+    // The probs variant: 2 more passes (total, write) and the row written.
+    expect(sampleCost({ rows: 1, vocab: 10, sampling, radixBits: 4, withProbs: true })).toEqual({ bytes: 4 * 10 * 26 + 4 + 40, flops: 10 * (1 + 4 * 25) });
   });
 });

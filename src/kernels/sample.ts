@@ -4,6 +4,8 @@
 // read back. The sampling settings change per call through `setSampling` (one small uniform write).
 // A call given a `tokenMask` (grammar-constrained decoding) uses the shader's `mask: 'on'` variant,
 // which reads a refused token's logit as -inf; a call without one uses the variant that reads no mask.
+// A call given `probs` (speculative decoding with sampled drafts) also writes each row's kept
+// distribution, the p and q of the acceptance rule (speculative_accept.ts).
 
 import shaderSource from '../../shaders/sample.wgsl?raw';
 import { ArgumentError } from '../errors.ts';
@@ -28,8 +30,8 @@ export interface Sample extends Kernel<SampleArgs, PreparedSample> {
 // Workgroup memory of the histograms: workgroupSize * 2^radixBits * 8 bytes (8 KiB, 2 KiB).
 // On SwiftShader the cost grows with the invocations per workgroup far more than with the work:
 // 16 run 4000 small rows 5x faster than 64, and a 129280-wide row as fast.
-/** The shader's variant axis: whether a token mask is read. */
-const SAMPLE_AXES = { mask: ['off', 'on'] } as const;
+/** The shader's variant axes: whether a token mask is read, whether the kept distribution is written. */
+const SAMPLE_AXES = { mask: ['off', 'on'], probs: ['off', 'on'] } as const;
 
 const GPU_TUNING = { workgroupSize: 256, radixBits: 2 };
 const SOFTWARE_TUNING = { workgroupSize: 16, radixBits: 4 };
@@ -52,16 +54,19 @@ export interface SampleShape {
   radixBits: number;
   /** A token mask is read (once per pass, with the logits). */
   masked?: boolean;
+  /** The kept distribution is written (two more passes: its total, then the row of probs). */
+  withProbs?: boolean;
 }
 
 /**
  * Bytes and FLOPs for the benchmark: every pass reads the row's logits; ~4 FLOPs per element
  * per sampling pass (subtract, divide, exp, add), 1 for the argmax pass; the ids written.
  */
-export function sampleCost({ rows, vocab, sampling, radixBits, masked = false }: SampleShape): Cost {
-  const passes = samplePasses(vocab, sampling, radixBits);
+export function sampleCost({ rows, vocab, sampling, radixBits, masked = false, withProbs = false }: SampleShape): Cost {
+  const extra = withProbs && sampling.temperature > 0 ? 2 : 0;
+  const passes = samplePasses(vocab, sampling, radixBits) + extra;
   return {
-    bytes: 4 * rows * vocab * passes + 4 * rows + (masked ? 4 * rows * tokenMaskWords(vocab) * passes : 0),
+    bytes: 4 * rows * vocab * passes + 4 * rows + (masked ? 4 * rows * tokenMaskWords(vocab) * passes : 0) + (withProbs ? 4 * rows * vocab : 0),
     flops: rows * vocab * (1 + 4 * (passes - 1)),
   };
 }
@@ -95,6 +100,8 @@ export interface SampleArgs {
   sampling: SamplingParams;
   /** [rows, tokenMaskWords(vocab)] u32: bit j % 32 of word j / 32 set where token j may be sampled. */
   tokenMask?: GPUBuffer;
+  /** [rows, vocab] f32 out: each row's kept distribution (0 outside the kept set; 1 at the argmax at temperature 0; all 0 for a NON_FINITE_ID row). */
+  probs?: GPUBuffer;
   label?: string;
 }
 
@@ -112,16 +119,16 @@ export function createSample(ctx: KernelContext, options: SampleOptions = {}): S
   const { device } = ctx.gpu;
   const software = options.software ?? ctx.gpu.adapter.isSoftware;
   const { workgroupSize, radixBits } = software ? SOFTWARE_TUNING : GPU_TUNING;
-  // The masked variant is compiled on the first call that has a mask.
-  const pipeline = (mask: 'on' | 'off') =>
+  // A variant is compiled on the first call that needs it.
+  const pipeline = (mask: 'on' | 'off', probs: 'on' | 'off') =>
     kernelPipeline(ctx.pipelines, {
       kernel: 'sample',
       source: shaderSource,
       entryPoint: 'sample',
       axes: SAMPLE_AXES,
-      variant: { mask },
+      variant: { mask, probs },
       constants: { WG: workgroupSize, SERIAL_REDUCE: software ? 1 : 0, RADIX_BITS: radixBits },
-      bindings: ['uniform', 'read-only-storage', 'storage', ...(mask === 'on' ? (['read-only-storage'] as const) : [])],
+      bindings: ['uniform', 'read-only-storage', 'storage', mask === 'on' ? 'read-only-storage' : undefined, probs === 'on' ? 'storage' : undefined],
     });
   return {
     name: 'sample',
@@ -135,8 +142,9 @@ export function createSample(ctx: KernelContext, options: SampleOptions = {}): S
       checkCounts(label, { rows }, 0);
       checkU32Indices(label, { 'rows * vocab': rows * vocab });
       checkBindings(device, label, { logits: [args.logits, 4 * rows * vocab], ids: [args.ids, 4 * rows] });
-      const { tokenMask } = args;
+      const { tokenMask, probs } = args;
       if (tokenMask) checkBindings(device, label, { tokenMask: [tokenMask, 4 * rows * tokenMaskWords(vocab)] });
+      if (probs) checkBindings(device, label, { probs: [probs, 4 * rows * vocab] });
       const uniforms = new Uniforms(device, label, ['u32', 'u32', 'f32', 'u32', 'f32', 'u32', 'u32']);
       let current = args.sampling;
       const setSampling = (p: SamplingParams): void => {
@@ -145,14 +153,15 @@ export function createSample(ctx: KernelContext, options: SampleOptions = {}): S
         current = p;
       };
       setSampling(args.sampling);
-      const bindings = tokenMask ? [args.logits, args.ids, tokenMask] : [args.logits, args.ids];
-      const call = singleDispatch({ device, label, pipeline: pipeline(tokenMask ? 'on' : 'off'), uniforms, bindings, workgroups: rows, cost: { bytes: 0, flops: 0 } });
+      const bindings = [args.logits, args.ids, tokenMask, probs];
+      const call = singleDispatch({ device, label, pipeline: pipeline(tokenMask ? 'on' : 'off', probs ? 'on' : 'off'), uniforms, bindings, workgroups: rows, cost: { bytes: 0, flops: 0 } });
+      const shape = () => ({ rows, vocab, sampling: current, radixBits, masked: tokenMask !== undefined, withProbs: probs !== undefined });
       return {
         get bytes() {
-          return sampleCost({ rows, vocab, sampling: current, radixBits, masked: tokenMask !== undefined }).bytes;
+          return sampleCost(shape()).bytes;
         },
         get flops() {
-          return sampleCost({ rows, vocab, sampling: current, radixBits, masked: tokenMask !== undefined }).flops;
+          return sampleCost(shape()).flops;
         },
         setSampling,
         encode: call.encode,

@@ -2,7 +2,8 @@
 // choice is remembered, adapters do not share keys, a failing candidate drops out), the stores,
 // gemv_fp8's race of its strategies (subgroup_per_row only where the device has 'subgroups'; a fake
 // timer), one real measurement of gemv_fp8 on SwiftShader (which strategy wins is not asserted:
-// tests do not assert times), and rmsnorm's race of its reductions (with a fake timer, then for real).
+// tests do not assert times), and the races of rmsnorm's, mla_decode's and moe_route's reductions
+// (subgroup only where the device has it; with a fake timer, then for real).
 
 import { describe, expect, it } from 'vitest';
 import type { AdapterReport, Gpu } from '../gpu/device.ts';
@@ -11,9 +12,15 @@ import type { Timing } from '../gpu/timing.ts';
 import { GEMV_STRATEGIES, type GemvStrategy } from './gemv_fp8.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { RMSNORM_REDUCES, type RmsNormReduce } from './rmsnorm.ts';
+import { MLA_DECODE_REDUCES } from './mla_decode.ts';
+import { ROUTE_REDUCES, type RouterConfig } from './moe_route.ts';
 import {
   chooseGemvStrategy,
+  chooseMlaDecodeReduce,
   chooseRmsNormReduce,
+  chooseRouteReduce,
+  MLA_DECODE_CALLS_PER_PASS,
+  ROUTE_CALLS_PER_PASS,
   RMSNORM_CALLS_PER_PASS,
   chooseVariant,
   defaultVariantStore,
@@ -237,4 +244,74 @@ describe('chooseRmsNormReduce on this adapter', () => {
     expect(await chooseRmsNormReduce(ctx, store, { time: counting.time })).toBe(reduce);
     expect(counting.timed).toEqual([]);
   });
+});
+
+/** A timer that tells candidates apart by their bind group's label ("<kernel> <reduction>") and counts a pass's dispatches. */
+function labelTimer(kernel: string, ms: Record<string, number>, dispatchesPerPass: number) {
+  const timed: string[] = [];
+  const time: TimeFunction = async (_gpu, record, options) => {
+    let label = '';
+    let dispatches = 0;
+    const pass = {
+      setPipeline() {},
+      setBindGroup: (_i: number, group: GPUBindGroup) => void (label = group.label),
+      dispatchWorkgroups: () => void dispatches++,
+    };
+    record(pass as unknown as GPUComputePassEncoder);
+    const reduction = label.replace(new RegExp(`^${kernel} `), '');
+    timed.push(reduction);
+    expect(dispatches).toBe(dispatchesPerPass);
+    const t = ms[reduction] ?? 1;
+    return { medianMs: t, wallMedianMs: t, minMs: t, runs: options.runs ?? 1, method: 'wall' } satisfies Timing;
+  };
+  return { time, timed };
+}
+
+// The shipped checkpoint's attention and router shapes are near these; odd widths on purpose.
+const MLA_SHAPE = { heads: 3, kvLoraRank: 72, ropeDim: 8, qkNopeHeadDim: 7, vHeadDim: 5 };
+const ROUTER: RouterConfig = { n_routed_experts: 12, n_group: 4, topk_group: 3, num_experts_per_tok: 6, norm_topk_prob: true, routed_scaling_factor: 2.5 };
+
+describe('chooseMlaDecodeReduce and chooseRouteReduce on this adapter', () => {
+  const races = [
+    {
+      kernel: 'mla_decode',
+      all: MLA_DECODE_REDUCES as readonly string[],
+      fallback: (gpu: Gpu) => (gpu.adapter.isSoftware ? 'thread' : 'workgroup'),
+      perPass: MLA_DECODE_CALLS_PER_PASS, // one split: one dispatch per call
+      choose: (ctx: { gpu: Gpu; pipelines: PipelineCache }, store: ReturnType<typeof memoryVariantStore>, time?: TimeFunction) => chooseMlaDecodeReduce(ctx, store, MLA_SHAPE, { positions: 37, time }),
+    },
+    {
+      kernel: 'moe_route',
+      all: ROUTE_REDUCES as readonly string[],
+      fallback: () => 'thread',
+      perPass: ROUTE_CALLS_PER_PASS,
+      choose: (ctx: { gpu: Gpu; pipelines: PipelineCache }, store: ReturnType<typeof memoryVariantStore>, time?: TimeFunction) => chooseRouteReduce(ctx, store, ROUTER, { time }),
+    },
+  ];
+  for (const race of races) {
+    it(`${race.kernel}: races every reduction the device has, the default first, and keeps the fastest`, async () => {
+      const gpu = await testGpu();
+      const ctx = { gpu, pipelines: new PipelineCache(gpu.device) };
+      const fallback = race.fallback(gpu);
+      const available = race.all.filter((r) => r !== 'subgroup' || gpu.device.features.has('subgroups'));
+      const tie = labelTimer(race.kernel, {}, race.perPass);
+      expect(await race.choose(ctx, memoryVariantStore(), tie.time)).toBe(fallback);
+      expect(tie.timed[0]).toBe(fallback);
+      expect(new Set(tie.timed)).toEqual(new Set(available));
+      const other = available.find((r) => r !== fallback)!;
+      expect(await race.choose(ctx, memoryVariantStore(), labelTimer(race.kernel, { [other]: 0.5 }, race.perPass).time)).toBe(other);
+    });
+
+    it(`${race.kernel}: measures once for real, returns an available reduction, and remembers it`, async () => {
+      const gpu = await testGpu();
+      const ctx = { gpu, pipelines: new PipelineCache(gpu.device) };
+      const store = memoryVariantStore();
+      const reduction = await race.choose(ctx, store);
+      expect(race.all).toContain(reduction);
+      if (reduction === 'subgroup') expect(gpu.device.features.has('subgroups')).toBe(true);
+      const counting = labelTimer(race.kernel, {}, race.perPass);
+      expect(await race.choose(ctx, store, counting.time)).toBe(reduction);
+      expect(counting.timed).toEqual([]);
+    });
+  }
 });

@@ -12,6 +12,9 @@ import type { VariantStore } from '../gpu/variant_store.ts';
 import { createGemm, GEMM_STRATEGIES, type GemmStrategy } from './gemm_fp8.ts';
 import { createGemv, GEMV_STRATEGIES, type GemvStrategy } from './gemv_fp8.ts';
 import { createRmsNorm, RMSNORM_REDUCES, type RmsNormReduce } from './rmsnorm.ts';
+import { createMlaDecode, MLA_DECODE_REDUCES, type MlaDecodeReduce } from './mla_decode.ts';
+import { kvBBytes } from './mla_absorb.ts';
+import { createMoeRoute, ROUTE_REDUCES, type RouteReduce, type RouterConfig } from './moe_route.ts';
 import { operandBytes, type MatmulBuffers, type MatmulShape, type WeightFormat } from './matmul_operands.ts';
 
 // The stores live in gpu/ (runtime/ uses them too); re-exported for the kernels' callers.
@@ -263,6 +266,128 @@ export async function chooseRmsNormReduce(ctx: KernelContext, store: VariantStor
         destroy() {
           call.destroy();
           for (const b of [x, delta, weight, y]) b.destroy();
+        },
+      };
+    },
+  });
+  return choice.variant;
+}
+
+/** A finite, varied pattern (an all-zero buffer might be compressed by some GPUs): values in [-0.5, 0.5). */
+function pattern(n: number, period: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => ((i * 7) % period) / period - 0.5);
+}
+
+/** The reductions a device can run, the adapter's default first (it is measured in full first and wins a tie). */
+function reductionCandidates<V extends string>(gpu: Gpu, all: readonly V[], preferred: V): V[] {
+  return defaultFirst(all.filter((r) => r !== 'subgroup' || gpu.device.features.has('subgroups')), preferred);
+}
+
+/** Calls of the candidate in one timed pass (each writes the same outputs from the same inputs). */
+export const MLA_DECODE_CALLS_PER_PASS = 4;
+
+/** The attention of one decode step as the model runs it: its config's head and latent widths. */
+export interface MlaDecodeChoiceShape {
+  heads: number;
+  kvLoraRank: number;
+  ropeDim: number;
+  qkNopeHeadDim: number;
+  vHeadDim: number;
+}
+
+export interface ChooseMlaDecodeOptions {
+  /** Cache positions attended; default 256 (one split: a step of a short chat, the fused path). */
+  positions?: number;
+  /** Default timeComputePass. */
+  time?: TimeFunction;
+}
+
+/**
+ * MLA decode attention's reduction for this adapter, measured the first time on one query row
+ * over `positions` cache rows at the model's widths, kv_b_proj in fp8. `subgroup` is a candidate
+ * only where the device has 'subgroups'; the createMlaDecode default (`thread` on software
+ * adapters, else `workgroup`) goes first and wins a tie.
+ */
+export async function chooseMlaDecodeReduce(ctx: KernelContext, store: VariantStore, shape: MlaDecodeChoiceShape, options: ChooseMlaDecodeOptions = {}): Promise<MlaDecodeReduce> {
+  const { gpu } = ctx;
+  const { device } = gpu;
+  const positions = options.positions ?? 256;
+  const { heads, kvLoraRank: rkv, ropeDim: dr, qkNopeHeadDim: dn, vHeadDim: dv } = shape;
+  const choice = await chooseVariant({
+    gpu,
+    kernel: 'mla_decode',
+    shapeClass: `rows=1 positions=${positions} heads=${heads} rkv=${rkv} dr=${dr} dn=${dn} dv=${dv} fp8`,
+    candidates: reductionCandidates(gpu, MLA_DECODE_REDUCES, gpu.adapter.isSoftware ? 'thread' : 'workgroup'),
+    store,
+    time: options.time,
+    build(reduce) {
+      const kv = kvBBytes({ heads, qkNopeHeadDim: dn, vHeadDim: dv, kvLoraRank: rkv }, 'fp8');
+      const buffers = {
+        qLat: uploadBuffer(device, pattern(heads * rkv, 11), 'variant_choice.q_lat'),
+        qPe: uploadBuffer(device, pattern(Math.max(4, heads * dr), 5), 'variant_choice.q_pe'),
+        cache: uploadBuffer(device, pattern(positions * (rkv + dr), 13), 'variant_choice.cache'),
+        oLat: createStorageBuffer(device, 4 * heads * rkv, 'variant_choice.o_lat'),
+        // Bytes 0x00 .. 0x3f: finite e4m3 codes.
+        kvB: uploadBuffer(device, Uint8Array.from({ length: kv.weight }, (_, i) => (i * 37) & 0x3f), 'variant_choice.kv_b'),
+        kvBScale: uploadBuffer(device, new Float32Array(kv.scale / 4).fill(0.5), 'variant_choice.kv_b.scale'),
+        o: createStorageBuffer(device, 4 * heads * dv, 'variant_choice.o'),
+      };
+      const call = createMlaDecode(ctx, { weights: 'fp8', reduce }).prepare({
+        rows: 1, heads, kvLoraRank: rkv, ropeDim: dr, qkNopeHeadDim: dn, vHeadDim: dv, maxT: positions, startPos: positions - 1,
+        softmaxScale: 1 / Math.sqrt(rkv + dr), ...buffers, label: `mla_decode ${reduce}`,
+      });
+      return {
+        // A call at a small model's widths is near the tick of some adapters' timestamps: several in a row.
+        encode(pass) {
+          for (let i = 0; i < MLA_DECODE_CALLS_PER_PASS; i++) call.encode(pass);
+        },
+        destroy() {
+          call.destroy();
+          for (const b of Object.values(buffers)) b.destroy();
+        },
+      };
+    },
+  });
+  return choice.variant;
+}
+
+/** Calls of the candidate in one timed pass. */
+export const ROUTE_CALLS_PER_PASS = 8;
+
+/**
+ * Who runs the router's selection on this adapter (moe_route and the decode experts' passes),
+ * measured the first time on moe_route for one token with the model's router keys. `subgroup` is
+ * a candidate only where the device has 'subgroups'; `thread` (the createMoeRoute default) goes
+ * first and wins a tie.
+ */
+export async function chooseRouteReduce(ctx: KernelContext, store: VariantStore, config: RouterConfig, options: { time?: TimeFunction } = {}): Promise<RouteReduce> {
+  const { gpu } = ctx;
+  const { device } = gpu;
+  const E = config.n_routed_experts;
+  const K = config.num_experts_per_tok;
+  const noauxTc = (config.topk_method ?? 'noaux_tc') === 'noaux_tc';
+  const choice = await chooseVariant({
+    gpu,
+    kernel: 'moe_route',
+    shapeClass: `tokens=1 E=${E} G=${config.n_group} KG=${config.topk_group} K=${K} ${config.topk_method ?? 'noaux_tc'}`,
+    candidates: reductionCandidates(gpu, ROUTE_REDUCES, 'thread'),
+    store,
+    time: options.time,
+    build(reduce) {
+      const buffers = {
+        logits: uploadBuffer(device, pattern(E, 17), 'variant_choice.logits'),
+        bias: noauxTc ? uploadBuffer(device, pattern(E, 3), 'variant_choice.bias') : undefined,
+        topkIds: createStorageBuffer(device, 4 * K, 'variant_choice.topk_ids'),
+        topkWeights: createStorageBuffer(device, 4 * K, 'variant_choice.topk_weights'),
+      };
+      const call = createMoeRoute(ctx, { reduce }).prepare({ tokens: 1, config, ...buffers, label: `moe_route ${reduce}` });
+      return {
+        encode(pass) {
+          for (let i = 0; i < ROUTE_CALLS_PER_PASS; i++) call.encode(pass);
+        },
+        destroy() {
+          call.destroy();
+          for (const b of Object.values(buffers)) b?.destroy();
         },
       };
     },

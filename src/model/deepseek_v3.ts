@@ -16,11 +16,15 @@
 // A plan prepares every call once (params, bind groups, activations for T rows); a step writes the
 // ids and positions, moves the cache offsets and records the whole forward into one command
 // encoder: one submit, and only sampled ids (or, when asked, logits) come back.
+// Decode plans (rows <= GEMV_MAX_ROWS, weight_only numerics) run without norm dispatches: each
+// RMSNorm is the prologue of the GEMV after it, each residual add the epilogue of the kernel before
+// it (layer.ts); `fuseNorms: false` keeps the dispatches (to measure what the fusion gains).
 
 import type { DeepseekV3Config } from '../config.ts';
 import { ArgumentError, NonFiniteError } from '../errors.ts';
 import { readBuffer } from '../gpu/buffers.ts';
 import { writeConsecutivePositions } from '../kernels/rope_yarn.ts';
+import { GEMV_MAX_ROWS } from '../kernels/gemv_fp8.ts';
 import { NON_FINITE_ID, type SamplingParams } from '../kernels/sample.ts';
 import { createActivations, type Activations } from './activations.ts';
 import type { ModelWeights } from './gpu_weights.ts';
@@ -30,11 +34,11 @@ import type { LatentCache } from './kv_cache.ts';
 import { encodeLayer, prepareLayer, prepareNorm, type Recording, type StepRecord } from './layer.ts';
 import { recordAll, recordThrough } from './offload_step.ts';
 import type { ModelKernels } from './model_kernels.ts';
-import { createMtpPlan } from './mtp.ts';
+import { createMtpPlan, draftSampling, type DraftMode } from './mtp.ts';
+import { prepareSpeculativeVerify } from './speculative_verify.ts';
 
 export type { LogitRows, RepetitionInput } from './head.ts';
 
-const GREEDY_DRAFT = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
 export interface ForwardPlanOptions {
   kernels: ModelKernels;
@@ -48,13 +52,17 @@ export interface ForwardPlanOptions {
   captureRouting?: boolean;
   /**
    * Run the MTP module after the main model in the same submit, one MTP row per main row, drafting
-   * greedily. Its row i needs t_{i+1}: 'shifted' takes ids[i + 1] (and for the last row StepInput.nextId,
+   * greedily or by sampling (StepInput.drafts). Its row i needs t_{i+1}: 'shifted' takes ids[i + 1] (and for the last row StepInput.nextId,
    * or the id sampled after it: prefill); 'sampled' takes the id the main model sampled after row i
    * (the verify step, where a rejected draft must not be used).
    */
   mtp?: 'shifted' | 'sampled';
   /** The MTP module drafts from ids 0 .. draftVocab - 1 only (mtp.ts); default all. */
   draftVocab?: number;
+  /** [2, draft vocab] f32 of the plan set: q of the last sampled drafts (mtp.ts MtpPlanOptions.draftQ); needed for sampled drafts. */
+  draftQ?: GPUBuffer;
+  /** Decode plans: the norms inside the GEMVs and the residual adds inside the kernels before them (default true). */
+  fuseNorms?: boolean;
 }
 
 export interface StepInput {
@@ -73,6 +81,14 @@ export interface StepInput {
   tokenMask?: Uint32Array<ArrayBuffer>;
   /** 'shifted' MTP plans, a prefill chunk before the last: the id after the chunk's last row. */
   nextId?: number;
+  /** MTP plans sampling at temperature > 0: draft the MTP module's argmax ('greedy', the default) or a sample of its q ('sampled'). */
+  drafts?: DraftMode;
+  /**
+   * The verify plan with sampled drafts: the draftQ row holding the q that ids[1] was sampled from
+   * (1 after a forward, or after a verify whose draft was accepted; 0 after one rejected). Row 0's
+   * id is then decided by speculative sampling (speculative_verify.ts); absent: by the sampler.
+   */
+  draftRow?: number;
 }
 
 export interface StepOutput {
@@ -108,7 +124,7 @@ export interface ForwardPlan {
   destroy(): void;
 }
 
-export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, captureRouting, mtp: mtpMode, draftVocab }: ForwardPlanOptions): ForwardPlan {
+export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, captureRouting, mtp: mtpMode, draftVocab, draftQ, fuseNorms = true }: ForwardPlanOptions): ForwardPlan {
   const c: DeepseekV3Config = W.config;
   const { device } = k.gpu;
   if (!(Number.isInteger(rows) && rows >= 1)) throw new ArgumentError(`forward plan: rows must be a positive integer, got ${rows}`);
@@ -121,17 +137,23 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
   try {
     const acts = keep(createActivations(device, c, rows, `plan${rows}`, W.expertRanges));
     const embed = keep(prepareEmbedding(k, W.embed_tokens, { T: rows, ids: acts.ids, h: acts.h, label: 'embed_tokens' }));
-    const inputNorm = keep(prepareNorm(k, c, { x: acts.h, weight: W.layers[0].attention.input_layernorm, y: acts.x, rows, label: 'input_layernorm.0' }));
+    const residual = fuseNorms && rows <= GEMV_MAX_ROWS && k.numerics === 'weight_only';
+    const inputNorm = residual ? undefined : keep(prepareNorm(k, c, { x: acts.h, weight: W.layers[0].attention.input_layernorm, y: acts.x, rows, label: 'input_layernorm.0' }));
     const layers = W.layers.map((weights, L) =>
       prepareLayer({
-        kernels: k, config: c, weights, acts, cache, cacheLayer: L, invFreq, keep,
+        kernels: k, config: c, weights, acts, cache, cacheLayer: L, invFreq, keep, residual,
         nextNormWeight: W.layers[L + 1]?.attention.input_layernorm ?? W.norm,
         isLast: L === W.layers.length - 1,
       }),
     );
-    const head = keep(prepareHead({ kernels: k, config: c, weight: W.lm_head, hidden: acts.hidden, rows, logitRows, label: 'lm_head' }));
+    // residual: model.norm in lm_head's GEMV, which leaves the normed rows in acts.hidden for the MTP module
+    const finalNorm = { weight: W.norm, eps: c.rms_norm_eps, xNormed: mtpMode ? acts.hidden : undefined };
+    const head = keep(prepareHead({ kernels: k, config: c, weight: W.lm_head, rows, logitRows, label: 'lm_head', ...(residual ? { hidden: acts.h, norm: finalNorm } : { hidden: acts.hidden }) }));
+    // ... and where the head does not run (a prefill chunk before the last), a dispatch of its own
+    const hiddenForMtp = residual && mtpMode ? keep(prepareNorm(k, c, { x: acts.h, weight: W.norm, y: acts.hidden, rows, label: 'norm' })) : undefined;
     const outRows = head.outRows;
-    const mtp = mtpMode ? keep(createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, mainHidden: acts.hidden, draftVocab })) : undefined;
+    const mtp = mtpMode ? keep(createMtpPlan({ kernels: k, weights: W, cache, invFreq, rows, logitRows, mainHidden: acts.hidden, draftVocab, draftQ, residual })) : undefined;
+    const sampledVerify = mtp && mtpMode === 'sampled' && draftQ ? keep(prepareSpeculativeVerify({ kernels: k, logits: head.logits, ids: head.sampledIds, vocab: V, draftQ, draftVocab: mtp.vocab })) : undefined;
 
     // The one readback of a step: the sampled ids, then the MTP drafts, copied by the step's own
     // encoder into a buffer the plan keeps (no allocation and no extra submit per step).
@@ -154,7 +176,7 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
 
       const first = rec.encoder.beginComputePass({ label: 'embed' });
       embed.encode(first);
-      inputNorm.encode(first);
+      inputNorm?.encode(first);
       first.end();
       for (const [L, layer] of layers.entries()) {
         yield* encodeLayer(rec, layer, `layer${L}`);
@@ -162,12 +184,25 @@ export function createForwardPlan({ kernels: k, weights: W, cache, invFreq, rows
         if (routing && slot >= 0) rec.encoder.copyBufferToBuffer(acts.topkIds, 0, routing, slot * routeBytes, routeBytes);
       }
       // A prefill chunk before the last one needs no head.
-      if (input.sample || input.readLogits || input.head) head.encode(rec.encoder, { sample: input.sample, repetition: input.repetition, tokenMask: input.tokenMask });
+      const runsHead = input.sample || input.readLogits || input.head;
+      // Sampled drafts: the verify rows are sampled with p written, and row 0 accepted or resampled.
+      const bySampledRule = input.draftRow !== undefined && input.sample !== undefined && input.sample.temperature > 0;
+      if (bySampledRule) {
+        if (!sampledVerify) throw new ArgumentError('draftRow is for the MTP verify plan of a set with draft distributions');
+        if (input.repetition) throw new ArgumentError('sampled drafts are not verified with a repetition penalty');
+        head.encode(rec.encoder, {});
+        sampledVerify.encode(rec.encoder, { sampling: input.sample!, tokenMask: input.tokenMask, draft: input.ids[1], qRow: input.draftRow! });
+      } else if (runsHead) head.encode(rec.encoder, { sample: input.sample, repetition: input.repetition, tokenMask: input.tokenMask });
+      else if (hiddenForMtp) {
+        const pass = rec.encoder.beginComputePass({ label: 'norm' });
+        hiddenForMtp.encode(pass);
+        pass.end();
+      }
       if (input.sample) rec.encoder.copyBufferToBuffer(head.sampledIds, 0, readback, 0, 4 * outRows);
       if (mtp) {
         encodeMtpIds(rec.encoder, input);
         // Drafts are only wanted after a sampled row; otherwise the layer fills its cache rows alone.
-        yield* mtp.encode(rec, input.startPos, input.sample ? { ...GREEDY_DRAFT, step: input.sample.step } : undefined);
+        yield* mtp.encode(rec, input.startPos, input.sample ? draftSampling(input.sample, input.drafts ?? 'greedy') : undefined);
         if (input.sample) rec.encoder.copyBufferToBuffer(mtp.sampledIds, 0, readback, 4 * outRows, 4 * outRows);
       }
     }

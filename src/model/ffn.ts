@@ -12,6 +12,10 @@
 //   offloaded experts (src/model/expert_offload.ts): the gate and moe_route here; the experts over
 //                  the layer's cache (prepareSlots) run after the step reads the ids back.
 // The official MoE.forward returns y + z (routed + shared), added to the residual afterwards.
+// With `residual` (decode plans, layer.ts) the input is the residual stream h: the router gate's GEMV
+// applies post_attention_layernorm in its prologue and writes the normed x for the experts (a dense
+// layer: an RMSNorm dispatch), and the last down pass adds the output into h where it writes the
+// whole sum in one store; otherwise the output goes to ffnOut for the layer to add.
 
 import type { DeepseekV3Config } from '../config.ts';
 import type { PreparedCall } from '../gpu/kernel.ts';
@@ -41,12 +45,23 @@ export interface OffloadedExperts {
   finish: PreparedCall;
 }
 
-/** The calls of one layer's FFN, in order, for one compute pass; an offloaded layer's experts apart. */
-export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string): { calls: PreparedCall[]; offloaded?: OffloadedExperts } {
+export interface PreparedFfn {
+  calls: PreparedCall[];
+  offloaded?: OffloadedExperts;
+  /** The output is in acts.ffnOut, for the layer to add to h (false: added into acts.h already). */
+  inFfnOut: boolean;
+}
+
+/**
+ * The calls of one layer's FFN, in order, for one compute pass; an offloaded layer's experts apart.
+ * `residual`: the input is acts.h (see the top of this file).
+ */
+export function prepareFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string, residual = false): PreparedFfn {
   const calls: PreparedCall[] = [];
   try {
+    if (residual) return { calls, ...prepareResidualFfn(k, c, w, acts, label, calls) };
     const offloaded = prepareFfnCalls(k, c, w, acts, label, calls);
-    return { calls, offloaded };
+    return { calls, offloaded, inFfnOut: true };
   } catch (err) {
     for (const call of calls) call.destroy();
     throw err;
@@ -91,4 +106,37 @@ function prepareFfnCalls(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, 
     }),
   );
   return undefined;
+}
+
+/** The FFN of a decode plan reading the residual stream (weight_only numerics: nothing is rounded). */
+function prepareResidualFfn(k: ModelKernels, c: DeepseekV3Config, w: LayerWeights, acts: Activations, label: string, calls: PreparedCall[]): Omit<PreparedFfn, 'calls'> {
+  const T = acts.rows;
+  const d = c.hidden_size;
+  const postNorm = w.attention.post_attention_layernorm;
+  if (w.mlp) {
+    calls.push(k.rmsnorm.prepare({ rows: T, width: d, eps: c.rms_norm_eps, x: acts.h, weight: postNorm, y: acts.x, label: `${label}.post_attention_layernorm` }));
+    calls.push(k.mlp.prepare({ tokens: T, hidden_size: d, intermediate_size: c.intermediate_size, x: acts.x, weights: w.mlp, h: acts.mlpH, out: acts.h, accumulate: true, label: `${label}.mlp` }));
+    return { inFfnOut: false };
+  }
+  const moe = w.moe!;
+  // the gate reads RMSNorm(h) in its GEMV and leaves it in acts.x for the experts
+  calls.push(k.linear.prepare(moe.gate, { M: T, x: acts.h, norm: { weight: postNorm, eps: c.rms_norm_eps, xNormed: acts.x }, y: acts.routerLogits, label: `${label}.gate` }));
+  const shared = moe.shared_experts && { x: acts.x, intermediate_size: c.n_shared_experts * c.moe_intermediate_size, weights: moe.shared_experts, h: acts.mlpH };
+  const router = { config: c, logits: acts.routerLogits, bias: moe.e_score_correction_bias };
+  if (moe.cache) {
+    calls.push(k.route.prepare({ tokens: T, ...router, topkIds: acts.topkIds, topkWeights: acts.topkWeights, label: `${label}.route` }));
+    const { shared: sharedCall, pass, finish } = k.experts.prepareSlots({
+      tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, slots: moe.cache.slots, num_experts_per_tok: c.num_experts_per_tok,
+      x: acts.x, slotIds: acts.topkSlots, topkWeights: acts.topkWeights, weights: moe.cache.weights, shared, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+    });
+    return { offloaded: { cache: moe.cache, pairs: T * c.num_experts_per_tok, shared: sharedCall, pass, finish }, inFfnOut: true };
+  }
+  const args = {
+    tokens: T, hidden_size: d, moe_intermediate_size: c.moe_intermediate_size, n_routed_experts: c.n_routed_experts, num_experts_per_tok: c.num_experts_per_tok,
+    router, x: acts.x, topkIds: acts.topkIds, topkWeights: acts.topkWeights, ...expertWeights(moe.experts), shared, scratch: acts.moeScratch, out: acts.ffnOut, label: `${label}.experts`,
+  };
+  // h += routed + shared in the down pass's one store where it writes the whole sum
+  const intoH = k.experts.sumsInOnePass(args);
+  calls.push(k.experts.prepare(intoH ? { ...args, out: acts.h, accumulate: true } : args));
+  return { inFfnOut: !intoH };
 }

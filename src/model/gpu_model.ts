@@ -10,11 +10,14 @@ import { uploadBuffer } from '../gpu/buffers.ts';
 import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { NON_FINITE_ID, type SamplingParams } from '../kernels/sample.ts';
 import type { RmsNormReduce } from '../kernels/rmsnorm.ts';
-import { chooseGemvStrategy, chooseRmsNormReduce } from '../kernels/variant_choice.ts';
+import type { MlaDecodeReduce } from '../kernels/mla_decode.ts';
+import type { RouteReduce } from '../kernels/moe_route.ts';
+import { chooseGemvStrategy, chooseMlaDecodeReduce, chooseRmsNormReduce, chooseRouteReduce } from '../kernels/variant_choice.ts';
 import type { VariantStore } from '../gpu/variant_store.ts';
 
 export type { SamplingParams } from '../kernels/sample.ts';
 import { createForwardPlan, type ForwardPlan, type LogitRows, type RepetitionInput } from './deepseek_v3.ts';
+import type { DraftMode } from './mtp.ts';
 import { modelWeights, type ModelWeights } from './gpu_weights.ts';
 import { createLatentCache, type LatentCache } from './kv_cache.ts';
 import type { LinearStrategies } from './linear.ts';
@@ -40,6 +43,15 @@ export interface GpuModelOptions {
   draftVocab?: number;
   /** How the RMSNorms reduce a row (rmsnorm.ts); default the adapter's (chooseRmsNormReduce measures it). */
   normReduce?: RmsNormReduce;
+  /** How decode attention reduces its scores (mla_decode.ts); default the adapter's (chooseMlaDecodeReduce measures it). */
+  mlaDecodeReduce?: MlaDecodeReduce;
+  /** Who runs the router's selection (moe_route.ts); default `thread` (chooseRouteReduce measures it). */
+  routeReduce?: RouteReduce;
+  /**
+   * Decode plans run their RMSNorms inside the GEMVs and their residual adds inside the kernels
+   * before them (deepseek_v3.ts); default true. false keeps the separate dispatches, to measure the gain.
+   */
+  fuseNorms?: boolean;
 }
 
 /** The input widths of the FP8 Linears, which the official act_quant needs in whole 128 groups. */
@@ -76,15 +88,34 @@ export interface ForwardOptions {
   mtp?: boolean;
   /** With mtp and no sampling: the id after the last row (the MTP row of the last position needs it). */
   nextId?: number;
+  /** With mtp and sampling at temperature > 0: the MTP module's argmax as the draft (default) or a sample of its q ('sampled': verify it with draftRow 1). */
+  drafts?: DraftMode;
   /** Read back the experts each MoE layer chose for the rows of the last chunk. */
   routing?: boolean;
+}
+
+export type { DraftMode } from './mtp.ts';
+
+export interface VerifyOptions {
+  repetition?: RepetitionInput;
+  routing?: boolean;
+  tokenMask?: Uint32Array<ArrayBuffer>;
+  /** How this step's MTP rows draft (as ForwardOptions.drafts). */
+  drafts?: DraftMode;
+  /**
+   * The draft was sampled ('sampled' drafts at temperature > 0): the row of the set's draft
+   * distributions holding its q, 1 for the draft of forward() or drafts[1] of a verify, 0 for
+   * drafts[0]. ids[0] is then decided by speculative sampling (accepted iff ids[0] === draft, the
+   * output distributed as plain sampling); absent, by the greedy-draft rule (ids[0] a sample of p).
+   */
+  draftRow?: 0 | 1;
 }
 
 /** Per MoE layer, [rows, num_experts_per_tok] expert ids. */
 export type Routing = Map<number, Uint32Array>;
 
 export interface VerifyResult {
-  /** The main model's ids after the current token and after the draft. */
+  /** The main model's ids after the current token (with VerifyOptions.draftRow: decided by speculative sampling) and after the draft. */
   ids: [number, number];
   /** The MTP draft for the token after ids[0] (used when the draft was rejected) and after ids[1] (accepted); undefined where the MTP module's logits were not finite. */
   drafts: [number | undefined, number | undefined];
@@ -153,7 +184,7 @@ export interface GpuModel {
    * after each row, then the MTP module on the sampled ids, all in one submit. The caller accepts
    * the draft when ids[0] === draft (then both ids are output) and rolls the cache back otherwise.
    */
-  verify(plans: PlanSet, current: number, draft: number, startPos: number, sampling: SamplingParams, options?: { repetition?: RepetitionInput; routing?: boolean; tokenMask?: Uint32Array<ArrayBuffer> }): Promise<VerifyResult>;
+  verify(plans: PlanSet, current: number, draft: number, startPos: number, sampling: SamplingParams, options?: VerifyOptions): Promise<VerifyResult>;
   destroy(): void;
 }
 
@@ -171,7 +202,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
   const weights = modelWeights(gpu, pipelineCache, loaded);
   let kernels: ModelKernels;
   try {
-    kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics, weights.expertWeights, options.normReduce);
+    kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics, weights.expertWeights, options.normReduce, { mlaDecode: options.mlaDecodeReduce, route: options.routeReduce });
   } catch (err) {
     weights.destroy();
     throw err;
@@ -181,6 +212,8 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
 
   const plans = (cache: LatentCache, planOptions: { captureRouting?: boolean } = {}): PlanSet => {
     const made = new Map<string, ForwardPlan>();
+    // [2, draft vocab] f32: q of the last sampled drafts, shared by the set's MTP plans (mtp.ts).
+    let draftQ: GPUBuffer | undefined;
     return {
       cache,
       get(rows, logitRows, mtp) {
@@ -197,12 +230,15 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
               }
             }
           }
-          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting ?? true, mtp, draftVocab })));
+          if (mtp) draftQ ??= gpu.device.createBuffer({ label: 'draft_q', size: 8 * (draftVocab ?? config.vocab_size), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+          made.set(key, (plan = createForwardPlan({ kernels, weights, cache, invFreq, rows, logitRows, captureRouting: planOptions.captureRouting ?? true, mtp, draftVocab, draftQ: mtp ? draftQ : undefined, fuseNorms: options.fuseNorms })));
         }
         return plan;
       },
       destroy() {
         for (const p of made.values()) p.destroy();
+        draftQ?.destroy();
+        draftQ = undefined;
         made.clear();
       },
     };
@@ -256,6 +292,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
           tokenMask: isLast ? opts.tokenMask : undefined,
           readLogits: wantLogits,
           nextId: !opts.mtp ? undefined : isLast ? (opts.sample ? undefined : opts.nextId) : ids[end],
+          drafts: opts.drafts,
         });
         if (out.drafts && isLast) draft = usableDraft(out.drafts[out.drafts.length - 1]);
         if (opts.routing && isLast) routing = await plan.readRouting();
@@ -269,7 +306,8 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
     },
     async verify(set, current, draft, startPos, sampling, verifyOptions = {}) {
       const plan = verifyPlan(set);
-      const out = await plan.run({ ids: [current, draft], startPos, sample: sampling, repetition: verifyOptions.repetition, tokenMask: verifyOptions.tokenMask });
+      const { repetition, tokenMask, drafts, draftRow } = verifyOptions;
+      const out = await plan.run({ ids: [current, draft], startPos, sample: sampling, repetition, tokenMask, drafts, draftRow });
       const routing = verifyOptions.routing ? await plan.readRouting() : undefined;
       return { ids: [out.ids![0], out.ids![1]], drafts: [usableDraft(out.drafts![0]), usableDraft(out.drafts![1])], routing };
     },
@@ -292,12 +330,17 @@ function usableDraft(id: number): number | undefined {
 /**
  * The variants the engine measures on this adapter, once per adapter and remembered in `store`
  * (variant_choice.ts): the norms' reduction at the model's width (subgroups where the device has
- * them and they win) and the GEMV strategy of a decode step (FP8, the format most of its bytes
- * are in).
+ * them and they win), the GEMV strategy of a decode step (FP8, the format most of its bytes
+ * are in), decode attention's reduction at the model's head widths and the router's selection
+ * with its keys (both subgroups where the device has them and they win).
  */
-export async function measuredVariants(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, store: VariantStore): Promise<Pick<GpuModelOptions, 'normReduce' | 'strategies'>> {
+export async function measuredVariants(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, store: VariantStore): Promise<Pick<GpuModelOptions, 'normReduce' | 'strategies' | 'mlaDecodeReduce' | 'routeReduce'>> {
   const ctx = { gpu, pipelines };
   const normReduce = await chooseRmsNormReduce(ctx, store, { width: config.hidden_size });
   const gemv = await chooseGemvStrategy(ctx, store, { weights: 'fp8' });
-  return { normReduce, strategies: { gemv } };
+  const mlaDecodeReduce = await chooseMlaDecodeReduce(ctx, store, {
+    heads: config.num_attention_heads, kvLoraRank: config.kv_lora_rank, ropeDim: config.qk_rope_head_dim, qkNopeHeadDim: config.qk_nope_head_dim, vHeadDim: config.v_head_dim,
+  });
+  const routeReduce = await chooseRouteReduce(ctx, store, config);
+  return { normReduce, strategies: { gemv }, mlaDecodeReduce, routeReduce };
 }

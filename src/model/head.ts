@@ -53,8 +53,14 @@ export interface HeadOptions {
   config: DeepseekV3Config;
   /** lm_head, or the MTP module's shared_head.head. */
   weight: LinearWeight;
-  /** [rows, hidden_size] f32: the final norm's output. */
+  /** [rows, hidden_size] f32: the final norm's output; with `norm`, the residual stream h before it. */
   hidden: GPUBuffer;
+  /**
+   * The final norm (model.norm, shared_head.norm) done by the head (decode plans): in the GEMV's
+   * prologue where every row gets logits, else as an RMSNorm dispatch first; `xNormed` [rows,
+   * hidden_size] receives the normed rows (the MTP module reads the main model's).
+   */
+  norm?: { weight: GPUBuffer; eps: number; xNormed?: GPUBuffer };
   rows: number;
   logitRows: LogitRows;
   label: string;
@@ -66,7 +72,7 @@ export interface HeadOptions {
   vocab?: number;
 }
 
-export function prepareHead({ kernels: k, config: c, weight: whole, hidden, rows, logitRows, label, vocab }: HeadOptions): HeadPlan {
+export function prepareHead({ kernels: k, config: c, weight: whole, hidden: input, rows, logitRows, label, vocab, norm }: HeadOptions): HeadPlan {
   const { device } = k.gpu;
   const d = c.hidden_size;
   const V = vocab ?? c.vocab_size;
@@ -77,11 +83,15 @@ export function prepareHead({ kernels: k, config: c, weight: whole, hidden, rows
   const keep = <P extends { destroy(): void }>(p: P): P => (owned.push(p), p);
   const buffer = (name: string, size: number, usage: number) => keep(device.createBuffer({ label: `${label}.${name}`, size: Math.max(16, size), usage }));
   try {
+    // The norm in the GEMV where every row gets logits; else a dispatch of its own first.
+    const inGemv = norm !== undefined && outRows === rows;
+    const hidden = norm && !inGemv ? (norm.xNormed ?? buffer('hidden', 4 * rows * d, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC)) : input;
+    const normCall = norm && !inGemv ? keep(k.rmsnorm.prepare({ rows, width: d, eps: norm.eps, x: input, weight: norm.weight, y: hidden, label: `${label}.norm` })) : undefined;
     // The last row alone is copied out, so the GEMV binds it at offset 0.
     const lastHidden = outRows < rows ? buffer('hidden.last', 4 * d, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST) : undefined;
     const logits = buffer('logits', 4 * outRows * V, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
     const sampledIds = buffer('sampled_ids', 4 * outRows, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-    const head = keep(k.linear.prepare(weight, { M: outRows, x: lastHidden ?? hidden, y: logits, label }));
+    const head = keep(k.linear.prepare(weight, { M: outRows, x: lastHidden ?? hidden, y: logits, norm: inGemv ? norm : undefined, label }));
     // Made on the first step that needs them.
     let penalty: PreparedRepetitionPenalty | undefined;
     let penaltyMask: GPUBuffer | undefined;
@@ -97,6 +107,11 @@ export function prepareHead({ kernels: k, config: c, weight: whole, hidden, rows
       logits,
       sampledIds,
       encode(encoder, { sample: sampling, repetition, tokenMask }) {
+        if (normCall) {
+          const first = encoder.beginComputePass({ label: `${label}.norm` });
+          normCall.encode(first);
+          first.end();
+        }
         if (lastHidden) encoder.copyBufferToBuffer(hidden, 4 * (rows - 1) * d, lastHidden, 0, 4 * d);
         const pass = encoder.beginComputePass({ label });
         head.encode(pass);

@@ -10,8 +10,11 @@
 // Recorded in one compute pass as the calls "before" (q_a_proj | q_proj with kv_a_proj_with_mqa in one
 // GEMV; mla_latent_norm: q_a_layernorm and the cache rows; q_b_proj) and "after" (absorb with RoPE on
 // q_pe, attention, W_UV, o_proj). Small row counts take mla_decode (flash-decoding), larger mla_prefill.
+// With `residual` (decode plans, layer.ts) the input is the residual stream h itself: the first GEMV
+// applies input_layernorm in its prologue, and o_proj adds its output into h (no attnOut).
 
 import type { DeepseekV3Config } from '../config.ts';
+import { ArgumentError } from '../errors.ts';
 import type { PreparedCall } from '../gpu/kernel.ts';
 import { GEMV_MAX_ROWS } from '../kernels/gemv_fp8.ts';
 import type { Activations } from './activations.ts';
@@ -41,11 +44,16 @@ export interface MlaPlanArgs {
   cacheLayer: number;
   /** [qk_rope_head_dim / 2] f32 YaRN inverse frequencies. */
   invFreq: GPUBuffer;
+  /**
+   * Read acts.h, normalised by the q_a|kv_a GEMV with the layer's input_layernorm, and add o_proj
+   * into acts.h (at most GEMV_MAX_ROWS rows, weight_only numerics); default: acts.x in, acts.attnOut out.
+   */
+  residual?: boolean;
   label: string;
 }
 
-/** Prepares the attention of one layer for `acts.rows` rows (input acts.x, output acts.attnOut). */
-export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cacheLayer, invFreq, label }: MlaPlanArgs): PreparedMla {
+/** Prepares the attention of one layer for `acts.rows` rows (input acts.x, output acts.attnOut; or `residual`). */
+export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cacheLayer, invFreq, residual, label }: MlaPlanArgs): PreparedMla {
   const T = acts.rows;
   const H = c.num_attention_heads;
   const before: PreparedCall[] = [];
@@ -61,6 +69,8 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     const kernel = scaleFmt ? k.actRoundScaleFmt : k.actRound;
     if (kernel && fp8) into.push(keep(kernel.prepare({ M: T, K, x, label: `${label}.${name}.act_quant` })));
   };
+  if (residual && (T > GEMV_MAX_ROWS || k.actRound)) throw new ArgumentError(`${label}: the attention reads the residual stream in decode plans of weight_only numerics only (${T} rows, ${k.numerics})`);
+  const input = residual ? { x: acts.h, norm: { weight: w.input_layernorm, eps: c.rms_norm_eps } } : { x: acts.x };
   try {
     round(acts.x, c.hidden_size, 'x', before, w.kv_a_proj_with_mqa.format === 'fp8', true);
     // q_a_proj (or q_proj) and kv_a_proj_with_mqa read the same x: one GEMV dispatch where both are whole.
@@ -69,7 +79,7 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     before.push(
       keep(
         k.linear.preparePair(qProj, w.kv_a_proj_with_mqa, {
-          M: T, x: acts.x, y: qOut, ySecond: acts.kvA, label: `${label}.${w.q_proj ? 'q_proj' : 'q_a_proj'}`, labelSecond: `${label}.kv_a_proj_with_mqa`,
+          M: T, ...input, y: qOut, ySecond: acts.kvA, label: `${label}.${w.q_proj ? 'q_proj' : 'q_a_proj'}`, labelSecond: `${label}.kv_a_proj_with_mqa`,
         }),
       ),
     );
@@ -113,7 +123,7 @@ export function prepareMla({ kernels: k, config: c, weights: w, acts, cache, cac
     after.push(attention);
     if (!decode) after.push(keep(k.expandO(w.kv_b_proj.format).prepare({ ...shape, ...kvB, oLat: acts.oLat, o: acts.o, label: `${label}.v_expand` })));
     round(acts.o, c.num_attention_heads * c.v_head_dim, 'o', after, w.o_proj.format === 'fp8');
-    after.push(keep(k.linear.prepare(w.o_proj, { M: T, x: acts.o, y: acts.attnOut, label: `${label}.o_proj` })));
+    after.push(keep(k.linear.prepare(w.o_proj, { M: T, x: acts.o, ...(residual ? { y: acts.h, accumulate: true } : { y: acts.attnOut }), label: `${label}.o_proj` })));
 
     return {
       before,

@@ -9,14 +9,15 @@ import { createActRound, type ActRoundArgs } from '../kernels/act_quant.ts';
 import { createEmbedGather, type EmbedDtype, type EmbedGather } from '../kernels/embed_gather.ts';
 import { createMlaAbsorbQ, createMlaExpandO, type AbsorbQArgs, type ExpandOArgs, type MlaAbsorb } from '../kernels/mla_absorb.ts';
 import { createMlaLatentNorm, type MlaLatentNorm } from '../kernels/mla_latent_norm.ts';
-import { createMlaDecode, type MlaDecode } from '../kernels/mla_decode.ts';
+import { createMlaDecode, type MlaDecode, type MlaDecodeReduce } from '../kernels/mla_decode.ts';
 import { createMlaPrefill, type MlaPrefillArgs, type PreparedMlaPrefill } from '../kernels/mla_prefill.ts';
-import { createMoeRoute, type MoeRouteArgs } from '../kernels/moe_route.ts';
+import { createMoeRoute, type MoeRouteArgs, type RouteReduce } from '../kernels/moe_route.ts';
 import { createMlp, createMoeExperts, type ExpertWeightFormat, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import { createRmsNorm, type RmsNorm, type RmsNormReduce } from '../kernels/rmsnorm.ts';
 import { createRepetitionPenalty, type PreparedRepetitionPenalty, type RepetitionPenaltyArgs } from '../kernels/repetition_penalty.ts';
 import { createSample, type Sample } from '../kernels/sample.ts';
+import { createSpeculativeAccept, type PreparedSpeculativeAccept, type SpeculativeAcceptArgs } from '../kernels/speculative_accept.ts';
 import { createLinearKernels, type LinearKernels, type LinearStrategies } from './linear.ts';
 
 /**
@@ -54,6 +55,8 @@ export interface ModelKernels extends KernelContext {
   readonly route: Kernel<MoeRouteArgs>;
   readonly mlp: Kernel<MlpArgs>;
   readonly sample: Sample;
+  /** The verify step's acceptance of a sampled draft (speculative_verify.ts). */
+  readonly speculativeAccept: Kernel<SpeculativeAcceptArgs, PreparedSpeculativeAccept>;
   readonly repetitionPenalty: Kernel<RepetitionPenaltyArgs, PreparedRepetitionPenalty>;
   /** kv_b_proj's absorbed products in its stored format: q_nope @ W_UK, and W_UV over o_lat. */
   absorbQ(format: WeightFormat): MlaAbsorb<AbsorbQArgs>;
@@ -71,6 +74,8 @@ export function createModelKernels(
   numerics: ModelNumerics = 'weight_only',
   expertWeights: ExpertWeightFormat = 'fp8',
   normReduce?: RmsNormReduce,
+  /** Decode attention's reduction and the router selection's (measured at load: gpu_model.ts measuredVariants). */
+  reduces: { mlaDecode?: MlaDecodeReduce; route?: RouteReduce } = {},
 ): ModelKernels {
   const ctx: KernelContext = { gpu, pipelines };
   const byFormat = <K>(make: (format: WeightFormat) => K) => {
@@ -101,14 +106,15 @@ export function createModelKernels(
     mlaPrefill: createMlaPrefill(ctx, { kvLoraRank: config.kv_lora_rank }),
     expertWeights,
     // W8A8 rounds activations for FP8 weights only (the official linear() runs BF16 weights as they are).
-    experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights }),
-    route: createMoeRoute(ctx),
+    experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights, routeReduce: reduces.route }),
+    route: createMoeRoute(ctx, { reduce: reduces.route }),
     mlp: createMlp(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', weights: expertWeights }), // dense MLP: amax / 448 (experts rounds its shared experts alike)
     sample: createSample(ctx),
+    speculativeAccept: createSpeculativeAccept(ctx),
     repetitionPenalty: createRepetitionPenalty(ctx),
     absorbQ: byFormat((weights) => createMlaAbsorbQ(ctx, { weights })),
     expandO: byFormat((weights) => createMlaExpandO(ctx, { weights })),
-    mlaDecode: byFormat((weights) => createMlaDecode(ctx, { weights })),
+    mlaDecode: byFormat((weights) => createMlaDecode(ctx, { weights, reduce: reduces.mlaDecode })),
     embed(dtype) {
       let k = embeds.get(dtype);
       if (!k) embeds.set(dtype, (k = createEmbedGather(ctx, { dtype })));

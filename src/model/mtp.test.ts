@@ -1,6 +1,7 @@
 // The MTP module on the GPU against the official fixture's MTP logits (vLLM / SGLang convention:
-// row i from h_i after model.norm and the embedding of seq[i+1]), and the speculative verify step
-// against plain greedy decoding.
+// row i from h_i after model.norm and the embedding of seq[i+1]), the speculative verify step
+// against plain greedy decoding, and with sampled drafts the verify step's first token against the
+// main model's distribution.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../gpu/device.ts';
@@ -8,6 +9,7 @@ import { testGpu } from '../gpu/testing.ts';
 import { ArgumentError } from '../errors.ts';
 import { nodeDir } from '../io/node_source.ts';
 import { officialFixture, officialReference } from '../testing/fixtures.ts';
+import { keptDistribution } from '../kernels/sample.ref.ts';
 import { createGpuModel, type GpuModel } from './gpu_model.ts';
 import { loadWeights, type LoadedWeights } from './load_weights.ts';
 
@@ -91,6 +93,48 @@ describe('MTP module (dsv3-tiny-official)', () => {
       cache.destroy();
     }
   });
+
+  it('sampled drafts: the verify step outputs the main model\'s distribution, accepts Σ min(p, q) of the drafts (chi-square, 100 seeds)', async () => {
+    const p0 = prompts[0];
+    const current = p0.greedy.tokens[0];
+    const pos = p0.prompt.length;
+    const V = model.config.vocab_size;
+    const sampling = { temperature: 1, topK: 4, topP: 1, seed: 0, step: 1 };
+    const cache = model.createCache(pos + 2);
+    const plans = model.plans(cache);
+    try {
+      await model.forward(plans, p0.prompt.slice(0, -1), 0);
+      // p: the main model after `current`; q: the MTP module's draft distribution after it.
+      const shifted = plans.get(1, 'last', 'shifted');
+      const first = await shifted.run({ ids: [p0.prompt[pos - 1]], startPos: pos - 1, nextId: current, sample: { ...sampling, step: 0 }, drafts: 'sampled', readLogits: true });
+      const q = keptDistribution(first.mtpLogits!, sampling);
+      const probe = await plans.get(2, 'all', 'sampled').run({ ids: [current, 0], startPos: pos, sample: { ...sampling, temperature: 0 }, readLogits: true });
+      const p = keptDistribution(probe.logits!.subarray(0, V), sampling);
+      const N = 100;
+      const counts = new Array(V).fill(0);
+      let accepted = 0;
+      for (let seed = 1; seed <= N; seed++) {
+        // The prompt's last row again: the MTP module samples a draft after `current` with the seed's draft stream, and leaves its q.
+        const out = await shifted.run({ ids: [p0.prompt[pos - 1]], startPos: pos - 1, nextId: current, sample: { ...sampling, seed, step: 0 }, drafts: 'sampled' });
+        const draft = out.drafts![0];
+        expect(q[draft], `draft ${draft} outside q`).toBeGreaterThan(0);
+        const v = await model.verify(plans, current, draft, pos, { ...sampling, seed }, { drafts: 'sampled', draftRow: 1 });
+        counts[v.ids[0]]++;
+        if (v.ids[0] === draft) accepted++;
+        expect(p[v.ids[0]], `output ${v.ids[0]} outside p`).toBeGreaterThan(0);
+      }
+      let chi2 = 0;
+      for (let j = 0; j < V; j++) if (p[j] > 0) chi2 += (counts[j] - N * p[j]) ** 2 / (N * p[j]);
+      // 99.9% quantile of chi-square with 3 degrees of freedom (top-k 4) is 16.3.
+      expect(chi2, `counts ${counts.filter((c) => c > 0)} want ${Array.from(p).filter((x) => x > 0).map((x) => (N * x).toFixed(0))}`).toBeLessThan(16.3);
+      const overlap = Array.from(q, (qj, j) => Math.min(qj, p[j])).reduce((a, b) => a + b, 0);
+      console.log(`[figures] sampled drafts on the fixture, T = 1 top-k 4: ${accepted}/${N} accepted, Σ min(p, q) = ${overlap.toFixed(3)}`);
+      expect(Math.abs(accepted / N - overlap)).toBeLessThan(4 * Math.sqrt(overlap / N) + 0.02);
+    } finally {
+      plans.destroy();
+      cache.destroy();
+    }
+  }, 120_000);
 
   it('draftVocab N: the draft head gives the first N of the full MTP logits bit for bit and drafts their argmax; the main model is unchanged', async () => {
     const p = prompts[0];

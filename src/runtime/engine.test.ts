@@ -138,6 +138,7 @@ describe('local engine (official fixture, ids)', () => {
     expect(a.ids).toEqual(b.ids);
     expect(a.ids).toHaveLength(6);
     expect(a.last.done!.stats.mtp!.drafted).toBeGreaterThan(0);
+    await expect(collect(engine.generate(p.prompt, { drafts: 'best' as unknown as 'greedy' }))).rejects.toThrow(/drafts must be "sampled" or "greedy", got "best"/);
   });
 
   it("speculative 'auto' (the default) goes by the step costs measured at load, and decodes the same tokens", async () => {
@@ -155,11 +156,12 @@ describe('local engine (official fixture, ids)', () => {
     await expect(collect(engine.generate(p.prompt, { speculative: 'yes' as unknown as boolean }))).rejects.toThrow(/speculative must be true, false or "auto", got "yes"/);
   });
 
-  it('samples the same tokens for a seed with speculative decoding as without (row r of a verify draws token step + r\'s uniform)', async () => {
+  it('with greedy drafts, samples the same tokens for a seed with speculative decoding as without (row r of a verify draws token step + r\'s uniform)', async () => {
+    // Sampled drafts (the default) keep the distribution, not the tokens of a seed: speculative.test.ts, mtp.test.ts.
     for (const [i, seed, temperature] of [[0, 7, 0.8], [2, 4242, 0.6]] as const) {
       const options = { temperature, topP: 0.95, seed, maxTokens: 10, ignoreEos: true };
       const plain = await collect(engine.generate(prompts[i].prompt, { ...options, speculative: false }));
-      const speculated = await collect(engine.generate(prompts[i].prompt, { ...options, speculative: true }));
+      const speculated = await collect(engine.generate(prompts[i].prompt, { ...options, speculative: true, drafts: 'greedy' }));
       expect(speculated.last.done!.stats.mtp!.accepted, 'some drafts accepted').toBeGreaterThan(0);
       expect(speculated.ids, `prompt ${i}, seed ${seed}`).toEqual(plain.ids);
     }

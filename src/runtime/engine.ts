@@ -83,6 +83,12 @@ export interface LocalEngineOptions {
    * vocabulary, at least 2048 ids).
    */
   draftVocab?: number;
+  /**
+   * Decode steps run the RMSNorms inside the GEMVs and the residual adds inside the kernels before
+   * them (48 dispatches a token for the shipped checkpoint instead of 58); default true. false
+   * keeps the separate dispatches: to measure what the fusion gains (`--no-fused-norms`).
+   */
+  fuseNorms?: boolean;
   /** Destroy the GPU device on unload (the engine opened it). */
   ownsGpu?: boolean;
   /**
@@ -173,7 +179,7 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
     // The norms' reduction and the GEMV strategy measured on this adapter (once: remembered).
     const pipelineCache = new PipelineCache(gpu.device);
     const variants = await measuredVariants(gpu, pipelineCache, config, processVariantStore());
-    model = createGpuModel(gpu, loaded, { pipelineCache, prefillChunk: options.prefillChunk, numerics: options.numerics, draftVocab, ...variants });
+    model = createGpuModel(gpu, loaded, { pipelineCache, prefillChunk: options.prefillChunk, numerics: options.numerics, draftVocab, fuseNorms: options.fuseNorms, ...variants });
   } catch (err) {
     loaded.destroy();
     throw err;
@@ -181,7 +187,7 @@ export async function createLocalEngine(options: LocalEngineOptions): Promise<En
   try {
     // What a plain and a verify step cost here, for speculative 'auto' (remembered per adapter and model).
     if (model.weights.mtp) {
-      const identity = [adapterName(gpu), dir.description, loaded.weights, options.numerics ?? 'weight_only', options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, `draft ${draftVocab}`, `slots ${expertSlots ?? 'all'}`, fnv1a(checkpoint.configText)].join('|');
+      const identity = [adapterName(gpu), dir.description, loaded.weights, options.numerics ?? 'weight_only', options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, `draft ${draftVocab}`, `slots ${expertSlots ?? 'all'}`, ...(options.fuseNorms === false ? ['unfused norms'] : []), fnv1a(checkpoint.configText)].join('|');
       speculation = await speculationPolicy(model, identity);
     }
     throwIfAborted(signal);

@@ -4,7 +4,7 @@
 // stop strings, maxTokens or the caller's signal. Each chunk and step is one scheduler turn.
 
 import { AbortError, ArgumentError, GrammarError, PromptTooLongError } from '../errors.ts';
-import type { GpuModel, PlannedWork, Routing, SamplingParams } from '../model/gpu_model.ts';
+import type { DraftMode, GpuModel, PlannedWork, Routing, SamplingParams } from '../model/gpu_model.ts';
 import { SeenTokens } from '../model/head.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 import { checkResponseFormat, maskAllows, type CheckedResponseFormat, type RequestGrammar } from './grammar.ts';
@@ -57,6 +57,8 @@ export interface GenerationOptions {
   ignoreEos: boolean;
   /** Asked for (default 'auto'); used only where the checkpoint has MTP and no repetition penalty. */
   speculative: boolean | 'auto';
+  /** How the MTP module drafts at temperature > 0 (speculative.ts; default 'sampled', 'greedy' for a seeded request left to 'auto'). */
+  drafts: DraftMode;
   experts: boolean;
   /** Structured output: the format to compile (the engine makes the request's matcher from it). */
   responseFormat: CheckedResponseFormat | undefined;
@@ -88,10 +90,11 @@ export function checkGenerateOptions(options: GenerateOptions): GenerationOption
   for (const flag of ['ignoreEos', 'experts'] as const) {
     if (options[flag] !== undefined && typeof options[flag] !== 'boolean') throw new ArgumentError(`${flag} must be true or false, got ${JSON.stringify(options[flag])}`);
   }
-  const { speculative } = options;
+  const { speculative, drafts } = options;
   if (speculative !== undefined && typeof speculative !== 'boolean' && speculative !== 'auto') {
     throw new ArgumentError(`speculative must be true, false or "auto", got ${JSON.stringify(speculative)}`);
   }
+  if (drafts !== undefined && drafts !== 'sampled' && drafts !== 'greedy') throw new ArgumentError(`drafts must be "sampled" or "greedy", got ${JSON.stringify(drafts)}`);
   return {
     maxTokens,
     sampling: { temperature, topP, topK, seed, step: 0 },
@@ -100,6 +103,9 @@ export function checkGenerateOptions(options: GenerateOptions): GenerationOption
     stopTokenIds: options.stopTokenIds ?? [],
     ignoreEos: options.ignoreEos ?? false,
     speculative: speculative ?? 'auto',
+    // A seeded request left to 'auto' keeps its tokens whatever the policy chooses: greedy drafts
+    // give plain decoding's tokens for a seed, sampled ones only its distribution.
+    drafts: drafts ?? (options.seed !== undefined && (speculative ?? 'auto') === 'auto' ? 'greedy' : 'sampled'),
     experts: options.experts ?? false,
     responseFormat: checkResponseFormat(options.responseFormat),
     signal: options.signal,
@@ -138,8 +144,8 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
   const budget = Math.min(maxTokens, limits.maxContext - ids.length);
 
   // Speculative decoding with the checkpoint's MTP module (speculative.ts): the same tokens as plain
-  // decoding, greedy or seeded. Not with a repetition penalty (the draft row would need the draft
-  // in its mask). 'auto' asks the policy once, here (speculation_policy.ts).
+  // decoding when greedy, the same distribution when sampling. Not with a repetition penalty (the
+  // draft row would need the draft in its mask). 'auto' asks the policy once, here (speculation_policy.ts).
   const canSpeculate = model.weights.mtp !== undefined && !repetition;
   const policy = ctx.speculation;
   const speculative = canSpeculate && (options.speculative === 'auto' ? (policy?.chooseForRequest() ?? false) : options.speculative);
@@ -181,7 +187,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     // The first token is sampled after the last chunk: the grammar's start state masks it.
     const tokenMask = isLast && grammar ? await grammar.nextMask() : undefined;
     const result = await turn(() =>
-      model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition, mtp: speculative, nextId: after, tokenMask }),
+      model.forward(session.plans, part, session.history.length, { sample: isLast ? sampling : undefined, repetition, mtp: speculative, nextId: after, tokenMask, drafts: options.drafts }),
     );
     session.history.push(...part);
     if (isLast) {
@@ -209,6 +215,9 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
   let decodeStart = prefillDone;
   let drafted = 0;
   let accepted = 0;
+  // Sampled drafts: where the q of `draft` is (gpu_model.ts VerifyOptions.draftRow): 1 after the prefill.
+  const sampledDrafts = options.drafts === 'sampled' && sampling.temperature > 0;
+  let draftRow: 0 | 1 = 1;
   // Tokens to emit, in order; all but the last are already in the cache (an accepted draft).
   const queue: number[] = next === undefined ? [] : [next];
   while (queue.length > 0) {
@@ -247,7 +256,9 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
     if (speculative && draft !== undefined) {
       const guess = draft;
       const verifyMask = grammar && mask ? await verifyRowsMask(grammar, mask, guess) : undefined;
-      const v = await turn(() => timed(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts, tokenMask: verifyMask })));
+      const v = await turn(() =>
+        timed(() => model.verify(session.plans, id, guess, position, step, { routing: options.experts, tokenMask: verifyMask, drafts: options.drafts, draftRow: sampledDrafts ? draftRow : undefined })),
+      );
       const outcome = acceptDraft(guess, v.ids);
       policy?.observeVerify(v.ms, outcome.accepted);
       drafted++;
@@ -257,6 +268,7 @@ export async function* runGeneration(ctx: GenerateContext, session: SessionState
       session.tail = [];
       queue.push(...outcome.tokens);
       draft = outcome.accepted ? v.drafts[1] : v.drafts[0];
+      draftRow = outcome.accepted ? 1 : 0;
     } else {
       const result = await turn(() => timed(() => model.forward(session.plans, [id], position, { sample: step, repetition, routing: options.experts, tokenMask: mask })));
       if (!repetition && !grammar) policy?.observePlain(result.ms); // a mask upload is not a plain step's cost

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { memoryVariantStore } from '../gpu/variant_store.ts';
 import type { GpuModel } from '../model/gpu_model.ts';
-import { EXPLORE_EVERY, MARGIN, PRIOR_ACCEPTANCE, SpeculationPolicy, speculationPolicy } from './speculation_policy.ts';
+import { EXPLORE_EVERY, MARGIN, PRIOR_ACCEPTANCE, SpeculationPolicy, speculationKey, speculationPolicy } from './speculation_policy.ts';
 
 const policy = (plainStepMs: number, verifyStepMs: number) => new SpeculationPolicy({ plainStepMs, verifyStepMs }, 'at load');
 
@@ -50,7 +50,10 @@ describe('speculationPolicy', () => {
 
   it('takes a remembered measurement without measuring, and measures again over a corrupt one', async () => {
     const store = memoryVariantStore();
-    const key = 'webmoe.speculation.v1.adapter|model';
+    // an earlier revision's entry (steps measured before the norms moved into the GEMVs) is not taken
+    store.set('webmoe.speculation.v1.adapter|model', JSON.stringify({ plainStepMs: 3, verifyStepMs: 4 }));
+    await expect(speculationPolicy(unmeasurable, 'adapter|model', store)).rejects.toThrow(TypeError);
+    const key = speculationKey('adapter|model');
     store.set(key, JSON.stringify({ plainStepMs: 3, verifyStepMs: 4 }));
     const p = await speculationPolicy(unmeasurable, 'adapter|model', store);
     expect(p.snapshot()).toMatchObject({ plainStepMs: 3, verifyStepMs: 4, measured: 'remembered' });

@@ -7,8 +7,11 @@
 // variants are) and refreshed by every step the requests run; a comes from the requests' own
 // verify steps, starting from a prior. A request decides once, at its start (its plans and the
 // MTP layer's cache rows are made for one kind of step). Sampling is the same either way: a
-// verify row draws the uniform of the token it samples (shaders/sample.wgsl), so with a seed the
-// output does not depend on what the policy chose.
+// verify row draws the uniform of the token it samples (shaders/sample.wgsl), so with greedy
+// drafts and a seed the output does not depend on what the policy chose; that is why a seeded
+// request left to 'auto' drafts greedily (GenerateOptions.drafts), while sampled drafts keep the
+// output's distribution, not its tokens. The acceptance is one running figure over all requests,
+// whatever their temperature and drafts.
 
 import type { GpuModel } from '../model/gpu_model.ts';
 import { processVariantStore, type VariantStore } from '../gpu/variant_store.ts';
@@ -25,7 +28,7 @@ const ACCEPTANCE_WEIGHT = 0.05;
 /** Steps of each kind timed at load, interleaved, after one of each to warm up; the medians are kept (CPU adapters jitter). */
 const CALIBRATION_STEPS = 5;
 /** Bump when the measurement changes enough that a remembered one no longer holds. */
-const REVISION = 1;
+const REVISION = 2; // 2: decode steps without norm dispatches (model/layer.ts), cheaper than what 1 measured
 
 export interface SpeculationCosts {
   /** ms of a plain decode step (one row, its sampled id read back). */
@@ -94,8 +97,13 @@ export class SpeculationPolicy {
  * The policy of a model with an MTP layer on this adapter: costs remembered under `identity`, or
  * measured now on a scratch cache (CALIBRATION_STEPS plain and verify steps after one of each).
  */
+/** Where the step costs of an adapter and model are remembered (a new REVISION forgets the old). */
+export function speculationKey(identity: string): string {
+  return `webmoe.speculation.v${REVISION}.${identity}`;
+}
+
 export async function speculationPolicy(model: GpuModel, identity: string, store: VariantStore = processVariantStore()): Promise<SpeculationPolicy> {
-  const key = `webmoe.speculation.v${REVISION}.${identity}`;
+  const key = speculationKey(identity);
   const remembered = parseCosts(store.get(key));
   if (remembered) return new SpeculationPolicy(remembered, 'remembered');
   const costs = await measureStepCosts(model);

@@ -70,9 +70,20 @@ export interface GenerateOptions extends SamplingOptions {
    * Speculative decoding with the checkpoint's MTP module: 'auto' (the default) where it is faster
    * on this adapter at the acceptance requests get (EngineStats.speculation), true always, false
    * never. The output is the same either way: greedy tokens identical to plain decoding, sampled
-   * ones identical for a seed. Not used with a repetition penalty, nor without an MTP layer.
+   * ones distributed as plain sampling's (with drafts 'greedy': identical for a seed). Not used
+   * with a repetition penalty, nor without an MTP layer.
    */
   speculative?: boolean | 'auto';
+  /**
+   * How the MTP module drafts when sampling (temperature > 0): 'sampled' (the default) samples the
+   * draft from its own distribution q and accepts it with probability min(1, p/q), resampling from
+   * max(0, p - q) otherwise (speculative sampling: more drafts accepted); 'greedy' drafts its argmax,
+   * accepted iff the main model samples it (fewer accepted, but the tokens for a seed are those of
+   * plain decoding). At temperature 0 both are the argmax. Default 'sampled', but 'greedy' for a
+   * request with a seed and speculative 'auto', so that its tokens do not depend on whether the
+   * engine chose to speculate.
+   */
+  drafts?: 'sampled' | 'greedy';
   /** Report which experts processed each generated token (GenerateChunk.experts): every generated token that was run through the model, i.e. all but the last; not the prompt. */
   experts?: boolean;
   /** Continue this session: the prompt is appended to what it holds (chat requests instead send the whole conversation, which shares its prefix with the cache). */
