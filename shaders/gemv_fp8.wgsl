@@ -61,11 +61,11 @@ override EPS: f32 = 1e-6;
 
 // norm_weight[k .. k+3] (k % 4 == 0); zero past K, whose indices are clamped in bounds.
 fn norm_quad(k: u32) -> vec4<f32> {
+  if (K_ALIGNED) {
+    return vec4<f32>(norm_weight[k], norm_weight[k + 1u], norm_weight[k + 2u], norm_weight[k + 3u]);
+  }
   let last = params.K - 1u;
   let g = vec4<f32>(norm_weight[min(k, last)], norm_weight[min(k + 1u, last)], norm_weight[min(k + 2u, last)], norm_weight[min(k + 3u, last)]);
-  if (K_ALIGNED) {
-    return g;
-  }
   return mask_past_k(g, k);
 }
 
@@ -127,11 +127,36 @@ fn g_quad(k: u32) -> vec4<f32> {
 // x[m, k .. k+3] as the Linear's dots take it: h * norm_weight (g = g_quad(k)) with a norm
 // prologue, whose 1 / rms scales the finished sums; else x itself.
 fn x_in(m: u32, k: u32, g: vec4<f32>) -> vec4<f32> {
+  return normed_in(x_quad(m, k), g);
+}
+
+// x_in of a loaded quad v = x_quad(m, k).
+fn normed_in(v: vec4<f32>, g: vec4<f32>) -> vec4<f32> {
 #if prologue != none
-  return x_quad(m, k) * g;
+  return v * g;
 #else
-  return x_quad(m, k);
+  return v;
 #endif
+}
+
+#if prologue != none
+// thread_per_4_rows: the sums of h^2 of rows m.x .. m.w so far, added as block_dots loads each quad
+// (every k once, in order: squares(0u, 1u)'s sums).
+var<private> row_squares: vec4<f32>;
+#endif
+
+// block_dots' loads of row quads, squared into row_squares with a norm prologue.
+fn row_quad(lane: u32, m: u32, k: u32) -> vec4<f32> {
+  let v = x_quad(m, k);
+#if prologue != none
+  switch lane {
+    case 0u: { row_squares.x += dot(v, v); }
+    case 1u: { row_squares.y += dot(v, v); }
+    case 2u: { row_squares.z += dot(v, v); }
+    default: { row_squares.w += dot(v, v); }
+  }
+#endif
+  return v;
 }
 
 // The weight block scale of the unit's Linear (W's or W_b's).
@@ -220,13 +245,13 @@ fn block_dots(n: vec4<u32>, m: vec4<u32>, kb: u32) -> mat4x4<f32> {
     let w2 = weight_quad(n.z, k);
     let w3 = weight_quad(n.w, k);
     let g = g_quad(k);
-    block0 += dots(x_in(m.x, k, g), w0, w1, w2, w3);
+    block0 += dots(normed_in(row_quad(0u, m.x, k), g), w0, w1, w2, w3);
     if (ROWS >= 2u) {
-      block1 += dots(x_in(m.y, k, g), w0, w1, w2, w3);
+      block1 += dots(normed_in(row_quad(1u, m.y, k), g), w0, w1, w2, w3);
     }
     if (ROWS >= 4u) {
-      block2 += dots(x_in(m.z, k, g), w0, w1, w2, w3);
-      block3 += dots(x_in(m.w, k, g), w0, w1, w2, w3);
+      block2 += dots(normed_in(row_quad(2u, m.z, k), g), w0, w1, w2, w3);
+      block3 += dots(normed_in(row_quad(3u, m.w, k), g), w0, w1, w2, w3);
     }
   }
   return mat4x4<f32>(block0, block1, block2, block3);
@@ -246,13 +271,13 @@ fn block_dots_b(n: vec4<u32>, m: vec4<u32>, kb: u32) -> mat4x4<f32> {
     let w2 = weight_b_quad(n.z, k);
     let w3 = weight_b_quad(n.w, k);
     let g = g_quad(k);
-    block0 += dots(x_in(m.x, k, g), w0, w1, w2, w3);
+    block0 += dots(normed_in(row_quad(0u, m.x, k), g), w0, w1, w2, w3);
     if (ROWS >= 2u) {
-      block1 += dots(x_in(m.y, k, g), w0, w1, w2, w3);
+      block1 += dots(normed_in(row_quad(1u, m.y, k), g), w0, w1, w2, w3);
     }
     if (ROWS >= 4u) {
-      block2 += dots(x_in(m.z, k, g), w0, w1, w2, w3);
-      block3 += dots(x_in(m.w, k, g), w0, w1, w2, w3);
+      block2 += dots(normed_in(row_quad(2u, m.z, k), g), w0, w1, w2, w3);
+      block3 += dots(normed_in(row_quad(3u, m.w, k), g), w0, w1, w2, w3);
     }
   }
   return mat4x4<f32>(block0, block1, block2, block3);
@@ -278,19 +303,13 @@ fn main(
   let flat = wid.y * nwg.x + wid.x;
   let linear = linear_unit(flat * WORKGROUP_SIZE + lid);
   let n0 = linear.x * 4u;
-#if prologue != none
-  // Workgroup 0 writes x_normed whether or not its invocations have columns.
-  if (n0 >= linear.y && flat != 0u) {
-    return;
-  }
-  let inv_rms = inverse_rms(squares(0u, 1u));
-#if prologue == rmsnorm_write
-  if (flat == 0u) {
-    write_normed(inv_rms, lid, WORKGROUP_SIZE);
-  }
-#endif
-#endif
   if (n0 >= linear.y) {
+#if prologue == rmsnorm_write
+    // workgroup 0 writes x_normed whether or not its invocations have columns
+    if (flat == 0u) {
+      write_normed(inverse_rms(squares(0u, 1u)), lid, WORKGROUP_SIZE);
+    }
+#endif
     return;
   }
   // Columns past N read the last row of W (valid memory) and are not stored; rows from M to
@@ -317,6 +336,13 @@ fn main(
     }
   }
 #if prologue != none
+  // the squares of every k, summed as block_dots loaded them
+  let inv_rms = inverse_rms(row_squares);
+#if prologue == rmsnorm_write
+  if (flat == 0u) {
+    write_normed(inv_rms, lid, WORKGROUP_SIZE);
+  }
+#endif
   acc0 *= inv_rms.x;
   acc1 *= inv_rms.y;
   acc2 *= inv_rms.z;

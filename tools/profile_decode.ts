@@ -1,6 +1,6 @@
 // A one-off profile of the decode step (and of one 64-token prefill chunk) on this adapter: every dispatch of a plan step runs in its
 // own compute pass with GPU timestamps, and the times are summed per pipeline.
-//   npx tsx --import ./tools/register-raw.mjs tools/profile_decode.ts public/models/<name>
+//   npx tsx --import ./tools/register-raw.mjs tools/profile_decode.ts public/models/<name> [--no-fused-norms]
 import { openNodeGpu } from '../src/gpu/node.ts';
 import { readBuffer } from '../src/gpu/buffers.ts';
 import { nodeDir } from '../src/io/node_source.ts';
@@ -11,7 +11,7 @@ import type { ForwardPlan, StepInput } from '../src/model/deepseek_v3.ts';
 const gpu = await openNodeGpu();
 const { device } = gpu;
 const loaded = await loadWeights(gpu, nodeDir(process.argv[2]));
-const model = createGpuModel(gpu, loaded);
+const model = createGpuModel(gpu, loaded, { fuseNorms: !process.argv.includes('--no-fused-norms') });
 const cache = model.createCache(512);
 const plans = model.plans(cache, { captureRouting: false });
 const GREEDY = { temperature: 0, topK: 0, topP: 1, seed: 0, step: 0 };
@@ -60,7 +60,8 @@ async function profile(name: string, plan: ForwardPlan, input: StepInput, runs =
 
 await profile('decode, 1 row', plans.get(1, 'last'), { ids: [9], startPos: 8, sample: GREEDY });
 await profile('main model, 2 rows', plans.get(2, 'all'), { ids: [9, 10], startPos: 8, sample: GREEDY });
-await profile('main model, 3 rows', plans.get(3, 'all'), { ids: [9, 10, 11], startPos: 8, sample: GREEDY });
 await profile('verify, 2 rows + MTP', plans.get(2, 'all', 'sampled'), { ids: [9, 10], startPos: 8, sample: GREEDY });
-await profile('prefill chunk, 64 rows + MTP', plans.get(64, 'last', 'shifted'), { ids: Array.from({ length: 64 }, (_, i) => 100 + i), startPos: 0, nextId: 164, sample: GREEDY }, 2);
+if (!process.argv.includes('--decode-only')) {
+  await profile('prefill chunk, 64 rows + MTP', plans.get(64, 'last', 'shifted'), { ids: Array.from({ length: 64 }, (_, i) => 100 + i), startPos: 0, nextId: 164, sample: GREEDY }, 2);
+}
 process.exit(0);
