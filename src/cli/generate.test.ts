@@ -70,6 +70,15 @@ describe('webmoe generate on token ids (official fixture, no tokenizer)', () => 
     for (const off of [['--no-mtp'], ['--speculative', 'off']]) expect(JSON.parse((await runCli([...args, ...off])).out)).toMatchObject({ ids: p.greedy.tokens.slice(0, 5), mtp: null });
   });
 
+  it('--no-fused-norms (the norms as dispatches of their own) gives the official continuation too', async () => {
+    const p = prompts[1];
+    const r = await runCli(['generate', officialFixture(), '--ids', p.prompt.join(','), '--temperature', '0', '--ignore-eos', '--max-tokens', '5', '--json', '--no-fused-norms']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ ids: p.greedy.tokens.slice(0, 5) });
+    expect(r.err).toMatch(/^loaded /); // an engine of its own (the shared engines are keyed by their options)
+    expect((await runCli(['generate', officialFixture(), '--ids', '1', '--no-fused-norms=1'])).code).toBe(2);
+  });
+
   it('--speculative takes auto, on or off, and not against --no-mtp', () => {
     expect(speculativeFlag(undefined, undefined)).toBe('auto');
     expect(speculativeFlag('on', undefined)).toBe(true);

@@ -19,7 +19,7 @@ commands:
                                                     summarise a DeepSeek-V3-family checkpoint
   bench --kernels [--json] [--quick] [--shapes small|v3|all] [--filter NAME] [--runs N] [--max-seconds S] [--no-peers]
                                                     time every kernel against the adapter's ceilings and TF.js
-  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]
+  bench --decode <model> [--prompt TEXT]... [--max-tokens N] [--runs N] [--temperatures 0,0.7,1|none] [--json] [--quick] [--no-peers] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]
                                                     greedy decode tok/s with and without MTP speculative decoding
   generate <model> (--prompt TEXT | --ids 1,2,3) [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S]
            [--stop STR]... [--ignore-eos] [--speculative auto|on|off] [--no-mtp] [--chat] [--json] [--max-context N] [--weights fp8|bf16] [--max-binding-mib N] [--gpu-budget-mib N] [--expert-slots N] [--expert-store memory|checkpoint] [--draft-vocab N] [--no-fused-norms]

@@ -188,7 +188,7 @@ export const sharedEngines = {
 /** The vi.mock factory's result: node.ts with createNodeEngine sharing engines. */
 export function withSharedEngines<T extends { createNodeEngine(options: NodeEngineOptions): Promise<Engine> }>(real: T): T {
   const createNodeEngine = async (options: NodeEngineOptions): Promise<Engine> => {
-    const key = `${String(options.model)}|${options.maxContext}|${options.numerics ?? ""}|${options.weights ?? ""}|${options.maxBindingMib ?? ""}|${options.gpuBudgetMib ?? ""}|${options.expertSlots ?? ""}|${options.draftVocab ?? ""}|${options.expertStore ?? ""}`;
+    const key = `${String(options.model)}|${options.maxContext}|${options.numerics ?? ""}|${options.weights ?? ""}|${options.maxBindingMib ?? ""}|${options.gpuBudgetMib ?? ""}|${options.expertSlots ?? ""}|${options.draftVocab ?? ""}|${options.expertStore ?? ""}|${options.fuseNorms ?? ""}`;
     let loading = sharedEngines.engines.get(key);
     if (!loading) {
       loading = real.createNodeEngine(options);
