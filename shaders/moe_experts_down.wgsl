@@ -19,6 +19,14 @@
 //                 wrote at row T * topk + t: out[t, j] = routed sum + (h[T * topk + t] . shared_down[j]),
 //                 routed first, as the official MoE.forward's y + z (bit for bit the add of the two
 //                 that ran as a separate pass). Dispatch as decode.
+//                 Variant axis `reads` (T >= 2: the MTP verify step): per_pair, the above (each
+//                 token's invocation reads its K experts' rows, so an expert two tokens chose is
+//                 read twice). per_expert (moe_experts_union.wgsl): one invocation serves all T
+//                 tokens of its 4 columns: it selects for every token, takes each distinct expert
+//                 once (each weight quad dotted with the h row of every pair that chose it, the
+//                 shared experts' with every token's shared row), keeps each pair's product in a
+//                 private array, then sums each token's in k order: the per_pair operations in
+//                 the per_pair order, so the same bits. Dispatch (ceil(hidden_size / (4 * WORKGROUP_SIZE)), 1).
 //   decode_pairs  the decode path over expert ranges (one dispatch per range, none sees every pair
 //                 of a token): y[pair, j] = h[pair] . down_e[j], the same down_dot, for the pairs
 //                 whose expert lies in the bound range; moe_combine.wgsl then does the decode
@@ -125,6 +133,19 @@ fn shared_quad(row: u32, j: u32) -> vec4<f32> {
 #endif
 }
 
+fn shared_quads(i: vec4<u32>, j: u32) -> Down {
+  return Down(shared_quad(i.x, j), shared_quad(i.y, j), shared_quad(i.z, j), shared_quad(i.w, j));
+}
+
+// The shared experts' S[i0 / 128, kb] (fp8); 1 for bf16 (block * 1 is block, exactly).
+fn shared_block_scale(i0: u32, kb: u32) -> f32 {
+#if weights == fp8
+  return shared_scale[expert_scale_index(0u, i0, kb)];
+#else
+  return 1.0;
+#endif
+}
+
 // h[row] . shared_down[i] for the 4 columns i, summed as down_dot.
 fn shared_dot(i: vec4<u32>, i0: u32, row: u32) -> vec4<f32> {
   var acc = vec4<f32>(0.0);
@@ -132,13 +153,9 @@ fn shared_dot(i: vec4<u32>, i0: u32, row: u32) -> vec4<f32> {
     var block = vec4<f32>(0.0);
     let j_end = min(kb * BLOCK + BLOCK, params.k);
     for (var j = kb * BLOCK; j < j_end; j += 4u) {
-      block = add_quad(block, h_quad(row, j), Down(shared_quad(i.x, j), shared_quad(i.y, j), shared_quad(i.z, j), shared_quad(i.w, j)));
+      block = add_quad(block, h_quad(row, j), shared_quads(i, j));
     }
-#if weights == fp8
-    acc += block * shared_scale[expert_scale_index(0u, i0, kb)];
-#else
-    acc += block;
-#endif
+    acc += block * shared_block_scale(i0, kb);
   }
   return acc;
 }
@@ -207,6 +224,82 @@ fn down_dot(e: u32, i: vec4<u32>, i0: u32, pair: u32) -> vec4<f32> {
   }
   return acc;
 }
+#endif
+
+#if reads == per_expert
+// The dot products of up to 4 rows of h with one expert's 4 columns: slot c for sharer c.
+// Named slots, not an array: CPU adapters keep named values in registers, indexed ones in memory.
+struct Dots4 {
+  a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>,
+}
+
+fn slot(v: Dots4, c: u32) -> vec4<f32> {
+  return select(select(select(v.d, v.c, c == 2u), v.b, c == 1u), v.a, c == 0u);
+}
+
+// b + each of the first `count` rows' h[row, j .. j+3] dotted with the one quad w.
+fn add_quad4(b: Dots4, w: Down, rows: vec4<u32>, count: u32, j: u32) -> Dots4 {
+  var r = b;
+  r.a = add_quad(r.a, h_quad(rows.x, j), w);
+  if (TOKENS > 1u && count > 1u) {
+    r.b = add_quad(r.b, h_quad(rows.y, j), w);
+  }
+  if (TOKENS > 2u && count > 2u) {
+    r.c = add_quad(r.c, h_quad(rows.z, j), w);
+  }
+  if (TOKENS > 3u && count > 3u) {
+    r.d = add_quad(r.d, h_quad(rows.w, j), w);
+  }
+  return r;
+}
+
+fn add_block4(acc: Dots4, block: Dots4, scale: f32) -> Dots4 {
+  var r = acc;
+  r.a = acc.a + block.a * scale;
+  if (TOKENS > 1u) {
+    r.b = acc.b + block.b * scale;
+  }
+  if (TOKENS > 2u) {
+    r.c = acc.c + block.c * scale;
+  }
+  if (TOKENS > 3u) {
+    r.d = acc.d + block.d * scale;
+  }
+  return r;
+}
+
+// down_dot of each of the first `count` rows, expert e's quads loaded once.
+fn down_dots(e: u32, i: vec4<u32>, i0: u32, rows: vec4<u32>, count: u32) -> Dots4 {
+  var acc = Dots4();
+  for (var kb = 0u; kb < params.k_blocks; kb++) {
+    var block = Dots4();
+    let j_end = min(kb * BLOCK + BLOCK, params.k);
+    for (var j = kb * BLOCK; j < j_end; j += 4u) {
+      block = add_quad4(block, down_quads(e, i, j), rows, count, j);
+    }
+    acc = add_block4(acc, block, down_block_scale(e, i0, kb));
+  }
+  return acc;
+}
+
+#if shared == fused
+// shared_dot of each of the first `count` rows, the shared experts' quads loaded once.
+fn shared_dots(i: vec4<u32>, i0: u32, rows: vec4<u32>, count: u32) -> Dots4 {
+  var acc = Dots4();
+  for (var kb = 0u; kb < params.k_blocks; kb++) {
+    var block = Dots4();
+    let j_end = min(kb * BLOCK + BLOCK, params.k);
+    for (var j = kb * BLOCK; j < j_end; j += 4u) {
+      block = add_quad4(block, shared_quads(i, j), rows, count, j);
+    }
+    acc = add_block4(acc, block, shared_block_scale(i0, kb));
+  }
+  return acc;
+}
+#endif
+
+// Each pair's h[pair] . down_e[i], e its pick (a NONE pick's read as the per_pair variant reads it).
+var<private> pair_dots: array<vec4<f32>, MAX_PAIRS>;
 #endif
 
 #if path == decode_pairs
@@ -291,6 +384,62 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   store_out(t, i0, acc);
 }
 #elif path == decode_route
+#if reads == per_expert
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
+  // route_reduce subgroup: columns past n return after the selection (see the per_pair main)
+  let past_n = i0 >= params.n;
+#if route_reduce == thread
+  if (past_n) {
+    return; // never the writer below, whose i0 is 0
+  }
+#endif
+  route_weights();
+  let pairs = params.tokens * params.topk;
+  if (wid.x == 0u && lid == 0u) {
+    for (var p = 0u; p < pairs; p++) {
+      topk_ids[p] = picks[p];
+      topk_weights[p] = pick_weights[p];
+    }
+  }
+  if (past_n) {
+    return;
+  }
+  let i = columns(i0);
+  // Each distinct expert once, in the order its leading pairs come.
+  for (var p = 0u; p < pairs; p++) {
+    if (chosen_before(p)) {
+      continue;
+    }
+    let s = sharers(p);
+    if (s.count == 1u) {
+      pair_dots[p] = down_dot(picks[p], i, i0, p); // down_dots of one row, without its slots
+      continue;
+    }
+    let y = down_dots(picks[p], i, i0, s.pairs, s.count);
+    for (var c = 0u; c < s.count; c++) {
+      pair_dots[s.pairs[c]] = slot(y, c);
+    }
+  }
+#if shared == fused
+  let tokens = min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.tokens - 1u));
+  let z = shared_dots(i, i0, vec4<u32>(pairs) + tokens, params.tokens);
+#endif
+  // Each token's weighted sum in k order, as the per_pair main adds them.
+  for (var t = 0u; t < params.tokens; t++) {
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < params.topk; k++) {
+      let pair = t * params.topk + k;
+      acc += pick_weights[pair] * pair_dots[pair];
+    }
+#if shared == fused
+    acc = acc + slot(z, t); // routed sum + shared experts
+#endif
+    store_out(t, i0, acc);
+  }
+}
+#else
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i0 = (wid.x * WORKGROUP_SIZE + lid) * 4u;
@@ -347,4 +496,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #endif
   store_out(t, i0, acc);
 }
+#endif
 #endif

@@ -21,6 +21,14 @@
 //            moe_inter_dim, their own gate_proj / up_proj at bindings 10-13) as T more rows:
 //            wid.y = T * topk + t is token t's shared row of h. none: no such rows.
 //            Dispatch (ceil(moe_inter / (4 * WORKGROUP_SIZE)), T * topk [+ T with shared]).
+//            Variant axis `reads` (T >= 2: the MTP verify step): per_pair, the above: each row
+//            reads its pair's expert, so an expert two tokens chose is read twice. per_expert
+//            (moe_experts_union.wgsl lead()): row wid.y = p selects its pick, and whether and
+//            where each other token chose that expert; it exits when an earlier token chose it,
+//            else serves p and every later token's pair of that expert, each weight quad loaded
+//            once and dotted with each of their x rows; the shared experts are one row (T * topk)
+//            that computes every token's shared row. The same h, bit for bit: each pair's sums
+//            run the same operations in the same order. Dispatch (.., T * topk [+ 1 with shared]).
 //   grouped  the pairs sorted by expert (moe_group.wgsl); workgroup (i tile, e, slice) takes the
 //            rows of expert first_expert + e in tiles of 4 rows, tile slice, slice + slices, ...;
 //            each decoded weight quad serves 4 rows. Experts chosen by no token exit at once.
@@ -150,14 +158,27 @@ fn add_quad(s: Sums, a: vec4<f32>, w: GateUp) -> Sums {
   return Sums(s.gate + dots(a, w.g0, w.g1, w.g2, w.g3), s.up + dots(a, w.u0, w.u1, w.u2, w.u3));
 }
 
-// s + block * S_e[i0 / 128, kb], for gate and up (fp8); s + block (bf16: no scales).
-fn add_scaled_block(s: Sums, block: Sums, e: u32, i0: u32, kb: u32) -> Sums {
+// s + block * (the gate and up block scales), fp8; s + block, bf16 (no scales: `scale` unused).
+fn scaled(s: Sums, block: Sums, scale: vec2<f32>) -> Sums {
 #if weights == fp8
-  let at = expert_scale_index(e, i0, kb);
-  return Sums(s.gate + block.gate * gate_scale[at], s.up + block.up * up_scale[at]);
+  return Sums(s.gate + block.gate * scale.x, s.up + block.up * scale.y);
 #else
   return Sums(s.gate + block.gate, s.up + block.up);
 #endif
+}
+
+// S_e[i0 / 128, kb] of gate and up (fp8); unused for bf16.
+fn gate_up_scales(e: u32, i0: u32, kb: u32) -> vec2<f32> {
+#if weights == fp8
+  let at = expert_scale_index(e, i0, kb);
+  return vec2<f32>(gate_scale[at], up_scale[at]);
+#else
+  return vec2<f32>(1.0);
+#endif
+}
+
+fn add_scaled_block(s: Sums, block: Sums, e: u32, i0: u32, kb: u32) -> Sums {
+  return scaled(s, block, gate_up_scales(e, i0, kb));
 }
 
 // h[pair, out_col + i0 .. out_col + i0+3] = silu(gate) * up, the columns that exist (out_col 0 but for a row band).
@@ -238,6 +259,23 @@ fn shared_up_quad(row: u32, j: u32) -> vec4<f32> {
 #endif
 }
 
+fn shared_gate_up_quads(i: vec4<u32>, j: u32) -> GateUp {
+  return GateUp(
+    shared_gate_quad(i.x, j), shared_gate_quad(i.y, j), shared_gate_quad(i.z, j), shared_gate_quad(i.w, j),
+    shared_up_quad(i.x, j), shared_up_quad(i.y, j), shared_up_quad(i.z, j), shared_up_quad(i.w, j),
+  );
+}
+
+// The shared experts' gate and up block scales (fp8); unused for bf16.
+fn shared_scales(i0: u32, kb: u32) -> vec2<f32> {
+#if weights == fp8
+  let at = expert_scale_index(0u, i0, kb);
+  return vec2<f32>(shared_gate_scale[at], shared_up_scale[at]);
+#else
+  return vec2<f32>(1.0);
+#endif
+}
+
 // h of token t's shared row (T * topk + t): the pair_hidden of the shared experts' weights.
 fn shared_hidden(row: u32, t: u32, i0: u32) {
   let i = columns(i0);
@@ -246,21 +284,98 @@ fn shared_hidden(row: u32, t: u32, i0: u32) {
     var block = Sums();
     let j_end = min(kb * BLOCK + BLOCK, params.k);
     for (var j = kb * BLOCK; j < j_end; j += 4u) {
-      let w = GateUp(
-        shared_gate_quad(i.x, j), shared_gate_quad(i.y, j), shared_gate_quad(i.z, j), shared_gate_quad(i.w, j),
-        shared_up_quad(i.x, j), shared_up_quad(i.y, j), shared_up_quad(i.z, j), shared_up_quad(i.w, j),
-      );
-      block = add_quad(block, x_quad(t, j), w);
+      block = add_quad(block, x_quad(t, j), shared_gate_up_quads(i, j));
     }
-#if weights == fp8
-    let at = expert_scale_index(0u, i0, kb);
-    sums = Sums(sums.gate + block.gate * shared_gate_scale[at], sums.up + block.up * shared_up_scale[at]);
-#else
-    sums = Sums(sums.gate + block.gate, sums.up + block.up);
-#endif
+    sums = scaled(sums, block, shared_scales(i0, kb));
   }
   store_h(row, i0, sums);
 }
+#endif
+
+#if reads == per_expert
+// The sums of up to 4 rows of h that one weight quad serves: slot c for sharer c.
+struct Sums4 {
+  a: Sums, b: Sums, c: Sums, d: Sums,
+}
+
+// b + each of the first `count` tokens' x[t, j .. j+3] dotted with the one quad w. Named slots,
+// not an array: CPU adapters keep named values in registers, indexed ones in memory.
+fn add_quad4(b: Sums4, w: GateUp, tokens: vec4<u32>, count: u32, j: u32) -> Sums4 {
+  var r = b;
+  r.a = add_quad(r.a, x_quad(tokens.x, j), w);
+  if (TOKENS > 1u && count > 1u) {
+    r.b = add_quad(r.b, x_quad(tokens.y, j), w);
+  }
+  if (TOKENS > 2u && count > 2u) {
+    r.c = add_quad(r.c, x_quad(tokens.z, j), w);
+  }
+  if (TOKENS > 3u && count > 3u) {
+    r.d = add_quad(r.d, x_quad(tokens.w, j), w);
+  }
+  return r;
+}
+
+fn add_block4(s: Sums4, b: Sums4, scale: vec2<f32>) -> Sums4 {
+  var r = s;
+  r.a = scaled(r.a, b.a, scale);
+  if (TOKENS > 1u) {
+    r.b = scaled(r.b, b.b, scale);
+  }
+  if (TOKENS > 2u) {
+    r.c = scaled(r.c, b.c, scale);
+  }
+  if (TOKENS > 3u) {
+    r.d = scaled(r.d, b.d, scale);
+  }
+  return r;
+}
+
+fn store_h4(rows: vec4<u32>, count: u32, i0: u32, s: Sums4) {
+  store_h(rows.x, i0, s.a);
+  if (TOKENS > 1u && count > 1u) {
+    store_h(rows.y, i0, s.b);
+  }
+  if (TOKENS > 2u && count > 2u) {
+    store_h(rows.z, i0, s.c);
+  }
+  if (TOKENS > 3u && count > 3u) {
+    store_h(rows.w, i0, s.d);
+  }
+}
+
+// h of the pairs of s, all of expert slot e: each pair's pair_hidden, the weights loaded once.
+fn union_hidden(e: u32, s: Sharers, i0: u32) {
+  let i = columns(i0);
+  let tokens = s.pairs / vec4<u32>(params.topk);
+  var sums = Sums4();
+  for (var kb = 0u; kb < params.k_blocks; kb++) {
+    var block = Sums4();
+    let j_end = min(kb * BLOCK + BLOCK, params.k);
+    for (var j = kb * BLOCK; j < j_end; j += 4u) {
+      block = add_quad4(block, gate_up_quads(e, i, j), tokens, s.count, j);
+    }
+    sums = add_block4(sums, block, gate_up_scales(e, i0, kb));
+  }
+  store_h4(s.pairs, s.count, i0, sums);
+}
+
+#if shared == fused
+// Every token's shared row (T * topk + t): each shared_hidden, the weights loaded once.
+fn shared_union_hidden(i0: u32) {
+  let i = columns(i0);
+  let tokens = min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.tokens - 1u));
+  var sums = Sums4();
+  for (var kb = 0u; kb < params.k_blocks; kb++) {
+    var block = Sums4();
+    let j_end = min(kb * BLOCK + BLOCK, params.k);
+    for (var j = kb * BLOCK; j < j_end; j += 4u) {
+      block = add_quad4(block, shared_gate_up_quads(i, j), tokens, params.tokens, j);
+    }
+    sums = add_block4(sums, block, shared_scales(i0, kb));
+  }
+  store_h4(vec4<u32>(params.tokens * params.topk) + tokens, params.tokens, i0, sums);
+}
+#endif
 #endif
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -279,11 +394,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if shared == fused
   if (pair >= pairs) {
     if (!past_n) {
+#if reads == per_expert
+      shared_union_hidden(i0); // the one shared row: every token's
+#else
       shared_hidden(pair, pair - pairs, i0);
+#endif
     }
     return;
   }
 #endif
+#if reads == per_expert
+  // none to serve: p's pick is NONE, or an earlier token chose its expert (that token's row serves p)
+  let row = lead(pair);
+  let e = row.e - params.first_expert;
+  let s = row.s;
+  if (past_n || s.count == 0u) {
+    return;
+  }
+  if (s.count == 1u) {
+    pair_hidden(pair, pair / params.topk, e, i0); // union_hidden of one pair, without its slots
+  } else {
+    union_hidden(e, s, i0);
+  }
+#else
   let t = pair / params.topk;
   let mine = pair % params.topk;
   // The picks of moe_route.wgsl's main, in its order, up to this pair's.
@@ -304,6 +437,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return;
   }
   pair_hidden(pair, t, e, i0);
+#endif
 }
 #elif path == grouped
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -17,6 +17,12 @@
 //                     after the routed sum (the official y + z). A whole MoE layer after the
 //                     router gate is then 2 dispatches. Otherwise they run as the MLP below with
 //                     its down adding into out (ACCUMULATE), after the routed passes.
+//   + reads per_expert (options.expertReads, T >= 2: the MTP verify step) the same two passes,
+//                     each invocation also selecting for the other tokens, so that each expert
+//                     the tokens chose is read once per column tile, not once per pair: an expert
+//                     both rows of a verify step chose, and the shared experts, are read once
+//                     (moe_experts_union.wgsl). The same ids, weights and out, bit for bit; which
+//                     is faster is measured at load (variant_choice.ts chooseVerifyExperts).
 //   grouped (prefill) moe_group sorts the pairs by expert; gate_up and down run over each expert's
 //                     rows so its weights are read once per 4 rows -> y per pair; moe_combine
 //                     weighs and adds each token's pairs. Four dispatches.
@@ -41,6 +47,7 @@ import commonSource from '../../shaders/moe_experts_common.wgsl?raw';
 import combineSource from '../../shaders/moe_combine.wgsl?raw';
 import downSource from '../../shaders/moe_experts_down.wgsl?raw';
 import gateUpSource from '../../shaders/moe_experts_gate_up.wgsl?raw';
+import unionSource from '../../shaders/moe_experts_union.wgsl?raw';
 import fp8Source from '../../shaders/fp8_e4m3.wgsl?raw';
 import { ArgumentError, GpuLimitError } from '../errors.ts';
 import { align4 } from '../gpu/buffers.ts';
@@ -67,6 +74,18 @@ const WEIGHT_BYTES: Record<ExpertWeightFormat, number> = { fp8: 1, bf16: 2 };
 
 /** The most tokens the decode path takes by default (the current token plus MTP drafts). */
 export const MOE_DECODE_MAX_TOKENS = 4;
+
+/**
+ * How the decode passes that route read the experts of T >= 2 tokens (moe_experts_gate_up.wgsl's
+ * axis `reads`): once per (token, expert) pair, or once per distinct expert (and the shared
+ * experts once), each invocation then selecting for all T tokens. The same bits either way;
+ * chooseVerifyExperts (variant_choice.ts) measures which is faster on an adapter.
+ */
+export const EXPERT_READS = ['per_pair', 'per_expert'] as const;
+export type ExpertReads = (typeof EXPERT_READS)[number];
+
+/** per_expert keeps T * topk picks per invocation (MAX_PAIRS of moe_experts_union.wgsl); more run per_pair. */
+export const MAX_UNION_PAIRS = 32;
 
 const ROWS_PER_TILE = 4; // rows of one expert per invocation in the grouped kernels (a vec4)
 const COLUMNS_PER_INVOCATION = 4; // output columns per invocation, both paths (a vec4)
@@ -242,17 +261,29 @@ export function moeExpertsScratchBytes(shape: MoeExpertsShape, path: MoePath, ra
   };
 }
 
+export interface MoeExpertsCostOptions {
+  /** decode: how the experts are read (ExpertReads); default per_pair. */
+  reads?: ExpertReads;
+  /**
+   * decode per_expert: the share of each later token's experts that an earlier token also chose
+   * (0: disjoint, the upper bound; 1: all the same experts). Default 0.
+   */
+  overlap?: number;
+}
+
 /**
- * Bytes and FLOPs for the benchmark. Weights: each pair reads its expert's (decode: exact when a
- * token's experts are distinct and T = 1), or each of min(E, pairs) experts once (grouped, an
- * upper bound); plus x, routing, h (and y) written and read, out written.
+ * Bytes and FLOPs for the benchmark. Weights: each pair reads its expert's (decode per_pair: exact
+ * when a token's experts are distinct and T = 1), each distinct expert once (decode per_expert:
+ * K (1 + (T - 1)(1 - overlap)) of them, at most E), or each of min(E, pairs) experts once
+ * (grouped, an upper bound); plus x, routing, h (and y) written and read, out written.
  */
-export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath, weights: ExpertWeightFormat = 'fp8'): Cost {
+export function moeExpertsCost(shape: MoeExpertsShape, path: MoePath, weights: ExpertWeightFormat = 'fp8', options: MoeExpertsCostOptions = {}): Cost {
   const { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K } = shape;
   const pairs = T * K;
   const scaleBytes = weights === 'fp8' ? 4 * 3 * Math.ceil(I / BLOCK) * Math.ceil(d / BLOCK) : 0;
   const expertBytes = WEIGHT_BYTES[weights] * 3 * I * d + scaleBytes;
-  const reads = path === 'decode' ? pairs : Math.min(E, pairs);
+  const distinct = Math.min(E, K * (1 + (T - 1) * (1 - (options.overlap ?? 0))));
+  const reads = path !== 'decode' ? Math.min(E, pairs) : options.reads === 'per_expert' ? distinct : pairs;
   const activations = 4 * (2 * T * d + 2 * pairs + 2 * pairs * I) + (path === 'grouped' ? 4 * (2 * pairs * d + E + 1 + 2 * pairs) : 0);
   return { bytes: reads * expertBytes + activations, flops: 2 * 3 * pairs * I * d + 2 * pairs * d };
 }
@@ -276,11 +307,18 @@ export interface MoeExpertsOptions {
   workgroupSize?: number;
   /** Who runs the router's selection, here and in moe_route (moe_route.ts RouteReduce); default `thread`. */
   routeReduce?: RouteReduce;
+  /**
+   * How the decode passes that route read the experts of 2 or more tokens (ExpertReads; T * topk
+   * <= MAX_UNION_PAIRS, else per_pair); default per_pair. One token always reads per pair.
+   */
+  expertReads?: ExpertReads;
 }
 
 export interface MoeExperts extends Kernel<MoeExpertsArgs> {
   readonly weights: ExpertWeightFormat;
   readonly workgroupSize: number;
+  /** How a call's decode passes that route read the experts (per_expert only for 2+ tokens). */
+  reads(args: MoeExpertsShape): ExpertReads;
   /**
    * The routed experts over a GPU expert cache (src/model/expert_offload.ts): `shared` (with
    * shared experts) writes their output into out first, needing no routing, so it can run while
@@ -349,13 +387,22 @@ interface RouteBindings {
   route: PreparedRoute;
   /** The shared experts' weights, fused into the pass. */
   shared?: MlpWeights;
+  /** Per pair, or each distinct expert once (ExpertReads). */
+  reads: ExpertReads;
+  /** T: per_expert's pipelines are specialised to it (TOKENS of moe_experts_union.wgsl). */
+  tokens: number;
 }
 
 /** The pipelines and the dispatch builders the routed experts and the MLP share. */
-function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64, roundHidden = false, actScaleFormat = 'f32', routeReduce: routeOption }: MoeExpertsOptions) {
+function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64, roundHidden = false, actScaleFormat = 'f32', routeReduce: routeOption, expertReads = 'per_pair' }: MoeExpertsOptions) {
   const { device } = ctx.gpu;
   const routeReduce = resolveRouteReduce(ctx, 'moe_experts', { reduce: routeOption }).reduce;
   checkCounts('moe_experts', { workgroupSize });
+  if (!EXPERT_READS.includes(expertReads)) {
+    throw new ArgumentError(`moe_experts: "${String(expertReads)}" is not a way to read the experts; use one of ${EXPERT_READS.join(', ')}`);
+  }
+  /** The reads of a call's decode_route passes: per_expert for 2+ tokens of at most MAX_UNION_PAIRS pairs. */
+  const reads = (T: number, K: number): ExpertReads => (expertReads === 'per_expert' && T >= 2 && T * K <= MAX_UNION_PAIRS ? 'per_expert' : 'per_pair');
   if (!EXPERT_WEIGHT_FORMATS.includes(weights)) {
     throw new ArgumentError(`moe_experts: "${weights}" is not an expert weight format; use one of ${EXPERT_WEIGHT_FORMATS.join(', ')}`);
   }
@@ -367,18 +414,22 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   // k % 4 == 0 (k: the input width of the linear) takes the readers without splicing and
   // masking (K_ALIGNED of moe_experts_common.wgsl): one pipeline per alignment.
   // decode_route runs moe_route_common.wgsl (its `routing` and `route_reduce` axes; `shared` its
-  // shared-experts axis), as the first snippet (the subgroup variant's `enable` leads the module);
-  // the other paths leave them out.
-  const routeAxes = { routing: ROUTINGS, route_reduce: ROUTE_REDUCES, shared: SHARED };
-  const routeVariant = (r?: RouteBindings) => ({ routing: r?.route.routing ?? 'noaux_tc', route_reduce: r ? routeReduce : 'thread', shared: r?.shared ? 'fused' : 'none' });
+  // shared-experts axis, `reads` its expert reads), as the first snippet (the subgroup variant's
+  // `enable` leads the module), and per_expert moe_experts_union.wgsl after the others; the other
+  // paths leave them out.
+  const routeAxes = { routing: ROUTINGS, route_reduce: ROUTE_REDUCES, shared: SHARED, reads: EXPERT_READS };
+  const routeVariant = (r?: RouteBindings) => ({ routing: r?.route.routing ?? 'noaux_tc', route_reduce: r ? routeReduce : 'thread', shared: r?.shared ? 'fused' : 'none', reads: r?.reads ?? 'per_pair' });
+  const unionConstants = (r?: RouteBindings): Record<string, number> => (r?.reads === 'per_expert' ? { TOKENS: r.tokens } : {});
+  const routeSnippets = (r?: RouteBindings): readonly WgslSource[] =>
+    r ? [ROUTE_SNIPPET, ...SNIPPETS, ...(r.reads === 'per_expert' ? [{ name: 'moe_experts_union.wgsl', code: unionSource }] : [])] : SNIPPETS;
   const gateUpPipeline = (path: GateUpPath, k: number, r?: RouteBindings): CachedPipeline =>
     kernelPipeline(ctx.pipelines, {
       kernel: 'moe_experts_gate_up',
       source: gateUpSource,
-      snippets: path === 'decode_route' ? [ROUTE_SNIPPET, ...SNIPPETS] : SNIPPETS,
+      snippets: routeSnippets(path === 'decode_route' ? r : undefined),
       axes: { weights: EXPERT_WEIGHT_FORMATS, path: GATE_UP_PATHS, ...routeAxes },
       variant: { weights, path, ...routeVariant(r) },
-      constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0 },
+      constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0, ...unionConstants(path === 'decode_route' ? r : undefined) },
       // params, x, gate w/[s], up w/[s], h, then: ids (decode); offsets, sorted (grouped);
       // logits, [bias], route params, [shared gate w/[s], shared up w/[s]] (decode_route)
       bindings: path === 'decode_route'
@@ -386,14 +437,14 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
         : ['uniform', ro, ro, scale, ro, scale, 'storage', ro, path === 'grouped' ? ro : undefined],
     });
   // accumulate: out = out + v (ACCUMULATE of moe_experts_down.wgsl), for the shared experts after the routed sum.
-  const downPipeline = (path: DownPath, k: number, accumulate = false, r?: RouteBindings): CachedPipeline =>
+  const downPipeline = (path: DownPath, k: number, accumulate = false, r?: RouteBindings, size = workgroupSize): CachedPipeline =>
     kernelPipeline(ctx.pipelines, {
       kernel: 'moe_experts_down',
       source: downSource,
-      snippets: path === 'decode_route' ? [ROUTE_SNIPPET, ...SNIPPETS] : SNIPPETS,
+      snippets: routeSnippets(path === 'decode_route' ? r : undefined),
       axes: { weights: EXPERT_WEIGHT_FORMATS, path: DOWN_PATHS, ...routeAxes },
       variant: { weights, path, ...routeVariant(r) },
-      constants: { WORKGROUP_SIZE: workgroupSize, K_ALIGNED: k % 4 === 0 ? 1 : 0, ACCUMULATE: accumulate ? 1 : 0 },
+      constants: { WORKGROUP_SIZE: size, K_ALIGNED: k % 4 === 0 ? 1 : 0, ACCUMULATE: accumulate ? 1 : 0, ...unionConstants(path === 'decode_route' ? r : undefined) },
       // params, h, w, [s], out or y, then: ids or offsets, [weights or sorted];
       // ids, weights (written), [shared w/[s]], logits, [bias], route params (decode_route)
       bindings: path === 'decode_route'
@@ -410,8 +461,13 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
   const combinePipeline = (accumulate: boolean) =>
     kernelPipeline(ctx.pipelines, { kernel: 'moe_combine', source: combineSource, constants: { WORKGROUP_SIZE: workgroupSize, ACCUMULATE: accumulate ? 1 : 0 }, bindings: ['uniform', ro, ro, 'storage'] });
   const maxDim = device.limits.maxComputeWorkgroupsPerDimension;
+  function checkGrid(label: string, counts: Record<string, number>): void {
+    for (const [name, count] of Object.entries(counts)) {
+      if (count > maxDim) throw new GpuLimitError(`${label}: ${name} = ${count} workgroups exceed this GPU's maxComputeWorkgroupsPerDimension (${maxDim})`);
+    }
+  }
   // Workgroups along the output columns: each invocation takes 4 of them.
-  const tiles = (columns: number) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * workgroupSize));
+  const tiles = (columns: number, size = workgroupSize) => Math.ceil(columns / (COLUMNS_PER_INVOCATION * size));
   // grouped: slices of an expert's row tiles run in parallel, enough for an average expert's rows.
   const slices = (s: PassShape) => Math.min(maxDim, Math.max(1, Math.ceil((s.T * s.K) / (s.E * ROWS_PER_TILE))));
 
@@ -441,8 +497,10 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
 
   /**
    * The decode_route pair over all experts in one set of buffers: gate_up for the T * K pairs (and
-   * the T shared rows), then down with the weighted sum (and the shared experts' down), each
-   * running the router's selection; the down writes topk_ids and topk_weights.
+   * the T shared rows; per_expert: one row per leading pair, one shared row for all tokens), then
+   * down with the weighted sum (and the shared experts' down; per_expert: one invocation per
+   * column tile for all tokens), each running the router's selection; the down writes topk_ids
+   * and topk_weights.
    */
   function routedDecode(label: string, s: PassShape, w: MlpWeights, b: { x: GPUBuffer; h: GPUBuffer; out: GPUBuffer; topkIds: GPUBuffer; topkWeights: GPUBuffer }, rb: RouteBindings, owned: { destroy(): void }[], accumulate = false): Encodable[] {
     const all = { first: 0, count: s.E };
@@ -450,11 +508,16 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
     const routeInputs = [route.logits, route.bias, route.uniforms];
     const gateUpParams = expertParams(`${label}.gate_up`, { ...s, n: s.I, k: s.d }, all, owned);
     const sharedGateUp = shared ? [shared.gate_proj.weight, shared.gate_proj.weight_scale_inv, shared.up_proj.weight, shared.up_proj.weight_scale_inv] : [];
-    const rows = s.T * s.K + (shared ? s.T : 0);
+    const perExpert = rb.reads === 'per_expert';
+    const rows = s.T * s.K + (shared ? (perExpert ? 1 : s.T) : 0);
     const gateUpCall = bound(`${label}.gate_up`, gateUpPipeline('decode_route', s.d, rb), [gateUpParams, b.x, w.gate_proj.weight, w.gate_proj.weight_scale_inv, w.up_proj.weight, w.up_proj.weight_scale_inv, b.h, ...routeInputs, ...sharedGateUp], [tiles(s.I), rows, 1]);
     const downParams = expertParams(`${label}.down`, { ...s, n: s.d, k: s.I }, all, owned);
     const sharedDown = shared ? [shared.down_proj.weight, shared.down_proj.weight_scale_inv] : [undefined, undefined];
-    const downCall = bound(`${label}.down`, downPipeline('decode_route', s.I, accumulate, rb), [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights, ...sharedDown, ...routeInputs], [tiles(s.d), s.T, 1]);
+    // per_expert: one invocation per 4 columns serves all T tokens; workgroups T times smaller keep
+    // per_pair's count of them (a CPU adapter runs a workgroup per core: one of 2 cores idled at d = 256)
+    const downSize = perExpert ? Math.max(1, Math.floor(workgroupSize / s.T)) : workgroupSize;
+    checkGrid(label, { 'hidden_size tiles': tiles(s.d, downSize) });
+    const downCall = bound(`${label}.down`, downPipeline('decode_route', s.I, accumulate, rb, downSize), [downParams, b.h, w.down_proj.weight, w.down_proj.weight_scale_inv, b.out, b.topkIds, b.topkWeights, ...sharedDown, ...routeInputs], [tiles(s.d, downSize), perExpert ? 1 : s.T, 1]);
     return [gateUpCall, ...hiddenRound(label, s.T * s.K, s.I, b.h, owned), downCall];
   }
 
@@ -504,6 +567,7 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
     hiddenRound,
     roundsHidden: actRound !== undefined,
     sharedFits,
+    reads,
     routedDecode,
     /**
      * gate_up over the T * topk pairs, then down with the weighted sum: the decode path. Several
@@ -530,11 +594,7 @@ function expertPasses(ctx: KernelContext, { weights = 'fp8', workgroupSize = 64,
       const downs = b.ranges.map((r) => down(rangeLabel(`${label}.down`, b.ranges, r), 'grouped', s, r, r.weights.down_proj, { h: b.h, out: b.y, routing }, owned));
       return [...gateUps, ...hiddenRound(label, s.T * s.K, s.I, b.h, owned), ...downs];
     },
-    checkGrid(label: string, counts: Record<string, number>): void {
-      for (const [name, count] of Object.entries(counts)) {
-        if (count > maxDim) throw new GpuLimitError(`${label}: ${name} = ${count} workgroups exceed this GPU's maxComputeWorkgroupsPerDimension (${maxDim})`);
-      }
-    },
+    checkGrid,
   };
 }
 
@@ -604,6 +664,7 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
     weights: passes.weights,
     workgroupSize: options.workgroupSize ?? 64,
     sumsInOnePass: (args) => routesInPasses(args) && (args.shared === undefined || sharedJoins(args)),
+    reads: (args) => passes.reads(args.tokens, args.num_experts_per_tok),
     prepareSlots(args) {
       const label = args.label ?? 'moe_experts';
       const { tokens: T, hidden_size: d, moe_intermediate_size: I, slots: S, num_experts_per_tok: K, scratch, shared } = args;
@@ -715,15 +776,18 @@ export function createMoeExperts(ctx: KernelContext, options: MoeExpertsOptions 
         // otherwise: an MLP whose down adds into out (accumulate), after the routed sum
         const after = shared && !fuseShared ? mlpSteps(device, sharedPasses, { tokens: T, hidden_size: d, ...shared, x: shared.x ?? args.x, out: args.out, label: `${label}.shared_experts` }, owned, true) : [];
         const routingCost = args.router ? moeRouteCost(T, args.router.config) : { bytes: 0, flops: 0 };
-        const sharedCost = shared ? moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: shared.intermediate_size, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights) : { bytes: 0, flops: 0 };
-        const routed = moeExpertsCost(args, path, passes.weights);
+        // per_expert: each distinct expert once (the cost an upper bound: no overlap), the fused shared experts once
+        const reads = route ? passes.reads(T, K) : 'per_pair';
+        const sharedReads = fuseShared ? reads : 'per_pair';
+        const sharedCost = shared ? moeExpertsCost({ tokens: T, hidden_size: d, moe_intermediate_size: shared.intermediate_size, n_routed_experts: 1, num_experts_per_tok: 1 }, 'decode', passes.weights, { reads: sharedReads }) : { bytes: 0, flops: 0 };
+        const routed = moeExpertsCost(args, path, passes.weights, { reads });
         const cost = { bytes: routed.bytes + routingCost.bytes + sharedCost.bytes, flops: routed.flops + routingCost.flops + sharedCost.flops };
         if (route) {
           if (fuseShared) {
             checkBindings(device, label, { 'scratch.h': [scratch.h, 4 * (T * K + T) * I], ...weightNeeds(label, passes.weights, sharedWhole!, 1, d, I, 'shared.') });
           }
           const b = { x: args.x, h: scratch.h, out: args.out, topkIds, topkWeights };
-          return preparedCall(cost, [...passes.routedDecode(label, s, routedWeights!, b, { route, shared: fuseShared ? sharedWhole : undefined }, owned, args.accumulate ?? false), ...after], owned);
+          return preparedCall(cost, [...passes.routedDecode(label, s, routedWeights!, b, { route, shared: fuseShared ? sharedWhole : undefined, reads, tokens: T }, owned, args.accumulate ?? false), ...after], owned);
         }
         if (path === 'decode') {
           const b = { x: args.x, ranges, h: scratch.h, out: args.out, topkIds, topkWeights, y: scratch.y };

@@ -3,7 +3,8 @@
 // gemv_fp8's race of its strategies (subgroup_per_row only where the device has 'subgroups'; a fake
 // timer), one real measurement of gemv_fp8 on SwiftShader (which strategy wins is not asserted:
 // tests do not assert times), and the races of rmsnorm's, mla_decode's and moe_route's reductions
-// (subgroup only where the device has it; with a fake timer, then for real).
+// (subgroup only where the device has it; with a fake timer, then for real), and the race of the
+// verify step's expert reads (per_pair first; its widths within a budget, its logits' overlap).
 
 import { describe, expect, it } from 'vitest';
 import type { AdapterReport, Gpu } from '../gpu/device.ts';
@@ -14,11 +15,17 @@ import { PipelineCache } from '../gpu/pipeline_cache.ts';
 import { RMSNORM_REDUCES, type RmsNormReduce } from './rmsnorm.ts';
 import { MLA_DECODE_REDUCES } from './mla_decode.ts';
 import { ROUTE_REDUCES, type RouterConfig } from './moe_route.ts';
+import { moeRouteRef } from './moe_route.ref.ts';
+import { EXPERT_READS } from './moe_experts.ts';
 import {
   chooseGemvStrategy,
   chooseMlaDecodeReduce,
   chooseRmsNormReduce,
   chooseRouteReduce,
+  chooseVerifyExperts,
+  verifyLogits,
+  verifyWidths,
+  VERIFY_EXPERTS_CALLS_PER_PASS,
   MLA_DECODE_CALLS_PER_PASS,
   ROUTE_CALLS_PER_PASS,
   RMSNORM_CALLS_PER_PASS,
@@ -258,7 +265,7 @@ function labelTimer(kernel: string, ms: Record<string, number>, dispatchesPerPas
       dispatchWorkgroups: () => void dispatches++,
     };
     record(pass as unknown as GPUComputePassEncoder);
-    const reduction = label.replace(new RegExp(`^${kernel} `), '');
+    const reduction = label.replace(new RegExp(`^${kernel} `), '').replace(/\..*$/, ''); // "<kernel> <variant>[.<pass>]"
     timed.push(reduction);
     expect(dispatches).toBe(dispatchesPerPass);
     const t = ms[reduction] ?? 1;
@@ -271,7 +278,7 @@ function labelTimer(kernel: string, ms: Record<string, number>, dispatchesPerPas
 const MLA_SHAPE = { heads: 3, kvLoraRank: 72, ropeDim: 8, qkNopeHeadDim: 7, vHeadDim: 5 };
 const ROUTER: RouterConfig = { n_routed_experts: 12, n_group: 4, topk_group: 3, num_experts_per_tok: 6, norm_topk_prob: true, routed_scaling_factor: 2.5 };
 
-describe('chooseMlaDecodeReduce and chooseRouteReduce on this adapter', () => {
+describe('chooseMlaDecodeReduce, chooseRouteReduce and chooseVerifyExperts on this adapter', () => {
   const races = [
     {
       kernel: 'mla_decode',
@@ -286,6 +293,14 @@ describe('chooseMlaDecodeReduce and chooseRouteReduce on this adapter', () => {
       fallback: () => 'thread',
       perPass: ROUTE_CALLS_PER_PASS,
       choose: (ctx: { gpu: Gpu; pipelines: PipelineCache }, store: ReturnType<typeof memoryVariantStore>, time?: TimeFunction) => chooseRouteReduce(ctx, store, ROUTER, { time }),
+    },
+    {
+      kernel: 'moe_experts_verify',
+      all: EXPERT_READS as readonly string[],
+      fallback: () => 'per_pair',
+      perPass: 2 * VERIFY_EXPERTS_CALLS_PER_PASS, // gate_up and down, the shared experts fused
+      choose: (ctx: { gpu: Gpu; pipelines: PipelineCache }, store: ReturnType<typeof memoryVariantStore>, time?: TimeFunction) =>
+        chooseVerifyExperts(ctx, store, { hidden_size: 136, moe_intermediate_size: 40, shared_intermediate_size: 40, router: ROUTER }, { time }),
     },
   ];
   for (const race of races) {
@@ -314,4 +329,34 @@ describe('chooseMlaDecodeReduce and chooseRouteReduce on this adapter', () => {
       expect(counting.timed).toEqual([]);
     });
   }
+});
+
+describe('chooseVerifyExperts: its shape', () => {
+  const v3: RouterConfig = { n_routed_experts: 256, n_group: 8, topk_group: 4, num_experts_per_tok: 8, norm_topk_prob: true, routed_scaling_factor: 2.5 };
+  const shipped: RouterConfig = { n_routed_experts: 16, n_group: 4, topk_group: 2, num_experts_per_tok: 4, norm_topk_prob: true, routed_scaling_factor: 2.5 };
+
+  it("measures at the model's widths while its experts fit the budget, else at widths scaled alike", () => {
+    const small = { hidden_size: 256, moe_intermediate_size: 96, shared_intermediate_size: 96, router: shipped };
+    expect(verifyWidths(small, 64 * 2 ** 20)).toEqual({ d: 256, I: 96, sharedI: 96 });
+    const big = { hidden_size: 7168, moe_intermediate_size: 2048, shared_intermediate_size: 2048, router: v3 };
+    const w = verifyWidths(big, 64 * 2 ** 20);
+    expect(3 * w.d * (256 * w.I + w.sharedI)).toBeLessThanOrEqual(64 * 2 ** 20);
+    expect(3 * w.d * (256 * w.I + w.sharedI)).toBeGreaterThan(0.8 * 64 * 2 ** 20 * ((w.d - 4) / w.d) * ((w.I - 4) / w.I));
+    for (const n of [w.d, w.I]) expect(n % 4).toBe(0);
+    expect(w.sharedI).toBe(w.I); // fused into the passes as in the model
+    expect(w.d / w.I).toBeCloseTo(7168 / 2048, 0);
+    expect(verifyWidths({ ...big, shared_intermediate_size: 0 }, 64 * 2 ** 20).sharedI).toBe(0);
+  });
+
+  it('gives two tokens that choose about half their experts alike, without ties', () => {
+    for (const config of [shipped, v3, ROUTER]) {
+      const K = config.num_experts_per_tok;
+      const logits = verifyLogits(config);
+      for (const t of [0, 1]) expect(new Set(logits.subarray(t * config.n_routed_experts, (t + 1) * config.n_routed_experts)).size).toBe(config.n_routed_experts);
+      const { ids } = moeRouteRef(logits, new Float32Array(config.n_routed_experts), 2, config);
+      const first = new Set(ids.subarray(0, K));
+      const shared = ids.subarray(K, 2 * K).filter((e) => first.has(e)).length;
+      expect(shared, `E=${config.n_routed_experts} K=${K}`).toBe(Math.floor(K / 2));
+    }
+  });
 });

@@ -5,7 +5,7 @@
 // with a number where it matters, on GPUs whose strengths we cannot know ahead.
 
 import type { Gpu } from '../gpu/device.ts';
-import { createStorageBuffer, uploadBuffer } from '../gpu/buffers.ts';
+import { align4, createStorageBuffer, uploadBuffer } from '../gpu/buffers.ts';
 import { BLOCK, type Encodable, type KernelContext, type PreparedCall } from '../gpu/kernel.ts';
 import { timeComputePass, type TimeOptions, type Timing } from '../gpu/timing.ts';
 import type { VariantStore } from '../gpu/variant_store.ts';
@@ -15,6 +15,7 @@ import { createRmsNorm, RMSNORM_REDUCES, type RmsNormReduce } from './rmsnorm.ts
 import { createMlaDecode, MLA_DECODE_REDUCES, type MlaDecodeReduce } from './mla_decode.ts';
 import { kvBBytes } from './mla_absorb.ts';
 import { createMoeRoute, ROUTE_REDUCES, type RouteReduce, type RouterConfig } from './moe_route.ts';
+import { createMoeExperts, createMoeExpertsScratch, EXPERT_READS, type ExpertReads } from './moe_experts.ts';
 import { operandBytes, type MatmulBuffers, type MatmulShape, type WeightFormat } from './matmul_operands.ts';
 
 // The stores live in gpu/ (runtime/ uses them too); re-exported for the kernels' callers.
@@ -393,4 +394,151 @@ export async function chooseRouteReduce(ctx: KernelContext, store: VariantStore,
     },
   });
   return choice.variant;
+}
+
+/** Calls of the candidate in one timed pass. */
+export const VERIFY_EXPERTS_CALLS_PER_PASS = 4;
+
+/** The experts the measured verify step reads: a MoE layer's widths and router keys. */
+export interface VerifyExpertsShape {
+  hidden_size: number;
+  moe_intermediate_size: number;
+  /** n_shared_experts * moe_intermediate_size; 0 without shared experts. */
+  shared_intermediate_size: number;
+  router: RouterConfig;
+}
+
+export interface ChooseVerifyExpertsOptions {
+  /** The router selection's reduction the model runs (chooseRouteReduce); default `thread`. */
+  routeReduce?: RouteReduce;
+  /** The most bytes of expert weights the measurement allocates; default 64 MiB (verifyWidths). */
+  budgetBytes?: number;
+  /** Default timeComputePass. */
+  time?: TimeFunction;
+}
+
+/**
+ * Two tokens' router logits that choose about half of their experts alike (the shipped
+ * checkpoint's verify steps share ~0.4 of them): token 0 favours experts 0 .. K - 1, token 1
+ * experts K - K/2 .. 2K - K/2 - 1 (with group limits the sets may shift a little); the rest low.
+ * A token's logits are distinct (no ties), and the shared experts come in different k order.
+ */
+export function verifyLogits(config: RouterConfig): Float32Array {
+  const E = config.n_routed_experts;
+  const K = config.num_experts_per_tok;
+  const logits = new Float32Array(2 * E);
+  const start = [0, K - Math.floor(K / 2)];
+  for (let t = 0; t < 2; t++) {
+    for (let e = 0; e < E; e++) {
+      const chosen = e >= start[t] && e < start[t] + K;
+      const rank = t === 0 ? e : E - 1 - e; // token 1 ranks its experts the other way round
+      logits[t * E + e] = (chosen ? 3 : -3) + rank / (4 * E);
+    }
+  }
+  return logits;
+}
+
+/**
+ * The widths measured: the model's while its expert stacks (E routed and the shared, fp8) fit
+ * `budget` bytes, else d and I scaled down alike (multiples of 4, so the aligned readers run). At
+ * DeepSeek-V3's size (11 GB of experts) the measurement then runs at reduced widths with the
+ * model's router keys, where the selection is a larger share of the work than in the model: a
+ * per_expert win there is a lower bound of the model's.
+ */
+export function verifyWidths(shape: VerifyExpertsShape, budget: number): { d: number; I: number; sharedI: number } {
+  const { hidden_size: d, moe_intermediate_size: I, shared_intermediate_size: sharedI } = shape;
+  const bytes = 3 * d * (shape.router.n_routed_experts * I + sharedI);
+  if (bytes <= budget) return { d, I, sharedI };
+  const f = Math.sqrt(budget / bytes);
+  const scaled = (n: number) => (n === 0 ? 0 : Math.max(4, 4 * Math.floor((n * f) / 4)));
+  // the shared experts keep their width relative to the routed ones (fused into the passes when equal)
+  return { d: scaled(d), I: scaled(I), sharedI: sharedI === I ? scaled(I) : scaled(sharedI) };
+}
+
+/**
+ * How the MTP verify step's experts pass reads the experts of its 2 rows on this adapter
+ * (moe_experts.ts ExpertReads), measured the first time on one 2-token MoE call as the decode
+ * plans make it (the router in the passes, the shared experts, out += the sum), FP8, at the
+ * model's widths (verifyWidths) with logits whose tokens share about half their experts
+ * (verifyLogits). per_expert reads fewer bytes and does more selection work per invocation (all
+ * tokens' picks), which pays on a bandwidth-bound GPU and may not on an instruction-bound CPU
+ * adapter; per_pair (today's passes) goes first and wins a tie.
+ */
+export async function chooseVerifyExperts(ctx: KernelContext, store: VariantStore, shape: VerifyExpertsShape, options: ChooseVerifyExpertsOptions = {}): Promise<ExpertReads> {
+  const { gpu } = ctx;
+  const { device } = gpu;
+  const routeReduce = options.routeReduce ?? 'thread';
+  const { router } = shape;
+  const E = router.n_routed_experts;
+  const K = router.num_experts_per_tok;
+  const T = 2;
+  const { d, I, sharedI } = verifyWidths(shape, options.budgetBytes ?? 64 * 2 ** 20);
+  const noauxTc = (router.topk_method ?? 'noaux_tc') === 'noaux_tc';
+  const choice = await chooseVariant({
+    gpu,
+    kernel: 'moe_experts_verify',
+    shapeClass: `tokens=${T} d=${d} I=${I} shared=${sharedI} E=${E} G=${router.n_group} KG=${router.topk_group} K=${K} ${router.topk_method ?? 'noaux_tc'} ${routeReduce} fp8`,
+    candidates: EXPERT_READS,
+    store,
+    time: options.time,
+    build(expertReads) {
+      const stack = (experts: number, inter: number) => {
+        const words = (rows: number, cols: number) => uploadBuffer(device, codes(experts * align4(rows * cols)), 'variant_choice.expert_weight');
+        const scales = (rows: number, cols: number) => uploadBuffer(device, new Float32Array(experts * Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK)).fill(0.01), 'variant_choice.expert_scale');
+        return {
+          gate_proj: { weight: words(inter, d), weight_scale_inv: scales(inter, d) },
+          up_proj: { weight: words(inter, d), weight_scale_inv: scales(inter, d) },
+          down_proj: { weight: words(d, inter), weight_scale_inv: scales(d, inter) },
+        };
+      };
+      const routed = stack(E, I);
+      const sharedWeights = sharedI > 0 ? stack(1, sharedI) : undefined;
+      const shape2 = { tokens: T, hidden_size: d, moe_intermediate_size: I, n_routed_experts: E, num_experts_per_tok: K };
+      const scratch = createMoeExpertsScratch(device, shape2, 'decode', 'variant_choice.scratch');
+      const buffers = {
+        x: uploadBuffer(device, pattern(T * d, 13), 'variant_choice.x'),
+        logits: uploadBuffer(device, verifyLogits(router), 'variant_choice.logits'),
+        bias: noauxTc ? uploadBuffer(device, new Float32Array(E), 'variant_choice.bias') : undefined,
+        topkIds: createStorageBuffer(device, 4 * T * K, 'variant_choice.topk_ids'),
+        topkWeights: createStorageBuffer(device, 4 * T * K, 'variant_choice.topk_weights'),
+        out: uploadBuffer(device, new Float32Array(T * d), 'variant_choice.out'),
+        sharedH: createStorageBuffer(device, 4 * T * Math.max(1, sharedI), 'variant_choice.shared_h'),
+      };
+      const projections = [routed, sharedWeights].flatMap((w) => (w ? Object.values(w).flatMap((p) => [p.weight, p.weight_scale_inv]) : []));
+      const free = () => {
+        for (const b of [...Object.values(buffers), ...projections, scratch]) b?.destroy();
+      };
+      try {
+        const kernel = createMoeExperts(ctx, { routeReduce, expertReads });
+        const args = {
+          ...shape2, x: buffers.x, topkIds: buffers.topkIds, topkWeights: buffers.topkWeights, weights: routed, scratch, out: buffers.out,
+          router: { config: router, logits: buffers.logits, bias: buffers.bias },
+          shared: sharedWeights && { intermediate_size: sharedI, weights: sharedWeights, h: buffers.sharedH },
+          label: `moe_experts_verify ${expertReads}`,
+        };
+        // as the decode plans call it (src/model/ffn.ts): out += the sum where the down pass writes all of it
+        const call = kernel.prepare({ ...args, accumulate: kernel.sumsInOnePass(args) });
+        return {
+          encode(pass) {
+            for (let i = 0; i < VERIFY_EXPERTS_CALLS_PER_PASS; i++) call.encode(pass);
+          },
+          destroy() {
+            call.destroy();
+            free();
+          },
+        };
+      } catch (error) {
+        free();
+        throw error;
+      }
+    },
+  });
+  return choice.variant;
+}
+
+/** n bytes 0x00 .. 0x3f: finite e4m3 codes (not all zero: some GPUs might compress those). */
+function codes(n: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i++) bytes[i] = (i * 37) & 0x3f;
+  return bytes;
 }

@@ -12,7 +12,8 @@ import { NON_FINITE_ID, type SamplingParams } from '../kernels/sample.ts';
 import type { RmsNormReduce } from '../kernels/rmsnorm.ts';
 import type { MlaDecodeReduce } from '../kernels/mla_decode.ts';
 import type { RouteReduce } from '../kernels/moe_route.ts';
-import { chooseGemvStrategy, chooseMlaDecodeReduce, chooseRmsNormReduce, chooseRouteReduce } from '../kernels/variant_choice.ts';
+import { chooseGemvStrategy, chooseMlaDecodeReduce, chooseRmsNormReduce, chooseRouteReduce, chooseVerifyExperts } from '../kernels/variant_choice.ts';
+import type { ExpertReads } from '../kernels/moe_experts.ts';
 import type { VariantStore } from '../gpu/variant_store.ts';
 
 export type { SamplingParams } from '../kernels/sample.ts';
@@ -47,6 +48,8 @@ export interface GpuModelOptions {
   mlaDecodeReduce?: MlaDecodeReduce;
   /** Who runs the router's selection (moe_route.ts); default `thread` (chooseRouteReduce measures it). */
   routeReduce?: RouteReduce;
+  /** How the experts passes of 2+ rows (the MTP verify step) read the experts (moe_experts.ts); default per_pair (chooseVerifyExperts measures it). */
+  verifyExperts?: ExpertReads;
   /**
    * Decode plans run their RMSNorms inside the GEMVs and their residual adds inside the kernels
    * before them (deepseek_v3.ts); default true. false keeps the separate dispatches, to measure the gain.
@@ -202,7 +205,7 @@ export function createGpuModel(gpu: Gpu, loaded: LoadedWeights, options: GpuMode
   const weights = modelWeights(gpu, pipelineCache, loaded);
   let kernels: ModelKernels;
   try {
-    kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics, weights.expertWeights, options.normReduce, { mlaDecode: options.mlaDecodeReduce, route: options.routeReduce });
+    kernels = createModelKernels(gpu, pipelineCache, config, options.strategies, numerics, weights.expertWeights, options.normReduce, { mlaDecode: options.mlaDecodeReduce, route: options.routeReduce, verifyExperts: options.verifyExperts });
   } catch (err) {
     weights.destroy();
     throw err;
@@ -332,9 +335,10 @@ function usableDraft(id: number): number | undefined {
  * (variant_choice.ts): the norms' reduction at the model's width (subgroups where the device has
  * them and they win), the GEMV strategy of a decode step (FP8, the format most of its bytes
  * are in), decode attention's reduction at the model's head widths and the router's selection
- * with its keys (both subgroups where the device has them and they win).
+ * with its keys (both subgroups where the device has them and they win), and, with an MTP
+ * module, how the verify step's 2-row experts passes read the experts (each one once where that wins).
  */
-export async function measuredVariants(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, store: VariantStore): Promise<Pick<GpuModelOptions, 'normReduce' | 'strategies' | 'mlaDecodeReduce' | 'routeReduce'>> {
+export async function measuredVariants(gpu: Gpu, pipelines: PipelineCache, config: DeepseekV3Config, store: VariantStore): Promise<Pick<GpuModelOptions, 'normReduce' | 'strategies' | 'mlaDecodeReduce' | 'routeReduce' | 'verifyExperts'>> {
   const ctx = { gpu, pipelines };
   const normReduce = await chooseRmsNormReduce(ctx, store, { width: config.hidden_size });
   const gemv = await chooseGemvStrategy(ctx, store, { weights: 'fp8' });
@@ -342,5 +346,8 @@ export async function measuredVariants(gpu: Gpu, pipelines: PipelineCache, confi
     heads: config.num_attention_heads, kvLoraRank: config.kv_lora_rank, ropeDim: config.qk_rope_head_dim, qkNopeHeadDim: config.qk_nope_head_dim, vHeadDim: config.v_head_dim,
   });
   const routeReduce = await chooseRouteReduce(ctx, store, config);
-  return { normReduce, strategies: { gemv }, mlaDecodeReduce, routeReduce };
+  const verifyExperts = config.num_nextn_predict_layers > 0
+    ? await chooseVerifyExperts(ctx, store, { hidden_size: config.hidden_size, moe_intermediate_size: config.moe_intermediate_size, shared_intermediate_size: config.n_shared_experts * config.moe_intermediate_size, router: config }, { routeReduce })
+    : undefined;
+  return { normReduce, strategies: { gemv }, mlaDecodeReduce, routeReduce, verifyExperts };
 }

@@ -12,7 +12,7 @@ import { createMlaLatentNorm, type MlaLatentNorm } from '../kernels/mla_latent_n
 import { createMlaDecode, type MlaDecode, type MlaDecodeReduce } from '../kernels/mla_decode.ts';
 import { createMlaPrefill, type MlaPrefillArgs, type PreparedMlaPrefill } from '../kernels/mla_prefill.ts';
 import { createMoeRoute, type MoeRouteArgs, type RouteReduce } from '../kernels/moe_route.ts';
-import { createMlp, createMoeExperts, type ExpertWeightFormat, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
+import { createMlp, createMoeExperts, type ExpertReads, type ExpertWeightFormat, type MlpArgs, type MoeExperts } from '../kernels/moe_experts.ts';
 import type { WeightFormat } from '../kernels/matmul_operands.ts';
 import { createRmsNorm, type RmsNorm, type RmsNormReduce } from '../kernels/rmsnorm.ts';
 import { createRepetitionPenalty, type PreparedRepetitionPenalty, type RepetitionPenaltyArgs } from '../kernels/repetition_penalty.ts';
@@ -74,8 +74,8 @@ export function createModelKernels(
   numerics: ModelNumerics = 'weight_only',
   expertWeights: ExpertWeightFormat = 'fp8',
   normReduce?: RmsNormReduce,
-  /** Decode attention's reduction and the router selection's (measured at load: gpu_model.ts measuredVariants). */
-  reduces: { mlaDecode?: MlaDecodeReduce; route?: RouteReduce } = {},
+  /** Decode attention's reduction, the router selection's and the verify step's expert reads (measured at load: gpu_model.ts measuredVariants). */
+  reduces: { mlaDecode?: MlaDecodeReduce; route?: RouteReduce; verifyExperts?: ExpertReads } = {},
 ): ModelKernels {
   const ctx: KernelContext = { gpu, pipelines };
   const byFormat = <K>(make: (format: WeightFormat) => K) => {
@@ -106,7 +106,7 @@ export function createModelKernels(
     mlaPrefill: createMlaPrefill(ctx, { kvLoraRank: config.kv_lora_rank }),
     expertWeights,
     // W8A8 rounds activations for FP8 weights only (the official linear() runs BF16 weights as they are).
-    experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights, routeReduce: reduces.route }),
+    experts: createMoeExperts(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', actScaleFormat: scaleFormat, weights: expertWeights, routeReduce: reduces.route, expertReads: reduces.verifyExperts }),
     route: createMoeRoute(ctx, { reduce: reduces.route }),
     mlp: createMlp(ctx, { roundHidden: w8a8 && expertWeights === 'fp8', weights: expertWeights }), // dense MLP: amax / 448 (experts rounds its shared experts alike)
     sample: createSample(ctx),
