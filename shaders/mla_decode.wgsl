@@ -215,26 +215,9 @@ fn item_in_one_invocation(it: Item) {
 }
 
 // GPU variant: one item per workgroup. `it` is uniform over the workgroup.
-fn item_in_workgroup(it: Item, lid: u32) {
-  for (var i = lid; i < it.n; i += WG) {
-    wg_p[i] = score(it, it.first + i);
-  }
-  workgroupBarrier();
-  // Every invocation scans the (at most CHUNK) scores: cheaper than a tree of barriers.
-  var m = LOWEST;
-  for (var i = 0u; i < it.n; i++) {
-    m = max(m, wg_p[i]);
-  }
-  workgroupBarrier();
-  for (var i = lid; i < it.n; i += WG) {
-    wg_p[i] = exp(wg_p[i] - m);
-  }
-  workgroupBarrier();
-  // Every invocation sums l (the one split's o_lat divides by it), in the order of the CPU variant.
-  var l = 0.0;
-  for (var i = 0u; i < it.n; i++) {
-    l += wg_p[i];
-  }
+// The end of a workgroup's item, given the scores' exp(s - m) in wg_p and their sum l: o_lat's
+// columns (quads lid, lid + WG, ...), then (m, l) for the merge pass, or with one split o itself.
+fn finish_in_workgroup(it: Item, lid: u32, m: f32, l: f32) {
   let lat_quads = rkv4();
   let row_quads = width4();
   let out = part_index(it) * lat_quads;
@@ -255,6 +238,29 @@ fn item_in_workgroup(it: Item, lid: u32) {
   for (var v = lid; v < params.dv; v += WG) {
     expand_o(it, v);
   }
+}
+
+fn item_in_workgroup(it: Item, lid: u32) {
+  for (var i = lid; i < it.n; i += WG) {
+    wg_p[i] = score(it, it.first + i);
+  }
+  workgroupBarrier();
+  // Every invocation scans the (at most CHUNK) scores: cheaper than a tree of barriers.
+  var m = LOWEST;
+  for (var i = 0u; i < it.n; i++) {
+    m = max(m, wg_p[i]);
+  }
+  workgroupBarrier();
+  for (var i = lid; i < it.n; i += WG) {
+    wg_p[i] = exp(wg_p[i] - m);
+  }
+  workgroupBarrier();
+  // Every invocation sums l (the one split's o_lat divides by it), in the order of the CPU variant.
+  var l = 0.0;
+  for (var i = 0u; i < it.n; i++) {
+    l += wg_p[i];
+  }
+  finish_in_workgroup(it, lid, m, l);
 }
 
 #if reduce == subgroup
@@ -318,26 +324,7 @@ fn item_in_subgroups(it: Item, lid: u32) {
   for (var g = 0u; g < WG; g++) {
     total += wg_sum[g];
   }
-  let lat_quads = rkv4();
-  let row_quads = width4();
-  let out = part_index(it) * lat_quads;
-  for (var j = lid; j < lat_quads; j += WG) {
-    var acc = vec4(0.0);
-    for (var i = 0u; i < it.n; i++) {
-      acc += wg_p[i] * cache[(it.first + i) * row_quads + j];
-    }
-    store_column(out, j, acc, total);
-  }
-  if (params.splits > 1u) {
-    if (lid == 0u) {
-      part_ml[part_index(it)] = vec2(m, total);
-    }
-    return;
-  }
-  storageBarrier(); // o_lat's columns, written to part_o by every invocation of the workgroup
-  for (var v = lid; v < params.dv; v += WG) {
-    expand_o(it, v);
-  }
+  finish_in_workgroup(it, lid, m, total);
 }
 #endif
 
