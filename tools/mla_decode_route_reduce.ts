@@ -15,7 +15,7 @@ import { createStorageBuffer, readF32, readU32, uploadBuffer } from '../src/gpu/
 import { submitPass, type PreparedCall } from '../src/gpu/kernel.ts';
 import { openNodeGpu } from '../src/gpu/node.ts';
 import { PipelineCache } from '../src/gpu/pipeline_cache.ts';
-import { median, timeComputePass } from '../src/gpu/timing.ts';
+import { raceCalls } from './race_calls.ts';
 import { kvBBytes } from '../src/kernels/mla_absorb.ts';
 import { createMlaDecode, MLA_DECODE_REDUCES, type MlaDecodeReduce } from '../src/kernels/mla_decode.ts';
 import { createMoeExperts, createMoeExpertsScratch } from '../src/kernels/moe_experts.ts';
@@ -36,19 +36,8 @@ const subgroups = device.features.has('subgroups');
 console.log(`adapter: ${gpu.adapter.description} (subgroups ${subgroups}, sizes ${info.subgroupMinSize}..${info.subgroupMaxSize}, timing ${gpu.adapter.features['timestamp-query'] ? 'timestamps' : 'wall clock'})`);
 const next = rng(1);
 
-/** ms per call of each variant, interleaved rounds. */
-async function race(calls: PreparedCall[]): Promise<number[]> {
-  const times: number[][] = calls.map(() => []);
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const [i, call] of calls.entries()) {
-      const record = (pass: GPUComputePassEncoder) => {
-        for (let k = 0; k < CALLS; k++) call.encode(pass);
-      };
-      times[i].push((await timeComputePass(gpu, record, { warmup: round === 0 ? 2 : 1, runs: RUNS })).minMs / CALLS);
-    }
-  }
-  return times.map(median);
-}
+/** ms per call of each variant (tools/race_calls.ts). */
+const race = (calls: PreparedCall[]) => raceCalls(gpu, calls, { rounds: ROUNDS, runs: RUNS, perPass: CALLS });
 
 function maxRel(got: Float32Array, want: Float32Array): number {
   let num = 0;

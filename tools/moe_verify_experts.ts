@@ -15,7 +15,7 @@ import { createStorageBuffer, readF32, readU32, uploadBuffer } from '../src/gpu/
 import { submitPass, type PreparedCall } from '../src/gpu/kernel.ts';
 import { openNodeGpu } from '../src/gpu/node.ts';
 import { PipelineCache } from '../src/gpu/pipeline_cache.ts';
-import { median, timeComputePass } from '../src/gpu/timing.ts';
+import { raceCalls } from './race_calls.ts';
 import { createMoeExperts, createMoeExpertsScratch, EXPERT_READS, moeExpertsCost, type ExpertReads } from '../src/kernels/moe_experts.ts';
 import { ROUTE_REDUCES, type RouteReduce, type RouterConfig } from '../src/kernels/moe_route.ts';
 import { chooseRouteReduce, chooseVerifyExperts, memoryVariantStore, verifyLogits } from '../src/kernels/variant_choice.ts';
@@ -32,19 +32,8 @@ const ctx = { gpu, pipelines: new PipelineCache(device) };
 console.log(`adapter: ${gpu.adapter.description} (timing ${gpu.adapter.features['timestamp-query'] ? 'timestamps' : 'wall clock'})`);
 const next = rng(1);
 
-/** ms per call of each variant, interleaved rounds. */
-async function race(calls: PreparedCall[]): Promise<number[]> {
-  const times: number[][] = calls.map(() => []);
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const [i, call] of calls.entries()) {
-      const record = (pass: GPUComputePassEncoder) => {
-        for (let k = 0; k < CALLS; k++) call.encode(pass);
-      };
-      times[i].push((await timeComputePass(gpu, record, { warmup: round === 0 ? 2 : 1, runs: RUNS })).minMs / CALLS);
-    }
-  }
-  return times.map(median);
-}
+/** ms per call of each variant (tools/race_calls.ts). */
+const race = (calls: PreparedCall[]) => raceCalls(gpu, calls, { rounds: ROUNDS, runs: RUNS, perPass: CALLS });
 
 const v3Keys = (E: number, G: number, KG: number, K: number): RouterConfig => ({ n_routed_experts: E, n_group: G, topk_group: KG, num_experts_per_tok: K, norm_topk_prob: true, routed_scaling_factor: 2.5 });
 const SHAPES: { name: string; router: RouterConfig; d: number; I: number }[] = [
